@@ -1,0 +1,305 @@
+//! The Kafka v2 RecordBatch header: parsing, validation and the fields the
+//! log patches on append.
+//!
+//! Layout (big-endian), from the start of a batch:
+//!
+//! ```text
+//!  0  base_offset            i64   patched by the log on append
+//!  8  batch_length           i32   bytes after this field
+//! 12  partition_leader_epoch i32   patched by the log on append
+//! 16  magic                  i8    always 2
+//! 17  crc                    u32   CRC-32C of bytes 21..end
+//! 21  attributes             i16
+//! 23  last_offset_delta      i32
+//! 27  base_timestamp         i64
+//! 35  max_timestamp          i64
+//! 43  producer_id            i64
+//! 51  producer_epoch         i16
+//! 53  base_sequence          i32
+//! 57  records_count          i32
+//! 61  records...
+//! ```
+//!
+//! The CRC does not cover the base offset or the leader epoch, so the log can
+//! assign both without touching the client's payload.
+
+use crate::error::BatchError;
+
+/// Bytes before `batch_length`'s payload: base offset and the length itself.
+pub const LOG_OVERHEAD: usize = 12;
+/// Size of the fixed RecordBatch header.
+pub const BATCH_HEADER_LEN: usize = 61;
+/// The only record format Keel stores.
+pub const MAGIC_V2: i8 = 2;
+
+const CRC_OFFSET: usize = 17;
+const ATTRIBUTES_OFFSET: usize = 21;
+const COMPRESSION_MASK: i16 = 0x07;
+const TIMESTAMP_TYPE_MASK: i16 = 0x08;
+const TRANSACTIONAL_MASK: i16 = 0x10;
+const CONTROL_MASK: i16 = 0x20;
+
+/// The decoded fixed header of one RecordBatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    pub batch_length: i32,
+    pub partition_leader_epoch: i32,
+    pub magic: i8,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub records_count: i32,
+}
+
+impl BatchHeader {
+    /// Parses the fixed header at the start of `bytes` without checking the CRC.
+    pub fn parse(bytes: &[u8]) -> Result<Self, BatchError> {
+        if bytes.len() < BATCH_HEADER_LEN {
+            return Err(BatchError::Truncated {
+                needed: BATCH_HEADER_LEN,
+                available: bytes.len(),
+            });
+        }
+        let header = Self {
+            base_offset: read_i64(bytes, 0),
+            batch_length: read_i32(bytes, 8),
+            partition_leader_epoch: read_i32(bytes, 12),
+            magic: bytes[16] as i8,
+            crc: read_u32(bytes, CRC_OFFSET),
+            attributes: read_i16(bytes, ATTRIBUTES_OFFSET),
+            last_offset_delta: read_i32(bytes, 23),
+            base_timestamp: read_i64(bytes, 27),
+            max_timestamp: read_i64(bytes, 35),
+            producer_id: read_i64(bytes, 43),
+            producer_epoch: read_i16(bytes, 51),
+            base_sequence: read_i32(bytes, 53),
+            records_count: read_i32(bytes, 57),
+        };
+        if header.magic != MAGIC_V2 {
+            return Err(BatchError::UnsupportedMagic(header.magic));
+        }
+        if (header.batch_length as i64) < (BATCH_HEADER_LEN - LOG_OVERHEAD) as i64 {
+            return Err(BatchError::InvalidLength(header.batch_length));
+        }
+        Ok(header)
+    }
+
+    /// Total size of the batch on the wire and on disk.
+    pub fn total_len(&self) -> usize {
+        LOG_OVERHEAD + self.batch_length as usize
+    }
+
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + self.last_offset_delta as i64
+    }
+
+    pub fn next_offset(&self) -> i64 {
+        self.last_offset() + 1
+    }
+
+    pub fn compression_codec(&self) -> i16 {
+        self.attributes & COMPRESSION_MASK
+    }
+
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & TIMESTAMP_TYPE_MASK != 0
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL_MASK != 0
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.attributes & CONTROL_MASK != 0
+    }
+
+    pub fn has_producer_id(&self) -> bool {
+        self.producer_id >= 0
+    }
+
+    /// Sequence number of the last record, wrapping at `i32::MAX` as Kafka does.
+    pub fn last_sequence(&self) -> i32 {
+        increment_sequence(self.base_sequence, self.last_offset_delta)
+    }
+}
+
+/// Adds `delta` to a producer sequence number, wrapping past `i32::MAX` to 0.
+pub fn increment_sequence(sequence: i32, delta: i32) -> i32 {
+    if sequence > i32::MAX - delta {
+        delta - (i32::MAX - sequence) - 1
+    } else {
+        sequence + delta
+    }
+}
+
+/// Parses and fully validates one batch that a client sent: header, length
+/// against the buffer, CRC-32C and the record count.
+pub fn validate_client_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = BatchHeader::parse(bytes)?;
+    if header.total_len() != bytes.len() {
+        return Err(BatchError::LengthMismatch {
+            declared: header.total_len(),
+            actual: bytes.len(),
+        });
+    }
+    verify_crc(&header, bytes)?;
+    if header.records_count <= 0 || header.last_offset_delta != header.records_count - 1 {
+        return Err(BatchError::InvalidRecordCount {
+            records_count: header.records_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    Ok(header)
+}
+
+/// Checks the CRC-32C of a complete batch against its header.
+pub fn verify_crc(header: &BatchHeader, bytes: &[u8]) -> Result<(), BatchError> {
+    let end = header.total_len().min(bytes.len());
+    let computed = crc32c::crc32c(&bytes[ATTRIBUTES_OFFSET..end]);
+    if computed != header.crc {
+        return Err(BatchError::CrcMismatch {
+            stored: header.crc,
+            computed,
+        });
+    }
+    Ok(())
+}
+
+/// Writes the base offset and partition leader epoch into a batch in place.
+/// Neither field is covered by the CRC.
+pub fn assign_offset_and_epoch(bytes: &mut [u8], base_offset: i64, leader_epoch: i32) {
+    bytes[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    bytes[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
+/// Splits a buffer of concatenated batches, as a produce request carries
+/// them, into whole batches. A trailing partial batch is an error.
+pub fn split_batches(mut bytes: &[u8]) -> Result<Vec<&[u8]>, BatchError> {
+    let mut batches = Vec::new();
+    while !bytes.is_empty() {
+        if bytes.len() < LOG_OVERHEAD {
+            return Err(BatchError::Truncated {
+                needed: LOG_OVERHEAD,
+                available: bytes.len(),
+            });
+        }
+        let length = read_i32(bytes, 8);
+        if length < 0 {
+            return Err(BatchError::InvalidLength(length));
+        }
+        let total = LOG_OVERHEAD + length as usize;
+        if total > bytes.len() {
+            return Err(BatchError::Truncated {
+                needed: total,
+                available: bytes.len(),
+            });
+        }
+        let (batch, rest) = bytes.split_at(total);
+        batches.push(batch);
+        bytes = rest;
+    }
+    Ok(batches)
+}
+
+fn read_i16(bytes: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([bytes[at], bytes[at + 1]])
+}
+
+fn read_i32(bytes: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+fn read_i64(bytes: &[u8], at: usize) -> i64 {
+    let mut buf = [0u8; 8];
+    buf.copy_from_slice(&bytes[at..at + 8]);
+    i64::from_be_bytes(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::batch;
+
+    #[test]
+    fn parses_and_validates_a_well_formed_batch() {
+        let bytes = batch(3, 1_000);
+        let header = validate_client_batch(&bytes).unwrap();
+        assert_eq!(header.records_count, 3);
+        assert_eq!(header.last_offset_delta, 2);
+        assert_eq!(header.max_timestamp, 1_002);
+        assert_eq!(header.total_len(), bytes.len());
+    }
+
+    #[test]
+    fn rejects_a_flipped_bit_in_the_payload() {
+        let mut bytes = batch(2, 0);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        assert!(matches!(
+            validate_client_batch(&bytes),
+            Err(BatchError::CrcMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn patching_offset_and_epoch_keeps_the_crc_valid() {
+        let mut bytes = batch(2, 0);
+        assign_offset_and_epoch(&mut bytes, 42, 7);
+        let header = validate_client_batch(&bytes).unwrap();
+        assert_eq!(header.base_offset, 42);
+        assert_eq!(header.partition_leader_epoch, 7);
+        assert_eq!(header.last_offset(), 43);
+    }
+
+    #[test]
+    fn rejects_wrong_magic_and_short_buffers() {
+        let mut bytes = batch(1, 0);
+        bytes[16] = 1;
+        assert_eq!(
+            BatchHeader::parse(&bytes),
+            Err(BatchError::UnsupportedMagic(1))
+        );
+        assert!(matches!(
+            BatchHeader::parse(&bytes[..20]),
+            Err(BatchError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_a_record_count_that_disagrees_with_the_offset_delta() {
+        let mut bytes = batch(2, 0);
+        bytes[57..61].copy_from_slice(&5i32.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[ATTRIBUTES_OFFSET..]);
+        bytes[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            validate_client_batch(&bytes),
+            Err(BatchError::InvalidRecordCount { .. })
+        ));
+    }
+
+    #[test]
+    fn splits_concatenated_batches_and_rejects_a_partial_tail() {
+        let mut bytes = batch(1, 0);
+        bytes.extend(batch(2, 0));
+        assert_eq!(split_batches(&bytes).unwrap().len(), 2);
+        bytes.truncate(bytes.len() - 3);
+        assert!(split_batches(&bytes).is_err());
+    }
+
+    #[test]
+    fn sequence_numbers_wrap_like_kafka() {
+        assert_eq!(increment_sequence(5, 3), 8);
+        assert_eq!(increment_sequence(i32::MAX, 1), 0);
+        assert_eq!(increment_sequence(i32::MAX - 1, 3), 1);
+    }
+}

@@ -1,0 +1,61 @@
+//! Per-partition settings: the topic's configuration resolved against the
+//! broker's defaults.
+
+/// When appended data is forced to disk with fsync.
+///
+/// Data written by `append` is in the operating system's page cache at once,
+/// so it survives a crash of the process whatever this says. Only a power
+/// loss or kernel crash loses what was not yet flushed; the policy bounds
+/// that window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushPolicy {
+    /// Flush after this many messages since the last flush (`flush.messages`);
+    /// 1 flushes every batch before it is acknowledged.
+    pub messages: Option<u64>,
+    /// Flush when the oldest unflushed data is this old (`flush.ms`), checked
+    /// by the broker's background flusher.
+    pub interval_ms: Option<u64>,
+}
+
+impl Default for FlushPolicy {
+    fn default() -> Self {
+        Self {
+            messages: None,
+            interval_ms: Some(1_000),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Roll to a new segment once the active one reaches this size.
+    pub segment_bytes: u64,
+    /// Roll to a new segment once the active one is this old.
+    pub segment_ms: i64,
+    /// Delete segments whose newest record is older than this; -1 keeps all.
+    pub retention_ms: i64,
+    /// Delete the oldest segments while the log is larger than this; -1 keeps all.
+    pub retention_bytes: i64,
+    /// Bytes of data between two index entries.
+    pub index_interval_bytes: u64,
+    /// Largest batch accepted (`max.message.bytes`).
+    pub max_message_bytes: usize,
+    /// Forget an idle idempotent producer after this long.
+    pub producer_expiration_ms: i64,
+    pub flush: FlushPolicy,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3_600_000,
+            retention_ms: 7 * 24 * 3_600_000,
+            retention_bytes: -1,
+            index_interval_bytes: 4096,
+            max_message_bytes: 1_048_588,
+            producer_expiration_ms: 24 * 3_600_000,
+            flush: FlushPolicy::default(),
+        }
+    }
+}

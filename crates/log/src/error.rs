@@ -1,0 +1,87 @@
+//! Errors of the partition log. Which Kafka error code each one becomes is
+//! decided by the broker, in one place.
+
+use std::{io, path::PathBuf};
+
+/// Why a RecordBatch was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("batch truncated: needs {needed} bytes, {available} available")]
+    Truncated { needed: usize, available: usize },
+    #[error("unsupported record batch magic {0}; only v2 is accepted")]
+    UnsupportedMagic(i8),
+    #[error("invalid batch length {0}")]
+    InvalidLength(i32),
+    #[error("batch declares {declared} bytes but {actual} were sent")]
+    LengthMismatch { declared: usize, actual: usize },
+    #[error("CRC-32C mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    CrcMismatch { stored: u32, computed: u32 },
+    #[error("records_count {records_count} disagrees with last_offset_delta {last_offset_delta}")]
+    InvalidRecordCount {
+        records_count: i32,
+        last_offset_delta: i32,
+    },
+    #[error("a produce request must carry exactly one batch per partition, got {0}")]
+    NotOneBatch(usize),
+}
+
+impl BatchError {
+    /// A checksum or framing failure, as opposed to a well-formed batch with
+    /// inconsistent contents.
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            Self::Truncated { .. }
+                | Self::InvalidLength(_)
+                | Self::LengthMismatch { .. }
+                | Self::CrcMismatch { .. }
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("{context} {path}: {source}")]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("invalid batch: {0}")]
+    Batch(#[from] BatchError),
+    #[error("offset {offset} is outside the log [{log_start_offset}, {log_end_offset}]")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
+    #[error("batch of {size} bytes exceeds max.message.bytes {max}")]
+    BatchTooLarge { size: usize, max: usize },
+    #[error("producer {producer_id} epoch {received} is older than the current epoch {current}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        current: i16,
+        received: i16,
+    },
+    #[error("producer {producer_id} sent sequence {received}, expected {expected}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        received: i32,
+    },
+    #[error("log is closed")]
+    Closed,
+}
+
+impl LogError {
+    pub(crate) fn io(context: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Self::Io {
+            context,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = LogError> = std::result::Result<T, E>;

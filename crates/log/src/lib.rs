@@ -1,0 +1,41 @@
+//! Keel's partition log.
+//!
+//! A partition's data lives in a directory of segments. Each segment is a
+//! file of Kafka v2 RecordBatches stored exactly as producers sent them,
+//! except that the log writes the base offset and the partition leader
+//! epoch into the header (fields the CRC does not cover). Beside each
+//! segment are a sparse offset index and a time index.
+//!
+//! - [`PartitionLog::append_as_leader`] validates a producer's batch (CRC-32C,
+//!   framing, record count, idempotent sequence), assigns offsets, appends.
+//! - [`PartitionLog::read`] picks whole batches under the lock and returns a
+//!   [`ReadSlice`] that is read after the lock is released.
+//! - [`PartitionLog::open`] recovers after a crash: segments past the last
+//!   flushed offset are re-read batch by batch, a torn tail is cut off and
+//!   the indexes are rebuilt.
+//! - Retention by time and size, DeleteRecords and follower truncation move
+//!   the log's ends; the leader epoch cache answers OffsetForLeaderEpoch.
+//!
+//! Nothing here does networking or knows about other replicas; the broker
+//! decides what the high watermark is and passes it in.
+
+pub mod batch;
+mod checkpoint;
+mod config;
+mod epoch_cache;
+mod error;
+mod index;
+mod partition_log;
+mod producer_state;
+mod read;
+mod records;
+mod segment;
+pub mod testing;
+
+pub use checkpoint::write_atomically;
+pub use config::{FlushPolicy, LogConfig};
+pub use epoch_cache::EpochEntry;
+pub use error::{BatchError, LogError, Result};
+pub use partition_log::{AppendOutcome, PartitionLog, PendingFlush, RecoveryReport};
+pub use producer_state::{MAX_CACHED_BATCHES, ProducerBatch, SequenceCheck};
+pub use read::ReadSlice;

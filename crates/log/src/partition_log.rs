@@ -1,0 +1,712 @@
+//! The log of one partition replica: an ordered run of segments, the last of
+//! which takes appends.
+//!
+//! Invariants:
+//! - `log_start_offset <= log_end_offset`, and every offset in between that
+//!   a batch holds is readable.
+//! - Segments are contiguous and ordered by base offset; there is always at
+//!   least one, and only the last one is written to.
+//! - Everything below `recovery_point` has been fsynced; after an unclean
+//!   stop only segments from the one holding the recovery point onwards are
+//!   re-validated.
+//!
+//! Files in the partition directory besides the segments:
+//! `log-start-offset`, `recovery-point`, `leader-epoch-checkpoint`,
+//! `producer-state` (written on clean close) and `.clean-shutdown`.
+
+use std::{
+    collections::BTreeMap,
+    fs::{self, File},
+    ops::ControlFlow,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use crate::{
+    batch::{BatchHeader, assign_offset_and_epoch, validate_client_batch},
+    checkpoint::{read_offset, sync_dir, write_atomically, write_offset},
+    config::LogConfig,
+    epoch_cache::{EpochEntry, LeaderEpochCache},
+    error::{LogError, Result},
+    producer_state::{ProducerStateTable, SequenceCheck},
+    read::ReadSlice,
+    records::visit_records,
+    segment::{LOG_SUFFIX, LocatedBatch, Segment},
+};
+
+const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+const RECOVERY_POINT_FILE: &str = "recovery-point";
+const PRODUCER_STATE_FILE: &str = "producer-state";
+
+/// Where an appended batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub log_start_offset: i64,
+    /// The batch was a retry of one already in the log and was not written.
+    pub duplicate: bool,
+    /// Records in the batch.
+    pub records: i32,
+}
+
+/// What opening the log found and repaired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub clean_shutdown: bool,
+    pub segments: usize,
+    pub segments_recovered: usize,
+    pub truncated_bytes: u64,
+    pub segments_dropped: usize,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+/// The files to fsync for a flush done outside the log's lock.
+#[derive(Debug)]
+pub struct PendingFlush {
+    files: Vec<Arc<File>>,
+    up_to_offset: i64,
+    messages: u64,
+}
+
+impl PendingFlush {
+    /// fsyncs every file; call without holding the log.
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.files.iter().try_for_each(|f| f.sync_data())
+    }
+}
+
+#[derive(Debug)]
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: LogConfig,
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    recovery_point: i64,
+    unflushed_messages: u64,
+    oldest_unflushed_ms: Option<i64>,
+    epochs: LeaderEpochCache,
+    producers: ProducerStateTable,
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the log in `dir`, recovering from an unclean stop.
+    pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<(Self, RecoveryReport)> {
+        fs::create_dir_all(dir).map_err(|e| LogError::io("creating", dir, e))?;
+        let clean_marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean_shutdown = clean_marker.exists();
+        if clean_shutdown {
+            fs::remove_file(&clean_marker)
+                .map_err(|e| LogError::io("removing", &clean_marker, e))?;
+            sync_dir(dir)?;
+        }
+        let recovery_point = if clean_shutdown {
+            i64::MAX
+        } else {
+            read_offset(&dir.join(RECOVERY_POINT_FILE)).unwrap_or(0)
+        };
+        let base_offsets = list_segment_base_offsets(dir)?;
+        let first_to_recover = base_offsets
+            .iter()
+            .copied()
+            .take_while(|&base| base <= recovery_point)
+            .last()
+            .unwrap_or(0);
+
+        let mut report = RecoveryReport {
+            clean_shutdown,
+            segments: 0,
+            segments_recovered: 0,
+            truncated_bytes: 0,
+            segments_dropped: 0,
+            log_start_offset: 0,
+            log_end_offset: 0,
+        };
+        let mut segments = BTreeMap::new();
+        let mut expected_base: Option<i64> = None;
+        let mut broken = false;
+        for base in base_offsets {
+            let contiguous = expected_base.is_none_or(|expected| base >= expected);
+            if broken || !contiguous {
+                Segment::delete_files(dir, base)?;
+                report.segments_dropped += 1;
+                continue;
+            }
+            let recover = !clean_shutdown && base >= first_to_recover;
+            let (segment, outcome) =
+                Segment::open(dir, base, recover, config.index_interval_bytes, now_ms)?;
+            report.segments_recovered += usize::from(recover);
+            if outcome.truncated_bytes > 0 {
+                report.truncated_bytes += outcome.truncated_bytes;
+                broken = true;
+            }
+            expected_base = Some(segment.next_offset());
+            segments.insert(base, segment);
+        }
+        // An empty segment left behind anywhere but at the end holds nothing.
+        let empty: Vec<i64> = segments
+            .iter()
+            .filter(|(_, s)| s.is_empty())
+            .map(|(&base, _)| base)
+            .collect();
+        for base in empty.iter().take(empty.len().saturating_sub(1)) {
+            if let Some(segment) = segments.remove(base) {
+                segment.delete()?;
+            }
+        }
+
+        let stored_start = read_offset(&dir.join(LOG_START_OFFSET_FILE));
+        if segments.is_empty() {
+            let base = stored_start.unwrap_or(0).max(0);
+            segments.insert(base, Segment::create(dir, base, now_ms)?);
+        }
+        let first_base = segments.keys().next().copied().unwrap_or(0);
+        let mut log = Self {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            log_start_offset: first_base,
+            recovery_point: 0,
+            unflushed_messages: 0,
+            oldest_unflushed_ms: None,
+            epochs: LeaderEpochCache::open(dir),
+            producers: ProducerStateTable::default(),
+        };
+        let log_end_offset = log.log_end_offset();
+        log.log_start_offset = stored_start
+            .unwrap_or(first_base)
+            .clamp(first_base, log_end_offset);
+        log.epochs.truncate_from_end(log_end_offset)?;
+        log.epochs.truncate_from_start(log.log_start_offset)?;
+        log.load_producer_state(clean_shutdown, now_ms)?;
+        if !clean_shutdown {
+            // Whatever survived is now made durable, so the next recovery
+            // starts from here.
+            log.flush()?;
+        }
+        log.recovery_point = log_end_offset;
+
+        report.segments = log.segments.len();
+        report.log_start_offset = log.log_start_offset;
+        report.log_end_offset = log_end_offset;
+        Ok((log, report))
+    }
+
+    fn load_producer_state(&mut self, clean_shutdown: bool, now_ms: i64) -> Result<()> {
+        let snapshot_path = self.dir.join(PRODUCER_STATE_FILE);
+        let snapshot = clean_shutdown
+            .then(|| fs::read(&snapshot_path).ok())
+            .flatten()
+            .and_then(|bytes| ProducerStateTable::decode_snapshot(&bytes))
+            .filter(|(offset, _)| *offset == self.log_end_offset());
+        match snapshot {
+            Some((_, table)) => self.producers = table,
+            None => self.rebuild_producer_state()?,
+        }
+        self.producers
+            .expire(now_ms, self.config.producer_expiration_ms);
+        Ok(())
+    }
+
+    fn rebuild_producer_state(&mut self) -> Result<()> {
+        self.producers.clear();
+        for segment in self.segments.values() {
+            let mut located = segment.find_batch(segment.base_offset())?;
+            while let Some(batch) = located {
+                // The write time is unknown; the batch timestamp stands in.
+                self.producers
+                    .record(&batch.header, batch.header.max_timestamp);
+                located = segment.next_batch(&batch)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Applies a new configuration; it governs the next append, roll and
+    /// retention pass.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    /// The offset the next appended record gets.
+    pub fn log_end_offset(&self) -> i64 {
+        self.active_segment().next_offset()
+    }
+
+    pub fn size_in_bytes(&self) -> u64 {
+        self.segments.values().map(Segment::size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest_epoch()
+    }
+
+    pub fn epoch_entries(&self) -> &[EpochEntry] {
+        self.epochs.entries()
+    }
+
+    /// OffsetForLeaderEpoch: `(epoch, end_offset)` per Kafka's rules.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    pub fn producer_count(&self) -> usize {
+        self.producers.len()
+    }
+
+    fn active_segment(&self) -> &Segment {
+        // The map is never empty: open creates a segment and nothing
+        // removes the last one.
+        self.segments
+            .values()
+            .next_back()
+            .unwrap_or_else(|| unreachable!("a partition log always has a segment"))
+    }
+
+    fn active_segment_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .unwrap_or_else(|| unreachable!("a partition log always has a segment"))
+    }
+
+    /// Validates a batch sent by a producer, assigns its offsets and leader
+    /// epoch in place, and appends it. A retried batch of an idempotent
+    /// producer is answered with its original offsets and not written again.
+    pub fn append_as_leader(
+        &mut self,
+        batch: &mut [u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendOutcome> {
+        let header = validate_client_batch(batch)?;
+        if batch.len() > self.config.max_message_bytes {
+            return Err(LogError::BatchTooLarge {
+                size: batch.len(),
+                max: self.config.max_message_bytes,
+            });
+        }
+        if let SequenceCheck::Duplicate(original) = self.producers.check(&header)? {
+            return Ok(AppendOutcome {
+                base_offset: original.base_offset,
+                last_offset: original.last_offset,
+                log_start_offset: self.log_start_offset,
+                duplicate: true,
+                records: header.records_count,
+            });
+        }
+        let base_offset = self.log_end_offset();
+        assign_offset_and_epoch(batch, base_offset, leader_epoch);
+        let header = BatchHeader {
+            base_offset,
+            partition_leader_epoch: leader_epoch,
+            ..header
+        };
+        self.append_assigned(&header, batch, now_ms)?;
+        Ok(AppendOutcome {
+            base_offset,
+            last_offset: header.last_offset(),
+            log_start_offset: self.log_start_offset,
+            duplicate: false,
+            records: header.records_count,
+        })
+    }
+
+    fn append_assigned(&mut self, header: &BatchHeader, bytes: &[u8], now_ms: i64) -> Result<()> {
+        self.maybe_roll(bytes.len(), header, now_ms)?;
+        self.epochs
+            .assign(header.partition_leader_epoch, header.base_offset)?;
+        let interval = self.config.index_interval_bytes;
+        self.active_segment_mut().append(header, bytes, interval)?;
+        self.producers.record(header, now_ms);
+        self.unflushed_messages += header.records_count.max(0) as u64;
+        self.oldest_unflushed_ms.get_or_insert(now_ms);
+        if self
+            .config
+            .flush
+            .messages
+            .is_some_and(|every| self.unflushed_messages >= every)
+        {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn maybe_roll(&mut self, incoming: usize, header: &BatchHeader, now_ms: i64) -> Result<()> {
+        let active = self.active_segment();
+        if active.is_empty() {
+            return Ok(());
+        }
+        let too_big = active.size() + incoming as u64 > self.config.segment_bytes;
+        let too_old = now_ms - active.created_at_ms() >= self.config.segment_ms;
+        let offsets_overflow = header.last_offset() - active.base_offset() > i64::from(u32::MAX);
+        let positions_overflow = active.size() + incoming as u64 > u64::from(u32::MAX);
+        if too_big || too_old || offsets_overflow || positions_overflow {
+            self.roll(now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a new active segment at the log end offset.
+    pub fn roll(&mut self, now_ms: i64) -> Result<()> {
+        let base = self.log_end_offset();
+        if self.active_segment().is_empty() {
+            return Ok(());
+        }
+        self.active_segment().sync()?;
+        let segment = Segment::create(&self.dir, base, now_ms)?;
+        self.segments.insert(base, segment);
+        sync_dir(&self.dir)
+    }
+
+    /// Whole batches from `offset` up to (excluding) `upper_bound`, at most
+    /// `max_bytes` unless `min_one_batch` lets a single larger first batch
+    /// through. Reads stop at a segment boundary. `None` when there is
+    /// nothing to return.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound: i64,
+        min_one_batch: bool,
+    ) -> Result<Option<ReadSlice>> {
+        let log_end_offset = self.log_end_offset();
+        if offset < self.log_start_offset || offset > log_end_offset {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset,
+            });
+        }
+        let upper_bound = upper_bound.min(log_end_offset);
+        if offset >= upper_bound {
+            return Ok(None);
+        }
+        let Some(first) = self.locate(offset)? else {
+            return Ok(None);
+        };
+        let (segment, first) = first;
+        if first.header.base_offset >= upper_bound {
+            return Ok(None);
+        }
+        let mut len = first.header.total_len();
+        if len > max_bytes && !min_one_batch {
+            return Ok(None);
+        }
+        let mut last_offset = first.header.last_offset();
+        let mut current = first;
+        while let Some(next) = segment.next_batch(&current)? {
+            let next_len = next.header.total_len();
+            if next.header.base_offset >= upper_bound || len + next_len > max_bytes {
+                break;
+            }
+            len += next_len;
+            last_offset = next.header.last_offset();
+            current = next;
+        }
+        Ok(Some(ReadSlice::new(
+            segment.file(),
+            first.position,
+            len,
+            first.header.base_offset,
+            last_offset,
+        )))
+    }
+
+    /// The segment and batch holding `offset`, or the first batch after it.
+    fn locate(&self, offset: i64) -> Result<Option<(&Segment, LocatedBatch)>> {
+        let floor = self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .map_or(i64::MIN, |(&base, _)| base);
+        for segment in self.segments.range(floor..).map(|(_, s)| s) {
+            if let Some(batch) = segment.find_batch(offset)? {
+                return Ok(Some((segment, batch)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The first record at or after `timestamp` as `(timestamp, offset)`.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
+        for segment in self.segments.values() {
+            if segment.max_timestamp() < timestamp {
+                continue;
+            }
+            let mut located = segment.find_batch_by_timestamp(timestamp)?;
+            while let Some(batch) = located {
+                if batch.header.last_offset() >= self.log_start_offset {
+                    if let Some(found) =
+                        self.first_record_at_or_after(segment, &batch, timestamp)?
+                    {
+                        return Ok(Some(found));
+                    }
+                }
+                located = segment.next_batch(&batch)?;
+            }
+        }
+        Ok(None)
+    }
+
+    fn first_record_at_or_after(
+        &self,
+        segment: &Segment,
+        batch: &LocatedBatch,
+        timestamp: i64,
+    ) -> Result<Option<(i64, i64)>> {
+        let bytes = segment.read_bytes(batch.position, batch.header.total_len())?;
+        let mut found = None;
+        let decoded = visit_records(&bytes, &batch.header, |record| {
+            if record.timestamp >= timestamp && record.offset >= self.log_start_offset {
+                found = Some((record.timestamp, record.offset));
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        });
+        if decoded.is_none() && batch.header.max_timestamp >= timestamp {
+            // Undecodable payload: the batch as a whole is the best answer.
+            let offset = batch.header.base_offset.max(self.log_start_offset);
+            return Ok(Some((batch.header.max_timestamp, offset)));
+        }
+        Ok(found)
+    }
+
+    /// The record with the largest timestamp as `(timestamp, offset)`
+    /// (ListOffsets with timestamp -3).
+    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>> {
+        let Some(segment) = self
+            .segments
+            .values()
+            .filter(|s| s.max_timestamp() >= 0)
+            .max_by_key(|s| s.max_timestamp())
+        else {
+            return Ok(None);
+        };
+        let max_timestamp = segment.max_timestamp();
+        let Some(batch) = segment.find_batch(segment.offset_of_max_timestamp())? else {
+            return Ok(None);
+        };
+        let found = self.first_record_at_or_after(segment, &batch, max_timestamp)?;
+        Ok(found.or(Some((max_timestamp, batch.header.base_offset))))
+    }
+
+    /// Flushes everything appended so far, inline.
+    pub fn flush(&mut self) -> Result<()> {
+        if let Some(pending) = self.begin_flush() {
+            pending
+                .sync()
+                .map_err(|e| LogError::io("syncing", self.dir.clone(), e))?;
+            self.complete_flush(&pending)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the interval flush policy asks for a flush now.
+    pub fn flush_due(&self, now_ms: i64) -> bool {
+        match (self.config.flush.interval_ms, self.oldest_unflushed_ms) {
+            (Some(interval), Some(oldest)) => now_ms - oldest >= interval as i64,
+            _ => false,
+        }
+    }
+
+    /// Collects the files holding unflushed data so they can be fsynced
+    /// without holding the log; `None` when everything is durable.
+    pub fn begin_flush(&self) -> Option<PendingFlush> {
+        let log_end_offset = self.log_end_offset();
+        if self.recovery_point >= log_end_offset && self.unflushed_messages == 0 {
+            return None;
+        }
+        let from = self
+            .segments
+            .range(..=self.recovery_point)
+            .next_back()
+            .map_or(i64::MIN, |(&base, _)| base);
+        Some(PendingFlush {
+            files: self.segments.range(from..).map(|(_, s)| s.file()).collect(),
+            up_to_offset: log_end_offset,
+            messages: self.unflushed_messages,
+        })
+    }
+
+    /// Records a finished flush and checkpoints the recovery point.
+    pub fn complete_flush(&mut self, flushed: &PendingFlush) -> Result<()> {
+        if flushed.up_to_offset <= self.recovery_point {
+            return Ok(());
+        }
+        self.recovery_point = flushed.up_to_offset;
+        self.unflushed_messages = self.unflushed_messages.saturating_sub(flushed.messages);
+        if self.unflushed_messages == 0 {
+            self.oldest_unflushed_ms = None;
+        }
+        write_offset(&self.dir.join(RECOVERY_POINT_FILE), self.recovery_point)
+    }
+
+    /// Moves the log start offset forward (DeleteRecords) and deletes the
+    /// segments that fall wholly below it. Returns the new log start offset.
+    pub fn delete_records_before(&mut self, offset: i64, now_ms: i64) -> Result<i64> {
+        let log_end_offset = self.log_end_offset();
+        if offset > log_end_offset || offset < 0 {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset,
+            });
+        }
+        if offset <= self.log_start_offset {
+            return Ok(self.log_start_offset);
+        }
+        self.set_log_start_offset(offset)?;
+        self.delete_segments_below_start(now_ms)?;
+        Ok(self.log_start_offset)
+    }
+
+    fn set_log_start_offset(&mut self, offset: i64) -> Result<()> {
+        self.log_start_offset = offset;
+        write_offset(&self.dir.join(LOG_START_OFFSET_FILE), offset)?;
+        self.epochs.truncate_from_start(offset)
+    }
+
+    fn delete_segments_below_start(&mut self, now_ms: i64) -> Result<usize> {
+        let doomed: Vec<i64> = self
+            .segments
+            .values()
+            .filter(|s| s.next_offset() <= self.log_start_offset && !s.is_empty())
+            .map(Segment::base_offset)
+            .collect();
+        self.delete_segments(&doomed, now_ms)
+    }
+
+    /// Deletes the given segments; if that would remove the active segment,
+    /// a new empty one is rolled first so the log is never without one.
+    fn delete_segments(&mut self, bases: &[i64], now_ms: i64) -> Result<usize> {
+        if bases.is_empty() {
+            return Ok(0);
+        }
+        let active_base = self.active_segment().base_offset();
+        if bases.contains(&active_base) {
+            self.roll(now_ms)?;
+        }
+        for base in bases {
+            if let Some(segment) = self.segments.remove(base) {
+                segment.delete()?;
+            }
+        }
+        let first_base = self.segments.keys().next().copied().unwrap_or(0);
+        if first_base > self.log_start_offset {
+            self.set_log_start_offset(first_base)?;
+        }
+        sync_dir(&self.dir)?;
+        Ok(bases.len())
+    }
+
+    /// Applies `retention.ms` and `retention.bytes`: deletes the oldest
+    /// segments that are wholly below `high_watermark` and past either
+    /// limit. Returns how many segments were deleted.
+    pub fn enforce_retention(&mut self, now_ms: i64, high_watermark: i64) -> Result<usize> {
+        self.producers
+            .expire(now_ms, self.config.producer_expiration_ms);
+        let mut doomed = Vec::new();
+        let mut remaining_bytes = self.size_in_bytes() as i64;
+        for segment in self.segments.values() {
+            if segment.is_empty() || segment.next_offset() > high_watermark {
+                break;
+            }
+            let newest = if segment.max_timestamp() >= 0 {
+                segment.max_timestamp()
+            } else {
+                segment.created_at_ms()
+            };
+            let expired =
+                self.config.retention_ms >= 0 && now_ms - newest > self.config.retention_ms;
+            let oversized = self.config.retention_bytes >= 0
+                && remaining_bytes - segment.size() as i64 >= self.config.retention_bytes;
+            if !expired && !oversized {
+                break;
+            }
+            remaining_bytes -= segment.size() as i64;
+            doomed.push(segment.base_offset());
+        }
+        self.delete_segments(&doomed, now_ms)
+    }
+
+    /// Removes every batch at or past `offset` (a follower diverging from a
+    /// new leader). A batch straddling `offset` goes too, so the log may end
+    /// below it. The log start offset is never crossed.
+    pub fn truncate_to(&mut self, offset: i64, now_ms: i64) -> Result<()> {
+        let offset = offset.max(self.log_start_offset);
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        let doomed: Vec<i64> = self.segments.range(offset..).map(|(&b, _)| b).collect();
+        for base in doomed {
+            if let Some(segment) = self.segments.remove(&base) {
+                segment.delete()?;
+            }
+        }
+        let interval = self.config.index_interval_bytes;
+        match self.segments.values_mut().next_back() {
+            Some(segment) => {
+                segment.truncate_to(offset, interval)?;
+            }
+            None => {
+                let segment = Segment::create(&self.dir, offset, now_ms)?;
+                self.segments.insert(offset, segment);
+            }
+        }
+        sync_dir(&self.dir)?;
+        let log_end_offset = self.log_end_offset();
+        self.epochs.truncate_from_end(log_end_offset)?;
+        self.recovery_point = self.recovery_point.min(log_end_offset);
+        self.rebuild_producer_state()
+    }
+
+    /// Flushes everything and marks the directory cleanly closed, so the
+    /// next open trusts the indexes and the producer snapshot.
+    pub fn close(mut self) -> Result<()> {
+        self.flush()?;
+        for segment in self.segments.values() {
+            segment.sync()?;
+        }
+        let snapshot = self.producers.encode_snapshot(self.log_end_offset());
+        write_atomically(&self.dir.join(PRODUCER_STATE_FILE), &snapshot)?;
+        write_atomically(&self.dir.join(CLEAN_SHUTDOWN_FILE), b"")
+    }
+}
+
+fn list_segment_base_offsets(dir: &Path) -> Result<Vec<i64>> {
+    let mut bases = Vec::new();
+    let entries = fs::read_dir(dir).map_err(|e| LogError::io("listing", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| LogError::io("listing", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(stem) = name.strip_suffix(&format!(".{LOG_SUFFIX}")) {
+            if let Ok(base) = stem.parse::<i64>() {
+                bases.push(base);
+            }
+        } else if name.ends_with(".tmp") {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
