@@ -178,6 +178,16 @@ pub fn assign_offset_and_epoch(bytes: &mut [u8], base_offset: i64, leader_epoch:
     bytes[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
 }
 
+/// Marks a batch as LogAppendTime stamped with `now_ms` and recomputes its
+/// CRC, as a topic with `message.timestamp.type=LogAppendTime` requires.
+pub fn set_log_append_time(bytes: &mut [u8], now_ms: i64) {
+    let attributes = read_i16(bytes, ATTRIBUTES_OFFSET) | TIMESTAMP_TYPE_MASK;
+    bytes[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    bytes[35..43].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[ATTRIBUTES_OFFSET..]);
+    bytes[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Splits a buffer of concatenated batches, as a produce request carries
 /// them, into whole batches. A trailing partial batch is an error.
 pub fn split_batches(mut bytes: &[u8]) -> Result<Vec<&[u8]>, BatchError> {
@@ -259,6 +269,15 @@ mod tests {
         assert_eq!(header.base_offset, 42);
         assert_eq!(header.partition_leader_epoch, 7);
         assert_eq!(header.last_offset(), 43);
+    }
+
+    #[test]
+    fn log_append_time_rewrites_the_timestamp_and_crc() {
+        let mut bytes = batch(2, 5);
+        set_log_append_time(&mut bytes, 99);
+        let header = validate_client_batch(&bytes).unwrap();
+        assert!(header.is_log_append_time());
+        assert_eq!(header.max_timestamp, 99);
     }
 
     #[test]

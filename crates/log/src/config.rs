@@ -40,6 +40,10 @@ pub struct LogConfig {
     pub index_interval_bytes: u64,
     /// Largest batch accepted (`max.message.bytes`).
     pub max_message_bytes: usize,
+    /// Stamp batches with the broker's clock on append
+    /// (`message.timestamp.type=LogAppendTime`) instead of keeping the
+    /// producer's timestamps.
+    pub log_append_time: bool,
     /// Forget an idle idempotent producer after this long.
     pub producer_expiration_ms: i64,
     pub flush: FlushPolicy,
@@ -54,6 +58,7 @@ impl Default for LogConfig {
             retention_bytes: -1,
             index_interval_bytes: 4096,
             max_message_bytes: 1_048_588,
+            log_append_time: false,
             producer_expiration_ms: 24 * 3_600_000,
             flush: FlushPolicy::default(),
         }

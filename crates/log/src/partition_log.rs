@@ -23,7 +23,7 @@ use std::{
 };
 
 use crate::{
-    batch::{BatchHeader, assign_offset_and_epoch, validate_client_batch},
+    batch::{BatchHeader, assign_offset_and_epoch, set_log_append_time, validate_client_batch},
     checkpoint::{read_offset, sync_dir, write_atomically, write_offset},
     config::LogConfig,
     epoch_cache::{EpochEntry, LeaderEpochCache},
@@ -49,6 +49,9 @@ pub struct AppendOutcome {
     pub duplicate: bool,
     /// Records in the batch.
     pub records: i32,
+    /// The broker time written into the batch, or -1 when the topic keeps
+    /// producer timestamps.
+    pub log_append_time_ms: i64,
 }
 
 /// What opening the log found and repaired.
@@ -89,6 +92,7 @@ pub struct PartitionLog {
     oldest_unflushed_ms: Option<i64>,
     epochs: LeaderEpochCache,
     producers: ProducerStateTable,
+    closed: bool,
 }
 
 impl PartitionLog {
@@ -173,6 +177,7 @@ impl PartitionLog {
             oldest_unflushed_ms: None,
             epochs: LeaderEpochCache::open(dir),
             producers: ProducerStateTable::default(),
+            closed: false,
         };
         let log_end_offset = log.log_end_offset();
         log.log_start_offset = stored_start
@@ -297,6 +302,9 @@ impl PartitionLog {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendOutcome> {
+        if self.closed {
+            return Err(LogError::Closed);
+        }
         let header = validate_client_batch(batch)?;
         if batch.len() > self.config.max_message_bytes {
             return Err(LogError::BatchTooLarge {
@@ -311,14 +319,24 @@ impl PartitionLog {
                 log_start_offset: self.log_start_offset,
                 duplicate: true,
                 records: header.records_count,
+                log_append_time_ms: if self.config.log_append_time {
+                    original.max_timestamp
+                } else {
+                    -1
+                },
             });
         }
         let base_offset = self.log_end_offset();
         assign_offset_and_epoch(batch, base_offset, leader_epoch);
+        let mut log_append_time_ms = -1;
+        if self.config.log_append_time {
+            set_log_append_time(batch, now_ms);
+            log_append_time_ms = now_ms;
+        }
         let header = BatchHeader {
             base_offset,
             partition_leader_epoch: leader_epoch,
-            ..header
+            ..BatchHeader::parse(batch)?
         };
         self.append_assigned(&header, batch, now_ms)?;
         Ok(AppendOutcome {
@@ -327,6 +345,7 @@ impl PartitionLog {
             log_start_offset: self.log_start_offset,
             duplicate: false,
             records: header.records_count,
+            log_append_time_ms,
         })
     }
 
@@ -680,8 +699,13 @@ impl PartitionLog {
     }
 
     /// Flushes everything and marks the directory cleanly closed, so the
-    /// next open trusts the indexes and the producer snapshot.
-    pub fn close(mut self) -> Result<()> {
+    /// next open trusts the indexes and the producer snapshot. Appends fail
+    /// from then on.
+    pub fn close(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
         self.flush()?;
         for segment in self.segments.values() {
             segment.sync()?;

@@ -101,12 +101,14 @@ fn a_torn_write_after_a_crash_is_cut_off() {
     let acked = run_writer_and_kill(dir.path(), None, 2_000);
     let end = verify(dir.path(), &acked);
 
-    // Cut the newest segment in the middle of its last batch, as a power
+    // Cut the newest non-empty segment (a roll may have left an empty one
+    // after it) in the middle of its last batch, as a power
     // loss in the middle of a write would.
     let mut segments: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .filter(|p| std::fs::metadata(p).unwrap().len() > 0)
         .collect();
     segments.sort();
     let newest = segments.last().unwrap();

@@ -1,0 +1,103 @@
+//! CreatePartitions: grows a topic to a new partition count, placing the
+//! new partitions like CreateTopics does or as the request assigns them.
+
+use kafka_protocol::{
+    messages::{
+        CreatePartitionsRequest, CreatePartitionsResponse,
+        create_partitions_request::CreatePartitionsTopic,
+        create_partitions_response::CreatePartitionsTopicResult,
+    },
+    protocol::StrBytes,
+};
+
+use super::{
+    RequestContext,
+    create_topics::{check_replica_list, place_replicas},
+};
+use crate::{
+    broker::Broker,
+    error::AdminError,
+    metadata::{PartitionAssignment, Record, records::CreatePartitions},
+};
+
+pub(super) async fn handle(
+    ctx: &RequestContext<'_>,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let results = request
+        .topics
+        .iter()
+        .map(|topic| {
+            let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
+            match grow(ctx.broker, topic, request.validate_only) {
+                Ok(()) => result,
+                Err(error) => result
+                    .with_error_code(error.code().code())
+                    .with_error_message(Some(StrBytes::from_string(error.to_string()))),
+            }
+        })
+        .collect();
+    CreatePartitionsResponse::default().with_results(results)
+}
+
+fn grow(
+    broker: &Broker,
+    request: &CreatePartitionsTopic,
+    validate_only: bool,
+) -> Result<(), AdminError> {
+    let name = request.name.0.to_string();
+    let image = broker.image();
+    let topic = image
+        .topic(&name)
+        .ok_or_else(|| AdminError::UnknownTopic(name.clone()))?;
+    let existing = topic.partitions.len() as i32;
+    if request.count <= existing {
+        return Err(AdminError::InvalidPartitions(format!(
+            "topic '{name}' has {existing} partitions; the new count {} must be larger",
+            request.count
+        )));
+    }
+    let added = request.count - existing;
+    let replication_factor = topic
+        .partitions
+        .first()
+        .map_or(1, |p| p.replicas.len() as i16);
+    let partitions = match &request.assignments {
+        Some(assignments) => {
+            if assignments.len() != added as usize {
+                return Err(AdminError::InvalidReplicaAssignment(format!(
+                    "{added} new partitions but {} assignments",
+                    assignments.len()
+                )));
+            }
+            assignments
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let replicas: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+                    check_replica_list(&image, &replicas)?;
+                    Ok(PartitionAssignment {
+                        partition: existing + i as i32,
+                        leader: replicas[0],
+                        leader_epoch: 0,
+                        isr: replicas.clone(),
+                        replicas,
+                    })
+                })
+                .collect::<Result<Vec<_>, AdminError>>()?
+        }
+        None => place_replicas(&image, existing, added, replication_factor)?,
+    };
+    if validate_only {
+        return Ok(());
+    }
+    broker.propose(
+        Record::CreatePartitions(CreatePartitions {
+            name: name.clone(),
+            partitions,
+        })
+        .into(),
+    )?;
+    tracing::info!(topic = name, partitions = request.count, "added partitions");
+    Ok(())
+}

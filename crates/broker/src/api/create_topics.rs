@@ -1,0 +1,308 @@
+//! CreateTopics, and the topic creation that Metadata's auto-creation
+//! shares: validation, replica placement and the metadata record.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use kafka_protocol::{
+    messages::{
+        CreateTopicsRequest, CreateTopicsResponse,
+        create_topics_request::CreatableTopic,
+        create_topics_response::{CreatableTopicConfigs, CreatableTopicResult},
+    },
+    protocol::StrBytes,
+};
+use uuid::Uuid;
+
+use super::{
+    RequestContext,
+    topics::{colliding_topic, validate_topic_name},
+};
+use crate::{
+    broker::Broker,
+    error::AdminError,
+    metadata::{MetadataImage, PartitionAssignment, Record, TopicInfo, records::CreateTopic},
+    topic_config::{self, TOPIC_CONFIGS},
+};
+
+/// What a caller asks for; -1 counts take the broker defaults.
+#[derive(Debug, Default)]
+pub(crate) struct TopicSpec {
+    pub(crate) name: String,
+    pub(crate) num_partitions: i32,
+    pub(crate) replication_factor: i16,
+    /// Explicit replica lists, by partition index.
+    pub(crate) assignments: BTreeMap<i32, Vec<i32>>,
+    pub(crate) configs: BTreeMap<String, String>,
+}
+
+/// Validates a topic and, unless `validate_only`, commits it. Returns the
+/// topic as it is (or would be) created.
+pub(crate) fn create_topic(
+    broker: &Broker,
+    spec: TopicSpec,
+    validate_only: bool,
+) -> Result<Arc<TopicInfo>, AdminError> {
+    let image = broker.image();
+    validate_topic_name(&spec.name).map_err(AdminError::InvalidTopic)?;
+    if image.topic(&spec.name).is_some() {
+        return Err(AdminError::TopicExists(spec.name));
+    }
+    if let Some(existing) = colliding_topic(&image, &spec.name) {
+        return Err(AdminError::InvalidTopic(format!(
+            "topic '{}' collides with existing topic '{existing}' ('.' and '_' are interchangeable in metric names)",
+            spec.name
+        )));
+    }
+    topic_config::validate_all(&spec.configs)?;
+    let partitions = if spec.assignments.is_empty() {
+        let count = if spec.num_partitions == -1 {
+            broker.config.num_partitions
+        } else {
+            spec.num_partitions
+        };
+        let replication_factor = if spec.replication_factor == -1 {
+            broker.config.default_replication_factor
+        } else {
+            spec.replication_factor
+        };
+        place_replicas(&image, 0, count, replication_factor)?
+    } else {
+        explicit_assignments(&image, &spec)?
+    };
+    let record = CreateTopic {
+        name: spec.name.clone(),
+        topic_id: Uuid::new_v4().as_bytes().to_vec(),
+        partitions,
+        configs: spec.configs,
+    };
+    if validate_only {
+        let mut preview = MetadataImage::clone(&image);
+        preview
+            .apply(&Record::CreateTopic(record).into())
+            .map_err(|e| AdminError::InvalidRequest(e.to_string()))?;
+        return preview
+            .topic(&spec.name)
+            .cloned()
+            .ok_or(AdminError::UnknownTopic(spec.name));
+    }
+    let image = broker.propose(Record::CreateTopic(record).into())?;
+    tracing::info!(topic = spec.name, "created topic");
+    image
+        .topic(&spec.name)
+        .cloned()
+        .ok_or(AdminError::UnknownTopic(spec.name))
+}
+
+/// Spreads `count` partitions numbered from `first` over the registered
+/// brokers, round robin from a random start; the first replica leads.
+pub(crate) fn place_replicas(
+    image: &MetadataImage,
+    first: i32,
+    count: i32,
+    replication_factor: i16,
+) -> Result<Vec<PartitionAssignment>, AdminError> {
+    if count <= 0 {
+        return Err(AdminError::InvalidPartitions(format!(
+            "number of partitions must be positive, got {count}"
+        )));
+    }
+    let brokers: Vec<i32> = image.brokers().map(|b| b.node_id).collect();
+    if replication_factor <= 0 || replication_factor as usize > brokers.len() {
+        return Err(AdminError::InvalidReplicationFactor(format!(
+            "replication factor {replication_factor} is not between 1 and the {} registered brokers",
+            brokers.len()
+        )));
+    }
+    let start = (Uuid::new_v4().as_u128() % brokers.len() as u128) as usize;
+    Ok((0..count)
+        .map(|i| {
+            let replicas: Vec<i32> = (0..replication_factor as usize)
+                .map(|r| brokers[(start + i as usize + r) % brokers.len()])
+                .collect();
+            assignment(first + i, replicas)
+        })
+        .collect())
+}
+
+fn assignment(partition: i32, replicas: Vec<i32>) -> PartitionAssignment {
+    PartitionAssignment {
+        partition,
+        leader: replicas[0],
+        leader_epoch: 0,
+        isr: replicas.clone(),
+        replicas,
+    }
+}
+
+/// Checks explicit replica lists: contiguous partitions from 0, the same
+/// replication factor everywhere, registered brokers, no duplicates.
+pub(crate) fn check_replica_list(
+    image: &MetadataImage,
+    replicas: &[i32],
+) -> Result<(), AdminError> {
+    if replicas.is_empty() {
+        return Err(AdminError::InvalidReplicaAssignment(
+            "empty replica list".into(),
+        ));
+    }
+    for (i, id) in replicas.iter().enumerate() {
+        if image.broker(*id).is_none() {
+            return Err(AdminError::InvalidReplicaAssignment(format!(
+                "broker {id} is not registered"
+            )));
+        }
+        if replicas[..i].contains(id) {
+            return Err(AdminError::InvalidReplicaAssignment(format!(
+                "broker {id} appears twice in one replica list"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn explicit_assignments(
+    image: &MetadataImage,
+    spec: &TopicSpec,
+) -> Result<Vec<PartitionAssignment>, AdminError> {
+    if spec.num_partitions != -1 || spec.replication_factor != -1 {
+        return Err(AdminError::InvalidRequest(
+            "give either replica assignments or partition count and replication factor".into(),
+        ));
+    }
+    let width = spec.assignments.values().next().map_or(0, Vec::len);
+    let mut partitions = Vec::with_capacity(spec.assignments.len());
+    for (expected, (&partition, replicas)) in spec.assignments.iter().enumerate() {
+        if partition != expected as i32 {
+            return Err(AdminError::InvalidReplicaAssignment(format!(
+                "partitions must be numbered from 0 without gaps; missing {expected}"
+            )));
+        }
+        if replicas.len() != width {
+            return Err(AdminError::InvalidReplicaAssignment(
+                "every partition needs the same number of replicas".into(),
+            ));
+        }
+        check_replica_list(image, replicas)?;
+        partitions.push(assignment(partition, replicas.clone()));
+    }
+    Ok(partitions)
+}
+
+fn spec_from(topic: &CreatableTopic) -> Result<TopicSpec, AdminError> {
+    let mut configs = BTreeMap::new();
+    for config in &topic.configs {
+        let Some(value) = &config.value else {
+            continue;
+        };
+        configs.insert(config.name.to_string(), value.to_string());
+    }
+    Ok(TopicSpec {
+        name: topic.name.0.to_string(),
+        num_partitions: topic.num_partitions,
+        replication_factor: topic.replication_factor,
+        assignments: topic
+            .assignments
+            .iter()
+            .map(|a| {
+                (
+                    a.partition_index,
+                    a.broker_ids.iter().map(|b| b.0).collect(),
+                )
+            })
+            .collect(),
+        configs,
+    })
+}
+
+pub(super) async fn handle(
+    ctx: &RequestContext<'_>,
+    request: CreateTopicsRequest,
+) -> CreateTopicsResponse {
+    let broker = ctx.broker;
+    let mut seen = BTreeMap::new();
+    for topic in &request.topics {
+        *seen.entry(topic.name.0.to_string()).or_insert(0) += 1;
+    }
+    let results = request
+        .topics
+        .iter()
+        .map(|topic| {
+            let result = TopicResultBuilder::new(topic, ctx.version);
+            let name = topic.name.0.to_string();
+            if seen.get(&name).copied().unwrap_or(0) > 1 {
+                return result.failed(&AdminError::InvalidRequest(format!(
+                    "topic '{name}' appears more than once in the request"
+                )));
+            }
+            match spec_from(topic)
+                .and_then(|spec| create_topic(broker, spec, request.validate_only))
+            {
+                Ok(created) => result.created(&created, broker),
+                Err(error) => {
+                    tracing::debug!(topic = name, %error, "create topic refused");
+                    result.failed(&error)
+                }
+            }
+        })
+        .collect();
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+/// The first version describing the created topic's layout and configs.
+const DETAILS_VERSION: i16 = 5;
+/// The first version carrying the topic id.
+const TOPIC_ID_VERSION: i16 = 7;
+
+struct TopicResultBuilder(CreatableTopicResult, i16);
+
+impl TopicResultBuilder {
+    fn new(topic: &CreatableTopic, version: i16) -> Self {
+        Self(
+            CreatableTopicResult::default().with_name(topic.name.clone()),
+            version,
+        )
+    }
+
+    fn failed(self, error: &AdminError) -> CreatableTopicResult {
+        let result = self
+            .0
+            .with_error_code(error.code().code())
+            .with_error_message(Some(StrBytes::from_string(error.to_string())));
+        if self.1 >= DETAILS_VERSION {
+            result.with_configs(None)
+        } else {
+            result
+        }
+    }
+
+    fn created(self, topic: &TopicInfo, broker: &Broker) -> CreatableTopicResult {
+        let version = self.1;
+        let result = self.0.with_topic_id(if version >= TOPIC_ID_VERSION {
+            topic.id
+        } else {
+            Uuid::nil()
+        });
+        if version < DETAILS_VERSION {
+            return result;
+        }
+        let replication_factor = topic
+            .partitions
+            .first()
+            .map_or(0, |p| p.replicas.len() as i16);
+        let defaults = broker.replicas.defaults();
+        let configs = TOPIC_CONFIGS
+            .iter()
+            .map(|def| {
+                let (value, source) = topic_config::effective_value(def, &topic.configs, defaults);
+                CreatableTopicConfigs::default()
+                    .with_name(StrBytes::from_static_str(def.name))
+                    .with_value(Some(StrBytes::from_string(value)))
+                    .with_config_source(source as i8)
+            })
+            .collect();
+        result
+            .with_num_partitions(topic.partitions.len() as i32)
+            .with_replication_factor(replication_factor)
+            .with_configs(Some(configs))
+    }
+}

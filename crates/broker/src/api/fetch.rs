@@ -1,0 +1,275 @@
+//! Fetch: whole record batches from each requested partition.
+//!
+//! Limits follow KIP-74: the response carries at most `max_bytes` and each
+//! partition at most `partition_max_bytes`, except that the first batch of
+//! the first partition with data is returned whole even if larger, so a
+//! consumer can always make progress. A request that finds fewer than
+//! `min_bytes` waits up to `max_wait_ms` for appends. Incremental fetch
+//! sessions are declined: every response is full and has session id 0.
+
+use std::{sync::Arc, time::Duration};
+
+use kafka_protocol::{
+    error::ResponseError,
+    messages::{
+        BrokerId, FetchRequest, FetchResponse,
+        fetch_response::{FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData},
+    },
+    protocol::StrBytes,
+};
+use tokio::{sync::Notify, time::Instant};
+
+use super::{
+    RequestContext,
+    leader_hint::{Endpoints, current_leader},
+    topics::leader_replica,
+};
+use crate::{
+    error::PartitionError,
+    metadata::MetadataImage,
+    partition::{Partition, ReadLimit},
+};
+
+/// From this version topics are named by id.
+const TOPIC_ID_VERSION: i16 = 13;
+/// From this version the replica id moved into `replica_state`.
+const REPLICA_STATE_VERSION: i16 = 15;
+/// The first version carrying KIP-951 leader hints.
+const LEADER_HINT_VERSION: i16 = 16;
+/// The first version reporting the log start offset.
+const LOG_START_VERSION: i16 = 5;
+const READ_COMMITTED: i8 = 1;
+const INITIAL_EPOCH: i32 = 0;
+const FINAL_EPOCH: i32 = -1;
+
+/// One requested partition, resolved once per request.
+struct Target {
+    topic: usize,
+    name: String,
+    index: i32,
+    fetch_offset: i64,
+    partition_max_bytes: usize,
+    replica: Result<Arc<Partition>, PartitionError>,
+}
+
+pub(super) async fn handle(ctx: &RequestContext<'_>, request: FetchRequest) -> FetchResponse {
+    if request.session_id != 0 {
+        return FetchResponse::default()
+            .with_error_code(ResponseError::FetchSessionIdNotFound.code());
+    }
+    if request.session_epoch != INITIAL_EPOCH && request.session_epoch != FINAL_EPOCH {
+        return FetchResponse::default()
+            .with_error_code(ResponseError::InvalidFetchSessionEpoch.code());
+    }
+    let image = ctx.broker.image();
+    let replica_id = if ctx.version >= REPLICA_STATE_VERSION {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    let read_limit = if replica_id >= 0 {
+        ReadLimit::LogEnd
+    } else {
+        ReadLimit::HighWatermark
+    };
+    let read_committed = request.isolation_level == READ_COMMITTED;
+
+    let mut topics = Vec::with_capacity(request.topics.len());
+    let mut targets = Vec::new();
+    for (topic_index, topic) in request.topics.into_iter().enumerate() {
+        let name = if ctx.version >= TOPIC_ID_VERSION {
+            image.topic_by_id(&topic.topic_id).map(|t| t.name.clone())
+        } else {
+            Some(topic.topic.0.to_string())
+        };
+        for partition in topic.partitions {
+            let replica = match &name {
+                Some(name) => leader_replica(
+                    ctx.broker,
+                    &image,
+                    name,
+                    partition.partition,
+                    partition.current_leader_epoch,
+                ),
+                None => Err(PartitionError::UnknownTopicId),
+            };
+            targets.push(Target {
+                topic: topic_index,
+                name: name.clone().unwrap_or_default(),
+                index: partition.partition,
+                fetch_offset: partition.fetch_offset,
+                partition_max_bytes: partition.partition_max_bytes.max(0) as usize,
+                replica,
+            });
+        }
+        topics.push((topic.topic, topic.topic_id));
+    }
+
+    let limits = Limits {
+        report_log_start: ctx.version >= LOG_START_VERSION,
+        max_bytes: request.max_bytes.max(0) as usize,
+        read_limit,
+        read_committed,
+    };
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
+    let mut shutdown = ctx.broker.shutdown_signal();
+    let notify = Arc::new(Notify::new());
+    let (partitions, endpoints) = loop {
+        // Register before reading, so an append in between still wakes us.
+        for replica in targets.iter().filter_map(|t| t.replica.as_ref().ok()) {
+            replica.register_waiter(&notify);
+        }
+        let gathered = gather(ctx, &image, &targets, &limits);
+        let done = gathered.bytes >= min_bytes
+            || gathered.has_error
+            || Instant::now() >= deadline
+            || ctx.broker.is_shutting_down();
+        if done {
+            break (gathered.partitions, gathered.endpoints);
+        }
+        tokio::select! {
+            () = notify.notified() => {}
+            () = tokio::time::sleep_until(deadline) => {}
+            _ = shutdown.changed() => {}
+        }
+    };
+
+    let mut responses: Vec<FetchableTopicResponse> = topics
+        .into_iter()
+        .map(|(topic, topic_id)| {
+            FetchableTopicResponse::default()
+                .with_topic(topic)
+                .with_topic_id(topic_id)
+        })
+        .collect();
+    for (target, data) in targets.iter().zip(partitions) {
+        responses[target.topic].partitions.push(data);
+    }
+    FetchResponse::default()
+        .with_responses(responses)
+        .with_node_endpoints(if ctx.version >= LEADER_HINT_VERSION {
+            node_endpoints(endpoints)
+        } else {
+            Vec::new()
+        })
+}
+
+struct Limits {
+    report_log_start: bool,
+    max_bytes: usize,
+    read_limit: ReadLimit,
+    read_committed: bool,
+}
+
+struct Gathered {
+    partitions: Vec<PartitionData>,
+    endpoints: Endpoints,
+    bytes: usize,
+    has_error: bool,
+}
+
+fn gather(
+    ctx: &RequestContext<'_>,
+    image: &MetadataImage,
+    targets: &[Target],
+    limits: &Limits,
+) -> Gathered {
+    let mut gathered = Gathered {
+        partitions: Vec::with_capacity(targets.len()),
+        endpoints: Endpoints::default(),
+        bytes: 0,
+        has_error: false,
+    };
+    for target in targets {
+        let data = match &target.replica {
+            Ok(replica) => read_partition(target, replica, limits, &mut gathered),
+            Err(error) => {
+                gathered.has_error = true;
+                let mut data = empty(target.index, limits).with_error_code(error.code().code());
+                if matches!(error, PartitionError::NotLeader) && ctx.version >= LEADER_HINT_VERSION
+                {
+                    let (leader, epoch) = current_leader(image, &target.name, target.index);
+                    gathered.endpoints.add(image, leader);
+                    data.current_leader = LeaderIdAndEpoch::default()
+                        .with_leader_id(BrokerId(leader))
+                        .with_leader_epoch(epoch);
+                }
+                data
+            }
+        };
+        gathered.partitions.push(data);
+    }
+    gathered
+}
+
+fn read_partition(
+    target: &Target,
+    replica: &Partition,
+    limits: &Limits,
+    gathered: &mut Gathered,
+) -> PartitionData {
+    let remaining = limits.max_bytes.saturating_sub(gathered.bytes);
+    let max_bytes = target.partition_max_bytes.min(remaining);
+    let first_data = gathered.bytes == 0;
+    let read = replica
+        .read(
+            target.fetch_offset,
+            max_bytes,
+            limits.read_limit,
+            first_data,
+        )
+        .map_err(PartitionError::from)
+        .and_then(|(slice, offsets)| {
+            let records = slice.map(|s| s.read()).transpose();
+            Ok((records.map_err(PartitionError::Storage)?, offsets))
+        });
+    match read {
+        Ok((records, offsets)) => {
+            let records = records.unwrap_or_default();
+            gathered.bytes += records.len();
+            empty(target.index, limits)
+                .with_high_watermark(offsets.high_watermark)
+                .with_last_stable_offset(offsets.high_watermark)
+                .with_log_start_offset(log_start(offsets.log_start_offset, limits))
+                .with_records(Some(records))
+        }
+        Err(error) => {
+            tracing::debug!(topic = replica.topic(), partition = target.index, %error, "fetch failed");
+            gathered.has_error = true;
+            let offsets = replica.offsets();
+            empty(target.index, limits)
+                .with_error_code(error.code().code())
+                .with_high_watermark(offsets.high_watermark)
+                .with_last_stable_offset(offsets.high_watermark)
+                .with_log_start_offset(log_start(offsets.log_start_offset, limits))
+        }
+    }
+}
+
+fn log_start(offset: i64, limits: &Limits) -> i64 {
+    if limits.report_log_start { offset } else { -1 }
+}
+
+fn empty(index: i32, limits: &Limits) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(index)
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_preferred_read_replica(BrokerId(-1))
+        .with_aborted_transactions(limits.read_committed.then(Vec::new))
+}
+
+fn node_endpoints(endpoints: Endpoints) -> Vec<NodeEndpoint> {
+    endpoints
+        .into_brokers()
+        .map(|b| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(StrBytes::from_string(b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.map(StrBytes::from_string))
+        })
+        .collect()
+}

@@ -1,0 +1,189 @@
+//! Metadata: brokers, the controller, and topics with their partitions'
+//! leaders, epochs, replicas and ISR, all from the metadata image so every
+//! broker answers alike. Unknown topics are created here when both the
+//! broker and the request allow it.
+
+use kafka_protocol::{
+    error::ResponseError,
+    messages::{
+        BrokerId, MetadataRequest, MetadataResponse, TopicName,
+        metadata_response::{
+            MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+        },
+    },
+    protocol::StrBytes,
+};
+use uuid::Uuid;
+
+use super::{
+    RequestContext,
+    create_topics::{TopicSpec, create_topic},
+    topics::validate_topic_name,
+};
+use crate::{
+    error::AdminError,
+    metadata::{MetadataImage, TopicInfo},
+};
+
+/// Before this version `allow_auto_topic_creation` did not exist and was
+/// implicitly true.
+const AUTO_CREATE_FLAG_VERSION: i16 = 4;
+/// Versions from which fields exist in the response.
+const CONTROLLER_VERSION: i16 = 1;
+const CLUSTER_ID_VERSION: i16 = 2;
+const OFFLINE_REPLICAS_VERSION: i16 = 5;
+const LEADER_EPOCH_VERSION: i16 = 7;
+const TOPIC_ID_VERSION: i16 = 10;
+
+enum Wanted {
+    All,
+    Some(Vec<(Option<String>, Uuid)>),
+}
+
+pub(super) async fn handle(ctx: &RequestContext<'_>, request: MetadataRequest) -> MetadataResponse {
+    let broker = ctx.broker;
+    let wanted = match request.topics {
+        None => Wanted::All,
+        Some(topics) if topics.is_empty() && ctx.version == 0 => Wanted::All,
+        Some(topics) => Wanted::Some(
+            topics
+                .into_iter()
+                .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
+                .collect(),
+        ),
+    };
+    let allow_create = broker.config.auto_create_topics
+        && (ctx.version < AUTO_CREATE_FLAG_VERSION || request.allow_auto_topic_creation);
+
+    let mut image = broker.image();
+    let mut creation_errors = Vec::new();
+    if let (Wanted::Some(topics), true) = (&wanted, allow_create) {
+        for name in topics.iter().filter_map(|(name, _)| name.as_deref()) {
+            if image.topic(name).is_some() || validate_topic_name(name).is_err() {
+                continue;
+            }
+            let spec = TopicSpec {
+                name: name.to_string(),
+                num_partitions: -1,
+                replication_factor: -1,
+                ..TopicSpec::default()
+            };
+            match create_topic(broker, spec, false) {
+                Ok(_) => {}
+                Err(AdminError::TopicExists(_)) => {}
+                Err(error) => {
+                    tracing::warn!(topic = name, %error, "auto-creating topic failed");
+                    creation_errors.push((name.to_string(), error));
+                }
+            }
+        }
+        image = broker.image();
+    }
+
+    let topics = match wanted {
+        Wanted::All => image
+            .topics()
+            .map(|t| describe(&image, t, ctx.version))
+            .collect(),
+        Wanted::Some(topics) => topics
+            .into_iter()
+            .map(|(name, id)| {
+                let found = match &name {
+                    Some(name) => image.topic(name),
+                    None => image.topic_by_id(&id),
+                };
+                match (found, name) {
+                    (Some(topic), _) => describe(&image, topic, ctx.version),
+                    (None, Some(name)) => {
+                        let error = creation_errors
+                            .iter()
+                            .find(|(n, _)| *n == name)
+                            .map(|(_, e)| e.code())
+                            .unwrap_or_else(|| match validate_topic_name(&name) {
+                                Ok(()) => ResponseError::UnknownTopicOrPartition,
+                                Err(_) => ResponseError::InvalidTopicException,
+                            });
+                        missing(Some(name), id, error)
+                    }
+                    (None, None) => missing(None, id, ResponseError::UnknownTopicId),
+                }
+            })
+            .collect(),
+    };
+
+    MetadataResponse::default()
+        .with_brokers(
+            image
+                .brokers()
+                .map(|b| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(b.node_id))
+                        .with_host(StrBytes::from_string(b.host.clone()))
+                        .with_port(b.port)
+                        .with_rack(
+                            b.rack
+                                .clone()
+                                .filter(|_| ctx.version >= CONTROLLER_VERSION)
+                                .map(StrBytes::from_string),
+                        )
+                })
+                .collect(),
+        )
+        .with_cluster_id(
+            (ctx.version >= CLUSTER_ID_VERSION)
+                .then(|| StrBytes::from_string(broker.cluster_id.clone())),
+        )
+        .with_controller_id(BrokerId(if ctx.version >= CONTROLLER_VERSION {
+            broker.config.node_id
+        } else {
+            -1
+        }))
+        .with_topics(topics)
+}
+
+fn missing(name: Option<String>, id: Uuid, error: ResponseError) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_error_code(error.code())
+        .with_name(name.map(|n| TopicName(StrBytes::from_string(n))))
+        .with_topic_id(id)
+}
+
+fn describe(image: &MetadataImage, topic: &TopicInfo, version: i16) -> MetadataResponseTopic {
+    let partitions = topic
+        .partitions
+        .iter()
+        .map(|p| {
+            let offline: Vec<BrokerId> = p
+                .replicas
+                .iter()
+                .filter(|id| version >= OFFLINE_REPLICAS_VERSION && image.broker(**id).is_none())
+                .map(|id| BrokerId(*id))
+                .collect();
+            let error = if p.leader < 0 {
+                ResponseError::LeaderNotAvailable.code()
+            } else {
+                0
+            };
+            MetadataResponsePartition::default()
+                .with_error_code(error)
+                .with_partition_index(p.partition)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(if version >= LEADER_EPOCH_VERSION {
+                    p.leader_epoch
+                } else {
+                    -1
+                })
+                .with_replica_nodes(p.replicas.iter().map(|id| BrokerId(*id)).collect())
+                .with_isr_nodes(p.isr.iter().map(|id| BrokerId(*id)).collect())
+                .with_offline_replicas(offline)
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
+        .with_topic_id(if version >= TOPIC_ID_VERSION {
+            topic.id
+        } else {
+            Uuid::nil()
+        })
+        .with_partitions(partitions)
+}

@@ -1,0 +1,214 @@
+//! Produce: append each partition's record batch to the leader's log.
+//!
+//! Every partition gets an honest answer: its base offset with error 0, or
+//! an error code with base offset -1, never error 0 without an offset.
+//! acks=0 is answered with nothing at all; acks=all waits until the high
+//! watermark covers the batch or the request's timeout passes.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::{
+    messages::{
+        BrokerId, ProduceRequest, ProduceResponse,
+        produce_response::{
+            LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+        },
+    },
+    protocol::StrBytes,
+};
+use keel_log::{AppendOutcome, BatchError, batch};
+use tokio::{sync::Notify, time::Instant};
+
+use super::{
+    RequestContext,
+    leader_hint::{Endpoints, current_leader},
+    topics::leader_replica,
+};
+use crate::{
+    broker::now_ms, error::PartitionError, metadata::MetadataImage, partition::Partition,
+    topic_config,
+};
+
+/// The first version carrying KIP-951 leader hints.
+const LEADER_HINT_VERSION: i16 = 10;
+/// The first version reporting the log start offset.
+const LOG_START_VERSION: i16 = 5;
+/// The first version carrying error messages.
+const ERROR_MESSAGE_VERSION: i16 = 8;
+
+pub(super) async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) -> ProduceResponse {
+    let image = ctx.broker.image();
+    let now = now_ms();
+    let deadline = Instant::now() + Duration::from_millis(request.timeout_ms.max(0) as u64);
+    let transactional = request.transactional_id.is_some();
+    let mut endpoints = Endpoints::default();
+    let mut responses = Vec::with_capacity(request.topic_data.len());
+    let mut pending = Vec::new();
+
+    for topic in request.topic_data {
+        let name = topic.name.0.as_str();
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for data in topic.partition_data {
+            let result = if transactional {
+                Err(PartitionError::TransactionsUnsupported)
+            } else if !matches!(request.acks, -1..=1) {
+                Err(PartitionError::InvalidRequiredAcks(request.acks))
+            } else {
+                append(
+                    ctx,
+                    &image,
+                    name,
+                    data.index,
+                    data.records,
+                    request.acks,
+                    now,
+                )
+            };
+            let response = match result {
+                Ok((partition, outcome)) => {
+                    if request.acks == -1 {
+                        pending.push((responses.len(), partitions.len(), partition, outcome));
+                    }
+                    success(data.index, &outcome, ctx.version)
+                }
+                Err(error) => {
+                    tracing::debug!(topic = name, partition = data.index, %error, "produce failed");
+                    let mut response = failure(
+                        data.index,
+                        error.code(),
+                        Some(error.to_string()),
+                        ctx.version,
+                    );
+                    if matches!(error, PartitionError::NotLeader)
+                        && ctx.version >= LEADER_HINT_VERSION
+                    {
+                        let (leader, epoch) = current_leader(&image, name, data.index);
+                        endpoints.add(&image, leader);
+                        response.current_leader = LeaderIdAndEpoch::default()
+                            .with_leader_id(BrokerId(leader))
+                            .with_leader_epoch(epoch);
+                    }
+                    response
+                }
+            };
+            partitions.push(response);
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_partition_responses(partitions),
+        );
+    }
+
+    for (topic, index, partition, outcome) in pending {
+        if !await_high_watermark(&partition, outcome.last_offset + 1, deadline).await {
+            let response = &mut responses[topic].partition_responses[index];
+            *response = failure(
+                response.index,
+                PartitionError::RequestTimedOut.code(),
+                Some(PartitionError::RequestTimedOut.to_string()),
+                ctx.version,
+            );
+        }
+    }
+
+    ProduceResponse::default()
+        .with_responses(responses)
+        .with_node_endpoints(
+            endpoints
+                .into_brokers()
+                .map(|b| {
+                    NodeEndpoint::default()
+                        .with_node_id(BrokerId(b.node_id))
+                        .with_host(StrBytes::from_string(b.host))
+                        .with_port(b.port)
+                        .with_rack(b.rack.map(StrBytes::from_string))
+                })
+                .collect(),
+        )
+}
+
+fn append(
+    ctx: &RequestContext<'_>,
+    image: &MetadataImage,
+    topic: &str,
+    index: i32,
+    records: Option<Bytes>,
+    acks: i16,
+    now: i64,
+) -> Result<(Arc<Partition>, AppendOutcome), PartitionError> {
+    let partition = leader_replica(ctx.broker, image, topic, index, -1)?;
+    let records = records.unwrap_or_default();
+    let batches = batch::split_batches(&records).map_err(keel_log::LogError::from)?;
+    if batches.len() != 1 {
+        return Err(keel_log::LogError::from(BatchError::NotOneBatch(batches.len())).into());
+    }
+    let header = batch::BatchHeader::parse(&records).map_err(keel_log::LogError::from)?;
+    if header.is_transactional() || header.is_control() {
+        return Err(PartitionError::TransactionsUnsupported);
+    }
+    if acks == -1 {
+        let info = image
+            .topic(topic)
+            .and_then(|t| t.partition(index).map(|p| (t, p)));
+        if let Some((topic_info, partition_info)) = info {
+            let required = topic_config::min_insync_replicas(&topic_info.configs);
+            if partition_info.isr.len() < required {
+                return Err(PartitionError::NotEnoughReplicas {
+                    isr: partition_info.isr.len(),
+                    required,
+                });
+            }
+        }
+    }
+    // The log writes offsets into the header, so it needs its own copy.
+    let mut batch = BytesMut::from(&records[..]);
+    let outcome = partition.append_as_leader(&mut batch, now)?;
+    Ok((partition, outcome))
+}
+
+async fn await_high_watermark(partition: &Partition, required: i64, deadline: Instant) -> bool {
+    let notify = Arc::new(Notify::new());
+    loop {
+        partition.register_waiter(&notify);
+        if partition.high_watermark() >= required {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, notify.notified())
+            .await
+            .is_err()
+        {
+            return partition.high_watermark() >= required;
+        }
+    }
+}
+
+fn success(index: i32, outcome: &AppendOutcome, version: i16) -> PartitionProduceResponse {
+    let log_start_offset = if version >= LOG_START_VERSION {
+        outcome.log_start_offset
+    } else {
+        -1
+    };
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_base_offset(outcome.base_offset)
+        .with_log_append_time_ms(outcome.log_append_time_ms)
+        .with_log_start_offset(log_start_offset)
+}
+
+fn failure(
+    index: i32,
+    error: kafka_protocol::error::ResponseError,
+    message: Option<String>,
+    version: i16,
+) -> PartitionProduceResponse {
+    let message = message.filter(|_| version >= ERROR_MESSAGE_VERSION);
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(error.code())
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+        .with_error_message(message.map(StrBytes::from_string))
+}

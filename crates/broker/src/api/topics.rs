@@ -1,0 +1,108 @@
+//! Rules shared by the handlers: topic names and finding the local leader
+//! replica of a partition.
+
+use std::sync::Arc;
+
+use crate::{broker::Broker, error::PartitionError, metadata::MetadataImage, partition::Partition};
+
+/// Kafka's limit on topic name length.
+const MAX_NAME_LEN: usize = 249;
+
+/// Checks a topic name against Kafka's rules.
+pub(crate) fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name cannot be '{name}'"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "topic name is {} characters long, the limit is {MAX_NAME_LEN}",
+            name.len()
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "topic name '{name}' contains '{bad}'; only ASCII letters, digits, '.', '_' and '-' are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// Topics whose names differ only in '.' versus '_' collide in metric names;
+/// Kafka refuses the second one.
+pub(crate) fn colliding_topic<'a>(image: &'a MetadataImage, name: &str) -> Option<&'a str> {
+    let normalise = |n: &str| n.replace('.', "_");
+    let wanted = normalise(name);
+    image
+        .topics()
+        .map(|t| t.name.as_str())
+        .find(|existing| *existing != name && normalise(existing) == wanted)
+}
+
+/// A request leader epoch compared with the partition's: -1 skips the check.
+pub(crate) fn check_leader_epoch(request: i32, current: i32) -> Result<(), PartitionError> {
+    if request < 0 || request == current {
+        Ok(())
+    } else if request < current {
+        Err(PartitionError::FencedLeaderEpoch { request, current })
+    } else {
+        Err(PartitionError::UnknownLeaderEpoch { request, current })
+    }
+}
+
+/// The local replica of a partition this broker leads.
+pub(crate) fn leader_replica(
+    broker: &Broker,
+    image: &MetadataImage,
+    topic: &str,
+    partition: i32,
+    current_leader_epoch: i32,
+) -> Result<Arc<Partition>, PartitionError> {
+    let info = image
+        .topic(topic)
+        .and_then(|t| t.partition(partition))
+        .ok_or(PartitionError::UnknownTopicOrPartition)?;
+    if info.leader < 0 {
+        return Err(PartitionError::LeaderNotAvailable);
+    }
+    if info.leader != broker.config.node_id {
+        return Err(PartitionError::NotLeader);
+    }
+    check_leader_epoch(current_leader_epoch, info.leader_epoch)?;
+    broker
+        .replicas
+        .get(topic, partition)
+        .ok_or(PartitionError::NotLeader)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafkas_rules() {
+        assert!(validate_topic_name("orders.v1_eu-west").is_ok());
+        for bad in ["", ".", "..", "a b", "ü", &"x".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn epochs_are_fenced_in_both_directions() {
+        assert!(check_leader_epoch(-1, 5).is_ok());
+        assert!(check_leader_epoch(5, 5).is_ok());
+        assert!(matches!(
+            check_leader_epoch(4, 5),
+            Err(PartitionError::FencedLeaderEpoch { .. })
+        ));
+        assert!(matches!(
+            check_leader_epoch(6, 5),
+            Err(PartitionError::UnknownLeaderEpoch { .. })
+        ));
+    }
+}

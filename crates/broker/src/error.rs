@@ -1,0 +1,160 @@
+//! The one place where internal errors become Kafka error codes.
+
+use kafka_protocol::error::ResponseError;
+use keel_log::{BatchError, LogError};
+
+use crate::{
+    metadata::{ApplyError, StoreError},
+    topic_config::InvalidConfig,
+};
+
+/// Why a request about one partition failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    #[error("unknown topic or partition")]
+    UnknownTopicOrPartition,
+    #[error("unknown topic id")]
+    UnknownTopicId,
+    #[error("this broker does not lead the partition")]
+    NotLeader,
+    #[error("partition has no leader")]
+    LeaderNotAvailable,
+    #[error("request leader epoch {request} is older than the current {current}")]
+    FencedLeaderEpoch { request: i32, current: i32 },
+    #[error("request leader epoch {request} is newer than the current {current}")]
+    UnknownLeaderEpoch { request: i32, current: i32 },
+    #[error("{isr} in-sync replicas, min.insync.replicas is {required}")]
+    NotEnoughReplicas { isr: usize, required: usize },
+    #[error("timed out waiting for the in-sync replicas")]
+    RequestTimedOut,
+    #[error("invalid offset {offset}: {reason}")]
+    InvalidOffset { offset: i64, reason: &'static str },
+    #[error("transactions are not supported")]
+    TransactionsUnsupported,
+    #[error("acks must be -1, 0 or 1, got {0}")]
+    InvalidRequiredAcks(i16),
+    #[error("reading the log: {0}")]
+    Storage(#[source] std::io::Error),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+impl PartitionError {
+    pub fn code(&self) -> ResponseError {
+        match self {
+            Self::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+            Self::UnknownTopicId => ResponseError::UnknownTopicId,
+            Self::NotLeader => ResponseError::NotLeaderOrFollower,
+            Self::LeaderNotAvailable => ResponseError::LeaderNotAvailable,
+            Self::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+            Self::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
+            Self::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+            Self::RequestTimedOut => ResponseError::RequestTimedOut,
+            Self::InvalidOffset { .. } => ResponseError::OffsetOutOfRange,
+            Self::TransactionsUnsupported => ResponseError::InvalidRequest,
+            Self::InvalidRequiredAcks(_) => ResponseError::InvalidRequiredAcks,
+            Self::Storage(_) => ResponseError::KafkaStorageError,
+            Self::Log(e) => log_error_code(e),
+        }
+    }
+}
+
+pub fn log_error_code(error: &LogError) -> ResponseError {
+    match error {
+        LogError::Io { .. } => ResponseError::KafkaStorageError,
+        LogError::Batch(BatchError::UnsupportedMagic(_)) => {
+            ResponseError::UnsupportedForMessageFormat
+        }
+        LogError::Batch(e) if e.is_corruption() => ResponseError::CorruptMessage,
+        LogError::Batch(_) => ResponseError::InvalidRecord,
+        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
+        LogError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        LogError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        LogError::Closed => ResponseError::NotLeaderOrFollower,
+    }
+}
+
+/// Why a topic-level admin request (create, delete, alter) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    InvalidTopic(String),
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    #[error("topic '{0}' does not exist")]
+    UnknownTopic(String),
+    #[error("topic id does not exist")]
+    UnknownTopicId,
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    #[error(transparent)]
+    InvalidConfig(#[from] InvalidConfig),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error(transparent)]
+    Metadata(#[from] StoreError),
+}
+
+impl AdminError {
+    pub fn code(&self) -> ResponseError {
+        match self {
+            Self::InvalidTopic(_) => ResponseError::InvalidTopicException,
+            Self::TopicExists(_) => ResponseError::TopicAlreadyExists,
+            Self::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+            Self::UnknownTopicId => ResponseError::UnknownTopicId,
+            Self::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+            Self::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+            Self::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+            Self::InvalidConfig(_) => ResponseError::InvalidConfig,
+            Self::InvalidRequest(_) => ResponseError::InvalidRequest,
+            Self::Metadata(StoreError::Rejected(ApplyError::TopicExists(_))) => {
+                ResponseError::TopicAlreadyExists
+            }
+            Self::Metadata(StoreError::Rejected(ApplyError::UnknownTopic(_))) => {
+                ResponseError::UnknownTopicOrPartition
+            }
+            Self::Metadata(StoreError::Rejected(_)) => ResponseError::InvalidRequest,
+            Self::Metadata(StoreError::Io { .. }) => ResponseError::KafkaStorageError,
+        }
+    }
+}
+
+/// The wire value of an optional error.
+pub fn code_of(error: Option<ResponseError>) -> i16 {
+    error.map_or(0, |e| e.code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_errors_map_to_the_codes_clients_expect() {
+        let crc = LogError::Batch(BatchError::CrcMismatch {
+            stored: 1,
+            computed: 2,
+        });
+        assert_eq!(log_error_code(&crc).code(), 2);
+        let count = LogError::Batch(BatchError::InvalidRecordCount {
+            records_count: 1,
+            last_offset_delta: 3,
+        });
+        assert_eq!(log_error_code(&count).code(), 87);
+        assert_eq!(
+            PartitionError::Log(LogError::OutOfOrderSequence {
+                producer_id: 1,
+                expected: 1,
+                received: 5
+            })
+            .code()
+            .code(),
+            45
+        );
+        assert_eq!(PartitionError::NotLeader.code().code(), 6);
+    }
+}

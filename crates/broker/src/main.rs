@@ -1,0 +1,62 @@
+//! `keel`: runs one broker until SIGTERM or SIGINT.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use keel_broker::{
+    config::{self, Invocation},
+    server::Server,
+};
+use tokio::signal::unix::{SignalKind, signal};
+
+fn main() -> ExitCode {
+    let config = match config::parse() {
+        Ok(Invocation::Run(config)) => *config,
+        Ok(Invocation::Print { text, success }) => {
+            print!("{text}");
+            return if success {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_level))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: config::BrokerConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let mut terminate =
+            signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        let server = Server::bind(config).await.context("starting keel")?;
+        server
+            .run(async {
+                tokio::select! {
+                    _ = terminate.recv() => tracing::info!("received SIGTERM"),
+                    _ = interrupt.recv() => tracing::info!("received SIGINT"),
+                }
+            })
+            .await;
+        Ok(())
+    })
+}

@@ -1,0 +1,171 @@
+//! A partition replica hosted by this broker: its log, its high watermark,
+//! its leader epoch, and the fetch requests waiting for it to grow.
+//!
+//! Invariants: `log_start_offset <= high_watermark <= log_end_offset`;
+//! consumers never see data at or past the high watermark; the high
+//! watermark only moves forward while the replica leads. The log's mutex is
+//! never held across an `.await`.
+
+use std::sync::{
+    Arc, Mutex, MutexGuard, PoisonError, Weak,
+    atomic::{AtomicI32, AtomicI64, Ordering},
+};
+
+use keel_log::{AppendOutcome, LogError, PartitionLog, ReadSlice};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// How far a reader may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadLimit {
+    /// Consumers: up to the high watermark.
+    HighWatermark,
+    /// Follower replicas: up to the log end.
+    LogEnd,
+}
+
+/// Offsets a fetch response reports beside the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+    pub log_end_offset: i64,
+}
+
+#[derive(Debug)]
+pub struct Partition {
+    topic: Arc<str>,
+    topic_id: Uuid,
+    index: i32,
+    log: Mutex<PartitionLog>,
+    high_watermark: AtomicI64,
+    leader_epoch: AtomicI32,
+    waiters: Mutex<Vec<Weak<Notify>>>,
+}
+
+impl Partition {
+    pub fn new(
+        topic: Arc<str>,
+        topic_id: Uuid,
+        index: i32,
+        log: PartitionLog,
+        leader_epoch: i32,
+    ) -> Self {
+        // A single-replica partition has every record committed; with
+        // followers the leader recomputes this from their progress.
+        let high_watermark = log.log_end_offset();
+        Self {
+            topic,
+            topic_id,
+            index,
+            log: Mutex::new(log),
+            high_watermark: AtomicI64::new(high_watermark),
+            leader_epoch: AtomicI32::new(leader_epoch),
+            waiters: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub fn topic_id(&self) -> Uuid {
+        self.topic_id
+    }
+
+    pub fn index(&self) -> i32 {
+        self.index
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        self.leader_epoch.fetch_max(epoch, Ordering::AcqRel);
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// Locks the log. Callers must not hold the guard across an `.await`.
+    pub fn log(&self) -> MutexGuard<'_, PartitionLog> {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn offsets(&self) -> PartitionOffsets {
+        let log = self.log();
+        PartitionOffsets {
+            log_start_offset: log.log_start_offset(),
+            high_watermark: self.high_watermark(),
+            log_end_offset: log.log_end_offset(),
+        }
+    }
+
+    /// Appends a producer's batch as leader at the current leader epoch.
+    pub fn append_as_leader(
+        &self,
+        batch: &mut [u8],
+        now_ms: i64,
+    ) -> Result<AppendOutcome, LogError> {
+        let (outcome, log_end_offset) = {
+            let mut log = self.log();
+            let outcome = log.append_as_leader(batch, self.leader_epoch(), now_ms)?;
+            (outcome, log.log_end_offset())
+        };
+        if !outcome.duplicate {
+            self.advance_high_watermark(log_end_offset);
+        }
+        Ok(outcome)
+    }
+
+    /// Moves the high watermark forward and wakes waiting fetches.
+    pub fn advance_high_watermark(&self, to: i64) {
+        let previous = self.high_watermark.fetch_max(to, Ordering::AcqRel);
+        if to > previous {
+            self.wake_waiters();
+        }
+    }
+
+    /// Chooses whole batches from `offset` within `max_bytes` (one larger
+    /// first batch allowed with `min_one_batch`). The bytes are read by the
+    /// caller from the returned slice, outside the log's lock.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        limit: ReadLimit,
+        min_one_batch: bool,
+    ) -> Result<(Option<ReadSlice>, PartitionOffsets), LogError> {
+        let log = self.log();
+        let offsets = PartitionOffsets {
+            log_start_offset: log.log_start_offset(),
+            high_watermark: self.high_watermark(),
+            log_end_offset: log.log_end_offset(),
+        };
+        let upper_bound = match limit {
+            ReadLimit::HighWatermark => offsets.high_watermark,
+            ReadLimit::LogEnd => offsets.log_end_offset,
+        };
+        let slice = log.read(offset, max_bytes, upper_bound, min_one_batch)?;
+        Ok((slice, offsets))
+    }
+
+    /// Registers `notify` to be woken when the partition grows. Dead
+    /// registrations are pruned here, so an idle partition polled by many
+    /// fetches does not accumulate them.
+    pub fn register_waiter(&self, notify: &Arc<Notify>) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+        waiters.retain(|w| w.strong_count() > 0);
+        waiters.push(Arc::downgrade(notify));
+    }
+
+    fn wake_waiters(&self) {
+        let waiters =
+            std::mem::take(&mut *self.waiters.lock().unwrap_or_else(PoisonError::into_inner));
+        for waiter in waiters.iter().filter_map(Weak::upgrade) {
+            waiter.notify_one();
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The listener and the broker's lifecycle: open the data directory, accept
+//! connections, run the background flusher and retention, and on shutdown
+//! stop accepting, let in-flight requests finish, then close every log.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::{net::TcpListener, task::JoinSet};
+
+use crate::{
+    broker::{Broker, StartError, now_ms},
+    config::BrokerConfig,
+    connection,
+};
+
+/// How often the flusher looks for logs whose `flush.ms` has passed.
+const FLUSH_TICK: Duration = Duration::from_millis(100);
+/// How long connections get to finish their current request on shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+pub struct Server {
+    broker: Arc<Broker>,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Opens the broker's state (recovering logs as needed) and binds the
+    /// Kafka listener.
+    pub async fn bind(config: BrokerConfig) -> Result<Self, StartError> {
+        let listen = config.listen;
+        let broker = tokio::task::spawn_blocking(move || Broker::open(config))
+            .await
+            .map_err(|e| StartError::DataDir {
+                dir: String::new(),
+                source: std::io::Error::other(e),
+            })??;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                address: listen,
+                source,
+            })?;
+        Ok(Self { broker, listener })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Self { broker, listener } = self;
+        let config = &broker.config;
+        tracing::info!(
+            node_id = config.node_id,
+            listen = %listener.local_addr().map_or(config.listen, |a| a),
+            advertised = %format!("{}:{}", config.advertised_host, config.advertised_port),
+            cluster_id = broker.cluster_id,
+            "keel is ready"
+        );
+        let mut background = JoinSet::new();
+        background.spawn(flusher(Arc::clone(&broker)));
+        background.spawn(retention(Arc::clone(&broker)));
+
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        connections.spawn(connection::serve(Arc::clone(&broker), stream, peer));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+
+        tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        drop(listener);
+        broker.begin_shutdown();
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("connections did not finish in time; closing them");
+            connections.shutdown().await;
+        }
+        background.shutdown().await;
+        let closing = Arc::clone(&broker);
+        if let Err(e) = tokio::task::spawn_blocking(move || closing.replicas.close_all()).await {
+            tracing::error!(error = %e, "closing logs failed");
+        }
+        tracing::info!("keel stopped");
+    }
+}
+
+/// fsyncs logs whose oldest unflushed data is older than their `flush.ms`.
+async fn flusher(broker: Arc<Broker>) {
+    let mut tick = tokio::time::interval(FLUSH_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = now_ms();
+        for partition in broker.replicas.all() {
+            let pending = {
+                let log = partition.log();
+                if !log.flush_due(now) {
+                    continue;
+                }
+                log.begin_flush()
+            };
+            let Some(pending) = pending else { continue };
+            let synced =
+                tokio::task::spawn_blocking(move || pending.sync().map(|()| pending)).await;
+            match synced {
+                Ok(Ok(pending)) => {
+                    if let Err(e) = partition.log().complete_flush(&pending) {
+                        tracing::error!(topic = partition.topic(), partition = partition.index(), error = %e, "recording flush failed");
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(topic = partition.topic(), partition = partition.index(), error = %e, "fsync failed");
+                }
+                Err(e) => tracing::error!(error = %e, "flush task failed"),
+            }
+        }
+    }
+}
+
+/// Applies retention.ms and retention.bytes every check interval.
+async fn retention(broker: Arc<Broker>) {
+    let period = Duration::from_millis(broker.config.retention_check_interval_ms);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let now = now_ms();
+        for partition in broker.replicas.all() {
+            let high_watermark = partition.high_watermark();
+            match partition.log().enforce_retention(now, high_watermark) {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(
+                    topic = partition.topic(),
+                    partition = partition.index(),
+                    segments = deleted,
+                    "deleted segments past retention"
+                ),
+                Err(e) => {
+                    tracing::error!(topic = partition.topic(), partition = partition.index(), error = %e, "retention failed")
+                }
+            }
+        }
+    }
+}
