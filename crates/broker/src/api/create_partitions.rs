@@ -62,7 +62,7 @@ fn grow(
         .partitions
         .first()
         .map_or(1, |p| p.replicas.len() as i16);
-    let partitions = match &request.assignments {
+    let partitions = match request.assignments.as_ref().filter(|a| !a.is_empty()) {
         Some(assignments) => {
             if assignments.len() != added as usize {
                 return Err(AdminError::InvalidReplicaAssignment(format!(

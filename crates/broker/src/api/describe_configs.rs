@@ -65,11 +65,12 @@ pub(super) async fn handle(
     DescribeConfigsResponse::default().with_results(results)
 }
 
+/// Null or empty `configuration_keys` asks for every config.
 fn wanted(resource: &DescribeConfigsResource, name: &str) -> bool {
-    resource
-        .configuration_keys
-        .as_ref()
-        .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+    match &resource.configuration_keys {
+        Some(keys) if !keys.is_empty() => keys.iter().any(|k| k.as_str() == name),
+        _ => true,
+    }
 }
 
 fn render(
