@@ -23,14 +23,14 @@ BASE_TS = 1_700_000_000_000
 CODECS = ["gzip", "snappy", "lz4", "zstd"]
 
 
-def expected(i, client):
+def expected(i, client, partitions=PARTITIONS):
     """The message number `i` as produced by `client`."""
     return {
         "key": f"key-{i}".encode(),
         "value": f"value-{i}-{'x' * (i % 64)}".encode(),
         "headers": [("seq", str(i).encode()), ("client", client.encode())],
         "timestamp": BASE_TS + i,
-        "partition": i % PARTITIONS,
+        "partition": i % partitions,
     }
 
 
@@ -41,7 +41,8 @@ def create_topic(bootstrap, topic, partitions=PARTITIONS):
     ].result(timeout=30)
 
 
-def verify(records, client, count, delivered=None, check_timestamps=True, check_headers=True):
+def verify(records, client, count, delivered=None, check_timestamps=True, check_headers=True,
+           partitions=PARTITIONS):
     """Every produced message is there once, intact, in per-partition order."""
     assert len(records) == count, f"read {len(records)} records, expected {count}"
     by_key = {}
@@ -49,7 +50,7 @@ def verify(records, client, count, delivered=None, check_timestamps=True, check_
         assert r["key"] not in by_key, f"duplicate {r['key']!r}"
         by_key[r["key"]] = r
     for i in range(count):
-        want = expected(i, client)
+        want = expected(i, client, partitions)
         got = by_key.get(want["key"])
         assert got is not None, f"message {i} missing"
         assert got["value"] == want["value"], f"message {i} value"
@@ -60,7 +61,7 @@ def verify(records, client, count, delivered=None, check_timestamps=True, check_
             assert got["timestamp"] == want["timestamp"], f"message {i} timestamp"
         if delivered is not None:
             assert delivered[i] == (got["partition"], got["offset"]), f"message {i} offset"
-    for p in range(PARTITIONS):
+    for p in range(partitions):
         offsets = [r["offset"] for r in records if r["partition"] == p]
         seqs = [int(r["key"].split(b"-")[1]) for r in sorted(
             (r for r in records if r["partition"] == p), key=lambda r: r["offset"])]
@@ -71,7 +72,8 @@ def verify(records, client, count, delivered=None, check_timestamps=True, check_
 # --- confluent-kafka (librdkafka) ---------------------------------------------
 
 
-def confluent_produce(bootstrap, topic, count, client="confluent", **config):
+def confluent_produce(bootstrap, topic, count, client="confluent", partitions=PARTITIONS,
+                      **config):
     producer = Producer({
         "bootstrap.servers": bootstrap,
         "enable.idempotence": True,
@@ -88,7 +90,7 @@ def confluent_produce(bootstrap, topic, count, client="confluent", **config):
             delivered[int(msg.key().split(b"-")[1])] = (msg.partition(), msg.offset())
 
     for i in range(count):
-        m = expected(i, client)
+        m = expected(i, client, partitions)
         while True:
             try:
                 producer.produce(topic, key=m["key"], value=m["value"], partition=m["partition"],

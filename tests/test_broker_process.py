@@ -1,0 +1,212 @@
+"""The command-line contract and the broker process's behaviour at its
+edges: start-up errors, the ready line, SIGTERM, and bad input on the wire.
+"""
+
+import os
+import socket
+import struct
+import subprocess
+import time
+
+import pytest
+from confluent_kafka import Producer
+
+from conftest import KEEL, Broker, free_port
+from test_clients import confluent_read_all, create_topic, verify, confluent_produce
+
+
+def run_keel(*args, env=None, timeout=10):
+    return subprocess.run([str(KEEL), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("args, key", [
+    (["--bogus-flag"], "--bogus-flag"),
+    (["--node-id", "seven"], "--node-id"),
+    (["--num-partitions", "0"], "--num-partitions"),
+    (["--listen", "not-an-address"], "--listen"),
+    (["--log-level", "chatty=??"], "--log-level"),
+])
+def test_bad_flags_exit_nonzero_with_one_line_naming_the_key(args, key):
+    result = run_keel(*args)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert key in lines[0]
+
+
+def test_bad_environment_and_config_file_values_are_named(tmp_path):
+    result = run_keel(env={"KEEL_NODE_ID": "x"})
+    assert result.returncode != 0 and "--node-id" in result.stderr
+
+    missing = tmp_path / "missing.toml"
+    result = run_keel("--config", str(missing))
+    assert result.returncode != 0
+    assert str(missing) in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+    config = tmp_path / "keel.toml"
+    config.write_text('retention = "forever"\n')
+    result = run_keel("--config", str(config))
+    assert result.returncode != 0 and "retention" in result.stderr
+
+    config.write_text('log-retention-ms = "forever"\n')
+    result = run_keel("--config", str(config))
+    assert result.returncode != 0
+    assert "--log-retention-ms" in result.stderr and "config file" in result.stderr
+
+
+def test_settings_come_from_file_env_and_flags_in_that_order(tmp_path):
+    port = free_port()
+    config = tmp_path / "keel.toml"
+    config.write_text(f'node-id = 3\nlisten = "127.0.0.1:{port}"\nnum-partitions = 2\n')
+    broker = Broker(tmp_path / "data")
+    broker.port = port
+    broker.command = lambda: [str(KEEL), "--config", str(config), "--data-dir",
+                              str(broker.data_dir), "--num-partitions", "5"]
+    broker.start()
+    try:
+        from confluent_kafka.admin import AdminClient
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        metadata = admin.list_topics(timeout=10)
+        assert list(metadata.brokers) == [3]
+        producer = Producer({"bootstrap.servers": broker.bootstrap})
+        producer.produce("auto-created", b"x")
+        assert producer.flush(10) == 0
+        topic = admin.list_topics("auto-created", timeout=10).topics["auto-created"]
+        assert len(topic.partitions) == 5
+    finally:
+        broker.close()
+
+
+def test_ready_line_names_the_listener(broker):
+    log = broker.log()
+    ready = [line for line in log.splitlines() if "keel is ready" in line]
+    assert len(ready) == 1
+    assert broker.bootstrap in ready[0]
+
+
+def test_sigterm_finishes_in_flight_work_and_exits_cleanly(broker):
+    topic = "sigterm"
+    create_topic(broker.bootstrap, topic)
+    delivered = confluent_produce(broker.bootstrap, topic, 20_000)
+    # A long-poll fetch is in flight when SIGTERM arrives.
+    from kafka import KafkaConsumer, TopicPartition
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, fetch_max_wait_ms=5000)
+    consumer.assign([TopicPartition(topic, 0)])
+    consumer.seek_to_end()
+    consumer.poll(timeout_ms=200)
+
+    started = time.monotonic()
+    assert broker.stop(timeout=10) == 0
+    assert time.monotonic() - started < 8
+    consumer.close()
+    assert "keel stopped" in broker.log()
+
+    broker.start()
+    assert "unclean shutdown" not in broker.log().split("--- start 2")[-1]
+    verify(confluent_read_all(broker.bootstrap, topic, 20_000), "confluent", 20_000, delivered)
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def connect(broker):
+    sock = socket.create_connection(("127.0.0.1", broker.port), timeout=5)
+    return sock
+
+
+def closed_by_peer(sock):
+    sock.settimeout(5)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def api_versions_request(correlation_id=1):
+    body = struct.pack(">hhi", 18, 0, correlation_id) + struct.pack(">h", -1)
+    return struct.pack(">i", len(body)) + body
+
+
+def still_serves(broker):
+    sock = connect(broker)
+    sock.sendall(api_versions_request(9))
+    length = struct.unpack(">i", sock.recv(4))[0]
+    data = b""
+    while len(data) < length:
+        data += sock.recv(length - len(data))
+    sock.close()
+    return struct.unpack(">ih", data[:6]) == (9, 0)
+
+
+def test_a_huge_length_prefix_closes_the_connection_without_allocating(broker):
+    before = rss_kib(broker.process.pid)
+    socks = []
+    for _ in range(20):
+        sock = connect(broker)
+        sock.sendall(struct.pack(">i", 0x7FFFFFFF) + b"\x00" * 100)
+        socks.append(sock)
+    for sock in socks:
+        assert closed_by_peer(sock)
+    # Announced 40 GiB in total; nothing close to that may be allocated.
+    assert rss_kib(broker.process.pid) - before < 50 * 1024
+    assert "exceeds the maximum" in broker.log()
+    assert still_serves(broker)
+
+
+def test_a_large_allowed_frame_is_buffered_as_it_arrives(broker):
+    before = rss_kib(broker.process.pid)
+    socks = []
+    for _ in range(10):
+        sock = connect(broker)
+        # 90 MiB announced, 1 KiB sent: the broker must not reserve 90 MiB.
+        sock.sendall(struct.pack(">i", 90 << 20) + b"\x00" * 1024)
+        socks.append(sock)
+    time.sleep(0.5)
+    assert rss_kib(broker.process.pid) - before < 50 * 1024
+    for sock in socks:
+        sock.close()
+    assert still_serves(broker)
+
+
+@pytest.mark.parametrize("payload", [
+    b"",                                   # empty frame
+    b"\x00\x12",                           # shorter than a header
+    b"\x00\x03\x00\x05\x00\x00\x00\x01\xff\xff\xff\xff\xff",  # Metadata v5, garbage body
+    b"\x00\x00\x00\x09\x00\x00\x00\x01" + b"\xff" * 64,      # Produce v9, garbage
+    os.urandom(300),
+])
+def test_malformed_frames_close_the_connection_and_nothing_else(broker, payload):
+    sock = connect(broker)
+    sock.sendall(struct.pack(">i", len(payload)) + payload)
+    sock.settimeout(5)
+    try:
+        data = sock.recv(64)
+    except ConnectionResetError:
+        data = b""
+    if data:
+        # An unknown API key or version is answered with UNSUPPORTED_VERSION.
+        assert data[8:10] == b"\x00\x23", data
+    sock.close()
+    assert broker.process.poll() is None
+    assert still_serves(broker)
+    assert "panicked" not in broker.log()
+
+
+def test_unknown_topic_with_auto_create_off(broker_factory):
+    broker = broker_factory(["--auto-create-topics", "false"], name="noauto")
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaTimeoutError
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, max_block_ms=2000)
+    with pytest.raises(KafkaTimeoutError):
+        producer.send("does-not-exist", b"x").get(timeout=5)
+    producer.close()
+    from confluent_kafka.admin import AdminClient
+    metadata = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(
+        "does-not-exist", timeout=10)
+    assert metadata.topics["does-not-exist"].error.code() == 3
