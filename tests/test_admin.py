@@ -159,13 +159,17 @@ def test_retention_deletes_old_segments_while_running(broker_factory):
     result(client.create_topics([topic]), "short")
     confluent_produce(broker.bootstrap, "short", 5_000, partitions=1, **{"batch.size": 8000})
     tp = TopicPartition("short", 0)
+
+    def earliest():
+        return client.list_offsets({tp: OffsetSpec.earliest()})[tp].result(timeout=10).offset
+
+    # Wait until retention has run and settled (two passes see the same start).
     deadline = time.monotonic() + 15
-    earliest = 0
-    while time.monotonic() < deadline:
-        earliest = client.list_offsets({tp: OffsetSpec.earliest()})[tp].result(timeout=10).offset
-        if earliest > 0:
-            break
-        time.sleep(0.2)
+    previous, current = -1, earliest()
+    while time.monotonic() < deadline and (current == 0 or current != previous):
+        time.sleep(0.5)
+        previous, current = current, earliest()
+    earliest = current
     assert earliest > 0, "retention.bytes never deleted a segment"
     records = confluent_read_all(broker.bootstrap, "short", 5_000 - earliest, partitions=1)
     assert len(records) == 5_000 - earliest

@@ -90,9 +90,12 @@ impl Broker {
             shutdown,
         });
         broker.register()?;
-        let image = broker.metadata.image();
-        broker.replicas.remove_stray_directories(&image);
-        broker.replicas.reconcile(&image, now_ms())?;
+        broker
+            .replicas
+            .remove_stray_directories(&broker.metadata.image());
+        broker
+            .replicas
+            .reconcile(|| broker.metadata.image(), now_ms())?;
         Ok(broker)
     }
 
@@ -113,7 +116,7 @@ impl Broker {
     /// Commits a metadata change and brings local replicas in line with it.
     pub fn propose(&self, record: MetadataRecord) -> Result<Arc<MetadataImage>, StoreError> {
         let image = self.metadata.propose(record)?;
-        if let Err(e) = self.replicas.reconcile(&image, now_ms()) {
+        if let Err(e) = self.replicas.reconcile(|| self.metadata.image(), now_ms()) {
             tracing::error!(error = %e, "failed to apply metadata change to local partitions");
         }
         Ok(image)

@@ -109,6 +109,9 @@ struct Flags {
     /// Default `flush.ms`: fsync data at most this long after it was appended.
     #[arg(long, env = "KEEL_LOG_FLUSH_MS", default_value_t = 1_000)]
     log_flush_ms: u64,
+    /// Most bytes one Fetch response carries, whatever the client asks for.
+    #[arg(long, env = "KEEL_FETCH_MAX_BYTES", default_value_t = 55 * 1024 * 1024)]
+    fetch_max_bytes: i32,
     /// Default `max.message.bytes`: the largest record batch accepted.
     #[arg(long, env = "KEEL_MESSAGE_MAX_BYTES", default_value_t = 1_048_588)]
     message_max_bytes: i32,
@@ -125,6 +128,7 @@ pub struct BrokerConfig {
     pub log_level: String,
     pub rack: Option<String>,
     pub max_frame_bytes: u32,
+    pub fetch_max_bytes: i32,
     pub num_partitions: i32,
     pub default_replication_factor: i16,
     pub auto_create_topics: bool,
@@ -363,6 +367,7 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
         ));
     }
     at_least("max-frame-bytes", flags.max_frame_bytes, 1024)?;
+    at_least("fetch-max-bytes", flags.fetch_max_bytes, 1024)?;
     at_least("num-partitions", flags.num_partitions, 1)?;
     at_least(
         "default-replication-factor",
@@ -420,6 +425,7 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
         log_level: flags.log_level,
         rack: flags.rack,
         max_frame_bytes: flags.max_frame_bytes,
+        fetch_max_bytes: flags.fetch_max_bytes,
         num_partitions: flags.num_partitions,
         default_replication_factor: flags.default_replication_factor,
         auto_create_topics: flags.auto_create_topics,

@@ -96,6 +96,8 @@ pub enum AdminError {
     InvalidConfig(#[from] InvalidConfig),
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("{0}")]
+    PolicyViolation(String),
     #[error(transparent)]
     Metadata(#[from] StoreError),
 }
@@ -112,6 +114,7 @@ impl AdminError {
             Self::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
             Self::InvalidConfig(_) => ResponseError::InvalidConfig,
             Self::InvalidRequest(_) => ResponseError::InvalidRequest,
+            Self::PolicyViolation(_) => ResponseError::PolicyViolation,
             Self::Metadata(StoreError::Rejected(ApplyError::TopicExists(_))) => {
                 ResponseError::TopicAlreadyExists
             }

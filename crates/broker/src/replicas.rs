@@ -113,11 +113,20 @@ impl ReplicaManager {
 
     /// Opens logs for partitions newly assigned to this broker, applies
     /// config and epoch changes, and deletes replicas that were removed.
-    pub fn reconcile(&self, image: &MetadataImage, now_ms: i64) -> Result<(), LogError> {
+    ///
+    /// `latest` is read only once the reconcile lock is held, so two
+    /// callers racing with two metadata changes can never apply an older
+    /// image after a newer one (which would delete a just-created topic).
+    pub fn reconcile(
+        &self,
+        latest: impl FnOnce() -> Arc<MetadataImage>,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
         let _serialised = self
             .reconcile
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let image = latest();
         let mut wanted: HashMap<&str, WantedTopic> = HashMap::new();
         for topic in image.topics() {
             let local: Vec<(i32, i32)> = topic

@@ -32,9 +32,12 @@ pub struct ConfigDef {
     pub name: &'static str,
     pub config_type: ConfigType,
     pub doc: &'static str,
-    /// The name of the broker setting that provides the default, if any.
-    pub broker_flag: Option<&'static str>,
-    validate: fn(&str) -> Result<(), String>,
+    /// The Kafka broker setting that provides the default, reported as a
+    /// synonym by DescribeConfigs.
+    pub broker_synonym: &'static str,
+    /// Checks a value and returns it in canonical form (trimmed, booleans
+    /// lower-cased), which is what gets stored.
+    validate: fn(&str) -> Result<String, String>,
 }
 
 /// Every topic config Keel understands, in Kafka's order (alphabetical).
@@ -43,51 +46,51 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         name: "cleanup.policy",
         config_type: ConfigType::List,
         doc: "What happens to old segments: 'delete' removes them by retention.ms and retention.bytes.",
-        broker_flag: None,
+        broker_synonym: "log.cleanup.policy",
         validate: validate_cleanup_policy,
     },
     ConfigDef {
         name: "compression.type",
         config_type: ConfigType::String,
         doc: "Batches are stored as the producer compressed them ('producer').",
-        broker_flag: None,
+        broker_synonym: "compression.type",
         validate: validate_compression_type,
     },
     ConfigDef {
         name: "flush.messages",
         config_type: ConfigType::Long,
         doc: "fsync the log after this many messages; 1 fsyncs every batch before it is acknowledged.",
-        broker_flag: Some("log-flush-messages"),
-        validate: |v| parse_at_least::<i64>(v, 1).map(drop),
+        broker_synonym: "log.flush.interval.messages",
+        validate: |v| parse_at_least::<i64>(v, 1),
     },
     ConfigDef {
         name: "flush.ms",
         config_type: ConfigType::Long,
         doc: "fsync data at most this many milliseconds after it was appended.",
-        broker_flag: Some("log-flush-ms"),
-        validate: |v| parse_at_least::<i64>(v, 0).map(drop),
+        broker_synonym: "log.flush.interval.ms",
+        validate: |v| parse_at_least::<i64>(v, 0),
     },
     ConfigDef {
         name: "index.interval.bytes",
         config_type: ConfigType::Int,
         doc: "Bytes of log between two offset index entries.",
-        broker_flag: None,
-        validate: |v| parse_at_least::<i32>(v, 0).map(drop),
+        broker_synonym: "log.index.interval.bytes",
+        validate: |v| parse_at_least::<i32>(v, 0),
     },
     ConfigDef {
         name: "max.message.bytes",
         config_type: ConfigType::Int,
         doc: "The largest record batch accepted, in bytes.",
-        broker_flag: Some("message-max-bytes"),
-        validate: |v| parse_at_least::<i32>(v, 0).map(drop),
+        broker_synonym: "message.max.bytes",
+        validate: |v| parse_at_least::<i32>(v, 0),
     },
     ConfigDef {
         name: "message.timestamp.type",
         config_type: ConfigType::String,
         doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches on append.",
-        broker_flag: None,
-        validate: |v| match v {
-            "CreateTime" | "LogAppendTime" => Ok(()),
+        broker_synonym: "log.message.timestamp.type",
+        validate: |v| match v.trim() {
+            t @ ("CreateTime" | "LogAppendTime") => Ok(t.to_string()),
             _ => Err("must be CreateTime or LogAppendTime".into()),
         },
     },
@@ -95,43 +98,43 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         name: "min.insync.replicas",
         config_type: ConfigType::Int,
         doc: "In-sync replicas an acks=all write needs before it is accepted.",
-        broker_flag: None,
-        validate: |v| parse_at_least::<i32>(v, 1).map(drop),
+        broker_synonym: "min.insync.replicas",
+        validate: |v| parse_at_least::<i32>(v, 1),
     },
     ConfigDef {
         name: "retention.bytes",
         config_type: ConfigType::Long,
         doc: "Delete the oldest segments while a partition is larger than this; -1 means no limit.",
-        broker_flag: Some("log-retention-bytes"),
-        validate: |v| parse_at_least::<i64>(v, -1).map(drop),
+        broker_synonym: "log.retention.bytes",
+        validate: |v| parse_at_least::<i64>(v, -1),
     },
     ConfigDef {
         name: "retention.ms",
         config_type: ConfigType::Long,
         doc: "Delete segments whose newest record is older than this; -1 keeps data forever.",
-        broker_flag: Some("log-retention-ms"),
-        validate: |v| parse_at_least::<i64>(v, -1).map(drop),
+        broker_synonym: "log.retention.ms",
+        validate: |v| parse_at_least::<i64>(v, -1),
     },
     ConfigDef {
         name: "segment.bytes",
         config_type: ConfigType::Int,
         doc: "Roll to a new segment file once the active one reaches this size.",
-        broker_flag: Some("log-segment-bytes"),
-        validate: |v| parse_at_least::<i32>(v, 14).map(drop),
+        broker_synonym: "log.segment.bytes",
+        validate: |v| parse_at_least::<i32>(v, 14),
     },
     ConfigDef {
         name: "segment.ms",
         config_type: ConfigType::Long,
         doc: "Roll to a new segment file once the active one is this old.",
-        broker_flag: Some("log-segment-ms"),
-        validate: |v| parse_at_least::<i64>(v, 1).map(drop),
+        broker_synonym: "log.roll.ms",
+        validate: |v| parse_at_least::<i64>(v, 1),
     },
     ConfigDef {
         name: "unclean.leader.election.enable",
         config_type: ConfigType::Boolean,
         doc: "Allow a replica outside the ISR to become leader, at the risk of losing data.",
-        broker_flag: None,
-        validate: |v| parse_bool(v).map(drop),
+        broker_synonym: "unclean.leader.election.enable",
+        validate: |v| parse_bool(v),
     },
 ];
 
@@ -148,8 +151,8 @@ pub fn definition(key: &str) -> Option<&'static ConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.name == key)
 }
 
-/// Checks one key and value.
-pub fn validate(key: &str, value: &str) -> Result<(), InvalidConfig> {
+/// Checks one key and value; returns the value in canonical form.
+pub fn validate(key: &str, value: &str) -> Result<String, InvalidConfig> {
     let invalid = |reason: String| InvalidConfig {
         key: key.to_string(),
         value: value.to_string(),
@@ -159,9 +162,14 @@ pub fn validate(key: &str, value: &str) -> Result<(), InvalidConfig> {
     (def.validate)(value).map_err(invalid)
 }
 
-/// Checks a whole set of overrides.
-pub fn validate_all(configs: &BTreeMap<String, String>) -> Result<(), InvalidConfig> {
-    configs.iter().try_for_each(|(k, v)| validate(k, v))
+/// Checks a whole set of overrides; returns them in canonical form.
+pub fn validate_all(
+    configs: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, InvalidConfig> {
+    configs
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), validate(k, v)?)))
+        .collect()
 }
 
 /// The effective value of `def` and where it comes from.
@@ -242,7 +250,7 @@ pub fn min_insync_replicas(overrides: &BTreeMap<String, String>) -> usize {
         .unwrap_or(1)
 }
 
-fn parse_at_least<T>(value: &str, min: T) -> Result<T, String>
+fn parse_at_least<T>(value: &str, min: T) -> Result<String, String>
 where
     T: std::str::FromStr + PartialOrd + std::fmt::Display,
 {
@@ -253,18 +261,17 @@ where
     if parsed < min {
         return Err(format!("must be at least {min}"));
     }
-    Ok(parsed)
+    Ok(parsed.to_string())
 }
 
-fn parse_bool(value: &str) -> Result<bool, String> {
+fn parse_bool(value: &str) -> Result<String, String> {
     match value.trim().to_ascii_lowercase().as_str() {
-        "true" => Ok(true),
-        "false" => Ok(false),
+        b @ ("true" | "false") => Ok(b.to_string()),
         _ => Err("must be true or false".into()),
     }
 }
 
-fn validate_cleanup_policy(value: &str) -> Result<(), String> {
+fn validate_cleanup_policy(value: &str) -> Result<String, String> {
     for policy in value.split(',').map(str::trim) {
         match policy {
             "delete" => {}
@@ -272,12 +279,12 @@ fn validate_cleanup_policy(value: &str) -> Result<(), String> {
             other => return Err(format!("unknown cleanup policy '{other}'")),
         }
     }
-    Ok(())
+    Ok("delete".into())
 }
 
-fn validate_compression_type(value: &str) -> Result<(), String> {
-    match value {
-        "producer" => Ok(()),
+fn validate_compression_type(value: &str) -> Result<String, String> {
+    match value.trim() {
+        "producer" => Ok("producer".into()),
         "gzip" | "snappy" | "lz4" | "zstd" | "uncompressed" => Err(
             "batches are stored as the producer compressed them; only 'producer' is supported"
                 .into(),
@@ -297,7 +304,12 @@ mod tests {
 
     #[test]
     fn validation_names_the_key_and_reason() {
-        assert!(validate("retention.ms", "-1").is_ok());
+        assert_eq!(validate("retention.ms", " -1 ").unwrap(), "-1");
+        assert_eq!(validate("min.insync.replicas", " 2").unwrap(), "2");
+        assert_eq!(
+            validate("unclean.leader.election.enable", "TRUE").unwrap(),
+            "true"
+        );
         let error = validate("retention.ms", "-5").unwrap_err();
         assert_eq!(error.key, "retention.ms");
         assert!(error.to_string().contains("at least -1"));

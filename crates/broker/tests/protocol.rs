@@ -11,14 +11,14 @@ use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::{
     messages::{
         ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreatePartitionsRequest,
-        CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-        DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-        DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
-        DescribeConfigsResponse, FetchRequest, FetchResponse, IncrementalAlterConfigsRequest,
-        IncrementalAlterConfigsResponse, InitProducerIdRequest, InitProducerIdResponse,
-        ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
-        OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest,
-        ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+        CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest,
+        DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest,
+        DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest,
+        FetchResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+        InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse,
+        MetadataRequest, MetadataResponse, OffsetForLeaderEpochRequest,
+        OffsetForLeaderEpochResponse, ProduceRequest, ProduceResponse, RequestHeader,
+        ResponseHeader, TopicName,
         create_partitions_request::CreatePartitionsTopic,
         create_topics_request::{CreatableTopic, CreatableTopicConfig},
         delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic},
@@ -99,7 +99,10 @@ impl Harness {
         assert_eq!(header.correlation_id, 41);
         let decoded = Resp::decode(&mut response, version)
             .unwrap_or_else(|e| panic!("{api:?} v{version} response does not decode: {e}"));
-        assert!(!response.has_remaining(), "{api:?} v{version}: trailing bytes");
+        assert!(
+            !response.has_remaining(),
+            "{api:?} v{version}: trailing bytes"
+        );
         decoded
     }
 
@@ -190,17 +193,15 @@ async fn produce_errors_are_never_reported_as_success() {
 async fn produce_with_acks_zero_gets_no_response() {
     let h = harness();
     h.create_topic("p", 1).await;
-    let request = ProduceRequest::default()
-        .with_acks(0)
-        .with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(name("p"))
-                .with_partition_data(vec![
-                    PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(Bytes::from(build_batch(&BatchSpec::default())))),
-                ]),
-        ]);
+    let request = ProduceRequest::default().with_acks(0).with_topic_data(vec![
+        TopicProduceData::default()
+            .with_name(name("p"))
+            .with_partition_data(vec![
+                PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(Bytes::from(build_batch(&BatchSpec::default())))),
+            ]),
+    ]);
     assert!(h.raw(frame(ApiKey::Produce, 9, &request)).await.is_none());
     assert_eq!(h.broker.replicas.get("p", 0).unwrap().high_watermark(), 1);
 }
@@ -220,7 +221,11 @@ async fn fetch_at_every_version_returns_the_batches() {
             .with_topics(vec![
                 FetchTopic::default()
                     .with_topic(if version < 13 { name("f") } else { name("") })
-                    .with_topic_id(if version >= 13 { topic_id } else { uuid::Uuid::nil() })
+                    .with_topic_id(if version >= 13 {
+                        topic_id
+                    } else {
+                        uuid::Uuid::nil()
+                    })
                     .with_partitions(vec![
                         FetchPartition::default()
                             .with_partition(0)
@@ -273,9 +278,15 @@ async fn fetch_limits_and_offset_out_of_range() {
 
     let response: FetchResponse = h.call(ApiKey::Fetch, 12, &fetch(0, 1 << 20, 10)).await;
     let records = response.responses[0].partitions[0].records.clone().unwrap();
-    assert_eq!(records.len() as i32, one, "one oversized first batch is returned");
+    assert_eq!(
+        records.len() as i32,
+        one,
+        "one oversized first batch is returned"
+    );
 
-    let response: FetchResponse = h.call(ApiKey::Fetch, 12, &fetch(99, 1 << 20, 1 << 20)).await;
+    let response: FetchResponse = h
+        .call(ApiKey::Fetch, 12, &fetch(99, 1 << 20, 1 << 20))
+        .await;
     assert_eq!(response.responses[0].partitions[0].error_code, 1);
 }
 
@@ -311,7 +322,13 @@ async fn fetch_long_poll_wakes_on_append() {
     h.produce("w", 9, 2).await;
     let (elapsed, response) = waiting.await.unwrap();
     assert!(elapsed < std::time::Duration::from_secs(5));
-    assert!(response.responses[0].partitions[0].records.as_ref().unwrap().len() > 0);
+    assert!(
+        !response.responses[0].partitions[0]
+            .records
+            .as_ref()
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -422,7 +439,11 @@ async fn a_too_new_api_versions_request_gets_the_v0_fallback() {
 #[tokio::test]
 async fn unknown_apis_and_versions_get_unsupported_version() {
     let h = harness();
-    for (key, version) in [(9999i16, 0i16), (ApiKey::Produce as i16, 99), (ApiKey::JoinGroup as i16, 0)] {
+    for (key, version) in [
+        (9999i16, 0i16),
+        (ApiKey::Produce as i16, 99),
+        (ApiKey::JoinGroup as i16, 0),
+    ] {
         let mut request = BytesMut::new();
         request.extend_from_slice(&key.to_be_bytes());
         request.extend_from_slice(&version.to_be_bytes());
@@ -452,7 +473,11 @@ async fn create_and_delete_topics_at_every_version() {
                 ]),
         ]);
         let response: CreateTopicsResponse = h.call(ApiKey::CreateTopics, version, &request).await;
-        assert_eq!(response.topics[0].error_code, 0, "v{version}: {:?}", response.topics[0]);
+        assert_eq!(
+            response.topics[0].error_code, 0,
+            "v{version}: {:?}",
+            response.topics[0]
+        );
         let again: CreateTopicsResponse = h.call(ApiKey::CreateTopics, version, &request).await;
         assert_eq!(again.topics[0].error_code, 36, "TOPIC_ALREADY_EXISTS");
     }
@@ -478,13 +503,20 @@ async fn create_and_delete_topics_at_every_version() {
     let response: CreateTopicsResponse = h.call(ApiKey::CreateTopics, 7, &bad).await;
     let codes: Vec<i16> = response.topics.iter().map(|t| t.error_code).collect();
     assert_eq!(codes, vec![40, 38, 37]);
-    assert!(response.topics[0].error_message.as_ref().unwrap().contains("retention.ms"));
+    assert!(
+        response.topics[0]
+            .error_message
+            .as_ref()
+            .unwrap()
+            .contains("retention.ms")
+    );
 
     for version in versions(ApiKey::DeleteTopics) {
         let topic = format!("c{}", version + 1);
         let request = if version >= 6 {
-            DeleteTopicsRequest::default()
-                .with_topics(vec![DeleteTopicState::default().with_name(Some(name(&topic)))])
+            DeleteTopicsRequest::default().with_topics(vec![
+                DeleteTopicState::default().with_name(Some(name(&topic))),
+            ])
         } else {
             DeleteTopicsRequest::default().with_topic_names(vec![name(&topic)])
         };
@@ -512,7 +544,10 @@ async fn create_partitions_at_every_version() {
         let response: CreatePartitionsResponse =
             h.call(ApiKey::CreatePartitions, version, &request).await;
         assert_eq!(response.results[0].error_code, 0, "v{version}");
-        assert_eq!(h.broker.image().topic("cp").unwrap().partitions.len() as i32, count);
+        assert_eq!(
+            h.broker.image().topic("cp").unwrap().partitions.len() as i32,
+            count
+        );
         assert!(h.broker.replicas.get("cp", count - 1).is_some());
         let shrink: CreatePartitionsResponse =
             h.call(ApiKey::CreatePartitions, version, &request).await;
@@ -537,10 +572,18 @@ async fn configs_are_described_and_altered_at_every_version() {
                         .with_value(Some(StrBytes::from_string(value.clone()))),
                 ]),
         ]);
-        let response: IncrementalAlterConfigsResponse =
-            h.call(ApiKey::IncrementalAlterConfigs, version, &request).await;
+        let response: IncrementalAlterConfigsResponse = h
+            .call(ApiKey::IncrementalAlterConfigs, version, &request)
+            .await;
         assert_eq!(response.responses[0].error_code, 0, "v{version}");
-        let log_config = h.broker.replicas.get("cfg", 0).unwrap().log().config().clone();
+        let log_config = h
+            .broker
+            .replicas
+            .get("cfg", 0)
+            .unwrap()
+            .log()
+            .config()
+            .clone();
         assert_eq!(log_config.retention_ms.to_string(), value);
     }
     let bad = IncrementalAlterConfigsRequest::default().with_resources(vec![
@@ -581,7 +624,12 @@ async fn configs_are_described_and_altered_at_every_version() {
             .unwrap();
         assert_eq!(retention.value.as_deref(), Some("1001"));
         assert_eq!(retention.config_source, 1, "DYNAMIC_TOPIC_CONFIG");
-        assert!(response.results[1].configs.iter().any(|c| c.name.as_str() == "num.partitions"));
+        assert!(
+            response.results[1]
+                .configs
+                .iter()
+                .any(|c| c.name.as_str() == "num.partitions")
+        );
         assert_eq!(response.results[2].error_code, 3);
     }
 }
@@ -604,7 +652,8 @@ async fn delete_records_moves_the_low_watermark() {
                             .with_offset(offset),
                     ]),
             ]);
-        let response: DeleteRecordsResponse = h.call(ApiKey::DeleteRecords, version, &request).await;
+        let response: DeleteRecordsResponse =
+            h.call(ApiKey::DeleteRecords, version, &request).await;
         let partition = &response.topics[0].partitions[0];
         assert_eq!(partition.error_code, 0);
         assert_eq!(partition.low_watermark, offset);
@@ -660,14 +709,26 @@ async fn offset_for_leader_epoch_and_describe_cluster() {
                             .with_leader_epoch(0),
                     ]),
             ]);
-        let response: OffsetForLeaderEpochResponse =
-            h.call(ApiKey::OffsetForLeaderEpoch, version, &request).await;
+        let response: OffsetForLeaderEpochResponse = h
+            .call(ApiKey::OffsetForLeaderEpoch, version, &request)
+            .await;
         let partition = &response.topics[0].partitions[0];
-        assert_eq!((partition.error_code, partition.leader_epoch, partition.end_offset), (0, 0, 3));
+        assert_eq!(
+            (
+                partition.error_code,
+                partition.leader_epoch,
+                partition.end_offset
+            ),
+            (0, 0, 3)
+        );
     }
     for version in versions(ApiKey::DescribeCluster) {
         let response: DescribeClusterResponse = h
-            .call(ApiKey::DescribeCluster, version, &DescribeClusterRequest::default())
+            .call(
+                ApiKey::DescribeCluster,
+                version,
+                &DescribeClusterRequest::default(),
+            )
             .await;
         assert_eq!(response.controller_id, BrokerId(1));
         assert_eq!(response.brokers.len(), 1);
@@ -693,6 +754,9 @@ async fn stale_and_future_leader_epochs_are_fenced() {
                     ]),
             ]);
         let response: ListOffsetsResponse = h.call(ApiKey::ListOffsets, 7, &request).await;
-        assert_eq!(response.topics[0].partitions[0].error_code, code, "epoch {epoch}");
+        assert_eq!(
+            response.topics[0].partitions[0].error_code, code,
+            "epoch {epoch}"
+        );
     }
 }

@@ -30,7 +30,7 @@ use crate::{
     error::{LogError, Result},
     producer_state::{ProducerStateTable, SequenceCheck},
     read::ReadSlice,
-    records::visit_records,
+    records::{check_records, visit_records},
     segment::{LOG_SUFFIX, LocatedBatch, Segment},
 };
 
@@ -306,6 +306,7 @@ impl PartitionLog {
             return Err(LogError::Closed);
         }
         let header = validate_client_batch(batch)?;
+        check_records(batch, &header)?;
         if batch.len() > self.config.max_message_bytes {
             return Err(LogError::BatchTooLarge {
                 size: batch.len(),

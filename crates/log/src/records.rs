@@ -1,16 +1,27 @@
 //! Record-level view of a stored batch, for the rare paths that need more
-//! than the batch header (ListOffsets by timestamp). Compressed batches are
-//! decompressed on the fly; nothing here is on the produce or fetch path.
+//! than the batch header (ListOffsets by timestamp, validating an
+//! uncompressed batch's records). Compressed batches are decompressed with
+//! streaming decoders under a fixed output cap, so a small batch that
+//! inflates to gigabytes is answered at batch granularity instead of
+//! exhausting memory.
 //!
 //! Each record is `length varint, attributes i8, timestamp_delta varlong,
 //! offset_delta varint, ...` and only those leading fields are read.
 
-use std::ops::ControlFlow;
+use std::{io::Read, ops::ControlFlow};
 
 use bytes::{Buf, Bytes};
-use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
 
-use crate::batch::{BATCH_HEADER_LEN, BatchHeader};
+use crate::{
+    batch::{BATCH_HEADER_LEN, BatchHeader},
+    error::BatchError,
+};
+
+/// The most a single batch may decompress to here.
+const MAX_DECOMPRESSED_BYTES: usize = 64 << 20;
+/// The framing snappy-java (xerial) puts before Kafka's snappy blocks.
+const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
+const XERIAL_HEADER_LEN: usize = 16;
 
 /// Offset and timestamp of one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,37 +31,112 @@ pub(crate) struct RecordPosition {
 }
 
 /// Calls `visit` for each record of a complete batch, in order, until it
-/// breaks. Returns `None` if the batch cannot be decoded.
+/// breaks. Returns `None` if the batch cannot be decoded within the cap.
 pub(crate) fn visit_records(
     batch: &[u8],
     header: &BatchHeader,
     mut visit: impl FnMut(RecordPosition) -> ControlFlow<()>,
 ) -> Option<()> {
-    let payload = Bytes::copy_from_slice(batch.get(BATCH_HEADER_LEN..header.total_len())?);
-    let mut walk = |records: &mut Bytes| walk_records(records, header, &mut visit);
-    let decoded = match header.compression_codec() {
-        0 => {
-            walk(&mut payload.clone());
-            true
-        }
-        1 => decompress_with::<Gzip>(payload, walk),
-        2 => decompress_with::<Snappy>(payload, walk),
-        3 => decompress_with::<Lz4>(payload, walk),
-        4 => decompress_with::<Zstd>(payload, walk),
-        _ => false,
+    let payload = batch.get(BATCH_HEADER_LEN..header.total_len())?;
+    let mut records = match header.compression_codec() {
+        0 => Bytes::copy_from_slice(payload),
+        codec => Bytes::from(decompress(codec, payload)?),
     };
-    decoded.then_some(())
+    walk_records(&mut records, header, &mut visit);
+    Some(())
 }
 
-fn decompress_with<D: Decompressor<Bytes, Buf = Bytes>>(
-    mut payload: Bytes,
-    walk: impl FnOnce(&mut Bytes),
-) -> bool {
-    D::decompress(&mut payload, |records| {
-        walk(records);
+/// Compressed batches are not inflated on append; their record count is
+/// only held to this many records per payload byte, which no real codec
+/// exceeds for Kafka records but keeps a tiny batch from claiming billions.
+const MAX_RECORDS_PER_COMPRESSED_BYTE: usize = 4096;
+
+/// Checks a producer's batch: an uncompressed one record by record, a
+/// compressed one by the plausibility of its record count.
+pub(crate) fn check_records(batch: &[u8], header: &BatchHeader) -> Result<(), BatchError> {
+    let payload_len = header.total_len().saturating_sub(BATCH_HEADER_LEN);
+    let plausible = if header.compression_codec() == 0 {
+        records_are_consistent(batch, header)
+    } else {
+        (header.records_count.max(0) as usize)
+            <= payload_len.max(1) * MAX_RECORDS_PER_COMPRESSED_BYTE
+    };
+    if plausible {
         Ok(())
-    })
-    .is_ok()
+    } else {
+        Err(BatchError::InvalidRecordCount {
+            records_count: header.records_count,
+            last_offset_delta: header.last_offset_delta,
+        })
+    }
+}
+
+/// Checks that an uncompressed batch holds exactly `records_count` records
+/// with offset deltas 0, 1, 2, ... and nothing after them.
+pub(crate) fn records_are_consistent(batch: &[u8], header: &BatchHeader) -> bool {
+    let Some(payload) = batch.get(BATCH_HEADER_LEN..header.total_len()) else {
+        return false;
+    };
+    let mut records = Bytes::copy_from_slice(payload);
+    let mut expected = 0i64;
+    let mut consistent = true;
+    walk_records(&mut records, header, &mut |position: RecordPosition| {
+        if position.offset - header.base_offset != expected {
+            consistent = false;
+            return ControlFlow::Break(());
+        }
+        expected += 1;
+        ControlFlow::Continue(())
+    });
+    consistent && expected == i64::from(header.records_count) && !records.has_remaining()
+}
+
+fn decompress(codec: i16, payload: &[u8]) -> Option<Vec<u8>> {
+    match codec {
+        1 => read_capped(flate2::read::GzDecoder::new(payload)),
+        2 => snappy(payload),
+        3 => read_capped(lz4::Decoder::new(payload).ok()?),
+        4 => read_capped(zstd::stream::read::Decoder::new(payload).ok()?),
+        _ => None,
+    }
+}
+
+fn read_capped(reader: impl Read) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    reader
+        .take(MAX_DECOMPRESSED_BYTES as u64 + 1)
+        .read_to_end(&mut out)
+        .ok()?;
+    (out.len() <= MAX_DECOMPRESSED_BYTES).then_some(out)
+}
+
+/// Kafka's snappy: xerial-framed blocks, or a raw snappy block without the
+/// framing, as the Java client also accepts.
+fn snappy(payload: &[u8]) -> Option<Vec<u8>> {
+    let mut decoder = snap::raw::Decoder::new();
+    let mut out = Vec::new();
+    let mut block = |compressed: &[u8], out: &mut Vec<u8>| -> Option<()> {
+        let len = snap::raw::decompress_len(compressed).ok()?;
+        if out.len() + len > MAX_DECOMPRESSED_BYTES {
+            return None;
+        }
+        let start = out.len();
+        out.resize(start + len, 0);
+        decoder.decompress(compressed, &mut out[start..]).ok()?;
+        Some(())
+    };
+    if !payload.starts_with(XERIAL_MAGIC) {
+        block(payload, &mut out)?;
+        return Some(out);
+    }
+    let mut rest = payload.get(XERIAL_HEADER_LEN..)?;
+    while !rest.is_empty() {
+        let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let compressed = rest.get(4..4usize.checked_add(len)?)?;
+        block(compressed, &mut out)?;
+        rest = &rest[4 + len..];
+    }
+    Some(out)
 }
 
 fn walk_records(
@@ -72,7 +158,7 @@ fn walk_records(
         if record.remaining() < 1 {
             return;
         }
-        record.advance(1);
+        record.advance(1); // attributes, unused since magic v2
         let (Some(timestamp_delta), Some(offset_delta)) =
             (read_varint(&mut record), read_varint(&mut record))
         else {
@@ -129,6 +215,50 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, vec![(10, 1_000), (11, 1_001), (12, 1_002)]);
+    }
+
+    #[test]
+    fn every_codec_is_walked_and_a_lying_record_count_is_caught() {
+        use kafka_protocol::records::Compression;
+
+        use crate::testing::{BatchSpec, build_batch};
+        for compression in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let bytes = build_batch(&BatchSpec {
+                records: 20,
+                compression,
+                ..BatchSpec::default()
+            });
+            let header = validate_client_batch(&bytes).unwrap();
+            let mut count = 0;
+            visit_records(&bytes, &header, |_| {
+                count += 1;
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+            assert_eq!(count, 20, "{compression:?}");
+        }
+        let bytes = batch(3, 0);
+        let header = validate_client_batch(&bytes).unwrap();
+        assert!(records_are_consistent(&bytes, &header));
+        let lying = BatchHeader {
+            records_count: 2,
+            last_offset_delta: 1,
+            ..header
+        };
+        assert!(!records_are_consistent(&bytes, &lying));
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused() {
+        let zeros = vec![0u8; MAX_DECOMPRESSED_BYTES + 1];
+        let compressed = zstd::encode_all(&zeros[..], 19).unwrap();
+        assert!(compressed.len() < 100_000);
+        assert!(decompress(4, &compressed).is_none());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use kafka_protocol::{
 
 use super::{
     RequestContext,
-    create_topics::{check_replica_list, place_replicas},
+    create_topics::{MAX_PARTITIONS_PER_REQUEST, check_replica_list, place_replicas},
 };
 use crate::{
     broker::Broker,
@@ -58,6 +58,11 @@ fn grow(
         )));
     }
     let added = request.count - existing;
+    if added > MAX_PARTITIONS_PER_REQUEST {
+        return Err(AdminError::PolicyViolation(format!(
+            "adding {added} partitions in one request; the limit is {MAX_PARTITIONS_PER_REQUEST}"
+        )));
+    }
     let replication_factor = topic
         .partitions
         .first()
@@ -76,6 +81,12 @@ fn grow(
                 .map(|(i, a)| {
                     let replicas: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
                     check_replica_list(&image, &replicas)?;
+                    if replicas.len() != replication_factor as usize {
+                        return Err(AdminError::InvalidReplicaAssignment(format!(
+                            "the topic has {replication_factor} replicas per partition, the assignment {}",
+                            replicas.len()
+                        )));
+                    }
                     Ok(PartitionAssignment {
                         partition: existing + i as i32,
                         leader: replicas[0],

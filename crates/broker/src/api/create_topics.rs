@@ -21,8 +21,11 @@ use crate::{
     broker::Broker,
     error::AdminError,
     metadata::{MetadataImage, PartitionAssignment, Record, TopicInfo, records::CreateTopic},
-    topic_config::{self, TOPIC_CONFIGS},
+    topic_config::{self, InvalidConfig, TOPIC_CONFIGS},
 };
+
+/// Kafka's cap on partitions created by one request.
+pub(crate) const MAX_PARTITIONS_PER_REQUEST: i32 = 10_000;
 
 /// What a caller asks for; -1 counts take the broker defaults.
 #[derive(Debug, Default)]
@@ -53,7 +56,7 @@ pub(crate) fn create_topic(
             spec.name
         )));
     }
-    topic_config::validate_all(&spec.configs)?;
+    let configs = topic_config::validate_all(&spec.configs)?;
     let partitions = if spec.assignments.is_empty() {
         let count = if spec.num_partitions == -1 {
             broker.config.num_partitions
@@ -73,7 +76,7 @@ pub(crate) fn create_topic(
         name: spec.name.clone(),
         topic_id: Uuid::new_v4().as_bytes().to_vec(),
         partitions,
-        configs: spec.configs,
+        configs,
     };
     if validate_only {
         let mut preview = MetadataImage::clone(&image);
@@ -104,6 +107,11 @@ pub(crate) fn place_replicas(
     if count <= 0 {
         return Err(AdminError::InvalidPartitions(format!(
             "number of partitions must be positive, got {count}"
+        )));
+    }
+    if count > MAX_PARTITIONS_PER_REQUEST {
+        return Err(AdminError::PolicyViolation(format!(
+            "{count} partitions in one request; the limit is {MAX_PARTITIONS_PER_REQUEST}"
         )));
     }
     let brokers: Vec<i32> = image.brokers().map(|b| b.node_id).collect();
@@ -169,6 +177,12 @@ fn explicit_assignments(
             "give either replica assignments or partition count and replication factor".into(),
         ));
     }
+    if spec.assignments.len() > MAX_PARTITIONS_PER_REQUEST as usize {
+        return Err(AdminError::PolicyViolation(format!(
+            "{} partitions in one request; the limit is {MAX_PARTITIONS_PER_REQUEST}",
+            spec.assignments.len()
+        )));
+    }
     let width = spec.assignments.values().next().map_or(0, Vec::len);
     let mut partitions = Vec::with_capacity(spec.assignments.len());
     for (expected, (&partition, replicas)) in spec.assignments.iter().enumerate() {
@@ -192,7 +206,12 @@ fn spec_from(topic: &CreatableTopic) -> Result<TopicSpec, AdminError> {
     let mut configs = BTreeMap::new();
     for config in &topic.configs {
         let Some(value) = &config.value else {
-            continue;
+            return Err(InvalidConfig {
+                key: config.name.to_string(),
+                value: "null".into(),
+                reason: "a config value cannot be null".into(),
+            }
+            .into());
         };
         configs.insert(config.name.to_string(), value.to_string());
     }
@@ -277,11 +296,14 @@ impl TopicResultBuilder {
 
     fn created(self, topic: &TopicInfo, broker: &Broker) -> CreatableTopicResult {
         let version = self.1;
-        let result = self.0.with_topic_id(if version >= TOPIC_ID_VERSION {
-            topic.id
-        } else {
-            Uuid::nil()
-        });
+        let result =
+            self.0
+                .with_error_message(None)
+                .with_topic_id(if version >= TOPIC_ID_VERSION {
+                    topic.id
+                } else {
+                    Uuid::nil()
+                });
         if version < DETAILS_VERSION {
             return result;
         }

@@ -1,6 +1,7 @@
 //! DescribeCluster: cluster id, the active controller and the brokers.
 
 use kafka_protocol::{
+    error::ResponseError,
     messages::{
         BrokerId, DescribeClusterRequest, DescribeClusterResponse,
         describe_cluster_response::DescribeClusterBroker,
@@ -10,10 +11,20 @@ use kafka_protocol::{
 
 use super::RequestContext;
 
+/// Brokers; 2 would ask for controllers, which Keel does not list apart.
+const ENDPOINT_TYPE_BROKERS: i8 = 1;
+
 pub(super) async fn handle(
     ctx: &RequestContext<'_>,
-    _request: DescribeClusterRequest,
+    request: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
+    if request.endpoint_type != ENDPOINT_TYPE_BROKERS {
+        return DescribeClusterResponse::default()
+            .with_error_code(ResponseError::MismatchedEndpointType.code())
+            .with_error_message(Some(StrBytes::from_static_str(
+                "only broker endpoints (endpoint type 1) are served",
+            )));
+    }
     let image = ctx.broker.image();
     let brokers = image
         .brokers()
@@ -26,7 +37,7 @@ pub(super) async fn handle(
         })
         .collect();
     DescribeClusterResponse::default()
-        .with_endpoint_type(1)
+        .with_endpoint_type(ENDPOINT_TYPE_BROKERS)
         .with_cluster_id(StrBytes::from_string(ctx.broker.cluster_id.clone()))
         .with_controller_id(BrokerId(ctx.broker.config.node_id))
         .with_brokers(brokers)

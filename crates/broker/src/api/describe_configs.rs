@@ -146,13 +146,13 @@ fn topic_entries(broker: &Broker, name: &str) -> Result<Vec<Entry>, (ResponseErr
         .iter()
         .map(|def| {
             let (value, source) = topic_config::effective_value(def, &topic.configs, defaults);
-            let mut synonyms = vec![(def.name.to_string(), value.clone(), source)];
+            let (default, default_source) =
+                topic_config::effective_value(def, &Default::default(), defaults);
+            let mut synonyms = Vec::with_capacity(2);
             if source == ConfigSource::DynamicTopic {
-                let (default, default_source) =
-                    topic_config::effective_value(def, &Default::default(), defaults);
-                let name = def.broker_flag.unwrap_or(def.name).to_string();
-                synonyms.push((name, default, default_source));
+                synonyms.push((def.name.to_string(), value.clone(), source));
             }
+            synonyms.push((def.broker_synonym.to_string(), default, default_source));
             Entry {
                 name: def.name,
                 value,
@@ -261,6 +261,12 @@ fn broker_entries(config: &BrokerConfig) -> Vec<Entry> {
             "message.max.bytes",
             "message-max-bytes",
             log.max_message_bytes.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "fetch.max.bytes",
+            "fetch-max-bytes",
+            config.fetch_max_bytes.to_string(),
             ConfigType::Int,
         ),
         (

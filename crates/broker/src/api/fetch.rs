@@ -98,7 +98,10 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: FetchRequest) -> F
                 name: name.clone().unwrap_or_default(),
                 index: partition.partition,
                 fetch_offset: partition.fetch_offset,
-                partition_max_bytes: partition.partition_max_bytes.max(0) as usize,
+                partition_max_bytes: partition
+                    .partition_max_bytes
+                    .clamp(0, ctx.broker.config.fetch_max_bytes)
+                    as usize,
                 replica,
             });
         }
@@ -107,7 +110,9 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: FetchRequest) -> F
 
     let limits = Limits {
         report_log_start: ctx.version >= LOG_START_VERSION,
-        max_bytes: request.max_bytes.max(0) as usize,
+        max_bytes: request
+            .max_bytes
+            .clamp(0, ctx.broker.config.fetch_max_bytes) as usize,
         read_limit,
         read_committed,
     };

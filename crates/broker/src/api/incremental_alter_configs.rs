@@ -91,18 +91,29 @@ fn alter(
             value: change.value.as_deref().unwrap_or_default().to_string(),
             reason: "unknown topic config".into(),
         })?;
-        let value = change.value.as_deref().unwrap_or_default();
+        let value = match (&change.value, change.config_operation) {
+            (Some(value), _) => value.as_str(),
+            (None, DELETE) => "",
+            (None, _) => {
+                return Err(AdminError::InvalidRequest(format!(
+                    "a null value for '{key}' is only allowed with DELETE"
+                )));
+            }
+        };
         match change.config_operation {
             SET => {
-                topic_config::validate(&key, value)?;
-                set.insert(key, value.to_string());
+                let canonical = topic_config::validate(&key, value)?;
+                set.insert(key, canonical);
             }
             DELETE => delete.push(key),
             APPEND | SUBTRACT => {
                 if def.config_type != ConfigType::List {
-                    return Err(AdminError::InvalidRequest(format!(
-                        "config '{key}' is not a list; APPEND and SUBTRACT apply to lists"
-                    )));
+                    return Err(InvalidConfig {
+                        key,
+                        value: value.to_string(),
+                        reason: "not a list; APPEND and SUBTRACT apply to list configs".into(),
+                    }
+                    .into());
                 }
                 let (current, _) = topic_config::effective_value(def, &topic.configs, defaults);
                 let mut items: Vec<String> = current
@@ -120,9 +131,8 @@ fn alter(
                         items.retain(|i| i != item);
                     }
                 }
-                let joined = items.join(",");
-                topic_config::validate(&key, &joined)?;
-                set.insert(key, joined);
+                let canonical = topic_config::validate(&key, &items.join(","))?;
+                set.insert(key, canonical);
             }
             other => {
                 return Err(AdminError::InvalidRequest(format!(

@@ -67,6 +67,8 @@ pub enum RequestError {
         version: i16,
         reason: String,
     },
+    #[error("acks=0 produce failed for a partition; closing so the client refreshes metadata")]
+    UnacknowledgedProduceFailed,
     #[error("cannot encode {api:?} v{version} response: {reason}")]
     Encode {
         api: ApiKey,
@@ -108,8 +110,13 @@ fn encode_frame<R: Encodable>(
         .compute_size(header_version)
         .and_then(|h| Ok(h + response.compute_size(version)?))
         .map_err(encode_error)?;
-    let mut frame = BytesMut::with_capacity(4 + size);
-    frame.put_i32(size as i32);
+    let size = i32::try_from(size).map_err(|_| RequestError::Encode {
+        api: api_key,
+        version,
+        reason: format!("a {size}-byte response does not fit a frame"),
+    })?;
+    let mut frame = BytesMut::with_capacity(4 + size as usize);
+    frame.put_i32(size);
     header
         .encode(&mut frame, header_version)
         .and_then(|()| response.encode(&mut frame, version))
@@ -193,7 +200,17 @@ pub async fn handle(broker: &Broker, mut frame: Bytes) -> Result<Option<BytesMut
             let request = ProduceRequest::decode(&mut body, version).map_err(malformed)?;
             let acks = request.acks;
             let response = produce::handle(&ctx, request).await;
+            let failed = response
+                .responses
+                .iter()
+                .flat_map(|t| &t.partition_responses)
+                .any(|p| p.error_code != 0);
             if acks == 0 {
+                // Kafka closes the connection: the client learns nothing
+                // else about an unacknowledged failure.
+                if failed {
+                    return Err(RequestError::UnacknowledgedProduceFailed);
+                }
                 Ok(None)
             } else {
                 ctx.encode(&response).map(Some)
