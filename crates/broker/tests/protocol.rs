@@ -71,6 +71,12 @@ fn frame<Req: Encodable>(api: ApiKey, version: i16, request: &Req) -> Bytes {
         .encode(&mut buf, api.request_header_version(version))
         .unwrap();
     request.encode(&mut buf, version).unwrap();
+    // scripts/fuzz seeds its corpus with every request these tests send.
+    if let Some(dir) = std::env::var_os("KEEL_FUZZ_SEEDS") {
+        let name = format!("{api:?}-v{version}-{:08x}", crc32c::crc32c(&buf));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(std::path::Path::new(&dir).join(name), &buf).unwrap();
+    }
     buf.freeze()
 }
 

@@ -23,13 +23,7 @@ mod topics;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::{
-    messages::{
-        ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest,
-        DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
-        FetchRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, ListOffsetsRequest,
-        MetadataRequest, OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader,
-        ResponseHeader,
-    },
+    messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader},
     protocol::{Decodable, Encodable},
 };
 
@@ -142,9 +136,24 @@ fn unsupported(correlation_id: i32) -> BytesMut {
     frame
 }
 
-/// Decodes and answers one request frame. `Ok(None)` means no response is
-/// sent (Produce with acks=0).
-pub async fn handle(broker: &Broker, mut frame: Bytes) -> Result<Option<BytesMut>, RequestError> {
+/// A request frame, decoded.
+#[derive(Debug)]
+pub enum Decoded {
+    /// Answered without a handler: an unknown API or version, or the
+    /// ApiVersions fallback.
+    Immediate(BytesMut),
+    Request {
+        api_key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+        request: RequestKind,
+    },
+}
+
+/// Decodes a request frame (everything after the length prefix). Any byte
+/// sequence yields a value or an error, never a panic, and nothing is
+/// allocated beyond what the frame's own bytes can fill.
+pub fn decode(mut frame: Bytes) -> Result<Decoded, RequestError> {
     if frame.len() < 8 {
         return Err(RequestError::TooShort(frame.len()));
     }
@@ -153,24 +162,22 @@ pub async fn handle(broker: &Broker, mut frame: Bytes) -> Result<Option<BytesMut
     let correlation_id = (&frame[4..8]).get_i32();
     let Ok(api_key) = ApiKey::try_from(raw_key) else {
         tracing::debug!(api_key = raw_key, "request for an unknown API");
-        return Ok(Some(unsupported(correlation_id)));
+        return Ok(Decoded::Immediate(unsupported(correlation_id)));
     };
     if api_key == ApiKey::ApiVersions {
         if let Some(reply) = api_versions::answer_unsupported_version(version, correlation_id)? {
-            return Ok(Some(reply));
+            return Ok(Decoded::Immediate(reply));
         }
     }
-    let Some((min, max)) = supported_range(api_key) else {
+    let supported =
+        supported_range(api_key).is_some_and(|(min, max)| (min..=max).contains(&version));
+    if !supported {
         tracing::debug!(
             ?api_key,
             version,
-            "request for an API that is not implemented"
+            "request for an unsupported API or version"
         );
-        return Ok(Some(unsupported(correlation_id)));
-    };
-    if version < min || version > max {
-        tracing::debug!(?api_key, version, "request for an unsupported version");
-        return Ok(Some(unsupported(correlation_id)));
+        return Ok(Decoded::Immediate(unsupported(correlation_id)));
     }
     let malformed = |e: anyhow::Error| RequestError::Malformed {
         api: api_key,
@@ -179,60 +186,70 @@ pub async fn handle(broker: &Broker, mut frame: Bytes) -> Result<Option<BytesMut
     };
     RequestHeader::decode(&mut frame, api_key.request_header_version(version))
         .map_err(malformed)?;
+    let request = RequestKind::decode(api_key, &mut frame, version).map_err(malformed)?;
+    Ok(Decoded::Request {
+        api_key,
+        version,
+        correlation_id,
+        request,
+    })
+}
+
+/// Decodes and answers one request frame. `Ok(None)` means no response is
+/// sent (Produce with acks=0).
+pub async fn handle(broker: &Broker, frame: Bytes) -> Result<Option<BytesMut>, RequestError> {
+    let (api_key, version, correlation_id, request) = match decode(frame)? {
+        Decoded::Immediate(reply) => return Ok(Some(reply)),
+        Decoded::Request {
+            api_key,
+            version,
+            correlation_id,
+            request,
+        } => (api_key, version, correlation_id, request),
+    };
     let ctx = RequestContext {
         broker,
         api_key,
         version,
         correlation_id,
     };
-    let mut body = frame;
-
-    macro_rules! call {
-        ($request:ty => $module:ident) => {{
-            let request = <$request>::decode(&mut body, version).map_err(malformed)?;
-            let response = $module::handle(&ctx, request).await;
-            ctx.encode(&response).map(Some)
-        }};
-    }
-
-    match api_key {
-        ApiKey::Produce => {
-            let request = ProduceRequest::decode(&mut body, version).map_err(malformed)?;
+    let response = match request {
+        RequestKind::Produce(request) => {
             let acks = request.acks;
             let response = produce::handle(&ctx, request).await;
-            let failed = response
-                .responses
-                .iter()
-                .flat_map(|t| &t.partition_responses)
-                .any(|p| p.error_code != 0);
             if acks == 0 {
+                let failed = response
+                    .responses
+                    .iter()
+                    .flat_map(|t| &t.partition_responses)
+                    .any(|p| p.error_code != 0);
                 // Kafka closes the connection: the client learns nothing
                 // else about an unacknowledged failure.
                 if failed {
                     return Err(RequestError::UnacknowledgedProduceFailed);
                 }
-                Ok(None)
-            } else {
-                ctx.encode(&response).map(Some)
+                return Ok(None);
             }
+            ctx.encode(&response)
         }
-        ApiKey::Fetch => call!(FetchRequest => fetch),
-        ApiKey::ListOffsets => call!(ListOffsetsRequest => list_offsets),
-        ApiKey::Metadata => call!(MetadataRequest => metadata),
-        ApiKey::ApiVersions => call!(ApiVersionsRequest => api_versions),
-        ApiKey::CreateTopics => call!(CreateTopicsRequest => create_topics),
-        ApiKey::DeleteTopics => call!(DeleteTopicsRequest => delete_topics),
-        ApiKey::DeleteRecords => call!(DeleteRecordsRequest => delete_records),
-        ApiKey::InitProducerId => call!(InitProducerIdRequest => init_producer_id),
-        ApiKey::OffsetForLeaderEpoch => {
-            call!(OffsetForLeaderEpochRequest => offset_for_leader_epoch)
+        RequestKind::Fetch(r) => ctx.encode(&fetch::handle(&ctx, r).await),
+        RequestKind::ListOffsets(r) => ctx.encode(&list_offsets::handle(&ctx, r).await),
+        RequestKind::Metadata(r) => ctx.encode(&metadata::handle(&ctx, r).await),
+        RequestKind::ApiVersions(r) => ctx.encode(&api_versions::handle(&ctx, r).await),
+        RequestKind::CreateTopics(r) => ctx.encode(&create_topics::handle(&ctx, r).await),
+        RequestKind::DeleteTopics(r) => ctx.encode(&delete_topics::handle(&ctx, r).await),
+        RequestKind::DeleteRecords(r) => ctx.encode(&delete_records::handle(&ctx, r).await),
+        RequestKind::InitProducerId(r) => ctx.encode(&init_producer_id::handle(&ctx, r).await),
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ctx.encode(&offset_for_leader_epoch::handle(&ctx, r).await)
         }
-        ApiKey::DescribeConfigs => call!(DescribeConfigsRequest => describe_configs),
-        ApiKey::CreatePartitions => call!(CreatePartitionsRequest => create_partitions),
-        ApiKey::IncrementalAlterConfigs => {
-            call!(IncrementalAlterConfigsRequest => incremental_alter_configs)
+        RequestKind::DescribeConfigs(r) => ctx.encode(&describe_configs::handle(&ctx, r).await),
+        RequestKind::CreatePartitions(r) => ctx.encode(&create_partitions::handle(&ctx, r).await),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ctx.encode(&incremental_alter_configs::handle(&ctx, r).await)
         }
-        ApiKey::DescribeCluster => call!(DescribeClusterRequest => describe_cluster),
-        _ => Ok(Some(unsupported(correlation_id))),
-    }
+        RequestKind::DescribeCluster(r) => ctx.encode(&describe_cluster::handle(&ctx, r).await),
+        _ => Ok(unsupported(correlation_id)),
+    };
+    response.map(Some)
 }
