@@ -146,7 +146,7 @@ pub enum Decoded {
         api_key: ApiKey,
         version: i16,
         correlation_id: i32,
-        request: RequestKind,
+        request: Box<RequestKind>,
     },
 }
 
@@ -191,7 +191,7 @@ pub fn decode(mut frame: Bytes) -> Result<Decoded, RequestError> {
         api_key,
         version,
         correlation_id,
-        request,
+        request: Box::new(request),
     })
 }
 
@@ -213,7 +213,7 @@ pub async fn handle(broker: &Broker, frame: Bytes) -> Result<Option<BytesMut>, R
         version,
         correlation_id,
     };
-    let response = match request {
+    let response = match *request {
         RequestKind::Produce(request) => {
             let acks = request.acks;
             let response = produce::handle(&ctx, request).await;
