@@ -38,7 +38,7 @@ libfuzzer_sys::fuzz_target!(|records: &[u8]| {
     let dir = scratch_dir();
     let _ = std::fs::remove_dir_all(dir);
     let (mut log, _) = PartitionLog::open(dir, LogConfig::default(), 0).expect("open");
-    if let Ok(outcome) = log.append_as_leader(&mut batch, 0, 0) {
+    if let Ok(outcome) = log.append_as_leader(&batch, 0, 0) {
         let slice = log
             .read(outcome.base_offset, usize::MAX, i64::MAX, true)
             .expect("read")

@@ -91,7 +91,7 @@ struct Flags {
     #[arg(long, env = "KEEL_LOG_SEGMENT_MS", default_value_t = 7 * 24 * 3_600_000)]
     log_segment_ms: i64,
     /// Default `retention.ms`; -1 keeps data forever.
-    #[arg(long, env = "KEEL_LOG_RETENTION_MS", default_value_t = 7 * 24 * 3_600_000)]
+    #[arg(long, env = "KEEL_LOG_RETENTION_MS", default_value_t = 7 * 24 * 3_600_000, allow_negative_numbers = true)]
     log_retention_ms: i64,
     /// Default `retention.bytes` per partition; -1 means no limit.
     #[arg(long, env = "KEEL_LOG_RETENTION_BYTES", default_value_t = -1, allow_negative_numbers = true)]

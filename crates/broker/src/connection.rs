@@ -4,8 +4,9 @@
 //!
 //! A frame is only buffered as its bytes arrive: an announced length above
 //! the configured maximum closes the connection before anything is
-//! allocated for it, and a large but allowed length grows the buffer in
-//! steps rather than up front.
+//! allocated for it, and a length above [`FRAME_CHUNK`] grows the buffer in
+//! steps rather than up front, so a client announcing a huge frame and
+//! sending nothing costs at most one chunk.
 
 use std::{io, net::SocketAddr, sync::Arc};
 
@@ -17,8 +18,12 @@ use tokio::{
 
 use crate::{api, broker::Broker};
 
-/// First allocation for a frame, and the step it grows by.
-const FRAME_CHUNK: usize = 64 * 1024;
+/// The most a frame gets before its bytes arrive. Produce requests of up
+/// to this size (librdkafka's default batch is 1 MB) are read into one
+/// allocation without reallocating as they grow.
+const FRAME_CHUNK: usize = 1024 * 1024;
+/// Read buffer of the connection's socket.
+const READ_BUFFER: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 enum FrameError {
@@ -73,7 +78,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
         tracing::debug!(%peer, error = %e, "cannot disable Nagle's algorithm");
     }
     let (reader, mut writer) = stream.into_split();
-    let mut reader = BufReader::with_capacity(FRAME_CHUNK, reader);
+    let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
     let mut shutdown = broker.shutdown_signal();
     let max_frame_bytes = broker.config.max_frame_bytes as usize;
     loop {

@@ -104,11 +104,7 @@ impl Partition {
     }
 
     /// Appends a producer's batch as leader at the current leader epoch.
-    pub fn append_as_leader(
-        &self,
-        batch: &mut [u8],
-        now_ms: i64,
-    ) -> Result<AppendOutcome, LogError> {
+    pub fn append_as_leader(&self, batch: &[u8], now_ms: i64) -> Result<AppendOutcome, LogError> {
         let (outcome, log_end_offset) = {
             let mut log = self.log();
             let outcome = log.append_as_leader(batch, self.leader_epoch(), now_ms)?;

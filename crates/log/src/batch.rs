@@ -171,21 +171,25 @@ pub fn verify_crc(header: &BatchHeader, bytes: &[u8]) -> Result<(), BatchError> 
     Ok(())
 }
 
-/// Writes the base offset and partition leader epoch into a batch in place.
-/// Neither field is covered by the CRC.
+/// Writes the base offset and partition leader epoch into a batch header
+/// (the first [`BATCH_HEADER_LEN`] bytes). Neither is covered by the CRC.
 pub fn assign_offset_and_epoch(bytes: &mut [u8], base_offset: i64, leader_epoch: i32) {
     bytes[0..8].copy_from_slice(&base_offset.to_be_bytes());
     bytes[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
 }
 
-/// Marks a batch as LogAppendTime stamped with `now_ms` and recomputes its
-/// CRC, as a topic with `message.timestamp.type=LogAppendTime` requires.
-pub fn set_log_append_time(bytes: &mut [u8], now_ms: i64) {
-    let attributes = read_i16(bytes, ATTRIBUTES_OFFSET) | TIMESTAMP_TYPE_MASK;
-    bytes[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
-    bytes[35..43].copy_from_slice(&now_ms.to_be_bytes());
-    let crc = crc32c::crc32c(&bytes[ATTRIBUTES_OFFSET..]);
-    bytes[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+/// Marks a batch header as LogAppendTime stamped with `now_ms` and
+/// recomputes the CRC over it and the batch's `records`, as a topic with
+/// `message.timestamp.type=LogAppendTime` requires.
+pub fn set_log_append_time(header: &mut [u8], records: &[u8], now_ms: i64) {
+    let attributes = read_i16(header, ATTRIBUTES_OFFSET) | TIMESTAMP_TYPE_MASK;
+    header[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    header[35..43].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c_append(
+        crc32c::crc32c(&header[ATTRIBUTES_OFFSET..BATCH_HEADER_LEN]),
+        records,
+    );
+    header[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// Splits a buffer of concatenated batches, as a produce request carries
@@ -274,7 +278,8 @@ mod tests {
     #[test]
     fn log_append_time_rewrites_the_timestamp_and_crc() {
         let mut bytes = batch(2, 5);
-        set_log_append_time(&mut bytes, 99);
+        let (header, records) = bytes.split_at_mut(BATCH_HEADER_LEN);
+        set_log_append_time(header, records, 99);
         let header = validate_client_batch(&bytes).unwrap();
         assert!(header.is_log_append_time());
         assert_eq!(header.max_timestamp, 99);

@@ -23,7 +23,10 @@ use std::{
 };
 
 use crate::{
-    batch::{BatchHeader, assign_offset_and_epoch, set_log_append_time, validate_client_batch},
+    batch::{
+        BATCH_HEADER_LEN, BatchHeader, assign_offset_and_epoch, set_log_append_time,
+        validate_client_batch,
+    },
     checkpoint::{read_offset, sync_dir, write_atomically, write_offset},
     config::LogConfig,
     epoch_cache::{EpochEntry, LeaderEpochCache},
@@ -294,11 +297,12 @@ impl PartitionLog {
     }
 
     /// Validates a batch sent by a producer, assigns its offsets and leader
-    /// epoch in place, and appends it. A retried batch of an idempotent
-    /// producer is answered with its original offsets and not written again.
+    /// epoch in a copy of its header, and appends header and records. A
+    /// retried batch of an idempotent producer is answered with its
+    /// original offsets and not written again.
     pub fn append_as_leader(
         &mut self,
-        batch: &mut [u8],
+        batch: &[u8],
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendOutcome> {
@@ -328,18 +332,17 @@ impl PartitionLog {
             });
         }
         let base_offset = self.log_end_offset();
-        assign_offset_and_epoch(batch, base_offset, leader_epoch);
+        let (client_head, records) = batch.split_at(BATCH_HEADER_LEN);
+        let mut head = [0u8; BATCH_HEADER_LEN];
+        head.copy_from_slice(client_head);
+        assign_offset_and_epoch(&mut head, base_offset, leader_epoch);
         let mut log_append_time_ms = -1;
         if self.config.log_append_time {
-            set_log_append_time(batch, now_ms);
+            set_log_append_time(&mut head, records, now_ms);
             log_append_time_ms = now_ms;
         }
-        let header = BatchHeader {
-            base_offset,
-            partition_leader_epoch: leader_epoch,
-            ..BatchHeader::parse(batch)?
-        };
-        self.append_assigned(&header, batch, now_ms)?;
+        let header = BatchHeader::parse(&head)?;
+        self.append_assigned(&header, &[&head, records], now_ms)?;
         Ok(AppendOutcome {
             base_offset,
             last_offset: header.last_offset(),
@@ -350,12 +353,18 @@ impl PartitionLog {
         })
     }
 
-    fn append_assigned(&mut self, header: &BatchHeader, bytes: &[u8], now_ms: i64) -> Result<()> {
-        self.maybe_roll(bytes.len(), header, now_ms)?;
+    /// Appends one batch given as consecutive byte ranges.
+    fn append_assigned(
+        &mut self,
+        header: &BatchHeader,
+        parts: &[&[u8]],
+        now_ms: i64,
+    ) -> Result<()> {
+        self.maybe_roll(header.total_len(), header, now_ms)?;
         self.epochs
             .assign(header.partition_leader_epoch, header.base_offset)?;
         let interval = self.config.index_interval_bytes;
-        self.active_segment_mut().append(header, bytes, interval)?;
+        self.active_segment_mut().append(header, parts, interval)?;
         self.producers.record(header, now_ms);
         self.unflushed_messages += header.records_count.max(0) as u64;
         self.oldest_unflushed_ms.get_or_insert(now_ms);

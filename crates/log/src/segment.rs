@@ -270,20 +270,26 @@ impl Segment {
         Ok(())
     }
 
-    /// Appends a batch whose offsets are already assigned.
+    /// Appends a batch whose offsets are already assigned, given as
+    /// consecutive parts (the rewritten header, then the client's records),
+    /// so the client's bytes are written without being copied first.
     pub(crate) fn append(
         &mut self,
         header: &BatchHeader,
-        bytes: &[u8],
+        parts: &[&[u8]],
         index_interval_bytes: u64,
     ) -> Result<()> {
         let position = self.size;
-        self.file
-            .write_all_at(bytes, position)
-            .map_err(|e| LogError::io("appending to", self.log_path(), e))?;
-        self.size += bytes.len() as u64;
+        let mut at = position;
+        for part in parts {
+            self.file
+                .write_all_at(part, at)
+                .map_err(|e| LogError::io("appending to", self.log_path(), e))?;
+            at += part.len() as u64;
+        }
+        self.size = at;
         self.next_offset = header.next_offset();
-        self.index_batch(header, position, bytes.len() as u64, index_interval_bytes)
+        self.index_batch(header, position, at - position, index_interval_bytes)
     }
 
     /// The first batch whose last offset is at or past `offset`, if any.

@@ -43,8 +43,8 @@ fn appends_get_consecutive_offsets_and_read_back_across_segments() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), small_segments());
     for i in 0..50 {
-        let mut b = batch(3, i * 10);
-        let outcome = log.append_as_leader(&mut b, 0, 0).unwrap();
+        let b = batch(3, i * 10);
+        let outcome = log.append_as_leader(&b, 0, 0).unwrap();
         assert_eq!(outcome.base_offset, i * 3);
         assert_eq!(outcome.last_offset, i * 3 + 2);
     }
@@ -68,7 +68,7 @@ fn reads_honour_max_bytes_and_the_upper_bound() {
     let mut log = open(dir.path(), LogConfig::default());
     let one = batch(1, 0).len();
     for _ in 0..10 {
-        log.append_as_leader(&mut batch(1, 0), 0, 0).unwrap();
+        log.append_as_leader(&batch(1, 0), 0, 0).unwrap();
     }
     let slice = log.read(0, one * 3 + 1, i64::MAX, true).unwrap().unwrap();
     assert_eq!(slice.len(), one * 3);
@@ -104,7 +104,7 @@ fn a_clean_reopen_keeps_data_producers_and_epochs() {
     {
         let mut log = open(dir.path(), small_segments());
         for seq in (0..40).step_by(2) {
-            log.append_as_leader(&mut producer(seq), 3, 0).unwrap();
+            log.append_as_leader(&producer(seq), 3, 0).unwrap();
         }
         log.close().unwrap();
     }
@@ -114,7 +114,7 @@ fn a_clean_reopen_keeps_data_producers_and_epochs() {
     assert_eq!(log.log_end_offset(), 40);
     assert_eq!(read_all(&log, 0).len(), 20);
     assert_eq!(log.latest_epoch(), Some(3));
-    let retry = log.append_as_leader(&mut producer(38), 3, 0).unwrap();
+    let retry = log.append_as_leader(&producer(38), 3, 0).unwrap();
     assert!(retry.duplicate);
     assert_eq!(retry.base_offset, 38);
     assert_eq!(log.log_end_offset(), 40);
@@ -133,13 +133,13 @@ fn an_unclean_reopen_rebuilds_producer_state_from_the_log() {
     };
     {
         let mut log = open(dir.path(), small_segments());
-        log.append_as_leader(&mut build_batch(&spec), 0, 0).unwrap();
+        log.append_as_leader(&build_batch(&spec), 0, 0).unwrap();
         // dropped without close: as after a crash
     }
     let (mut log, report) = PartitionLog::open(dir.path(), small_segments(), 0).unwrap();
     assert!(!report.clean_shutdown);
     assert!(
-        log.append_as_leader(&mut build_batch(&spec), 0, 0)
+        log.append_as_leader(&build_batch(&spec), 0, 0)
             .unwrap()
             .duplicate
     );
@@ -151,7 +151,7 @@ fn a_torn_tail_is_cut_and_nothing_past_it_is_served() {
     {
         let mut log = open(dir.path(), LogConfig::default());
         for _ in 0..5 {
-            log.append_as_leader(&mut batch(2, 0), 0, 0).unwrap();
+            log.append_as_leader(&batch(2, 0), 0, 0).unwrap();
         }
     }
     let segment = dir.path().join("00000000000000000000.log");
@@ -176,7 +176,7 @@ fn a_corrupt_batch_in_the_middle_drops_it_and_everything_after() {
     {
         let mut log = open(dir.path(), LogConfig::default());
         for _ in 0..5 {
-            log.append_as_leader(&mut batch(1, 0), 0, 0).unwrap();
+            log.append_as_leader(&batch(1, 0), 0, 0).unwrap();
         }
     }
     let segment = dir.path().join("00000000000000000000.log");
@@ -194,7 +194,7 @@ fn missing_or_damaged_indexes_are_rebuilt() {
     {
         let mut log = open(dir.path(), small_segments());
         for _ in 0..30 {
-            log.append_as_leader(&mut batch(1, 0), 0, 0).unwrap();
+            log.append_as_leader(&batch(1, 0), 0, 0).unwrap();
         }
         log.close().unwrap();
     }
@@ -223,7 +223,7 @@ fn retention_by_size_and_time_moves_the_log_start() {
     };
     let mut log = open(dir.path(), config);
     for i in 0..60 {
-        log.append_as_leader(&mut batch(1, i), 0, 0).unwrap();
+        log.append_as_leader(&batch(1, i), 0, 0).unwrap();
     }
     let before = log.size_in_bytes();
     let deleted = log.enforce_retention(0, log.log_end_offset()).unwrap();
@@ -249,7 +249,7 @@ fn retention_by_size_and_time_moves_the_log_start() {
     assert_eq!(log.log_start_offset(), 60);
     assert_eq!(log.log_end_offset(), 60);
     assert_eq!(
-        log.append_as_leader(&mut batch(1, 0), 0, 0)
+        log.append_as_leader(&batch(1, 0), 0, 0)
             .unwrap()
             .base_offset,
         60
@@ -265,7 +265,7 @@ fn retention_keeps_what_is_above_the_high_watermark() {
     };
     let mut log = open(dir.path(), config);
     for _ in 0..60 {
-        log.append_as_leader(&mut batch(1, 0), 0, 0).unwrap();
+        log.append_as_leader(&batch(1, 0), 0, 0).unwrap();
     }
     log.enforce_retention(1_000, 0).unwrap();
     assert_eq!(log.log_start_offset(), 0);
@@ -277,7 +277,7 @@ fn delete_records_moves_the_start_and_survives_reopen() {
     {
         let mut log = open(dir.path(), small_segments());
         for _ in 0..40 {
-            log.append_as_leader(&mut batch(1, 0), 0, 0).unwrap();
+            log.append_as_leader(&batch(1, 0), 0, 0).unwrap();
         }
         assert_eq!(log.delete_records_before(25, 0).unwrap(), 25);
         assert!(log.delete_records_before(41, 0).is_err());
@@ -294,7 +294,7 @@ fn timestamp_lookup_finds_the_first_record_at_or_after() {
     let mut log = open(dir.path(), small_segments());
     for i in 0..20 {
         // records at timestamps 100*i .. 100*i + 4
-        log.append_as_leader(&mut batch(5, 100 * i), 0, 0).unwrap();
+        log.append_as_leader(&batch(5, 100 * i), 0, 0).unwrap();
     }
     assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 0)));
     assert_eq!(log.offset_for_timestamp(702).unwrap(), Some((702, 37)));
@@ -320,8 +320,8 @@ fn compressed_batches_are_stored_as_received() {
             compression,
             ..BatchSpec::default()
         });
-        let mut sent = original.clone();
-        log.append_as_leader(&mut sent, 0, 0).unwrap();
+        let sent = original.clone();
+        log.append_as_leader(&sent, 0, 0).unwrap();
         let stored = log
             .read(0, 1 << 20, i64::MAX, true)
             .unwrap()
@@ -351,23 +351,23 @@ fn idempotent_producers_are_deduplicated_and_fenced() {
         }),
         ..BatchSpec::default()
     };
-    log.append_as_leader(&mut build_batch(&spec(0, 0)), 0, 0)
+    log.append_as_leader(&build_batch(&spec(0, 0)), 0, 0)
         .unwrap();
-    log.append_as_leader(&mut build_batch(&spec(0, 2)), 0, 0)
+    log.append_as_leader(&build_batch(&spec(0, 2)), 0, 0)
         .unwrap();
     let dup = log
-        .append_as_leader(&mut build_batch(&spec(0, 0)), 0, 0)
+        .append_as_leader(&build_batch(&spec(0, 0)), 0, 0)
         .unwrap();
     assert!(dup.duplicate);
     assert_eq!((dup.base_offset, dup.last_offset), (0, 1));
     assert!(matches!(
-        log.append_as_leader(&mut build_batch(&spec(0, 8)), 0, 0),
+        log.append_as_leader(&build_batch(&spec(0, 8)), 0, 0),
         Err(LogError::OutOfOrderSequence { expected: 4, .. })
     ));
-    log.append_as_leader(&mut build_batch(&spec(1, 0)), 0, 0)
+    log.append_as_leader(&build_batch(&spec(1, 0)), 0, 0)
         .unwrap();
     assert!(matches!(
-        log.append_as_leader(&mut build_batch(&spec(0, 4)), 0, 0),
+        log.append_as_leader(&build_batch(&spec(0, 4)), 0, 0),
         Err(LogError::InvalidProducerEpoch { .. })
     ));
     assert_eq!(log.log_end_offset(), 6);
@@ -387,15 +387,15 @@ fn corrupt_and_oversized_batches_are_refused_and_not_stored() {
     let last = corrupt.len() - 1;
     corrupt[last] ^= 1;
     assert!(matches!(
-        log.append_as_leader(&mut corrupt, 0, 0),
+        log.append_as_leader(&corrupt, 0, 0),
         Err(LogError::Batch(e)) if e.is_corruption()
     ));
-    let mut big = build_batch(&BatchSpec {
+    let big = build_batch(&BatchSpec {
         value_len: 500,
         ..BatchSpec::default()
     });
     assert!(matches!(
-        log.append_as_leader(&mut big, 0, 0),
+        log.append_as_leader(&big, 0, 0),
         Err(LogError::BatchTooLarge { .. })
     ));
     assert_eq!(log.log_end_offset(), 0);
@@ -408,7 +408,7 @@ fn leader_epochs_answer_offset_for_leader_epoch() {
     let mut log = open(dir.path(), LogConfig::default());
     for (epoch, count) in [(0, 3), (2, 4), (5, 1)] {
         for _ in 0..count {
-            log.append_as_leader(&mut batch(1, 0), epoch, 0).unwrap();
+            log.append_as_leader(&batch(1, 0), epoch, 0).unwrap();
         }
     }
     assert_eq!(log.end_offset_for_epoch(0), (0, 3));
@@ -423,14 +423,14 @@ fn truncation_removes_the_tail_and_its_epochs() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), small_segments());
     for i in 0..40 {
-        log.append_as_leader(&mut batch(1, 0), i / 10, 0).unwrap();
+        log.append_as_leader(&batch(1, 0), i / 10, 0).unwrap();
     }
     log.truncate_to(15, 0).unwrap();
     assert_eq!(log.log_end_offset(), 15);
     assert_eq!(log.latest_epoch(), Some(1));
     assert_eq!(read_all(&log, 0).len(), 15);
     assert_eq!(
-        log.append_as_leader(&mut batch(1, 0), 7, 0)
+        log.append_as_leader(&batch(1, 0), 7, 0)
             .unwrap()
             .base_offset,
         15
@@ -451,9 +451,29 @@ fn segments_roll_by_age() {
             ..LogConfig::default()
         },
     );
-    log.append_as_leader(&mut batch(1, 0), 0, 0).unwrap();
-    log.append_as_leader(&mut batch(1, 0), 0, 50).unwrap();
+    log.append_as_leader(&batch(1, 0), 0, 0).unwrap();
+    log.append_as_leader(&batch(1, 0), 0, 50).unwrap();
     assert_eq!(log.segment_count(), 1);
-    log.append_as_leader(&mut batch(1, 0), 0, 150).unwrap();
+    log.append_as_leader(&batch(1, 0), 0, 150).unwrap();
     assert_eq!(log.segment_count(), 2);
+}
+
+#[test]
+fn log_append_time_stamps_the_stored_batch_and_keeps_it_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(
+        dir.path(),
+        LogConfig {
+            log_append_time: true,
+            ..LogConfig::default()
+        },
+    );
+    let sent = batch(3, 5);
+    let outcome = log.append_as_leader(&sent, 0, 777).unwrap();
+    assert_eq!(outcome.log_append_time_ms, 777);
+    let headers = read_all(&log, 0);
+    assert!(headers[0].is_log_append_time());
+    assert_eq!(headers[0].max_timestamp, 777);
+    // The producer's buffer is not touched.
+    assert_eq!(BatchHeader::parse(&sent).unwrap().max_timestamp, 7);
 }

@@ -7,7 +7,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::{
     messages::{
         BrokerId, ProduceRequest, ProduceResponse,
@@ -162,9 +162,7 @@ fn append(
             }
         }
     }
-    // The log writes offsets into the header, so it needs its own copy.
-    let mut batch = BytesMut::from(&records[..]);
-    let outcome = partition.append_as_leader(&mut batch, now)?;
+    let outcome = partition.append_as_leader(&records, now)?;
     Ok((partition, outcome))
 }
 

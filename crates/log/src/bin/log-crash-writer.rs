@@ -37,13 +37,13 @@ fn main() {
     };
     let mut stdout = std::io::stdout().lock();
     for i in 0u64.. {
-        let mut batch = build_batch(&BatchSpec {
+        let batch = build_batch(&BatchSpec {
             records: 1 + (i % 7) as i32,
             value_len: 64 + (i % 300) as usize,
             fill: (i % 251) as u8,
             ..BatchSpec::default()
         });
-        let outcome = match log.append_as_leader(&mut batch, 0, 0) {
+        let outcome = match log.append_as_leader(&batch, 0, 0) {
             Ok(outcome) => outcome,
             Err(e) => {
                 eprintln!("append failed: {e}");
