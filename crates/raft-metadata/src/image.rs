@@ -1,0 +1,443 @@
+//! The metadata image: what the cluster looks like after applying the
+//! metadata log up to some index. `apply` is a pure function of the image,
+//! a record and the Raft term of the entry carrying it, so every node that
+//! applies the same entries in the same order holds the same image, and a
+//! record that does not fit (an unknown topic, a stale leader epoch, a stale
+//! producer id block) is rejected identically everywhere.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::Arc,
+};
+
+use uuid::Uuid;
+
+use crate::records::{
+    AllocateProducerIds, AlterTopicConfig, CreatePartitions, CreateTopic, DeleteTopic,
+    LeaderChangeReason, LeadershipChange, MetadataRecord, PartitionAssignment,
+    Record, RegisterBroker, SetPartitionLeader, UnfenceBroker, UpdateIsr,
+};
+
+/// The leadership history keeps this many changes; older ones are dropped.
+pub const HISTORY_RETENTION: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    pub incarnation: u64,
+    /// A fenced broker leads nothing and gets no new partitions.
+    pub fenced: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub partition: i32,
+    pub replicas: Vec<i32>,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
+impl From<&PartitionAssignment> for PartitionInfo {
+    fn from(a: &PartitionAssignment) -> Self {
+        Self {
+            partition: a.partition,
+            replicas: a.replicas.clone(),
+            leader: a.leader,
+            leader_epoch: a.leader_epoch,
+            isr: a.isr.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: Vec<PartitionInfo>,
+    /// Config overrides; anything absent takes the broker default.
+    pub configs: BTreeMap<String, String>,
+}
+
+impl TopicInfo {
+    pub fn partition(&self, index: i32) -> Option<&PartitionInfo> {
+        usize::try_from(index).ok().and_then(|i| self.partitions.get(i))
+    }
+}
+
+/// Why a record could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("record carries no change")]
+    Empty,
+    #[error("record cannot be decoded")]
+    Undecodable,
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    #[error("topic id {0} is already in use")]
+    TopicIdInUse(Uuid),
+    #[error("topic id must be 16 bytes")]
+    InvalidTopicId,
+    #[error("topic '{0}' does not exist")]
+    UnknownTopic(String),
+    #[error("partition {partition} of '{topic}' does not exist")]
+    UnknownPartition { topic: String, partition: i32 },
+    #[error("partitions of '{topic}' must be numbered from {expected}, got {got}")]
+    PartitionNumbering {
+        topic: String,
+        expected: i32,
+        got: i32,
+    },
+    #[error("producer id block must start at {expected}, got {got}")]
+    StaleProducerIdBlock { expected: i64, got: i64 },
+    #[error("producer id block size must be positive, got {0}")]
+    InvalidBlockSize(i64),
+    #[error("broker {0} is not registered")]
+    UnknownBroker(i32),
+    #[error("broker {node_id} incarnation {got} is older than the registered {current}")]
+    StaleIncarnation {
+        node_id: i32,
+        current: u64,
+        got: u64,
+    },
+    #[error("leader epoch {got} is not the expected {expected}")]
+    StaleLeaderEpoch { expected: i32, got: i32 },
+    #[error("replica {0} is not in the partition's replica set")]
+    NotAReplica(i32),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetadataImage {
+    brokers: BTreeMap<i32, BrokerInfo>,
+    topics: BTreeMap<String, Arc<TopicInfo>>,
+    topic_ids: HashMap<Uuid, String>,
+    next_producer_id: i64,
+    history: VecDeque<LeadershipChange>,
+    next_history_sequence: u64,
+}
+
+impl MetadataImage {
+    /// Applies `record`, carried by an entry of Raft term `term`. On error
+    /// the image is unchanged.
+    pub fn apply(&mut self, record: &MetadataRecord, term: u64) -> Result<(), ApplyError> {
+        match record.record.as_ref().ok_or(ApplyError::Empty)? {
+            Record::RegisterBroker(r) => self.register_broker(r),
+            Record::FenceBroker(r) => self.set_fenced(r.node_id, r.incarnation, true),
+            Record::UnfenceBroker(UnfenceBroker {
+                node_id,
+                incarnation,
+            }) => self.set_fenced(*node_id, *incarnation, false),
+            Record::CreateTopic(r) => self.create_topic(r, term),
+            Record::DeleteTopic(r) => self.delete_topic(r),
+            Record::CreatePartitions(r) => self.create_partitions(r),
+            Record::AlterTopicConfig(r) => self.alter_topic_config(r),
+            Record::AllocateProducerIds(r) => self.allocate_producer_ids(r),
+            Record::SetPartitionLeader(r) => self.set_partition_leader(r, term),
+            Record::UpdateIsr(r) => self.update_isr(r),
+        }
+    }
+
+    fn register_broker(&mut self, r: &RegisterBroker) -> Result<(), ApplyError> {
+        if let Some(current) = self.brokers.get(&r.node_id) {
+            if r.incarnation < current.incarnation {
+                return Err(ApplyError::StaleIncarnation {
+                    node_id: r.node_id,
+                    current: current.incarnation,
+                    got: r.incarnation,
+                });
+            }
+        }
+        self.brokers.insert(
+            r.node_id,
+            BrokerInfo {
+                node_id: r.node_id,
+                host: r.host.clone(),
+                port: r.port,
+                rack: r.rack.clone(),
+                incarnation: r.incarnation,
+                fenced: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn set_fenced(&mut self, node_id: i32, incarnation: u64, fenced: bool) -> Result<(), ApplyError> {
+        let broker = self
+            .brokers
+            .get_mut(&node_id)
+            .ok_or(ApplyError::UnknownBroker(node_id))?;
+        if incarnation != broker.incarnation {
+            return Err(ApplyError::StaleIncarnation {
+                node_id,
+                current: broker.incarnation,
+                got: incarnation,
+            });
+        }
+        broker.fenced = fenced;
+        Ok(())
+    }
+
+    fn create_topic(&mut self, r: &CreateTopic, term: u64) -> Result<(), ApplyError> {
+        let id = Uuid::from_slice(&r.topic_id).map_err(|_| ApplyError::InvalidTopicId)?;
+        if self.topics.contains_key(&r.name) {
+            return Err(ApplyError::TopicExists(r.name.clone()));
+        }
+        if id.is_nil() || self.topic_ids.contains_key(&id) {
+            return Err(ApplyError::TopicIdInUse(id));
+        }
+        check_numbering(&r.name, &r.partitions, 0)?;
+        for p in &r.partitions {
+            check_leader_and_isr(&p.replicas, p.leader, &p.isr)?;
+        }
+        let topic = TopicInfo {
+            name: r.name.clone(),
+            id,
+            partitions: r.partitions.iter().map(PartitionInfo::from).collect(),
+            configs: r.configs.clone(),
+        };
+        for p in &topic.partitions {
+            self.record_change(LeadershipChange {
+                topic: r.name.clone(),
+                partition: p.partition,
+                leader_epoch: p.leader_epoch,
+                raft_term: term,
+                previous_leader: -1,
+                new_leader: p.leader,
+                controller: r.controller,
+                reason: LeaderChangeReason::TopicCreated as i32,
+                isr: p.isr.clone(),
+                eligible: p.isr.clone(),
+                log_end_offset: -1,
+                high_watermark: -1,
+                timestamp_ms: r.timestamp_ms,
+                sequence: 0,
+            });
+        }
+        self.topic_ids.insert(id, r.name.clone());
+        self.topics.insert(r.name.clone(), Arc::new(topic));
+        Ok(())
+    }
+
+    fn delete_topic(&mut self, r: &DeleteTopic) -> Result<(), ApplyError> {
+        let topic = self
+            .topics
+            .remove(&r.name)
+            .ok_or_else(|| ApplyError::UnknownTopic(r.name.clone()))?;
+        self.topic_ids.remove(&topic.id);
+        Ok(())
+    }
+
+    fn create_partitions(&mut self, r: &CreatePartitions) -> Result<(), ApplyError> {
+        let topic = self.topic(&r.name).ok_or_else(|| ApplyError::UnknownTopic(r.name.clone()))?;
+        let existing = topic.partitions.len() as i32;
+        check_numbering(&r.name, &r.partitions, existing)?;
+        for p in &r.partitions {
+            check_leader_and_isr(&p.replicas, p.leader, &p.isr)?;
+        }
+        self.topic_mut(&r.name)?
+            .partitions
+            .extend(r.partitions.iter().map(PartitionInfo::from));
+        Ok(())
+    }
+
+    fn alter_topic_config(&mut self, r: &AlterTopicConfig) -> Result<(), ApplyError> {
+        let topic = self.topic_mut(&r.name)?;
+        for key in &r.delete {
+            topic.configs.remove(key);
+        }
+        topic
+            .configs
+            .extend(r.set.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(())
+    }
+
+    fn allocate_producer_ids(&mut self, r: &AllocateProducerIds) -> Result<(), ApplyError> {
+        if r.size <= 0 {
+            return Err(ApplyError::InvalidBlockSize(r.size));
+        }
+        if r.start != self.next_producer_id {
+            return Err(ApplyError::StaleProducerIdBlock {
+                expected: self.next_producer_id,
+                got: r.start,
+            });
+        }
+        self.next_producer_id = r.start + r.size;
+        Ok(())
+    }
+
+    fn set_partition_leader(&mut self, r: &SetPartitionLeader, term: u64) -> Result<(), ApplyError> {
+        let current = self.partition_info(&r.topic, r.partition)?.clone();
+        if r.leader_epoch != current.leader_epoch + 1 {
+            return Err(ApplyError::StaleLeaderEpoch {
+                expected: current.leader_epoch + 1,
+                got: r.leader_epoch,
+            });
+        }
+        check_leader_and_isr(&current.replicas, r.leader, &r.isr)?;
+        let partition = self.partition_mut(&r.topic, r.partition)?;
+        partition.leader = r.leader;
+        partition.leader_epoch = r.leader_epoch;
+        partition.isr = r.isr.clone();
+        self.record_change(LeadershipChange {
+            sequence: 0,
+            topic: r.topic.clone(),
+            partition: r.partition,
+            leader_epoch: r.leader_epoch,
+            raft_term: term,
+            previous_leader: current.leader,
+            new_leader: r.leader,
+            controller: r.controller,
+            reason: r.reason,
+            isr: r.isr.clone(),
+            eligible: r.eligible.clone(),
+            log_end_offset: r.log_end_offset,
+            high_watermark: r.high_watermark,
+            timestamp_ms: r.timestamp_ms,
+        });
+        Ok(())
+    }
+
+    fn update_isr(&mut self, r: &UpdateIsr) -> Result<(), ApplyError> {
+        let current = self.partition_info(&r.topic, r.partition)?;
+        if r.leader_epoch != current.leader_epoch {
+            return Err(ApplyError::StaleLeaderEpoch {
+                expected: current.leader_epoch,
+                got: r.leader_epoch,
+            });
+        }
+        let (replicas, leader) = (current.replicas.clone(), current.leader);
+        check_leader_and_isr(&replicas, leader, &r.isr)?;
+        self.partition_mut(&r.topic, r.partition)?.isr = r.isr.clone();
+        Ok(())
+    }
+
+    fn record_change(&mut self, mut change: LeadershipChange) {
+        change.sequence = self.next_history_sequence;
+        self.next_history_sequence += 1;
+        if self.history.len() == HISTORY_RETENTION {
+            self.history.pop_front();
+        }
+        self.history.push_back(change);
+    }
+
+    fn topic_mut(&mut self, name: &str) -> Result<&mut TopicInfo, ApplyError> {
+        self.topics
+            .get_mut(name)
+            .map(Arc::make_mut)
+            .ok_or_else(|| ApplyError::UnknownTopic(name.to_string()))
+    }
+
+    fn partition_info(&self, topic: &str, partition: i32) -> Result<&PartitionInfo, ApplyError> {
+        self.topic(topic)
+            .ok_or_else(|| ApplyError::UnknownTopic(topic.to_string()))?
+            .partition(partition)
+            .ok_or_else(|| ApplyError::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+            })
+    }
+
+    fn partition_mut(&mut self, topic: &str, partition: i32) -> Result<&mut PartitionInfo, ApplyError> {
+        let unknown = || ApplyError::UnknownPartition {
+            topic: topic.to_string(),
+            partition,
+        };
+        let index = usize::try_from(partition).map_err(|_| unknown())?;
+        self.topic_mut(topic)?.partitions.get_mut(index).ok_or_else(unknown)
+    }
+
+    pub fn brokers(&self) -> impl Iterator<Item = &BrokerInfo> {
+        self.brokers.values()
+    }
+
+    /// Registered brokers that are not fenced.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerInfo> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    pub fn broker(&self, node_id: i32) -> Option<&BrokerInfo> {
+        self.brokers.get(&node_id)
+    }
+
+    pub fn topics(&self) -> impl Iterator<Item = &Arc<TopicInfo>> {
+        self.topics.values()
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&Arc<TopicInfo>> {
+        self.topics.get(name)
+    }
+
+    pub fn topic_by_id(&self, id: &Uuid) -> Option<&Arc<TopicInfo>> {
+        self.topic_ids.get(id).and_then(|name| self.topics.get(name))
+    }
+
+    pub fn next_producer_id(&self) -> i64 {
+        self.next_producer_id
+    }
+
+    /// Leader changes, oldest first, at most [`HISTORY_RETENTION`].
+    pub fn history(&self) -> impl DoubleEndedIterator<Item = &LeadershipChange> {
+        self.history.iter()
+    }
+
+    /// Rebuilds an image from its parts (snapshot restore).
+    pub(crate) fn from_parts(
+        brokers: Vec<BrokerInfo>,
+        topics: Vec<TopicInfo>,
+        next_producer_id: i64,
+        history: Vec<LeadershipChange>,
+        next_history_sequence: u64,
+    ) -> Self {
+        let topic_ids = topics.iter().map(|t| (t.id, t.name.clone())).collect();
+        Self {
+            brokers: brokers.into_iter().map(|b| (b.node_id, b)).collect(),
+            topics: topics
+                .into_iter()
+                .map(|t| (t.name.clone(), Arc::new(t)))
+                .collect(),
+            topic_ids,
+            next_producer_id,
+            history: history.into(),
+            next_history_sequence,
+        }
+    }
+
+    pub(crate) fn next_history_sequence(&self) -> u64 {
+        self.next_history_sequence
+    }
+}
+
+fn check_numbering(
+    topic: &str,
+    partitions: &[PartitionAssignment],
+    first: i32,
+) -> Result<(), ApplyError> {
+    for (i, p) in partitions.iter().enumerate() {
+        let expected = first + i as i32;
+        if p.partition != expected {
+            return Err(ApplyError::PartitionNumbering {
+                topic: topic.to_string(),
+                expected,
+                got: p.partition,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The leader (unless -1) and every ISR member must be replicas.
+fn check_leader_and_isr(replicas: &[i32], leader: i32, isr: &[i32]) -> Result<(), ApplyError> {
+    if leader >= 0 && !replicas.contains(&leader) {
+        return Err(ApplyError::NotAReplica(leader));
+    }
+    match isr.iter().find(|id| !replicas.contains(id)) {
+        Some(&outsider) => Err(ApplyError::NotAReplica(outsider)),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

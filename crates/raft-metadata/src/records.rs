@@ -1,0 +1,261 @@
+//! The records of the metadata log. Every change to cluster metadata is one
+//! of these, carried by a Raft entry and applied in order by every node;
+//! prost encodes them.
+
+use std::collections::BTreeMap;
+
+/// One entry of the metadata log.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MetadataRecord {
+    #[prost(oneof = "Record", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10")]
+    pub record: Option<Record>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Record {
+    #[prost(message, tag = "1")]
+    RegisterBroker(RegisterBroker),
+    #[prost(message, tag = "2")]
+    CreateTopic(CreateTopic),
+    #[prost(message, tag = "3")]
+    DeleteTopic(DeleteTopic),
+    #[prost(message, tag = "4")]
+    CreatePartitions(CreatePartitions),
+    #[prost(message, tag = "5")]
+    AlterTopicConfig(AlterTopicConfig),
+    #[prost(message, tag = "6")]
+    AllocateProducerIds(AllocateProducerIds),
+    #[prost(message, tag = "7")]
+    FenceBroker(FenceBroker),
+    #[prost(message, tag = "8")]
+    UnfenceBroker(UnfenceBroker),
+    #[prost(message, tag = "9")]
+    SetPartitionLeader(SetPartitionLeader),
+    #[prost(message, tag = "10")]
+    UpdateIsr(UpdateIsr),
+}
+
+impl From<Record> for MetadataRecord {
+    fn from(record: Record) -> Self {
+        Self {
+            record: Some(record),
+        }
+    }
+}
+
+/// A broker announcing itself; a newer incarnation replaces the old entry.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RegisterBroker {
+    #[prost(int32, tag = "1")]
+    pub node_id: i32,
+    #[prost(string, tag = "2")]
+    pub host: String,
+    #[prost(int32, tag = "3")]
+    pub port: i32,
+    #[prost(string, optional, tag = "4")]
+    pub rack: Option<String>,
+    #[prost(uint64, tag = "5")]
+    pub incarnation: u64,
+}
+
+/// Where a partition's replicas live and who leads it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PartitionAssignment {
+    #[prost(int32, tag = "1")]
+    pub partition: i32,
+    #[prost(int32, repeated, tag = "2")]
+    pub replicas: Vec<i32>,
+    #[prost(int32, tag = "3")]
+    pub leader: i32,
+    #[prost(int32, tag = "4")]
+    pub leader_epoch: i32,
+    #[prost(int32, repeated, tag = "5")]
+    pub isr: Vec<i32>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CreateTopic {
+    /// When the proposer created the record, for the leadership history.
+    #[prost(int64, tag = "5")]
+    pub timestamp_ms: i64,
+    /// The node that decided the placement.
+    #[prost(int32, tag = "6")]
+    pub controller: i32,
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// 16 bytes.
+    #[prost(bytes = "vec", tag = "2")]
+    pub topic_id: Vec<u8>,
+    #[prost(message, repeated, tag = "3")]
+    pub partitions: Vec<PartitionAssignment>,
+    /// Topic config overrides.
+    #[prost(btree_map = "string, string", tag = "4")]
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DeleteTopic {
+    #[prost(string, tag = "1")]
+    pub name: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CreatePartitions {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// The new partitions, numbered from the current count upwards.
+    #[prost(message, repeated, tag = "2")]
+    pub partitions: Vec<PartitionAssignment>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AlterTopicConfig {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Overrides to set.
+    #[prost(btree_map = "string, string", tag = "2")]
+    pub set: BTreeMap<String, String>,
+    /// Overrides to remove (back to the broker default).
+    #[prost(string, repeated, tag = "3")]
+    pub delete: Vec<String>,
+}
+
+/// Hands the block `[start, start + size)` of producer ids to a broker.
+/// Applies only if `start` is the next unallocated id, so two brokers asking
+/// at once cannot get the same block.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AllocateProducerIds {
+    #[prost(int32, tag = "1")]
+    pub node_id: i32,
+    #[prost(int64, tag = "2")]
+    pub start: i64,
+    #[prost(int64, tag = "3")]
+    pub size: i64,
+}
+
+/// Stops a broker from leading or receiving new partitions until it is
+/// unfenced (it registered again, or its session resumed).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FenceBroker {
+    #[prost(int32, tag = "1")]
+    pub node_id: i32,
+    /// Only fences this incarnation, so a fence decided before a restart
+    /// does not hit the restarted broker.
+    #[prost(uint64, tag = "2")]
+    pub incarnation: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UnfenceBroker {
+    #[prost(int32, tag = "1")]
+    pub node_id: i32,
+    #[prost(uint64, tag = "2")]
+    pub incarnation: u64,
+}
+
+/// Why a partition's leader changed, as the leadership history records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum LeaderChangeReason {
+    Unspecified = 0,
+    TopicCreated = 1,
+    BrokerFailure = 2,
+    PartitionStall = 3,
+    ControlledShutdown = 4,
+    PreferredRebalance = 5,
+    Manual = 6,
+}
+
+impl LeaderChangeReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unspecified",
+            Self::TopicCreated => "topic_created",
+            Self::BrokerFailure => "broker_failure",
+            Self::PartitionStall => "partition_stall",
+            Self::ControlledShutdown => "controlled_shutdown",
+            Self::PreferredRebalance => "preferred_rebalance",
+            Self::Manual => "manual",
+        }
+    }
+}
+
+/// A new leader (or none: -1) at the next leader epoch.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SetPartitionLeader {
+    #[prost(string, tag = "1")]
+    pub topic: String,
+    #[prost(int32, tag = "2")]
+    pub partition: i32,
+    #[prost(int32, tag = "3")]
+    pub leader: i32,
+    /// Must be the partition's current leader epoch + 1.
+    #[prost(int32, tag = "4")]
+    pub leader_epoch: i32,
+    #[prost(int32, repeated, tag = "5")]
+    pub isr: Vec<i32>,
+    #[prost(enumeration = "LeaderChangeReason", tag = "6")]
+    pub reason: i32,
+    /// The controller that decided.
+    #[prost(int32, tag = "7")]
+    pub controller: i32,
+    /// The ISR members that were eligible.
+    #[prost(int32, repeated, tag = "8")]
+    pub eligible: Vec<i32>,
+    /// Log end offset and high watermark of the old leader, -1 when unknown.
+    #[prost(int64, tag = "9")]
+    pub log_end_offset: i64,
+    #[prost(int64, tag = "10")]
+    pub high_watermark: i64,
+    #[prost(int64, tag = "11")]
+    pub timestamp_ms: i64,
+}
+
+/// A leader's change to its partition's ISR within its own epoch.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UpdateIsr {
+    #[prost(string, tag = "1")]
+    pub topic: String,
+    #[prost(int32, tag = "2")]
+    pub partition: i32,
+    /// Must equal the partition's current leader epoch.
+    #[prost(int32, tag = "3")]
+    pub leader_epoch: i32,
+    #[prost(int32, repeated, tag = "4")]
+    pub isr: Vec<i32>,
+}
+
+/// One entry of the leadership history: every leader change, as applied.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct LeadershipChange {
+    /// Position in the history, increasing by one per change.
+    #[prost(uint64, tag = "1")]
+    pub sequence: u64,
+    #[prost(string, tag = "2")]
+    pub topic: String,
+    #[prost(int32, tag = "3")]
+    pub partition: i32,
+    #[prost(int32, tag = "4")]
+    pub leader_epoch: i32,
+    /// The Raft term of the entry that made the change.
+    #[prost(uint64, tag = "5")]
+    pub raft_term: u64,
+    #[prost(int32, tag = "6")]
+    pub previous_leader: i32,
+    #[prost(int32, tag = "7")]
+    pub new_leader: i32,
+    #[prost(int32, tag = "8")]
+    pub controller: i32,
+    #[prost(enumeration = "LeaderChangeReason", tag = "9")]
+    pub reason: i32,
+    #[prost(int32, repeated, tag = "10")]
+    pub isr: Vec<i32>,
+    #[prost(int32, repeated, tag = "11")]
+    pub eligible: Vec<i32>,
+    #[prost(int64, tag = "12")]
+    pub log_end_offset: i64,
+    #[prost(int64, tag = "13")]
+    pub high_watermark: i64,
+    #[prost(int64, tag = "14")]
+    pub timestamp_ms: i64,
+}
