@@ -1,0 +1,506 @@
+//! The Raft node without IO at its edges: raft-rs's `RawNode`, the durable
+//! log and the metadata state machine, driven by the caller with ticks,
+//! inbound messages and proposals. It never sleeps, reads a socket or
+//! spawns; messages to send are handed to a callback. The async node runs
+//! it over real time and TCP; the tests run several over an in-memory
+//! network.
+//!
+//! [`RaftCore::handle_ready`] processes one Ready in the order raft-rs
+//! requires:
+//!
+//! 1. send the leader's messages at once (they do not depend on this
+//!    node's log being durable);
+//! 2. install a snapshot, if the Ready carries one;
+//! 3. persist the new entries and the HardState in one fsynced write,
+//!    dropping a conflicting tail;
+//! 4. apply the committed entries, in order, to the state machine;
+//! 5. only then send the messages that depend on the persisted state
+//!    (votes, append acknowledgements);
+//! 6. `advance`, then handle the light ready: record the commit index,
+//!    send its messages, apply its committed entries; then `advance_apply`.
+//!
+//! Every storage error is returned and the caller stops the node.
+//!
+//! Invariants: `applied` only grows and every entry up to it was applied
+//! exactly once in this process (or is covered by the snapshot the state
+//! was restored from); `leader_ready` is true only while this node leads
+//! and has applied an entry of its own term, the condition for serving
+//! proposals.
+
+use std::{collections::BTreeMap, path::Path};
+
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::{
+    Config, RawNode, StateRole,
+    eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, Snapshot},
+};
+
+use crate::{
+    image::{ApplyError, MetadataImage},
+    logger::logger,
+    records::MetadataRecord,
+    snapshot::{self, SnapshotError},
+    storage::{DurableStorage, StorageError},
+};
+
+/// Timing and snapshot settings of one node.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub id: u64,
+    /// Ticks without a leader before a follower campaigns (randomised up to
+    /// twice this).
+    pub election_tick: usize,
+    pub heartbeat_tick: usize,
+    /// Take a snapshot and compact the log after this many applied entries.
+    pub snapshot_entries: u64,
+}
+
+impl CoreConfig {
+    pub fn new(id: u64) -> Self {
+        Self {
+            id,
+            election_tick: 10,
+            heartbeat_tick: 2,
+            snapshot_entries: 10_000,
+        }
+    }
+}
+
+/// Carried in the context of a proposal's entry: who proposed it, so that
+/// node can complete the proposal when it applies the entry.
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct ProposalContext {
+    #[prost(uint64, tag = "1")]
+    pub origin: u64,
+    #[prost(uint64, tag = "2")]
+    pub request_id: u64,
+}
+
+/// Carried in the context of a conf change adding a node.
+#[derive(Clone, PartialEq, prost::Message)]
+struct MemberAddress {
+    #[prost(string, tag = "1")]
+    address: String,
+}
+
+/// Something the caller must act on after a Ready.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CoreEvent {
+    /// A metadata record was applied (or rejected by the state machine).
+    Applied {
+        index: u64,
+        term: u64,
+        origin: Option<ProposalContext>,
+        result: Result<(), ApplyError>,
+    },
+    /// The Raft membership changed; `peers` maps every member to its
+    /// cluster address.
+    MembershipChanged {
+        voters: Vec<u64>,
+        learners: Vec<u64>,
+        peers: BTreeMap<u64, String>,
+    },
+    /// The state machine was replaced by a snapshot from the leader.
+    SnapshotInstalled { index: u64 },
+    /// This node's role or its view of the leader changed.
+    RoleChanged {
+        role: StateRole,
+        leader_id: u64,
+        term: u64,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+}
+
+/// Why a proposal was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    #[error("not the leader (leader: {leader_id:?})")]
+    NotLeader { leader_id: Option<u64> },
+    #[error("the leader has not yet applied an entry of its term")]
+    NotReady,
+    #[error("proposal dropped: {0}")]
+    Dropped(String),
+}
+
+/// A snapshot of the node's Raft state, for status reporting.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CoreStatus {
+    pub id: u64,
+    pub role: Role,
+    pub leader_id: Option<u64>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub snapshot_index: u64,
+    pub leader_ready: bool,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    #[default]
+    Follower,
+    Candidate,
+    Leader,
+}
+
+impl From<StateRole> for Role {
+    fn from(role: StateRole) -> Self {
+        match role {
+            StateRole::Leader => Self::Leader,
+            StateRole::Candidate | StateRole::PreCandidate => Self::Candidate,
+            StateRole::Follower => Self::Follower,
+        }
+    }
+}
+
+pub struct RaftCore {
+    raw: RawNode<DurableStorage>,
+    storage: DurableStorage,
+    image: MetadataImage,
+    peers: BTreeMap<u64, String>,
+    applied: u64,
+    snapshot_index: u64,
+    leader_ready: bool,
+    config: CoreConfig,
+}
+
+impl std::fmt::Debug for RaftCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftCore")
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RaftCore {
+    /// Opens the node's log in `dir` and restores the state machine from
+    /// the latest snapshot; the entries after it are applied again as
+    /// raft-rs hands them back. `voters` (id and cluster address) is the
+    /// initial configuration of a new cluster.
+    pub fn open(config: CoreConfig, dir: &Path, voters: &[(u64, String)]) -> Result<Self, CoreError> {
+        let voter_ids: Vec<u64> = voters.iter().map(|(id, _)| *id).collect();
+        let storage = DurableStorage::open(dir, &voter_ids)?;
+        let snapshot = storage.latest_snapshot();
+        let snapshot_index = snapshot.get_metadata().index;
+        let (image, mut peers) = if snapshot_index > 0 {
+            snapshot::decode(&snapshot.data)?
+        } else {
+            (MetadataImage::default(), BTreeMap::new())
+        };
+        for (id, address) in voters {
+            peers.insert(*id, address.clone());
+        }
+        let raft_config = Config {
+            id: config.id,
+            election_tick: config.election_tick,
+            heartbeat_tick: config.heartbeat_tick,
+            // The state machine is durable only up to the snapshot; what
+            // follows is re-applied, never skipped.
+            applied: snapshot_index,
+            pre_vote: true,
+            check_quorum: true,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            ..Config::default()
+        };
+        raft_config.validate()?;
+        let raw = RawNode::new(&raft_config, storage.clone(), &logger(config.id))?;
+        Ok(Self {
+            raw,
+            storage,
+            image,
+            peers,
+            applied: snapshot_index,
+            snapshot_index,
+            leader_ready: false,
+            config,
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.config.id
+    }
+
+    /// Campaigns at once if this node is the only voter, so a one-node
+    /// cluster does not wait out an election timeout on start.
+    pub fn campaign_if_sole_voter(&mut self) -> Result<(), CoreError> {
+        let voters = self.storage.conf_state().voters;
+        if voters == [self.config.id] && self.raw.raft.state != StateRole::Leader {
+            self.raw.campaign()?;
+        }
+        Ok(())
+    }
+
+    pub fn tick(&mut self) -> bool {
+        self.raw.tick()
+    }
+
+    /// Steps a message from a peer. Messages from unknown or stale senders
+    /// are dropped by raft-rs; the error is only worth a debug line.
+    pub fn step(&mut self, message: Message) -> Result<(), raft::Error> {
+        self.raw.step(message)
+    }
+
+    /// Proposes a metadata record; only a leader that has applied an entry
+    /// of its own term accepts.
+    pub fn propose(&mut self, context: ProposalContext, record: &MetadataRecord) -> Result<(), ProposeError> {
+        self.check_can_propose()?;
+        self.raw
+            .propose(context.encode_to_vec(), record.encode_to_vec())
+            .map_err(|e| ProposeError::Dropped(e.to_string()))
+    }
+
+    /// Proposes adding `node_id` at `address` as a learner.
+    pub fn propose_learner(&mut self, node_id: u64, address: &str) -> Result<(), ProposeError> {
+        self.check_can_propose()?;
+        let mut change = ConfChange::default();
+        change.set_change_type(ConfChangeType::AddLearnerNode);
+        change.node_id = node_id;
+        change.set_context(
+            MemberAddress {
+                address: address.to_string(),
+            }
+            .encode_to_vec()
+            .into(),
+        );
+        self.raw
+            .propose_conf_change(Vec::new(), change)
+            .map_err(|e| ProposeError::Dropped(e.to_string()))
+    }
+
+    fn check_can_propose(&self) -> Result<(), ProposeError> {
+        if self.raw.raft.state != StateRole::Leader {
+            let leader = self.raw.raft.leader_id;
+            return Err(ProposeError::NotLeader {
+                leader_id: (leader != raft::INVALID_ID).then_some(leader),
+            });
+        }
+        if !self.leader_ready {
+            return Err(ProposeError::NotReady);
+        }
+        Ok(())
+    }
+
+    pub fn report_unreachable(&mut self, peer: u64) {
+        self.raw.report_unreachable(peer);
+    }
+
+    pub fn report_snapshot(&mut self, peer: u64, delivered: bool) {
+        let status = if delivered {
+            raft::SnapshotStatus::Finish
+        } else {
+            raft::SnapshotStatus::Failure
+        };
+        self.raw.report_snapshot(peer, status);
+    }
+
+    pub fn has_ready(&self) -> bool {
+        self.raw.has_ready()
+    }
+
+    /// Processes one Ready (see the module documentation for the order);
+    /// `send` receives each batch of outgoing messages as soon as it may go.
+    pub fn handle_ready(
+        &mut self,
+        send: &mut impl FnMut(Vec<Message>),
+    ) -> Result<Vec<CoreEvent>, CoreError> {
+        let mut events = Vec::new();
+        if !self.raw.has_ready() {
+            self.maybe_snapshot()?;
+            return Ok(events);
+        }
+        let mut ready = self.raw.ready();
+        if let Some(soft_state) = ready.ss() {
+            if soft_state.raft_state != StateRole::Leader {
+                self.leader_ready = false;
+            }
+            events.push(CoreEvent::RoleChanged {
+                role: soft_state.raft_state,
+                leader_id: soft_state.leader_id,
+                term: self.raw.raft.term,
+            });
+        }
+        // 1. The leader's own messages do not wait for its disk.
+        let messages = ready.take_messages();
+        if !messages.is_empty() {
+            send(messages);
+        }
+        // 2. A snapshot from the leader replaces log and state machine.
+        if !ready.snapshot().is_empty() {
+            let snapshot = ready.snapshot().clone();
+            self.storage.apply_snapshot(&snapshot)?;
+            self.restore(&snapshot)?;
+            events.push(CoreEvent::SnapshotInstalled {
+                index: snapshot.get_metadata().index,
+            });
+        }
+        // 3. Entries and HardState: one write, one fsync.
+        self.storage.persist(ready.entries(), ready.hs())?;
+        // 4. Committed entries, in order.
+        let committed = ready.take_committed_entries();
+        self.apply_entries(committed, &mut events)?;
+        // 5. Messages that acknowledge what was just persisted.
+        let persisted = ready.take_persisted_messages();
+        if !persisted.is_empty() {
+            send(persisted);
+        }
+        // 6. The light ready.
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.storage.set_commit(commit);
+        }
+        let messages = light.take_messages();
+        if !messages.is_empty() {
+            send(messages);
+        }
+        let committed = light.take_committed_entries();
+        self.apply_entries(committed, &mut events)?;
+        self.raw.advance_apply();
+        self.maybe_snapshot()?;
+        Ok(events)
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>, events: &mut Vec<CoreEvent>) -> Result<(), CoreError> {
+        for entry in entries {
+            if entry.index <= self.applied {
+                continue;
+            }
+            match entry.get_entry_type() {
+                EntryType::EntryNormal if entry.data.is_empty() => {}
+                EntryType::EntryNormal => {
+                    let origin = ProposalContext::decode(entry.context.as_ref())
+                        .ok()
+                        .filter(|c| c.origin != 0);
+                    let result = MetadataRecord::decode(entry.data.as_ref())
+                        .map_err(|_| ApplyError::Undecodable)
+                        .and_then(|record| self.image.apply(&record, entry.term));
+                    events.push(CoreEvent::Applied {
+                        index: entry.index,
+                        term: entry.term,
+                        origin,
+                        result,
+                    });
+                }
+                EntryType::EntryConfChange => {
+                    let change = ConfChange::parse_from_bytes(&entry.data)
+                        .map_err(|e| raft::Error::CodecError(e.into()))?;
+                    self.apply_conf_change(&change, &change.context, change.node_id, change.get_change_type(), events)?;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let change = ConfChangeV2::parse_from_bytes(&entry.data)
+                        .map_err(|e| raft::Error::CodecError(e.into()))?;
+                    let (node_id, kind) = change
+                        .get_changes()
+                        .first()
+                        .map_or((0, ConfChangeType::AddNode), |c| (c.node_id, c.get_change_type()));
+                    let context = change.context.clone();
+                    self.apply_conf_change(&change, &context, node_id, kind, events)?;
+                }
+            }
+            self.applied = entry.index;
+            if self.raw.raft.state == StateRole::Leader && entry.term == self.raw.raft.term {
+                self.leader_ready = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_conf_change(
+        &mut self,
+        change: &impl raft_proto::ConfChangeI,
+        context: &[u8],
+        node_id: u64,
+        kind: ConfChangeType,
+        events: &mut Vec<CoreEvent>,
+    ) -> Result<(), CoreError> {
+        let conf_state = self.raw.apply_conf_change(change)?;
+        self.storage.set_conf_state(&conf_state)?;
+        match kind {
+            ConfChangeType::RemoveNode => {
+                self.peers.remove(&node_id);
+            }
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                if let Ok(member) = MemberAddress::decode(context) {
+                    if !member.address.is_empty() {
+                        self.peers.insert(node_id, member.address);
+                    }
+                }
+            }
+        }
+        events.push(CoreEvent::MembershipChanged {
+            voters: conf_state.voters.clone(),
+            learners: conf_state.learners.clone(),
+            peers: self.peers.clone(),
+        });
+        Ok(())
+    }
+
+    fn restore(&mut self, snapshot: &Snapshot) -> Result<(), CoreError> {
+        let (image, peers) = snapshot::decode(&snapshot.data)?;
+        self.image = image;
+        self.peers = peers;
+        self.applied = snapshot.get_metadata().index;
+        self.snapshot_index = self.applied;
+        Ok(())
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<(), CoreError> {
+        let due = self.applied >= self.snapshot_index + self.config.snapshot_entries;
+        let requested = self.storage.snapshot_requested() && self.applied > self.snapshot_index;
+        if due || requested {
+            let data = snapshot::encode(&self.image, &self.peers);
+            self.storage.create_snapshot(self.applied, data)?;
+            self.snapshot_index = self.applied;
+        }
+        Ok(())
+    }
+
+    pub fn image(&self) -> &MetadataImage {
+        &self.image
+    }
+
+    pub fn peers(&self) -> &BTreeMap<u64, String> {
+        &self.peers
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    pub fn leader_ready(&self) -> bool {
+        self.leader_ready
+    }
+
+    pub fn leader_id(&self) -> Option<u64> {
+        let leader = self.raw.raft.leader_id;
+        (leader != raft::INVALID_ID).then_some(leader)
+    }
+
+    pub fn status(&self) -> CoreStatus {
+        let conf_state = self.storage.conf_state();
+        CoreStatus {
+            id: self.config.id,
+            role: self.raw.raft.state.into(),
+            leader_id: self.leader_id(),
+            term: self.raw.raft.term,
+            commit_index: self.raw.raft.raft_log.committed,
+            applied_index: self.applied,
+            snapshot_index: self.snapshot_index,
+            leader_ready: self.leader_ready,
+            voters: conf_state.voters,
+            learners: conf_state.learners,
+        }
+    }
+}
