@@ -23,9 +23,11 @@
 //!
 //! Invariants: `applied` only grows and every entry up to it was applied
 //! exactly once in this process (or is covered by the snapshot the state
-//! was restored from); `leader_ready` is true only while this node leads
-//! and has applied an entry of its own term, the condition for serving
-//! proposals.
+//! was restored from); nothing is applied beyond the durable commit index,
+//! so a restarted node rebuilds its state at least as far as it ever was
+//! (`recovered` says when it got there); `leader_ready` is true only while
+//! this node leads and has applied an entry of its own term, the condition
+//! for serving proposals.
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -143,6 +145,9 @@ pub struct CoreStatus {
     pub applied_index: u64,
     pub snapshot_index: u64,
     pub leader_ready: bool,
+    /// The state machine has caught up with everything this node had
+    /// committed before it started.
+    pub recovered: bool,
     pub voters: Vec<u64>,
     pub learners: Vec<u64>,
 }
@@ -173,6 +178,8 @@ pub struct RaftCore {
     applied: u64,
     snapshot_index: u64,
     leader_ready: bool,
+    /// The durable commit index found on start.
+    recovered_commit: u64,
     config: CoreConfig,
 }
 
@@ -217,7 +224,9 @@ impl RaftCore {
         };
         raft_config.validate()?;
         let raw = RawNode::new(&raft_config, storage.clone(), &logger(config.id))?;
+        let recovered_commit = storage.hard_state().commit;
         Ok(Self {
+            recovered_commit,
             raw,
             storage,
             image,
@@ -359,7 +368,7 @@ impl RaftCore {
         // 6. The light ready.
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
-            self.storage.set_commit(commit);
+            self.storage.persist_commit(commit)?;
         }
         let messages = light.take_messages();
         if !messages.is_empty() {
@@ -499,6 +508,7 @@ impl RaftCore {
             applied_index: self.applied,
             snapshot_index: self.snapshot_index,
             leader_ready: self.leader_ready,
+            recovered: self.applied >= self.recovered_commit,
             voters: conf_state.voters,
             learners: conf_state.learners,
         }

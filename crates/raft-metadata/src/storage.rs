@@ -238,12 +238,23 @@ impl DurableStorage {
         Ok(())
     }
 
-    /// Records a commit index learnt from a light ready. It is persisted
-    /// with the next HardState; a lost commit index is learnt again.
-    pub fn set_commit(&self, commit: u64) {
+    /// Makes a commit index learnt from a light ready durable before the
+    /// entries up to it are applied, so that after a restart the state
+    /// machine is rebuilt at least as far as it ever was (never behind what
+    /// its side effects, such as partition directories, reflect).
+    pub fn persist_commit(&self, commit: u64) -> Result<(), StorageError> {
         let mut core = self.write();
-        let commit = commit.max(core.hard_state.commit).min(core.last_index());
-        core.hard_state.set_commit(commit);
+        let commit = commit.min(core.last_index());
+        if commit <= core.hard_state.commit {
+            return Ok(());
+        }
+        let mut hard_state = core.hard_state.clone();
+        hard_state.set_commit(commit);
+        let mut buf = Vec::new();
+        encode_message(&mut buf, KIND_HARD_STATE, &hard_state);
+        core.append_durably(&buf)?;
+        core.hard_state = hard_state;
+        Ok(())
     }
 
     /// Makes the configuration produced by an applied conf change durable.

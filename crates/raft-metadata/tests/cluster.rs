@@ -355,3 +355,26 @@ fn a_single_node_cluster_leads_at_once() {
     cluster.settle();
     assert_eq!(cluster.image(1).next_producer_id(), BLOCK);
 }
+
+#[test]
+fn a_node_restarted_alone_rebuilds_everything_it_had_applied() {
+    let mut cluster = Cluster::new(3, 1000);
+    let leader = cluster.wait_for_leader(None);
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    for i in 0..30 {
+        cluster.propose(leader, &allocate(i * BLOCK)).unwrap();
+        cluster.settle();
+    }
+    cluster.tick(3);
+    let before = cluster.image(follower);
+    assert_eq!(before.next_producer_id(), 30 * BLOCK);
+    for id in 1..=3 {
+        cluster.crash(id);
+    }
+    // No quorum: the follower learns nothing new, yet its state machine
+    // must come back to where it was, from its own disk.
+    cluster.start(follower);
+    cluster.tick(3);
+    assert!(cluster.node(follower).status().recovered);
+    assert_eq!(cluster.image(follower), before);
+}

@@ -1,0 +1,325 @@
+//! TCP between Raft nodes. Each frame is a big-endian `u32` length and a
+//! prost [`Envelope`]: a raft-rs message (protobuf bytes), a proposal
+//! forwarded to the leader, the leader's refusal of one, or a node asking
+//! to join as a learner.
+//!
+//! Every peer has its own queue and task: a slow or unreachable peer fills
+//! only its own queue, and once that is full its messages are dropped and
+//! reported unreachable (Raft retransmits), so it never blocks the others.
+//! A dropped connection is re-established with exponential backoff.
+
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
+
+use bytes::{Buf, BytesMut};
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::eraftpb::{Message, MessageType};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::mpsc,
+    task::JoinHandle,
+};
+
+/// Largest frame accepted from a peer (a snapshot of a large cluster).
+const MAX_FRAME: usize = 256 * 1024 * 1024;
+/// Messages queued for one peer before new ones are dropped.
+const PEER_QUEUE: usize = 4096;
+const BACKOFF_START: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct Envelope {
+    #[prost(uint64, tag = "1")]
+    pub(crate) from: u64,
+    #[prost(oneof = "Body", tags = "2, 3, 4, 5")]
+    pub(crate) body: Option<Body>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub(crate) enum Body {
+    /// A raft-rs message, protobuf-encoded.
+    #[prost(bytes, tag = "2")]
+    Raft(Vec<u8>),
+    #[prost(message, tag = "3")]
+    Forward(Forward),
+    #[prost(message, tag = "4")]
+    Rejected(Rejected),
+    #[prost(message, tag = "5")]
+    Join(Join),
+}
+
+/// A proposal sent to the leader by the node a client asked.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct Forward {
+    #[prost(uint64, tag = "1")]
+    pub(crate) request_id: u64,
+    /// A prost `MetadataRecord`.
+    #[prost(bytes = "vec", tag = "2")]
+    pub(crate) record: Vec<u8>,
+}
+
+/// The leader could not take a forwarded proposal.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct Rejected {
+    #[prost(uint64, tag = "1")]
+    pub(crate) request_id: u64,
+    /// Who the receiver believes leads, 0 if nobody.
+    #[prost(uint64, tag = "2")]
+    pub(crate) leader_id: u64,
+}
+
+/// A node not yet in the Raft configuration asks to be added as a learner.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct Join {
+    #[prost(uint64, tag = "1")]
+    pub(crate) node_id: u64,
+    #[prost(string, tag = "2")]
+    pub(crate) address: String,
+}
+
+/// What the transport tells the node.
+#[derive(Debug)]
+pub(crate) enum TransportEvent {
+    Received(Envelope),
+    Unreachable(u64),
+    SnapshotSent { to: u64, delivered: bool },
+}
+
+struct Outgoing {
+    frame: Vec<u8>,
+    snapshot: bool,
+}
+
+struct Link {
+    address: String,
+    queue: mpsc::Sender<Outgoing>,
+    task: JoinHandle<()>,
+}
+
+/// Outgoing links to peers, owned by the node's task.
+pub(crate) struct Transport {
+    id: u64,
+    links: HashMap<u64, Link>,
+    events: mpsc::Sender<TransportEvent>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("id", &self.id)
+            .field("peers", &self.links.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn frame(envelope: &Envelope) -> Vec<u8> {
+    let payload = envelope.encode_to_vec();
+    let mut frame = Vec::with_capacity(4 + payload.len());
+    frame.extend((payload.len() as u32).to_be_bytes());
+    frame.extend(payload);
+    frame
+}
+
+impl Transport {
+    pub(crate) fn new(id: u64, events: mpsc::Sender<TransportEvent>) -> Self {
+        Self {
+            id,
+            links: HashMap::new(),
+            events,
+        }
+    }
+
+    /// Makes the set of peers and their addresses what `peers` says.
+    pub(crate) fn set_peers<'a>(&mut self, peers: impl IntoIterator<Item = (&'a u64, &'a String)>) {
+        let wanted: HashMap<u64, String> = peers
+            .into_iter()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(id, address)| (*id, address.clone()))
+            .collect();
+        self.links.retain(|id, link| {
+            let keep = wanted.get(id) == Some(&link.address);
+            if !keep {
+                link.task.abort();
+            }
+            keep
+        });
+        for (id, address) in wanted {
+            if self.links.contains_key(&id) {
+                continue;
+            }
+            let (queue, rx) = mpsc::channel(PEER_QUEUE);
+            let task = tokio::spawn(run_link(id, address.clone(), rx, self.events.clone()));
+            self.links.insert(id, Link { address, queue, task });
+        }
+    }
+
+    /// Queues raft-rs messages; returns the peers that could not take them.
+    pub(crate) fn send_raft(&self, messages: Vec<Message>) -> Vec<(u64, bool)> {
+        let mut failed = Vec::new();
+        for message in messages {
+            let to = message.to;
+            let snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
+            let Ok(bytes) = message.write_to_bytes() else {
+                failed.push((to, snapshot));
+                continue;
+            };
+            let envelope = Envelope {
+                from: self.id,
+                body: Some(Body::Raft(bytes)),
+            };
+            if !self.enqueue(to, &envelope, snapshot) {
+                failed.push((to, snapshot));
+            }
+        }
+        failed
+    }
+
+    /// Queues a non-Raft envelope body; false if the peer is unknown or its
+    /// queue is full.
+    pub(crate) fn send(&self, to: u64, body: Body) -> bool {
+        let envelope = Envelope {
+            from: self.id,
+            body: Some(body),
+        };
+        self.enqueue(to, &envelope, false)
+    }
+
+    fn enqueue(&self, to: u64, envelope: &Envelope, snapshot: bool) -> bool {
+        let Some(link) = self.links.get(&to) else {
+            return false;
+        };
+        link.queue
+            .try_send(Outgoing {
+                frame: frame(envelope),
+                snapshot,
+            })
+            .is_ok()
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        for link in self.links.values() {
+            link.task.abort();
+        }
+    }
+}
+
+async fn run_link(
+    peer: u64,
+    address: String,
+    mut queue: mpsc::Receiver<Outgoing>,
+    events: mpsc::Sender<TransportEvent>,
+) {
+    let mut backoff = BACKOFF_START;
+    loop {
+        let mut stream = match TcpStream::connect(&address).await {
+            Ok(stream) => {
+                backoff = BACKOFF_START;
+                let _ = stream.set_nodelay(true);
+                stream
+            }
+            Err(e) => {
+                tracing::debug!(peer, %address, error = %e, "cannot reach raft peer");
+                // What is queued is stale by the time the peer is back;
+                // Raft resends what matters.
+                let mut dropped = false;
+                while let Ok(outgoing) = queue.try_recv() {
+                    dropped = true;
+                    if outgoing.snapshot {
+                        let _ = events
+                            .send(TransportEvent::SnapshotSent {
+                                to: peer,
+                                delivered: false,
+                            })
+                            .await;
+                    }
+                }
+                if dropped {
+                    let _ = events.send(TransportEvent::Unreachable(peer)).await;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        loop {
+            let Some(outgoing) = queue.recv().await else {
+                return;
+            };
+            let result = stream.write_all(&outgoing.frame).await;
+            if outgoing.snapshot {
+                let _ = events
+                    .send(TransportEvent::SnapshotSent {
+                        to: peer,
+                        delivered: result.is_ok(),
+                    })
+                    .await;
+            }
+            if let Err(e) = result {
+                tracing::debug!(peer, %address, error = %e, "raft peer connection lost");
+                let _ = events.send(TransportEvent::Unreachable(peer)).await;
+                break;
+            }
+        }
+    }
+}
+
+/// Accepts peers' connections and forwards every envelope they send.
+pub(crate) async fn serve(listener: TcpListener, events: mpsc::Sender<TransportEvent>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tokio::spawn(read_peer(stream, peer, events.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "raft listener accept failed");
+                tokio::time::sleep(BACKOFF_START).await;
+            }
+        }
+    }
+}
+
+async fn read_peer(mut stream: TcpStream, peer: SocketAddr, events: mpsc::Sender<TransportEvent>) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        while buf.len() < 4 {
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+        let len = (&buf[..4]).get_u32() as usize;
+        if len > MAX_FRAME {
+            tracing::warn!(%peer, len, "closing raft connection: frame too large");
+            return;
+        }
+        while buf.len() < 4 + len {
+            buf.reserve((4 + len - buf.len()).min(1 << 20));
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+        buf.advance(4);
+        let payload = buf.split_to(len);
+        match Envelope::decode(payload.freeze()) {
+            Ok(envelope) => {
+                if events.send(TransportEvent::Received(envelope)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing raft connection: undecodable frame");
+                return;
+            }
+        }
+    }
+}
+
+/// Decodes a raft-rs message carried by an envelope.
+pub(crate) fn decode_raft(bytes: &[u8]) -> Option<Message> {
+    Message::parse_from_bytes(bytes).ok()
+}

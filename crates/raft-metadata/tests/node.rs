@@ -1,0 +1,146 @@
+//! Raft nodes as they run in a broker: tokio tasks talking TCP on loopback.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{net::TcpListener, time::Duration};
+
+use keel_raft_metadata::{
+    MetadataHandle, MetadataRecord, NodeConfig, ProposalError, Record,
+    node::start,
+    records::{AllocateProducerIds, DeleteTopic},
+};
+
+fn free_address() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+fn allocate(start: i64) -> MetadataRecord {
+    Record::AllocateProducerIds(AllocateProducerIds {
+        node_id: 1,
+        start,
+        size: 10,
+    })
+    .into()
+}
+
+struct TestNode {
+    handle: MetadataHandle,
+    task: tokio::task::JoinHandle<Result<(), keel_raft_metadata::NodeError>>,
+}
+
+async fn launch(id: u64, address: &str, voters: &[(u64, String)], dir: &std::path::Path) -> TestNode {
+    let mut config = NodeConfig::new(
+        id,
+        address.parse().unwrap(),
+        address.to_string(),
+        voters.to_vec(),
+        dir.join(id.to_string()),
+    );
+    config.proposal_timeout = Duration::from_secs(3);
+    config.snapshot_entries = 50;
+    let (handle, task) = start(config).await.unwrap();
+    TestNode { handle, task }
+}
+
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_commits_through_any_node_survives_its_leader_and_adds_a_learner() {
+    let dir = tempfile::tempdir().unwrap();
+    let addresses: Vec<String> = (0..4).map(|_| free_address()).collect();
+    let voters: Vec<(u64, String)> = (1..=3).map(|id| (id, addresses[id as usize - 1].clone())).collect();
+    let mut nodes = Vec::new();
+    for (id, address) in &voters {
+        nodes.push(launch(*id, address, &voters, dir.path()).await);
+    }
+    wait_until("a leader is elected", || {
+        nodes.iter().any(|n| n.handle.status().core.leader_ready)
+    })
+    .await;
+
+    // Proposals through every node, followers forwarding to the leader.
+    let mut next = 0;
+    for round in 0..30 {
+        let node = &nodes[round % 3];
+        let image = node.handle.propose(allocate(next)).await.unwrap();
+        next += 10;
+        assert_eq!(image.next_producer_id(), next);
+    }
+    // A record the state machine refuses is reported as such, not retried.
+    let refused = nodes[1]
+        .handle
+        .propose(Record::DeleteTopic(DeleteTopic { name: "nope".into() }).into())
+        .await;
+    assert!(matches!(refused, Err(ProposalError::Rejected(_))));
+
+    // A fourth node outside the voters joins as a learner and catches up
+    // (by snapshot: the log was compacted every 50 entries).
+    let learner = launch(4, &addresses[3], &voters, dir.path()).await;
+    wait_until("the learner has the image", || {
+        learner.handle.image().next_producer_id() == next
+    })
+    .await;
+    assert!(learner.handle.status().core.learners.contains(&4));
+
+    // Stop the leader: another voter takes over and commits continue.
+    let leader = nodes
+        .iter()
+        .position(|n| n.handle.status().core.leader_ready)
+        .unwrap();
+    nodes[leader].handle.shutdown().await;
+    nodes[leader].task.abort();
+    let survivors: Vec<&TestNode> = nodes.iter().enumerate().filter(|(i, _)| *i != leader).map(|(_, n)| n).collect();
+    let mut committed = None;
+    for _ in 0..50 {
+        match survivors[0].handle.propose(allocate(next)).await {
+            Ok(image) => {
+                committed = Some(image);
+                break;
+            }
+            Err(e) => {
+                assert!(e.is_retriable(), "{e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert_eq!(committed.unwrap().next_producer_id(), next + 10);
+    wait_until("the learner follows the new leader", || {
+        learner.handle.image().next_producer_id() == next + 10
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_quorum_proposals_fail_in_time_and_the_image_stays_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let addresses: Vec<String> = (0..3).map(|_| free_address()).collect();
+    let voters: Vec<(u64, String)> = (1..=3).map(|id| (id, addresses[id as usize - 1].clone())).collect();
+    // Only one of three voters runs.
+    let lonely = launch(1, &voters[0].1, &voters, dir.path()).await;
+    let started = std::time::Instant::now();
+    let result = lonely.handle.propose(allocate(0)).await;
+    assert_eq!(result, Err(ProposalError::Timeout));
+    // The proposal timeout is 3 s: the call returns, it does not hang.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(lonely.handle.image().next_producer_id(), 0);
+}
+
+#[tokio::test]
+async fn a_single_node_leads_and_commits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = free_address();
+    let voters = vec![(1, address.clone())];
+    let node = launch(1, &address, &voters, dir.path()).await;
+    let image = node.handle.propose(allocate(0)).await.unwrap();
+    assert_eq!(image.next_producer_id(), 10);
+    assert!(node.handle.status().core.leader_ready);
+}
