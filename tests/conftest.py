@@ -31,6 +31,7 @@ class Broker:
     def __init__(self, data_dir: Path, extra_args=()):
         self.data_dir = data_dir
         self.port = free_port()
+        self.cluster_port = free_port()
         self.extra_args = list(extra_args)
         self.process = None
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
@@ -45,6 +46,7 @@ class Broker:
             str(KEEL),
             "--node-id", "1",
             "--listen", self.bootstrap,
+            "--cluster-listen", f"127.0.0.1:{self.cluster_port}",
             "--data-dir", str(self.data_dir),
             "--log-level", "info",
             *self.extra_args,

@@ -1,27 +1,34 @@
-//! The broker's shared state: configuration, cluster identity, the metadata
-//! store and image, the hosted replicas and the producer id allocator.
-//! Every request handler gets a `&Broker`.
+//! The broker's shared state: configuration, the metadata Raft node and its
+//! image, the hosted replicas and the producer id allocator. Every request
+//! handler gets a `&Broker`.
+//!
+//! On start the broker opens its Raft node, waits until the node has
+//! re-applied everything it had committed (so the image is never behind
+//! the partition directories on disk), opens its partition logs, then
+//! registers itself through Raft in the background: a broker without a
+//! quorum still serves the metadata it last knew.
 
 use std::{
     path::Path,
     sync::{Arc, Mutex, PoisonError},
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use tokio::sync::watch;
-
-use crate::{
-    config::BrokerConfig,
-    metadata::{
-        ApplyError, MetadataImage, MetadataRecord, MetadataStore, Record, StoreError,
-        records::{AllocateProducerIds, RegisterBroker},
-    },
-    replicas::ReplicaManager,
+use keel_raft_metadata::{
+    ApplyError, MetadataHandle, MetadataImage, MetadataRecord, NodeConfig, NodeError,
+    ProposalError, Record,
+    records::{AllocateProducerIds, FenceBroker, RegisterBroker, SetClusterId},
 };
+use tokio::{sync::watch, task::JoinHandle};
+
+use crate::{config::BrokerConfig, metrics::Metrics, replicas::ReplicaManager};
 
 const META_PROPERTIES: &str = "meta.properties";
 const METADATA_DIR: &str = "__cluster_metadata";
 const PRODUCER_ID_BLOCK: i64 = 1000;
+/// Upper bound on any metadata change; requests usually give a shorter one.
+const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(30);
+const REGISTRATION_RETRY: Duration = Duration::from_millis(500);
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -44,8 +51,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Metadata(#[from] StoreError),
+    #[error("metadata node: {0}")]
+    Metadata(#[from] NodeError),
     #[error("opening partition logs: {0}")]
     Log(#[from] keel_log::LogError),
 }
@@ -53,11 +60,14 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Broker {
     pub config: BrokerConfig,
-    pub cluster_id: String,
-    pub metadata: MetadataStore,
+    pub metadata: MetadataHandle,
     pub replicas: ReplicaManager,
-    producer_ids: Mutex<(i64, i64)>,
+    pub metrics: Metrics,
+    /// Distinguishes this run of the broker from earlier ones.
+    pub incarnation: u64,
+    producer_ids: tokio::sync::Mutex<(i64, i64)>,
     shutdown: watch::Sender<bool>,
+    background: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -68,70 +78,145 @@ pub fn now_ms() -> i64 {
 }
 
 impl Broker {
-    /// Opens the data directory, replays metadata, registers this node and
-    /// opens every partition log it hosts (recovering them if needed).
-    pub fn open(config: BrokerConfig) -> Result<Arc<Self>, StartError> {
+    /// Opens the data directory and the metadata node, recovers the
+    /// partition logs this node hosts, and starts registering in the
+    /// background. The returned task ends if the metadata node fails; the
+    /// broker must stop then.
+    pub async fn open(
+        config: BrokerConfig,
+    ) -> Result<(Arc<Self>, JoinHandle<Result<(), NodeError>>), StartError> {
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
             dir: data_dir.display().to_string(),
             source,
         })?;
-        let cluster_id = load_or_create_identity(&data_dir, config.node_id)?;
-        let metadata = MetadataStore::open(&data_dir.join(METADATA_DIR))?;
+        check_node_identity(&data_dir, config.node_id)?;
+
+        let mut node_config = NodeConfig::new(
+            config.node_id as u64,
+            config.cluster_listen,
+            config.cluster_advertise.clone(),
+            config.voters.clone(),
+            data_dir.join(METADATA_DIR),
+        );
+        node_config.tick = Duration::from_millis(config.raft_tick_ms);
+        node_config.election_tick = config.raft_election_ticks;
+        node_config.heartbeat_tick = config.raft_heartbeat_ticks;
+        node_config.snapshot_entries = config.raft_snapshot_entries;
+        node_config.proposal_timeout = PROPOSAL_TIMEOUT;
+        let (metadata, node_task) = keel_raft_metadata::node::start(node_config).await?;
+
+        // The partition directories on disk reflect what this node applied
+        // before; only an image at least that far may judge them.
+        let mut status = metadata.watch_status();
+        while !status.borrow_and_update().core.recovered {
+            if status.changed().await.is_err() {
+                break;
+            }
+        }
+
         let replicas =
             ReplicaManager::new(config.node_id, &data_dir, config.topic_defaults.clone());
         let (shutdown, _) = watch::channel(false);
         let broker = Arc::new(Self {
             config,
-            cluster_id,
             metadata,
             replicas,
-            producer_ids: Mutex::new((0, 0)),
-            shutdown,
-        });
-        broker.register()?;
-        broker
-            .replicas
-            .remove_stray_directories(&broker.metadata.image());
-        broker
-            .replicas
-            .reconcile(|| broker.metadata.image(), now_ms())?;
-        Ok(broker)
-    }
-
-    fn register(&self) -> Result<(), StoreError> {
-        let config = &self.config;
-        let registration = RegisterBroker {
-            node_id: config.node_id,
-            host: config.advertised_host.clone(),
-            port: i32::from(config.advertised_port),
-            rack: config.rack.clone(),
+            metrics: Metrics::default(),
             incarnation: now_ms() as u64,
-        };
-        self.metadata
-            .propose(Record::RegisterBroker(registration).into())
-            .map(drop)
+            producer_ids: tokio::sync::Mutex::new((0, 0)),
+            shutdown,
+            background: Mutex::new(Vec::new()),
+        });
+        let opening = Arc::clone(&broker);
+        tokio::task::spawn_blocking(move || {
+            let image = opening.metadata.image();
+            opening.replicas.remove_stray_directories(&image);
+            opening
+                .replicas
+                .reconcile(|| opening.metadata.image(), now_ms())
+        })
+        .await
+        .map_err(|e| StartError::DataDir {
+            dir: data_dir.display().to_string(),
+            source: std::io::Error::other(e),
+        })??;
+
+        let tasks = vec![
+            tokio::spawn(follow_metadata(Arc::clone(&broker))),
+            tokio::spawn(register(Arc::clone(&broker))),
+        ];
+        broker
+            .background
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(tasks);
+        Ok((broker, node_task))
     }
 
-    /// Commits a metadata change and brings local replicas in line with it.
-    pub fn propose(&self, record: MetadataRecord) -> Result<Arc<MetadataImage>, StoreError> {
-        let image = self.metadata.propose(record)?;
-        if let Err(e) = self.replicas.reconcile(|| self.metadata.image(), now_ms()) {
-            tracing::error!(error = %e, "failed to apply metadata change to local partitions");
-        }
+    /// Commits a metadata change through Raft, waiting at most `timeout`,
+    /// and brings local replicas in line with the result before returning.
+    pub async fn propose(
+        &self,
+        record: MetadataRecord,
+        timeout: Duration,
+    ) -> Result<Arc<MetadataImage>, ProposalError> {
+        let started = std::time::Instant::now();
+        let image = tokio::time::timeout(timeout, self.metadata.propose(record))
+            .await
+            .map_err(|_| ProposalError::Timeout)??;
+        self.metrics.proposal_latency.observe(started.elapsed());
+        self.reconcile_replicas().await;
         Ok(image)
     }
 
+    async fn reconcile_replicas(&self) {
+        let metadata = self.metadata.clone();
+        let result = run_blocking(|| self.replicas.reconcile(|| metadata.image(), now_ms()));
+        if let Err(e) = result {
+            tracing::error!(error = %e, "failed to apply metadata change to local partitions");
+        }
+    }
+
+    /// Waits until this broker is registered and the cluster has an id.
+    pub async fn registered(&self) {
+        let mut images = self.metadata.subscribe();
+        loop {
+            let ready = {
+                let image = images.borrow_and_update();
+                image
+                    .broker(self.config.node_id)
+                    .is_some_and(|b| b.incarnation == self.incarnation)
+                    && image.cluster_id().is_some()
+            };
+            if ready || images.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The last metadata image this node applied.
     pub fn image(&self) -> Arc<MetadataImage> {
         self.metadata.image()
     }
 
+    /// The cluster's id, once the cluster has one.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.image().cluster_id().map(str::to_string)
+    }
+
+    /// The node leading the metadata quorum (the active controller), or -1.
+    pub fn controller_id(&self) -> i32 {
+        self.metadata
+            .status()
+            .core
+            .leader_id
+            .map_or(-1, |id| id as i32)
+    }
+
     /// A producer id never handed out before, by this or any broker.
-    pub fn next_producer_id(&self) -> Result<i64, StoreError> {
-        let mut block = self
-            .producer_ids
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+    pub async fn next_producer_id(&self) -> Result<i64, ProposalError> {
+        let mut block = self.producer_ids.lock().await;
         if block.0 >= block.1 {
             let mut attempts = 0;
             loop {
@@ -141,12 +226,12 @@ impl Broker {
                     start,
                     size: PRODUCER_ID_BLOCK,
                 });
-                match self.metadata.propose(record.into()) {
+                match self.propose(record.into(), PROPOSAL_TIMEOUT).await {
                     Ok(_) => {
                         *block = (start, start + PRODUCER_ID_BLOCK);
                         break;
                     }
-                    Err(StoreError::Rejected(ApplyError::StaleProducerIdBlock { .. }))
+                    Err(ProposalError::Rejected(ApplyError::StaleProducerIdBlock { .. }))
                         if attempts < 10 =>
                     {
                         attempts += 1;
@@ -172,43 +257,118 @@ impl Broker {
     pub fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }
+
+    /// Leaves the cluster cleanly: fences this broker (so Metadata stops
+    /// listing it) if a quorum answers within `timeout`, stops the
+    /// background tasks and the metadata node, and closes every log.
+    pub async fn stop(&self, timeout: Duration) {
+        self.begin_shutdown();
+        for task in self
+            .background
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            task.abort();
+        }
+        let fence = Record::FenceBroker(FenceBroker {
+            node_id: self.config.node_id,
+            incarnation: self.incarnation,
+        });
+        if let Err(e) = tokio::time::timeout(timeout, self.metadata.propose(fence.into())).await {
+            tracing::info!(error = %e, "could not fence this broker before stopping");
+        }
+        self.metadata.shutdown().await;
+        let replicas = &self.replicas;
+        run_blocking(|| replicas.close_all());
+    }
 }
 
-/// Reads `meta.properties` (cluster id and node id), creating it on first
-/// start. A data directory written by another node is refused.
-fn load_or_create_identity(data_dir: &Path, node_id: i32) -> Result<String, StartError> {
-    let path = data_dir.join(META_PROPERTIES);
-    let io = |source| StartError::DataDir {
-        dir: data_dir.display().to_string(),
-        source,
+/// Runs file-system work that may take a while (opening or deleting logs)
+/// without stalling the other tasks of a multi-threaded runtime.
+fn run_blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
+/// Keeps local replicas in line with every new image, including changes
+/// made through other brokers.
+async fn follow_metadata(broker: Arc<Broker>) {
+    let mut images = broker.metadata.subscribe();
+    while images.changed().await.is_ok() {
+        broker.reconcile_replicas().await;
+    }
+}
+
+/// Registers this broker (a new incarnation unfences it) and names the
+/// cluster if nobody has yet, retrying until a quorum answers.
+async fn register(broker: Arc<Broker>) {
+    let config = &broker.config;
+    let registration = RegisterBroker {
+        node_id: config.node_id,
+        host: config.advertised_host.clone(),
+        port: i32::from(config.advertised_port),
+        rack: config.rack.clone(),
+        incarnation: broker.incarnation,
     };
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let mut cluster_id = None;
-        let mut found_node = None;
-        for line in text.lines() {
-            match line.split_once('=') {
-                Some(("cluster.id", v)) => cluster_id = Some(v.trim().to_string()),
-                Some(("node.id", v)) => found_node = v.trim().parse().ok(),
-                _ => {}
+    loop {
+        let record = Record::RegisterBroker(registration.clone());
+        match broker.metadata.propose(record.into()).await {
+            Ok(_) => break,
+            Err(ProposalError::Rejected(e)) => {
+                tracing::error!(error = %e, "the cluster refused this broker's registration");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "registration not committed yet; retrying");
+                tokio::time::sleep(REGISTRATION_RETRY).await;
             }
         }
-        if let Some(found) = found_node {
-            if found != node_id {
+    }
+    tracing::info!(
+        node_id = config.node_id,
+        incarnation = broker.incarnation,
+        "registered with the cluster"
+    );
+    while broker.image().cluster_id().is_none() {
+        let cluster_id = base64_url(uuid::Uuid::new_v4().as_bytes());
+        let record = Record::SetClusterId(SetClusterId { cluster_id });
+        match broker.metadata.propose(record.into()).await {
+            Ok(_) | Err(ProposalError::Rejected(_)) => break,
+            Err(_) => tokio::time::sleep(REGISTRATION_RETRY).await,
+        }
+    }
+}
+
+/// Reads (or writes, on first start) `meta.properties`, refusing a data
+/// directory that another node id wrote.
+fn check_node_identity(data_dir: &Path, node_id: i32) -> Result<(), StartError> {
+    let path = data_dir.join(META_PROPERTIES);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let found = text
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .find(|(key, _)| *key == "node.id")
+            .and_then(|(_, value)| value.trim().parse().ok());
+        match found {
+            Some(found) if found != node_id => {
                 return Err(StartError::NodeIdMismatch {
                     dir: data_dir.display().to_string(),
                     found,
                     configured: node_id,
                 });
             }
-        }
-        if let Some(cluster_id) = cluster_id {
-            return Ok(cluster_id);
+            Some(_) => return Ok(()),
+            None => {}
         }
     }
-    let cluster_id = base64_url(uuid::Uuid::new_v4().as_bytes());
-    let text = format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
-    keel_log::write_atomically(&path, text.as_bytes()).map_err(|e| io(std::io::Error::other(e)))?;
-    Ok(cluster_id)
+    let text = format!("version=1\nnode.id={node_id}\n");
+    keel_log::write_atomically(&path, text.as_bytes()).map_err(|e| StartError::DataDir {
+        dir: data_dir.display().to_string(),
+        source: std::io::Error::other(e),
+    })
 }
 
 /// URL-safe base64 without padding, the form of Kafka cluster ids.
@@ -240,26 +400,28 @@ mod tests {
     #[test]
     fn a_data_dir_of_another_node_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let first = load_or_create_identity(dir.path(), 1).unwrap();
-        assert_eq!(load_or_create_identity(dir.path(), 1).unwrap(), first);
+        check_node_identity(dir.path(), 1).unwrap();
+        check_node_identity(dir.path(), 1).unwrap();
         assert!(matches!(
-            load_or_create_identity(dir.path(), 2),
+            check_node_identity(dir.path(), 2),
             Err(StartError::NodeIdMismatch { found: 1, .. })
         ));
     }
 
-    #[test]
-    fn producer_ids_are_unique_across_restarts() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn producer_ids_are_unique_across_restarts() {
         let dir = tempfile::tempdir().unwrap();
         let config = BrokerConfig::for_tests(dir.path());
         let first = {
-            let broker = Broker::open(config.clone()).unwrap();
-            (0..1500)
-                .map(|_| broker.next_producer_id().unwrap())
-                .max()
-                .unwrap()
+            let (broker, _) = Broker::open(config.clone()).await.unwrap();
+            let mut max = 0;
+            for _ in 0..1500 {
+                max = max.max(broker.next_producer_id().await.unwrap());
+            }
+            broker.stop(Duration::from_secs(1)).await;
+            max
         };
-        let broker = Broker::open(config).unwrap();
-        assert!(broker.next_producer_id().unwrap() > first);
+        let (broker, _) = Broker::open(config).await.unwrap();
+        assert!(broker.next_producer_id().await.unwrap() > first);
     }
 }

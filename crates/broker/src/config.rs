@@ -69,9 +69,39 @@ struct Flags {
         value_name = "LEVEL"
     )]
     log_level: String,
-    /// Rack of this broker, reported to clients.
+    /// Rack of this broker, reported to clients and used to spread replicas.
     #[arg(long, env = "KEEL_RACK")]
     rack: Option<String>,
+    /// Address the Raft listener binds (metadata replication between nodes).
+    #[arg(
+        long,
+        env = "KEEL_CLUSTER_LISTEN",
+        default_value = "127.0.0.1:9093",
+        value_name = "HOST:PORT"
+    )]
+    cluster_listen: String,
+    /// Address other nodes reach this node's Raft listener at [default: the cluster listener].
+    #[arg(long, env = "KEEL_CLUSTER_ADVERTISE", value_name = "HOST:PORT")]
+    cluster_advertise: Option<String>,
+    /// The controller quorum, ID@HOST:PORT,... [default: this node alone].
+    /// Nodes not listed join as learners.
+    #[arg(long, env = "KEEL_VOTERS", value_name = "ID@HOST:PORT,...")]
+    voters: Option<String>,
+    /// Address serving Prometheus metrics on /metrics [default: none].
+    #[arg(long, env = "KEEL_METRICS_LISTEN", value_name = "HOST:PORT")]
+    metrics_listen: Option<String>,
+    /// Raft tick interval.
+    #[arg(long, env = "KEEL_RAFT_TICK_MS", default_value_t = 50)]
+    raft_tick_ms: u64,
+    /// Ticks without a leader before a voter campaigns (randomised up to twice this).
+    #[arg(long, env = "KEEL_RAFT_ELECTION_TICKS", default_value_t = 10)]
+    raft_election_ticks: usize,
+    /// Ticks between a leader's heartbeats.
+    #[arg(long, env = "KEEL_RAFT_HEARTBEAT_TICKS", default_value_t = 2)]
+    raft_heartbeat_ticks: usize,
+    /// Applied metadata entries between two snapshots (the log is compacted at each).
+    #[arg(long, env = "KEEL_RAFT_SNAPSHOT_ENTRIES", default_value_t = 10_000)]
+    raft_snapshot_entries: u64,
     /// Largest request frame accepted; larger ones close the connection.
     #[arg(long, env = "KEEL_MAX_FRAME_BYTES", default_value_t = 100 * 1024 * 1024)]
     max_frame_bytes: u32,
@@ -127,6 +157,15 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     pub log_level: String,
     pub rack: Option<String>,
+    pub cluster_listen: SocketAddr,
+    pub cluster_advertise: String,
+    /// The controller quorum: node ids and Raft addresses.
+    pub voters: Vec<(u64, String)>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub raft_tick_ms: u64,
+    pub raft_election_ticks: usize,
+    pub raft_heartbeat_ticks: usize,
+    pub raft_snapshot_entries: u64,
     pub max_frame_bytes: u32,
     pub fetch_max_bytes: i32,
     pub num_partitions: i32,
@@ -148,9 +187,19 @@ pub struct TopicDefaults {
 }
 
 impl BrokerConfig {
-    /// A configuration with every default, for tests.
+    /// A single-node configuration with every default but ephemeral ports,
+    /// for tests.
     pub fn for_tests(data_dir: &Path) -> Self {
-        match parse_from([OsString::from("keel"), "--data-dir".into(), data_dir.into()]) {
+        let args = [
+            OsString::from("keel"),
+            "--data-dir".into(),
+            data_dir.into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--cluster-listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        match parse_from(args) {
             Ok(Invocation::Run(config)) => *config,
             other => unreachable!("default configuration must parse: {other:?}"),
         }
@@ -344,7 +393,7 @@ fn at_least<T: PartialOrd + std::fmt::Display>(
 }
 
 fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, ConfigError> {
-    at_least("node-id", flags.node_id, 0)?;
+    at_least("node-id", flags.node_id, 1)?;
     let listen = resolve("listen", &flags.listen)?;
     let (advertised_host, advertised_port) = match &flags.advertise {
         Some(advertise) => split_host_port("advertise", advertise)?,
@@ -360,6 +409,45 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
             (listen.ip().to_string(), listen.port())
         }
     };
+    let cluster_listen = resolve("cluster-listen", &flags.cluster_listen)?;
+    let cluster_advertise = match &flags.cluster_advertise {
+        Some(address) => {
+            split_host_port("cluster-advertise", address)?;
+            address.clone()
+        }
+        None if cluster_listen.ip().is_unspecified() => {
+            return Err(invalid(
+                "cluster-advertise",
+                format!(
+                    "the cluster listener {cluster_listen} binds every interface; set --cluster-advertise"
+                ),
+            ));
+        }
+        None => cluster_listen.to_string(),
+    };
+    let voters = match &flags.voters {
+        Some(spec) => {
+            keel_raft_metadata::node::parse_voters(spec).map_err(|e| invalid("voters", e))?
+        }
+        None => vec![(flags.node_id as u64, cluster_advertise.clone())],
+    };
+    let metrics_listen = flags
+        .metrics_listen
+        .as_deref()
+        .map(|address| resolve("metrics-listen", address))
+        .transpose()?;
+    at_least("raft-tick-ms", flags.raft_tick_ms, 1)?;
+    at_least("raft-heartbeat-ticks", flags.raft_heartbeat_ticks, 1)?;
+    if flags.raft_election_ticks <= flags.raft_heartbeat_ticks {
+        return Err(invalid(
+            "raft-election-ticks",
+            format!(
+                "must be larger than --raft-heartbeat-ticks ({})",
+                flags.raft_heartbeat_ticks
+            ),
+        ));
+    }
+    at_least("raft-snapshot-entries", flags.raft_snapshot_entries, 1)?;
     if tracing_subscriber::EnvFilter::try_new(&flags.log_level).is_err() {
         return Err(invalid(
             "log-level",
@@ -424,6 +512,14 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
         data_dir: flags.data_dir,
         log_level: flags.log_level,
         rack: flags.rack,
+        cluster_listen,
+        cluster_advertise,
+        voters,
+        metrics_listen,
+        raft_tick_ms: flags.raft_tick_ms,
+        raft_election_ticks: flags.raft_election_ticks,
+        raft_heartbeat_ticks: flags.raft_heartbeat_ticks,
+        raft_snapshot_entries: flags.raft_snapshot_entries,
         max_frame_bytes: flags.max_frame_bytes,
         fetch_max_bytes: flags.fetch_max_bytes,
         num_partitions: flags.num_partitions,
@@ -461,6 +557,8 @@ mod tests {
             ("127.0.0.1", 9092)
         );
         assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.cluster_listen.to_string(), "127.0.0.1:9093");
+        assert_eq!(config.voters, vec![(1, "127.0.0.1:9093".to_string())]);
         assert!(config.auto_create_topics);
         assert!(config.explicit.is_empty());
     }
@@ -496,6 +594,10 @@ mod tests {
             (vec!["--listen", "nonsense"], "--listen"),
             (vec!["--log-level", "loud=???"], "--log-level"),
             (vec!["--listen", "0.0.0.0:9092"], "--advertise"),
+            (vec!["--node-id", "0"], "--node-id"),
+            (vec!["--voters", "1@a"], "--voters"),
+            (vec!["--voters", "1@a:1,1@b:2"], "--voters"),
+            (vec!["--raft-election-ticks", "2"], "--raft-election-ticks"),
         ] {
             let error = run(&args).unwrap_err();
             assert!(!error.contains('\n'), "multi-line error: {error}");

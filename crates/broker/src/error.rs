@@ -3,10 +3,9 @@
 use kafka_protocol::error::ResponseError;
 use keel_log::{BatchError, LogError};
 
-use crate::{
-    metadata::{ApplyError, StoreError},
-    topic_config::InvalidConfig,
-};
+use keel_raft_metadata::{ApplyError, ProposalError};
+
+use crate::topic_config::InvalidConfig;
 
 /// Why a request about one partition failed.
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +98,7 @@ pub enum AdminError {
     #[error("{0}")]
     PolicyViolation(String),
     #[error(transparent)]
-    Metadata(#[from] StoreError),
+    Metadata(#[from] ProposalError),
 }
 
 impl AdminError {
@@ -115,14 +114,19 @@ impl AdminError {
             Self::InvalidConfig(_) => ResponseError::InvalidConfig,
             Self::InvalidRequest(_) => ResponseError::InvalidRequest,
             Self::PolicyViolation(_) => ResponseError::PolicyViolation,
-            Self::Metadata(StoreError::Rejected(ApplyError::TopicExists(_))) => {
+            Self::Metadata(ProposalError::Rejected(ApplyError::TopicExists(_))) => {
                 ResponseError::TopicAlreadyExists
             }
-            Self::Metadata(StoreError::Rejected(ApplyError::UnknownTopic(_))) => {
+            Self::Metadata(ProposalError::Rejected(ApplyError::UnknownTopic(_))) => {
                 ResponseError::UnknownTopicOrPartition
             }
-            Self::Metadata(StoreError::Rejected(_)) => ResponseError::InvalidRequest,
-            Self::Metadata(StoreError::Io { .. }) => ResponseError::KafkaStorageError,
+            Self::Metadata(ProposalError::Rejected(_)) => ResponseError::InvalidRequest,
+            // Retriable: the client tries again, as it would against a Kafka
+            // controller that is being elected.
+            Self::Metadata(ProposalError::Timeout) => ResponseError::RequestTimedOut,
+            Self::Metadata(ProposalError::LeadershipChanged | ProposalError::Stopped) => {
+                ResponseError::NotController
+            }
         }
     }
 }

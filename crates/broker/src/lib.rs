@@ -5,9 +5,8 @@
 //!   serves one client, one request at a time.
 //! - [`api`] has one module per Kafka API: decode, handle, encode, with the
 //!   codecs of the `kafka-protocol` crate.
-//! - [`metadata`] holds the records that change the cluster, the image they
-//!   build and their durable log; [`replicas`] keeps the hosted partition
-//!   logs in line with the image.
+//! - The cluster metadata lives in the Raft group of `keel-raft-metadata`;
+//!   [`replicas`] keeps the hosted partition logs in line with its image.
 //! - [`error`] is the one place internal errors become Kafka error codes.
 
 pub mod api;
@@ -15,7 +14,7 @@ pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod error;
-pub mod metadata;
+pub mod metrics;
 pub mod partition;
 pub mod replicas;
 pub mod server;

@@ -56,7 +56,7 @@ fn run(config: config::BrokerConfig) -> anyhow::Result<()> {
                     _ = interrupt.recv() => tracing::info!("received SIGINT"),
                 }
             })
-            .await;
-        Ok(())
+            .await
+            .context("keel stopped on a failure")
     })
 }

@@ -17,7 +17,8 @@ use std::{
 use keel_log::{LogError, PartitionLog, write_atomically};
 use uuid::Uuid;
 
-use crate::{config::TopicDefaults, metadata::MetadataImage, partition::Partition, topic_config};
+use crate::{config::TopicDefaults, partition::Partition, topic_config};
+use keel_raft_metadata::MetadataImage;
 
 const PARTITION_METADATA: &str = "partition.metadata";
 const DELETE_SUFFIX: &str = "-delete";

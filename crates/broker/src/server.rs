@@ -4,43 +4,65 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::{net::TcpListener, task::JoinSet};
+use keel_raft_metadata::NodeError;
+use tokio::{
+    net::TcpListener,
+    task::{JoinHandle, JoinSet},
+};
 
 use crate::{
     broker::{Broker, StartError, now_ms},
     config::BrokerConfig,
-    connection,
+    connection, metrics,
 };
 
 /// How often the flusher looks for logs whose `flush.ms` has passed.
 const FLUSH_TICK: Duration = Duration::from_millis(100);
 /// How long connections get to finish their current request on shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a stopping broker tries to fence itself through the quorum.
+const FENCE_TIMEOUT: Duration = Duration::from_secs(2);
 
-#[derive(Debug)]
 pub struct Server {
     broker: Arc<Broker>,
     listener: TcpListener,
+    metadata_node: JoinHandle<Result<(), NodeError>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("broker", &self.broker)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the broker stopped other than by a shutdown request.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("the metadata node failed: {0}")]
+    Metadata(#[from] NodeError),
+    #[error("the metadata node stopped unexpectedly")]
+    MetadataStopped,
 }
 
 impl Server {
-    /// Opens the broker's state (recovering logs as needed) and binds the
-    /// Kafka listener.
+    /// Opens the broker's state (the metadata node, then the partition logs,
+    /// recovering them as needed) and binds the Kafka listener.
     pub async fn bind(config: BrokerConfig) -> Result<Self, StartError> {
         let listen = config.listen;
-        let broker = tokio::task::spawn_blocking(move || Broker::open(config))
-            .await
-            .map_err(|e| StartError::DataDir {
-                dir: String::new(),
-                source: std::io::Error::other(e),
-            })??;
+        let (broker, metadata_node) = Broker::open(config).await?;
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|source| StartError::Listen {
                 address: listen,
                 source,
             })?;
-        Ok(Self { broker, listener })
+        Ok(Self {
+            broker,
+            listener,
+            metadata_node,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -51,26 +73,53 @@ impl Server {
         &self.broker
     }
 
-    /// Serves until `shutdown` resolves, then shuts down gracefully.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Self { broker, listener } = self;
+    /// Serves until `shutdown` resolves, then shuts down gracefully: no new
+    /// connections, in-flight requests finish, this broker is fenced if a
+    /// quorum answers, the metadata node stops and every log is closed. An
+    /// error means the metadata node failed (a storage error) and the
+    /// broker stopped because of it.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let Self {
+            broker,
+            listener,
+            mut metadata_node,
+        } = self;
         let config = &broker.config;
         tracing::info!(
             node_id = config.node_id,
             listen = %listener.local_addr().map_or(config.listen, |a| a),
             advertised = %format!("{}:{}", config.advertised_host, config.advertised_port),
-            cluster_id = broker.cluster_id,
+            cluster_listen = %config.cluster_listen,
+            voters = ?config.voters.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
             "keel is ready"
         );
         let mut background = JoinSet::new();
         background.spawn(flusher(Arc::clone(&broker)));
         background.spawn(retention(Arc::clone(&broker)));
+        if let Some(address) = config.metrics_listen {
+            match TcpListener::bind(address).await {
+                Ok(metrics_listener) => {
+                    background.spawn(metrics::serve(metrics_listener, Arc::clone(&broker)));
+                }
+                Err(e) => tracing::error!(%address, error = %e, "cannot serve metrics"),
+            }
+        }
 
+        let mut failure = None;
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                ended = &mut metadata_node => {
+                    let error = match ended {
+                        Ok(Err(e)) => ServerError::Metadata(e),
+                        _ => ServerError::MetadataStopped,
+                    };
+                    tracing::error!(error = %error, "stopping: the metadata node is gone");
+                    failure = Some(error);
+                    break;
+                }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         connections.spawn(connection::serve(Arc::clone(&broker), stream, peer));
@@ -96,11 +145,9 @@ impl Server {
             connections.shutdown().await;
         }
         background.shutdown().await;
-        let closing = Arc::clone(&broker);
-        if let Err(e) = tokio::task::spawn_blocking(move || closing.replicas.close_all()).await {
-            tracing::error!(error = %e, "closing logs failed");
-        }
+        broker.stop(FENCE_TIMEOUT).await;
         tracing::info!("keel stopped");
+        failure.map_or(Ok(()), Err)
     }
 }
 

@@ -45,9 +45,12 @@ struct Harness {
     _dir: tempfile::TempDir,
 }
 
-fn harness() -> Harness {
+async fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::open(BrokerConfig::for_tests(dir.path())).unwrap();
+    let (broker, _) = Broker::open(BrokerConfig::for_tests(dir.path()))
+        .await
+        .unwrap();
+    broker.registered().await;
     Harness { broker, _dir: dir }
 }
 
@@ -151,7 +154,7 @@ impl Harness {
 
 #[tokio::test]
 async fn produce_at_every_version_assigns_consecutive_offsets() {
-    let h = harness();
+    let h = harness().await;
     h.create_topic("p", 1).await;
     let mut expected = 0;
     for version in versions(ApiKey::Produce) {
@@ -165,7 +168,7 @@ async fn produce_at_every_version_assigns_consecutive_offsets() {
 
 #[tokio::test]
 async fn produce_errors_are_never_reported_as_success() {
-    let h = harness();
+    let h = harness().await;
     h.create_topic("p", 1).await;
     for version in versions(ApiKey::Produce) {
         let response = h.produce("missing-topic", version, 1).await;
@@ -197,7 +200,7 @@ async fn produce_errors_are_never_reported_as_success() {
 
 #[tokio::test]
 async fn produce_with_acks_zero_gets_no_response() {
-    let h = harness();
+    let h = harness().await;
     h.create_topic("p", 1).await;
     let request = ProduceRequest::default().with_acks(0).with_topic_data(vec![
         TopicProduceData::default()
@@ -214,7 +217,7 @@ async fn produce_with_acks_zero_gets_no_response() {
 
 #[tokio::test]
 async fn fetch_at_every_version_returns_the_batches() {
-    let h = harness();
+    let h = harness().await;
     h.create_topic("f", 1).await;
     h.produce("f", 9, 5).await;
     h.produce("f", 9, 5).await;
@@ -254,7 +257,7 @@ async fn fetch_at_every_version_returns_the_batches() {
 
 #[tokio::test]
 async fn fetch_limits_and_offset_out_of_range() {
-    let h = harness();
+    let h = harness().await;
     h.create_topic("f", 1).await;
     for _ in 0..10 {
         h.produce("f", 9, 1).await;
@@ -298,7 +301,7 @@ async fn fetch_limits_and_offset_out_of_range() {
 
 #[tokio::test]
 async fn fetch_long_poll_wakes_on_append() {
-    let h = Arc::new(harness());
+    let h = Arc::new(harness().await);
     h.create_topic("w", 1).await;
     let request = FetchRequest::default()
         .with_replica_id(BrokerId(-1))
@@ -339,7 +342,7 @@ async fn fetch_long_poll_wakes_on_append() {
 
 #[tokio::test]
 async fn list_offsets_at_every_version() {
-    let h = harness();
+    let h = harness().await;
     h.create_topic("l", 1).await;
     h.produce("l", 9, 4).await;
     for version in versions(ApiKey::ListOffsets) {
@@ -366,7 +369,7 @@ async fn list_offsets_at_every_version() {
 
 #[tokio::test]
 async fn metadata_at_every_version() {
-    let h = harness();
+    let h = harness().await;
     h.create_topic("m", 3).await;
     for version in versions(ApiKey::Metadata) {
         let all = if version == 0 {
@@ -401,7 +404,7 @@ async fn metadata_at_every_version() {
 
 #[tokio::test]
 async fn metadata_auto_creates_topics_with_the_default_partition_count() {
-    let h = harness();
+    let h = harness().await;
     let request = MetadataRequest::default()
         .with_topics(Some(vec![
             MetadataRequestTopic::default().with_name(Some(name("auto"))),
@@ -414,7 +417,7 @@ async fn metadata_auto_creates_topics_with_the_default_partition_count() {
 
 #[tokio::test]
 async fn api_versions_lists_exactly_what_is_implemented() {
-    let h = harness();
+    let h = harness().await;
     for version in versions(ApiKey::ApiVersions) {
         let response: ApiVersionsResponse = h
             .call(ApiKey::ApiVersions, version, &ApiVersionsRequest::default())
@@ -426,7 +429,7 @@ async fn api_versions_lists_exactly_what_is_implemented() {
 
 #[tokio::test]
 async fn a_too_new_api_versions_request_gets_the_v0_fallback() {
-    let h = harness();
+    let h = harness().await;
     let mut request = BytesMut::new();
     RequestHeader::default()
         .with_request_api_key(ApiKey::ApiVersions as i16)
@@ -444,7 +447,7 @@ async fn a_too_new_api_versions_request_gets_the_v0_fallback() {
 
 #[tokio::test]
 async fn unknown_apis_and_versions_get_unsupported_version() {
-    let h = harness();
+    let h = harness().await;
     for (key, version) in [
         (9999i16, 0i16),
         (ApiKey::Produce as i16, 99),
@@ -464,7 +467,7 @@ async fn unknown_apis_and_versions_get_unsupported_version() {
 
 #[tokio::test]
 async fn create_and_delete_topics_at_every_version() {
-    let h = harness();
+    let h = harness().await;
     for version in versions(ApiKey::CreateTopics) {
         let topic = format!("c{version}");
         let request = CreateTopicsRequest::default().with_topics(vec![
@@ -536,7 +539,7 @@ async fn create_and_delete_topics_at_every_version() {
 
 #[tokio::test]
 async fn create_partitions_at_every_version() {
-    let h = harness();
+    let h = harness().await;
     h.create_topic("cp", 1).await;
     for version in versions(ApiKey::CreatePartitions) {
         let count = 2 + i32::from(version);
@@ -563,7 +566,7 @@ async fn create_partitions_at_every_version() {
 
 #[tokio::test]
 async fn configs_are_described_and_altered_at_every_version() {
-    let h = harness();
+    let h = harness().await;
     h.create_topic("cfg", 1).await;
     for version in versions(ApiKey::IncrementalAlterConfigs) {
         let value = format!("{}", 1000 + i32::from(version));
@@ -642,7 +645,7 @@ async fn configs_are_described_and_altered_at_every_version() {
 
 #[tokio::test]
 async fn delete_records_moves_the_low_watermark() {
-    let h = harness();
+    let h = harness().await;
     h.create_topic("d", 1).await;
     h.produce("d", 9, 10).await;
     for version in versions(ApiKey::DeleteRecords) {
@@ -679,7 +682,7 @@ async fn delete_records_moves_the_low_watermark() {
 
 #[tokio::test]
 async fn init_producer_id_hands_out_distinct_ids() {
-    let h = harness();
+    let h = harness().await;
     let mut ids = Vec::new();
     for version in versions(ApiKey::InitProducerId) {
         let request = InitProducerIdRequest::default()
@@ -699,7 +702,7 @@ async fn init_producer_id_hands_out_distinct_ids() {
 
 #[tokio::test]
 async fn offset_for_leader_epoch_and_describe_cluster() {
-    let h = harness();
+    let h = harness().await;
     h.create_topic("e", 1).await;
     h.produce("e", 9, 3).await;
     for version in versions(ApiKey::OffsetForLeaderEpoch) {
@@ -738,13 +741,13 @@ async fn offset_for_leader_epoch_and_describe_cluster() {
             .await;
         assert_eq!(response.controller_id, BrokerId(1));
         assert_eq!(response.brokers.len(), 1);
-        assert_eq!(response.cluster_id.as_str(), h.broker.cluster_id);
+        assert_eq!(Some(response.cluster_id.to_string()), h.broker.cluster_id());
     }
 }
 
 #[tokio::test]
 async fn stale_and_future_leader_epochs_are_fenced() {
-    let h = harness();
+    let h = harness().await;
     h.create_topic("fe", 1).await;
     for (epoch, code) in [(5, 75), (-1, 0), (0, 0)] {
         let request = ListOffsetsRequest::default()

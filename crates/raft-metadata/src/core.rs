@@ -196,7 +196,11 @@ impl RaftCore {
     /// the latest snapshot; the entries after it are applied again as
     /// raft-rs hands them back. `voters` (id and cluster address) is the
     /// initial configuration of a new cluster.
-    pub fn open(config: CoreConfig, dir: &Path, voters: &[(u64, String)]) -> Result<Self, CoreError> {
+    pub fn open(
+        config: CoreConfig,
+        dir: &Path,
+        voters: &[(u64, String)],
+    ) -> Result<Self, CoreError> {
         let voter_ids: Vec<u64> = voters.iter().map(|(id, _)| *id).collect();
         let storage = DurableStorage::open(dir, &voter_ids)?;
         let snapshot = storage.latest_snapshot();
@@ -264,7 +268,11 @@ impl RaftCore {
 
     /// Proposes a metadata record; only a leader that has applied an entry
     /// of its own term accepts.
-    pub fn propose(&mut self, context: ProposalContext, record: &MetadataRecord) -> Result<(), ProposeError> {
+    pub fn propose(
+        &mut self,
+        context: ProposalContext,
+        record: &MetadataRecord,
+    ) -> Result<(), ProposeError> {
         self.check_can_propose()?;
         self.raw
             .propose(context.encode_to_vec(), record.encode_to_vec())
@@ -381,7 +389,11 @@ impl RaftCore {
         Ok(events)
     }
 
-    fn apply_entries(&mut self, entries: Vec<Entry>, events: &mut Vec<CoreEvent>) -> Result<(), CoreError> {
+    fn apply_entries(
+        &mut self,
+        entries: Vec<Entry>,
+        events: &mut Vec<CoreEvent>,
+    ) -> Result<(), CoreError> {
         for entry in entries {
             if entry.index <= self.applied {
                 continue;
@@ -404,16 +416,24 @@ impl RaftCore {
                 }
                 EntryType::EntryConfChange => {
                     let change = ConfChange::parse_from_bytes(&entry.data)
-                        .map_err(|e| raft::Error::CodecError(e.into()))?;
-                    self.apply_conf_change(&change, &change.context, change.node_id, change.get_change_type(), events)?;
+                        .map_err(raft::Error::CodecError)?;
+                    self.apply_conf_change(
+                        &change,
+                        &change.context,
+                        change.node_id,
+                        change.get_change_type(),
+                        events,
+                    )?;
                 }
                 EntryType::EntryConfChangeV2 => {
                     let change = ConfChangeV2::parse_from_bytes(&entry.data)
-                        .map_err(|e| raft::Error::CodecError(e.into()))?;
+                        .map_err(raft::Error::CodecError)?;
                     let (node_id, kind) = change
                         .get_changes()
                         .first()
-                        .map_or((0, ConfChangeType::AddNode), |c| (c.node_id, c.get_change_type()));
+                        .map_or((0, ConfChangeType::AddNode), |c| {
+                            (c.node_id, c.get_change_type())
+                        });
                     let context = change.context.clone();
                     self.apply_conf_change(&change, &context, node_id, kind, events)?;
                 }

@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use crate::records::{
     AllocateProducerIds, AlterTopicConfig, CreatePartitions, CreateTopic, DeleteTopic,
-    LeaderChangeReason, LeadershipChange, MetadataRecord, PartitionAssignment,
-    Record, RegisterBroker, SetPartitionLeader, UnfenceBroker, UpdateIsr,
+    LeaderChangeReason, LeadershipChange, MetadataRecord, PartitionAssignment, Record,
+    RegisterBroker, SetClusterId, SetPartitionLeader, UnfenceBroker, UpdateIsr,
 };
 
 /// The leadership history keeps this many changes; older ones are dropped.
@@ -64,7 +64,9 @@ pub struct TopicInfo {
 
 impl TopicInfo {
     pub fn partition(&self, index: i32) -> Option<&PartitionInfo> {
-        usize::try_from(index).ok().and_then(|i| self.partitions.get(i))
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
     }
 }
 
@@ -107,10 +109,13 @@ pub enum ApplyError {
     StaleLeaderEpoch { expected: i32, got: i32 },
     #[error("replica {0} is not in the partition's replica set")]
     NotAReplica(i32),
+    #[error("the cluster already has an id")]
+    ClusterIdSet,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetadataImage {
+    cluster_id: Option<String>,
     brokers: BTreeMap<i32, BrokerInfo>,
     topics: BTreeMap<String, Arc<TopicInfo>>,
     topic_ids: HashMap<Uuid, String>,
@@ -137,7 +142,18 @@ impl MetadataImage {
             Record::AllocateProducerIds(r) => self.allocate_producer_ids(r),
             Record::SetPartitionLeader(r) => self.set_partition_leader(r, term),
             Record::UpdateIsr(r) => self.update_isr(r),
+            Record::SetClusterId(SetClusterId { cluster_id }) => {
+                if self.cluster_id.is_some() {
+                    return Err(ApplyError::ClusterIdSet);
+                }
+                self.cluster_id = Some(cluster_id.clone());
+                Ok(())
+            }
         }
+    }
+
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster_id.as_deref()
     }
 
     fn register_broker(&mut self, r: &RegisterBroker) -> Result<(), ApplyError> {
@@ -164,7 +180,12 @@ impl MetadataImage {
         Ok(())
     }
 
-    fn set_fenced(&mut self, node_id: i32, incarnation: u64, fenced: bool) -> Result<(), ApplyError> {
+    fn set_fenced(
+        &mut self,
+        node_id: i32,
+        incarnation: u64,
+        fenced: bool,
+    ) -> Result<(), ApplyError> {
         let broker = self
             .brokers
             .get_mut(&node_id)
@@ -231,7 +252,9 @@ impl MetadataImage {
     }
 
     fn create_partitions(&mut self, r: &CreatePartitions) -> Result<(), ApplyError> {
-        let topic = self.topic(&r.name).ok_or_else(|| ApplyError::UnknownTopic(r.name.clone()))?;
+        let topic = self
+            .topic(&r.name)
+            .ok_or_else(|| ApplyError::UnknownTopic(r.name.clone()))?;
         let existing = topic.partitions.len() as i32;
         check_numbering(&r.name, &r.partitions, existing)?;
         for p in &r.partitions {
@@ -268,7 +291,11 @@ impl MetadataImage {
         Ok(())
     }
 
-    fn set_partition_leader(&mut self, r: &SetPartitionLeader, term: u64) -> Result<(), ApplyError> {
+    fn set_partition_leader(
+        &mut self,
+        r: &SetPartitionLeader,
+        term: u64,
+    ) -> Result<(), ApplyError> {
         let current = self.partition_info(&r.topic, r.partition)?.clone();
         if r.leader_epoch != current.leader_epoch + 1 {
             return Err(ApplyError::StaleLeaderEpoch {
@@ -340,13 +367,20 @@ impl MetadataImage {
             })
     }
 
-    fn partition_mut(&mut self, topic: &str, partition: i32) -> Result<&mut PartitionInfo, ApplyError> {
+    fn partition_mut(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<&mut PartitionInfo, ApplyError> {
         let unknown = || ApplyError::UnknownPartition {
             topic: topic.to_string(),
             partition,
         };
         let index = usize::try_from(partition).map_err(|_| unknown())?;
-        self.topic_mut(topic)?.partitions.get_mut(index).ok_or_else(unknown)
+        self.topic_mut(topic)?
+            .partitions
+            .get_mut(index)
+            .ok_or_else(unknown)
     }
 
     pub fn brokers(&self) -> impl Iterator<Item = &BrokerInfo> {
@@ -371,7 +405,9 @@ impl MetadataImage {
     }
 
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&Arc<TopicInfo>> {
-        self.topic_ids.get(id).and_then(|name| self.topics.get(name))
+        self.topic_ids
+            .get(id)
+            .and_then(|name| self.topics.get(name))
     }
 
     pub fn next_producer_id(&self) -> i64 {
@@ -385,6 +421,7 @@ impl MetadataImage {
 
     /// Rebuilds an image from its parts (snapshot restore).
     pub(crate) fn from_parts(
+        cluster_id: Option<String>,
         brokers: Vec<BrokerInfo>,
         topics: Vec<TopicInfo>,
         next_producer_id: i64,
@@ -393,6 +430,7 @@ impl MetadataImage {
     ) -> Self {
         let topic_ids = topics.iter().map(|t| (t.id, t.name.clone())).collect();
         Self {
+            cluster_id,
             brokers: brokers.into_iter().map(|b| (b.node_id, b)).collect(),
             topics: topics
                 .into_iter()

@@ -31,7 +31,9 @@ use tokio::{
 };
 
 use crate::{
-    core::{CoreConfig, CoreError, CoreEvent, CoreStatus, ProposalContext, ProposeError, RaftCore, Role},
+    core::{
+        CoreConfig, CoreError, CoreEvent, CoreStatus, ProposalContext, ProposeError, RaftCore, Role,
+    },
     image::{ApplyError, MetadataImage},
     records::MetadataRecord,
     transport::{self, Body, Forward, Join, Rejected, Transport, TransportEvent},
@@ -62,7 +64,13 @@ impl NodeConfig {
     /// Defaults aimed at a controller failover under a second on a LAN:
     /// 50 ms ticks, an election after 10 silent ticks (500 ms to 1 s, as
     /// raft-rs randomises), heartbeats every 2 ticks.
-    pub fn new(id: u64, listen: SocketAddr, advertised: String, voters: Vec<(u64, String)>, dir: PathBuf) -> Self {
+    pub fn new(
+        id: u64,
+        listen: SocketAddr,
+        advertised: String,
+        voters: Vec<(u64, String)>,
+        dir: PathBuf,
+    ) -> Self {
         Self {
             id,
             listen,
@@ -125,7 +133,10 @@ pub struct NodeStatus {
 type Reply = oneshot::Sender<Result<Arc<MetadataImage>, ProposalError>>;
 
 enum Command {
-    Propose { record: MetadataRecord, reply: Reply },
+    Propose {
+        record: MetadataRecord,
+        reply: Reply,
+    },
     Shutdown,
 }
 
@@ -149,7 +160,10 @@ impl std::fmt::Debug for Command {
 impl MetadataHandle {
     /// Commits a metadata change through Raft and returns the image right
     /// after it was applied on this node.
-    pub async fn propose(&self, record: MetadataRecord) -> Result<Arc<MetadataImage>, ProposalError> {
+    pub async fn propose(
+        &self,
+        record: MetadataRecord,
+    ) -> Result<Arc<MetadataImage>, ProposalError> {
         let (reply, response) = oneshot::channel();
         self.commands
             .send(Command::Propose { record, reply })
@@ -182,7 +196,9 @@ impl MetadataHandle {
 
 /// Opens the node's log, binds its listener and starts its task. The task
 /// ends with an error if storage fails; the caller must stop then.
-pub async fn start(config: NodeConfig) -> Result<(MetadataHandle, JoinHandle<Result<(), NodeError>>), NodeError> {
+pub async fn start(
+    config: NodeConfig,
+) -> Result<(MetadataHandle, JoinHandle<Result<(), NodeError>>), NodeError> {
     let mut core_config = CoreConfig::new(config.id);
     core_config.election_tick = config.election_tick;
     core_config.heartbeat_tick = config.heartbeat_tick;
@@ -191,7 +207,9 @@ pub async fn start(config: NodeConfig) -> Result<(MetadataHandle, JoinHandle<Res
     let dir = config.dir.clone();
     let core = tokio::task::spawn_blocking(move || RaftCore::open(core_config, &dir, &voters))
         .await
-        .map_err(|e| NodeError::Core(CoreError::Raft(raft::Error::ConfigInvalid(e.to_string()))))??;
+        .map_err(|e| {
+            NodeError::Core(CoreError::Raft(raft::Error::ConfigInvalid(e.to_string())))
+        })??;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| NodeError::Listen {
@@ -349,7 +367,11 @@ impl Node {
         }
         for (request_id, result) in completed {
             if let Some(pending) = self.pending.remove(&request_id) {
-                let _ = pending.reply.send(result.map(|()| Arc::clone(&image)).map_err(ProposalError::from));
+                let _ = pending.reply.send(
+                    result
+                        .map(|()| Arc::clone(&image))
+                        .map_err(ProposalError::from),
+                );
             }
         }
         self.publish_status();
@@ -421,7 +443,9 @@ impl Node {
                     Stage::Waiting
                 }
             }
-            Err(ProposeError::NotLeader { leader_id: None } | ProposeError::NotReady) => Stage::Waiting,
+            Err(ProposeError::NotLeader { leader_id: None } | ProposeError::NotReady) => {
+                Stage::Waiting
+            }
             Err(ProposeError::Dropped(reason)) => {
                 tracing::debug!(%reason, "proposal dropped by raft; retrying");
                 Stage::Waiting
@@ -481,7 +505,9 @@ impl Node {
     fn on_transport_event(&mut self, event: TransportEvent) {
         match event {
             TransportEvent::Unreachable(peer) => self.core.report_unreachable(peer),
-            TransportEvent::SnapshotSent { to, delivered } => self.core.report_snapshot(to, delivered),
+            TransportEvent::SnapshotSent { to, delivered } => {
+                self.core.report_snapshot(to, delivered)
+            }
             TransportEvent::Received(envelope) => self.on_envelope(envelope.from, envelope.body),
         }
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 /// One entry of the metadata log.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct MetadataRecord {
-    #[prost(oneof = "Record", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10")]
+    #[prost(oneof = "Record", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
     pub record: Option<Record>,
 }
 
@@ -33,6 +33,16 @@ pub enum Record {
     SetPartitionLeader(SetPartitionLeader),
     #[prost(message, tag = "10")]
     UpdateIsr(UpdateIsr),
+    #[prost(message, tag = "11")]
+    SetClusterId(SetClusterId),
+}
+
+/// Names the cluster. Only the first one applies: every node proposes one
+/// when it finds none, and the rest are rejected.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SetClusterId {
+    #[prost(string, tag = "1")]
+    pub cluster_id: String,
 }
 
 impl From<Record> for MetadataRecord {

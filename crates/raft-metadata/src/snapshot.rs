@@ -26,6 +26,8 @@ struct SnapshotData {
     next_history_sequence: u64,
     #[prost(btree_map = "uint64, string", tag = "6")]
     peers: BTreeMap<u64, String>,
+    #[prost(string, optional, tag = "7")]
+    cluster_id: Option<String>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -98,6 +100,7 @@ pub fn encode(image: &MetadataImage, peers: &BTreeMap<u64, String>) -> Vec<u8> {
         history: image.history().cloned().collect(),
         next_history_sequence: image.next_history_sequence(),
         peers: peers.clone(),
+        cluster_id: image.cluster_id().map(str::to_string),
     }
     .encode_to_vec()
 }
@@ -131,6 +134,7 @@ pub fn decode(bytes: &[u8]) -> Result<(MetadataImage, BTreeMap<u64, String>), Sn
         })
         .collect::<Result<Vec<_>, SnapshotError>>()?;
     let image = MetadataImage::from_parts(
+        data.cluster_id,
         brokers,
         topics,
         data.next_producer_id,
@@ -149,6 +153,10 @@ mod tests {
     fn an_image_round_trips() {
         let mut image = MetadataImage::default();
         let records: Vec<MetadataRecord> = vec![
+            Record::SetClusterId(crate::records::SetClusterId {
+                cluster_id: "c1".into(),
+            })
+            .into(),
             Record::RegisterBroker(RegisterBroker {
                 node_id: 3,
                 host: "h".into(),

@@ -209,7 +209,11 @@ impl DurableStorage {
 
     /// Makes a Ready's entries and HardState durable together: one write,
     /// one fsync. Entries that overwrite a conflicting tail drop it.
-    pub fn persist(&self, entries: &[Entry], hard_state: Option<&HardState>) -> Result<(), StorageError> {
+    pub fn persist(
+        &self,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+    ) -> Result<(), StorageError> {
         let mut core = self.write();
         let mut buf = Vec::new();
         if let Some(first) = entries.first() {
@@ -291,10 +295,12 @@ impl DurableStorage {
         if applied_index <= core.snapshot.get_metadata().index {
             return Ok(());
         }
-        let term = core.term(applied_index).ok_or_else(|| StorageError::Corrupt {
-            path: core.dir.join(LOG_FILE),
-            reason: format!("no entry at applied index {applied_index}"),
-        })?;
+        let term = core
+            .term(applied_index)
+            .ok_or_else(|| StorageError::Corrupt {
+                path: core.dir.join(LOG_FILE),
+                reason: format!("no entry at applied index {applied_index}"),
+            })?;
         let mut snapshot = Snapshot::default();
         snapshot.set_data(data.into());
         let metadata = snapshot.mut_metadata();
@@ -417,7 +423,9 @@ fn read_snapshot(path: &Path) -> Result<Snapshot, StorageError> {
         path: path.to_path_buf(),
         reason: reason.to_string(),
     };
-    let (crc, payload) = bytes.split_at_checked(4).ok_or_else(|| corrupt("too short"))?;
+    let (crc, payload) = bytes
+        .split_at_checked(4)
+        .ok_or_else(|| corrupt("too short"))?;
     if crc32c::crc32c(payload).to_be_bytes() != crc {
         return Err(corrupt("checksum mismatch"));
     }
@@ -427,10 +435,12 @@ fn read_snapshot(path: &Path) -> Result<Snapshot, StorageError> {
 fn write_snapshot(dir: &Path, snapshot: &Snapshot) -> Result<(), StorageError> {
     let path = dir.join(SNAPSHOT_FILE);
     let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-    let payload = snapshot.write_to_bytes().map_err(|e| StorageError::Corrupt {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
+    let payload = snapshot
+        .write_to_bytes()
+        .map_err(|e| StorageError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
     let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
     file.write_all(&crc32c::crc32c(&payload).to_be_bytes())
         .and_then(|()| file.write_all(&payload))
@@ -443,7 +453,10 @@ fn write_snapshot(dir: &Path, snapshot: &Snapshot) -> Result<(), StorageError> {
 impl Storage for DurableStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
         let core = self.read();
-        Ok(RaftState::new(core.hard_state.clone(), core.conf_state.clone()))
+        Ok(RaftState::new(
+            core.hard_state.clone(),
+            core.conf_state.clone(),
+        ))
     }
 
     fn entries(

@@ -150,7 +150,14 @@ impl Transport {
             }
             let (queue, rx) = mpsc::channel(PEER_QUEUE);
             let task = tokio::spawn(run_link(id, address.clone(), rx, self.events.clone()));
-            self.links.insert(id, Link { address, queue, task });
+            self.links.insert(
+                id,
+                Link {
+                    address,
+                    queue,
+                    task,
+                },
+            );
         }
     }
 
@@ -307,7 +314,11 @@ async fn read_peer(mut stream: TcpStream, peer: SocketAddr, events: mpsc::Sender
         let payload = buf.split_to(len);
         match Envelope::decode(payload.freeze()) {
             Ok(envelope) => {
-                if events.send(TransportEvent::Received(envelope)).await.is_err() {
+                if events
+                    .send(TransportEvent::Received(envelope))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }

@@ -15,6 +15,9 @@ use raft::eraftpb::{Message, MessageType};
 
 const BLOCK: i64 = 10;
 
+/// The entries one run of a node applied: index and the state machine's verdict.
+type Lifetime = Vec<(u64, Result<(), keel_raft_metadata::ApplyError>)>;
+
 struct Cluster {
     dir: tempfile::TempDir,
     config: CoreConfig,
@@ -24,7 +27,7 @@ struct Cluster {
     /// Links that drop everything, as (from, to).
     cut: BTreeSet<(u64, u64)>,
     /// Every Applied event, per node and per lifetime of the node.
-    applied: BTreeMap<u64, Vec<Vec<(u64, Result<(), keel_raft_metadata::ApplyError>)>>>,
+    applied: BTreeMap<u64, Vec<Lifetime>>,
     next_request: u64,
 }
 
@@ -61,7 +64,8 @@ impl Cluster {
     fn start(&mut self, id: u64) {
         let mut config = self.config.clone();
         config.id = id;
-        let core = RaftCore::open(config, &self.dir.path().join(id.to_string()), &self.voters).unwrap();
+        let core =
+            RaftCore::open(config, &self.dir.path().join(id.to_string()), &self.voters).unwrap();
         self.nodes.insert(id, Some(core));
         self.applied.entry(id).or_default().push(Vec::new());
     }
@@ -72,7 +76,11 @@ impl Cluster {
     }
 
     fn node(&mut self, id: u64) -> &mut RaftCore {
-        self.nodes.get_mut(&id).unwrap().as_mut().expect("node is running")
+        self.nodes
+            .get_mut(&id)
+            .unwrap()
+            .as_mut()
+            .expect("node is running")
     }
 
     fn isolate(&mut self, id: u64) {
@@ -103,7 +111,9 @@ impl Cluster {
                 }
                 progressed = true;
                 let mut outgoing = Vec::new();
-                let events = core.handle_ready(&mut |messages| outgoing.extend(messages)).unwrap();
+                let events = core
+                    .handle_ready(&mut |messages| outgoing.extend(messages))
+                    .unwrap();
                 self.queue.extend(outgoing);
                 let lifetime = self.applied.get_mut(&id).unwrap().last_mut().unwrap();
                 for event in events {
@@ -182,7 +192,12 @@ impl Cluster {
         for (id, lifetimes) in &self.applied {
             for lifetime in lifetimes {
                 for pair in lifetime.windows(2) {
-                    assert!(pair[1].0 > pair[0].0, "node {id} applied {} after {}", pair[1].0, pair[0].0);
+                    assert!(
+                        pair[1].0 > pair[0].0,
+                        "node {id} applied {} after {}",
+                        pair[1].0,
+                        pair[0].0
+                    );
                 }
                 for (index, result) in lifetime {
                     assert_eq!(result, &Ok(()), "node {id} entry {index}");
@@ -216,7 +231,11 @@ fn committed_records_are_applied_on_every_node_in_the_same_order() {
     }
     cluster.tick(5);
     for id in 1..=3 {
-        assert_eq!(cluster.image(id).next_producer_id(), 100 * BLOCK, "node {id}");
+        assert_eq!(
+            cluster.image(id).next_producer_id(),
+            100 * BLOCK,
+            "node {id}"
+        );
     }
     cluster.assert_applied_once_in_order();
 }
@@ -337,12 +356,20 @@ fn restarting_every_node_from_disk_applies_nothing_twice_and_skips_nothing() {
     }
     cluster.tick(5);
     for id in 1..=3 {
-        assert_eq!(cluster.image(id).next_producer_id(), 80 * BLOCK, "node {id}");
+        assert_eq!(
+            cluster.image(id).next_producer_id(),
+            80 * BLOCK,
+            "node {id}"
+        );
     }
     // Each restarted node re-applied only what followed its snapshot, every
     // record once and in order: AllocateProducerIds rejects a repeat or a gap.
     cluster.assert_applied_once_in_order();
-    assert!(cluster.applied[&1][1].first().is_some_and(|(index, _)| *index > 1));
+    assert!(
+        cluster.applied[&1][1]
+            .first()
+            .is_some_and(|(index, _)| *index > 1)
+    );
 }
 
 #[test]

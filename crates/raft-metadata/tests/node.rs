@@ -29,7 +29,12 @@ struct TestNode {
     task: tokio::task::JoinHandle<Result<(), keel_raft_metadata::NodeError>>,
 }
 
-async fn launch(id: u64, address: &str, voters: &[(u64, String)], dir: &std::path::Path) -> TestNode {
+async fn launch(
+    id: u64,
+    address: &str,
+    voters: &[(u64, String)],
+    dir: &std::path::Path,
+) -> TestNode {
     let mut config = NodeConfig::new(
         id,
         address.parse().unwrap(),
@@ -57,7 +62,9 @@ async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 async fn a_cluster_commits_through_any_node_survives_its_leader_and_adds_a_learner() {
     let dir = tempfile::tempdir().unwrap();
     let addresses: Vec<String> = (0..4).map(|_| free_address()).collect();
-    let voters: Vec<(u64, String)> = (1..=3).map(|id| (id, addresses[id as usize - 1].clone())).collect();
+    let voters: Vec<(u64, String)> = (1..=3)
+        .map(|id| (id, addresses[id as usize - 1].clone()))
+        .collect();
     let mut nodes = Vec::new();
     for (id, address) in &voters {
         nodes.push(launch(*id, address, &voters, dir.path()).await);
@@ -78,7 +85,12 @@ async fn a_cluster_commits_through_any_node_survives_its_leader_and_adds_a_learn
     // A record the state machine refuses is reported as such, not retried.
     let refused = nodes[1]
         .handle
-        .propose(Record::DeleteTopic(DeleteTopic { name: "nope".into() }).into())
+        .propose(
+            Record::DeleteTopic(DeleteTopic {
+                name: "nope".into(),
+            })
+            .into(),
+        )
         .await;
     assert!(matches!(refused, Err(ProposalError::Rejected(_))));
 
@@ -98,7 +110,12 @@ async fn a_cluster_commits_through_any_node_survives_its_leader_and_adds_a_learn
         .unwrap();
     nodes[leader].handle.shutdown().await;
     nodes[leader].task.abort();
-    let survivors: Vec<&TestNode> = nodes.iter().enumerate().filter(|(i, _)| *i != leader).map(|(_, n)| n).collect();
+    let survivors: Vec<&TestNode> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader)
+        .map(|(_, n)| n)
+        .collect();
     let mut committed = None;
     for _ in 0..50 {
         match survivors[0].handle.propose(allocate(next)).await {
@@ -123,7 +140,9 @@ async fn a_cluster_commits_through_any_node_survives_its_leader_and_adds_a_learn
 async fn without_a_quorum_proposals_fail_in_time_and_the_image_stays_readable() {
     let dir = tempfile::tempdir().unwrap();
     let addresses: Vec<String> = (0..3).map(|_| free_address()).collect();
-    let voters: Vec<(u64, String)> = (1..=3).map(|id| (id, addresses[id as usize - 1].clone())).collect();
+    let voters: Vec<(u64, String)> = (1..=3)
+        .map(|id| (id, addresses[id as usize - 1].clone()))
+        .collect();
     // Only one of three voters runs.
     let lonely = launch(1, &voters[0].1, &voters, dir.path()).await;
     let started = std::time::Instant::now();

@@ -1,6 +1,8 @@
 //! CreatePartitions: grows a topic to a new partition count, placing the
 //! new partitions like CreateTopics does or as the request assigns them.
 
+use std::time::Duration;
+
 use kafka_protocol::{
     messages::{
         CreatePartitionsRequest, CreatePartitionsResponse,
@@ -13,37 +15,36 @@ use kafka_protocol::{
 use super::{
     RequestContext,
     create_topics::{MAX_PARTITIONS_PER_REQUEST, check_replica_list, place_replicas},
+    topics::admin_timeout,
 };
-use crate::{
-    broker::Broker,
-    error::AdminError,
-    metadata::{PartitionAssignment, Record, records::CreatePartitions},
-};
+use crate::{broker::Broker, error::AdminError};
+use keel_raft_metadata::{PartitionAssignment, Record, records::CreatePartitions};
 
 pub(super) async fn handle(
     ctx: &RequestContext<'_>,
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
-    let results = request
-        .topics
-        .iter()
-        .map(|topic| {
-            let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
-            match grow(ctx.broker, topic, request.validate_only) {
+    let timeout = admin_timeout(request.timeout_ms);
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in &request.topics {
+        let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
+        results.push(
+            match grow(ctx.broker, topic, request.validate_only, timeout).await {
                 Ok(()) => result,
                 Err(error) => result
                     .with_error_code(error.code().code())
                     .with_error_message(Some(StrBytes::from_string(error.to_string()))),
-            }
-        })
-        .collect();
+            },
+        );
+    }
     CreatePartitionsResponse::default().with_results(results)
 }
 
-fn grow(
+async fn grow(
     broker: &Broker,
     request: &CreatePartitionsTopic,
     validate_only: bool,
+    timeout: Duration,
 ) -> Result<(), AdminError> {
     let name = request.name.0.to_string();
     let image = broker.image();
@@ -102,13 +103,16 @@ fn grow(
     if validate_only {
         return Ok(());
     }
-    broker.propose(
-        Record::CreatePartitions(CreatePartitions {
-            name: name.clone(),
-            partitions,
-        })
-        .into(),
-    )?;
+    broker
+        .propose(
+            Record::CreatePartitions(CreatePartitions {
+                name: name.clone(),
+                partitions,
+            })
+            .into(),
+            timeout,
+        )
+        .await?;
     tracing::info!(topic = name, partitions = request.count, "added partitions");
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! CreateTopics, and the topic creation that Metadata's auto-creation
 //! shares: validation, replica placement and the metadata record.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use kafka_protocol::{
     messages::{
@@ -15,13 +15,15 @@ use uuid::Uuid;
 
 use super::{
     RequestContext,
-    topics::{colliding_topic, validate_topic_name},
+    topics::{admin_timeout, colliding_topic, validate_topic_name},
 };
 use crate::{
-    broker::Broker,
+    broker::{Broker, now_ms},
     error::AdminError,
-    metadata::{MetadataImage, PartitionAssignment, Record, TopicInfo, records::CreateTopic},
     topic_config::{self, InvalidConfig, TOPIC_CONFIGS},
+};
+use keel_raft_metadata::{
+    MetadataImage, PartitionAssignment, Record, TopicInfo, records::CreateTopic,
 };
 
 /// Kafka's cap on partitions created by one request.
@@ -38,12 +40,14 @@ pub(crate) struct TopicSpec {
     pub(crate) configs: BTreeMap<String, String>,
 }
 
-/// Validates a topic and, unless `validate_only`, commits it. Returns the
-/// topic as it is (or would be) created.
-pub(crate) fn create_topic(
+/// Validates a topic and, unless `validate_only`, commits it through the
+/// metadata quorum within `timeout`. Returns the topic as it is (or would
+/// be) created.
+pub(crate) async fn create_topic(
     broker: &Broker,
     spec: TopicSpec,
     validate_only: bool,
+    timeout: Duration,
 ) -> Result<Arc<TopicInfo>, AdminError> {
     let image = broker.image();
     validate_topic_name(&spec.name).map_err(AdminError::InvalidTopic)?;
@@ -77,18 +81,22 @@ pub(crate) fn create_topic(
         topic_id: Uuid::new_v4().as_bytes().to_vec(),
         partitions,
         configs,
+        timestamp_ms: now_ms(),
+        controller: broker.controller_id(),
     };
     if validate_only {
         let mut preview = MetadataImage::clone(&image);
         preview
-            .apply(&Record::CreateTopic(record).into())
+            .apply(&Record::CreateTopic(record).into(), 0)
             .map_err(|e| AdminError::InvalidRequest(e.to_string()))?;
         return preview
             .topic(&spec.name)
             .cloned()
             .ok_or(AdminError::UnknownTopic(spec.name));
     }
-    let image = broker.propose(Record::CreateTopic(record).into())?;
+    let image = broker
+        .propose(Record::CreateTopic(record).into(), timeout)
+        .await?;
     tracing::info!(topic = spec.name, "created topic");
     image
         .topic(&spec.name)
@@ -96,8 +104,11 @@ pub(crate) fn create_topic(
         .ok_or(AdminError::UnknownTopic(spec.name))
 }
 
-/// Spreads `count` partitions numbered from `first` over the registered
-/// brokers, round robin from a random start; the first replica leads.
+/// Spreads `count` partitions numbered from `first` over the live
+/// (registered, unfenced) brokers, round robin from a random start; the
+/// first replica leads. With racks, the brokers are ordered so that racks
+/// alternate, which puts a partition's replicas on different racks
+/// whenever there are enough of them.
 pub(crate) fn place_replicas(
     image: &MetadataImage,
     first: i32,
@@ -114,10 +125,10 @@ pub(crate) fn place_replicas(
             "{count} partitions in one request; the limit is {MAX_PARTITIONS_PER_REQUEST}"
         )));
     }
-    let brokers: Vec<i32> = image.brokers().map(|b| b.node_id).collect();
+    let brokers = rack_alternating(image);
     if replication_factor <= 0 || replication_factor as usize > brokers.len() {
         return Err(AdminError::InvalidReplicationFactor(format!(
-            "replication factor {replication_factor} is not between 1 and the {} registered brokers",
+            "replication factor {replication_factor} is not between 1 and the {} live brokers",
             brokers.len()
         )));
     }
@@ -130,6 +141,23 @@ pub(crate) fn place_replicas(
             assignment(first + i, replicas)
         })
         .collect())
+}
+
+/// Live broker ids, ordered by interleaving racks: the first broker of each
+/// rack, then the second of each, and so on. Brokers without a rack form
+/// one group of their own.
+fn rack_alternating(image: &MetadataImage) -> Vec<i32> {
+    let mut by_rack: BTreeMap<Option<&str>, Vec<i32>> = BTreeMap::new();
+    for broker in image.live_brokers() {
+        by_rack
+            .entry(broker.rack.as_deref())
+            .or_default()
+            .push(broker.node_id);
+    }
+    let longest = by_rack.values().map(Vec::len).max().unwrap_or(0);
+    (0..longest)
+        .flat_map(|i| by_rack.values().filter_map(move |ids| ids.get(i).copied()))
+        .collect()
 }
 
 fn assignment(partition: i32, replicas: Vec<i32>) -> PartitionAssignment {
@@ -242,28 +270,29 @@ pub(super) async fn handle(
     for topic in &request.topics {
         *seen.entry(topic.name.0.to_string()).or_insert(0) += 1;
     }
-    let results = request
-        .topics
-        .iter()
-        .map(|topic| {
-            let result = TopicResultBuilder::new(topic, ctx.version);
-            let name = topic.name.0.to_string();
-            if seen.get(&name).copied().unwrap_or(0) > 1 {
-                return result.failed(&AdminError::InvalidRequest(format!(
-                    "topic '{name}' appears more than once in the request"
-                )));
+    let timeout = admin_timeout(request.timeout_ms);
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in &request.topics {
+        let result = TopicResultBuilder::new(topic, ctx.version);
+        let name = topic.name.0.to_string();
+        if seen.get(&name).copied().unwrap_or(0) > 1 {
+            results.push(result.failed(&AdminError::InvalidRequest(format!(
+                "topic '{name}' appears more than once in the request"
+            ))));
+            continue;
+        }
+        let created = match spec_from(topic) {
+            Ok(spec) => create_topic(broker, spec, request.validate_only, timeout).await,
+            Err(error) => Err(error),
+        };
+        results.push(match created {
+            Ok(created) => result.created(&created, broker),
+            Err(error) => {
+                tracing::debug!(topic = name, %error, "create topic refused");
+                result.failed(&error)
             }
-            match spec_from(topic)
-                .and_then(|spec| create_topic(broker, spec, request.validate_only))
-            {
-                Ok(created) => result.created(&created, broker),
-                Err(error) => {
-                    tracing::debug!(topic = name, %error, "create topic refused");
-                    result.failed(&error)
-                }
-            }
-        })
-        .collect();
+        });
+    }
     CreateTopicsResponse::default().with_topics(results)
 }
 

@@ -1,6 +1,8 @@
 //! DeleteTopics, by name or (v6+) by topic id. The partitions' logs are
 //! removed as the deletion is applied.
 
+use std::time::Duration;
+
 use kafka_protocol::{
     messages::{
         DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
@@ -10,12 +12,9 @@ use kafka_protocol::{
 };
 use uuid::Uuid;
 
-use super::RequestContext;
-use crate::{
-    broker::Broker,
-    error::AdminError,
-    metadata::{Record, records::DeleteTopic},
-};
+use super::{RequestContext, topics::admin_timeout};
+use crate::{broker::Broker, error::AdminError};
+use keel_raft_metadata::{Record, records::DeleteTopic};
 
 /// From this version topics may be named by id.
 const TOPIC_STATE_VERSION: i16 = 6;
@@ -39,10 +38,11 @@ pub(super) async fn handle(
             .map(|n| (Some(n.0.to_string()), Uuid::nil()))
             .collect()
     };
-    let responses = targets
-        .into_iter()
-        .map(|(name, id)| {
-            let result = delete(ctx.broker, name.as_deref(), id);
+    let timeout = admin_timeout(request.timeout_ms);
+    let mut responses = Vec::with_capacity(targets.len());
+    for (name, id) in targets {
+        responses.push({
+            let result = delete(ctx.broker, name.as_deref(), id, timeout).await;
             let (name, id) = match &result {
                 Ok((name, id)) => (Some(name.clone()), *id),
                 Err(_) => (name, id),
@@ -64,12 +64,17 @@ pub(super) async fn handle(
                             .then(|| StrBytes::from_string(error.to_string())),
                     ),
             }
-        })
-        .collect();
+        });
+    }
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
-fn delete(broker: &Broker, name: Option<&str>, id: Uuid) -> Result<(String, Uuid), AdminError> {
+async fn delete(
+    broker: &Broker,
+    name: Option<&str>,
+    id: Uuid,
+    timeout: Duration,
+) -> Result<(String, Uuid), AdminError> {
     let image = broker.image();
     let topic = match name {
         Some(name) => image
@@ -77,12 +82,15 @@ fn delete(broker: &Broker, name: Option<&str>, id: Uuid) -> Result<(String, Uuid
             .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?,
         None => image.topic_by_id(&id).ok_or(AdminError::UnknownTopicId)?,
     };
-    broker.propose(
-        Record::DeleteTopic(DeleteTopic {
-            name: topic.name.clone(),
-        })
-        .into(),
-    )?;
+    broker
+        .propose(
+            Record::DeleteTopic(DeleteTopic {
+                name: topic.name.clone(),
+            })
+            .into(),
+            timeout,
+        )
+        .await?;
     tracing::info!(topic = topic.name, "deleted topic");
     Ok((topic.name.clone(), topic.id))
 }

@@ -27,7 +27,7 @@ pub(super) async fn handle(
     }
     let image = ctx.broker.image();
     let brokers = image
-        .brokers()
+        .live_brokers()
         .map(|b| {
             DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(b.node_id))
@@ -38,7 +38,9 @@ pub(super) async fn handle(
         .collect();
     DescribeClusterResponse::default()
         .with_endpoint_type(ENDPOINT_TYPE_BROKERS)
-        .with_cluster_id(StrBytes::from_string(ctx.broker.cluster_id.clone()))
-        .with_controller_id(BrokerId(ctx.broker.config.node_id))
+        .with_cluster_id(StrBytes::from_string(
+            ctx.broker.cluster_id().unwrap_or_default(),
+        ))
+        .with_controller_id(BrokerId(ctx.broker.controller_id()))
         .with_brokers(brokers)
 }

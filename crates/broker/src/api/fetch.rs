@@ -26,9 +26,9 @@ use super::{
 };
 use crate::{
     error::PartitionError,
-    metadata::MetadataImage,
     partition::{Partition, ReadLimit},
 };
+use keel_raft_metadata::MetadataImage;
 
 /// From this version topics are named by id.
 const TOPIC_ID_VERSION: i16 = 13;

@@ -16,13 +16,14 @@ use kafka_protocol::{
 use super::{
     RequestContext,
     describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC},
+    topics::admin_timeout,
 };
 use crate::{
     broker::Broker,
     error::AdminError,
-    metadata::{Record, records::AlterTopicConfig},
     topic_config::{self, ConfigType, InvalidConfig},
 };
+use keel_raft_metadata::{Record, records::AlterTopicConfig};
 
 const SET: i8 = 0;
 const DELETE: i8 = 1;
@@ -33,25 +34,24 @@ pub(super) async fn handle(
     ctx: &RequestContext<'_>,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
-    let responses = request
-        .resources
-        .iter()
-        .map(|resource| {
-            let response = AlterConfigsResourceResponse::default()
-                .with_resource_type(resource.resource_type)
-                .with_resource_name(resource.resource_name.clone());
-            match alter(ctx.broker, resource, request.validate_only) {
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for resource in &request.resources {
+        let response = AlterConfigsResourceResponse::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(resource.resource_name.clone());
+        responses.push(
+            match alter(ctx.broker, resource, request.validate_only).await {
                 Ok(()) => response,
                 Err(error) => response
                     .with_error_code(error.code().code())
                     .with_error_message(Some(StrBytes::from_string(error.to_string()))),
-            }
-        })
-        .collect();
+            },
+        );
+    }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
-fn alter(
+async fn alter(
     broker: &Broker,
     resource: &AlterConfigsResource,
     validate_only: bool,
@@ -144,14 +144,17 @@ fn alter(
     if validate_only {
         return Ok(());
     }
-    broker.propose(
-        Record::AlterTopicConfig(AlterTopicConfig {
-            name: name.clone(),
-            set,
-            delete,
-        })
-        .into(),
-    )?;
+    broker
+        .propose(
+            Record::AlterTopicConfig(AlterTopicConfig {
+                name: name.clone(),
+                set,
+                delete,
+            })
+            .into(),
+            admin_timeout(0),
+        )
+        .await?;
     tracing::info!(topic = name, "altered topic configs");
     Ok(())
 }

@@ -26,7 +26,7 @@ pub(super) async fn handle(
         );
         return failed(ResponseError::InvalidRequest);
     }
-    match ctx.broker.next_producer_id() {
+    match ctx.broker.next_producer_id().await {
         Ok(id) => InitProducerIdResponse::default()
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::metadata::{BrokerInfo, MetadataImage};
+use keel_raft_metadata::{BrokerInfo, MetadataImage};
 
 /// The leader of a partition as the image knows it: `(leader, epoch)`, or
 /// `(-1, -1)` if unknown.

@@ -3,6 +3,8 @@
 //! broker answers alike. Unknown topics are created here when both the
 //! broker and the request allow it.
 
+use std::time::Duration;
+
 use kafka_protocol::{
     error::ResponseError,
     messages::{
@@ -20,10 +22,12 @@ use super::{
     create_topics::{TopicSpec, create_topic},
     topics::validate_topic_name,
 };
-use crate::{
-    error::AdminError,
-    metadata::{MetadataImage, TopicInfo},
-};
+use crate::error::AdminError;
+use keel_raft_metadata::{MetadataImage, TopicInfo};
+
+/// How long a Metadata request waits for an auto-created topic to commit
+/// before answering LEADER_NOT_AVAILABLE for it.
+const AUTO_CREATE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Before this version `allow_auto_topic_creation` did not exist and was
 /// implicitly true.
@@ -68,12 +72,18 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: MetadataRequest) -
                 replication_factor: -1,
                 ..TopicSpec::default()
             };
-            match create_topic(broker, spec, false) {
+            match create_topic(broker, spec, false, AUTO_CREATE_TIMEOUT).await {
                 Ok(_) => {}
                 Err(AdminError::TopicExists(_)) => {}
+                Err(AdminError::Metadata(error)) if error.is_retriable() => {
+                    // Kafka answers LEADER_NOT_AVAILABLE while a topic is being
+                    // created; the client asks again.
+                    tracing::debug!(topic = name, %error, "auto-creation not committed yet");
+                    creation_errors.push((name.to_string(), ResponseError::LeaderNotAvailable));
+                }
                 Err(error) => {
                     tracing::warn!(topic = name, %error, "auto-creating topic failed");
-                    creation_errors.push((name.to_string(), error));
+                    creation_errors.push((name.to_string(), error.code()));
                 }
             }
         }
@@ -98,7 +108,7 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: MetadataRequest) -
                         let error = creation_errors
                             .iter()
                             .find(|(n, _)| *n == name)
-                            .map(|(_, e)| e.code())
+                            .map(|(_, e)| *e)
                             .unwrap_or_else(|| match validate_topic_name(&name) {
                                 Ok(()) => ResponseError::UnknownTopicOrPartition,
                                 Err(_) => ResponseError::InvalidTopicException,
@@ -114,7 +124,7 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: MetadataRequest) -
     MetadataResponse::default()
         .with_brokers(
             image
-                .brokers()
+                .live_brokers()
                 .map(|b| {
                     MetadataResponseBroker::default()
                         .with_node_id(BrokerId(b.node_id))
@@ -130,11 +140,13 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: MetadataRequest) -
                 .collect(),
         )
         .with_cluster_id(
-            (ctx.version >= CLUSTER_ID_VERSION)
-                .then(|| StrBytes::from_string(broker.cluster_id.clone())),
+            broker
+                .cluster_id()
+                .filter(|_| ctx.version >= CLUSTER_ID_VERSION)
+                .map(StrBytes::from_string),
         )
         .with_controller_id(BrokerId(if ctx.version >= CONTROLLER_VERSION {
-            broker.config.node_id
+            broker.controller_id()
         } else {
             -1
         }))

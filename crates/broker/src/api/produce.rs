@@ -25,10 +25,8 @@ use super::{
     leader_hint::{Endpoints, current_leader},
     topics::leader_replica,
 };
-use crate::{
-    broker::now_ms, error::PartitionError, metadata::MetadataImage, partition::Partition,
-    topic_config,
-};
+use crate::{broker::now_ms, error::PartitionError, partition::Partition, topic_config};
+use keel_raft_metadata::MetadataImage;
 
 /// The first version carrying KIP-951 leader hints.
 const LEADER_HINT_VERSION: i16 = 10;

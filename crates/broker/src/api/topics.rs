@@ -1,9 +1,22 @@
 //! Rules shared by the handlers: topic names and finding the local leader
 //! replica of a partition.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use crate::{broker::Broker, error::PartitionError, metadata::MetadataImage, partition::Partition};
+use crate::{broker::Broker, error::PartitionError, partition::Partition};
+use keel_raft_metadata::MetadataImage;
+
+/// How long an admin change waits for the metadata quorum when the request
+/// does not say (Kafka's default request timeout).
+const DEFAULT_ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The timeout of an admin request: its own `timeout_ms` when positive.
+pub(crate) fn admin_timeout(timeout_ms: i32) -> Duration {
+    match u64::try_from(timeout_ms) {
+        Ok(ms) if ms > 0 => Duration::from_millis(ms),
+        _ => DEFAULT_ADMIN_TIMEOUT,
+    }
+}
 
 /// Kafka's limit on topic name length.
 const MAX_NAME_LEN: usize = 249;

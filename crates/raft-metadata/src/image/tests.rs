@@ -56,7 +56,10 @@ fn topics_are_created_extended_altered_and_deleted() {
     let mut image = MetadataImage::default();
     image.apply(&create("orders", 1, 2), 1).unwrap();
     assert_eq!(image.topic("orders").unwrap().partitions.len(), 2);
-    assert_eq!(image.topic_by_id(&Uuid::from_u128(1)).unwrap().name, "orders");
+    assert_eq!(
+        image.topic_by_id(&Uuid::from_u128(1)).unwrap().name,
+        "orders"
+    );
     image
         .apply(
             &Record::CreatePartitions(CreatePartitions {
@@ -82,7 +85,13 @@ fn topics_are_created_extended_altered_and_deleted() {
     assert_eq!(topic.partitions.len(), 3);
     assert_eq!(topic.configs["retention.ms"], "5");
     image
-        .apply(&Record::DeleteTopic(DeleteTopic { name: "orders".into() }).into(), 1)
+        .apply(
+            &Record::DeleteTopic(DeleteTopic {
+                name: "orders".into(),
+            })
+            .into(),
+            1,
+        )
         .unwrap();
     assert!(image.topic("orders").is_none());
     assert!(image.topic_by_id(&Uuid::from_u128(1)).is_none());
@@ -95,7 +104,10 @@ fn invalid_records_are_rejected_without_changing_the_image() {
     let before = image.clone();
     let rejected = [
         (create("a", 2, 1), ApplyError::TopicExists("a".into())),
-        (create("b", 1, 1), ApplyError::TopicIdInUse(Uuid::from_u128(1))),
+        (
+            create("b", 1, 1),
+            ApplyError::TopicIdInUse(Uuid::from_u128(1)),
+        ),
         (
             Record::DeleteTopic(DeleteTopic { name: "zz".into() }).into(),
             ApplyError::UnknownTopic("zz".into()),
@@ -157,7 +169,10 @@ fn brokers_register_fence_and_unfence_by_incarnation() {
         Err(ApplyError::StaleIncarnation { .. })
     ));
     image.apply(&fence(10), 1).unwrap();
-    assert_eq!(image.live_brokers().map(|b| b.node_id).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(
+        image.live_brokers().map(|b| b.node_id).collect::<Vec<_>>(),
+        vec![2]
+    );
     // A restarted broker registers a newer incarnation and is live again.
     image.apply(&register(1, 11), 1).unwrap();
     assert_eq!(image.live_brokers().count(), 2);
@@ -180,7 +195,10 @@ fn leader_changes_need_the_next_epoch_and_are_recorded() {
             got: 2
         })
     );
-    assert_eq!(image.apply(&set_leader(9, 1, vec![2]), 4), Err(ApplyError::NotAReplica(9)));
+    assert_eq!(
+        image.apply(&set_leader(9, 1, vec![2]), 4),
+        Err(ApplyError::NotAReplica(9))
+    );
     image.apply(&set_leader(2, 1, vec![2, 3]), 4).unwrap();
     let partition = image.topic("t").unwrap().partition(0).unwrap().clone();
     assert_eq!((partition.leader, partition.leader_epoch), (2, 1));
@@ -209,7 +227,10 @@ fn isr_updates_are_fenced_by_leader_epoch() {
         .into()
     };
     image.apply(&update(0, vec![1, 2]), 1).unwrap();
-    assert_eq!(image.topic("t").unwrap().partition(0).unwrap().isr, vec![1, 2]);
+    assert_eq!(
+        image.topic("t").unwrap().partition(0).unwrap().isr,
+        vec![1, 2]
+    );
     assert!(matches!(
         image.apply(&update(3, vec![1]), 1),
         Err(ApplyError::StaleLeaderEpoch { .. })
@@ -222,7 +243,9 @@ fn the_history_is_bounded() {
     let mut image = MetadataImage::default();
     image.apply(&create("t", 1, 1), 1).unwrap();
     for epoch in 1..=(HISTORY_RETENTION as i32 + 10) {
-        image.apply(&set_leader(1 + epoch % 3, epoch, vec![1, 2, 3]), 1).unwrap();
+        image
+            .apply(&set_leader(1 + epoch % 3, epoch, vec![1, 2, 3]), 1)
+            .unwrap();
     }
     assert_eq!(image.history().count(), HISTORY_RETENTION);
     assert_eq!(

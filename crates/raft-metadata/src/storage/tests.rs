@@ -1,19 +1,21 @@
 use super::*;
 
 fn entry(index: u64, term: u64) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term;
-    e.set_data(format!("e{index}t{term}").into_bytes().into());
-    e
+    Entry {
+        index,
+        term,
+        data: format!("e{index}t{term}").into_bytes().into(),
+        ..Default::default()
+    }
 }
 
 fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
-    let mut hs = HardState::default();
-    hs.term = term;
-    hs.vote = vote;
-    hs.commit = commit;
-    hs
+    HardState {
+        term,
+        vote,
+        commit,
+        ..Default::default()
+    }
 }
 
 fn terms(storage: &DurableStorage) -> Vec<(u64, u64)> {
@@ -37,7 +39,10 @@ fn a_new_node_starts_with_the_given_voters() {
     drop(storage);
     // Reopening with other voters does not change an existing node.
     let storage = DurableStorage::open(dir.path(), &[9]).unwrap();
-    assert_eq!(storage.initial_state().unwrap().conf_state.voters, vec![1, 2, 3]);
+    assert_eq!(
+        storage.initial_state().unwrap().conf_state.voters,
+        vec![1, 2, 3]
+    );
 }
 
 #[test]
@@ -46,7 +51,10 @@ fn entries_and_hard_state_survive_reopen_and_conflicts_are_dropped() {
     {
         let storage = DurableStorage::open(dir.path(), &[1]).unwrap();
         storage
-            .persist(&[entry(1, 1), entry(2, 1), entry(3, 1)], Some(&hard_state(1, 1, 2)))
+            .persist(
+                &[entry(1, 1), entry(2, 1), entry(3, 1)],
+                Some(&hard_state(1, 1, 2)),
+            )
             .unwrap();
         // A new leader overwrites index 3 onwards.
         storage
@@ -57,7 +65,14 @@ fn entries_and_hard_state_survive_reopen_and_conflicts_are_dropped() {
     let storage = DurableStorage::open(dir.path(), &[1]).unwrap();
     assert_eq!(terms(&storage), vec![(1, 1), (2, 1), (3, 2), (4, 2)]);
     let state = storage.initial_state().unwrap();
-    assert_eq!((state.hard_state.term, state.hard_state.vote, state.hard_state.commit), (2, 2, 3));
+    assert_eq!(
+        (
+            state.hard_state.term,
+            state.hard_state.vote,
+            state.hard_state.commit
+        ),
+        (2, 2, 3)
+    );
 }
 
 #[test]
@@ -65,12 +80,21 @@ fn a_torn_tail_loses_only_the_unfinished_write() {
     let dir = tempfile::tempdir().unwrap();
     {
         let storage = DurableStorage::open(dir.path(), &[1]).unwrap();
-        storage.persist(&[entry(1, 1)], Some(&hard_state(1, 1, 1))).unwrap();
-        storage.persist(&[entry(2, 1)], Some(&hard_state(1, 1, 2))).unwrap();
+        storage
+            .persist(&[entry(1, 1)], Some(&hard_state(1, 1, 1)))
+            .unwrap();
+        storage
+            .persist(&[entry(2, 1)], Some(&hard_state(1, 1, 2)))
+            .unwrap();
     }
     let path = dir.path().join(LOG_FILE);
     let len = fs::metadata(&path).unwrap().len();
-    OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 3).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
     let storage = DurableStorage::open(dir.path(), &[1]).unwrap();
     // The cut tears the HardState record at the end of the last write: the
     // complete entry record before it stays, the HardState falls back to the
@@ -90,7 +114,9 @@ fn snapshots_compact_the_log_and_survive_reopen() {
     {
         let storage = DurableStorage::open(dir.path(), &[1, 2]).unwrap();
         let entries: Vec<Entry> = (1..=10).map(|i| entry(i, 1)).collect();
-        storage.persist(&entries, Some(&hard_state(1, 1, 10))).unwrap();
+        storage
+            .persist(&entries, Some(&hard_state(1, 1, 10)))
+            .unwrap();
         storage.create_snapshot(7, b"state at 7".to_vec()).unwrap();
         assert_eq!(storage.first_index().unwrap(), 8);
         assert_eq!(storage.term(7).unwrap(), 1);
@@ -112,7 +138,9 @@ fn snapshots_compact_the_log_and_survive_reopen() {
 fn an_installed_snapshot_replaces_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let storage = DurableStorage::open(dir.path(), &[1, 2, 3]).unwrap();
-    storage.persist(&[entry(1, 1), entry(2, 1)], Some(&hard_state(1, 0, 1))).unwrap();
+    storage
+        .persist(&[entry(1, 1), entry(2, 1)], Some(&hard_state(1, 0, 1)))
+        .unwrap();
     let mut snapshot = Snapshot::default();
     snapshot.set_data(b"leader state".to_vec().into());
     snapshot.mut_metadata().index = 50;
@@ -138,7 +166,9 @@ fn a_missing_snapshot_is_requested_not_invented() {
     let storage = DurableStorage::open(dir.path(), &[1]).unwrap();
     assert!(matches!(
         storage.snapshot(0, 2),
-        Err(RaftError::Store(RaftStorageError::SnapshotTemporarilyUnavailable))
+        Err(RaftError::Store(
+            RaftStorageError::SnapshotTemporarilyUnavailable
+        ))
     ));
     assert!(storage.snapshot_requested());
 }
