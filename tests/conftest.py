@@ -28,10 +28,12 @@ def free_port() -> int:
 class Broker:
     """One keel process and its data directory."""
 
-    def __init__(self, data_dir: Path, extra_args=()):
+    def __init__(self, data_dir: Path, extra_args=(), node_id=1, cluster_port=None):
         self.data_dir = data_dir
+        self.node_id = node_id
         self.port = free_port()
-        self.cluster_port = free_port()
+        self.cluster_port = cluster_port or free_port()
+        self.metrics_port = free_port()
         self.extra_args = list(extra_args)
         self.process = None
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
@@ -44,21 +46,28 @@ class Broker:
     def command(self):
         return [
             str(KEEL),
-            "--node-id", "1",
+            "--node-id", str(self.node_id),
             "--listen", self.bootstrap,
             "--cluster-listen", f"127.0.0.1:{self.cluster_port}",
+            "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
             "--data-dir", str(self.data_dir),
             "--log-level", "info",
             *self.extra_args,
         ]
 
     def start(self, timeout=30.0):
+        self.start_async()
+        return self.wait_ready(timeout)
+
+    def start_async(self):
         assert KEEL.exists(), f"{KEEL} is missing: run `cargo build` first"
         self.starts += 1
         log = open(self.log_path, "a")
         log.write(f"--- start {self.starts}\n")
         log.flush()
         self.process = subprocess.Popen(self.command(), stdout=log, stderr=log)
+
+    def wait_ready(self, timeout=30.0):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -93,6 +102,65 @@ class Broker:
             self.process.kill()
             self.process.wait(timeout=30)
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def metrics(self) -> dict:
+        """The node's Prometheus gauges and counters by name."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                values[name] = float(value)
+        return values
+
+
+class Cluster:
+    """N keel processes sharing one Raft quorum (the first `voters` nodes)."""
+
+    def __init__(self, root: Path, size: int, voters=3, extra_args=()):
+        ports = {i: free_port() for i in range(1, size + 1)}
+        voter_list = ",".join(f"{i}@127.0.0.1:{ports[i]}" for i in range(1, min(voters, size) + 1))
+        self.brokers = {
+            i: Broker(root / f"node-{i}", ["--voters", voter_list, *extra_args],
+                      node_id=i, cluster_port=ports[i])
+            for i in range(1, size + 1)
+        }
+
+    def start(self):
+        for broker in self.brokers.values():
+            broker.start_async()
+        for broker in self.brokers.values():
+            broker.wait_ready()
+        return self
+
+    @property
+    def bootstrap(self) -> str:
+        return next(b.bootstrap for b in self.brokers.values() if b.running)
+
+    def controller(self, timeout=15.0):
+        """The node whose metrics say it is the active controller."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for broker in self.brokers.values():
+                if broker.running:
+                    try:
+                        if broker.metrics().get("keel_is_controller") == 1:
+                            return broker
+                    except OSError:
+                        pass
+            time.sleep(0.05)
+        raise TimeoutError("no controller")
+
+    def close(self):
+        for broker in self.brokers.values():
+            broker.close()
+
 
 @pytest.fixture
 def broker_factory(tmp_path):
@@ -111,3 +179,17 @@ def broker_factory(tmp_path):
 @pytest.fixture
 def broker(broker_factory):
     return broker_factory(["--num-partitions", "4"])
+
+
+@pytest.fixture
+def cluster_factory(tmp_path):
+    clusters = []
+
+    def make(size=3, extra_args=(), voters=3):
+        cluster = Cluster(tmp_path, size, voters=voters, extra_args=extra_args)
+        clusters.append(cluster)
+        return cluster.start()
+
+    yield make
+    for cluster in clusters:
+        cluster.close()

@@ -185,6 +185,12 @@ pub fn render(broker: &Broker) -> String {
         "Leadership changes kept in the history.",
         image.history().count(),
     );
+    gauge(
+        &mut out,
+        "keel_metadata_image_digest",
+        "CRC-32C of the metadata image: equal on nodes that applied the same records.",
+        crc32c::crc32c(&keel_raft_metadata::snapshot::encode(&image, &Default::default())),
+    );
     out
 }
 

@@ -227,7 +227,7 @@ impl RaftCore {
             ..Config::default()
         };
         raft_config.validate()?;
-        let raw = RawNode::new(&raft_config, storage.clone(), &logger(config.id))?;
+        let raw = RawNode::new(&raft_config, storage.clone(), &logger())?;
         let recovered_commit = storage.hard_state().commit;
         Ok(Self {
             recovered_commit,

@@ -39,7 +39,8 @@ impl Drain for TracingDrain {
     }
 }
 
-/// A logger for raft-rs that writes to `tracing`.
-pub(crate) fn logger(node_id: u64) -> slog::Logger {
-    slog::Logger::root(TracingDrain.fuse(), slog::o!("raft_id" => node_id))
+/// A logger for raft-rs that writes to `tracing` (raft-rs adds the node id
+/// to every record itself).
+pub(crate) fn logger() -> slog::Logger {
+    slog::Logger::root(TracingDrain.fuse(), slog::o!())
 }

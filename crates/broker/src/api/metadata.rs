@@ -168,18 +168,25 @@ fn describe(image: &MetadataImage, topic: &TopicInfo, version: i16) -> MetadataR
             let offline: Vec<BrokerId> = p
                 .replicas
                 .iter()
-                .filter(|id| version >= OFFLINE_REPLICAS_VERSION && image.broker(**id).is_none())
+                .filter(|id| {
+                    version >= OFFLINE_REPLICAS_VERSION && image.broker(**id).is_none_or(|b| b.fenced)
+                })
                 .map(|id| BrokerId(*id))
                 .collect();
-            let error = if p.leader < 0 {
-                ResponseError::LeaderNotAvailable.code()
-            } else {
-                0
+            // A leader that is fenced or gone cannot be reached: the
+            // partition has no leader until the controller elects one.
+            let live_leader = image
+                .broker(p.leader)
+                .is_some_and(|b| !b.fenced)
+                .then_some(p.leader);
+            let error = match live_leader {
+                Some(_) => 0,
+                None => ResponseError::LeaderNotAvailable.code(),
             };
             MetadataResponsePartition::default()
                 .with_error_code(error)
                 .with_partition_index(p.partition)
-                .with_leader_id(BrokerId(p.leader))
+                .with_leader_id(BrokerId(live_leader.unwrap_or(-1)))
                 .with_leader_epoch(if version >= LEADER_EPOCH_VERSION {
                     p.leader_epoch
                 } else {
