@@ -189,7 +189,10 @@ pub fn render(broker: &Broker) -> String {
         &mut out,
         "keel_metadata_image_digest",
         "CRC-32C of the metadata image: equal on nodes that applied the same records.",
-        crc32c::crc32c(&keel_raft_metadata::snapshot::encode(&image, &Default::default())),
+        crc32c::crc32c(&keel_raft_metadata::snapshot::encode(
+            &image,
+            &Default::default(),
+        )),
     );
     out
 }

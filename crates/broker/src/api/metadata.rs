@@ -169,7 +169,8 @@ fn describe(image: &MetadataImage, topic: &TopicInfo, version: i16) -> MetadataR
                 .replicas
                 .iter()
                 .filter(|id| {
-                    version >= OFFLINE_REPLICAS_VERSION && image.broker(**id).is_none_or(|b| b.fenced)
+                    version >= OFFLINE_REPLICAS_VERSION
+                        && image.broker(**id).is_none_or(|b| b.fenced)
                 })
                 .map(|id| BrokerId(*id))
                 .collect();
