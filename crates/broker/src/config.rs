@@ -93,8 +93,9 @@ struct Flags {
     /// Raft tick interval.
     #[arg(long, env = "KEEL_RAFT_TICK_MS", default_value_t = 50)]
     raft_tick_ms: u64,
-    /// Ticks without a leader before a voter campaigns (randomised up to twice this).
-    #[arg(long, env = "KEEL_RAFT_ELECTION_TICKS", default_value_t = 10)]
+    /// Ticks without a leader before a voter may campaign (it does after a
+    /// random number of ticks up to twice this).
+    #[arg(long, env = "KEEL_RAFT_ELECTION_TICKS", default_value_t = 8)]
     raft_election_ticks: usize,
     /// Ticks between a leader's heartbeats.
     #[arg(long, env = "KEEL_RAFT_HEARTBEAT_TICKS", default_value_t = 2)]

@@ -50,8 +50,8 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
     pub id: u64,
-    /// Ticks without a leader before a follower campaigns (randomised up to
-    /// twice this).
+    /// Ticks without a leader before a follower may campaign; it does after
+    /// a random number of ticks in (election_tick, 2 * election_tick).
     pub election_tick: usize,
     pub heartbeat_tick: usize,
     /// Take a snapshot and compact the log after this many applied entries.
@@ -62,7 +62,7 @@ impl CoreConfig {
     pub fn new(id: u64) -> Self {
         Self {
             id,
-            election_tick: 10,
+            election_tick: 8,
             heartbeat_tick: 2,
             snapshot_entries: 10_000,
         }
@@ -216,6 +216,12 @@ impl RaftCore {
         let raft_config = Config {
             id: config.id,
             election_tick: config.election_tick,
+            // A follower grants (pre-)votes only once it has not heard from
+            // the leader for a full election_tick; campaigning at exactly
+            // that tick would often find the other follower a tick behind
+            // and lose a whole round. One tick of margin avoids it.
+            min_election_tick: config.election_tick + 1,
+            max_election_tick: config.election_tick * 2,
             heartbeat_tick: config.heartbeat_tick,
             // The state machine is durable only up to the snapshot; what
             // follows is re-applied, never skipped.

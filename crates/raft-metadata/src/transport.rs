@@ -89,6 +89,8 @@ pub(crate) enum TransportEvent {
 struct Outgoing {
     frame: Vec<u8>,
     snapshot: bool,
+    /// Already written once to a connection that turned out dead.
+    retried: bool,
 }
 
 struct Link {
@@ -200,6 +202,7 @@ impl Transport {
             .try_send(Outgoing {
                 frame: frame(envelope),
                 snapshot,
+                retried: false,
             })
             .is_ok()
     }
@@ -220,6 +223,7 @@ async fn run_link(
     events: mpsc::Sender<TransportEvent>,
 ) {
     let mut backoff = BACKOFF_START;
+    let mut pending_retry: Option<Outgoing> = None;
     loop {
         let mut stream = match TcpStream::connect(&address).await {
             Ok(stream) => {
@@ -232,7 +236,8 @@ async fn run_link(
                 // What is queued is stale by the time the peer is back;
                 // Raft resends what matters.
                 let mut dropped = false;
-                while let Ok(outgoing) = queue.try_recv() {
+                let stale = pending_retry.take().into_iter();
+                for outgoing in stale.chain(std::iter::from_fn(|| queue.try_recv().ok())) {
                     dropped = true;
                     if outgoing.snapshot {
                         let _ = events
@@ -251,23 +256,59 @@ async fn run_link(
                 continue;
             }
         };
+        // Peers never write on this connection, so a readable socket means
+        // the peer closed it (it restarted or died): reconnect right away
+        // rather than lose the next message to a dead socket.
+        let mut probe = [0u8; 1];
+        let mut retry = pending_retry.take();
         loop {
-            let Some(outgoing) = queue.recv().await else {
-                return;
+            let outgoing = match retry.take() {
+                Some(outgoing) => outgoing,
+                None => tokio::select! {
+                    outgoing = queue.recv() => match outgoing {
+                        Some(outgoing) => outgoing,
+                        None => return,
+                    },
+                    _ = stream.read(&mut probe) => {
+                        tracing::debug!(peer, %address, "raft peer closed the connection");
+                        break;
+                    }
+                },
             };
-            let result = stream.write_all(&outgoing.frame).await;
-            if outgoing.snapshot {
-                let _ = events
-                    .send(TransportEvent::SnapshotSent {
-                        to: peer,
-                        delivered: result.is_ok(),
-                    })
-                    .await;
-            }
-            if let Err(e) = result {
-                tracing::debug!(peer, %address, error = %e, "raft peer connection lost");
-                let _ = events.send(TransportEvent::Unreachable(peer)).await;
-                break;
+            match stream.write_all(&outgoing.frame).await {
+                Ok(()) => {
+                    if outgoing.snapshot {
+                        let _ = events
+                            .send(TransportEvent::SnapshotSent {
+                                to: peer,
+                                delivered: true,
+                            })
+                            .await;
+                    }
+                }
+                Err(e) if !outgoing.retried => {
+                    tracing::debug!(peer, %address, error = %e, "raft peer connection lost");
+                    // One more try on a fresh connection: the message is
+                    // likely still current (a vote, an append).
+                    pending_retry = Some(Outgoing {
+                        retried: true,
+                        ..outgoing
+                    });
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(peer, %address, error = %e, "raft peer connection lost again");
+                    if outgoing.snapshot {
+                        let _ = events
+                            .send(TransportEvent::SnapshotSent {
+                                to: peer,
+                                delivered: false,
+                            })
+                            .await;
+                    }
+                    let _ = events.send(TransportEvent::Unreachable(peer)).await;
+                    break;
+                }
             }
         }
     }
