@@ -28,6 +28,18 @@ use keel_raft_metadata::{
 
 /// Kafka's cap on partitions created by one request.
 pub(crate) const MAX_PARTITIONS_PER_REQUEST: i32 = 10_000;
+/// Followers do not replicate yet: a second replica would be an empty log
+/// that acks=all counted as in sync. Refused until replication exists.
+const MAX_REPLICATION_FACTOR: usize = 1;
+
+fn check_replication_factor(replicas: usize) -> Result<(), AdminError> {
+    if replicas > MAX_REPLICATION_FACTOR {
+        return Err(AdminError::InvalidReplicationFactor(format!(
+            "replication factor {replicas} is not supported yet: partitions have one replica until follower replication is implemented"
+        )));
+    }
+    Ok(())
+}
 
 /// What a caller asks for; -1 counts take the broker defaults.
 #[derive(Debug, Default)]
@@ -126,6 +138,9 @@ pub(crate) fn place_replicas(
         )));
     }
     let brokers = rack_alternating(image);
+    if replication_factor > 0 {
+        check_replication_factor(replication_factor as usize)?;
+    }
     if replication_factor <= 0 || replication_factor as usize > brokers.len() {
         return Err(AdminError::InvalidReplicationFactor(format!(
             "replication factor {replication_factor} is not between 1 and the {} live brokers",
@@ -181,6 +196,7 @@ pub(crate) fn check_replica_list(
             "empty replica list".into(),
         ));
     }
+    check_replication_factor(replicas.len())?;
     for (i, id) in replicas.iter().enumerate() {
         if image.broker(*id).is_none() {
             return Err(AdminError::InvalidReplicaAssignment(format!(
@@ -355,5 +371,66 @@ impl TopicResultBuilder {
             .with_num_partitions(topic.partitions.len() as i32)
             .with_replication_factor(replication_factor)
             .with_configs(Some(configs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_raft_metadata::records::RegisterBroker;
+
+    use super::*;
+
+    fn image_with(brokers: &[(i32, Option<&str>)]) -> MetadataImage {
+        let mut image = MetadataImage::default();
+        for (id, rack) in brokers {
+            let record = Record::RegisterBroker(RegisterBroker {
+                node_id: *id,
+                host: "h".into(),
+                port: 9092,
+                rack: rack.map(str::to_string),
+                incarnation: 1,
+            });
+            image.apply(&record.into(), 1).unwrap();
+        }
+        image
+    }
+
+    #[test]
+    fn racks_alternate_in_the_placement_order() {
+        let image = image_with(&[
+            (1, Some("a")),
+            (2, Some("a")),
+            (3, Some("b")),
+            (4, Some("b")),
+            (5, Some("c")),
+        ]);
+        assert_eq!(rack_alternating(&image), vec![1, 3, 5, 2, 4]);
+    }
+
+    #[test]
+    fn partitions_spread_over_every_live_broker() {
+        let image = image_with(&[(1, None), (2, None), (3, None)]);
+        let partitions = place_replicas(&image, 0, 6, 1).unwrap();
+        let mut leaders: Vec<i32> = partitions.iter().map(|p| p.leader).collect();
+        leaders.sort_unstable();
+        assert_eq!(leaders, vec![1, 1, 2, 2, 3, 3]);
+        assert!(
+            partitions
+                .iter()
+                .all(|p| p.isr == p.replicas && p.leader_epoch == 0)
+        );
+    }
+
+    #[test]
+    fn more_than_one_replica_is_refused_until_replication_exists() {
+        let image = image_with(&[(1, None), (2, None), (3, None)]);
+        assert!(matches!(
+            place_replicas(&image, 0, 1, 3),
+            Err(AdminError::InvalidReplicationFactor(_))
+        ));
+        assert!(matches!(
+            place_replicas(&image, 0, 1, 4),
+            Err(AdminError::InvalidReplicationFactor(_))
+        ));
     }
 }
