@@ -45,7 +45,7 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     ConfigDef {
         name: "cleanup.policy",
         config_type: ConfigType::List,
-        doc: "What happens to old segments: 'delete' removes them by retention.ms and retention.bytes.",
+        doc: "What happens to old data: 'delete' removes segments by retention.ms and retention.bytes; 'compact' keeps the latest record of every key; both may be given.",
         broker_synonym: "log.cleanup.policy",
         validate: validate_cleanup_policy,
     },
@@ -55,6 +55,13 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         doc: "Batches are stored as the producer compressed them ('producer').",
         broker_synonym: "compression.type",
         validate: validate_compression_type,
+    },
+    ConfigDef {
+        name: "delete.retention.ms",
+        config_type: ConfigType::Long,
+        doc: "How long a compacted topic keeps a tombstone (a record with a null value).",
+        broker_synonym: "log.cleaner.delete.retention.ms",
+        validate: |v| parse_at_least::<i64>(v, 0),
     },
     ConfigDef {
         name: "flush.messages",
@@ -193,6 +200,7 @@ fn default_value(name: &str, defaults: &TopicDefaults) -> String {
     let log = &defaults.log;
     match name {
         "cleanup.policy" => "delete".into(),
+        "delete.retention.ms" => log.delete_retention_ms.to_string(),
         "compression.type" => "producer".into(),
         "flush.messages" => log.flush.messages.unwrap_or(i64::MAX as u64).to_string(),
         "flush.ms" => log
@@ -229,6 +237,8 @@ pub fn log_config(overrides: &BTreeMap<String, String>, defaults: &TopicDefaults
         log_append_time: get("message.timestamp.type")
             .map_or(base.log_append_time, |v| v == "LogAppendTime"),
         producer_expiration_ms: base.producer_expiration_ms,
+        compact: cleanup_policy(overrides).1,
+        delete_retention_ms: long("delete.retention.ms").unwrap_or(base.delete_retention_ms),
         flush: FlushPolicy {
             messages: long("flush.messages")
                 .map(|v| v as u64)
@@ -272,14 +282,28 @@ fn parse_bool(value: &str) -> Result<String, String> {
 }
 
 fn validate_cleanup_policy(value: &str) -> Result<String, String> {
+    let (mut delete, mut compact) = (false, false);
     for policy in value.split(',').map(str::trim) {
         match policy {
-            "delete" => {}
-            "compact" => return Err("log compaction is not supported yet; use 'delete'".into()),
+            "delete" => delete = true,
+            "compact" => compact = true,
             other => return Err(format!("unknown cleanup policy '{other}'")),
         }
     }
-    Ok("delete".into())
+    Ok(match (delete, compact) {
+        (true, true) => "compact,delete",
+        (false, true) => "compact",
+        _ => "delete",
+    }
+    .into())
+}
+
+/// Which of retention (`delete`) and compaction (`compact`) a topic uses.
+pub fn cleanup_policy(overrides: &BTreeMap<String, String>) -> (bool, bool) {
+    let policy = overrides
+        .get("cleanup.policy")
+        .map_or("delete", String::as_str);
+    (policy.contains("delete"), policy.contains("compact"))
 }
 
 fn validate_compression_type(value: &str) -> Result<String, String> {
@@ -317,7 +341,11 @@ mod tests {
         assert!(validate("segment.bytes", "99999999999").is_err());
         assert!(validate("message.timestamp.type", "LogAppendTime").is_ok());
         assert!(validate("cleanup.policy", "delete").is_ok());
-        assert!(validate("cleanup.policy", "compact").is_err());
+        assert_eq!(
+            validate("cleanup.policy", "delete, compact").unwrap(),
+            "compact,delete"
+        );
+        assert!(validate("cleanup.policy", "shred").is_err());
     }
 
     #[test]

@@ -192,6 +192,44 @@ pub fn set_log_append_time(header: &mut [u8], records: &[u8], now_ms: i64) {
     header[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Rewrites a complete batch's `last_offset_delta` and, for a
+/// LogAppendTime batch, its timestamp type and max timestamp, then
+/// recomputes the CRC. The cleaner uses it after re-encoding a batch.
+pub(crate) fn reseal(bytes: &mut [u8], last_offset_delta: i32, log_append_time: Option<i64>) {
+    bytes[23..27].copy_from_slice(&last_offset_delta.to_be_bytes());
+    if let Some(max_timestamp) = log_append_time {
+        let attributes = read_i16(bytes, ATTRIBUTES_OFFSET) | TIMESTAMP_TYPE_MASK;
+        bytes[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+        bytes[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
+    }
+    let crc = crc32c::crc32c(&bytes[ATTRIBUTES_OFFSET..]);
+    bytes[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// A batch without records that keeps `header`'s offsets, producer id,
+/// epoch and sequence range, uncompressed, both timestamps set to its max
+/// timestamp: what Kafka's cleaner leaves of an idempotent producer's last
+/// batch so the producer's state can still be rebuilt from the log.
+pub(crate) fn empty_batch(header: &BatchHeader) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(BATCH_HEADER_LEN);
+    bytes.extend(header.base_offset.to_be_bytes());
+    bytes.extend(((BATCH_HEADER_LEN - LOG_OVERHEAD) as i32).to_be_bytes());
+    bytes.extend(header.partition_leader_epoch.to_be_bytes());
+    bytes.push(MAGIC_V2 as u8);
+    bytes.extend([0u8; 4]);
+    bytes.extend((header.attributes & !COMPRESSION_MASK).to_be_bytes());
+    bytes.extend(header.last_offset_delta.to_be_bytes());
+    bytes.extend(header.max_timestamp.to_be_bytes());
+    bytes.extend(header.max_timestamp.to_be_bytes());
+    bytes.extend(header.producer_id.to_be_bytes());
+    bytes.extend(header.producer_epoch.to_be_bytes());
+    bytes.extend(header.base_sequence.to_be_bytes());
+    bytes.extend(0i32.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[ATTRIBUTES_OFFSET..]);
+    bytes[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    bytes
+}
+
 /// Splits a buffer of concatenated batches, as a produce request carries
 /// them, into whole batches. A trailing partial batch is an error.
 pub fn split_batches(mut bytes: &[u8]) -> Result<Vec<&[u8]>, BatchError> {
@@ -318,6 +356,21 @@ mod tests {
         assert_eq!(split_batches(&bytes).unwrap().len(), 2);
         bytes.truncate(bytes.len() - 3);
         assert!(split_batches(&bytes).is_err());
+    }
+
+    #[test]
+    fn an_empty_batch_keeps_offsets_and_sequences() {
+        let mut bytes = batch(3, 10);
+        assign_offset_and_epoch(&mut bytes, 40, 2);
+        let header = validate_client_batch(&bytes).unwrap();
+        let empty = empty_batch(&header);
+        let parsed = BatchHeader::parse(&empty).unwrap();
+        assert_eq!(parsed.total_len(), empty.len());
+        verify_crc(&parsed, &empty).unwrap();
+        assert_eq!(parsed.records_count, 0);
+        assert_eq!(parsed.last_offset(), 42);
+        assert_eq!(parsed.base_sequence, header.base_sequence);
+        assert_eq!(parsed.partition_leader_epoch, 2);
     }
 
     #[test]

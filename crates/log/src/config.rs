@@ -47,6 +47,12 @@ pub struct LogConfig {
     /// Forget an idle idempotent producer after this long.
     pub producer_expiration_ms: i64,
     pub flush: FlushPolicy,
+    /// `cleanup.policy` includes `compact`: every record needs a key, and
+    /// [`crate::PartitionLog::clean`] keeps only the latest record per key.
+    pub compact: bool,
+    /// How long the cleaner keeps a tombstone (a record with a null value)
+    /// after its timestamp (`delete.retention.ms`).
+    pub delete_retention_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -61,6 +67,8 @@ impl Default for LogConfig {
             log_append_time: false,
             producer_expiration_ms: 24 * 3_600_000,
             flush: FlushPolicy::default(),
+            compact: false,
+            delete_retention_ms: 24 * 3_600_000,
         }
     }
 }

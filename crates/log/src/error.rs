@@ -23,6 +23,10 @@ pub enum BatchError {
     },
     #[error("a produce request must carry exactly one batch per partition, got {0}")]
     NotOneBatch(usize),
+    #[error("compacted topics need a key on every record")]
+    MissingKey,
+    #[error("the batch's records cannot be read within the decompression limit")]
+    UndecodableRecords,
 }
 
 impl BatchError {

@@ -15,12 +15,15 @@
 //!   the indexes are rebuilt.
 //! - Retention by time and size, DeleteRecords and follower truncation move
 //!   the log's ends; the leader epoch cache answers OffsetForLeaderEpoch.
+//! - [`PartitionLog::clean`] compacts a `cleanup.policy=compact` log, keeping
+//!   the latest record of each key (module `cleaner`).
 //!
 //! Nothing here does networking or knows about other replicas; the broker
 //! decides what the high watermark is and passes it in.
 
 pub mod batch;
 mod checkpoint;
+mod cleaner;
 mod config;
 mod epoch_cache;
 mod error;
@@ -33,6 +36,7 @@ mod segment;
 pub mod testing;
 
 pub use checkpoint::write_atomically;
+pub use cleaner::CleanOutcome;
 pub use config::{FlushPolicy, LogConfig};
 pub use epoch_cache::EpochEntry;
 pub use error::{BatchError, LogError, Result};

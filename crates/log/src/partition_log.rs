@@ -9,6 +9,9 @@
 //! - Everything below `recovery_point` has been fsynced; after an unclean
 //!   stop only segments from the one holding the recovery point onwards are
 //!   re-validated.
+//! - With compaction, offsets inside and between segments may have gaps
+//!   (see the `cleaner` module), and `log_start_offset` may lie below the first
+//!   segment's base offset once the cleaner has emptied the first segment.
 //!
 //! Files in the partition directory besides the segments:
 //! `log-start-offset`, `recovery-point`, `leader-epoch-checkpoint`,
@@ -28,13 +31,14 @@ use crate::{
         validate_client_batch,
     },
     checkpoint::{read_offset, sync_dir, write_atomically, write_offset},
+    cleaner::{self, CleanOutcome, CleanParams, OFFSET_MAP_BUDGET},
     config::LogConfig,
     epoch_cache::{EpochEntry, LeaderEpochCache},
     error::{LogError, Result},
     producer_state::{ProducerStateTable, SequenceCheck},
     read::ReadSlice,
-    records::{check_records, visit_records},
-    segment::{LOG_SUFFIX, LocatedBatch, Segment},
+    records::{check_keys, check_records, visit_records},
+    segment::{CLEANED_SUFFIX, LOG_SUFFIX, LocatedBatch, Segment},
 };
 
 const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
@@ -183,9 +187,13 @@ impl PartitionLog {
             closed: false,
         };
         let log_end_offset = log.log_end_offset();
-        log.log_start_offset = stored_start
-            .unwrap_or(first_base)
-            .clamp(first_base, log_end_offset);
+        // The checkpoint may lie below the first segment once the cleaner
+        // has deleted an emptied first segment; reads there find the next
+        // batch, as in any gap.
+        log.log_start_offset = match stored_start {
+            Some(start) if start >= 0 => start.min(log_end_offset),
+            _ => first_base,
+        };
         log.epochs.truncate_from_end(log_end_offset)?;
         log.epochs.truncate_from_start(log.log_start_offset)?;
         log.load_producer_state(clean_shutdown, now_ms)?;
@@ -311,6 +319,9 @@ impl PartitionLog {
         }
         let header = validate_client_batch(batch)?;
         check_records(batch, &header)?;
+        if self.config.compact {
+            check_keys(batch, &header)?;
+        }
         if batch.len() > self.config.max_message_bytes {
             return Err(LogError::BatchTooLarge {
                 size: batch.len(),
@@ -708,6 +719,38 @@ impl PartitionLog {
         self.rebuild_producer_state()
     }
 
+    /// Compacts the log if the topic is compacted, and is a no-op otherwise:
+    /// keeps only the latest record of each key in the segments that are not
+    /// the active one and lie wholly below `high_watermark`, and removes
+    /// tombstones older than `delete_retention_ms`, as the `cleaner` module
+    /// describes.
+    pub fn clean(&mut self, now_ms: i64, high_watermark: i64) -> Result<CleanOutcome> {
+        if self.closed {
+            return Err(LogError::Closed);
+        }
+        if !self.config.compact {
+            let size = self.size_in_bytes();
+            return Ok(CleanOutcome {
+                bytes_before: size,
+                bytes_after: size,
+                ..CleanOutcome::default()
+            });
+        }
+        let producers = &self.producers;
+        let params = CleanParams {
+            dir: &self.dir,
+            now_ms,
+            high_watermark: high_watermark.min(self.log_end_offset()),
+            delete_retention_ms: self.config.delete_retention_ms,
+            index_interval_bytes: self.config.index_interval_bytes,
+            log_start_offset: self.log_start_offset,
+            log_start_offset_file: self.dir.join(LOG_START_OFFSET_FILE),
+            map_budget: OFFSET_MAP_BUDGET,
+            live_producer: &|id| producers.contains(id),
+        };
+        cleaner::clean(&mut self.segments, &params)
+    }
+
     /// Flushes everything and marks the directory cleanly closed, so the
     /// next open trusts the indexes and the producer snapshot. Appends fail
     /// from then on.
@@ -737,7 +780,9 @@ fn list_segment_base_offsets(dir: &Path) -> Result<Vec<i64>> {
             if let Ok(base) = stem.parse::<i64>() {
                 bases.push(base);
             }
-        } else if name.ends_with(".tmp") {
+        } else if name.ends_with(".tmp") || name.ends_with(&format!(".{CLEANED_SUFFIX}")) {
+            // An unfinished atomic write or cleaner rewrite: the original
+            // file is still in place.
             let _ = fs::remove_file(entry.path());
         }
     }

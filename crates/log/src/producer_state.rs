@@ -128,6 +128,11 @@ impl ProducerStateTable {
         entry.last_write_ms = entry.last_write_ms.max(now_ms);
     }
 
+    /// Whether the producer's state is still kept (it has not expired).
+    pub(crate) fn contains(&self, producer_id: i64) -> bool {
+        self.producers.contains_key(&producer_id)
+    }
+
     /// Forgets producers that have not written for `expiration_ms`.
     pub(crate) fn expire(&mut self, now_ms: i64, expiration_ms: i64) {
         self.producers

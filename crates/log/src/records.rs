@@ -1,12 +1,14 @@
 //! Record-level view of a stored batch, for the rare paths that need more
 //! than the batch header (ListOffsets by timestamp, validating an
-//! uncompressed batch's records). Compressed batches are decompressed with
+//! uncompressed batch's records, checking keys for compacted topics, the
+//! cleaner). Compressed batches are decompressed with
 //! streaming decoders under a fixed output cap, so a small batch that
 //! inflates to gigabytes is answered at batch granularity instead of
 //! exhausting memory.
 //!
 //! Each record is `length varint, attributes i8, timestamp_delta varlong,
-//! offset_delta varint, ...` and only those leading fields are read.
+//! offset_delta varint, key_length varint, ...` and only those leading
+//! fields are read.
 
 use std::{io::Read, ops::ControlFlow};
 
@@ -23,11 +25,13 @@ const MAX_DECOMPRESSED_BYTES: usize = 64 << 20;
 const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
 const XERIAL_HEADER_LEN: usize = 16;
 
-/// Offset and timestamp of one record.
+/// Offset, timestamp and key presence of one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RecordPosition {
     pub(crate) offset: i64,
     pub(crate) timestamp: i64,
+    /// The record's key is null (key length -1).
+    pub(crate) null_key: bool,
 }
 
 /// Calls `visit` for each record of a complete batch, in order, until it
@@ -37,13 +41,45 @@ pub(crate) fn visit_records(
     header: &BatchHeader,
     mut visit: impl FnMut(RecordPosition) -> ControlFlow<()>,
 ) -> Option<()> {
-    let payload = batch.get(BATCH_HEADER_LEN..header.total_len())?;
-    let mut records = match header.compression_codec() {
-        0 => Bytes::copy_from_slice(payload),
-        codec => Bytes::from(decompress(codec, payload)?),
-    };
+    let mut records = records_payload(batch, header)?;
     walk_records(&mut records, header, &mut visit);
     Some(())
+}
+
+/// The uncompressed records of a complete batch, or `None` if they cannot
+/// be had within the cap.
+fn records_payload(batch: &[u8], header: &BatchHeader) -> Option<Bytes> {
+    let payload = batch.get(BATCH_HEADER_LEN..header.total_len())?;
+    match header.compression_codec() {
+        0 => Some(Bytes::copy_from_slice(payload)),
+        codec => decompress(codec, payload).map(Bytes::from),
+    }
+}
+
+/// Checks that every record of a producer's batch has a key, as a compacted
+/// topic requires. Compressed batches are inflated under the cap; one that
+/// cannot be, or whose records cannot all be walked, is refused as well,
+/// since its keys cannot be checked.
+pub(crate) fn check_keys(batch: &[u8], header: &BatchHeader) -> Result<(), BatchError> {
+    let mut records = records_payload(batch, header).ok_or(BatchError::UndecodableRecords)?;
+    let mut walked = 0i64;
+    let mut null_key = false;
+    walk_records(&mut records, header, &mut |position: RecordPosition| {
+        walked += 1;
+        null_key = position.null_key;
+        if null_key {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    if null_key {
+        Err(BatchError::MissingKey)
+    } else if walked != i64::from(header.records_count) {
+        Err(BatchError::UndecodableRecords)
+    } else {
+        Ok(())
+    }
 }
 
 /// Compressed batches are not inflated on append; their record count is
@@ -91,7 +127,9 @@ pub(crate) fn records_are_consistent(batch: &[u8], header: &BatchHeader) -> bool
     consistent && expected == i64::from(header.records_count) && !records.has_remaining()
 }
 
-fn decompress(codec: i16, payload: &[u8]) -> Option<Vec<u8>> {
+/// Inflates a compressed payload of codec `codec` (the batch attributes'
+/// low bits) to at most [`MAX_DECOMPRESSED_BYTES`].
+pub(crate) fn decompress(codec: i16, payload: &[u8]) -> Option<Vec<u8>> {
     match codec {
         1 => read_capped(flate2::read::GzDecoder::new(payload)),
         2 => snappy(payload),
@@ -159,9 +197,11 @@ fn walk_records(
             return;
         }
         record.advance(1); // attributes, unused since magic v2
-        let (Some(timestamp_delta), Some(offset_delta)) =
-            (read_varint(&mut record), read_varint(&mut record))
-        else {
+        let (Some(timestamp_delta), Some(offset_delta), Some(key_length)) = (
+            read_varint(&mut record),
+            read_varint(&mut record),
+            read_varint(&mut record),
+        ) else {
             return;
         };
         let timestamp = if header.is_log_append_time() {
@@ -172,6 +212,7 @@ fn walk_records(
         let position = RecordPosition {
             offset: header.base_offset.saturating_add(offset_delta),
             timestamp,
+            null_key: key_length < 0,
         };
         if visit(position).is_break() {
             return;

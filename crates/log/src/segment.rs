@@ -2,7 +2,10 @@
 //! `base_offset`, plus its offset and time indexes.
 //!
 //! Files are named after the base offset, zero-padded to 20 digits, as Kafka
-//! names them: `00000000000000000000.log`, `.index`, `.timeindex`.
+//! names them: `00000000000000000000.log`, `.index`, `.timeindex`. The
+//! cleaner writes a segment's replacement as `.log.cleaned` beside it; such a
+//! file is only ever renamed over the segment once complete and fsynced, so
+//! one found on open is an unfinished rewrite and is deleted.
 //!
 //! Invariants: `size` is the length of the valid prefix of the file; every
 //! byte below it belongs to a whole, CRC-checked batch; batches are in
@@ -17,6 +20,7 @@ use std::{
 
 use crate::{
     batch::{BATCH_HEADER_LEN, BatchHeader, verify_crc},
+    checkpoint::sync_dir,
     error::{LogError, Result},
     index::{OffsetIndex, TimeIndex},
 };
@@ -24,6 +28,7 @@ use crate::{
 pub(crate) const LOG_SUFFIX: &str = "log";
 const INDEX_SUFFIX: &str = "index";
 const TIME_INDEX_SUFFIX: &str = "timeindex";
+pub(crate) const CLEANED_SUFFIX: &str = "cleaned";
 
 pub(crate) fn file_name(base_offset: i64, suffix: &str) -> String {
     format!("{base_offset:020}.{suffix}")
@@ -200,6 +205,8 @@ impl Segment {
         self.offset_index.clear()?;
         self.time_index.clear()?;
         self.bytes_since_index_entry = 0;
+        self.max_timestamp = -1;
+        self.offset_of_max_timestamp = -1;
         let file_len = self.size;
         let mut position = 0u64;
         let mut body = Vec::new();
@@ -347,6 +354,45 @@ impl Segment {
         self.size = cut;
         self.scan_and_rebuild(false, index_interval_bytes)?;
         Ok(removed)
+    }
+
+    /// Where the cleaner writes this segment's replacement.
+    pub(crate) fn cleaned_path(&self) -> PathBuf {
+        self.dir.join(format!(
+            "{}.{CLEANED_SUFFIX}",
+            file_name(self.base_offset, LOG_SUFFIX)
+        ))
+    }
+
+    /// Puts the complete, fsynced file at [`Self::cleaned_path`] in place of
+    /// the segment and rebuilds the indexes from it. The indexes are emptied
+    /// and synced before the rename, so after a crash at any point the log
+    /// file on disk (old or new) is never paired with indexes of the other
+    /// one; an empty index makes the next open scan the segment. Readers
+    /// holding the old file keep reading it.
+    pub(crate) fn replace_with_cleaned(&mut self, index_interval_bytes: u64) -> Result<()> {
+        let cleaned = self.cleaned_path();
+        let log_path = self.log_path();
+        self.offset_index.clear()?;
+        self.time_index.clear()?;
+        self.offset_index.sync()?;
+        self.time_index.sync()?;
+        fs::rename(&cleaned, &log_path)
+            .map_err(|e| LogError::io("renaming cleaned segment over", &log_path, e))?;
+        sync_dir(&self.dir)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&log_path)
+            .map_err(|e| LogError::io("opening segment", &log_path, e))?;
+        self.size = file
+            .metadata()
+            .map_err(|e| LogError::io("reading metadata of", &log_path, e))?
+            .len();
+        self.file = Arc::new(file);
+        self.scan_and_rebuild(false, index_interval_bytes)?;
+        self.offset_index.sync()?;
+        self.time_index.sync()
     }
 
     pub(crate) fn sync(&self) -> Result<()> {

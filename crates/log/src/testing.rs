@@ -42,11 +42,37 @@ impl Default for BatchSpec {
 /// Encodes one batch. Record `i` has timestamp `first_timestamp + i` and
 /// key `k{i}`.
 pub fn build_batch(spec: &BatchSpec) -> Vec<u8> {
+    let value = Bytes::from(vec![spec.fill; spec.value_len]);
+    encode(
+        spec,
+        (0..spec.records).map(|i| (Some(Bytes::from(format!("k{i}"))), Some(value.clone()))),
+    )
+}
+
+/// Encodes one batch of the given `(key, value)` records, `None` standing
+/// for null (a null value is a tombstone). Record `i` has timestamp
+/// `first_timestamp + i`; the spec's producer and compression apply, its
+/// `records`, `value_len` and `fill` are ignored.
+pub fn build_keyed_batch(spec: &BatchSpec, records: &[(Option<&str>, Option<&str>)]) -> Vec<u8> {
+    let bytes = |s: Option<&str>| s.map(|s| Bytes::copy_from_slice(s.as_bytes()));
+    encode(
+        spec,
+        records
+            .iter()
+            .map(|&(key, value)| (bytes(key), bytes(value))),
+    )
+}
+
+fn encode(
+    spec: &BatchSpec,
+    records: impl Iterator<Item = (Option<Bytes>, Option<Bytes>)>,
+) -> Vec<u8> {
     let (producer_id, producer_epoch, base_sequence) = spec.producer.map_or((-1, -1, -1), |p| {
         (p.producer_id, p.producer_epoch, p.base_sequence)
     });
-    let records: Vec<Record> = (0..spec.records)
-        .map(|i| Record {
+    let records: Vec<Record> = records
+        .zip(0..)
+        .map(|((key, value), i)| Record {
             transactional: false,
             control: false,
             delete_horizon: false,
@@ -57,10 +83,10 @@ pub fn build_batch(spec: &BatchSpec) -> Vec<u8> {
             offset: i64::from(i),
             // The encoder groups records whose offset - sequence is constant and
             // takes the first sequence as the batch's base sequence (-1: none).
-            sequence: base_sequence + i,
+            sequence: base_sequence.wrapping_add(i),
             timestamp: spec.first_timestamp + i64::from(i),
-            key: Some(Bytes::from(format!("k{i}"))),
-            value: Some(Bytes::from(vec![spec.fill; spec.value_len])),
+            key,
+            value,
             headers: Default::default(),
         })
         .collect();
