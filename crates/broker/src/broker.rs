@@ -21,7 +21,9 @@ use keel_raft_metadata::{
 };
 use tokio::{sync::watch, task::JoinHandle};
 
-use crate::{config::BrokerConfig, metrics::Metrics, replicas::ReplicaManager};
+use crate::{
+    config::BrokerConfig, group::GroupCoordinator, metrics::Metrics, replicas::ReplicaManager,
+};
 
 const META_PROPERTIES: &str = "meta.properties";
 const METADATA_DIR: &str = "__cluster_metadata";
@@ -63,6 +65,7 @@ pub struct Broker {
     pub metadata: MetadataHandle,
     pub replicas: ReplicaManager,
     pub metrics: Metrics,
+    pub groups: GroupCoordinator,
     /// Distinguishes this run of the broker from earlier ones.
     pub incarnation: u64,
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
@@ -118,11 +121,13 @@ impl Broker {
         let replicas =
             ReplicaManager::new(config.node_id, &data_dir, config.topic_defaults.clone());
         let (shutdown, _) = watch::channel(false);
+        let groups = GroupCoordinator::new(config.groups);
         let broker = Arc::new(Self {
             config,
             metadata,
             replicas,
             metrics: Metrics::default(),
+            groups,
             incarnation: now_ms() as u64,
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             shutdown,
@@ -145,6 +150,7 @@ impl Broker {
         let tasks = vec![
             tokio::spawn(follow_metadata(Arc::clone(&broker))),
             tokio::spawn(register(Arc::clone(&broker))),
+            tokio::spawn(crate::group::run(Arc::clone(&broker))),
         ];
         broker
             .background

@@ -143,6 +143,33 @@ struct Flags {
     /// Most bytes one Fetch response carries, whatever the client asks for.
     #[arg(long, env = "KEEL_FETCH_MAX_BYTES", default_value_t = 55 * 1024 * 1024)]
     fetch_max_bytes: i32,
+    /// Partitions of `__consumer_offsets`, created when a group first needs it.
+    #[arg(long, env = "KEEL_OFFSETS_TOPIC_PARTITIONS", default_value_t = 50)]
+    offsets_topic_partitions: i32,
+    /// How long committed offsets of a group without members are kept.
+    #[arg(long, env = "KEEL_OFFSETS_RETENTION_MINUTES", default_value_t = 7 * 24 * 60)]
+    offsets_retention_minutes: i64,
+    /// How long the first rebalance of an empty group waits for more members.
+    #[arg(
+        long,
+        env = "KEEL_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        default_value_t = 3_000
+    )]
+    group_initial_rebalance_delay_ms: i64,
+    /// Shortest session timeout a group member may ask for.
+    #[arg(
+        long,
+        env = "KEEL_GROUP_MIN_SESSION_TIMEOUT_MS",
+        default_value_t = 6_000
+    )]
+    group_min_session_timeout_ms: i32,
+    /// Longest session timeout a group member may ask for.
+    #[arg(
+        long,
+        env = "KEEL_GROUP_MAX_SESSION_TIMEOUT_MS",
+        default_value_t = 1_800_000
+    )]
+    group_max_session_timeout_ms: i32,
     /// Default `max.message.bytes`: the largest record batch accepted.
     #[arg(long, env = "KEEL_MESSAGE_MAX_BYTES", default_value_t = 1_048_588)]
     message_max_bytes: i32,
@@ -169,6 +196,7 @@ pub struct BrokerConfig {
     pub raft_snapshot_entries: u64,
     pub max_frame_bytes: u32,
     pub fetch_max_bytes: i32,
+    pub groups: crate::group::CoordinatorConfig,
     pub num_partitions: i32,
     pub default_replication_factor: i16,
     pub auto_create_topics: bool,
@@ -199,6 +227,10 @@ impl BrokerConfig {
             "127.0.0.1:0".into(),
             "--cluster-listen".into(),
             "127.0.0.1:0".into(),
+            "--offsets-topic-partitions".into(),
+            "3".into(),
+            "--group-initial-rebalance-delay-ms".into(),
+            "0".into(),
         ];
         match parse_from(args) {
             Ok(Invocation::Run(config)) => *config,
@@ -479,6 +511,35 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
         at_least("log-flush-messages", messages, 1)?;
     }
     at_least("message-max-bytes", flags.message_max_bytes, 0)?;
+    at_least(
+        "offsets-topic-partitions",
+        flags.offsets_topic_partitions,
+        1,
+    )?;
+    at_least(
+        "offsets-retention-minutes",
+        flags.offsets_retention_minutes,
+        1,
+    )?;
+    at_least(
+        "group-initial-rebalance-delay-ms",
+        flags.group_initial_rebalance_delay_ms,
+        0,
+    )?;
+    at_least(
+        "group-min-session-timeout-ms",
+        flags.group_min_session_timeout_ms,
+        1,
+    )?;
+    if flags.group_max_session_timeout_ms < flags.group_min_session_timeout_ms {
+        return Err(invalid(
+            "group-max-session-timeout-ms",
+            format!(
+                "must be at least --group-min-session-timeout-ms ({})",
+                flags.group_min_session_timeout_ms
+            ),
+        ));
+    }
 
     let topic_explicit = [
         ("log-segment-bytes", "segment.bytes"),
@@ -523,6 +584,13 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
         raft_snapshot_entries: flags.raft_snapshot_entries,
         max_frame_bytes: flags.max_frame_bytes,
         fetch_max_bytes: flags.fetch_max_bytes,
+        groups: crate::group::CoordinatorConfig {
+            partitions: flags.offsets_topic_partitions,
+            offsets_retention_ms: flags.offsets_retention_minutes * 60_000,
+            initial_rebalance_delay_ms: flags.group_initial_rebalance_delay_ms,
+            min_session_timeout_ms: flags.group_min_session_timeout_ms,
+            max_session_timeout_ms: flags.group_max_session_timeout_ms,
+        },
         num_partitions: flags.num_partitions,
         default_replication_factor: flags.default_replication_factor,
         auto_create_topics: flags.auto_create_topics,

@@ -81,6 +81,8 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
     let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
     let mut shutdown = broker.shutdown_signal();
     let max_frame_bytes = broker.config.max_frame_bytes as usize;
+    // Kafka describes a member's host as "/address".
+    let client_host = format!("/{}", peer.ip());
     loop {
         if broker.is_shutting_down() {
             break;
@@ -101,7 +103,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
                 break;
             }
         };
-        match api::handle(&broker, frame).await {
+        match api::handle(&broker, frame, &client_host).await {
             Ok(Some(response)) => {
                 if let Err(e) = writer.write_all(&response).await {
                     tracing::debug!(%peer, error = %e, "cannot send response");

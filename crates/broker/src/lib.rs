@@ -7,6 +7,8 @@
 //!   codecs of the `kafka-protocol` crate.
 //! - The cluster metadata lives in the Raft group of `keel-raft-metadata`;
 //!   [`replicas`] keeps the hosted partition logs in line with its image.
+//! - [`group`] is the group coordinator: consumer groups and committed
+//!   offsets, kept in `__consumer_offsets`.
 //! - [`error`] is the one place internal errors become Kafka error codes.
 
 pub mod api;
@@ -14,6 +16,7 @@ pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod group;
 pub mod metrics;
 pub mod partition;
 pub mod replicas;

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -18,7 +20,6 @@ use kafka_protocol::{
         InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse,
         MetadataRequest, MetadataResponse, OffsetForLeaderEpochRequest,
         OffsetForLeaderEpochResponse, ProduceRequest, ProduceResponse, RequestHeader,
-        ResponseHeader, TopicName,
         create_partitions_request::CreatePartitionsTopic,
         create_topics_request::{CreatableTopic, CreatableTopicConfig},
         delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic},
@@ -33,124 +34,10 @@ use kafka_protocol::{
     },
     protocol::{Decodable, Encodable, StrBytes},
 };
-use keel_broker::{
-    api::{self, SUPPORTED_APIS},
-    broker::Broker,
-    config::BrokerConfig,
-};
+use keel_broker::api::SUPPORTED_APIS;
 use keel_log::testing::{BatchSpec, build_batch};
 
-struct Harness {
-    broker: Arc<Broker>,
-    _dir: tempfile::TempDir,
-}
-
-async fn harness() -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let (broker, _) = Broker::open(BrokerConfig::for_tests(dir.path()))
-        .await
-        .unwrap();
-    broker.registered().await;
-    Harness { broker, _dir: dir }
-}
-
-fn versions(api: ApiKey) -> std::ops::RangeInclusive<i16> {
-    let &(_, min, max) = SUPPORTED_APIS.iter().find(|(k, _, _)| *k == api).unwrap();
-    min..=max
-}
-
-fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
-
-fn frame<Req: Encodable>(api: ApiKey, version: i16, request: &Req) -> Bytes {
-    let header = RequestHeader::default()
-        .with_request_api_key(api as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(41)
-        .with_client_id(Some(StrBytes::from_static_str("protocol-test")));
-    let mut buf = BytesMut::new();
-    header
-        .encode(&mut buf, api.request_header_version(version))
-        .unwrap();
-    request.encode(&mut buf, version).unwrap();
-    // scripts/fuzz seeds its corpus with every request these tests send.
-    if let Some(dir) = std::env::var_os("KEEL_FUZZ_SEEDS") {
-        let name = format!("{api:?}-v{version}-{:08x}", crc32c::crc32c(&buf));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(std::path::Path::new(&dir).join(name), &buf).unwrap();
-    }
-    buf.freeze()
-}
-
-impl Harness {
-    async fn raw(&self, frame: Bytes) -> Option<Bytes> {
-        api::handle(&self.broker, frame)
-            .await
-            .unwrap()
-            .map(BytesMut::freeze)
-    }
-
-    async fn call<Req: Encodable, Resp: Decodable>(
-        &self,
-        api: ApiKey,
-        version: i16,
-        request: &Req,
-    ) -> Resp {
-        let mut response = self
-            .raw(frame(api, version, request))
-            .await
-            .expect("a response");
-        let len = response.get_i32() as usize;
-        assert_eq!(len, response.len(), "{api:?} v{version}: frame length");
-        let header =
-            ResponseHeader::decode(&mut response, api.response_header_version(version)).unwrap();
-        assert_eq!(header.correlation_id, 41);
-        let decoded = Resp::decode(&mut response, version)
-            .unwrap_or_else(|e| panic!("{api:?} v{version} response does not decode: {e}"));
-        assert!(
-            !response.has_remaining(),
-            "{api:?} v{version}: trailing bytes"
-        );
-        decoded
-    }
-
-    async fn create_topic(&self, topic: &str, partitions: i32) {
-        let request = CreateTopicsRequest::default().with_topics(vec![
-            CreatableTopic::default()
-                .with_name(name(topic))
-                .with_num_partitions(partitions)
-                .with_replication_factor(1),
-        ]);
-        let response: CreateTopicsResponse = self.call(ApiKey::CreateTopics, 7, &request).await;
-        assert_eq!(response.topics[0].error_code, 0, "{:?}", response.topics[0]);
-    }
-
-    async fn produce(&self, topic: &str, version: i16, records: i32) -> ProduceResponse {
-        let batch = build_batch(&BatchSpec {
-            records,
-            first_timestamp: 1_000,
-            ..BatchSpec::default()
-        });
-        let request = ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(5_000)
-            .with_topic_data(vec![
-                TopicProduceData::default()
-                    .with_name(name(topic))
-                    .with_partition_data(vec![
-                        PartitionProduceData::default()
-                            .with_index(0)
-                            .with_records(Some(Bytes::from(batch))),
-                    ]),
-            ]);
-        self.call(ApiKey::Produce, version, &request).await
-    }
-
-    fn topic_id(&self, topic: &str) -> uuid::Uuid {
-        self.broker.image().topic(topic).unwrap().id
-    }
-}
+use common::{frame, harness, name, versions};
 
 #[tokio::test]
 async fn produce_at_every_version_assigns_consecutive_offsets() {
@@ -451,7 +338,7 @@ async fn unknown_apis_and_versions_get_unsupported_version() {
     for (key, version) in [
         (9999i16, 0i16),
         (ApiKey::Produce as i16, 99),
-        (ApiKey::JoinGroup as i16, 0),
+        (ApiKey::EndTxn as i16, 0),
     ] {
         let mut request = BytesMut::new();
         request.extend_from_slice(&key.to_be_bytes());

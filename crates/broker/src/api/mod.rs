@@ -7,18 +7,29 @@
 mod api_versions;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_groups;
 mod fetch;
+mod find_coordinator;
+mod heartbeat;
 mod incremental_alter_configs;
 mod init_producer_id;
+mod join_group;
 mod leader_hint;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+mod sync_group;
 mod topics;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -45,6 +56,17 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The error code clients get for an API or version outside the list.
@@ -78,6 +100,10 @@ pub(crate) struct RequestContext<'a> {
     pub(crate) api_key: ApiKey,
     pub(crate) version: i16,
     pub(crate) correlation_id: i32,
+    /// The client id from the request header.
+    pub(crate) client_id: String,
+    /// The client's address, as group members are described.
+    pub(crate) client_host: &'a str,
 }
 
 impl RequestContext<'_> {
@@ -146,6 +172,7 @@ pub enum Decoded {
         api_key: ApiKey,
         version: i16,
         correlation_id: i32,
+        client_id: Option<String>,
         request: Box<RequestKind>,
     },
 }
@@ -184,34 +211,42 @@ pub fn decode(mut frame: Bytes) -> Result<Decoded, RequestError> {
         version,
         reason: e.to_string(),
     };
-    RequestHeader::decode(&mut frame, api_key.request_header_version(version))
+    let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
         .map_err(malformed)?;
     let request = RequestKind::decode(api_key, &mut frame, version).map_err(malformed)?;
     Ok(Decoded::Request {
         api_key,
         version,
         correlation_id,
+        client_id: header.client_id.map(|id| id.to_string()),
         request: Box::new(request),
     })
 }
 
-/// Decodes and answers one request frame. `Ok(None)` means no response is
-/// sent (Produce with acks=0).
-pub async fn handle(broker: &Broker, frame: Bytes) -> Result<Option<BytesMut>, RequestError> {
-    let (api_key, version, correlation_id, request) = match decode(frame)? {
+/// Decodes and answers one request frame from a client at `client_host`.
+/// `Ok(None)` means no response is sent (Produce with acks=0).
+pub async fn handle(
+    broker: &Broker,
+    frame: Bytes,
+    client_host: &str,
+) -> Result<Option<BytesMut>, RequestError> {
+    let (api_key, version, correlation_id, client_id, request) = match decode(frame)? {
         Decoded::Immediate(reply) => return Ok(Some(reply)),
         Decoded::Request {
             api_key,
             version,
             correlation_id,
+            client_id,
             request,
-        } => (api_key, version, correlation_id, request),
+        } => (api_key, version, correlation_id, client_id, request),
     };
     let ctx = RequestContext {
         broker,
         api_key,
         version,
         correlation_id,
+        client_id: client_id.unwrap_or_default(),
+        client_host,
     };
     let response = match *request {
         RequestKind::Produce(request) => {
@@ -249,6 +284,17 @@ pub async fn handle(broker: &Broker, frame: Bytes) -> Result<Option<BytesMut>, R
             ctx.encode(&incremental_alter_configs::handle(&ctx, r).await)
         }
         RequestKind::DescribeCluster(r) => ctx.encode(&describe_cluster::handle(&ctx, r).await),
+        RequestKind::FindCoordinator(r) => ctx.encode(&find_coordinator::handle(&ctx, r).await),
+        RequestKind::JoinGroup(r) => ctx.encode(&join_group::handle(&ctx, r).await),
+        RequestKind::SyncGroup(r) => ctx.encode(&sync_group::handle(&ctx, r).await),
+        RequestKind::Heartbeat(r) => ctx.encode(&heartbeat::handle(&ctx, r)),
+        RequestKind::LeaveGroup(r) => ctx.encode(&leave_group::handle(&ctx, r)),
+        RequestKind::OffsetCommit(r) => ctx.encode(&offset_commit::handle(&ctx, r)),
+        RequestKind::OffsetFetch(r) => ctx.encode(&offset_fetch::handle(&ctx, r)),
+        RequestKind::ListGroups(r) => ctx.encode(&list_groups::handle(&ctx, r)),
+        RequestKind::DescribeGroups(r) => ctx.encode(&describe_groups::handle(&ctx, r)),
+        RequestKind::DeleteGroups(r) => ctx.encode(&delete_groups::handle(&ctx, r)),
+        RequestKind::OffsetDelete(r) => ctx.encode(&offset_delete::handle(&ctx, r)),
         _ => Ok(unsupported(correlation_id)),
     };
     response.map(Some)

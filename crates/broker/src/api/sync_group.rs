@@ -1,0 +1,44 @@
+//! SyncGroup: the leader hands in the assignment; every member gets its
+//! own, an empty but well-formed one if it was given no partitions.
+
+use kafka_protocol::{
+    messages::{SyncGroupRequest, SyncGroupResponse},
+    protocol::StrBytes,
+};
+
+use super::RequestContext;
+
+/// The first version naming the protocol in request and answer.
+const PROTOCOL_VERSION: i16 = 5;
+
+pub(super) async fn handle(
+    ctx: &RequestContext<'_>,
+    request: SyncGroupRequest,
+) -> SyncGroupResponse {
+    let assignments = request
+        .assignments
+        .into_iter()
+        .map(|a| (a.member_id.to_string(), a.assignment))
+        .collect();
+    let outcome = ctx
+        .broker
+        .groups
+        .sync(
+            ctx.broker,
+            &request.group_id,
+            &request.member_id,
+            request.generation_id,
+            assignments,
+        )
+        .await;
+    let response = SyncGroupResponse::default()
+        .with_error_code(outcome.error.map_or(0, |e| e.code()))
+        .with_assignment(outcome.assignment);
+    if ctx.version >= PROTOCOL_VERSION {
+        response
+            .with_protocol_type(outcome.protocol_type.map(StrBytes::from_string))
+            .with_protocol_name(outcome.protocol_name.map(StrBytes::from_string))
+    } else {
+        response
+    }
+}

@@ -1,0 +1,402 @@
+//! The group coordinator's APIs at every advertised version, through the
+//! request dispatch of an in-process broker: coordinator lookup, a group
+//! forming, syncing, heartbeating, committing and leaving, offsets and their
+//! survival across a restart, and group deletion.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Harness, harness, name, versions};
+use kafka_protocol::{
+    messages::{
+        ApiKey, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+        DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+        HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
+        LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
+        OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+        OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse,
+        join_group_request::JoinGroupRequestProtocol,
+        leave_group_request::MemberIdentity,
+        offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic},
+        offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic},
+        offset_fetch_request::{
+            OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+        },
+        sync_group_request::SyncGroupRequestAssignment,
+    },
+    protocol::StrBytes,
+};
+use keel_broker::{broker::Broker, config::BrokerConfig};
+
+const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+const NOT_COORDINATOR: i16 = 16;
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+const MEMBER_ID_REQUIRED: i16 = 79;
+
+fn group(s: &str) -> GroupId {
+    GroupId(StrBytes::from_string(s.to_string()))
+}
+
+fn text(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// Asks for the coordinator until `__consumer_offsets` exists and the
+/// group's partition is loaded.
+async fn coordinator_ready(h: &Harness, group_id: &str) {
+    for _ in 0..100 {
+        let request = FindCoordinatorRequest::default().with_key(text(group_id));
+        let response: FindCoordinatorResponse = h.call(ApiKey::FindCoordinator, 3, &request).await;
+        if response.error_code == 0 {
+            let fetch = OffsetFetchRequest::default()
+                .with_group_id(group(group_id))
+                .with_topics(None);
+            let fetched: OffsetFetchResponse = h.call(ApiKey::OffsetFetch, 7, &fetch).await;
+            if fetched.error_code == 0 {
+                return;
+            }
+            assert!(
+                [COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR].contains(&fetched.error_code),
+                "{fetched:?}"
+            );
+        } else {
+            assert_eq!(
+                response.error_code, COORDINATOR_NOT_AVAILABLE,
+                "{response:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the coordinator of {group_id} never became ready");
+}
+
+fn join_request(version: i16, group_id: &str, member_id: &str) -> JoinGroupRequest {
+    let request = JoinGroupRequest::default()
+        .with_group_id(group(group_id))
+        .with_session_timeout_ms(10_000)
+        .with_member_id(text(member_id))
+        .with_protocol_type(text("consumer"))
+        .with_protocols(vec![
+            JoinGroupRequestProtocol::default()
+                .with_name(text("range"))
+                .with_metadata(Bytes::from_static(b"subscription")),
+        ]);
+    if version >= 1 {
+        request.with_rebalance_timeout_ms(10_000)
+    } else {
+        request
+    }
+}
+
+#[tokio::test]
+async fn find_coordinator_at_every_version() {
+    let h = harness().await;
+    coordinator_ready(&h, "warm-up").await;
+    for version in versions(ApiKey::FindCoordinator) {
+        let request = if version >= 4 {
+            FindCoordinatorRequest::default().with_coordinator_keys(vec![text("a"), text("b")])
+        } else {
+            FindCoordinatorRequest::default().with_key(text("a"))
+        };
+        let response: FindCoordinatorResponse =
+            h.call(ApiKey::FindCoordinator, version, &request).await;
+        if version >= 4 {
+            assert_eq!(response.coordinators.len(), 2);
+            assert!(
+                response
+                    .coordinators
+                    .iter()
+                    .all(|c| c.error_code == 0 && c.node_id.0 == 1)
+            );
+        } else {
+            assert_eq!(
+                (response.error_code, response.node_id.0),
+                (0, 1),
+                "v{version}"
+            );
+        }
+        if version >= 1 {
+            let transaction = if version >= 4 {
+                FindCoordinatorRequest::default()
+                    .with_key_type(1)
+                    .with_coordinator_keys(vec![text("tx")])
+            } else {
+                FindCoordinatorRequest::default()
+                    .with_key_type(1)
+                    .with_key(text("tx"))
+            };
+            let response: FindCoordinatorResponse =
+                h.call(ApiKey::FindCoordinator, version, &transaction).await;
+            let (code, message) = if version >= 4 {
+                (
+                    response.coordinators[0].error_code,
+                    response.coordinators[0].error_message.clone(),
+                )
+            } else {
+                (response.error_code, response.error_message.clone())
+            };
+            assert_eq!(code, 42, "INVALID_REQUEST for a transaction coordinator");
+            assert!(message.unwrap().contains("transactions"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_group_forms_syncs_heartbeats_and_leaves_at_every_version() {
+    let h = harness().await;
+    for version in versions(ApiKey::JoinGroup) {
+        let group_id = format!("g{version}");
+        coordinator_ready(&h, &group_id).await;
+        let mut response: JoinGroupResponse = h
+            .call(
+                ApiKey::JoinGroup,
+                version,
+                &join_request(version, &group_id, ""),
+            )
+            .await;
+        if version >= 4 {
+            assert_eq!(response.error_code, MEMBER_ID_REQUIRED, "v{version}");
+            let member_id = response.member_id.to_string();
+            response = h
+                .call(
+                    ApiKey::JoinGroup,
+                    version,
+                    &join_request(version, &group_id, &member_id),
+                )
+                .await;
+        }
+        assert_eq!(response.error_code, 0, "v{version}: {response:?}");
+        let member_id = response.member_id.clone();
+        assert_eq!(response.leader, member_id);
+        assert_eq!(response.members.len(), 1);
+        assert_eq!(response.protocol_name.as_deref(), Some("range"));
+        let generation = response.generation_id;
+
+        let sync_version = version.min(5);
+        let mut sync = SyncGroupRequest::default()
+            .with_group_id(group(&group_id))
+            .with_generation_id(generation)
+            .with_member_id(member_id.clone())
+            .with_assignments(vec![
+                SyncGroupRequestAssignment::default()
+                    .with_member_id(member_id.clone())
+                    .with_assignment(Bytes::from_static(b"assigned")),
+            ]);
+        if sync_version >= 5 {
+            sync = sync
+                .with_protocol_type(Some(text("consumer")))
+                .with_protocol_name(Some(text("range")));
+        }
+        let synced: SyncGroupResponse = h.call(ApiKey::SyncGroup, sync_version, &sync).await;
+        assert_eq!(synced.error_code, 0);
+        assert_eq!(&synced.assignment[..], b"assigned");
+
+        let heartbeat = HeartbeatRequest::default()
+            .with_group_id(group(&group_id))
+            .with_generation_id(generation)
+            .with_member_id(member_id.clone());
+        let beat: HeartbeatResponse = h.call(ApiKey::Heartbeat, version.min(4), &heartbeat).await;
+        assert_eq!(beat.error_code, 0);
+        let stale = heartbeat.clone().with_generation_id(generation + 7);
+        let beat: HeartbeatResponse = h.call(ApiKey::Heartbeat, version.min(4), &stale).await;
+        assert_eq!(beat.error_code, 22, "ILLEGAL_GENERATION");
+
+        let leave_version = version.min(5);
+        let leave = if leave_version >= 3 {
+            LeaveGroupRequest::default()
+                .with_group_id(group(&group_id))
+                .with_members(vec![
+                    MemberIdentity::default().with_member_id(member_id.clone()),
+                ])
+        } else {
+            LeaveGroupRequest::default()
+                .with_group_id(group(&group_id))
+                .with_member_id(member_id.clone())
+        };
+        let left: LeaveGroupResponse = h.call(ApiKey::LeaveGroup, leave_version, &leave).await;
+        assert_eq!(left.error_code, 0);
+        let beat: HeartbeatResponse = h.call(ApiKey::Heartbeat, version.min(4), &heartbeat).await;
+        assert_eq!(beat.error_code, 25, "UNKNOWN_MEMBER_ID after leaving");
+    }
+    for version in versions(ApiKey::DescribeGroups) {
+        let request =
+            DescribeGroupsRequest::default().with_groups(vec![group("g9"), group("never")]);
+        let described: DescribeGroupsResponse =
+            h.call(ApiKey::DescribeGroups, version, &request).await;
+        assert_eq!(described.groups[0].group_state.as_str(), "Empty");
+        assert_eq!(described.groups[1].group_state.as_str(), "Dead");
+    }
+    for version in versions(ApiKey::ListGroups) {
+        let listed: ListGroupsResponse = h
+            .call(ApiKey::ListGroups, version, &ListGroupsRequest::default())
+            .await;
+        assert_eq!(listed.groups.len(), 10, "v{version}");
+        assert!(
+            listed
+                .groups
+                .iter()
+                .all(|g| g.protocol_type.as_str() == "consumer")
+        );
+    }
+}
+
+fn commit(group_id: &str, offset: i64) -> OffsetCommitRequest {
+    OffsetCommitRequest::default()
+        .with_group_id(group(group_id))
+        .with_generation_id_or_member_epoch(-1)
+        .with_member_id(text(""))
+        .with_topics(vec![
+            OffsetCommitRequestTopic::default()
+                .with_name(name("t"))
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(offset)
+                        .with_committed_metadata(Some(text("meta"))),
+                    OffsetCommitRequestPartition::default()
+                        .with_partition_index(9)
+                        .with_committed_offset(offset),
+                ]),
+        ])
+}
+
+fn fetch_committed(response: &OffsetFetchResponse, version: i16) -> (i64, i64) {
+    if version >= 8 {
+        let partitions = &response.groups[0].topics[0].partitions;
+        (
+            partitions[0].committed_offset,
+            partitions[1].committed_offset,
+        )
+    } else {
+        let partitions = &response.topics[0].partitions;
+        (
+            partitions[0].committed_offset,
+            partitions[1].committed_offset,
+        )
+    }
+}
+
+fn fetch_request(version: i16, group_id: &str) -> OffsetFetchRequest {
+    if version >= 8 {
+        OffsetFetchRequest::default().with_groups(vec![
+            OffsetFetchRequestGroup::default()
+                .with_group_id(group(group_id))
+                .with_topics(Some(vec![
+                    OffsetFetchRequestTopics::default()
+                        .with_name(name("t"))
+                        .with_partition_indexes(vec![0, 1]),
+                ])),
+        ])
+    } else {
+        OffsetFetchRequest::default()
+            .with_group_id(group(group_id))
+            .with_topics(Some(vec![
+                OffsetFetchRequestTopic::default()
+                    .with_name(name("t"))
+                    .with_partition_indexes(vec![0, 1]),
+            ]))
+    }
+}
+
+#[tokio::test]
+async fn offsets_are_committed_and_fetched_at_every_version_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = {
+        let (broker, _) = Broker::open(BrokerConfig::for_tests(dir.path()))
+            .await
+            .unwrap();
+        broker.registered().await;
+        common::Harness::from(broker)
+    };
+    h.create_topic("t", 2).await;
+    coordinator_ready(&h, "offsets").await;
+    for version in versions(ApiKey::OffsetCommit) {
+        let committed: OffsetCommitResponse = h
+            .call(
+                ApiKey::OffsetCommit,
+                version,
+                &commit("offsets", 100 + i64::from(version)),
+            )
+            .await;
+        let codes: Vec<i16> = committed.topics[0]
+            .partitions
+            .iter()
+            .map(|p| p.error_code)
+            .collect();
+        assert_eq!(codes, vec![0, 3], "v{version}: partition 9 does not exist");
+    }
+    for version in versions(ApiKey::OffsetFetch) {
+        let fetched: OffsetFetchResponse = h
+            .call(
+                ApiKey::OffsetFetch,
+                version,
+                &fetch_request(version, "offsets"),
+            )
+            .await;
+        assert_eq!(fetch_committed(&fetched, version), (108, -1), "v{version}");
+    }
+    h.broker.stop(Duration::from_secs(1)).await;
+    drop(h);
+
+    let (broker, _) = Broker::open(BrokerConfig::for_tests(dir.path()))
+        .await
+        .unwrap();
+    broker.registered().await;
+    let h = common::Harness::from(broker);
+    coordinator_ready(&h, "offsets").await;
+    let fetched: OffsetFetchResponse = h
+        .call(ApiKey::OffsetFetch, 5, &fetch_request(5, "offsets"))
+        .await;
+    assert_eq!(fetch_committed(&fetched, 5), (108, -1));
+    drop(dir);
+}
+
+#[tokio::test]
+async fn groups_and_offsets_are_deleted() {
+    let h = harness().await;
+    h.create_topic("t", 2).await;
+    coordinator_ready(&h, "doomed").await;
+    let _: OffsetCommitResponse = h.call(ApiKey::OffsetCommit, 8, &commit("doomed", 5)).await;
+    let request = OffsetDeleteRequest::default()
+        .with_group_id(group("doomed"))
+        .with_topics(vec![
+            OffsetDeleteRequestTopic::default()
+                .with_name(name("t"))
+                .with_partitions(vec![
+                    OffsetDeleteRequestPartition::default().with_partition_index(0),
+                ]),
+        ]);
+    let deleted: OffsetDeleteResponse = h.call(ApiKey::OffsetDelete, 0, &request).await;
+    assert_eq!(deleted.error_code, 0);
+    assert_eq!(deleted.topics[0].partitions[0].error_code, 0);
+    let fetched: OffsetFetchResponse = h
+        .call(ApiKey::OffsetFetch, 7, &fetch_request(7, "doomed"))
+        .await;
+    assert_eq!(fetch_committed(&fetched, 7).0, -1);
+
+    for version in versions(ApiKey::DeleteGroups) {
+        let _: OffsetCommitResponse = h.call(ApiKey::OffsetCommit, 8, &commit("doomed", 5)).await;
+        let request = DeleteGroupsRequest::default()
+            .with_groups_names(vec![group("doomed"), group("missing")]);
+        let response: DeleteGroupsResponse = h.call(ApiKey::DeleteGroups, version, &request).await;
+        let codes: Vec<i16> = response.results.iter().map(|r| r.error_code).collect();
+        assert_eq!(
+            codes,
+            vec![0, 69],
+            "v{version}: GROUP_ID_NOT_FOUND for the missing one"
+        );
+    }
+
+    // A group with members cannot be deleted.
+    let join: JoinGroupResponse = h
+        .call(ApiKey::JoinGroup, 3, &join_request(3, "busy", ""))
+        .await;
+    assert_eq!(join.error_code, 0);
+    let request = DeleteGroupsRequest::default().with_groups_names(vec![group("busy")]);
+    let response: DeleteGroupsResponse = h.call(ApiKey::DeleteGroups, 2, &request).await;
+    assert_eq!(response.results[0].error_code, 68, "NON_EMPTY_GROUP");
+}
