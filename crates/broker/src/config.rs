@@ -134,6 +134,16 @@ struct Flags {
         default_value_t = 300_000
     )]
     log_retention_check_interval_ms: u64,
+    /// How often the log cleaner looks for compacted partitions to clean.
+    #[arg(long, env = "KEEL_LOG_CLEANER_BACKOFF_MS", default_value_t = 15_000)]
+    log_cleaner_backoff_ms: u64,
+    /// Default `delete.retention.ms`: how long compacted topics keep tombstones.
+    #[arg(
+        long,
+        env = "KEEL_LOG_CLEANER_DELETE_RETENTION_MS",
+        default_value_t = 24 * 3_600_000
+    )]
+    log_cleaner_delete_retention_ms: i64,
     /// Default `flush.messages`: fsync after this many messages (1 = every batch).
     #[arg(long, env = "KEEL_LOG_FLUSH_MESSAGES")]
     log_flush_messages: Option<u64>,
@@ -201,6 +211,7 @@ pub struct BrokerConfig {
     pub default_replication_factor: i16,
     pub auto_create_topics: bool,
     pub retention_check_interval_ms: u64,
+    pub cleaner_backoff_ms: u64,
     /// Topic config defaults, keyed by topic config name.
     pub topic_defaults: TopicDefaults,
     /// Flags set explicitly (command line, environment or file), by flag name.
@@ -507,6 +518,12 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
         flags.log_retention_check_interval_ms,
         1,
     )?;
+    at_least("log-cleaner-backoff-ms", flags.log_cleaner_backoff_ms, 1)?;
+    at_least(
+        "log-cleaner-delete-retention-ms",
+        flags.log_cleaner_delete_retention_ms,
+        0,
+    )?;
     if let Some(messages) = flags.log_flush_messages {
         at_least("log-flush-messages", messages, 1)?;
     }
@@ -548,6 +565,7 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
         ("log-retention-bytes", "retention.bytes"),
         ("log-flush-messages", "flush.messages"),
         ("log-flush-ms", "flush.ms"),
+        ("log-cleaner-delete-retention-ms", "delete.retention.ms"),
         ("message-max-bytes", "max.message.bytes"),
     ]
     .into_iter()
@@ -560,6 +578,7 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
         retention_ms: flags.log_retention_ms,
         retention_bytes: flags.log_retention_bytes,
         max_message_bytes: flags.message_max_bytes as usize,
+        delete_retention_ms: flags.log_cleaner_delete_retention_ms,
         flush: FlushPolicy {
             messages: flags.log_flush_messages,
             interval_ms: Some(flags.log_flush_ms),
@@ -595,6 +614,7 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
         default_replication_factor: flags.default_replication_factor,
         auto_create_topics: flags.auto_create_topics,
         retention_check_interval_ms: flags.log_retention_check_interval_ms,
+        cleaner_backoff_ms: flags.log_cleaner_backoff_ms,
         topic_defaults: TopicDefaults {
             log,
             explicit: topic_explicit,

@@ -30,6 +30,8 @@ pub enum PartitionError {
     InvalidOffset { offset: i64, reason: &'static str },
     #[error("transactions are not supported")]
     TransactionsUnsupported,
+    #[error("{0} is internal; only the broker writes to it")]
+    InternalTopic(String),
     #[error("acks must be -1, 0 or 1, got {0}")]
     InvalidRequiredAcks(i16),
     #[error("reading the log: {0}")]
@@ -51,6 +53,7 @@ impl PartitionError {
             Self::RequestTimedOut => ResponseError::RequestTimedOut,
             Self::InvalidOffset { .. } => ResponseError::OffsetOutOfRange,
             Self::TransactionsUnsupported => ResponseError::InvalidRequest,
+            Self::InternalTopic(_) => ResponseError::InvalidTopicException,
             Self::InvalidRequiredAcks(_) => ResponseError::InvalidRequiredAcks,
             Self::Storage(_) => ResponseError::KafkaStorageError,
             Self::Log(e) => log_error_code(e),

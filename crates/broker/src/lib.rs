@@ -17,6 +17,7 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod group;
+pub mod log_cleaner;
 pub mod metrics;
 pub mod partition;
 pub mod replicas;

@@ -1,6 +1,7 @@
 //! The listener and the broker's lifecycle: open the data directory, accept
-//! connections, run the background flusher and retention, and on shutdown
-//! stop accepting, let in-flight requests finish, then close every log.
+//! connections, run the background flusher, retention and log cleaner, and
+//! on shutdown stop accepting, let in-flight requests finish, then close
+//! every log.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -13,7 +14,7 @@ use tokio::{
 use crate::{
     broker::{Broker, StartError, now_ms},
     config::BrokerConfig,
-    connection, metrics,
+    connection, log_cleaner, metrics,
 };
 
 /// How often the flusher looks for logs whose `flush.ms` has passed.
@@ -96,6 +97,7 @@ impl Server {
         let mut background = JoinSet::new();
         background.spawn(flusher(Arc::clone(&broker)));
         background.spawn(retention(Arc::clone(&broker)));
+        background.spawn(log_cleaner::run(Arc::clone(&broker)));
         if let Some(address) = config.metrics_listen {
             match TcpListener::bind(address).await {
                 Ok(metrics_listener) => {

@@ -15,6 +15,7 @@ pub enum ConfigType {
     String = 2,
     Int = 3,
     Long = 5,
+    Double = 6,
     List = 7,
 }
 
@@ -100,6 +101,13 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
             t @ ("CreateTime" | "LogAppendTime") => Ok(t.to_string()),
             _ => Err("must be CreateTime or LogAppendTime".into()),
         },
+    },
+    ConfigDef {
+        name: "min.cleanable.dirty.ratio",
+        config_type: ConfigType::Double,
+        doc: "Clean a compacted partition once this share of its bytes was written since it was last cleaned.",
+        broker_synonym: "log.cleaner.min.cleanable.ratio",
+        validate: validate_ratio,
     },
     ConfigDef {
         name: "min.insync.replicas",
@@ -211,6 +219,7 @@ fn default_value(name: &str, defaults: &TopicDefaults) -> String {
         "index.interval.bytes" => log.index_interval_bytes.to_string(),
         "max.message.bytes" => log.max_message_bytes.to_string(),
         "message.timestamp.type" => "CreateTime".into(),
+        "min.cleanable.dirty.ratio" => DEFAULT_MIN_CLEANABLE_DIRTY_RATIO.to_string(),
         "min.insync.replicas" => "1".into(),
         "retention.bytes" => log.retention_bytes.to_string(),
         "retention.ms" => log.retention_ms.to_string(),
@@ -226,18 +235,24 @@ pub fn log_config(overrides: &BTreeMap<String, String>, defaults: &TopicDefaults
     let get = |key: &str| overrides.get(key).map(String::as_str);
     let long = |key: &str| get(key).and_then(|v| v.parse::<i64>().ok());
     let base = &defaults.log;
+    // Time and size retention apply only with the delete policy; a
+    // compact-only topic keeps the latest record of every key forever.
+    let (delete, compact) = cleanup_policy(overrides);
+    let unless_compact_only = |limit: i64| if delete { limit } else { -1 };
     LogConfig {
         segment_bytes: long("segment.bytes").map_or(base.segment_bytes, |v| v as u64),
         segment_ms: long("segment.ms").unwrap_or(base.segment_ms),
-        retention_ms: long("retention.ms").unwrap_or(base.retention_ms),
-        retention_bytes: long("retention.bytes").unwrap_or(base.retention_bytes),
+        retention_ms: unless_compact_only(long("retention.ms").unwrap_or(base.retention_ms)),
+        retention_bytes: unless_compact_only(
+            long("retention.bytes").unwrap_or(base.retention_bytes),
+        ),
         index_interval_bytes: long("index.interval.bytes")
             .map_or(base.index_interval_bytes, |v| v as u64),
         max_message_bytes: long("max.message.bytes").map_or(base.max_message_bytes, |v| v as usize),
         log_append_time: get("message.timestamp.type")
             .map_or(base.log_append_time, |v| v == "LogAppendTime"),
         producer_expiration_ms: base.producer_expiration_ms,
-        compact: cleanup_policy(overrides).1,
+        compact,
         delete_retention_ms: long("delete.retention.ms").unwrap_or(base.delete_retention_ms),
         flush: FlushPolicy {
             messages: long("flush.messages")
@@ -250,6 +265,16 @@ pub fn log_config(overrides: &BTreeMap<String, String>, defaults: &TopicDefaults
                 .filter(|&v| v != i64::MAX as u64),
         },
     }
+}
+
+const DEFAULT_MIN_CLEANABLE_DIRTY_RATIO: f64 = 0.5;
+
+/// `min.cleanable.dirty.ratio` of a topic.
+pub fn min_cleanable_dirty_ratio(overrides: &BTreeMap<String, String>) -> f64 {
+    overrides
+        .get("min.cleanable.dirty.ratio")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_MIN_CLEANABLE_DIRTY_RATIO)
 }
 
 /// `min.insync.replicas` of a topic.
@@ -272,6 +297,13 @@ where
         return Err(format!("must be at least {min}"));
     }
     Ok(parsed.to_string())
+}
+
+fn validate_ratio(value: &str) -> Result<String, String> {
+    match value.trim().parse::<f64>() {
+        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio.to_string()),
+        _ => Err("must be a number between 0 and 1".into()),
+    }
 }
 
 fn parse_bool(value: &str) -> Result<String, String> {
@@ -373,5 +405,38 @@ mod tests {
         let log = log_config(&overrides, &defaults());
         assert_eq!(log.flush.messages, Some(1));
         assert_eq!(log.flush.interval_ms, Some(1_000));
+    }
+
+    #[test]
+    fn cleanup_policy_decides_compaction_and_retention() {
+        let defaults = defaults();
+        let with = |policy: &str| {
+            let overrides: BTreeMap<String, String> = [
+                ("cleanup.policy".into(), policy.into()),
+                ("retention.ms".into(), "1000".into()),
+            ]
+            .into();
+            let log = log_config(&overrides, &defaults);
+            (log.compact, log.retention_ms, log.retention_bytes)
+        };
+        assert_eq!(with("delete"), (false, 1000, -1));
+        assert_eq!(with("compact"), (true, -1, -1));
+        assert_eq!(with("compact,delete"), (true, 1000, -1));
+    }
+
+    #[test]
+    fn the_dirty_ratio_is_a_share() {
+        assert_eq!(
+            validate("min.cleanable.dirty.ratio", " 0.01").unwrap(),
+            "0.01"
+        );
+        assert_eq!(validate("min.cleanable.dirty.ratio", "1").unwrap(), "1");
+        for bad in ["-0.1", "1.5", "half", "NaN"] {
+            let error = validate("min.cleanable.dirty.ratio", bad).unwrap_err();
+            assert!(error.reason.contains("between 0 and 1"), "{bad}: {error}");
+        }
+        let overrides = [("min.cleanable.dirty.ratio".into(), "0.25".into())].into();
+        assert_eq!(min_cleanable_dirty_ratio(&overrides), 0.25);
+        assert_eq!(min_cleanable_dirty_ratio(&BTreeMap::new()), 0.5);
     }
 }

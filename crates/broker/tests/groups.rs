@@ -1,7 +1,8 @@
 //! The group coordinator's APIs at every advertised version, through the
 //! request dispatch of an in-process broker: coordinator lookup, a group
 //! forming, syncing, heartbeating, committing and leaving, offsets and their
-//! survival across a restart, and group deletion.
+//! survival across a restart, group deletion, and `__consumer_offsets`
+//! being internal.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,10 +18,12 @@ use kafka_protocol::{
         DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
         HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
         LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
-        OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
-        OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse,
+        MetadataRequest, MetadataResponse, OffsetCommitRequest, OffsetCommitResponse,
+        OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse,
+        SyncGroupRequest, SyncGroupResponse,
         join_group_request::JoinGroupRequestProtocol,
         leave_group_request::MemberIdentity,
+        metadata_request::MetadataRequestTopic,
         offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic},
         offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic},
         offset_fetch_request::{
@@ -36,6 +39,7 @@ const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
 const NOT_COORDINATOR: i16 = 16;
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 const MEMBER_ID_REQUIRED: i16 = 79;
+const INVALID_TOPIC_EXCEPTION: i16 = 17;
 
 fn group(s: &str) -> GroupId {
     GroupId(StrBytes::from_string(s.to_string()))
@@ -399,4 +403,28 @@ async fn groups_and_offsets_are_deleted() {
     let request = DeleteGroupsRequest::default().with_groups_names(vec![group("busy")]);
     let response: DeleteGroupsResponse = h.call(ApiKey::DeleteGroups, 2, &request).await;
     assert_eq!(response.results[0].error_code, 68, "NON_EMPTY_GROUP");
+}
+
+#[tokio::test]
+async fn the_offsets_topic_is_internal_and_refuses_client_writes() {
+    let h = harness().await;
+    coordinator_ready(&h, "any").await;
+    for version in versions(ApiKey::Metadata) {
+        let request = MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name("__consumer_offsets"))),
+        ]));
+        let response: MetadataResponse = h.call(ApiKey::Metadata, version, &request).await;
+        assert_eq!(response.topics[0].error_code, 0, "v{version}");
+        assert_eq!(response.topics[0].is_internal, version >= 1, "v{version}");
+    }
+    let produced = h.produce("__consumer_offsets", 9, 1).await;
+    let partition = &produced.responses[0].partition_responses[0];
+    assert_eq!(partition.error_code, INVALID_TOPIC_EXCEPTION);
+    assert!(
+        partition
+            .error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("__consumer_offsets is internal")),
+        "{partition:?}"
+    );
 }

@@ -22,7 +22,7 @@ use super::{
     create_topics::{TopicSpec, create_topic},
     topics::validate_topic_name,
 };
-use crate::error::AdminError;
+use crate::{error::AdminError, group::storage::OFFSETS_TOPIC};
 use keel_raft_metadata::{MetadataImage, TopicInfo};
 
 /// How long a Metadata request waits for an auto-created topic to commit
@@ -34,6 +34,7 @@ const AUTO_CREATE_TIMEOUT: Duration = Duration::from_secs(5);
 const AUTO_CREATE_FLAG_VERSION: i16 = 4;
 /// Versions from which fields exist in the response.
 const CONTROLLER_VERSION: i16 = 1;
+const IS_INTERNAL_VERSION: i16 = 1;
 const CLUSTER_ID_VERSION: i16 = 2;
 const OFFLINE_REPLICAS_VERSION: i16 = 5;
 const LEADER_EPOCH_VERSION: i16 = 7;
@@ -205,5 +206,6 @@ fn describe(image: &MetadataImage, topic: &TopicInfo, version: i16) -> MetadataR
         } else {
             Uuid::nil()
         })
+        .with_is_internal(version >= IS_INTERNAL_VERSION && topic.name == OFFSETS_TOPIC)
         .with_partitions(partitions)
 }

@@ -34,9 +34,7 @@ fn fetch(
 }
 
 /// Groups fetched rows by topic, keeping first-seen order.
-fn by_topic(
-    rows: Vec<(String, i32, Option<CommittedOffset>)>,
-) -> Vec<TopicOffsets> {
+fn by_topic(rows: Vec<(String, i32, Option<CommittedOffset>)>) -> Vec<TopicOffsets> {
     let mut topics: Vec<TopicOffsets> = Vec::new();
     for (topic, partition, committed) in rows {
         match topics.iter_mut().find(|(t, _)| *t == topic) {

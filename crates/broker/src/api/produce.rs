@@ -25,7 +25,10 @@ use super::{
     leader_hint::{Endpoints, current_leader},
     topics::leader_replica,
 };
-use crate::{broker::now_ms, error::PartitionError, partition::Partition, topic_config};
+use crate::{
+    broker::now_ms, error::PartitionError, group::storage::OFFSETS_TOPIC, partition::Partition,
+    topic_config,
+};
 use keel_raft_metadata::MetadataImage;
 
 /// The first version carrying KIP-951 leader hints.
@@ -136,6 +139,9 @@ fn append(
     acks: i16,
     now: i64,
 ) -> Result<(Arc<Partition>, AppendOutcome), PartitionError> {
+    if topic == OFFSETS_TOPIC {
+        return Err(PartitionError::InternalTopic(topic.to_string()));
+    }
     let partition = leader_replica(ctx.broker, image, topic, index, -1)?;
     let records = records.unwrap_or_default();
     let batches = batch::split_batches(&records).map_err(keel_log::LogError::from)?;

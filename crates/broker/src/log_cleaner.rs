@@ -1,0 +1,174 @@
+//! Schedules compaction of the partitions of compacted topics
+//! (`cleanup.policy` with `compact`).
+//!
+//! Every `--log-cleaner-backoff-ms` the cleaner looks at each local replica
+//! of a compacted topic and cleans it when it is due ([`due`]): never cleaned
+//! since the broker started, or its dirty ratio (the share of its bytes
+//! written since the last cleaning) has reached the topic's
+//! `min.cleanable.dirty.ratio`, or `delete.retention.ms` has passed since the
+//! last cleaning so that expired tombstones go. Without a dirty-offset
+//! checkpoint in the log, the bytes written since are estimated as the growth
+//! of the log since it was last cleaned.
+//!
+//! Cleaning holds the partition's log lock for the pass and runs on a
+//! blocking thread, so the async workers keep serving other partitions.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use uuid::Uuid;
+
+use crate::{
+    broker::{Broker, now_ms},
+    partition::Partition,
+    topic_config,
+};
+
+/// What a partition looked like after its last cleaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastClean {
+    pub size_after: u64,
+    pub at_ms: i64,
+}
+
+/// Whether a partition of `size` bytes should be cleaned now.
+pub fn due(
+    last: Option<LastClean>,
+    size: u64,
+    now_ms: i64,
+    min_dirty_ratio: f64,
+    delete_retention_ms: i64,
+) -> bool {
+    let Some(last) = last else {
+        return size > 0;
+    };
+    if size == 0 {
+        return false;
+    }
+    let dirty = size.saturating_sub(last.size_after);
+    let ratio = dirty as f64 / size as f64;
+    (dirty > 0 && ratio >= min_dirty_ratio) || now_ms - last.at_ms >= delete_retention_ms
+}
+
+/// Runs until the broker stops, cleaning compacted partitions as they
+/// become due.
+pub async fn run(broker: Arc<Broker>) {
+    let period = Duration::from_millis(broker.config.cleaner_backoff_ms);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut history: HashMap<(Uuid, i32), LastClean> = HashMap::new();
+    loop {
+        tick.tick().await;
+        let image = broker.image();
+        let mut seen = Vec::new();
+        for partition in broker.replicas.all() {
+            let Some(topic) = image.topic(partition.topic()) else {
+                continue;
+            };
+            let log_config = topic_config::log_config(&topic.configs, broker.replicas.defaults());
+            if !log_config.compact {
+                continue;
+            }
+            let key = (partition.topic_id(), partition.index());
+            seen.push(key);
+            let size = partition.log().size_in_bytes();
+            let now = now_ms();
+            let ratio = topic_config::min_cleanable_dirty_ratio(&topic.configs);
+            if !due(
+                history.get(&key).copied(),
+                size,
+                now,
+                ratio,
+                log_config.delete_retention_ms,
+            ) {
+                continue;
+            }
+            if let Some(size_after) = clean(Arc::clone(&partition), now).await {
+                history.insert(
+                    key,
+                    LastClean {
+                        size_after,
+                        at_ms: now,
+                    },
+                );
+            }
+        }
+        history.retain(|key, _| seen.contains(key));
+    }
+}
+
+/// Cleans one partition; returns its size afterwards, or `None` if the
+/// pass failed (logged).
+async fn clean(partition: Arc<Partition>, now: i64) -> Option<u64> {
+    let started = Instant::now();
+    let worker = Arc::clone(&partition);
+    let outcome = tokio::task::spawn_blocking(move || {
+        let high_watermark = worker.high_watermark();
+        worker.log().clean(now, high_watermark)
+    })
+    .await;
+    match outcome {
+        Ok(Ok(outcome)) => {
+            if outcome.records_removed > 0 || outcome.segments_deleted > 0 {
+                tracing::info!(
+                    topic = partition.topic(),
+                    partition = partition.index(),
+                    records_removed = outcome.records_removed,
+                    segments_rewritten = outcome.segments_rewritten,
+                    segments_deleted = outcome.segments_deleted,
+                    bytes_before = outcome.bytes_before,
+                    bytes_after = outcome.bytes_after,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "cleaned compacted partition"
+                );
+            }
+            Some(outcome.bytes_after)
+        }
+        Ok(Err(e)) => {
+            tracing::error!(topic = partition.topic(), partition = partition.index(), error = %e, "log cleaning failed");
+            None
+        }
+        Err(e) => {
+            tracing::error!(topic = partition.topic(), partition = partition.index(), error = %e, "log cleaning task failed");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn a_partition_is_cleaned_once_after_start_then_by_dirty_ratio() {
+        assert!(due(None, 100, 0, 0.5, DAY));
+        assert!(
+            !due(None, 0, 0, 0.5, DAY),
+            "nothing to clean in an empty log"
+        );
+        let last = Some(LastClean {
+            size_after: 100,
+            at_ms: 0,
+        });
+        assert!(!due(last, 100, 1_000, 0.5, DAY), "nothing written since");
+        assert!(!due(last, 150, 1_000, 0.5, DAY), "a third dirty");
+        assert!(due(last, 200, 1_000, 0.5, DAY), "half dirty");
+        assert!(due(last, 101, 1_000, 0.0, DAY), "ratio 0 cleans any growth");
+        assert!(!due(last, 80, 1_000, 0.5, DAY), "shrunk by retention");
+    }
+
+    #[test]
+    fn tombstones_get_a_pass_after_delete_retention() {
+        let last = Some(LastClean {
+            size_after: 100,
+            at_ms: 0,
+        });
+        assert!(!due(last, 100, DAY - 1, 0.5, DAY));
+        assert!(due(last, 100, DAY, 0.5, DAY));
+    }
+}

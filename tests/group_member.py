@@ -1,0 +1,160 @@
+"""One consumer group member, run as its own process so tests can SIGKILL it.
+
+    python group_member.py --client confluent|kafka-python|aiokafka \
+        --bootstrap HOST:PORT --group G --topic T [--assignor NAME[,NAME]] \
+        [--session-timeout-ms N] [--commit auto|each]
+
+Prints one JSON object per line on stdout:
+    {"assigned": [0, 3]}               whenever its assignment changes
+    {"record": [partition, offset, key]}  for every record consumed
+On SIGTERM it closes its consumer, which commits (auto mode) and leaves the
+group, then prints {"closed": true}.
+"""
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+
+stopping = False
+
+
+def on_sigterm(*_):
+    global stopping
+    stopping = True
+
+
+def emit(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+class AssignmentReporter:
+    def __init__(self):
+        self.last = None
+
+    def report(self, partitions):
+        current = sorted(partitions)
+        if current != self.last:
+            self.last = current
+            emit({"assigned": current})
+
+
+def run_confluent(args):
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({
+        "bootstrap.servers": args.bootstrap,
+        "group.id": args.group,
+        "client.id": "member-confluent",
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": args.assignor or "range,roundrobin",
+        "session.timeout.ms": args.session_timeout_ms,
+        "heartbeat.interval.ms": args.session_timeout_ms // 6,
+        "enable.auto.commit": args.commit == "auto",
+        "auto.commit.interval.ms": 200,
+    })
+    consumer.subscribe([args.topic])
+    reporter = AssignmentReporter()
+    while not stopping:
+        message = consumer.poll(0.1)
+        if message is not None and message.error() is None:
+            emit({"record": [message.partition(), message.offset(), message.key().decode()]})
+            if args.commit == "each":
+                consumer.commit(message=message, asynchronous=False)
+        reporter.report(tp.partition for tp in consumer.assignment())
+    consumer.close()
+
+
+def run_kafka_python(args):
+    from kafka import KafkaConsumer
+    from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+    from kafka.coordinator.assignors.range import RangePartitionAssignor
+    from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+    from kafka.structs import OffsetAndMetadata
+
+    assignors = {
+        "range": RangePartitionAssignor,
+        "roundrobin": RoundRobinPartitionAssignor,
+        "cooperative-sticky": CooperativeStickyAssignor,
+    }
+    names = (args.assignor or "range,roundrobin").split(",")
+    consumer = KafkaConsumer(
+        bootstrap_servers=args.bootstrap,
+        group_id=args.group,
+        client_id="member-kafka-python",
+        auto_offset_reset="earliest",
+        partition_assignment_strategy=[assignors[n] for n in names],
+        session_timeout_ms=args.session_timeout_ms,
+        heartbeat_interval_ms=args.session_timeout_ms // 6,
+        enable_auto_commit=args.commit == "auto",
+        auto_commit_interval_ms=200,
+    )
+    consumer.subscribe([args.topic])
+    reporter = AssignmentReporter()
+    while not stopping:
+        for tp, records in consumer.poll(timeout_ms=100).items():
+            for record in records:
+                emit({"record": [tp.partition, record.offset, record.key.decode()]})
+                if args.commit == "each":
+                    consumer.commit({tp: OffsetAndMetadata(record.offset + 1, "", -1)})
+        reporter.report(tp.partition for tp in consumer.assignment())
+    consumer.close()
+
+
+async def run_aiokafka(args):
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+    from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+
+    assignors = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionAssignor}
+    names = (args.assignor or "roundrobin").split(",")
+    consumer = AIOKafkaConsumer(
+        args.topic,
+        bootstrap_servers=args.bootstrap,
+        group_id=args.group,
+        client_id="member-aiokafka",
+        auto_offset_reset="earliest",
+        partition_assignment_strategy=tuple(assignors[n] for n in names),
+        session_timeout_ms=args.session_timeout_ms,
+        heartbeat_interval_ms=args.session_timeout_ms // 6,
+        enable_auto_commit=args.commit == "auto",
+        auto_commit_interval_ms=200,
+    )
+    await consumer.start()
+    reporter = AssignmentReporter()
+    while not stopping:
+        batches = await consumer.getmany(timeout_ms=100)
+        for tp, records in batches.items():
+            for record in records:
+                emit({"record": [tp.partition, record.offset, record.key.decode()]})
+                if args.commit == "each":
+                    await consumer.commit({tp: record.offset + 1})
+        reporter.report(tp.partition for tp in consumer.assignment())
+    await consumer.stop()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--client", required=True,
+                        choices=["confluent", "kafka-python", "aiokafka"])
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--group", required=True)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--assignor")
+    parser.add_argument("--session-timeout-ms", type=int, default=6000)
+    parser.add_argument("--commit", choices=["auto", "each"], default="auto")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, on_sigterm)
+    if args.client == "confluent":
+        run_confluent(args)
+    elif args.client == "kafka-python":
+        run_kafka_python(args)
+    else:
+        asyncio.run(run_aiokafka(args))
+    emit({"closed": True})
+
+
+if __name__ == "__main__":
+    main()

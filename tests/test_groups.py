@@ -1,0 +1,479 @@
+"""Consumer groups with real clients against a real keel process.
+
+Members are separate processes (`group_member.py`) running confluent-kafka,
+kafka-python or aiokafka, so that they can leave cleanly (SIGTERM) or crash
+(SIGKILL). The tests check what group users rely on: every partition is
+owned by exactly one member once the group is stable, every record is read
+exactly once while membership is steady and at least once across a crash,
+committed offsets are where the next member (or the next broker process)
+resumes, and the admin clients can list, describe and delete groups.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import (
+    ConsumerGroupTopicPartitions,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic
+
+MEMBER = Path(__file__).with_name("group_member.py")
+PARTITIONS = 6
+GROUP_BROKER_ARGS = [
+    "--num-partitions", str(PARTITIONS),
+    "--offsets-topic-partitions", "6",
+    "--group-initial-rebalance-delay-ms", "0",
+    "--group-min-session-timeout-ms", "1000",
+]
+
+
+@pytest.fixture
+def group_broker(broker_factory):
+    return broker_factory(GROUP_BROKER_ARGS)
+
+
+def wait_until(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Member:
+    """A group member process and what it has reported."""
+
+    def __init__(self, tmp_path, client, bootstrap, group, topic, assignor=None,
+                 session_timeout_ms=6000, commit="auto"):
+        self.client = client
+        self.name = f"{client}-{uuid.uuid4().hex[:6]}"
+        self.stderr_path = tmp_path / f"{self.name}.stderr"
+        command = [sys.executable, str(MEMBER), "--client", client, "--bootstrap", bootstrap,
+                   "--group", group, "--topic", topic,
+                   "--session-timeout-ms", str(session_timeout_ms), "--commit", commit]
+        if assignor:
+            command += ["--assignor", assignor]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE,
+                                        stderr=open(self.stderr_path, "w"), text=True)
+        self.lock = threading.Lock()
+        self.records = []
+        self.assignment = None
+        self.closed = False
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            event = json.loads(line)
+            with self.lock:
+                if "record" in event:
+                    self.records.append(tuple(event["record"]))
+                elif "assigned" in event:
+                    self.assignment = set(event["assigned"])
+                elif "closed" in event:
+                    self.closed = True
+
+    def owned(self):
+        with self.lock:
+            return set(self.assignment) if self.assignment is not None else None
+
+    def keys(self):
+        with self.lock:
+            return [key for _, _, key in self.records]
+
+    def record_list(self):
+        with self.lock:
+            return list(self.records)
+
+    def stop(self):
+        """Leaves the group cleanly."""
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=60)
+        self.reader.join(timeout=10)
+        assert self.closed, f"{self.name} did not close cleanly:\n{self.stderr()}"
+
+    def kill(self):
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def close(self):
+        if self.process.poll() is None:
+            self.kill()
+
+    def stderr(self):
+        return self.stderr_path.read_text()[-3000:]
+
+
+@pytest.fixture
+def members(tmp_path):
+    started = []
+
+    def start(client, bootstrap, group, topic, **options):
+        member = Member(tmp_path, client, bootstrap, group, topic, **options)
+        started.append(member)
+        return member
+
+    yield start
+    for member in started:
+        member.close()
+
+
+def balanced(group_members, partitions=PARTITIONS):
+    """Every partition owned by exactly one member, shares differing by at
+    most one."""
+    owned = [m.owned() for m in group_members]
+    if any(o is None for o in owned):
+        return False
+    every = [p for o in owned for p in o]
+    sizes = [len(o) for o in owned]
+    return (sorted(every) == list(range(partitions))
+            and max(sizes) - min(sizes) <= 1)
+
+
+def wait_balanced(group_members, timeout=60):
+    wait_until(lambda: balanced(group_members), timeout,
+               "a balanced assignment: " + ", ".join(
+                   f"{m.name}={sorted(m.owned() or [])}" for m in group_members))
+
+
+def create_topic(bootstrap, topic, partitions=PARTITIONS, config=None):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, partitions, 1, config=config or {})])[topic].result(30)
+
+
+def produce(bootstrap, topic, keys, partitions=PARTITIONS):
+    """Produces one record per key, key i to partition i % partitions;
+    returns each key's (partition, offset)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    delivered, errors = {}, []
+
+    def on_delivery(err, msg):
+        if err is not None:
+            errors.append(err)
+        else:
+            delivered[msg.key().decode()] = (msg.partition(), msg.offset())
+
+    for i, key in enumerate(keys):
+        producer.produce(topic, key=key, value=b"v", partition=i % partitions,
+                         on_delivery=on_delivery)
+    assert producer.flush(30) == 0
+    assert not errors, errors[:5]
+    return delivered
+
+
+def all_records(group_members):
+    return [r for m in group_members for r in m.record_list()]
+
+
+def assert_read_exactly_once_by_owners(group_members, keys):
+    """Each key read exactly once, by the member owning its partition."""
+    seen = {}
+    for member in group_members:
+        owned = member.owned()
+        for partition, _, key in member.record_list():
+            if key not in keys:
+                continue
+            assert key not in seen, f"{key} read by {seen[key]} and {member.name}"
+            assert partition in owned, f"{member.name} read {key} from unowned {partition}"
+            seen[key] = member.name
+    assert set(seen) == set(keys), f"{len(set(keys) - set(seen))} records never read"
+
+
+def wait_read(group_members, keys, timeout=60):
+    wanted = set(keys)
+    wait_until(lambda: wanted <= {r[2] for r in all_records(group_members)}, timeout,
+               f"{len(wanted)} records to be read")
+
+
+@pytest.mark.parametrize("assignor", ["range", "roundrobin", "cooperative-sticky"])
+def test_members_split_the_partitions_and_read_each_record_once(group_broker, members, assignor):
+    topic = f"split-{assignor}"
+    create_topic(group_broker.bootstrap, topic)
+    group = f"split-{assignor}"
+    trio = [members("confluent", group_broker.bootstrap, group, topic, assignor=assignor)
+            for _ in range(3)]
+    wait_balanced(trio)
+    assert all(len(m.owned()) == 2 for m in trio)
+
+    keys = [f"k{i}" for i in range(3000)]
+    produce(group_broker.bootstrap, topic, keys)
+    wait_read(trio, keys)
+    time.sleep(0.5)
+    assert balanced(trio), "the assignment moved while membership was steady"
+    assert_read_exactly_once_by_owners(trio, keys)
+
+
+@pytest.mark.parametrize("assignor,clients", [
+    ("roundrobin", ["confluent", "kafka-python", "aiokafka"]),
+    ("range", ["confluent", "kafka-python", "aiokafka"]),
+    ("cooperative-sticky", ["confluent", "kafka-python"]),
+])
+def test_clients_of_different_libraries_share_a_group(group_broker, members, assignor, clients):
+    topic = f"mixed-{assignor}"
+    create_topic(group_broker.bootstrap, topic)
+    group = f"mixed-{assignor}"
+    mixed = [members(client, group_broker.bootstrap, group, topic, assignor=assignor)
+             for client in clients]
+    wait_balanced(mixed)
+
+    keys = [f"m{i}" for i in range(600)]
+    produce(group_broker.bootstrap, topic, keys)
+    wait_read(mixed, keys)
+    assert balanced(mixed)
+    assert_read_exactly_once_by_owners(mixed, keys)
+
+
+def test_joins_leaves_and_crashes_rebalance_without_losing_records(group_broker, members):
+    topic, group = "churn", "churn"
+    create_topic(group_broker.bootstrap, topic)
+    bootstrap = group_broker.bootstrap
+    produced = []
+
+    def produce_round(tag):
+        keys = [f"{tag}-{i}" for i in range(120)]
+        produce(bootstrap, topic, keys)
+        produced.extend(keys)
+        return keys
+
+    first = members("confluent", bootstrap, group, topic, session_timeout_ms=30_000)
+    wait_balanced([first])
+    produce_round("alone")
+
+    second = members("kafka-python", bootstrap, group, topic, session_timeout_ms=30_000)
+    wait_balanced([first, second])
+    assert len(first.owned()) == 3 and len(second.owned()) == 3
+    keys = produce_round("pair")
+    wait_read([first, second], keys)
+    assert_read_exactly_once_by_owners([first, second], keys)
+
+    # A clean leave hands its partitions over at once, long before the
+    # 30 s session timeout could have noticed.
+    left_at = time.monotonic()
+    second.stop()
+    wait_balanced([first], timeout=20)
+    assert time.monotonic() - left_at < 20
+    produce_round("after-leave")
+
+    crasher = members("confluent", bootstrap, group, topic, session_timeout_ms=3_000)
+    wait_balanced([first, crasher])
+    produce_round("before-crash")
+    wait_read([first, crasher], produced)
+    crasher.kill()
+    # Only the session timeout can tell the coordinator about a SIGKILL.
+    wait_balanced([first], timeout=30)
+    keys = produce_round("after-crash")
+
+    everyone = [first, second, crasher]
+    wait_read(everyone, produced)
+    # Records of the crashed member's partitions may be read twice (its last
+    # auto-commit may be lost), but none is ever skipped; the rounds produced
+    # while membership was steady were read exactly once.
+    assert set(produced) <= {r[2] for r in all_records(everyone)}
+    assert_read_exactly_once_by_owners([first], keys)
+
+
+def committed(bootstrap, group, topic):
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    offsets = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)],
+                                 timeout=30)
+    consumer.close()
+    return {tp.partition: tp.offset for tp in offsets}
+
+
+def test_committed_offsets_carry_over_to_new_members_and_a_restarted_broker(
+        group_broker, members):
+    topic, group = "resume", "resume"
+    bootstrap = group_broker.bootstrap
+    create_topic(bootstrap, topic)
+    old = [f"old-{i}" for i in range(600)]
+    produce(bootstrap, topic, old)
+
+    first = members("confluent", bootstrap, group, topic, commit="each")
+    wait_read([first], old)
+    first.stop()
+    assert committed(bootstrap, group, topic) == {p: 100 for p in range(PARTITIONS)}
+
+    # If the commits were ignored, the new member would start from the
+    # earliest offset and read the old records before the new ones.
+    second = members("kafka-python", bootstrap, group, topic, commit="each")
+    wait_balanced([second])
+    new = [f"new-{i}" for i in range(60)]
+    produce(bootstrap, topic, new)
+    wait_read([second], new)
+    second.stop()
+    assert sorted(second.keys()) == sorted(new)
+
+    group_broker.kill()
+    group_broker.restart()
+    assert committed(bootstrap, group, topic) == {p: 110 for p in range(PARTITIONS)}
+    third = members("aiokafka", bootstrap, group, topic)
+    wait_balanced([third])
+    latest = [f"latest-{i}" for i in range(60)]
+    produce(bootstrap, topic, latest)
+    wait_read([third], latest)
+    third.stop()
+    assert sorted(third.keys()) == sorted(latest)
+    assert committed(bootstrap, group, topic) == {p: 120 for p in range(PARTITIONS)}
+
+
+def kcat_group(bootstrap, group, topic):
+    """Runs kcat's balanced consumer until every assigned partition is at its
+    end; returns the keys read."""
+    result = subprocess.run(
+        ["kcat", "-b", bootstrap, "-G", group, "-X", "auto.offset.reset=earliest",
+         "-e", "-q", "-f", "%k\\n", topic],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return [line for line in result.stdout.splitlines() if line]
+
+
+def test_kcat_balanced_consumer_commits_where_it_stopped(group_broker):
+    topic, group = "kcat-group", "kcat-group"
+    bootstrap = group_broker.bootstrap
+    create_topic(bootstrap, topic)
+    first = [f"a{i}" for i in range(600)]
+    produce(bootstrap, topic, first)
+    assert sorted(kcat_group(bootstrap, group, topic)) == sorted(first)
+    assert kcat_group(bootstrap, group, topic) == []
+    second = [f"b{i}" for i in range(30)]
+    produce(bootstrap, topic, second)
+    assert sorted(kcat_group(bootstrap, group, topic)) == sorted(second)
+
+
+def test_admin_clients_list_describe_and_delete_groups(group_broker, members):
+    topic, group = "admin-groups", "admin-groups"
+    bootstrap = group_broker.bootstrap
+    create_topic(bootstrap, topic)
+    keys = [f"x{i}" for i in range(60)]
+    produce(bootstrap, topic, keys)
+    pair = [members("confluent", bootstrap, group, topic, assignor="range") for _ in range(2)]
+    wait_balanced(pair)
+    wait_read(pair, keys)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+
+    listed = admin.list_consumer_groups().result(timeout=30)
+    states = {g.group_id: g.state.name for g in listed.valid}
+    assert states.get(group) == "STABLE", states
+
+    described = admin.describe_consumer_groups([group])[group].result(timeout=30)
+    assert described.state.name == "STABLE"
+    assert described.partition_assignor == "range"
+    assert not described.is_simple_consumer_group
+    assert len(described.members) == 2
+    assigned = sorted(tp.partition for m in described.members
+                      for tp in m.assignment.topic_partitions)
+    assert assigned == list(range(PARTITIONS))
+    assert all(m.client_id == "member-confluent" for m in described.members)
+
+    from kafka.admin import KafkaAdminClient
+
+    kafka_admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    [kp_group] = kafka_admin.describe_consumer_groups([group])
+    assert kp_group.state == "Stable"
+    assert kp_group.protocol == "range"
+    assert len(kp_group.members) == 2
+    assert (group, "consumer") in kafka_admin.list_consumer_groups()
+
+    with pytest.raises(KafkaException) as non_empty:
+        admin.delete_consumer_groups([group])[group].result(timeout=30)
+    assert non_empty.value.args[0].code() == KafkaError.NON_EMPTY_GROUP
+
+    for member in pair:
+        member.stop()
+    wait_until(lambda: admin.describe_consumer_groups([group])[group].result(timeout=30)
+               .state.name == "EMPTY", 30, "the group to be empty")
+    offsets = admin.list_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions(group)])[group].result(timeout=30)
+    assert {tp.partition: tp.offset for tp in offsets.topic_partitions} == {
+        p: 10 for p in range(PARTITIONS)}
+    kafka_python_offsets = kafka_admin.list_consumer_group_offsets(group)
+    assert {tp.partition: o.offset for tp, o in kafka_python_offsets.items()} == {
+        p: 10 for p in range(PARTITIONS)}
+    kafka_admin.close()
+
+    admin.delete_consumer_groups([group])[group].result(timeout=30)
+    listed = admin.list_consumer_groups().result(timeout=30)
+    assert group not in {g.group_id for g in listed.valid}
+    assert committed(bootstrap, group, topic) == {p: -1001 for p in range(PARTITIONS)}
+
+
+def read_from_beginning(bootstrap, topic):
+    """Every record of partition 0 as (offset, key, value)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4()}",
+                         "enable.partition.eof": True, "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    records = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        message = consumer.poll(1.0)
+        if message is None:
+            continue
+        if message.error():
+            if message.error().code() == KafkaError._PARTITION_EOF:
+                break
+            raise KafkaException(message.error())
+        value = message.value().decode() if message.value() is not None else None
+        records.append((message.offset(), message.key().decode(), value))
+    consumer.close()
+    return records
+
+
+def test_a_compacted_topic_keeps_the_latest_value_of_every_key(broker_factory):
+    broker = broker_factory(GROUP_BROKER_ARGS + ["--log-cleaner-backoff-ms", "200"])
+    bootstrap = broker.bootstrap
+    topic = "compacted"
+    create_topic(bootstrap, topic, partitions=1, config={
+        "cleanup.policy": "compact", "segment.ms": "100", "min.cleanable.dirty.ratio": "0.01"})
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    delivered = {}
+
+    def on_delivery(err, msg):
+        assert err is None, err
+        delivered[(msg.key().decode(), msg.value())] = msg.offset()
+
+    for round_ in range(5):
+        for key in range(10):
+            producer.produce(topic, key=f"key-{key}", value=f"round-{round_}",
+                             on_delivery=on_delivery)
+        producer.flush(30)
+        time.sleep(0.15)  # segment.ms passes: the next round starts a segment
+    producer.produce(topic, key="key-0", value=None, on_delivery=on_delivery)
+    producer.flush(30)
+    time.sleep(0.15)
+    # The active segment is never cleaned; this record moves everything
+    # before it into closed segments.
+    producer.produce(topic, key="end", value="end", on_delivery=on_delivery)
+    producer.flush(30)
+
+    expected = [(delivered[(f"key-{k}", b"round-4")], f"key-{k}", "round-4") for k in range(1, 10)]
+    expected.append((delivered[("key-0", None)], "key-0", None))
+    expected.append((delivered[("end", b"end")], "end", "end"))
+    expected.sort()
+    wait_until(lambda: read_from_beginning(bootstrap, topic) == expected, 30,
+               f"the compacted log {expected}, last read {read_from_beginning(bootstrap, topic)}")
+
+    # A compacted topic cannot take a record without a key.
+    errors = []
+    producer.produce(topic, key=None, value="keyless",
+                     on_delivery=lambda err, msg: errors.append(err))
+    producer.flush(30)
+    assert errors and errors[0] is not None
+    assert errors[0].code() == KafkaError.INVALID_RECORD, errors[0]
+
+    # Compaction survives a crash and a restart, offsets unchanged.
+    broker.kill()
+    broker.restart()
+    assert read_from_beginning(bootstrap, topic) == expected
