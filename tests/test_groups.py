@@ -270,7 +270,7 @@ def test_joins_leaves_and_crashes_rebalance_without_losing_records(group_broker,
     crasher = members("confluent", bootstrap, group, topic, session_timeout_ms=3_000)
     wait_balanced([first, crasher])
     produce_round("before-crash")
-    wait_read([first, crasher], produced)
+    wait_read([first, second, crasher], produced)
     crasher.kill()
     # Only the session timeout can tell the coordinator about a SIGKILL.
     wait_balanced([first], timeout=30)
@@ -381,11 +381,17 @@ def test_admin_clients_list_describe_and_delete_groups(group_broker, members):
     from kafka.admin import KafkaAdminClient
 
     kafka_admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    [kp_group] = kafka_admin.describe_consumer_groups([group])
-    assert kp_group.state == "Stable"
-    assert kp_group.protocol == "range"
-    assert len(kp_group.members) == 2
-    assert (group, "consumer") in kafka_admin.list_consumer_groups()
+    kp_group = kafka_admin.describe_groups([group])[group]
+    assert kp_group["error"] is None
+    assert kp_group["group_state"] == "Stable"
+    assert kp_group["protocol_data"] == "range"
+    kp_assigned = sorted(p for m in kp_group["members"]
+                         for t in m["member_assignment"]["assigned_partitions"]
+                         for p in t["partitions"])
+    assert kp_assigned == list(range(PARTITIONS))
+    kp_listed = {g["group_id"]: g for g in kafka_admin.list_groups()}
+    assert kp_listed[group]["protocol_type"] == "consumer"
+    assert kp_listed[group]["group_state"] == "Stable"
 
     with pytest.raises(KafkaException) as non_empty:
         admin.delete_consumer_groups([group])[group].result(timeout=30)
@@ -399,7 +405,7 @@ def test_admin_clients_list_describe_and_delete_groups(group_broker, members):
         [ConsumerGroupTopicPartitions(group)])[group].result(timeout=30)
     assert {tp.partition: tp.offset for tp in offsets.topic_partitions} == {
         p: 10 for p in range(PARTITIONS)}
-    kafka_python_offsets = kafka_admin.list_consumer_group_offsets(group)
+    kafka_python_offsets = kafka_admin.list_group_offsets(group)[group]
     assert {tp.partition: o.offset for tp, o in kafka_python_offsets.items()} == {
         p: 10 for p in range(PARTITIONS)}
     kafka_admin.close()

@@ -9,7 +9,10 @@ use kafka_protocol::messages::{
 };
 
 use super::RequestContext;
-use crate::{broker::now_ms, group::state::CommittedOffset};
+use crate::{
+    broker::now_ms,
+    group::{MemberClaim, state::CommittedOffset},
+};
 
 /// The first version carrying the leader epoch of the committed offset.
 const LEADER_EPOCH_VERSION: i16 = 6;
@@ -53,13 +56,15 @@ pub(super) fn handle(
         }
     }
     let keys: Vec<(String, i32)> = offsets.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
-    let results = ctx.broker.groups.commit(
-        ctx.broker,
-        &request.group_id,
-        &request.member_id,
-        request.generation_id_or_member_epoch,
-        offsets,
-    );
+    let claim = MemberClaim {
+        member_id: &request.member_id,
+        instance_id: request.group_instance_id.as_deref(),
+        generation: request.generation_id_or_member_epoch,
+    };
+    let results = ctx
+        .broker
+        .groups
+        .commit(ctx.broker, &request.group_id, claim, offsets);
     let error_of = |topic: &str, partition: i32| -> i16 {
         if unknown.iter().any(|(t, p)| t == topic && *p == partition) {
             return kafka_protocol::error::ResponseError::UnknownTopicOrPartition.code();

@@ -7,6 +7,7 @@ use kafka_protocol::{
 };
 
 use super::RequestContext;
+use crate::group::MemberClaim;
 
 /// The first version naming the protocol in request and answer.
 const PROTOCOL_VERSION: i16 = 5;
@@ -20,16 +21,15 @@ pub(super) async fn handle(
         .into_iter()
         .map(|a| (a.member_id.to_string(), a.assignment))
         .collect();
+    let claim = MemberClaim {
+        member_id: &request.member_id,
+        instance_id: request.group_instance_id.as_deref(),
+        generation: request.generation_id,
+    };
     let outcome = ctx
         .broker
         .groups
-        .sync(
-            ctx.broker,
-            &request.group_id,
-            &request.member_id,
-            request.generation_id,
-            assignments,
-        )
+        .sync(ctx.broker, &request.group_id, claim, assignments)
         .await;
     let response = SyncGroupResponse::default()
         .with_error_code(outcome.error.map_or(0, |e| e.code()))

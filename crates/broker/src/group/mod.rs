@@ -26,6 +26,7 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use tokio::sync::oneshot;
 
+pub(crate) use self::state::MemberClaim;
 use self::{
     state::{
         CommittedOffset, Deliveries, Group, GroupSettings, GroupState, JoinOutcome, JoinRequest,
@@ -201,8 +202,7 @@ impl GroupCoordinator {
         &self,
         broker: &Broker,
         group_id: &str,
-        member_id: &str,
-        generation: i32,
+        claim: MemberClaim<'_>,
         assignments: Vec<(String, Bytes)>,
     ) -> SyncOutcome {
         let partition = self.partition_of(group_id);
@@ -216,10 +216,14 @@ impl GroupCoordinator {
             let Some(group) = inner.groups.get_mut(group_id) else {
                 return SyncOutcome::error(ResponseError::UnknownMemberId);
             };
-            wait = group.members.get(member_id).map_or(Duration::ZERO, |m| {
-                Duration::from_millis(m.rebalance_timeout_ms.max(0) as u64)
-            }) + WAIT_MARGIN;
-            let deliveries = group.sync(member_id, generation, assignments, waiter, now_ms());
+            wait = group
+                .members
+                .get(claim.member_id)
+                .map_or(Duration::ZERO, |m| {
+                    Duration::from_millis(m.rebalance_timeout_ms.max(0) as u64)
+                })
+                + WAIT_MARGIN;
+            let deliveries = group.sync(claim, assignments, waiter, now_ms());
             Self::settle(broker, partition, group, deliveries);
         }
         match tokio::time::timeout(wait, answer).await {
@@ -232,8 +236,7 @@ impl GroupCoordinator {
     pub(crate) fn heartbeat(
         &self,
         group_id: &str,
-        member_id: &str,
-        generation: i32,
+        claim: MemberClaim<'_>,
     ) -> Option<ResponseError> {
         let partition = self.partition_of(group_id);
         let mut inner = self.lock();
@@ -241,7 +244,7 @@ impl GroupCoordinator {
             return Some(error);
         }
         match inner.groups.get_mut(group_id) {
-            Some(group) => group.heartbeat(member_id, generation, now_ms()),
+            Some(group) => group.heartbeat(claim, now_ms()),
             None => Some(ResponseError::UnknownMemberId),
         }
     }
@@ -270,8 +273,7 @@ impl GroupCoordinator {
         &self,
         broker: &Broker,
         group_id: &str,
-        member_id: &str,
-        generation: i32,
+        claim: MemberClaim<'_>,
         offsets: Vec<(String, i32, CommittedOffset)>,
     ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
         let partition = self.partition_of(group_id);
@@ -282,7 +284,7 @@ impl GroupCoordinator {
             .groups
             .entry(group_id.to_string())
             .or_insert_with(|| Group::new(group_id, now));
-        if let Some(error) = group.check_commit(member_id, generation, now) {
+        if let Some(error) = group.check_commit(claim, now) {
             return Err(error);
         }
         let mut results = Vec::with_capacity(offsets.len());

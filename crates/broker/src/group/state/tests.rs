@@ -23,6 +23,14 @@ fn request(member_id: &str, protocols: &[&str]) -> JoinRequest {
     }
 }
 
+fn claim(member_id: &str, generation: i32) -> MemberClaim<'_> {
+    MemberClaim {
+        member_id,
+        instance_id: None,
+        generation,
+    }
+}
+
 /// Joins and returns the receiver for the answer.
 fn join(group: &mut Group, request: JoinRequest, now: i64) -> oneshot::Receiver<JoinOutcome> {
     let (tx, rx) = oneshot::channel();
@@ -39,7 +47,7 @@ fn sync(
 ) -> oneshot::Receiver<SyncOutcome> {
     let (tx, rx) = oneshot::channel();
     group
-        .sync(member, generation, assignments, tx, now)
+        .sync(claim(member, generation), assignments, tx, now)
         .deliver();
     rx
 }
@@ -71,7 +79,7 @@ fn two_members_form_a_generation_and_get_their_assignments() {
     let mut b_join = join(&mut group, request(&b, &["range"]), 1);
     assert!(b_join.try_recv().is_err(), "b waits for a to rejoin");
     assert_eq!(
-        group.heartbeat(&a, 1, 2),
+        group.heartbeat(claim(&a, 1), 2),
         Some(ResponseError::RebalanceInProgress)
     );
     let mut a_join = join(&mut group, request(&a, &["range"]), 3);
@@ -101,13 +109,13 @@ fn two_members_form_a_generation_and_get_their_assignments() {
     assert_eq!(b_outcome.error, None);
     assert!(b_outcome.assignment.is_empty());
     assert_eq!(group.state, GroupState::Stable);
-    assert_eq!(group.heartbeat(&b, 2, 6), None);
+    assert_eq!(group.heartbeat(claim(&b, 2), 6), None);
     assert_eq!(
-        group.heartbeat(&b, 1, 6),
+        group.heartbeat(claim(&b, 1), 6),
         Some(ResponseError::IllegalGeneration)
     );
     assert_eq!(
-        group.heartbeat("nobody", 2, 6),
+        group.heartbeat(claim("nobody", 2), 6),
         Some(ResponseError::UnknownMemberId)
     );
 }
@@ -158,13 +166,13 @@ fn silent_members_expire_and_the_group_rebalances() {
     assert_eq!(group.state, GroupState::Stable);
     // b keeps heartbeating, a goes silent past its session timeout.
     for now in (1_000..=11_000).step_by(1_000) {
-        group.heartbeat(&b, generation, now);
+        group.heartbeat(claim(&b, generation), now);
         group.tick(&SETTINGS, now).deliver();
     }
     assert!(!group.members.contains_key(&a));
     assert_eq!(group.state, GroupState::PreparingRebalance);
     assert_eq!(
-        group.heartbeat(&b, generation, 11_500),
+        group.heartbeat(claim(&b, generation), 11_500),
         Some(ResponseError::RebalanceInProgress)
     );
 }
@@ -240,7 +248,7 @@ fn a_static_member_that_restarts_takes_over_and_fences_its_old_id() {
 fn commits_are_checked_against_member_and_generation() {
     let mut group = Group::new("g", 0);
     assert_eq!(
-        group.check_commit("", -1, 0),
+        group.check_commit(claim("", -1), 0),
         None,
         "no members: simple commits allowed"
     );
@@ -250,25 +258,72 @@ fn commits_are_checked_against_member_and_generation() {
         .unwrap()
         .generation;
     assert_eq!(
-        group.check_commit("", -1, 0),
-        Some(ResponseError::IllegalGeneration)
+        group.check_commit(claim("", -1), 0),
+        Some(ResponseError::UnknownMemberId),
+        "members present: only members commit"
     );
     assert_eq!(
-        group.check_commit(&a, generation, 0),
+        group.check_commit(claim(&a, generation), 0),
         Some(ResponseError::RebalanceInProgress),
         "before SyncGroup the assignment is not known yet"
     );
     sync(&mut group, &a, generation, vec![], 0)
         .try_recv()
         .unwrap();
-    assert_eq!(group.check_commit(&a, generation, 1), None);
+    assert_eq!(group.check_commit(claim(&a, generation), 1), None);
     assert_eq!(
-        group.check_commit(&a, generation + 1, 1),
+        group.check_commit(claim(&a, generation + 1), 1),
         Some(ResponseError::IllegalGeneration)
     );
     assert_eq!(
-        group.check_commit("x", generation, 1),
+        group.check_commit(claim("x", generation), 1),
         Some(ResponseError::UnknownMemberId)
+    );
+
+    // A second member starts a rebalance: the first may still commit what
+    // it is about to give up, in the generation it has.
+    let b = member_id(&mut group, 2);
+    let _b_join = join(&mut group, request(&b, &["range"]), 2);
+    assert_eq!(group.state, GroupState::PreparingRebalance);
+    assert_eq!(group.check_commit(claim(&a, generation), 2), None);
+    assert_eq!(
+        group.heartbeat(claim(&a, generation), 2),
+        Some(ResponseError::RebalanceInProgress)
+    );
+}
+
+#[test]
+fn a_replaced_static_member_is_fenced_on_every_request() {
+    let mut group = Group::new("g", 0);
+    let mut first = request("", &["range"]);
+    first.instance_id = Some("worker-1".into());
+    let old = join(&mut group, first.clone(), 0).try_recv().unwrap();
+    assert_eq!(old.error, None);
+    sync(&mut group, &old.member_id, old.generation, vec![], 0)
+        .try_recv()
+        .unwrap();
+    // The instance restarts and joins again without its member id.
+    let new = join(&mut group, first, 1).try_recv().unwrap();
+    assert_ne!(new.member_id, old.member_id);
+
+    let stale = MemberClaim {
+        member_id: &old.member_id,
+        instance_id: Some("worker-1"),
+        generation: old.generation,
+    };
+    assert_eq!(
+        group.heartbeat(stale, 2),
+        Some(ResponseError::FencedInstanceId)
+    );
+    assert_eq!(
+        group.check_commit(stale, 2),
+        Some(ResponseError::FencedInstanceId)
+    );
+    let (tx, mut rx) = oneshot::channel();
+    group.sync(stale, vec![], tx, 2).deliver();
+    assert_eq!(
+        rx.try_recv().unwrap().error,
+        Some(ResponseError::FencedInstanceId)
     );
 }
 
