@@ -17,12 +17,14 @@
 //! `log-start-offset`, `recovery-point`, `leader-epoch-checkpoint`,
 //! `producer-state` (written on clean close) and `.clean-shutdown`.
 
+mod flush;
+mod lookup;
+mod retention;
+
 use std::{
     collections::BTreeMap,
-    fs::{self, File},
-    ops::ControlFlow,
+    fs,
     path::{Path, PathBuf},
-    sync::Arc,
 };
 
 use crate::{
@@ -30,16 +32,16 @@ use crate::{
         BATCH_HEADER_LEN, BatchHeader, assign_offset_and_epoch, set_log_append_time,
         validate_client_batch,
     },
-    checkpoint::{read_offset, sync_dir, write_atomically, write_offset},
-    cleaner::{self, CleanOutcome, CleanParams, OFFSET_MAP_BUDGET},
+    checkpoint::{read_offset, sync_dir, write_atomically},
     config::LogConfig,
     epoch_cache::{EpochEntry, LeaderEpochCache},
     error::{LogError, Result},
     producer_state::{ProducerStateTable, SequenceCheck},
-    read::ReadSlice,
-    records::{check_keys, check_records, visit_records},
-    segment::{CLEANED_SUFFIX, LOG_SUFFIX, LocatedBatch, Segment},
+    records::{check_keys, check_records},
+    segment::{CLEANED_SUFFIX, LOG_SUFFIX, Segment},
 };
+
+pub use self::flush::PendingFlush;
 
 const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 const LOG_START_OFFSET_FILE: &str = "log-start-offset";
@@ -71,21 +73,6 @@ pub struct RecoveryReport {
     pub segments_dropped: usize,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
-}
-
-/// The files to fsync for a flush done outside the log's lock.
-#[derive(Debug)]
-pub struct PendingFlush {
-    files: Vec<Arc<File>>,
-    up_to_offset: i64,
-    messages: u64,
-}
-
-impl PendingFlush {
-    /// fsyncs every file; call without holding the log.
-    pub fn sync(&self) -> std::io::Result<()> {
-        self.files.iter().try_for_each(|f| f.sync_data())
-    }
 }
 
 #[derive(Debug)]
@@ -415,340 +402,6 @@ impl PartitionLog {
         let segment = Segment::create(&self.dir, base, now_ms)?;
         self.segments.insert(base, segment);
         sync_dir(&self.dir)
-    }
-
-    /// Whole batches from `offset` up to (excluding) `upper_bound`, at most
-    /// `max_bytes` unless `min_one_batch` lets a single larger first batch
-    /// through. Reads stop at a segment boundary. `None` when there is
-    /// nothing to return.
-    pub fn read(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        upper_bound: i64,
-        min_one_batch: bool,
-    ) -> Result<Option<ReadSlice>> {
-        let log_end_offset = self.log_end_offset();
-        if offset < self.log_start_offset || offset > log_end_offset {
-            return Err(LogError::OffsetOutOfRange {
-                offset,
-                log_start_offset: self.log_start_offset,
-                log_end_offset,
-            });
-        }
-        let upper_bound = upper_bound.min(log_end_offset);
-        if offset >= upper_bound {
-            return Ok(None);
-        }
-        let Some(first) = self.locate(offset)? else {
-            return Ok(None);
-        };
-        let (segment, first) = first;
-        if first.header.base_offset >= upper_bound {
-            return Ok(None);
-        }
-        let mut len = first.header.total_len();
-        if len > max_bytes && !min_one_batch {
-            return Ok(None);
-        }
-        let mut last_offset = first.header.last_offset();
-        let mut current = first;
-        while let Some(next) = segment.next_batch(&current)? {
-            let next_len = next.header.total_len();
-            if next.header.base_offset >= upper_bound || len + next_len > max_bytes {
-                break;
-            }
-            len += next_len;
-            last_offset = next.header.last_offset();
-            current = next;
-        }
-        Ok(Some(ReadSlice::new(
-            segment.file(),
-            first.position,
-            len,
-            first.header.base_offset,
-            last_offset,
-        )))
-    }
-
-    /// The segment and batch holding `offset`, or the first batch after it.
-    fn locate(&self, offset: i64) -> Result<Option<(&Segment, LocatedBatch)>> {
-        let floor = self
-            .segments
-            .range(..=offset)
-            .next_back()
-            .map_or(i64::MIN, |(&base, _)| base);
-        for segment in self.segments.range(floor..).map(|(_, s)| s) {
-            if let Some(batch) = segment.find_batch(offset)? {
-                return Ok(Some((segment, batch)));
-            }
-        }
-        Ok(None)
-    }
-
-    /// The first record at or after `timestamp` as `(timestamp, offset)`.
-    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
-        for segment in self.segments.values() {
-            if segment.max_timestamp() < timestamp {
-                continue;
-            }
-            let mut located = segment.find_batch_by_timestamp(timestamp)?;
-            while let Some(batch) = located {
-                if batch.header.last_offset() >= self.log_start_offset {
-                    if let Some(found) =
-                        self.first_record_at_or_after(segment, &batch, timestamp)?
-                    {
-                        return Ok(Some(found));
-                    }
-                }
-                located = segment.next_batch(&batch)?;
-            }
-        }
-        Ok(None)
-    }
-
-    fn first_record_at_or_after(
-        &self,
-        segment: &Segment,
-        batch: &LocatedBatch,
-        timestamp: i64,
-    ) -> Result<Option<(i64, i64)>> {
-        let bytes = segment.read_bytes(batch.position, batch.header.total_len())?;
-        let mut found = None;
-        let decoded = visit_records(&bytes, &batch.header, |record| {
-            if record.timestamp >= timestamp && record.offset >= self.log_start_offset {
-                found = Some((record.timestamp, record.offset));
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        });
-        if decoded.is_none() && batch.header.max_timestamp >= timestamp {
-            // Undecodable payload: the batch as a whole is the best answer.
-            let offset = batch.header.base_offset.max(self.log_start_offset);
-            return Ok(Some((batch.header.max_timestamp, offset)));
-        }
-        Ok(found)
-    }
-
-    /// The record with the largest timestamp as `(timestamp, offset)`
-    /// (ListOffsets with timestamp -3).
-    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>> {
-        let Some(segment) = self
-            .segments
-            .values()
-            .filter(|s| s.max_timestamp() >= 0)
-            .max_by_key(|s| s.max_timestamp())
-        else {
-            return Ok(None);
-        };
-        let max_timestamp = segment.max_timestamp();
-        let Some(batch) = segment.find_batch(segment.offset_of_max_timestamp())? else {
-            return Ok(None);
-        };
-        let found = self.first_record_at_or_after(segment, &batch, max_timestamp)?;
-        Ok(found.or(Some((max_timestamp, batch.header.base_offset))))
-    }
-
-    /// Flushes everything appended so far, inline.
-    pub fn flush(&mut self) -> Result<()> {
-        if let Some(pending) = self.begin_flush() {
-            pending
-                .sync()
-                .map_err(|e| LogError::io("syncing", self.dir.clone(), e))?;
-            self.complete_flush(&pending)?;
-        }
-        Ok(())
-    }
-
-    /// Whether the interval flush policy asks for a flush now.
-    pub fn flush_due(&self, now_ms: i64) -> bool {
-        match (self.config.flush.interval_ms, self.oldest_unflushed_ms) {
-            (Some(interval), Some(oldest)) => now_ms - oldest >= interval as i64,
-            _ => false,
-        }
-    }
-
-    /// Collects the files holding unflushed data so they can be fsynced
-    /// without holding the log; `None` when everything is durable.
-    pub fn begin_flush(&self) -> Option<PendingFlush> {
-        let log_end_offset = self.log_end_offset();
-        if self.recovery_point >= log_end_offset && self.unflushed_messages == 0 {
-            return None;
-        }
-        let from = self
-            .segments
-            .range(..=self.recovery_point)
-            .next_back()
-            .map_or(i64::MIN, |(&base, _)| base);
-        Some(PendingFlush {
-            files: self.segments.range(from..).map(|(_, s)| s.file()).collect(),
-            up_to_offset: log_end_offset,
-            messages: self.unflushed_messages,
-        })
-    }
-
-    /// Records a finished flush and checkpoints the recovery point.
-    pub fn complete_flush(&mut self, flushed: &PendingFlush) -> Result<()> {
-        if flushed.up_to_offset <= self.recovery_point {
-            return Ok(());
-        }
-        self.recovery_point = flushed.up_to_offset;
-        self.unflushed_messages = self.unflushed_messages.saturating_sub(flushed.messages);
-        if self.unflushed_messages == 0 {
-            self.oldest_unflushed_ms = None;
-        }
-        write_offset(&self.dir.join(RECOVERY_POINT_FILE), self.recovery_point)
-    }
-
-    /// Moves the log start offset forward (DeleteRecords) and deletes the
-    /// segments that fall wholly below it. Returns the new log start offset.
-    pub fn delete_records_before(&mut self, offset: i64, now_ms: i64) -> Result<i64> {
-        let log_end_offset = self.log_end_offset();
-        if offset > log_end_offset || offset < 0 {
-            return Err(LogError::OffsetOutOfRange {
-                offset,
-                log_start_offset: self.log_start_offset,
-                log_end_offset,
-            });
-        }
-        if offset <= self.log_start_offset {
-            return Ok(self.log_start_offset);
-        }
-        self.set_log_start_offset(offset)?;
-        self.delete_segments_below_start(now_ms)?;
-        Ok(self.log_start_offset)
-    }
-
-    fn set_log_start_offset(&mut self, offset: i64) -> Result<()> {
-        self.log_start_offset = offset;
-        write_offset(&self.dir.join(LOG_START_OFFSET_FILE), offset)?;
-        self.epochs.truncate_from_start(offset)
-    }
-
-    fn delete_segments_below_start(&mut self, now_ms: i64) -> Result<usize> {
-        let doomed: Vec<i64> = self
-            .segments
-            .values()
-            .filter(|s| s.next_offset() <= self.log_start_offset && !s.is_empty())
-            .map(Segment::base_offset)
-            .collect();
-        self.delete_segments(&doomed, now_ms)
-    }
-
-    /// Deletes the given segments; if that would remove the active segment,
-    /// a new empty one is rolled first so the log is never without one.
-    fn delete_segments(&mut self, bases: &[i64], now_ms: i64) -> Result<usize> {
-        if bases.is_empty() {
-            return Ok(0);
-        }
-        let active_base = self.active_segment().base_offset();
-        if bases.contains(&active_base) {
-            self.roll(now_ms)?;
-        }
-        for base in bases {
-            if let Some(segment) = self.segments.remove(base) {
-                segment.delete()?;
-            }
-        }
-        let first_base = self.segments.keys().next().copied().unwrap_or(0);
-        if first_base > self.log_start_offset {
-            self.set_log_start_offset(first_base)?;
-        }
-        sync_dir(&self.dir)?;
-        Ok(bases.len())
-    }
-
-    /// Applies `retention.ms` and `retention.bytes`: deletes the oldest
-    /// segments that are wholly below `high_watermark` and past either
-    /// limit. Returns how many segments were deleted.
-    pub fn enforce_retention(&mut self, now_ms: i64, high_watermark: i64) -> Result<usize> {
-        self.producers
-            .expire(now_ms, self.config.producer_expiration_ms);
-        let mut doomed = Vec::new();
-        let mut remaining_bytes = self.size_in_bytes() as i64;
-        for segment in self.segments.values() {
-            if segment.is_empty() || segment.next_offset() > high_watermark {
-                break;
-            }
-            let newest = if segment.max_timestamp() >= 0 {
-                segment.max_timestamp()
-            } else {
-                segment.created_at_ms()
-            };
-            let expired =
-                self.config.retention_ms >= 0 && now_ms - newest > self.config.retention_ms;
-            let oversized = self.config.retention_bytes >= 0
-                && remaining_bytes - segment.size() as i64 >= self.config.retention_bytes;
-            if !expired && !oversized {
-                break;
-            }
-            remaining_bytes -= segment.size() as i64;
-            doomed.push(segment.base_offset());
-        }
-        self.delete_segments(&doomed, now_ms)
-    }
-
-    /// Removes every batch at or past `offset` (a follower diverging from a
-    /// new leader). A batch straddling `offset` goes too, so the log may end
-    /// below it. The log start offset is never crossed.
-    pub fn truncate_to(&mut self, offset: i64, now_ms: i64) -> Result<()> {
-        let offset = offset.max(self.log_start_offset);
-        if offset >= self.log_end_offset() {
-            return Ok(());
-        }
-        let doomed: Vec<i64> = self.segments.range(offset..).map(|(&b, _)| b).collect();
-        for base in doomed {
-            if let Some(segment) = self.segments.remove(&base) {
-                segment.delete()?;
-            }
-        }
-        let interval = self.config.index_interval_bytes;
-        match self.segments.values_mut().next_back() {
-            Some(segment) => {
-                segment.truncate_to(offset, interval)?;
-            }
-            None => {
-                let segment = Segment::create(&self.dir, offset, now_ms)?;
-                self.segments.insert(offset, segment);
-            }
-        }
-        sync_dir(&self.dir)?;
-        let log_end_offset = self.log_end_offset();
-        self.epochs.truncate_from_end(log_end_offset)?;
-        self.recovery_point = self.recovery_point.min(log_end_offset);
-        self.rebuild_producer_state()
-    }
-
-    /// Compacts the log if the topic is compacted, and is a no-op otherwise:
-    /// keeps only the latest record of each key in the segments that are not
-    /// the active one and lie wholly below `high_watermark`, and removes
-    /// tombstones older than `delete_retention_ms`, as the `cleaner` module
-    /// describes.
-    pub fn clean(&mut self, now_ms: i64, high_watermark: i64) -> Result<CleanOutcome> {
-        if self.closed {
-            return Err(LogError::Closed);
-        }
-        if !self.config.compact {
-            let size = self.size_in_bytes();
-            return Ok(CleanOutcome {
-                bytes_before: size,
-                bytes_after: size,
-                ..CleanOutcome::default()
-            });
-        }
-        let producers = &self.producers;
-        let params = CleanParams {
-            dir: &self.dir,
-            now_ms,
-            high_watermark: high_watermark.min(self.log_end_offset()),
-            delete_retention_ms: self.config.delete_retention_ms,
-            index_interval_bytes: self.config.index_interval_bytes,
-            log_start_offset: self.log_start_offset,
-            log_start_offset_file: self.dir.join(LOG_START_OFFSET_FILE),
-            map_budget: OFFSET_MAP_BUDGET,
-            live_producer: &|id| producers.contains(id),
-        };
-        cleaner::clean(&mut self.segments, &params)
     }
 
     /// Flushes everything and marks the directory cleanly closed, so the

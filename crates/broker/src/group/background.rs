@@ -1,0 +1,209 @@
+//! What the coordinator does on its own: it follows leadership of the
+//! `__consumer_offsets` partitions (loading a partition's groups by
+//! replaying it, dropping them when leadership moves away), advances every
+//! group's timers, and expires the offsets of groups that stayed empty for
+//! the retention time.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::Duration,
+};
+
+use super::{
+    GroupCoordinator, PartitionLoad,
+    state::{Group, GroupState},
+    storage::{self, Entry, Loaded, OFFSETS_TOPIC, partition_for},
+};
+use crate::{
+    broker::{Broker, now_ms},
+    partition::ReadLimit,
+};
+
+/// Bytes read from `__consumer_offsets` per step while loading.
+const LOAD_READ_BYTES: usize = 1 << 20;
+
+impl GroupCoordinator {
+    /// Loads and unloads partitions as leadership of `__consumer_offsets`
+    /// moves, advances every group's timers, and expires the offsets of
+    /// groups that have been empty for the retention time.
+    pub(crate) fn tick(&self, broker: &Broker) {
+        let image = broker.image();
+        let node = broker.config.node_id;
+        let led: BTreeSet<i32> = image
+            .topic(OFFSETS_TOPIC)
+            .map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|p| p.leader == node)
+                    .map(|p| p.partition)
+                    .filter(|p| broker.replicas.get(OFFSETS_TOPIC, *p).is_some())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (to_load, to_unload) = {
+            let mut inner = self.lock();
+            let loaded: BTreeSet<i32> = inner.partitions.keys().copied().collect();
+            let to_load: Vec<i32> = led.difference(&loaded).copied().collect();
+            for partition in &to_load {
+                inner.partitions.insert(*partition, PartitionLoad::Loading);
+            }
+            (
+                to_load,
+                loaded.difference(&led).copied().collect::<Vec<i32>>(),
+            )
+        };
+        for partition in to_unload {
+            let mut inner = self.lock();
+            inner.partitions.remove(&partition);
+            let partitions = self.config.partitions;
+            // Dropping the groups drops their waiters, whose requests then
+            // answer NOT_COORDINATOR.
+            inner
+                .groups
+                .retain(|id, _| partition_for(id, partitions) != partition);
+            tracing::info!(
+                partition,
+                "no longer coordinating the groups of this partition"
+            );
+        }
+        for partition in to_load {
+            let groups = self.load(broker, partition);
+            let count = groups.len();
+            let mut inner = self.lock();
+            inner.groups.extend(groups);
+            inner.partitions.insert(partition, PartitionLoad::Loaded);
+            tracing::debug!(
+                partition,
+                groups = count,
+                "loaded the groups of this partition"
+            );
+        }
+
+        let now = now_ms();
+        let partitions = self.config.partitions;
+        let mut inner = self.lock();
+        let mut expired = Vec::new();
+        for group in inner.groups.values_mut() {
+            let partition = partition_for(&group.id, partitions);
+            let deliveries = group.tick(&self.settings, now);
+            Self::settle(broker, partition, group, deliveries);
+            let retention = self.config.offsets_retention_ms;
+            if group.state == GroupState::Empty && now - group.empty_since_ms > retention {
+                let stale: Vec<(String, i32)> = group
+                    .offsets
+                    .iter()
+                    .filter(|(_, o)| now - o.commit_timestamp_ms > retention)
+                    .map(|(key, _)| key.clone())
+                    .collect();
+                let mut entries: Vec<Entry> = stale
+                    .iter()
+                    .map(|(topic, index)| storage::offset_entry(&group.id, topic, *index, None))
+                    .collect();
+                let emptied = stale.len() == group.offsets.len();
+                if emptied {
+                    entries.push(storage::group_entry(group, true));
+                }
+                if Self::persist(broker, partition, &entries).is_ok() {
+                    for key in &stale {
+                        group.offsets.remove(key);
+                    }
+                    if emptied {
+                        expired.push(group.id.clone());
+                    }
+                }
+            }
+        }
+        for id in expired {
+            tracing::info!(group = id, "expired the offsets of an empty group");
+            inner.groups.remove(&id);
+        }
+    }
+
+    /// Replays a partition of `__consumer_offsets` into groups.
+    fn load(&self, broker: &Broker, partition: i32) -> HashMap<String, Group> {
+        let mut groups: HashMap<String, Group> = HashMap::new();
+        let Some(replica) = broker.replicas.get(OFFSETS_TOPIC, partition) else {
+            return groups;
+        };
+        let now = now_ms();
+        let mut offset = replica.offsets().log_start_offset;
+        loop {
+            let slice = match replica.read(offset, LOAD_READ_BYTES, ReadLimit::HighWatermark, true)
+            {
+                Ok((Some(slice), _)) => slice,
+                Ok((None, _)) => break,
+                Err(e) => {
+                    tracing::error!(partition, error = %e, "cannot read __consumer_offsets");
+                    break;
+                }
+            };
+            offset = slice.last_offset() + 1;
+            let Ok(bytes) = slice.read() else {
+                break;
+            };
+            for record in storage::decode_batches(bytes) {
+                apply_loaded(&mut groups, record, now);
+            }
+        }
+        groups
+    }
+}
+
+fn apply_loaded(groups: &mut HashMap<String, Group>, record: Loaded, now: i64) {
+    match record {
+        Loaded::Offset {
+            group,
+            topic,
+            partition,
+            value,
+        } => {
+            let entry = groups
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(&group, now));
+            match value {
+                Some(committed) => {
+                    entry.offsets.insert((topic, partition), committed);
+                }
+                None => {
+                    entry.offsets.remove(&(topic, partition));
+                }
+            }
+        }
+        Loaded::Group { group, value: None } => {
+            groups.remove(&group);
+        }
+        Loaded::Group {
+            group,
+            value: Some(loaded),
+        } => {
+            let entry = groups
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(&group, now));
+            entry.members.clear();
+            entry.protocol_type = loaded.protocol_type;
+            entry.protocol_name = loaded.protocol_name;
+            entry.generation = loaded.generation;
+            entry.leader = loaded.leader;
+            for member in loaded.members {
+                entry.restore_member(member, now);
+            }
+            // Members get a session timeout to show up again.
+            entry.state = if entry.members.is_empty() {
+                GroupState::Empty
+            } else {
+                GroupState::Stable
+            };
+            entry.empty_since_ms = now;
+        }
+    }
+}
+
+/// Advances group timers and follows `__consumer_offsets` leadership.
+pub(crate) async fn run(broker: std::sync::Arc<Broker>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        broker.groups.tick(&broker);
+    }
+}
