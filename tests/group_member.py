@@ -2,11 +2,12 @@
 
     python group_member.py --client confluent|kafka-python|aiokafka \
         --bootstrap HOST:PORT --group G --topic T [--assignor NAME[,NAME]] \
-        [--session-timeout-ms N] [--commit auto|each]
+        [--session-timeout-ms N] [--commit auto|each] [--instance-id ID]
 
 Prints one JSON object per line on stdout:
     {"assigned": [0, 3]}               whenever its assignment changes
     {"record": [partition, offset, key]}  for every record consumed
+    {"revoked": [1, 4]}                 when confluent-kafka gives partitions up
 On SIGTERM it closes its consumer, which commits (auto mode) and leaves the
 group, then prints {"closed": true}.
 """
@@ -54,8 +55,13 @@ def run_confluent(args):
         "heartbeat.interval.ms": args.session_timeout_ms // 6,
         "enable.auto.commit": args.commit == "auto",
         "auto.commit.interval.ms": 200,
+        **({"group.instance.id": args.instance_id} if args.instance_id else {}),
     })
-    consumer.subscribe([args.topic])
+
+    def on_revoke(_, partitions):
+        emit({"revoked": sorted(tp.partition for tp in partitions)})
+
+    consumer.subscribe([args.topic], on_revoke=on_revoke)
     reporter = AssignmentReporter()
     while not stopping:
         message = consumer.poll(0.1)
@@ -90,6 +96,7 @@ def run_kafka_python(args):
         heartbeat_interval_ms=args.session_timeout_ms // 6,
         enable_auto_commit=args.commit == "auto",
         auto_commit_interval_ms=200,
+        group_instance_id=args.instance_id,
     )
     consumer.subscribe([args.topic])
     reporter = AssignmentReporter()
@@ -145,6 +152,7 @@ def main():
     parser.add_argument("--assignor")
     parser.add_argument("--session-timeout-ms", type=int, default=6000)
     parser.add_argument("--commit", choices=["auto", "each"], default="auto")
+    parser.add_argument("--instance-id", help="group.instance.id (static membership)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, on_sigterm)
     if args.client == "confluent":

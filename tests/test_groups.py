@@ -57,7 +57,7 @@ class Member:
     """A group member process and what it has reported."""
 
     def __init__(self, tmp_path, client, bootstrap, group, topic, assignor=None,
-                 session_timeout_ms=6000, commit="auto"):
+                 session_timeout_ms=6000, commit="auto", instance_id=None):
         self.client = client
         self.name = f"{client}-{uuid.uuid4().hex[:6]}"
         self.stderr_path = tmp_path / f"{self.name}.stderr"
@@ -66,11 +66,14 @@ class Member:
                    "--session-timeout-ms", str(session_timeout_ms), "--commit", commit]
         if assignor:
             command += ["--assignor", assignor]
+        if instance_id:
+            command += ["--instance-id", instance_id]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE,
                                         stderr=open(self.stderr_path, "w"), text=True)
         self.lock = threading.Lock()
         self.records = []
         self.assignment = None
+        self.revocations = 0
         self.closed = False
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -83,6 +86,8 @@ class Member:
                     self.records.append(tuple(event["record"]))
                 elif "assigned" in event:
                     self.assignment = set(event["assigned"])
+                elif "revoked" in event:
+                    self.revocations += 1
                 elif "closed" in event:
                     self.closed = True
 
@@ -283,6 +288,40 @@ def test_joins_leaves_and_crashes_rebalance_without_losing_records(group_broker,
     # while membership was steady were read exactly once.
     assert set(produced) <= {r[2] for r in all_records(everyone)}
     assert_read_exactly_once_by_owners([first], keys)
+
+
+def test_a_restarted_static_member_gets_its_partitions_back_without_a_rebalance(
+        group_broker, members):
+    topic, group = "static", "static"
+    bootstrap = group_broker.bootstrap
+    create_topic(bootstrap, topic)
+
+    def static_member(instance_id):
+        return members("confluent", bootstrap, group, topic, assignor="range",
+                       session_timeout_ms=10_000, instance_id=instance_id)
+
+    # The first member to join leads the group.
+    leader = static_member("static-a")
+    wait_balanced([leader])
+    follower = static_member("static-b")
+    wait_balanced([leader, follower])
+    time.sleep(1)
+    owned_by_leader, owned_by_follower = leader.owned(), follower.owned()
+    revocations = follower.revocations
+
+    # A static member does not leave the group when it dies; within its
+    # session timeout its next incarnation takes its place and its
+    # partitions, and nobody else is disturbed.
+    leader.kill()
+    restarted = static_member("static-a")
+    wait_balanced([restarted, follower], timeout=30)
+    assert restarted.owned() == owned_by_leader
+    keys = [f"s{i}" for i in range(300)]
+    produce(bootstrap, topic, keys)
+    wait_read([restarted, follower], keys)
+    assert_read_exactly_once_by_owners([restarted, follower], keys)
+    assert follower.owned() == owned_by_follower
+    assert follower.revocations == revocations, "the follower had to give up partitions"
 
 
 def committed(bootstrap, group, topic):

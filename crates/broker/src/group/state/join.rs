@@ -49,6 +49,8 @@ impl Group {
             return deliveries;
         }
 
+        // The id a restarted static member had before it took over its entry.
+        let mut replaced_static = None;
         let member_id = if request.member_id.is_empty() {
             let static_member = request
                 .instance_id
@@ -79,6 +81,7 @@ impl Group {
                     if self.leader.as_deref() == Some(old_id.as_str()) {
                         self.leader = Some(new_id.clone());
                     }
+                    replaced_static = Some(old_id);
                     new_id
                 }
                 None => {
@@ -139,6 +142,15 @@ impl Group {
             request.member_id.clone()
         };
         self.pending.remove(&member_id);
+
+        if let Some(old_id) = &replaced_static {
+            // The new member id must survive a coordinator restart.
+            deliveries.group_changed = true;
+            if let Some(outcome) = self.rejoin_stable_static(old_id, &member_id, &request, now_ms) {
+                deliveries.joins.push((waiter, outcome));
+                return deliveries;
+            }
+        }
 
         // A known member rejoining a stable group with nothing changed
         // gets the current generation back without a rebalance.
@@ -302,6 +314,44 @@ impl Group {
         }
         deliveries.group_changed = true;
         deliveries
+    }
+
+    /// A static member that restarts while the group is stable keeps its
+    /// assignment without a rebalance, unless its protocols would change the
+    /// group's. As in Kafka, the answer names the leader as it was before
+    /// the takeover, so a restarted leader does not compute an assignment
+    /// that a stable group would never hand out.
+    fn rejoin_stable_static(
+        &mut self,
+        old_id: &str,
+        member_id: &str,
+        request: &JoinRequest,
+        now_ms: i64,
+    ) -> Option<JoinOutcome> {
+        if self.state != GroupState::Stable {
+            return None;
+        }
+        let member = self.members.get_mut(member_id)?;
+        member.protocols = request.protocols.clone();
+        member.session_timeout_ms = request.session_timeout_ms;
+        member.rebalance_timeout_ms = request.rebalance_timeout_ms;
+        member.client_id = request.client_id.clone();
+        member.client_host = request.client_host.clone();
+        member.last_heard_ms = now_ms;
+        if self.select_protocol() != self.protocol_name {
+            return None;
+        }
+        tracing::info!(
+            group = self.id,
+            instance = request.instance_id.as_deref().unwrap_or_default(),
+            member = member_id,
+            "static member rejoined without a rebalance"
+        );
+        let mut outcome = self.join_outcome_for(member_id, false);
+        if outcome.leader == member_id {
+            outcome.leader = old_id.to_string();
+        }
+        Some(outcome)
     }
 
     fn join_outcome_for(&self, member_id: &str, with_members: bool) -> JoinOutcome {

@@ -245,6 +245,66 @@ fn a_static_member_that_restarts_takes_over_and_fences_its_old_id() {
 }
 
 #[test]
+fn a_restarted_static_leader_keeps_its_assignment_without_a_rebalance() {
+    let mut group = Group::new("g", 0);
+    let mut one = request("", &["range"]);
+    one.instance_id = Some("worker-1".into());
+    let mut two = request("", &["range"]);
+    two.instance_id = Some("worker-2".into());
+    let first = join(&mut group, one.clone(), 0).try_recv().unwrap();
+    let mut two_join = join(&mut group, two, 0);
+    let mut one_again = one.clone();
+    one_again.member_id = first.member_id.clone();
+    let one_joined = join(&mut group, one_again, 0).try_recv().unwrap();
+    let two_joined = two_join.try_recv().unwrap();
+    let generation = one_joined.generation;
+    let leader = one_joined.leader.clone();
+    assert_eq!(
+        leader, first.member_id,
+        "the leader stays while it is a member"
+    );
+    let assignments = vec![
+        (leader.clone(), Bytes::from_static(b"one")),
+        (two_joined.member_id.clone(), Bytes::from_static(b"two")),
+    ];
+    let mut leader_sync = sync(&mut group, &leader, generation, assignments, 0);
+    assert_eq!(leader_sync.try_recv().unwrap().error, None);
+    assert_eq!(group.state, GroupState::Stable);
+
+    // The leader's instance restarts; its subscription metadata differs
+    // (it owns nothing yet) but the protocol stays the same.
+    let restarting = one;
+    let mut changed = restarting.clone();
+    changed.protocols = vec![("range".into(), Bytes::from_static(b"fresh"))];
+    let (tx, mut rx) = oneshot::channel();
+    let deliveries = group.join(changed, tx, &SETTINGS, 1);
+    assert!(deliveries.group_changed, "the new member id is persisted");
+    deliveries.deliver();
+    let rejoined = rx.try_recv().unwrap();
+    assert_eq!(rejoined.error, None);
+    assert_eq!(rejoined.generation, generation, "no rebalance");
+    assert_eq!(group.state, GroupState::Stable);
+    assert_eq!(
+        rejoined.leader, leader,
+        "the answer names the old leader id"
+    );
+    assert!(rejoined.members.is_empty());
+    let assignment = sync(&mut group, &rejoined.member_id, generation, vec![], 2)
+        .try_recv()
+        .unwrap();
+    assert_eq!(assignment.assignment, Bytes::from_static(b"one"));
+
+    // A restart that would change the group's protocol rebalances.
+    let mut other = restarting;
+    other.protocols = vec![("roundrobin".into(), Bytes::new())];
+    let refused = join(&mut group, other, 3).try_recv().unwrap();
+    assert_eq!(
+        refused.error,
+        Some(ResponseError::InconsistentGroupProtocol)
+    );
+}
+
+#[test]
 fn commits_are_checked_against_member_and_generation() {
     let mut group = Group::new("g", 0);
     assert_eq!(
