@@ -359,6 +359,60 @@ async fn offsets_are_committed_and_fetched_at_every_version_and_survive_a_restar
     drop(dir);
 }
 
+async fn open_with_retention(dir: &std::path::Path, retention_ms: i64) -> Harness {
+    let mut config = BrokerConfig::for_tests(dir);
+    config.groups.offsets_retention_ms = retention_ms;
+    let (broker, _) = Broker::open(config).await.unwrap();
+    broker.registered().await;
+    Harness::from(broker)
+}
+
+async fn committed_offset(h: &Harness, group_id: &str) -> i64 {
+    let fetched: OffsetFetchResponse = h
+        .call(ApiKey::OffsetFetch, 7, &fetch_request(7, group_id))
+        .await;
+    assert_eq!(fetched.error_code, 0);
+    fetch_committed(&fetched, 7).0
+}
+
+#[tokio::test]
+async fn offsets_of_groups_left_empty_expire_after_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = open_with_retention(dir.path(), 300).await;
+    h.create_topic("t", 2).await;
+    coordinator_ready(&h, "fleeting").await;
+    coordinator_ready(&h, "busy").await;
+    for group_id in ["fleeting", "busy"] {
+        let _: OffsetCommitResponse = h.call(ApiKey::OffsetCommit, 8, &commit(group_id, 7)).await;
+        assert_eq!(committed_offset(&h, group_id).await, 7);
+    }
+    // A group with a member is not empty, so its offsets stay.
+    let joined: JoinGroupResponse = h
+        .call(ApiKey::JoinGroup, 3, &join_request(3, "busy", ""))
+        .await;
+    assert_eq!(joined.error_code, 0);
+
+    let mut expired = false;
+    for _ in 0..100 {
+        if committed_offset(&h, "fleeting").await == -1 {
+            expired = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(expired, "the offsets of an empty group never expired");
+    assert_eq!(committed_offset(&h, "busy").await, 7);
+    h.broker.stop(Duration::from_secs(1)).await;
+    drop(h);
+
+    // The expiry was written to __consumer_offsets: it holds after a
+    // restart, even with a retention that would keep the offsets.
+    let h = open_with_retention(dir.path(), 3_600_000).await;
+    coordinator_ready(&h, "fleeting").await;
+    assert_eq!(committed_offset(&h, "fleeting").await, -1);
+    assert_eq!(committed_offset(&h, "busy").await, 7);
+}
+
 #[tokio::test]
 async fn groups_and_offsets_are_deleted() {
     let h = harness().await;
