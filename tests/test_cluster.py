@@ -130,6 +130,15 @@ def test_without_a_quorum_changes_fail_in_time_and_reads_still_work(cluster_fact
     assert "during" not in metadata.topics
 
 
+def test_a_client_connecting_as_the_cluster_starts_sees_it_whole(cluster_factory):
+    """Right after start a broker may not be registered yet; clients that
+    reach it then must not be told the cluster has no brokers."""
+    cluster = cluster_factory(3)
+    admin = AdminClient({"bootstrap.servers": cluster.brokers[1].bootstrap})
+    admin.create_topics([NewTopic("early", 3, 1)])["early"].result(timeout=10)
+    assert len(admin.list_topics(timeout=10).brokers) == 3
+
+
 def test_clients_use_six_partitions_on_three_brokers_through_one_bootstrap(cluster_factory):
     cluster = cluster_factory(3, extra_args=["--num-partitions", "6"])
     registered(cluster, 3)

@@ -241,6 +241,35 @@ def test_clients_of_different_libraries_share_a_group(group_broker, members, ass
     assert_read_exactly_once_by_owners(mixed, keys)
 
 
+def test_groups_on_a_three_broker_cluster_find_their_coordinators(cluster_factory, members):
+    """Groups land on the leaders of their `__consumer_offsets` partitions,
+    spread over the brokers; members bootstrapped from any broker find
+    them, and committed offsets are fetched from the right coordinator."""
+    cluster = cluster_factory(3, extra_args=GROUP_BROKER_ARGS)
+    bootstrap = cluster.brokers[1].bootstrap
+    topic = "cluster-groups"
+    create_topic(bootstrap, topic)
+    produced = []
+    coordinators = set()
+    for round_, group in enumerate(f"cluster-group-{i}" for i in range(4)):
+        pair = [members("confluent", broker.bootstrap, group, topic, assignor="roundrobin")
+                for broker in list(cluster.brokers.values())[:2]]
+        wait_balanced(pair)
+        keys = [f"c{round_}-{i}" for i in range(600)]
+        produce(bootstrap, topic, keys)
+        produced.extend(keys)
+        wait_read(pair, produced)
+        assert_read_exactly_once_by_owners(pair, keys)
+        for member in pair:
+            member.stop()
+        assert committed(bootstrap, group, topic) == {
+            p: 100 * (round_ + 1) for p in range(PARTITIONS)}
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        described = admin.describe_consumer_groups([group])[group].result(timeout=30)
+        coordinators.add(described.coordinator.id)
+    assert len(coordinators) > 1, "every group landed on one broker"
+
+
 def test_joins_leaves_and_crashes_rebalance_without_losing_records(group_broker, members):
     topic, group = "churn", "churn"
     create_topic(group_broker.bootstrap, topic)

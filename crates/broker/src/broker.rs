@@ -186,16 +186,35 @@ impl Broker {
 
     /// Waits until this broker is registered and the cluster has an id.
     pub async fn registered(&self) {
+        self.image_satisfies(|image, node_id, incarnation| {
+            image
+                .broker(node_id)
+                .is_some_and(|b| b.incarnation == incarnation)
+                && image.cluster_id().is_some()
+        })
+        .await;
+    }
+
+    /// Waits until this broker is in its metadata image with a cluster id:
+    /// registered now, or by an earlier incarnation whose image it loaded
+    /// from disk. Before that its Metadata answers name no broker and no
+    /// controller.
+    pub async fn known_to_cluster(&self) {
+        self.image_satisfies(|image, node_id, _| {
+            image.broker(node_id).is_some() && image.cluster_id().is_some()
+        })
+        .await;
+    }
+
+    async fn image_satisfies(&self, condition: impl Fn(&MetadataImage, i32, u64) -> bool) {
         let mut images = self.metadata.subscribe();
         loop {
-            let ready = {
-                let image = images.borrow_and_update();
-                image
-                    .broker(self.config.node_id)
-                    .is_some_and(|b| b.incarnation == self.incarnation)
-                    && image.cluster_id().is_some()
-            };
-            if ready || images.changed().await.is_err() {
+            let satisfied = condition(
+                &images.borrow_and_update(),
+                self.config.node_id,
+                self.incarnation,
+            );
+            if satisfied || images.changed().await.is_err() {
                 return;
             }
         }

@@ -8,7 +8,7 @@
 //! steps rather than up front, so a client announcing a huge frame and
 //! sending nothing costs at most one chunk.
 
-use std::{io, net::SocketAddr, sync::Arc};
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::{Bytes, BytesMut};
 use tokio::{
@@ -24,6 +24,9 @@ use crate::{api, broker::Broker};
 const FRAME_CHUNK: usize = 1024 * 1024;
 /// Read buffer of the connection's socket.
 const READ_BUFFER: usize = 64 * 1024;
+/// How long a new connection's requests wait for the broker to be known to
+/// the cluster.
+const JOIN_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 enum FrameError {
@@ -80,6 +83,15 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
     let mut shutdown = broker.shutdown_signal();
+    // A broker that is not yet in the metadata answers Metadata with no
+    // brokers and no controller, which clients take as the cluster's
+    // answer and stop looking. Like a Kafka broker catching up before it
+    // processes requests, hold them until the broker is known, but not
+    // forever: without a quorum, the last known metadata beats none.
+    tokio::select! {
+        _ = tokio::time::timeout(JOIN_WAIT, broker.known_to_cluster()) => {}
+        _ = shutdown.changed() => return,
+    }
     let max_frame_bytes = broker.config.max_frame_bytes as usize;
     // Kafka describes a member's host as "/address".
     let client_host = format!("/{}", peer.ip());

@@ -14,13 +14,17 @@ use bytes::Bytes;
 use common::{Harness, harness, name, versions};
 use kafka_protocol::{
     messages::{
-        ApiKey, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
-        DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
-        HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
-        LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
-        MetadataRequest, MetadataResponse, OffsetCommitRequest, OffsetCommitResponse,
-        OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse,
-        SyncGroupRequest, SyncGroupResponse,
+        ApiKey, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+        CreateTopicsResponse, DeleteGroupsRequest, DeleteGroupsResponse, DeleteTopicsRequest,
+        DeleteTopicsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+        FindCoordinatorRequest, FindCoordinatorResponse, GroupId, HeartbeatRequest,
+        HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+        LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, MetadataRequest,
+        MetadataResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
+        OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
+        SyncGroupResponse,
+        create_partitions_request::CreatePartitionsTopic,
+        create_topics_request::CreatableTopic,
         join_group_request::JoinGroupRequestProtocol,
         leave_group_request::MemberIdentity,
         metadata_request::MetadataRequestTopic,
@@ -40,6 +44,9 @@ const NOT_COORDINATOR: i16 = 16;
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 const MEMBER_ID_REQUIRED: i16 = 79;
 const INVALID_TOPIC_EXCEPTION: i16 = 17;
+const ILLEGAL_GENERATION: i16 = 22;
+const INVALID_REQUEST: i16 = 42;
+const UNKNOWN_MEMBER_ID: i16 = 25;
 
 fn group(s: &str) -> GroupId {
     GroupId(StrBytes::from_string(s.to_string()))
@@ -449,6 +456,33 @@ async fn groups_and_offsets_are_deleted() {
         );
     }
 
+    // Requests refused for a group that does not exist leave nothing behind.
+    let ghost: JoinGroupResponse = h
+        .call(
+            ApiKey::JoinGroup,
+            5,
+            &join_request(5, "ghost", "no-such-member"),
+        )
+        .await;
+    assert_eq!(ghost.error_code, UNKNOWN_MEMBER_ID);
+    let mut stale = commit("ghost", 1);
+    stale.generation_id_or_member_epoch = 4;
+    stale.member_id = text("no-such-member");
+    let refused: OffsetCommitResponse = h.call(ApiKey::OffsetCommit, 8, &stale).await;
+    assert_eq!(
+        refused.topics[0].partitions[0].error_code, ILLEGAL_GENERATION,
+        "a commit in a generation of a group that does not exist"
+    );
+    let listed: ListGroupsResponse = h
+        .call(ApiKey::ListGroups, 4, &ListGroupsRequest::default())
+        .await;
+    assert!(
+        listed
+            .groups
+            .iter()
+            .all(|g| g.group_id.0.as_str() != "ghost")
+    );
+
     // A group with members cannot be deleted.
     let join: JoinGroupResponse = h
         .call(ApiKey::JoinGroup, 3, &join_request(3, "busy", ""))
@@ -480,5 +514,61 @@ async fn the_offsets_topic_is_internal_and_refuses_client_writes() {
             .as_deref()
             .is_some_and(|m| m.contains("__consumer_offsets is internal")),
         "{partition:?}"
+    );
+}
+
+#[tokio::test]
+async fn clients_cannot_create_delete_or_grow_the_offsets_topic() {
+    let h = harness().await;
+    let offsets_topic = || {
+        MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name("__consumer_offsets"))),
+        ]))
+    };
+    // Named in Metadata with auto-creation on, it is created as the
+    // coordinator needs it, not as an ordinary topic.
+    let create = CreateTopicsRequest::default().with_topics(vec![
+        CreatableTopic::default()
+            .with_name(name("__consumer_offsets"))
+            .with_num_partitions(1)
+            .with_replication_factor(1),
+    ]);
+    let refused: CreateTopicsResponse = h.call(ApiKey::CreateTopics, 7, &create).await;
+    assert_eq!(refused.topics[0].error_code, INVALID_REQUEST);
+    let _: MetadataResponse = h.call(ApiKey::Metadata, 12, &offsets_topic()).await;
+    let image = h.broker.image();
+    let topic = image.topic("__consumer_offsets").unwrap();
+    assert_eq!(topic.partitions.len(), 3, "--offsets-topic-partitions");
+    assert_eq!(topic.configs["cleanup.policy"], "compact");
+
+    let deleted: DeleteTopicsResponse = h
+        .call(
+            ApiKey::DeleteTopics,
+            5,
+            &DeleteTopicsRequest::default().with_topic_names(vec![name("__consumer_offsets")]),
+        )
+        .await;
+    assert_eq!(deleted.responses[0].error_code, INVALID_REQUEST);
+    let grow = CreatePartitionsRequest::default().with_topics(vec![
+        CreatePartitionsTopic::default()
+            .with_name(name("__consumer_offsets"))
+            .with_count(10),
+    ]);
+    let grown: CreatePartitionsResponse = h.call(ApiKey::CreatePartitions, 3, &grow).await;
+    assert_eq!(grown.results[0].error_code, INVALID_REQUEST);
+    assert!(
+        grown.results[0]
+            .error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("internal to the group coordinator"))
+    );
+    assert_eq!(
+        h.broker
+            .image()
+            .topic("__consumer_offsets")
+            .unwrap()
+            .partitions
+            .len(),
+        3
     );
 }

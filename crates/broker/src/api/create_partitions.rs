@@ -15,6 +15,7 @@ use kafka_protocol::{
 use super::{
     RequestContext,
     create_topics::{MAX_PARTITIONS_PER_REQUEST, check_replica_list, place_replicas},
+    internal_topic::refuse_client_change,
     topics::admin_timeout,
 };
 use crate::{broker::Broker, error::AdminError};
@@ -47,6 +48,7 @@ async fn grow(
     timeout: Duration,
 ) -> Result<(), AdminError> {
     let name = request.name.0.to_string();
+    refuse_client_change(&name, "add partitions to")?;
     let image = broker.image();
     let topic = image
         .topic(&name)

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::{
     RequestContext,
+    internal_topic::refuse_client_change,
     topics::{admin_timeout, colliding_topic, validate_topic_name},
 };
 use crate::{
@@ -297,7 +298,7 @@ pub(super) async fn handle(
             ))));
             continue;
         }
-        let created = match spec_from(topic) {
+        let created = match refuse_client_change(&name, "create").and_then(|()| spec_from(topic)) {
             Ok(spec) => create_topic(broker, spec, request.validate_only, timeout).await,
             Err(error) => Err(error),
         };

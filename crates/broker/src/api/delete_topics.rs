@@ -12,7 +12,7 @@ use kafka_protocol::{
 };
 use uuid::Uuid;
 
-use super::{RequestContext, topics::admin_timeout};
+use super::{RequestContext, internal_topic::refuse_client_change, topics::admin_timeout};
 use crate::{broker::Broker, error::AdminError};
 use keel_raft_metadata::{Record, records::DeleteTopic};
 
@@ -82,6 +82,7 @@ async fn delete(
             .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?,
         None => image.topic_by_id(&id).ok_or(AdminError::UnknownTopicId)?,
     };
+    refuse_client_change(&topic.name, "delete")?;
     broker
         .propose(
             Record::DeleteTopic(DeleteTopic {

@@ -2,7 +2,7 @@
 //! `__consumer_offsets` partition; the topic is created the first time a
 //! group needs it. Transaction coordinators do not exist in Keel.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use kafka_protocol::{
     error::ResponseError,
@@ -13,11 +13,8 @@ use kafka_protocol::{
     protocol::StrBytes,
 };
 
-use super::{
-    RequestContext,
-    create_topics::{TopicSpec, create_topic},
-};
-use crate::{error::AdminError, group::storage::OFFSETS_TOPIC};
+use super::{RequestContext, internal_topic::ensure_offsets_topic};
+use crate::group::storage::OFFSETS_TOPIC;
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
@@ -105,26 +102,11 @@ async fn find(
         }
     }
     let broker = ctx.broker;
-    if broker.image().topic(OFFSETS_TOPIC).is_none() {
-        let spec = TopicSpec {
-            name: OFFSETS_TOPIC.to_string(),
-            num_partitions: broker.groups.partitions(),
-            replication_factor: 1,
-            configs: BTreeMap::from([
-                ("cleanup.policy".to_string(), "compact".to_string()),
-                ("segment.bytes".to_string(), (100 * 1024 * 1024).to_string()),
-            ]),
-            ..TopicSpec::default()
-        };
-        match create_topic(broker, spec, false, CREATE_TIMEOUT).await {
-            Ok(_) | Err(AdminError::TopicExists(_)) => {}
-            Err(error) => {
-                return Err((
-                    ResponseError::CoordinatorNotAvailable,
-                    format!("creating {OFFSETS_TOPIC}: {error}"),
-                ));
-            }
-        }
+    if let Err(error) = ensure_offsets_topic(broker, CREATE_TIMEOUT).await {
+        return Err((
+            ResponseError::CoordinatorNotAvailable,
+            format!("creating {OFFSETS_TOPIC}: {error}"),
+        ));
     }
     let image = broker.image();
     let partition = broker.groups.partition_of(key);

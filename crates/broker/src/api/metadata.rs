@@ -20,6 +20,7 @@ use uuid::Uuid;
 use super::{
     RequestContext,
     create_topics::{TopicSpec, create_topic},
+    internal_topic::ensure_offsets_topic,
     topics::validate_topic_name,
 };
 use crate::{error::AdminError, group::storage::OFFSETS_TOPIC};
@@ -67,13 +68,20 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: MetadataRequest) -
             if image.topic(name).is_some() || validate_topic_name(name).is_err() {
                 continue;
             }
-            let spec = TopicSpec {
-                name: name.to_string(),
-                num_partitions: -1,
-                replication_factor: -1,
-                ..TopicSpec::default()
+            let created = if name == OFFSETS_TOPIC {
+                ensure_offsets_topic(broker, AUTO_CREATE_TIMEOUT).await
+            } else {
+                let spec = TopicSpec {
+                    name: name.to_string(),
+                    num_partitions: -1,
+                    replication_factor: -1,
+                    ..TopicSpec::default()
+                };
+                create_topic(broker, spec, false, AUTO_CREATE_TIMEOUT)
+                    .await
+                    .map(drop)
             };
-            match create_topic(broker, spec, false, AUTO_CREATE_TIMEOUT).await {
+            match created {
                 Ok(_) => {}
                 Err(AdminError::TopicExists(_)) => {}
                 Err(AdminError::Metadata(error)) if error.is_retriable() => {

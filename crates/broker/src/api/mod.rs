@@ -18,6 +18,7 @@ mod find_coordinator;
 mod heartbeat;
 mod incremental_alter_configs;
 mod init_producer_id;
+mod internal_topic;
 mod join_group;
 mod leader_hint;
 mod leave_group;

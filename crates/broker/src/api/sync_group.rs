@@ -1,5 +1,6 @@
-//! SyncGroup: the leader hands in the assignment; every member gets its
-//! own, an empty but well-formed one if it was given no partitions.
+//! SyncGroup: the leader hands in the assignment and every member gets its
+//! own, as the leader encoded it (an empty one when the leader gave it no
+//! partitions; empty bytes, as in Kafka, when the leader left it out).
 
 use kafka_protocol::{
     messages::{SyncGroupRequest, SyncGroupResponse},

@@ -6,6 +6,7 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
+    sync::atomic::Ordering,
     time::Duration,
 };
 
@@ -28,6 +29,10 @@ impl GroupCoordinator {
     /// groups that have been empty for the retention time.
     pub(crate) fn tick(&self, broker: &Broker) {
         let image = broker.image();
+        if let Some(topic) = image.topic(OFFSETS_TOPIC) {
+            let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+            self.partition_count.store(count, Ordering::Relaxed);
+        }
         let node = broker.config.node_id;
         let led: BTreeSet<i32> = image
             .topic(OFFSETS_TOPIC)
@@ -55,7 +60,7 @@ impl GroupCoordinator {
         for partition in to_unload {
             let mut inner = self.lock();
             inner.partitions.remove(&partition);
-            let partitions = self.config.partitions;
+            let partitions = self.partitions();
             // Dropping the groups drops their waiters, whose requests then
             // answer NOT_COORDINATOR.
             inner
@@ -80,7 +85,7 @@ impl GroupCoordinator {
         }
 
         let now = now_ms();
-        let partitions = self.config.partitions;
+        let partitions = self.partitions();
         let mut inner = self.lock();
         let mut expired = Vec::new();
         for group in inner.groups.values_mut() {
@@ -117,6 +122,8 @@ impl GroupCoordinator {
             tracing::info!(group = id, "expired the offsets of an empty group");
             inner.groups.remove(&id);
         }
+        // Member ids handed out to joins that never came back expire too.
+        inner.groups.retain(|_, group| !group.is_vacant());
     }
 
     /// Replays a partition of `__consumer_offsets` into groups.
@@ -157,9 +164,11 @@ fn apply_loaded(groups: &mut HashMap<String, Group>, record: Loaded, now: i64) {
             partition,
             value,
         } => {
+            // A group known only by its offsets has never had members: its
+            // offsets expire by their commit times alone.
             let entry = groups
                 .entry(group.clone())
-                .or_insert_with(|| Group::new(&group, now));
+                .or_insert_with(|| Group::new(&group, 0));
             match value {
                 Some(committed) => {
                     entry.offsets.insert((topic, partition), committed);
@@ -178,7 +187,7 @@ fn apply_loaded(groups: &mut HashMap<String, Group>, record: Loaded, now: i64) {
         } => {
             let entry = groups
                 .entry(group.clone())
-                .or_insert_with(|| Group::new(&group, now));
+                .or_insert_with(|| Group::new(&group, loaded.empty_since_ms));
             entry.members.clear();
             entry.protocol_type = loaded.protocol_type;
             entry.protocol_name = loaded.protocol_name;
@@ -193,7 +202,7 @@ fn apply_loaded(groups: &mut HashMap<String, Group>, record: Loaded, now: i64) {
             } else {
                 GroupState::Stable
             };
-            entry.empty_since_ms = now;
+            entry.empty_since_ms = loaded.empty_since_ms;
         }
     }
 }
@@ -205,5 +214,46 @@ pub(crate) async fn run(broker: std::sync::Arc<Broker>) {
     loop {
         tick.tick().await;
         broker.groups.tick(&broker);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::group::state::CommittedOffset;
+
+    fn replay(entries: &[Entry], now: i64) -> HashMap<String, Group> {
+        let mut groups = HashMap::new();
+        let batch = storage::encode_batch(entries, now);
+        for record in storage::decode_batches(Bytes::from(batch)) {
+            apply_loaded(&mut groups, record, now);
+        }
+        groups
+    }
+
+    #[test]
+    fn a_loaded_group_keeps_the_time_it_became_empty() {
+        let committed = CommittedOffset {
+            offset: 5,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: 900,
+        };
+        let emptied = Group::new("emptied", 1_000);
+        let entries = [
+            storage::offset_entry("emptied", "t", 0, Some(&committed)),
+            storage::group_entry(&emptied, false),
+            storage::offset_entry("simple", "t", 0, Some(&committed)),
+        ];
+        let groups = replay(&entries, 50_000);
+
+        let emptied = &groups["emptied"];
+        assert_eq!(emptied.state, GroupState::Empty);
+        assert_eq!(emptied.empty_since_ms, 1_000, "not the load time");
+        assert_eq!(emptied.offsets.len(), 1);
+        // Offsets committed without ever joining expire by commit time.
+        assert_eq!(groups["simple"].empty_since_ms, 0);
     }
 }

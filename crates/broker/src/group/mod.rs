@@ -21,7 +21,10 @@ pub(crate) mod storage;
 
 use std::{
     collections::HashMap,
-    sync::{Mutex, PoisonError},
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicI32, Ordering},
+    },
     time::Duration,
 };
 
@@ -65,6 +68,10 @@ struct Inner {
 #[derive(Debug)]
 pub struct GroupCoordinator {
     config: CoordinatorConfig,
+    /// Partitions of `__consumer_offsets`: the topic's own count once it
+    /// exists (it may predate a change of the flag), the configured one
+    /// until then.
+    partition_count: AtomicI32,
     settings: GroupSettings,
     inner: Mutex<Inner>,
 }
@@ -77,17 +84,18 @@ impl GroupCoordinator {
                 min_session_timeout_ms: config.min_session_timeout_ms,
                 max_session_timeout_ms: config.max_session_timeout_ms,
             },
+            partition_count: AtomicI32::new(config.partitions),
             config,
             inner: Mutex::new(Inner::default()),
         }
     }
 
     pub(crate) fn partitions(&self) -> i32 {
-        self.config.partitions
+        self.partition_count.load(Ordering::Relaxed)
     }
 
     pub(crate) fn partition_of(&self, group: &str) -> i32 {
-        partition_for(group, self.config.partitions)
+        partition_for(group, self.partitions())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -122,9 +130,15 @@ impl GroupCoordinator {
             })
     }
 
+    fn drop_if_vacant(inner: &mut Inner, group_id: &str) {
+        if inner.groups.get(group_id).is_some_and(Group::is_vacant) {
+            inner.groups.remove(group_id);
+        }
+    }
+
     /// Persists what a state change requires, then answers the waiters.
     fn settle(broker: &Broker, partition: i32, group: &Group, deliveries: Deliveries) {
-        if deliveries.group_changed {
+        if deliveries.persist_group {
             if let Err(error) =
                 Self::persist(broker, partition, &[storage::group_entry(group, false)])
             {
@@ -163,6 +177,7 @@ impl GroupCoordinator {
                 .or_insert_with(|| Group::new(group_id, now));
             let deliveries = group.join(request, waiter, &self.settings, now);
             Self::settle(broker, partition, group, deliveries);
+            Self::drop_if_vacant(&mut inner, group_id);
         }
         match tokio::time::timeout(wait, answer).await {
             Ok(Ok(outcome)) => outcome,

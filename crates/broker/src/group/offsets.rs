@@ -29,11 +29,16 @@ impl GroupCoordinator {
         let mut inner = self.lock();
         Self::check(&inner, partition)?;
         let now = now_ms();
+        if claim.generation >= 0 && !inner.groups.contains_key(group_id) {
+            // A member of a generation of a group that no longer exists.
+            return Err(ResponseError::IllegalGeneration);
+        }
         let group = inner
             .groups
             .entry(group_id.to_string())
             .or_insert_with(|| Group::new(group_id, now));
         if let Some(error) = group.check_commit(claim, now) {
+            Self::drop_if_vacant(&mut inner, group_id);
             return Err(error);
         }
         let mut results = Vec::with_capacity(offsets.len());

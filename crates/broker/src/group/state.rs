@@ -157,8 +157,13 @@ pub(crate) struct CommittedOffset {
 pub(crate) struct Deliveries {
     pub(crate) joins: Vec<(JoinWaiter, JoinOutcome)>,
     pub(crate) syncs: Vec<(SyncWaiter, SyncOutcome)>,
-    /// The group's membership or assignment changed and must be persisted.
-    pub(crate) group_changed: bool,
+    /// The group reached a point a restarted coordinator must resume from
+    /// (a generation's assignment handed out, the group emptied, a static
+    /// member replaced in a stable group); it is persisted before anyone is
+    /// answered. In between, as in Kafka, nothing is written: a coordinator
+    /// that restarts mid-rebalance resumes from the last stable generation,
+    /// and members of a newer one are told to rejoin.
+    pub(crate) persist_group: bool,
 }
 
 impl Deliveries {
@@ -174,7 +179,7 @@ impl Deliveries {
     fn append(&mut self, other: Deliveries) {
         self.joins.extend(other.joins);
         self.syncs.extend(other.syncs);
-        self.group_changed |= other.group_changed;
+        self.persist_group |= other.persist_group;
     }
 }
 
@@ -265,6 +270,15 @@ impl Group {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.members.is_empty()
+    }
+
+    /// Never formed and holding nothing: what a rejected request leaves
+    /// behind. Such a group is dropped rather than listed.
+    pub(crate) fn is_vacant(&self) -> bool {
+        self.generation == 0
+            && self.members.is_empty()
+            && self.pending.is_empty()
+            && self.offsets.is_empty()
     }
 }
 

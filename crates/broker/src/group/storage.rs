@@ -78,6 +78,10 @@ struct GroupValue {
     leader: Option<String>,
     #[prost(message, repeated, tag = "5")]
     members: Vec<MemberValue>,
+    /// When the group last became empty, so offset expiry does not start
+    /// over when a coordinator loads the group.
+    #[prost(int64, tag = "6")]
+    empty_since_ms: i64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -131,7 +135,10 @@ fn java_hash(s: &str) -> i32 {
 
 /// The `__consumer_offsets` partition holding `group`.
 pub(crate) fn partition_for(group: &str, partitions: i32) -> i32 {
-    (java_hash(group) & 0x7fff_ffff) % partitions.max(1)
+    // Kafka's Utils.abs: the absolute value, with i32::MIN taken as 0.
+    let hash = java_hash(group);
+    let magnitude = if hash == i32::MIN { 0 } else { hash.abs() };
+    magnitude % partitions.max(1)
 }
 
 pub(crate) fn offset_entry(
@@ -193,6 +200,7 @@ pub(crate) fn group_entry(group: &Group, deleted: bool) -> Entry {
                     assignment: m.assignment.clone(),
                 })
                 .collect(),
+            empty_since_ms: group.empty_since_ms,
         })
     });
     Entry {
@@ -257,6 +265,7 @@ pub(crate) struct LoadedGroup {
     pub(crate) generation: i32,
     pub(crate) leader: Option<String>,
     pub(crate) members: Vec<RestoredMember>,
+    pub(crate) empty_since_ms: i64,
 }
 
 /// Decodes every record of a run of batches read from the partition.
@@ -322,6 +331,7 @@ fn decode_record(key: &[u8], value: Option<&[u8]>) -> Option<Loaded> {
                                 assignment: m.assignment,
                             })
                             .collect(),
+                        empty_since_ms: v.empty_since_ms,
                     })
                 }
             };
@@ -346,6 +356,11 @@ mod tests {
         assert_eq!(java_hash("hello"), 99_162_322);
         assert!((0..50).contains(&partition_for("any group", 50)));
         assert_eq!(partition_for("hello", 50), 99_162_322 % 50);
+        // Negative hashes use the absolute value, not the low 31 bits.
+        assert_eq!(java_hash("my-group"), -1_906_497_762);
+        assert_eq!(partition_for("my-group", 50), 12);
+        assert_eq!(java_hash("polygenelubricants"), i32::MIN);
+        assert_eq!(partition_for("polygenelubricants", 50), 0);
     }
 
     #[test]

@@ -144,9 +144,9 @@ impl Group {
         self.pending.remove(&member_id);
 
         if let Some(old_id) = &replaced_static {
-            // The new member id must survive a coordinator restart.
-            deliveries.group_changed = true;
             if let Some(outcome) = self.rejoin_stable_static(old_id, &member_id, &request, now_ms) {
+                // The new member id must survive a coordinator restart.
+                deliveries.persist_group = true;
                 deliveries.joins.push((waiter, outcome));
                 return deliveries;
             }
@@ -278,7 +278,7 @@ impl Group {
         self.initial_delay_until_ms = None;
         if self.members.is_empty() {
             self.become_empty(now_ms);
-            deliveries.group_changed = true;
+            deliveries.persist_group = true;
             return deliveries;
         }
         self.generation += 1;
@@ -312,7 +312,6 @@ impl Group {
                 deliveries.joins.push((waiter, outcome));
             }
         }
-        deliveries.group_changed = true;
         deliveries
     }
 
@@ -332,15 +331,21 @@ impl Group {
             return None;
         }
         let member = self.members.get_mut(member_id)?;
-        member.protocols = request.protocols.clone();
+        let previous = std::mem::replace(&mut member.protocols, request.protocols.clone());
+        if self.select_protocol() != self.protocol_name {
+            // The group must rebalance; the join goes on with the member's
+            // protocols as they were, so it sees them change.
+            if let Some(member) = self.members.get_mut(member_id) {
+                member.protocols = previous;
+            }
+            return None;
+        }
+        let member = self.members.get_mut(member_id)?;
         member.session_timeout_ms = request.session_timeout_ms;
         member.rebalance_timeout_ms = request.rebalance_timeout_ms;
         member.client_id = request.client_id.clone();
         member.client_host = request.client_host.clone();
         member.last_heard_ms = now_ms;
-        if self.select_protocol() != self.protocol_name {
-            return None;
-        }
         tracing::info!(
             group = self.id,
             instance = request.instance_id.as_deref().unwrap_or_default(),

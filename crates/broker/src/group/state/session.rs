@@ -89,7 +89,7 @@ impl Group {
                         leader = member_id,
                         "stabilized with the leader's assignment"
                     );
-                    deliveries.group_changed = true;
+                    deliveries.persist_group = true;
                     let ids: Vec<String> = self.members.keys().cloned().collect();
                     for id in ids {
                         let assignment = self.members[&id].assignment.clone();
@@ -219,7 +219,7 @@ impl Group {
             if self.state != GroupState::Empty {
                 self.become_empty(now_ms);
             }
-            deliveries.group_changed = true;
+            deliveries.persist_group = true;
             return deliveries;
         }
         match self.state {
@@ -229,7 +229,6 @@ impl Group {
             GroupState::PreparingRebalance => deliveries.append(self.maybe_complete_join(now_ms)),
             GroupState::Empty => {}
         }
-        deliveries.group_changed = true;
         deliveries
     }
 

@@ -93,13 +93,17 @@ fn two_members_form_a_generation_and_get_their_assignments() {
     // The follower's sync waits for the leader's assignment.
     let mut b_sync = sync(&mut group, &b, 2, vec![], 4);
     assert!(b_sync.try_recv().is_err());
-    let mut a_sync = sync(
-        &mut group,
-        &a,
-        2,
+    // Only the leader's assignment is a point to resume from after a
+    // coordinator restart; the generation alone is not persisted.
+    let (tx, mut a_sync) = oneshot::channel();
+    let deliveries = group.sync(
+        claim(&a, 2),
         vec![(a.clone(), Bytes::from_static(b"A"))],
+        tx,
         5,
     );
+    assert!(deliveries.persist_group);
+    deliveries.deliver();
     assert_eq!(
         a_sync.try_recv().unwrap().assignment,
         Bytes::from_static(b"A")
@@ -195,7 +199,7 @@ fn leaving_empties_the_group_but_keeps_offsets() {
     );
     let (results, deliveries) = group.leave(&[(a.clone(), None)], &SETTINGS, 100);
     assert_eq!(results, vec![None]);
-    assert!(deliveries.group_changed);
+    assert!(deliveries.persist_group);
     assert_eq!(group.state, GroupState::Empty);
     assert_eq!(group.offsets.len(), 1);
     let (results, _) = group.leave(&[(a, None)], &SETTINGS, 100);
@@ -278,7 +282,7 @@ fn a_restarted_static_leader_keeps_its_assignment_without_a_rebalance() {
     changed.protocols = vec![("range".into(), Bytes::from_static(b"fresh"))];
     let (tx, mut rx) = oneshot::channel();
     let deliveries = group.join(changed, tx, &SETTINGS, 1);
-    assert!(deliveries.group_changed, "the new member id is persisted");
+    assert!(deliveries.persist_group, "the new member id is persisted");
     deliveries.deliver();
     let rejoined = rx.try_recv().unwrap();
     assert_eq!(rejoined.error, None);
@@ -302,6 +306,55 @@ fn a_restarted_static_leader_keeps_its_assignment_without_a_rebalance() {
         refused.error,
         Some(ResponseError::InconsistentGroupProtocol)
     );
+}
+
+#[test]
+fn a_restarted_static_member_whose_protocols_change_the_vote_rebalances() {
+    let mut group = Group::new("g", 0);
+    let static_request = |instance: &str, protocols: &[&str]| {
+        let mut r = request("", protocols);
+        r.instance_id = Some(instance.into());
+        r
+    };
+    // Three static members; "range" wins the vote two to one.
+    let first = join(&mut group, static_request("l", &["range", "roundrobin"]), 0)
+        .try_recv()
+        .unwrap();
+    let mut joins = [
+        join(&mut group, static_request("x", &["roundrobin", "range"]), 0),
+        join(&mut group, static_request("y", &["range", "roundrobin"]), 0),
+    ];
+    let mut rejoin = static_request("l", &["range", "roundrobin"]);
+    rejoin.member_id = first.member_id.clone();
+    let leader = join(&mut group, rejoin, 0).try_recv().unwrap();
+    let outcomes: Vec<JoinOutcome> = joins.iter_mut().map(|j| j.try_recv().unwrap()).collect();
+    assert_eq!(leader.protocol_name.as_deref(), Some("range"));
+    let generation = leader.generation;
+    let mut leader_sync = sync(&mut group, &leader.member_id, generation, vec![], 0);
+    for outcome in &outcomes {
+        sync(&mut group, &outcome.member_id, generation, vec![], 0)
+            .try_recv()
+            .unwrap();
+    }
+    leader_sync.try_recv().unwrap();
+    assert_eq!(group.state, GroupState::Stable);
+
+    // "y" restarts preferring roundrobin: the vote would now pick it, so
+    // the group must rebalance rather than hand back the old generation.
+    let (tx, mut rx) = oneshot::channel();
+    let deliveries = group.join(
+        static_request("y", &["roundrobin", "range"]),
+        tx,
+        &SETTINGS,
+        1,
+    );
+    assert!(
+        !deliveries.persist_group,
+        "nothing to persist mid-rebalance"
+    );
+    deliveries.deliver();
+    assert!(rx.try_recv().is_err(), "y waits for the others to rejoin");
+    assert_eq!(group.state, GroupState::PreparingRebalance);
 }
 
 #[test]
@@ -385,6 +438,23 @@ fn a_replaced_static_member_is_fenced_on_every_request() {
         rx.try_recv().unwrap().error,
         Some(ResponseError::FencedInstanceId)
     );
+}
+
+#[test]
+fn a_group_only_rejected_requests_touched_is_vacant() {
+    let mut group = Group::new("g", 0);
+    let ghost = join(&mut group, request("ghost", &["range"]), 0)
+        .try_recv()
+        .unwrap();
+    assert_eq!(ghost.error, Some(ResponseError::UnknownMemberId));
+    assert_eq!(
+        group.check_commit(claim("ghost", -1), 0),
+        Some(ResponseError::UnknownMemberId)
+    );
+    assert!(group.is_vacant());
+    // A member id handed out under KIP-394 is a pending member.
+    member_id(&mut group, 0);
+    assert!(!group.is_vacant());
 }
 
 #[test]
