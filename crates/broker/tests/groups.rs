@@ -491,6 +491,25 @@ async fn groups_and_offsets_are_deleted() {
     let request = DeleteGroupsRequest::default().with_groups_names(vec![group("busy")]);
     let response: DeleteGroupsResponse = h.call(ApiKey::DeleteGroups, 2, &request).await;
     assert_eq!(response.results[0].error_code, 68, "NON_EMPTY_GROUP");
+
+    // Offsets of a group with members that is not a consumer group (its
+    // subscriptions cannot be read) are not deleted either.
+    let _: OffsetCommitResponse = h.call(ApiKey::OffsetCommit, 8, &commit("workers", 5)).await;
+    let mut connect = join_request(3, "workers", "");
+    connect.protocol_type = text("connect");
+    let joined: JoinGroupResponse = h.call(ApiKey::JoinGroup, 3, &connect).await;
+    assert_eq!(joined.error_code, 0);
+    let request = OffsetDeleteRequest::default()
+        .with_group_id(group("workers"))
+        .with_topics(vec![
+            OffsetDeleteRequestTopic::default()
+                .with_name(name("t"))
+                .with_partitions(vec![
+                    OffsetDeleteRequestPartition::default().with_partition_index(0),
+                ]),
+        ]);
+    let refused: OffsetDeleteResponse = h.call(ApiKey::OffsetDelete, 0, &request).await;
+    assert_eq!(refused.error_code, 68, "NON_EMPTY_GROUP");
 }
 
 #[tokio::test]

@@ -18,9 +18,6 @@ use crate::group::state::Group;
 /// Topics the members of a consumer group subscribe to, from their
 /// subscription metadata.
 fn subscribed_topics(group: &Group) -> BTreeSet<String> {
-    if group.protocol_type.as_deref() != Some("consumer") {
-        return BTreeSet::new();
-    }
     let protocol = group.protocol_name.clone().unwrap_or_default();
     group
         .members

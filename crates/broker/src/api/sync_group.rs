@@ -8,7 +8,7 @@ use kafka_protocol::{
 };
 
 use super::RequestContext;
-use crate::group::MemberClaim;
+use crate::group::{MemberClaim, ProtocolClaim};
 
 /// The first version naming the protocol in request and answer.
 const PROTOCOL_VERSION: i16 = 5;
@@ -27,10 +27,14 @@ pub(super) async fn handle(
         instance_id: request.group_instance_id.as_deref(),
         generation: request.generation_id,
     };
+    let protocol = ProtocolClaim {
+        protocol_type: request.protocol_type.as_deref(),
+        protocol_name: request.protocol_name.as_deref(),
+    };
     let outcome = ctx
         .broker
         .groups
-        .sync(ctx.broker, &request.group_id, claim, assignments)
+        .sync(ctx.broker, &request.group_id, claim, protocol, assignments)
         .await;
     let response = SyncGroupResponse::default()
         .with_error_code(outcome.error.map_or(0, |e| e.code()))

@@ -6,7 +6,7 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    sync::atomic::Ordering,
+    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
@@ -207,13 +207,18 @@ fn apply_loaded(groups: &mut HashMap<String, Group>, record: Loaded, now: i64) {
     }
 }
 
-/// Advances group timers and follows `__consumer_offsets` leadership.
-pub(crate) async fn run(broker: std::sync::Arc<Broker>) {
+/// Advances group timers and follows `__consumer_offsets` leadership. A
+/// tick reads and writes logs (replaying a partition may read a lot), so
+/// it runs on a blocking thread, not on the runtime serving requests.
+pub(crate) async fn run(broker: Arc<Broker>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        broker.groups.tick(&broker);
+        let ticking = Arc::clone(&broker);
+        if let Err(e) = tokio::task::spawn_blocking(move || ticking.groups.tick(&ticking)).await {
+            tracing::error!(error = %e, "the group coordinator's tick failed");
+        }
     }
 }
 

@@ -32,7 +32,10 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use tokio::sync::oneshot;
 
-pub(crate) use self::{background::run, state::MemberClaim};
+pub(crate) use self::{
+    background::run,
+    state::{MemberClaim, ProtocolClaim},
+};
 use self::{
     state::{Deliveries, Group, GroupSettings, JoinOutcome, JoinRequest, SyncOutcome},
     storage::{Entry, OFFSETS_TOPIC, partition_for},
@@ -191,6 +194,7 @@ impl GroupCoordinator {
         broker: &Broker,
         group_id: &str,
         claim: MemberClaim<'_>,
+        protocol: ProtocolClaim<'_>,
         assignments: Vec<(String, Bytes)>,
     ) -> SyncOutcome {
         let partition = self.partition_of(group_id);
@@ -211,7 +215,7 @@ impl GroupCoordinator {
                     Duration::from_millis(m.rebalance_timeout_ms.max(0) as u64)
                 })
                 + WAIT_MARGIN;
-            let deliveries = group.sync(claim, assignments, waiter, now_ms());
+            let deliveries = group.sync(claim, protocol, assignments, waiter, now_ms());
             Self::settle(broker, partition, group, deliveries);
         }
         match tokio::time::timeout(wait, answer).await {

@@ -12,6 +12,8 @@ use super::{
 };
 use crate::broker::{Broker, now_ms};
 
+/// The protocol type of Kafka consumers.
+pub(crate) const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
 /// Largest offset metadata string accepted (Kafka's default).
 const MAX_METADATA_BYTES: usize = 4096;
 
@@ -95,7 +97,9 @@ impl GroupCoordinator {
     }
 
     /// OffsetDelete: drops committed offsets of partitions the group's
-    /// members do not subscribe to.
+    /// members do not subscribe to. A group with members that is not a
+    /// consumer group keeps them all (NON_EMPTY_GROUP), as in Kafka: its
+    /// subscriptions cannot be read.
     pub(crate) fn delete_offsets(
         &self,
         broker: &Broker,
@@ -110,6 +114,9 @@ impl GroupCoordinator {
             .groups
             .get_mut(group_id)
             .ok_or(ResponseError::GroupIdNotFound)?;
+        if !group.is_empty() && group.protocol_type.as_deref() != Some(CONSUMER_PROTOCOL_TYPE) {
+            return Err(ResponseError::NonEmptyGroup);
+        }
         let topics = subscribed(group);
         let mut results = Vec::with_capacity(partitions.len());
         let mut deleted = Vec::new();

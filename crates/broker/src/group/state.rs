@@ -143,6 +143,13 @@ pub(crate) struct MemberClaim<'a> {
     pub(crate) generation: i32,
 }
 
+/// The protocol a SyncGroup (v5+) names; each part is checked when given.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ProtocolClaim<'a> {
+    pub(crate) protocol_type: Option<&'a str>,
+    pub(crate) protocol_name: Option<&'a str>,
+}
+
 /// A committed offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CommittedOffset {

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 
 use super::{
-    Deliveries, Group, GroupSettings, GroupState, JoinOutcome, Member, MemberClaim, SyncOutcome,
-    SyncWaiter,
+    Deliveries, Group, GroupSettings, GroupState, JoinOutcome, Member, MemberClaim, ProtocolClaim,
+    SyncOutcome, SyncWaiter,
 };
 
 impl Group {
@@ -45,13 +45,26 @@ impl Group {
     pub(crate) fn sync(
         &mut self,
         claim: MemberClaim<'_>,
+        protocol: ProtocolClaim<'_>,
         assignments: Vec<(String, Bytes)>,
         waiter: SyncWaiter,
         now_ms: i64,
     ) -> Deliveries {
         let mut deliveries = Deliveries::default();
         let state = self.state;
+        let mismatch = |claimed: Option<&str>, ours: &Option<String>| {
+            claimed.is_some_and(|claimed| ours.as_deref() != Some(claimed))
+        };
+        let inconsistent = mismatch(protocol.protocol_type, &self.protocol_type)
+            || mismatch(protocol.protocol_name, &self.protocol_name);
         let member = match self.validate(claim, now_ms) {
+            Ok(_) if inconsistent => {
+                deliveries.syncs.push((
+                    waiter,
+                    SyncOutcome::error(ResponseError::InconsistentGroupProtocol),
+                ));
+                return deliveries;
+            }
             Ok(member) => member,
             Err(error) => {
                 deliveries.syncs.push((waiter, SyncOutcome::error(error)));

@@ -47,7 +47,13 @@ fn sync(
 ) -> oneshot::Receiver<SyncOutcome> {
     let (tx, rx) = oneshot::channel();
     group
-        .sync(claim(member, generation), assignments, tx, now)
+        .sync(
+            claim(member, generation),
+            ProtocolClaim::default(),
+            assignments,
+            tx,
+            now,
+        )
         .deliver();
     rx
 }
@@ -95,9 +101,25 @@ fn two_members_form_a_generation_and_get_their_assignments() {
     assert!(b_sync.try_recv().is_err());
     // Only the leader's assignment is a point to resume from after a
     // coordinator restart; the generation alone is not persisted.
+    // A SyncGroup naming another protocol than the group's is refused.
+    let (tx, mut wrong) = oneshot::channel();
+    let other = ProtocolClaim {
+        protocol_type: Some("consumer"),
+        protocol_name: Some("roundrobin"),
+    };
+    group.sync(claim(&a, 2), other, vec![], tx, 5).deliver();
+    assert_eq!(
+        wrong.try_recv().unwrap().error,
+        Some(ResponseError::InconsistentGroupProtocol)
+    );
     let (tx, mut a_sync) = oneshot::channel();
+    let ours = ProtocolClaim {
+        protocol_type: Some("consumer"),
+        protocol_name: Some("range"),
+    };
     let deliveries = group.sync(
         claim(&a, 2),
+        ours,
         vec![(a.clone(), Bytes::from_static(b"A"))],
         tx,
         5,
@@ -433,7 +455,9 @@ fn a_replaced_static_member_is_fenced_on_every_request() {
         Some(ResponseError::FencedInstanceId)
     );
     let (tx, mut rx) = oneshot::channel();
-    group.sync(stale, vec![], tx, 2).deliver();
+    group
+        .sync(stale, ProtocolClaim::default(), vec![], tx, 2)
+        .deliver();
     assert_eq!(
         rx.try_recv().unwrap().error,
         Some(ResponseError::FencedInstanceId)
