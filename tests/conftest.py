@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from group_support import Member
+
 REPO = Path(__file__).resolve().parent.parent
 KEEL = Path(os.environ.get("KEEL_BIN", REPO / "target" / "debug" / "keel"))
 READY_LINE = "keel is ready"
@@ -193,3 +195,18 @@ def cluster_factory(tmp_path):
     yield make
     for cluster in clusters:
         cluster.close()
+
+
+@pytest.fixture
+def members(tmp_path):
+    """Starts consumer group member processes; kills what is left at the end."""
+    started = []
+
+    def start(client, bootstrap, group, topic, **options):
+        member = Member(tmp_path, client, bootstrap, group, topic, **options)
+        started.append(member)
+        return member
+
+    yield start
+    for member in started:
+        member.close()

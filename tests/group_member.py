@@ -3,6 +3,11 @@
     python group_member.py --client confluent|kafka-python|aiokafka \
         --bootstrap HOST:PORT --group G --topic T [--assignor NAME[,NAME]] \
         [--session-timeout-ms N] [--commit auto|each] [--instance-id ID]
+        [--protocol classic|consumer]
+
+With --protocol consumer (confluent-kafka only) the member uses the
+consumer group protocol of KIP-848: the broker assigns, with the server
+assignor named by --assignor, and times the session.
 
 Prints one JSON object per line on stdout:
     {"assigned": [0, 3]}               whenever its assignment changes
@@ -45,18 +50,26 @@ class AssignmentReporter:
 def run_confluent(args):
     from confluent_kafka import Consumer
 
-    consumer = Consumer({
+    config = {
         "bootstrap.servers": args.bootstrap,
         "group.id": args.group,
         "client.id": "member-confluent",
         "auto.offset.reset": "earliest",
-        "partition.assignment.strategy": args.assignor or "range,roundrobin",
-        "session.timeout.ms": args.session_timeout_ms,
-        "heartbeat.interval.ms": args.session_timeout_ms // 6,
         "enable.auto.commit": args.commit == "auto",
         "auto.commit.interval.ms": 200,
         **({"group.instance.id": args.instance_id} if args.instance_id else {}),
-    })
+    }
+    if args.protocol == "consumer":
+        config["group.protocol"] = "consumer"
+        if args.assignor:
+            config["group.remote.assignor"] = args.assignor
+    else:
+        config.update({
+            "partition.assignment.strategy": args.assignor or "range,roundrobin",
+            "session.timeout.ms": args.session_timeout_ms,
+            "heartbeat.interval.ms": args.session_timeout_ms // 6,
+        })
+    consumer = Consumer(config)
 
     def on_revoke(_, partitions):
         emit({"revoked": sorted(tp.partition for tp in partitions)})
@@ -153,6 +166,7 @@ def main():
     parser.add_argument("--session-timeout-ms", type=int, default=6000)
     parser.add_argument("--commit", choices=["auto", "each"], default="auto")
     parser.add_argument("--instance-id", help="group.instance.id (static membership)")
+    parser.add_argument("--protocol", choices=["classic", "consumer"], default="classic")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, on_sigterm)
     if args.client == "confluent":

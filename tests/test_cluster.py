@@ -3,7 +3,6 @@ controller failover by SIGKILL, catch-up by snapshot, no quorum, and
 clients using the whole cluster through one bootstrap address."""
 
 import time
-from concurrent.futures import wait
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException

@@ -9,14 +9,10 @@ committed offsets are where the next member (or the next broker process)
 resumes, and the admin clients can list, describe and delete groups.
 """
 
-import json
-import signal
+
 import subprocess
-import sys
-import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from confluent_kafka import (
@@ -27,180 +23,26 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
-MEMBER = Path(__file__).with_name("group_member.py")
-PARTITIONS = 6
-GROUP_BROKER_ARGS = [
-    "--num-partitions", str(PARTITIONS),
-    "--offsets-topic-partitions", "6",
-    "--group-initial-rebalance-delay-ms", "0",
-    "--group-min-session-timeout-ms", "1000",
-]
+from group_support import (
+    GROUP_BROKER_ARGS,
+    PARTITIONS,
+    all_records,
+    assert_read_exactly_once_by_owners,
+    balanced,
+    committed,
+    create_topic,
+    produce,
+    wait_balanced,
+    wait_read,
+    wait_until,
+)
 
 
 @pytest.fixture
 def group_broker(broker_factory):
     return broker_factory(GROUP_BROKER_ARGS)
-
-
-def wait_until(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-class Member:
-    """A group member process and what it has reported."""
-
-    def __init__(self, tmp_path, client, bootstrap, group, topic, assignor=None,
-                 session_timeout_ms=6000, commit="auto", instance_id=None):
-        self.client = client
-        self.name = f"{client}-{uuid.uuid4().hex[:6]}"
-        self.stderr_path = tmp_path / f"{self.name}.stderr"
-        command = [sys.executable, str(MEMBER), "--client", client, "--bootstrap", bootstrap,
-                   "--group", group, "--topic", topic,
-                   "--session-timeout-ms", str(session_timeout_ms), "--commit", commit]
-        if assignor:
-            command += ["--assignor", assignor]
-        if instance_id:
-            command += ["--instance-id", instance_id]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE,
-                                        stderr=open(self.stderr_path, "w"), text=True)
-        self.lock = threading.Lock()
-        self.records = []
-        self.assignment = None
-        self.revocations = 0
-        self.closed = False
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self):
-        for line in self.process.stdout:
-            event = json.loads(line)
-            with self.lock:
-                if "record" in event:
-                    self.records.append(tuple(event["record"]))
-                elif "assigned" in event:
-                    self.assignment = set(event["assigned"])
-                elif "revoked" in event:
-                    self.revocations += 1
-                elif "closed" in event:
-                    self.closed = True
-
-    def owned(self):
-        with self.lock:
-            return set(self.assignment) if self.assignment is not None else None
-
-    def keys(self):
-        with self.lock:
-            return [key for _, _, key in self.records]
-
-    def record_list(self):
-        with self.lock:
-            return list(self.records)
-
-    def stop(self):
-        """Leaves the group cleanly."""
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=60)
-        self.reader.join(timeout=10)
-        assert self.closed, f"{self.name} did not close cleanly:\n{self.stderr()}"
-
-    def kill(self):
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def close(self):
-        if self.process.poll() is None:
-            self.kill()
-
-    def stderr(self):
-        return self.stderr_path.read_text()[-3000:]
-
-
-@pytest.fixture
-def members(tmp_path):
-    started = []
-
-    def start(client, bootstrap, group, topic, **options):
-        member = Member(tmp_path, client, bootstrap, group, topic, **options)
-        started.append(member)
-        return member
-
-    yield start
-    for member in started:
-        member.close()
-
-
-def balanced(group_members, partitions=PARTITIONS):
-    """Every partition owned by exactly one member, shares differing by at
-    most one."""
-    owned = [m.owned() for m in group_members]
-    if any(o is None for o in owned):
-        return False
-    every = [p for o in owned for p in o]
-    sizes = [len(o) for o in owned]
-    return (sorted(every) == list(range(partitions))
-            and max(sizes) - min(sizes) <= 1)
-
-
-def wait_balanced(group_members, timeout=60):
-    wait_until(lambda: balanced(group_members), timeout,
-               "a balanced assignment: " + ", ".join(
-                   f"{m.name}={sorted(m.owned() or [])}" for m in group_members))
-
-
-def create_topic(bootstrap, topic, partitions=PARTITIONS, config=None):
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, partitions, 1, config=config or {})])[topic].result(30)
-
-
-def produce(bootstrap, topic, keys, partitions=PARTITIONS):
-    """Produces one record per key, key i to partition i % partitions;
-    returns each key's (partition, offset)."""
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
-    delivered, errors = {}, []
-
-    def on_delivery(err, msg):
-        if err is not None:
-            errors.append(err)
-        else:
-            delivered[msg.key().decode()] = (msg.partition(), msg.offset())
-
-    for i, key in enumerate(keys):
-        producer.produce(topic, key=key, value=b"v", partition=i % partitions,
-                         on_delivery=on_delivery)
-    assert producer.flush(30) == 0
-    assert not errors, errors[:5]
-    return delivered
-
-
-def all_records(group_members):
-    return [r for m in group_members for r in m.record_list()]
-
-
-def assert_read_exactly_once_by_owners(group_members, keys):
-    """Each key read exactly once, by the member owning its partition."""
-    seen = {}
-    for member in group_members:
-        owned = member.owned()
-        for partition, _, key in member.record_list():
-            if key not in keys:
-                continue
-            assert key not in seen, f"{key} read by {seen[key]} and {member.name}"
-            assert partition in owned, f"{member.name} read {key} from unowned {partition}"
-            seen[key] = member.name
-    assert set(seen) == set(keys), f"{len(set(keys) - set(seen))} records never read"
-
-
-def wait_read(group_members, keys, timeout=60):
-    wanted = set(keys)
-    wait_until(lambda: wanted <= {r[2] for r in all_records(group_members)}, timeout,
-               f"{len(wanted)} records to be read")
 
 
 @pytest.mark.parametrize("assignor", ["range", "roundrobin", "cooperative-sticky"])
@@ -351,14 +193,6 @@ def test_a_restarted_static_member_gets_its_partitions_back_without_a_rebalance(
     assert_read_exactly_once_by_owners([restarted, follower], keys)
     assert follower.owned() == owned_by_follower
     assert follower.revocations == revocations, "the follower had to give up partitions"
-
-
-def committed(bootstrap, group, topic):
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    offsets = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)],
-                                 timeout=30)
-    consumer.close()
-    return {tp.partition: tp.offset for tp in offsets}
 
 
 def test_committed_offsets_carry_over_to_new_members_and_a_restarted_broker(

@@ -180,6 +180,21 @@ struct Flags {
         default_value_t = 1_800_000
     )]
     group_max_session_timeout_ms: i32,
+    /// Session timeout of members under the consumer protocol (KIP-848):
+    /// the broker sets it, not the member.
+    #[arg(
+        long,
+        env = "KEEL_GROUP_CONSUMER_SESSION_TIMEOUT_MS",
+        default_value_t = 45_000
+    )]
+    group_consumer_session_timeout_ms: i32,
+    /// How often members under the consumer protocol heartbeat.
+    #[arg(
+        long,
+        env = "KEEL_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS",
+        default_value_t = 5_000
+    )]
+    group_consumer_heartbeat_interval_ms: i32,
     /// Default `max.message.bytes`: the largest record batch accepted.
     #[arg(long, env = "KEEL_MESSAGE_MAX_BYTES", default_value_t = 1_048_588)]
     message_max_bytes: i32,
@@ -548,6 +563,20 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
         flags.group_min_session_timeout_ms,
         1,
     )?;
+    at_least(
+        "group-consumer-heartbeat-interval-ms",
+        flags.group_consumer_heartbeat_interval_ms,
+        1,
+    )?;
+    if flags.group_consumer_session_timeout_ms <= flags.group_consumer_heartbeat_interval_ms {
+        return Err(invalid(
+            "group-consumer-session-timeout-ms",
+            format!(
+                "must be longer than --group-consumer-heartbeat-interval-ms ({})",
+                flags.group_consumer_heartbeat_interval_ms
+            ),
+        ));
+    }
     if flags.group_max_session_timeout_ms < flags.group_min_session_timeout_ms {
         return Err(invalid(
             "group-max-session-timeout-ms",
@@ -609,6 +638,10 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
             initial_rebalance_delay_ms: flags.group_initial_rebalance_delay_ms,
             min_session_timeout_ms: flags.group_min_session_timeout_ms,
             max_session_timeout_ms: flags.group_max_session_timeout_ms,
+            consumer: crate::group::ConsumerSettings {
+                session_timeout_ms: flags.group_consumer_session_timeout_ms,
+                heartbeat_interval_ms: flags.group_consumer_heartbeat_interval_ms,
+            },
         },
         num_partitions: flags.num_partitions,
         default_replication_factor: flags.default_replication_factor,

@@ -23,7 +23,7 @@ pub(super) fn handle(
         .iter()
         .map(|group_id| {
             let described = DescribedGroup::default().with_group_id(group_id.clone());
-            match ctx.broker.groups.describe(group_id) {
+            match ctx.broker.groups.describe(ctx.broker, group_id) {
                 Err(error) => described.with_error_code(error.code()),
                 Ok(group) => described
                     .with_group_state(StrBytes::from_static_str(group.state))

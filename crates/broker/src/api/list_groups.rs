@@ -1,5 +1,6 @@
 //! ListGroups: the groups this broker coordinates, optionally filtered by
-//! state (v4+) and type (v5+: Keel's groups are all "classic").
+//! state (v4+) and type (v5+: "classic" or "consumer", the protocol of
+//! their members).
 
 use kafka_protocol::{
     messages::{GroupId, ListGroupsRequest, ListGroupsResponse, list_groups_response::ListedGroup},
@@ -10,43 +11,37 @@ use super::RequestContext;
 
 const STATE_VERSION: i16 = 4;
 const TYPE_VERSION: i16 = 5;
-const GROUP_TYPE: &str = "classic";
 
 pub(super) fn handle(ctx: &RequestContext<'_>, request: ListGroupsRequest) -> ListGroupsResponse {
     let version = ctx.version;
-    let wanted_state = |state: &str| {
-        request.states_filter.is_empty()
-            || request
-                .states_filter
-                .iter()
-                .any(|s| s.eq_ignore_ascii_case(state))
-    };
-    let wanted_type = request.types_filter.is_empty()
-        || request
-            .types_filter
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case(GROUP_TYPE));
     let groups = ctx
         .broker
         .groups
         .list()
         .into_iter()
-        .filter(|(_, _, state)| wanted_type && wanted_state(state))
-        .map(|(id, protocol_type, state)| {
-            let group = ListedGroup::default()
-                .with_group_id(GroupId(StrBytes::from_string(id)))
-                .with_protocol_type(StrBytes::from_string(protocol_type));
-            let group = if version >= STATE_VERSION {
-                group.with_group_state(StrBytes::from_static_str(state))
+        .filter(|g| {
+            passes(&request.types_filter, g.group_type) && passes(&request.states_filter, g.state)
+        })
+        .map(|g| {
+            let listed = ListedGroup::default()
+                .with_group_id(GroupId(StrBytes::from_string(g.group_id)))
+                .with_protocol_type(StrBytes::from_string(g.protocol_type));
+            let listed = if version >= STATE_VERSION {
+                listed.with_group_state(StrBytes::from_static_str(g.state))
             } else {
-                group
+                listed
             };
             if version >= TYPE_VERSION {
-                group.with_group_type(StrBytes::from_static_str(GROUP_TYPE))
+                listed.with_group_type(StrBytes::from_static_str(g.group_type))
             } else {
-                group
+                listed
             }
         })
         .collect();
     ListGroupsResponse::default().with_groups(groups)
+}
+
+/// An empty filter lets everything through; names compare without case.
+fn passes(filter: &[StrBytes], value: &str) -> bool {
+    filter.is_empty() || filter.iter().any(|f| f.eq_ignore_ascii_case(value))
 }

@@ -5,6 +5,7 @@
 //! advertises exactly it and dispatch refuses anything outside it.
 
 mod api_versions;
+mod consumer_group_heartbeat;
 mod create_partitions;
 mod create_topics;
 mod delete_groups;
@@ -62,12 +63,13 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::OffsetCommit, 2, 8),
-    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
 ];
 
 /// The error code clients get for an API or version outside the list.
@@ -296,6 +298,9 @@ pub async fn handle(
         RequestKind::DescribeGroups(r) => ctx.encode(&describe_groups::handle(&ctx, r)),
         RequestKind::DeleteGroups(r) => ctx.encode(&delete_groups::handle(&ctx, r)),
         RequestKind::OffsetDelete(r) => ctx.encode(&offset_delete::handle(&ctx, r)),
+        RequestKind::ConsumerGroupHeartbeat(r) => {
+            ctx.encode(&consumer_group_heartbeat::handle(&ctx, r))
+        }
         _ => Ok(unsupported(correlation_id)),
     };
     response.map(Some)

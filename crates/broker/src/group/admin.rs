@@ -1,11 +1,21 @@
 //! What the admin APIs see of groups: ListGroups, DescribeGroups and
 //! DeleteGroups.
 
-use bytes::Bytes;
-use kafka_protocol::error::ResponseError;
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::{
+    error::ResponseError,
+    messages::{
+        ConsumerProtocolAssignment, ConsumerProtocolSubscription, TopicName,
+        consumer_protocol_assignment::TopicPartition,
+    },
+    protocol::{Encodable, StrBytes},
+};
+use keel_raft_metadata::MetadataImage;
 
 use super::{
     GroupCoordinator,
+    consumer::{Assignor, ConsumerGroup, ConsumerMember},
+    offsets::CONSUMER_PROTOCOL_TYPE,
     storage::{self, Entry},
 };
 use crate::broker::Broker;
@@ -21,6 +31,16 @@ pub(crate) struct MemberDescription {
     pub(crate) assignment: Bytes,
 }
 
+/// A group as ListGroups shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct ListedGroup {
+    pub(crate) group_id: String,
+    pub(crate) protocol_type: String,
+    pub(crate) state: &'static str,
+    /// `classic` or `consumer`, the protocol its members use.
+    pub(crate) group_type: &'static str,
+}
+
 /// A group as DescribeGroups shows it.
 #[derive(Debug, Clone)]
 pub(crate) struct GroupDescription {
@@ -31,27 +51,40 @@ pub(crate) struct GroupDescription {
 }
 
 impl GroupCoordinator {
-    /// ListGroups: `(group id, protocol type, state)` of every group this
-    /// broker coordinates.
-    pub(crate) fn list(&self) -> Vec<(String, String, &'static str)> {
+    /// ListGroups: every group this broker coordinates.
+    pub(crate) fn list(&self) -> Vec<ListedGroup> {
         let inner = self.lock();
-        let mut groups: Vec<_> = inner
+        let mut groups: Vec<ListedGroup> = inner
             .groups
             .values()
-            .map(|g| {
-                (
-                    g.id.clone(),
-                    g.protocol_type.clone().unwrap_or_default(),
-                    g.state.name(),
-                )
+            .map(|g| match &g.consumer {
+                Some(consumer) if g.members.is_empty() => ListedGroup {
+                    group_id: g.id.clone(),
+                    protocol_type: CONSUMER_PROTOCOL_TYPE.to_string(),
+                    state: consumer.state_name(),
+                    group_type: "consumer",
+                },
+                _ => ListedGroup {
+                    group_id: g.id.clone(),
+                    protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                    state: g.state.name(),
+                    group_type: "classic",
+                },
             })
             .collect();
-        groups.sort();
+        groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
         groups
     }
 
     /// DescribeGroups for one group; an unknown group is `Dead`, as in Kafka.
-    pub(crate) fn describe(&self, group_id: &str) -> Result<GroupDescription, ResponseError> {
+    /// A group under the consumer protocol is shown the way the classic
+    /// protocol would show it: its assignor as the protocol, each member's
+    /// subscription and assignment in the consumer protocol's encoding.
+    pub(crate) fn describe(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+    ) -> Result<GroupDescription, ResponseError> {
         let partition = self.partition_of(group_id);
         let inner = self.lock();
         Self::check(&inner, partition)?;
@@ -63,6 +96,9 @@ impl GroupCoordinator {
                 members: Vec::new(),
             });
         };
+        if let Some(consumer) = group.consumer.as_ref().filter(|_| group.members.is_empty()) {
+            return Ok(describe_consumer_group(consumer, &broker.image()));
+        }
         let protocol = group.protocol_name.clone().unwrap_or_default();
         Ok(GroupDescription {
             state: group.state.name(),
@@ -112,5 +148,66 @@ impl GroupCoordinator {
         }
         inner.groups.remove(group_id);
         None
+    }
+}
+
+fn describe_consumer_group(group: &ConsumerGroup, image: &MetadataImage) -> GroupDescription {
+    let assignor = match group.assignor() {
+        Assignor::Uniform => "uniform",
+        Assignor::Range => "range",
+    };
+    GroupDescription {
+        state: group.state_name(),
+        protocol_type: CONSUMER_PROTOCOL_TYPE.to_string(),
+        protocol: assignor.to_string(),
+        members: group
+            .members
+            .values()
+            .map(|m| describe_consumer_member(m, image))
+            .collect(),
+    }
+}
+
+/// The member's subscription and assignment as the classic consumer
+/// protocol encodes them (version 0, topics by name).
+fn describe_consumer_member(member: &ConsumerMember, image: &MetadataImage) -> MemberDescription {
+    let subscription = ConsumerProtocolSubscription::default().with_topics(
+        member
+            .subscribed_topics
+            .iter()
+            .map(|t| StrBytes::from_string(t.clone()))
+            .collect(),
+    );
+    let assignment = ConsumerProtocolAssignment::default().with_assigned_partitions(
+        member
+            .assigned
+            .iter()
+            .filter_map(|(topic_id, partitions)| {
+                image.topic_by_id(topic_id).map(|topic| {
+                    TopicPartition::default()
+                        .with_topic(TopicName(StrBytes::from_string(topic.name.clone())))
+                        .with_partitions(partitions.iter().copied().collect())
+                })
+            })
+            .collect(),
+    );
+    MemberDescription {
+        member_id: member.id.clone(),
+        instance_id: member.instance_id.clone(),
+        client_id: member.client_id.clone(),
+        client_host: member.client_host.clone(),
+        metadata: versioned(&subscription),
+        assignment: versioned(&assignment),
+    }
+}
+
+fn versioned(message: &impl Encodable) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_i16(0);
+    // Encoding a message built here at version 0 cannot fail; an empty
+    // description is the fallback all the same.
+    match message.encode(&mut out, 0) {
+        Ok(()) => out.freeze(),
+        Err(_) => Bytes::new(),
     }
 }

@@ -92,8 +92,18 @@ impl GroupCoordinator {
             let partition = partition_for(&group.id, partitions);
             let deliveries = group.tick(&self.settings, now);
             Self::settle(broker, partition, group, deliveries);
+            if let Some(consumer) = &mut group.consumer {
+                let had_members = !consumer.members.is_empty();
+                if consumer.tick(&self.config.consumer, now)
+                    && had_members
+                    && consumer.members.is_empty()
+                {
+                    group.empty_since_ms = now;
+                }
+            }
             let retention = self.config.offsets_retention_ms;
-            if group.state == GroupState::Empty && now - group.empty_since_ms > retention {
+            let empty = group.state == GroupState::Empty && group.is_empty();
+            if empty && now - group.empty_since_ms > retention {
                 let stale: Vec<(String, i32)> = group
                     .offsets
                     .iter()

@@ -15,6 +15,8 @@
 
 mod admin;
 mod background;
+pub(crate) mod consumer;
+mod consumer_heartbeat;
 mod offsets;
 pub(crate) mod state;
 pub(crate) mod storage;
@@ -32,6 +34,7 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use tokio::sync::oneshot;
 
+pub use self::consumer::ConsumerSettings;
 pub(crate) use self::{
     background::run,
     state::{MemberClaim, ProtocolClaim},
@@ -54,6 +57,7 @@ pub struct CoordinatorConfig {
     pub initial_rebalance_delay_ms: i64,
     pub min_session_timeout_ms: i32,
     pub max_session_timeout_ms: i32,
+    pub consumer: ConsumerSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +182,9 @@ impl GroupCoordinator {
                 .groups
                 .entry(group_id.to_string())
                 .or_insert_with(|| Group::new(group_id, now));
+            if group.is_consumer_group() {
+                return JoinOutcome::error(ResponseError::InconsistentGroupProtocol, &member_id);
+            }
             let deliveries = group.join(request, waiter, &self.settings, now);
             Self::settle(broker, partition, group, deliveries);
             Self::drop_if_vacant(&mut inner, group_id);

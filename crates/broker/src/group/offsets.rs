@@ -39,7 +39,13 @@ impl GroupCoordinator {
             .groups
             .entry(group_id.to_string())
             .or_insert_with(|| Group::new(group_id, now));
-        if let Some(error) = group.check_commit(claim, now) {
+        let refused = match &group.consumer {
+            Some(consumer) if group.members.is_empty() => {
+                consumer.check_commit(claim.member_id, claim.generation)
+            }
+            _ => group.check_commit(claim, now),
+        };
+        if let Some(error) = refused {
             Self::drop_if_vacant(&mut inner, group_id);
             return Err(error);
         }

@@ -22,6 +22,8 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use tokio::sync::oneshot;
 
+use super::consumer::ConsumerGroup;
+
 /// Kafka's names for the states, as DescribeGroups and ListGroups report them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum GroupState {
@@ -218,6 +220,9 @@ pub(crate) struct Group {
     pub(crate) offsets: BTreeMap<(String, i32), CommittedOffset>,
     /// When the group last became empty, for offset expiration.
     pub(crate) empty_since_ms: i64,
+    /// Members under the consumer protocol (KIP-848), if the group has
+    /// any; a group has members of one protocol at a time.
+    pub(crate) consumer: Option<ConsumerGroup>,
 }
 
 impl Group {
@@ -235,6 +240,7 @@ impl Group {
             initial_delay_until_ms: None,
             offsets: BTreeMap::new(),
             empty_since_ms: now_ms,
+            consumer: None,
         }
     }
 
@@ -275,15 +281,23 @@ impl Group {
             .all(|m| m.protocols.iter().any(|(name, _)| name == protocol))
     }
 
+    /// No members under either protocol.
     pub(crate) fn is_empty(&self) -> bool {
-        self.members.is_empty()
+        self.members.is_empty() && !self.is_consumer_group()
+    }
+
+    /// Whether the group has members under the consumer protocol.
+    pub(crate) fn is_consumer_group(&self) -> bool {
+        self.consumer
+            .as_ref()
+            .is_some_and(|c| !c.members.is_empty())
     }
 
     /// Never formed and holding nothing: what a rejected request leaves
     /// behind. Such a group is dropped rather than listed.
     pub(crate) fn is_vacant(&self) -> bool {
         self.generation == 0
-            && self.members.is_empty()
+            && self.is_empty()
             && self.pending.is_empty()
             && self.offsets.is_empty()
     }

@@ -1,0 +1,506 @@
+//! One group under the consumer protocol of KIP-848
+//! (ConsumerGroupHeartbeat), as a state machine with time and topic
+//! metadata passed in. The coordinator owns the assignment: whenever the
+//! group epoch moves (a member joins, leaves or changes its subscription,
+//! or a subscribed topic changes shape) a server-side assignor computes a
+//! target assignment, and each member reconciles towards its target
+//! through its own heartbeats: it first gives up what it must revoke, then
+//! takes the member epoch of the target, then receives the partitions that
+//! their previous owners have released.
+//!
+//! Invariants:
+//! - A partition is held (assigned, or being revoked) by at most one member
+//!   at a time: it reaches its new owner only after the previous one has
+//!   reported it revoked, left, or been removed.
+//! - `assignment_epoch <= epoch`, and every member's epoch is at most
+//!   `assignment_epoch`.
+
+mod assignor;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kafka_protocol::error::ResponseError;
+use uuid::Uuid;
+
+pub(crate) use self::assignor::Assignor;
+
+/// Partitions by topic id.
+pub(crate) type Partitions = BTreeMap<Uuid, BTreeSet<i32>>;
+
+/// A subscribed topic as the assignor sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TopicShape {
+    pub(crate) id: Uuid,
+    pub(crate) partitions: i32,
+}
+
+/// The member epoch a heartbeat sends to leave the group.
+pub(crate) const LEAVE_EPOCH: i32 = -1;
+/// The member epoch a static member sends to leave for a while.
+pub(crate) const STATIC_LEAVE_EPOCH: i32 = -2;
+
+#[derive(Debug)]
+pub(crate) struct ConsumerMember {
+    pub(crate) id: String,
+    pub(crate) instance_id: Option<String>,
+    pub(crate) client_id: String,
+    pub(crate) client_host: String,
+    pub(crate) subscribed_topics: BTreeSet<String>,
+    pub(crate) server_assignor: Option<String>,
+    pub(crate) rebalance_timeout_ms: i32,
+    pub(crate) member_epoch: i32,
+    previous_epoch: i32,
+    /// What the member holds as far as the coordinator is concerned.
+    pub(crate) assigned: Partitions,
+    /// What it was asked to give up and has not yet reported given up.
+    revoking: Partitions,
+    revoke_deadline_ms: Option<i64>,
+    /// What it last said it owns.
+    owned: Option<Partitions>,
+    last_heard_ms: i64,
+    /// The assignment last sent, so that only changes are sent.
+    sent: Option<Partitions>,
+}
+
+/// A ConsumerGroupHeartbeat as the state machine sees it; `None` fields
+/// did not change since the member's previous heartbeat.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ConsumerHeartbeat {
+    pub(crate) member_id: String,
+    pub(crate) instance_id: Option<String>,
+    pub(crate) member_epoch: i32,
+    pub(crate) rebalance_timeout_ms: i32,
+    pub(crate) subscribed_topics: Option<Vec<String>>,
+    pub(crate) server_assignor: Option<String>,
+    pub(crate) owned: Option<Partitions>,
+    pub(crate) client_id: String,
+    pub(crate) client_host: String,
+}
+
+/// What a ConsumerGroupHeartbeat answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConsumerOutcome {
+    pub(crate) member_id: String,
+    pub(crate) member_epoch: i32,
+    /// The member's whole assignment, when it changed since last sent.
+    pub(crate) assignment: Option<Partitions>,
+}
+
+/// Timing shared by every consumer group.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumerSettings {
+    pub session_timeout_ms: i32,
+    pub heartbeat_interval_ms: i32,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct ConsumerGroup {
+    /// Moves whenever what the assignment depends on changes.
+    pub(crate) epoch: i32,
+    /// The group epoch `target` was computed at.
+    pub(crate) assignment_epoch: i32,
+    pub(crate) members: BTreeMap<String, ConsumerMember>,
+    pub(crate) target: BTreeMap<String, Partitions>,
+    /// The subscribed topics as of the last epoch.
+    topics: BTreeMap<String, TopicShape>,
+}
+
+impl ConsumerGroup {
+    /// Kafka's names for a consumer group's state.
+    pub(crate) fn state_name(&self) -> &'static str {
+        if self.members.is_empty() {
+            "Empty"
+        } else if self.assignment_epoch < self.epoch {
+            "Assigning"
+        } else if self
+            .members
+            .values()
+            .any(|m| m.member_epoch != self.assignment_epoch || !m.revoking.is_empty())
+        {
+            "Reconciling"
+        } else {
+            "Stable"
+        }
+    }
+
+    /// The assignor the group uses: the one most members ask for, uniform
+    /// when none asks.
+    pub(crate) fn assignor(&self) -> Assignor {
+        let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
+        for name in self
+            .members
+            .values()
+            .filter_map(|m| m.server_assignor.as_deref())
+        {
+            *votes.entry(name).or_default() += 1;
+        }
+        votes
+            .into_iter()
+            .max_by_key(|(_, count)| *count)
+            .and_then(|(name, _)| Assignor::named(name))
+            .unwrap_or(Assignor::Uniform)
+    }
+
+    /// Handles a heartbeat. `topic` describes a topic by name, as the
+    /// metadata knows it now.
+    pub(crate) fn heartbeat(
+        &mut self,
+        mut request: ConsumerHeartbeat,
+        topic: &dyn Fn(&str) -> Option<TopicShape>,
+        now_ms: i64,
+    ) -> Result<ConsumerOutcome, ResponseError> {
+        request.owned = request.owned.map(without_empty_topics);
+        if let Some(name) = request.server_assignor.as_deref() {
+            if Assignor::named(name).is_none() {
+                return Err(ResponseError::UnsupportedAssignor);
+            }
+        }
+        if request.member_epoch == LEAVE_EPOCH || request.member_epoch == STATIC_LEAVE_EPOCH {
+            return self.leave(&request);
+        }
+        let member_id = if request.member_epoch == 0 {
+            self.join(&request, now_ms)?
+        } else {
+            self.check_epoch(&request)?;
+            request.member_id.clone()
+        };
+        let Some(member) = self.members.get_mut(&member_id) else {
+            return Err(ResponseError::UnknownMemberId);
+        };
+        member.last_heard_ms = now_ms;
+        if request.rebalance_timeout_ms > 0 {
+            member.rebalance_timeout_ms = request.rebalance_timeout_ms;
+        }
+        if let Some(owned) = request.owned.clone() {
+            member.owned = Some(owned);
+        }
+        let mut changed = false;
+        if let Some(topics) = &request.subscribed_topics {
+            let topics: BTreeSet<String> = topics.iter().cloned().collect();
+            if topics != member.subscribed_topics {
+                member.subscribed_topics = topics;
+                changed = true;
+            }
+        }
+        if request.server_assignor.is_some() && request.server_assignor != member.server_assignor {
+            member.server_assignor = request.server_assignor.clone();
+            changed = true;
+        }
+        if changed {
+            self.epoch += 1;
+        }
+        self.refresh_topics(topic);
+        self.compute_target();
+        self.reconcile(&member_id, now_ms);
+
+        let Some(member) = self.members.get_mut(&member_id) else {
+            return Err(ResponseError::UnknownMemberId);
+        };
+        // A joining member, or one whose view differs from ours, gets the
+        // whole assignment; otherwise only a change is sent.
+        let differs = request
+            .owned
+            .as_ref()
+            .is_some_and(|owned| *owned != member.assigned);
+        let send =
+            request.member_epoch == 0 || differs || member.sent.as_ref() != Some(&member.assigned);
+        let assignment = send.then(|| member.assigned.clone());
+        if send {
+            member.sent = Some(member.assigned.clone());
+        }
+        Ok(ConsumerOutcome {
+            member_id,
+            member_epoch: member.member_epoch,
+            assignment,
+        })
+    }
+
+    fn join(&mut self, request: &ConsumerHeartbeat, now_ms: i64) -> Result<String, ResponseError> {
+        let Some(topics) = &request.subscribed_topics else {
+            return Err(ResponseError::InvalidRequest);
+        };
+        if request.rebalance_timeout_ms <= 0 {
+            return Err(ResponseError::InvalidRequest);
+        }
+        let member_id = if request.member_id.is_empty() {
+            Uuid::new_v4().to_string()
+        } else {
+            request.member_id.clone()
+        };
+        if let Some(instance) = request.instance_id.as_deref() {
+            let held = self
+                .members
+                .values()
+                .any(|m| m.instance_id.as_deref() == Some(instance) && m.id != member_id);
+            if held {
+                return Err(ResponseError::UnreleasedInstanceId);
+            }
+        }
+        // A member joining again with its id has given up what it held.
+        self.target.remove(&member_id);
+        self.members.insert(
+            member_id.clone(),
+            ConsumerMember {
+                id: member_id.clone(),
+                instance_id: request.instance_id.clone(),
+                client_id: request.client_id.clone(),
+                client_host: request.client_host.clone(),
+                subscribed_topics: topics.iter().cloned().collect(),
+                server_assignor: request.server_assignor.clone(),
+                rebalance_timeout_ms: request.rebalance_timeout_ms,
+                member_epoch: 0,
+                previous_epoch: 0,
+                assigned: Partitions::new(),
+                revoking: Partitions::new(),
+                revoke_deadline_ms: None,
+                owned: None,
+                last_heard_ms: now_ms,
+                sent: None,
+            },
+        );
+        self.epoch += 1;
+        tracing::info!(
+            member = member_id,
+            epoch = self.epoch,
+            "consumer group member joined"
+        );
+        Ok(member_id)
+    }
+
+    /// A heartbeat from a member of an older epoch is fenced, unless it
+    /// carries the epoch just before the current one and owns nothing it
+    /// should not (its previous answer was lost).
+    fn check_epoch(&self, request: &ConsumerHeartbeat) -> Result<(), ResponseError> {
+        let member = self
+            .members
+            .get(&request.member_id)
+            .ok_or(ResponseError::UnknownMemberId)?;
+        if request.member_epoch == member.member_epoch {
+            return Ok(());
+        }
+        let owns_only_assigned = request
+            .owned
+            .as_ref()
+            .is_some_and(|owned| is_subset(owned, &member.assigned));
+        if request.member_epoch == member.previous_epoch && owns_only_assigned {
+            return Ok(());
+        }
+        Err(ResponseError::FencedMemberEpoch)
+    }
+
+    fn leave(&mut self, request: &ConsumerHeartbeat) -> Result<ConsumerOutcome, ResponseError> {
+        let member_id = if request.member_id.is_empty() {
+            request
+                .instance_id
+                .as_deref()
+                .and_then(|instance| {
+                    self.members
+                        .values()
+                        .find(|m| m.instance_id.as_deref() == Some(instance))
+                })
+                .map(|m| m.id.clone())
+                .ok_or(ResponseError::UnknownMemberId)?
+        } else {
+            request.member_id.clone()
+        };
+        if !self.members.contains_key(&member_id) {
+            return Err(ResponseError::UnknownMemberId);
+        }
+        self.remove(&member_id, "left the group");
+        Ok(ConsumerOutcome {
+            member_id,
+            member_epoch: request.member_epoch,
+            assignment: None,
+        })
+    }
+
+    /// Removes a member; what it held is free for the others at once.
+    fn remove(&mut self, member_id: &str, why: &str) {
+        self.members.remove(member_id);
+        self.target.remove(member_id);
+        self.epoch += 1;
+        tracing::info!(
+            member = member_id,
+            epoch = self.epoch,
+            reason = why,
+            "consumer group member removed"
+        );
+    }
+
+    /// Notices subscribed topics that appeared, vanished or grew.
+    fn refresh_topics(&mut self, topic: &dyn Fn(&str) -> Option<TopicShape>) {
+        let names: BTreeSet<&String> = self
+            .members
+            .values()
+            .flat_map(|m| m.subscribed_topics.iter())
+            .collect();
+        let topics: BTreeMap<String, TopicShape> = names
+            .into_iter()
+            .filter_map(|name| topic(name).map(|shape| (name.clone(), shape)))
+            .collect();
+        if topics != self.topics {
+            self.topics = topics;
+            self.epoch += 1;
+        }
+    }
+
+    fn compute_target(&mut self) {
+        if self.assignment_epoch == self.epoch {
+            return;
+        }
+        let subscriptions: BTreeMap<&str, &BTreeSet<String>> = self
+            .members
+            .values()
+            .map(|m| (m.id.as_str(), &m.subscribed_topics))
+            .collect();
+        self.target = self
+            .assignor()
+            .assign(&subscriptions, &self.topics, &self.target);
+        self.assignment_epoch = self.epoch;
+    }
+
+    /// Moves one member towards its target: revoke first, then take the
+    /// target's epoch, then the partitions nobody else holds any more.
+    fn reconcile(&mut self, member_id: &str, now_ms: i64) {
+        let target = self.target.get(member_id).cloned().unwrap_or_default();
+        let held_by_others = self.held_by_others(member_id);
+        let assignment_epoch = self.assignment_epoch;
+        let Some(member) = self.members.get_mut(member_id) else {
+            return;
+        };
+        if !member.revoking.is_empty() {
+            let released = member
+                .owned
+                .as_ref()
+                .is_some_and(|owned| !intersects(owned, &member.revoking));
+            if !released {
+                return;
+            }
+            member.revoking.clear();
+            member.revoke_deadline_ms = None;
+        }
+        if member.member_epoch < assignment_epoch {
+            let revoke = difference(&member.assigned, &target);
+            if !revoke.is_empty() {
+                member.assigned = intersection(&member.assigned, &target);
+                member.revoking = revoke;
+                member.revoke_deadline_ms =
+                    Some(now_ms + i64::from(member.rebalance_timeout_ms.max(0)));
+                return;
+            }
+            member.previous_epoch = member.member_epoch;
+            member.member_epoch = assignment_epoch;
+        }
+        for (topic_id, partitions) in &target {
+            for partition in partitions {
+                let free = !held_by_others
+                    .get(topic_id)
+                    .is_some_and(|held| held.contains(partition));
+                if free {
+                    member
+                        .assigned
+                        .entry(*topic_id)
+                        .or_default()
+                        .insert(*partition);
+                }
+            }
+        }
+    }
+
+    fn held_by_others(&self, member_id: &str) -> Partitions {
+        let mut held = Partitions::new();
+        for member in self.members.values().filter(|m| m.id != member_id) {
+            for source in [&member.assigned, &member.revoking] {
+                for (topic_id, partitions) in source {
+                    held.entry(*topic_id)
+                        .or_default()
+                        .extend(partitions.iter().copied());
+                }
+            }
+        }
+        held
+    }
+
+    /// Removes members whose session expired or who did not revoke in
+    /// time; returns whether any was removed.
+    pub(crate) fn tick(&mut self, settings: &ConsumerSettings, now_ms: i64) -> bool {
+        let session = i64::from(settings.session_timeout_ms);
+        let expired: Vec<(String, &'static str)> = self
+            .members
+            .values()
+            .filter_map(|m| {
+                if now_ms - m.last_heard_ms > session {
+                    Some((m.id.clone(), "session timeout"))
+                } else if m.revoke_deadline_ms.is_some_and(|d| now_ms > d) {
+                    Some((m.id.clone(), "did not revoke within the rebalance timeout"))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (member_id, why) in &expired {
+            self.remove(member_id, why);
+        }
+        !expired.is_empty()
+    }
+
+    /// Whether a member may commit offsets with this epoch. Epoch -1
+    /// without a member id is a commit outside group management, allowed
+    /// while the group has no members.
+    pub(crate) fn check_commit(&self, member_id: &str, member_epoch: i32) -> Option<ResponseError> {
+        if member_id.is_empty() && member_epoch < 0 {
+            return (!self.members.is_empty()).then_some(ResponseError::UnknownMemberId);
+        }
+        let Some(member) = self.members.get(member_id) else {
+            return Some(ResponseError::UnknownMemberId);
+        };
+        (member_epoch != member.member_epoch).then_some(ResponseError::StaleMemberEpoch)
+    }
+}
+
+fn without_empty_topics(partitions: Partitions) -> Partitions {
+    partitions
+        .into_iter()
+        .filter(|(_, set)| !set.is_empty())
+        .collect()
+}
+
+fn is_subset(a: &Partitions, b: &Partitions) -> bool {
+    a.iter().all(|(topic, partitions)| {
+        partitions.is_empty() || b.get(topic).is_some_and(|held| partitions.is_subset(held))
+    })
+}
+
+fn intersects(a: &Partitions, b: &Partitions) -> bool {
+    a.iter().any(|(topic, partitions)| {
+        b.get(topic)
+            .is_some_and(|other| !partitions.is_disjoint(other))
+    })
+}
+
+fn difference(a: &Partitions, b: &Partitions) -> Partitions {
+    a.iter()
+        .filter_map(|(topic, partitions)| {
+            let left: BTreeSet<i32> = match b.get(topic) {
+                Some(other) => partitions.difference(other).copied().collect(),
+                None => partitions.clone(),
+            };
+            (!left.is_empty()).then_some((*topic, left))
+        })
+        .collect()
+}
+
+fn intersection(a: &Partitions, b: &Partitions) -> Partitions {
+    a.iter()
+        .filter_map(|(topic, partitions)| {
+            let both: BTreeSet<i32> = b
+                .get(topic)
+                .map(|other| partitions.intersection(other).copied().collect())
+                .unwrap_or_default();
+            (!both.is_empty()).then_some((*topic, both))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

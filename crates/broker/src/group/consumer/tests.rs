@@ -1,0 +1,208 @@
+use super::*;
+
+const TOPIC: Uuid = Uuid::from_u128(42);
+
+fn shape(name: &str) -> Option<TopicShape> {
+    (name == "t").then_some(TopicShape {
+        id: TOPIC,
+        partitions: 4,
+    })
+}
+
+fn join(group: &mut ConsumerGroup, member: &str, now: i64) -> ConsumerOutcome {
+    group
+        .heartbeat(
+            ConsumerHeartbeat {
+                member_id: member.into(),
+                member_epoch: 0,
+                rebalance_timeout_ms: 10_000,
+                subscribed_topics: Some(vec!["t".into()]),
+                ..ConsumerHeartbeat::default()
+            },
+            &shape,
+            now,
+        )
+        .unwrap()
+}
+
+fn beat(
+    group: &mut ConsumerGroup,
+    member: &str,
+    epoch: i32,
+    owned: Option<&[i32]>,
+    now: i64,
+) -> Result<ConsumerOutcome, ResponseError> {
+    group.heartbeat(
+        ConsumerHeartbeat {
+            member_id: member.into(),
+            member_epoch: epoch,
+            owned: owned.map(|o| Partitions::from([(TOPIC, o.iter().copied().collect())])),
+            ..ConsumerHeartbeat::default()
+        },
+        &shape,
+        now,
+    )
+}
+
+fn partitions(outcome: &ConsumerOutcome) -> Vec<i32> {
+    outcome
+        .assignment
+        .as_ref()
+        .and_then(|a| a.get(&TOPIC))
+        .map(|p| p.iter().copied().collect())
+        .unwrap_or_default()
+}
+
+/// No partition is held by two members.
+fn assert_exclusive(group: &ConsumerGroup) {
+    let mut seen = BTreeSet::new();
+    for member in group.members.values() {
+        for source in [&member.assigned, &member.revoking] {
+            for p in source.get(&TOPIC).into_iter().flatten() {
+                assert!(seen.insert(*p), "partition {p} held twice");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_partition_moves_only_after_its_owner_revoked_it() {
+    let mut group = ConsumerGroup::default();
+    let a = join(&mut group, "a", 0);
+    assert_eq!(partitions(&a), vec![0, 1, 2, 3]);
+    assert_eq!(group.state_name(), "Stable");
+    let a_epoch = a.member_epoch;
+
+    // b joins: the target gives it half, but a still holds everything.
+    let b = join(&mut group, "b", 1);
+    assert!(b.member_epoch > a_epoch);
+    assert!(partitions(&b).is_empty(), "nothing is free yet");
+    assert_eq!(group.state_name(), "Reconciling");
+    assert_exclusive(&group);
+
+    // a is told to keep half; its epoch stays until it has revoked.
+    let a = beat(&mut group, "a", a_epoch, Some(&[0, 1, 2, 3]), 2).unwrap();
+    let kept = partitions(&a);
+    assert_eq!(kept.len(), 2);
+    assert_eq!(a.member_epoch, a_epoch);
+    assert_exclusive(&group);
+    let b_again = beat(&mut group, "b", b.member_epoch, Some(&[]), 3).unwrap();
+    assert_eq!(b_again.assignment, None, "still nothing to give b");
+
+    // a reports the revocation done: it moves to the new epoch, and b gets
+    // the released partitions at its next heartbeat.
+    let a = beat(&mut group, "a", a_epoch, Some(&kept), 4).unwrap();
+    assert_eq!(a.member_epoch, b.member_epoch);
+    let b = beat(&mut group, "b", b.member_epoch, Some(&[]), 5).unwrap();
+    let taken = partitions(&b);
+    assert_eq!(taken.len(), 2);
+    assert!(taken.iter().all(|p| !kept.contains(p)));
+    assert_exclusive(&group);
+    beat(&mut group, "a", a.member_epoch, Some(&kept), 6).unwrap();
+    assert_eq!(group.state_name(), "Stable");
+}
+
+#[test]
+fn a_leaving_member_frees_its_partitions_at_once() {
+    let mut group = ConsumerGroup::default();
+    let a = join(&mut group, "a", 0);
+    let b = join(&mut group, "b", 1);
+    let a = beat(&mut group, "a", a.member_epoch, Some(&[0, 1, 2, 3]), 2).unwrap();
+    let kept = partitions(&a);
+    beat(&mut group, "a", a.member_epoch, Some(&kept), 3).unwrap();
+    let b = beat(&mut group, "b", b.member_epoch, Some(&[]), 4).unwrap();
+    assert_eq!(partitions(&b).len(), 2);
+
+    let left = beat(&mut group, "b", LEAVE_EPOCH, None, 5).unwrap();
+    assert_eq!(left.member_epoch, LEAVE_EPOCH);
+    let a = beat(&mut group, "a", a.member_epoch, Some(&kept), 6).unwrap();
+    assert_eq!(partitions(&a), vec![0, 1, 2, 3]);
+}
+
+#[test]
+fn silent_members_expire_and_stale_epochs_are_fenced() {
+    let settings = ConsumerSettings {
+        session_timeout_ms: 1_000,
+        heartbeat_interval_ms: 100,
+    };
+    let mut group = ConsumerGroup::default();
+    let a = join(&mut group, "a", 0);
+    let b = join(&mut group, "b", 0);
+    assert_eq!(
+        beat(&mut group, "a", a.member_epoch + 7, None, 1),
+        Err(ResponseError::FencedMemberEpoch)
+    );
+    assert_eq!(
+        beat(&mut group, "nobody", 3, None, 1),
+        Err(ResponseError::UnknownMemberId)
+    );
+    // a keeps beating, b falls silent.
+    beat(&mut group, "a", a.member_epoch, Some(&[0, 1, 2, 3]), 900).unwrap();
+    assert!(!group.tick(&settings, 1_000));
+    assert!(group.tick(&settings, 1_500));
+    assert!(!group.members.contains_key("b"));
+    assert_eq!(
+        beat(&mut group, "b", b.member_epoch, None, 1_600),
+        Err(ResponseError::UnknownMemberId)
+    );
+}
+
+#[test]
+fn a_member_that_does_not_revoke_in_time_is_removed() {
+    let settings = ConsumerSettings {
+        session_timeout_ms: 60_000,
+        heartbeat_interval_ms: 100,
+    };
+    let mut group = ConsumerGroup::default();
+    let a = join(&mut group, "a", 0);
+    join(&mut group, "b", 0);
+    // a is asked to revoke (rebalance timeout 10 s) and never does.
+    beat(&mut group, "a", a.member_epoch, Some(&[0, 1, 2, 3]), 1).unwrap();
+    assert!(!group.tick(&settings, 10_000));
+    assert!(group.tick(&settings, 10_002));
+    assert!(!group.members.contains_key("a"));
+}
+
+#[test]
+fn commits_need_the_current_member_epoch() {
+    let mut group = ConsumerGroup::default();
+    assert_eq!(group.check_commit("", -1), None);
+    let a = join(&mut group, "a", 0);
+    assert_eq!(group.check_commit("a", a.member_epoch), None);
+    assert_eq!(
+        group.check_commit("a", a.member_epoch - 1),
+        Some(ResponseError::StaleMemberEpoch)
+    );
+    assert_eq!(
+        group.check_commit("x", 1),
+        Some(ResponseError::UnknownMemberId)
+    );
+    assert_eq!(
+        group.check_commit("", -1),
+        Some(ResponseError::UnknownMemberId)
+    );
+}
+
+#[test]
+fn unknown_assignors_and_held_instance_ids_are_refused() {
+    let mut group = ConsumerGroup::default();
+    let request = |member: &str| ConsumerHeartbeat {
+        member_id: member.into(),
+        instance_id: Some("i".into()),
+        member_epoch: 0,
+        rebalance_timeout_ms: 10_000,
+        subscribed_topics: Some(vec!["t".into()]),
+        ..ConsumerHeartbeat::default()
+    };
+    let mut odd = request("a");
+    odd.server_assignor = Some("sticky-ish".into());
+    assert_eq!(
+        group.heartbeat(odd, &shape, 0),
+        Err(ResponseError::UnsupportedAssignor)
+    );
+    group.heartbeat(request("a"), &shape, 0).unwrap();
+    assert_eq!(
+        group.heartbeat(request("b"), &shape, 0),
+        Err(ResponseError::UnreleasedInstanceId)
+    );
+}

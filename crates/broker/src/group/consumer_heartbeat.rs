@@ -1,0 +1,57 @@
+//! ConsumerGroupHeartbeat at the coordinator: the IO around the consumer
+//! protocol's state machine. Topic shapes come from the metadata image. A
+//! group has members of one protocol at a time: a consumer-protocol member
+//! cannot join a group whose members use the classic protocol, and the
+//! other way round.
+
+use kafka_protocol::error::ResponseError;
+
+use super::{
+    GroupCoordinator,
+    consumer::{ConsumerGroup, ConsumerHeartbeat, ConsumerOutcome, TopicShape},
+    state::Group,
+};
+use crate::broker::{Broker, now_ms};
+
+impl GroupCoordinator {
+    pub(crate) fn consumer_heartbeat(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        request: ConsumerHeartbeat,
+    ) -> Result<ConsumerOutcome, ResponseError> {
+        let partition = self.partition_of(group_id);
+        let image = broker.image();
+        let topic = |name: &str| {
+            image.topic(name).map(|t| TopicShape {
+                id: t.id,
+                partitions: i32::try_from(t.partitions.len()).unwrap_or(i32::MAX),
+            })
+        };
+        let mut inner = self.lock();
+        Self::check(&inner, partition)?;
+        let now = now_ms();
+        let group = inner
+            .groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group::new(group_id, now));
+        if !group.members.is_empty() {
+            return Err(ResponseError::GroupIdNotFound);
+        }
+        let had_members = group.is_consumer_group();
+        let outcome = group
+            .consumer
+            .get_or_insert_with(ConsumerGroup::default)
+            .heartbeat(request, &topic, now);
+        if had_members && !group.is_consumer_group() {
+            group.empty_since_ms = now;
+        }
+        Self::drop_if_vacant(&mut inner, group_id);
+        outcome
+    }
+
+    /// The heartbeat interval members under the consumer protocol are told.
+    pub(crate) fn consumer_heartbeat_interval_ms(&self) -> i32 {
+        self.config.consumer.heartbeat_interval_ms
+    }
+}
