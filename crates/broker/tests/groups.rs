@@ -48,6 +48,7 @@ const INVALID_TOPIC_EXCEPTION: i16 = 17;
 const ILLEGAL_GENERATION: i16 = 22;
 const INVALID_REQUEST: i16 = 42;
 const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
+const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 const FENCED_MEMBER_EPOCH: i16 = 110;
 const UNSUPPORTED_ASSIGNOR: i16 = 112;
 const STALE_MEMBER_EPOCH: i16 = 113;
@@ -683,6 +684,21 @@ async fn the_consumer_protocol_assigns_fences_and_lets_members_leave_at_every_ve
         assert_eq!(
             (listed.group_type.as_str(), listed.group_state.as_str()),
             ("consumer", "Stable")
+        );
+
+        let request = OffsetDeleteRequest::default()
+            .with_group_id(group(&group_id))
+            .with_topics(vec![
+                OffsetDeleteRequestTopic::default()
+                    .with_name(name("t"))
+                    .with_partitions(vec![
+                        OffsetDeleteRequestPartition::default().with_partition_index(0),
+                    ]),
+            ]);
+        let kept: OffsetDeleteResponse = h.call(ApiKey::OffsetDelete, 0, &request).await;
+        assert_eq!(
+            kept.topics[0].partitions[0].error_code, GROUP_SUBSCRIBED_TO_TOPIC,
+            "a member subscribes to t"
         );
 
         let left: ConsumerGroupHeartbeatResponse = h

@@ -103,9 +103,9 @@ impl GroupCoordinator {
     }
 
     /// OffsetDelete: drops committed offsets of partitions the group's
-    /// members do not subscribe to. A group with members that is not a
-    /// consumer group keeps them all (NON_EMPTY_GROUP), as in Kafka: its
-    /// subscriptions cannot be read.
+    /// members do not subscribe to (under either consumer protocol). A
+    /// group with members that is not a consumer group keeps them all
+    /// (NON_EMPTY_GROUP), as in Kafka: its subscriptions cannot be read.
     pub(crate) fn delete_offsets(
         &self,
         broker: &Broker,
@@ -120,10 +120,18 @@ impl GroupCoordinator {
             .groups
             .get_mut(group_id)
             .ok_or(ResponseError::GroupIdNotFound)?;
-        if !group.is_empty() && group.protocol_type.as_deref() != Some(CONSUMER_PROTOCOL_TYPE) {
-            return Err(ResponseError::NonEmptyGroup);
-        }
-        let topics = subscribed(group);
+        let topics = match &group.consumer {
+            Some(consumer) if group.is_consumer_group() => consumer
+                .members
+                .values()
+                .flat_map(|m| m.subscribed_topics.iter().cloned())
+                .collect(),
+            _ if group.is_empty() => BTreeSet::new(),
+            _ if group.protocol_type.as_deref() == Some(CONSUMER_PROTOCOL_TYPE) => {
+                subscribed(group)
+            }
+            _ => return Err(ResponseError::NonEmptyGroup),
+        };
         let mut results = Vec::with_capacity(partitions.len());
         let mut deleted = Vec::new();
         for (topic, index) in partitions {
