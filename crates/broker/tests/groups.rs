@@ -669,6 +669,14 @@ async fn the_consumer_protocol_assigns_fences_and_lets_members_leave_at_every_ve
         stale.generation_id_or_member_epoch = joined.member_epoch;
         let accepted: OffsetCommitResponse = h.call(ApiKey::OffsetCommit, 9, &stale).await;
         assert_eq!(accepted.topics[0].partitions[0].error_code, 0);
+        let mut fetch = fetch_request(9, &group_id);
+        fetch.groups[0].member_id = Some(text(&member_id));
+        fetch.groups[0].member_epoch = joined.member_epoch - 1;
+        let stale: OffsetFetchResponse = h.call(ApiKey::OffsetFetch, 9, &fetch).await;
+        assert_eq!(stale.groups[0].error_code, STALE_MEMBER_EPOCH);
+        fetch.groups[0].member_epoch = joined.member_epoch;
+        let fetched: OffsetFetchResponse = h.call(ApiKey::OffsetFetch, 9, &fetch).await;
+        assert_eq!(fetch_committed(&fetched, 9), (3, -1));
         let classic: JoinGroupResponse = h
             .call(ApiKey::JoinGroup, 9, &join_request(9, &group_id, "c"))
             .await;

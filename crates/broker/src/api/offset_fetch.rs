@@ -3,7 +3,6 @@
 //! From v8 several groups can be asked at once.
 
 use kafka_protocol::{
-    error::ResponseError,
     messages::{
         GroupId, OffsetFetchRequest, OffsetFetchResponse, TopicName,
         offset_fetch_response::{
@@ -21,17 +20,8 @@ const TOP_LEVEL_ERROR_VERSION: i16 = 2;
 const LEADER_EPOCH_VERSION: i16 = 5;
 const BATCHED_VERSION: i16 = 8;
 
-type Fetched = Result<Vec<(String, i32, Option<CommittedOffset>)>, ResponseError>;
 /// One topic's partitions and what each has committed, if anything.
 type TopicOffsets = (String, Vec<(i32, Option<CommittedOffset>)>);
-
-fn fetch(
-    ctx: &RequestContext<'_>,
-    group: &str,
-    wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> Fetched {
-    ctx.broker.groups.fetch(group, wanted)
-}
 
 /// Groups fetched rows by topic, keeping first-seen order.
 fn by_topic(rows: Vec<(String, i32, Option<CommittedOffset>)>) -> Vec<TopicOffsets> {
@@ -60,7 +50,12 @@ pub(super) fn handle(ctx: &RequestContext<'_>, request: OffsetFetchRequest) -> O
                 });
                 let response =
                     OffsetFetchResponseGroup::default().with_group_id(group.group_id.clone());
-                match fetch(ctx, &group.group_id, wanted) {
+                // From v9 a consumer-protocol member says who it is.
+                let member = group
+                    .member_id
+                    .as_deref()
+                    .map(|id| (id, group.member_epoch));
+                match ctx.broker.groups.fetch(&group.group_id, member, wanted) {
                     Err(error) => response.with_error_code(error.code()),
                     Ok(rows) => response.with_topics(
                         by_topic(rows)
@@ -97,7 +92,7 @@ pub(super) fn handle(ctx: &RequestContext<'_>, request: OffsetFetchRequest) -> O
             .collect::<Vec<_>>()
     });
     let group: &GroupId = &request.group_id;
-    match fetch(ctx, group, wanted.clone()) {
+    match ctx.broker.groups.fetch(group, None, wanted.clone()) {
         Ok(rows) => OffsetFetchResponse::default().with_topics(
             by_topic(rows)
                 .into_iter()

@@ -73,16 +73,29 @@ impl GroupCoordinator {
     }
 
     /// OffsetFetch: the committed offsets of `wanted` (every one when
-    /// `None`); partitions never committed come back as `None`.
+    /// `None`); partitions never committed come back as `None`. `member`
+    /// is who asks, when a consumer-protocol member says so (v9).
     pub(crate) fn fetch(
         &self,
         group_id: &str,
+        member: Option<(&str, i32)>,
         wanted: Option<Vec<(String, Vec<i32>)>>,
     ) -> Result<Vec<(String, i32, Option<CommittedOffset>)>, ResponseError> {
         let partition = self.partition_of(group_id);
         let inner = self.lock();
         Self::check(&inner, partition)?;
-        let offsets = inner.groups.get(group_id).map(|g| &g.offsets);
+        let group = inner.groups.get(group_id);
+        // A consumer-protocol member fetches with its current epoch, as it
+        // commits.
+        let consumer = group
+            .filter(|g| g.is_consumer_group())
+            .and_then(|g| g.consumer.as_ref());
+        if let (Some(consumer), Some((member_id, epoch))) = (consumer, member) {
+            if let Some(error) = consumer.check_commit(member_id, epoch) {
+                return Err(error);
+            }
+        }
+        let offsets = group.map(|g| &g.offsets);
         Ok(match wanted {
             None => offsets
                 .into_iter()
