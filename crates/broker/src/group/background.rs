@@ -12,6 +12,7 @@ use std::{
 
 use super::{
     GroupCoordinator, PartitionLoad,
+    consumer::ConsumerGroup,
     state::{Group, GroupState},
     storage::{self, Entry, Loaded, OFFSETS_TOPIC, partition_for},
 };
@@ -92,14 +93,18 @@ impl GroupCoordinator {
             let partition = partition_for(&group.id, partitions);
             let deliveries = group.tick(&self.settings, now);
             Self::settle(broker, partition, group, deliveries);
-            if let Some(consumer) = &mut group.consumer {
-                let had_members = !consumer.members.is_empty();
-                if consumer.tick(&self.config.consumer, now)
-                    && had_members
-                    && consumer.members.is_empty()
-                {
+            let removed = group
+                .consumer
+                .as_mut()
+                .is_some_and(|consumer| consumer.tick(&self.config.consumer, now));
+            if removed {
+                if !group.is_consumer_group() {
                     group.empty_since_ms = now;
                 }
+                // A failed write is logged; the next change writes the
+                // whole group again.
+                let entry = storage::group_entry(group, group.is_vacant());
+                let _ = Self::persist(broker, partition, &[entry]);
             }
             let retention = self.config.offsets_retention_ms;
             let empty = group.state == GroupState::Empty && group.is_empty();
@@ -213,6 +218,9 @@ fn apply_loaded(groups: &mut HashMap<String, Group>, record: Loaded, now: i64) {
                 GroupState::Stable
             };
             entry.empty_since_ms = loaded.empty_since_ms;
+            entry.consumer = loaded
+                .consumer
+                .map(|snapshot| ConsumerGroup::restore(snapshot, now));
         }
     }
 }
@@ -270,5 +278,39 @@ mod tests {
         assert_eq!(emptied.offsets.len(), 1);
         // Offsets committed without ever joining expire by commit time.
         assert_eq!(groups["simple"].empty_since_ms, 0);
+    }
+
+    #[test]
+    fn a_consumer_protocol_group_comes_back_with_its_members_and_assignments() {
+        use uuid::Uuid;
+
+        use crate::group::consumer::{ConsumerHeartbeat, TopicShape};
+
+        let topic = |name: &str| {
+            (name == "t").then_some(TopicShape {
+                id: Uuid::from_u128(9),
+                partitions: 3,
+            })
+        };
+        let mut consumer = ConsumerGroup::default();
+        for member in ["a", "b"] {
+            let join = ConsumerHeartbeat {
+                member_id: member.into(),
+                member_epoch: 0,
+                rebalance_timeout_ms: 5_000,
+                subscribed_topics: Some(vec!["t".into()]),
+                ..ConsumerHeartbeat::default()
+            };
+            consumer.heartbeat(join, &topic, 10).unwrap();
+        }
+        let before = consumer.snapshot();
+        assert!(before.members.iter().any(|m| !m.assigned.is_empty()));
+        let mut group = Group::new("kip", 0);
+        group.consumer = Some(consumer);
+
+        let groups = replay(&[storage::group_entry(&group, false)], 50_000);
+        let restored = groups["kip"].consumer.as_ref().unwrap();
+        assert_eq!(restored.snapshot(), before);
+        assert!(groups["kip"].is_consumer_group());
     }
 }

@@ -16,13 +16,17 @@
 //!   `assignment_epoch`.
 
 mod assignor;
+mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use kafka_protocol::error::ResponseError;
 use uuid::Uuid;
 
-pub(crate) use self::assignor::Assignor;
+pub(crate) use self::{
+    assignor::Assignor,
+    snapshot::{ConsumerSnapshot, MemberSnapshot},
+};
 
 /// Partitions by topic id.
 pub(crate) type Partitions = BTreeMap<Uuid, BTreeSet<i32>>;

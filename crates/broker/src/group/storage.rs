@@ -5,8 +5,9 @@
 //! - key `OffsetKey {group, topic, partition}` → `OffsetValue`, or a
 //!   tombstone when the offset is deleted or expires;
 //! - key `GroupKey {group}` → `GroupValue` (generation, protocol, leader,
-//!   members with their subscription and assignment), or a tombstone when
-//!   the group is deleted.
+//!   members with their subscription and assignment, and the members of
+//!   the consumer protocol with their epochs, assignments and targets), or
+//!   a tombstone when the group is deleted.
 //!
 //! Keys and values start with a version byte (0). A group lives in
 //! partition `abs(java_hash(group)) % partitions`, as in Kafka, and the
@@ -18,7 +19,12 @@ use kafka_protocol::records::{
 };
 use prost::Message;
 
-use super::state::{CommittedOffset, Group, RestoredMember};
+mod consumer;
+
+use super::{
+    consumer::ConsumerSnapshot,
+    state::{CommittedOffset, Group, RestoredMember},
+};
 
 /// The internal topic.
 pub(crate) const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -82,6 +88,9 @@ struct GroupValue {
     /// over when a coordinator loads the group.
     #[prost(int64, tag = "6")]
     empty_since_ms: i64,
+    /// Members under the consumer protocol, if the group has that kind.
+    #[prost(message, optional, tag = "7")]
+    consumer: Option<consumer::ConsumerGroupValue>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -201,6 +210,10 @@ pub(crate) fn group_entry(group: &Group, deleted: bool) -> Entry {
                 })
                 .collect(),
             empty_since_ms: group.empty_since_ms,
+            consumer: group
+                .consumer
+                .as_ref()
+                .map(|c| consumer::encode(&c.snapshot())),
         })
     });
     Entry {
@@ -266,6 +279,7 @@ pub(crate) struct LoadedGroup {
     pub(crate) leader: Option<String>,
     pub(crate) members: Vec<RestoredMember>,
     pub(crate) empty_since_ms: i64,
+    pub(crate) consumer: Option<ConsumerSnapshot>,
 }
 
 /// Decodes every record of a run of batches read from the partition.
@@ -332,6 +346,7 @@ fn decode_record(key: &[u8], value: Option<&[u8]>) -> Option<Loaded> {
                             })
                             .collect(),
                         empty_since_ms: v.empty_since_ms,
+                        consumer: v.consumer.map(consumer::decode),
                     })
                 }
             };

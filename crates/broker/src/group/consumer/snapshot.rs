@@ -1,0 +1,96 @@
+//! What of a consumer group a restarted coordinator needs, as plain data
+//! the group record stores: the epochs, and each member with its
+//! subscription, epochs, assignment, pending revocation and target.
+
+use super::{ConsumerGroup, ConsumerMember, Partitions};
+
+/// What of a consumer group survives a coordinator restart: the epochs,
+/// the members with their subscriptions, epochs and assignments, and the
+/// target. Sessions, what members last reported owning and what was last
+/// sent are not kept: a restored member gets a fresh session and its whole
+/// assignment at its next heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ConsumerSnapshot {
+    pub(crate) epoch: i32,
+    pub(crate) assignment_epoch: i32,
+    pub(crate) members: Vec<MemberSnapshot>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct MemberSnapshot {
+    pub(crate) id: String,
+    pub(crate) instance_id: Option<String>,
+    pub(crate) client_id: String,
+    pub(crate) client_host: String,
+    pub(crate) subscribed_topics: Vec<String>,
+    pub(crate) server_assignor: Option<String>,
+    pub(crate) rebalance_timeout_ms: i32,
+    pub(crate) member_epoch: i32,
+    pub(crate) previous_epoch: i32,
+    pub(crate) assigned: Partitions,
+    pub(crate) revoking: Partitions,
+    pub(crate) target: Partitions,
+}
+
+impl ConsumerGroup {
+    pub(crate) fn snapshot(&self) -> ConsumerSnapshot {
+        ConsumerSnapshot {
+            epoch: self.epoch,
+            assignment_epoch: self.assignment_epoch,
+            members: self
+                .members
+                .values()
+                .map(|m| MemberSnapshot {
+                    id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    subscribed_topics: m.subscribed_topics.iter().cloned().collect(),
+                    server_assignor: m.server_assignor.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    member_epoch: m.member_epoch,
+                    previous_epoch: m.previous_epoch,
+                    assigned: m.assigned.clone(),
+                    revoking: m.revoking.clone(),
+                    target: self.target.get(&m.id).cloned().unwrap_or_default(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The group as a snapshot left it; sessions and revocation deadlines
+    /// start over at `now_ms`.
+    pub(crate) fn restore(snapshot: ConsumerSnapshot, now_ms: i64) -> Self {
+        let mut group = ConsumerGroup {
+            epoch: snapshot.epoch,
+            assignment_epoch: snapshot.assignment_epoch,
+            ..ConsumerGroup::default()
+        };
+        for m in snapshot.members {
+            group.target.insert(m.id.clone(), m.target);
+            let revoke_deadline_ms =
+                (!m.revoking.is_empty()).then(|| now_ms + i64::from(m.rebalance_timeout_ms.max(0)));
+            group.members.insert(
+                m.id.clone(),
+                ConsumerMember {
+                    id: m.id,
+                    instance_id: m.instance_id,
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    subscribed_topics: m.subscribed_topics.into_iter().collect(),
+                    server_assignor: m.server_assignor,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    member_epoch: m.member_epoch,
+                    previous_epoch: m.previous_epoch,
+                    assigned: m.assigned,
+                    revoking: m.revoking,
+                    revoke_deadline_ms,
+                    owned: None,
+                    last_heard_ms: now_ms,
+                    sent: None,
+                },
+            );
+        }
+        group
+    }
+}
