@@ -16,6 +16,9 @@ use kafka_protocol::{
 use super::RequestContext;
 use crate::group::consumer::{ConsumerHeartbeat, Partitions};
 
+/// From this version the member makes its own id.
+const CLIENT_MEMBER_ID_VERSION: i16 = 1;
+
 pub(super) fn handle(
     ctx: &RequestContext<'_>,
     request: ConsumerGroupHeartbeatRequest,
@@ -25,6 +28,21 @@ pub(super) fn handle(
             .with_error_code(error.code())
             .with_error_message(Some(StrBytes::from_string(message)))
     };
+    if request.group_id.is_empty() {
+        return refused(
+            kafka_protocol::error::ResponseError::InvalidRequest,
+            "the group id is empty".into(),
+        );
+    }
+    if ctx.version >= CLIENT_MEMBER_ID_VERSION
+        && request.member_epoch == 0
+        && request.member_id.is_empty()
+    {
+        return refused(
+            kafka_protocol::error::ResponseError::InvalidRequest,
+            "from version 1 a joining member names itself".into(),
+        );
+    }
     if request
         .subscribed_topic_regex
         .as_ref()

@@ -312,5 +312,17 @@ mod tests {
         let restored = groups["kip"].consumer.as_ref().unwrap();
         assert_eq!(restored.snapshot(), before);
         assert!(groups["kip"].is_consumer_group());
+
+        // The members go on in their epoch: loading moved nothing.
+        let mut restored = ConsumerGroup::restore(before.clone(), 50_000);
+        let member = &before.members[0];
+        let heartbeat = ConsumerHeartbeat {
+            member_id: member.id.clone(),
+            member_epoch: member.member_epoch,
+            ..ConsumerHeartbeat::default()
+        };
+        let outcome = restored.heartbeat(heartbeat, &topic, 50_001).unwrap();
+        assert_eq!(outcome.member_epoch, member.member_epoch);
+        assert_eq!(restored.epoch, before.epoch);
     }
 }

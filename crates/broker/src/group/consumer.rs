@@ -59,8 +59,6 @@ pub(crate) struct ConsumerMember {
     /// What it was asked to give up and has not yet reported given up.
     revoking: Partitions,
     revoke_deadline_ms: Option<i64>,
-    /// What it last said it owns.
-    owned: Option<Partitions>,
     last_heard_ms: i64,
     /// The assignment last sent, so that only changes are sent.
     sent: Option<Partitions>,
@@ -159,6 +157,11 @@ impl ConsumerGroup {
                 return Err(ResponseError::UnsupportedAssignor);
             }
         }
+        let static_leave_without_instance =
+            request.member_epoch == STATIC_LEAVE_EPOCH && request.instance_id.is_none();
+        if request.member_epoch < STATIC_LEAVE_EPOCH || static_leave_without_instance {
+            return Err(ResponseError::InvalidRequest);
+        }
         if request.member_epoch == LEAVE_EPOCH || request.member_epoch == STATIC_LEAVE_EPOCH {
             return self.leave(&request);
         }
@@ -174,9 +177,6 @@ impl ConsumerGroup {
         member.last_heard_ms = now_ms;
         if request.rebalance_timeout_ms > 0 {
             member.rebalance_timeout_ms = request.rebalance_timeout_ms;
-        }
-        if let Some(owned) = request.owned.clone() {
-            member.owned = Some(owned);
         }
         let mut changed = false;
         if let Some(topics) = &request.subscribed_topics {
@@ -195,19 +195,21 @@ impl ConsumerGroup {
         }
         self.refresh_topics(topic);
         self.compute_target();
-        self.reconcile(&member_id, now_ms);
+        self.reconcile(&member_id, request.owned.as_ref(), now_ms);
 
         let Some(member) = self.members.get_mut(&member_id) else {
             return Err(ResponseError::UnknownMemberId);
         };
-        // A joining member, or one whose view differs from ours, gets the
-        // whole assignment; otherwise only a change is sent.
-        let differs = request
-            .owned
-            .as_ref()
-            .is_some_and(|owned| *owned != member.assigned);
-        let send =
-            request.member_epoch == 0 || differs || member.sent.as_ref() != Some(&member.assigned);
+        // As in Kafka, the whole assignment goes to a joining member and to
+        // a full request (what a client sends after an error: every field
+        // that may otherwise be left out is there), and otherwise only
+        // when it changed.
+        let full_request = request.rebalance_timeout_ms > 0
+            && request.subscribed_topics.is_some()
+            && request.owned.is_some();
+        let send = request.member_epoch == 0
+            || full_request
+            || member.sent.as_ref() != Some(&member.assigned);
         let assignment = send.then(|| member.assigned.clone());
         if send {
             member.sent = Some(member.assigned.clone());
@@ -219,11 +221,14 @@ impl ConsumerGroup {
         })
     }
 
+    /// A member (re)joining owns nothing: a member that still owned
+    /// partitions could end up sharing them.
     fn join(&mut self, request: &ConsumerHeartbeat, now_ms: i64) -> Result<String, ResponseError> {
         let Some(topics) = &request.subscribed_topics else {
             return Err(ResponseError::InvalidRequest);
         };
-        if request.rebalance_timeout_ms <= 0 {
+        let owns_something = request.owned.as_ref().is_some_and(|o| !o.is_empty());
+        if request.rebalance_timeout_ms <= 0 || owns_something {
             return Err(ResponseError::InvalidRequest);
         }
         let member_id = if request.member_id.is_empty() {
@@ -257,7 +262,6 @@ impl ConsumerGroup {
                 assigned: Partitions::new(),
                 revoking: Partitions::new(),
                 revoke_deadline_ms: None,
-                owned: None,
                 last_heard_ms: now_ms,
                 sent: None,
             },
@@ -293,19 +297,20 @@ impl ConsumerGroup {
     }
 
     fn leave(&mut self, request: &ConsumerHeartbeat) -> Result<ConsumerOutcome, ResponseError> {
-        let member_id = if request.member_id.is_empty() {
-            request
-                .instance_id
-                .as_deref()
-                .and_then(|instance| {
-                    self.members
-                        .values()
-                        .find(|m| m.instance_id.as_deref() == Some(instance))
-                })
+        let by_instance = request.instance_id.as_deref().and_then(|instance| {
+            self.members
+                .values()
+                .find(|m| m.instance_id.as_deref() == Some(instance))
                 .map(|m| m.id.clone())
-                .ok_or(ResponseError::UnknownMemberId)?
-        } else {
-            request.member_id.clone()
+        });
+        let member_id = match by_instance {
+            // The instance now belongs to another member.
+            Some(owner) if !request.member_id.is_empty() && owner != request.member_id => {
+                return Err(ResponseError::FencedInstanceId);
+            }
+            Some(owner) => owner,
+            None if request.member_id.is_empty() => return Err(ResponseError::UnknownMemberId),
+            None => request.member_id.clone(),
         };
         if !self.members.contains_key(&member_id) {
             return Err(ResponseError::UnknownMemberId);
@@ -365,7 +370,9 @@ impl ConsumerGroup {
 
     /// Moves one member towards its target: revoke first, then take the
     /// target's epoch, then the partitions nobody else holds any more.
-    fn reconcile(&mut self, member_id: &str, now_ms: i64) {
+    /// `owned` is what this heartbeat says the member owns (`None`: not
+    /// said); a revocation is complete only when a heartbeat says so.
+    fn reconcile(&mut self, member_id: &str, owned: Option<&Partitions>, now_ms: i64) {
         let target = self.target.get(member_id).cloned().unwrap_or_default();
         let held_by_others = self.held_by_others(member_id);
         let assignment_epoch = self.assignment_epoch;
@@ -373,10 +380,7 @@ impl ConsumerGroup {
             return;
         };
         if !member.revoking.is_empty() {
-            let released = member
-                .owned
-                .as_ref()
-                .is_some_and(|owned| !intersects(owned, &member.revoking));
+            let released = owned.is_some_and(|owned| !intersects(owned, &member.revoking));
             if !released {
                 return;
             }
@@ -470,9 +474,8 @@ fn without_empty_topics(partitions: Partitions) -> Partitions {
 }
 
 fn is_subset(a: &Partitions, b: &Partitions) -> bool {
-    a.iter().all(|(topic, partitions)| {
-        partitions.is_empty() || b.get(topic).is_some_and(|held| partitions.is_subset(held))
-    })
+    a.iter()
+        .all(|(topic, partitions)| b.get(topic).is_some_and(|held| partitions.is_subset(held)))
 }
 
 fn intersects(a: &Partitions, b: &Partitions) -> bool {

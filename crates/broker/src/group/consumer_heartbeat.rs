@@ -2,10 +2,9 @@
 //! protocol's state machine. Topic shapes come from the metadata image;
 //! every heartbeat that changes what a restarted coordinator would need
 //! (members, epochs, assignments) writes the group record before the
-//! answer. A
-//! group has members of one protocol at a time: a consumer-protocol member
-//! cannot join a group whose members use the classic protocol, and the
-//! other way round.
+//! answer. A group has members of one protocol at a time: a
+//! consumer-protocol member cannot join a group whose members use the
+//! classic protocol, and the other way round.
 
 use kafka_protocol::error::ResponseError;
 

@@ -1,8 +1,10 @@
 //! The server-side assignors of the consumer protocol. Both spread each
 //! topic's partitions over the members subscribed to it, every member
-//! getting its share or one more; `uniform` keeps what a member already
-//! had where it can (so a rebalance moves as little as possible), `range`
-//! hands out contiguous ranges in member order.
+//! getting its share or one more. `uniform` keeps what a member already
+//! had where it can (so a rebalance moves as little as possible) and gives
+//! a topic's odd partitions to the members holding the fewest overall, so
+//! that many small topics still spread evenly; `range` hands out
+//! contiguous ranges in member order, as Kafka's range assignor does.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -36,6 +38,7 @@ impl Assignor {
             .keys()
             .map(|member| (member.to_string(), Partitions::new()))
             .collect();
+        let mut totals: BTreeMap<&str, usize> = BTreeMap::new();
         for (name, shape) in topics {
             let subscribers: Vec<&str> = subscriptions
                 .iter()
@@ -47,9 +50,10 @@ impl Assignor {
             }
             let shares = match self {
                 Self::Range => range(&subscribers, shape.partitions),
-                Self::Uniform => uniform(&subscribers, shape, previous),
+                Self::Uniform => uniform(&subscribers, shape, previous, &totals),
             };
             for (member, partitions) in shares {
+                *totals.entry(member).or_default() += partitions.len();
                 if !partitions.is_empty() {
                     if let Some(assignment) = target.get_mut(member) {
                         assignment.insert(shape.id, partitions);
@@ -89,6 +93,7 @@ fn uniform<'a>(
     subscribers: &[&'a str],
     shape: &TopicShape,
     previous: &BTreeMap<String, Partitions>,
+    totals: &BTreeMap<&str, usize>,
 ) -> Vec<(&'a str, BTreeSet<i32>)> {
     let (base, mut extra) = quotas(subscribers.len(), shape.partitions);
     let mut shares: Vec<(&str, BTreeSet<i32>)> = Vec::with_capacity(subscribers.len());
@@ -139,9 +144,10 @@ fn uniform<'a>(
         } else {
             below
         };
+        let held = |i: usize| totals.get(shares[i].0).copied().unwrap_or(0);
         if let Some(i) = candidates
             .into_iter()
-            .min_by_key(|i| (shares[*i].1.len(), shares[*i].0))
+            .min_by_key(|i| (shares[*i].1.len(), held(*i), shares[*i].0))
         {
             shares[i].1.insert(partition);
         }
@@ -210,6 +216,27 @@ mod tests {
             assert_eq!(after[member][&id].len(), 2);
             assert!(after[member][&id].is_subset(&before[member][&id]));
         }
+    }
+
+    #[test]
+    fn uniform_spreads_many_small_topics_evenly() {
+        let names: Vec<String> = (0..10).map(|i| format!("t{i}")).collect();
+        let all: BTreeSet<String> = names.iter().cloned().collect();
+        let topics: BTreeMap<String, TopicShape> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let shape = TopicShape {
+                    id: Uuid::from_u128(i as u128 + 1),
+                    partitions: 1,
+                };
+                (name.clone(), shape)
+            })
+            .collect();
+        let members = [("a", all.clone()), ("b", all)];
+        let target = Assignor::Uniform.assign(&subscriptions(&members), &topics, &BTreeMap::new());
+        let held = |m: &str| target[m].values().map(BTreeSet::len).sum::<usize>();
+        assert_eq!((held("a"), held("b")), (5, 5));
     }
 
     #[test]

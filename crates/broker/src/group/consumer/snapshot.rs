@@ -2,7 +2,9 @@
 //! the group record stores: the epochs, and each member with its
 //! subscription, epochs, assignment, pending revocation and target.
 
-use super::{ConsumerGroup, ConsumerMember, Partitions};
+use std::collections::BTreeMap;
+
+use super::{ConsumerGroup, ConsumerMember, Partitions, TopicShape};
 
 /// What of a consumer group survives a coordinator restart: the epochs,
 /// the members with their subscriptions, epochs and assignments, and the
@@ -14,6 +16,9 @@ pub(crate) struct ConsumerSnapshot {
     pub(crate) epoch: i32,
     pub(crate) assignment_epoch: i32,
     pub(crate) members: Vec<MemberSnapshot>,
+    /// The subscribed topics as of the last epoch, so that a loaded group
+    /// only moves its epoch if they changed meanwhile.
+    pub(crate) topics: BTreeMap<String, TopicShape>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,6 +42,7 @@ impl ConsumerGroup {
         ConsumerSnapshot {
             epoch: self.epoch,
             assignment_epoch: self.assignment_epoch,
+            topics: self.topics.clone(),
             members: self
                 .members
                 .values()
@@ -64,6 +70,7 @@ impl ConsumerGroup {
         let mut group = ConsumerGroup {
             epoch: snapshot.epoch,
             assignment_epoch: snapshot.assignment_epoch,
+            topics: snapshot.topics,
             ..ConsumerGroup::default()
         };
         for m in snapshot.members {
@@ -85,7 +92,6 @@ impl ConsumerGroup {
                     assigned: m.assigned,
                     revoking: m.revoking,
                     revoke_deadline_ms,
-                    owned: None,
                     last_heard_ms: now_ms,
                     sent: None,
                 },

@@ -206,3 +206,82 @@ fn unknown_assignors_and_held_instance_ids_are_refused() {
         Err(ResponseError::UnreleasedInstanceId)
     );
 }
+
+#[test]
+fn a_revocation_completes_only_when_a_heartbeat_says_so() {
+    let mut group = ConsumerGroup::default();
+    let a = join(&mut group, "a", 0);
+    // a reports owning only part of what it holds, then must revoke.
+    beat(&mut group, "a", a.member_epoch, Some(&[0, 1]), 1).unwrap();
+    let b = join(&mut group, "b", 2);
+    let told = beat(&mut group, "a", a.member_epoch, Some(&[0, 1, 2, 3]), 3).unwrap();
+    let kept = partitions(&told);
+    // Heartbeats that do not say what a owns leave the revocation open,
+    // whatever a said before: b gets nothing.
+    for now in 4..7 {
+        beat(&mut group, "a", a.member_epoch, None, now).unwrap();
+        let waiting = beat(&mut group, "b", b.member_epoch, None, now).unwrap();
+        assert!(partitions(&waiting).is_empty());
+        assert_exclusive(&group);
+    }
+    beat(&mut group, "a", a.member_epoch, Some(&kept), 7).unwrap();
+    let b = beat(&mut group, "b", b.member_epoch, None, 8).unwrap();
+    assert_eq!(partitions(&b).len(), 2);
+    assert_exclusive(&group);
+}
+
+#[test]
+fn malformed_joins_and_leaves_are_refused() {
+    let mut group = ConsumerGroup::default();
+    let owning = ConsumerHeartbeat {
+        member_id: "a".into(),
+        member_epoch: 0,
+        rebalance_timeout_ms: 10_000,
+        subscribed_topics: Some(vec!["t".into()]),
+        owned: Some(Partitions::from([(TOPIC, BTreeSet::from([1]))])),
+        ..ConsumerHeartbeat::default()
+    };
+    assert_eq!(
+        group.heartbeat(owning, &shape, 0),
+        Err(ResponseError::InvalidRequest),
+        "a joining member owns nothing"
+    );
+    join(&mut group, "a", 0);
+    for (epoch, instance) in [(STATIC_LEAVE_EPOCH, None), (-3, Some("i"))] {
+        let request = ConsumerHeartbeat {
+            member_id: "a".into(),
+            member_epoch: epoch,
+            instance_id: instance.map(Into::into),
+            ..ConsumerHeartbeat::default()
+        };
+        assert_eq!(
+            group.heartbeat(request, &shape, 1),
+            Err(ResponseError::InvalidRequest)
+        );
+    }
+}
+
+#[test]
+fn a_leave_naming_an_instance_another_member_holds_is_fenced() {
+    let mut group = ConsumerGroup::default();
+    let request = ConsumerHeartbeat {
+        member_id: "new".into(),
+        instance_id: Some("i".into()),
+        member_epoch: 0,
+        rebalance_timeout_ms: 10_000,
+        subscribed_topics: Some(vec!["t".into()]),
+        ..ConsumerHeartbeat::default()
+    };
+    group.heartbeat(request, &shape, 0).unwrap();
+    let stale = ConsumerHeartbeat {
+        member_id: "old".into(),
+        instance_id: Some("i".into()),
+        member_epoch: STATIC_LEAVE_EPOCH,
+        ..ConsumerHeartbeat::default()
+    };
+    assert_eq!(
+        group.heartbeat(stale, &shape, 1),
+        Err(ResponseError::FencedInstanceId)
+    );
+    assert!(group.members.contains_key("new"));
+}

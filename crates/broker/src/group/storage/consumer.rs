@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use uuid::Uuid;
 
-use crate::group::consumer::{ConsumerSnapshot, MemberSnapshot, Partitions};
+use crate::group::consumer::{ConsumerSnapshot, MemberSnapshot, Partitions, TopicShape};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub(super) struct ConsumerGroupValue {
@@ -16,6 +16,18 @@ pub(super) struct ConsumerGroupValue {
     assignment_epoch: i32,
     #[prost(message, repeated, tag = "3")]
     members: Vec<ConsumerMemberValue>,
+    #[prost(message, repeated, tag = "4")]
+    topics: Vec<SubscribedTopicValue>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SubscribedTopicValue {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(bytes = "vec", tag = "2")]
+    topic_id: Vec<u8>,
+    #[prost(int32, tag = "3")]
+    partitions: i32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -79,6 +91,15 @@ pub(super) fn encode(snapshot: &ConsumerSnapshot) -> ConsumerGroupValue {
     ConsumerGroupValue {
         epoch: snapshot.epoch,
         assignment_epoch: snapshot.assignment_epoch,
+        topics: snapshot
+            .topics
+            .iter()
+            .map(|(name, shape)| SubscribedTopicValue {
+                name: name.clone(),
+                topic_id: shape.id.as_bytes().to_vec(),
+                partitions: shape.partitions,
+            })
+            .collect(),
         members: snapshot
             .members
             .iter()
@@ -104,6 +125,20 @@ pub(super) fn decode(value: ConsumerGroupValue) -> ConsumerSnapshot {
     ConsumerSnapshot {
         epoch: value.epoch,
         assignment_epoch: value.assignment_epoch,
+        topics: value
+            .topics
+            .into_iter()
+            .filter_map(|t| {
+                let id = Uuid::from_slice(&t.topic_id).ok()?;
+                Some((
+                    t.name,
+                    TopicShape {
+                        id,
+                        partitions: t.partitions,
+                    },
+                ))
+            })
+            .collect(),
         members: value
             .members
             .into_iter()
