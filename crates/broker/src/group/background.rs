@@ -93,18 +93,20 @@ impl GroupCoordinator {
             let partition = partition_for(&group.id, partitions);
             let deliveries = group.tick(&self.settings, now);
             Self::settle(broker, partition, group, deliveries);
-            let removed = group
-                .consumer
-                .as_mut()
-                .is_some_and(|consumer| consumer.tick(&self.config.consumer, now));
-            if removed {
-                if !group.is_consumer_group() {
-                    group.empty_since_ms = now;
+            let settings = &self.config.consumer;
+            if let Some(consumer) = group.consumer.as_mut() {
+                if consumer.has_expired_members(settings, now) {
+                    let before = consumer.snapshot();
+                    consumer.tick(settings, now);
+                    if !group.is_consumer_group() {
+                        group.empty_since_ms = now;
+                    }
+                    // A failed write is logged; the members are gone from
+                    // memory either way and a later change of theirs is
+                    // never written.
+                    let entries = storage::consumer_entries(group, &before);
+                    let _ = Self::persist(broker, partition, &entries);
                 }
-                // A failed write is logged; the next change writes the
-                // whole group again.
-                let entry = storage::group_entry(group, group.is_vacant());
-                let _ = Self::persist(broker, partition, &[entry]);
             }
             let retention = self.config.offsets_retention_ms;
             let empty = group.state == GroupState::Empty && group.is_empty();
@@ -173,6 +175,20 @@ impl GroupCoordinator {
 
 fn apply_loaded(groups: &mut HashMap<String, Group>, record: Loaded, now: i64) {
     match record {
+        Loaded::ConsumerMember {
+            group,
+            member_id,
+            value,
+        } => {
+            let entry = groups
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(&group, 0));
+            let consumer = entry.consumer.get_or_insert_with(ConsumerGroup::default);
+            match value {
+                Some(member) => consumer.restore_member(member, now),
+                None => consumer.forget_member(&member_id),
+            }
+        }
         Loaded::Offset {
             group,
             topic,
@@ -218,9 +234,12 @@ fn apply_loaded(groups: &mut HashMap<String, Group>, record: Loaded, now: i64) {
                 GroupState::Stable
             };
             entry.empty_since_ms = loaded.empty_since_ms;
-            entry.consumer = loaded
-                .consumer
-                .map(|snapshot| ConsumerGroup::restore(snapshot, now));
+            if let Some(snapshot) = loaded.consumer {
+                entry
+                    .consumer
+                    .get_or_insert_with(ConsumerGroup::default)
+                    .restore_epochs(&snapshot);
+            }
         }
     }
 }
@@ -284,7 +303,7 @@ mod tests {
     fn a_consumer_protocol_group_comes_back_with_its_members_and_assignments() {
         use uuid::Uuid;
 
-        use crate::group::consumer::{ConsumerHeartbeat, TopicShape};
+        use crate::group::consumer::{ConsumerHeartbeat, ConsumerSnapshot, TopicShape};
 
         let topic = |name: &str| {
             (name == "t").then_some(TopicShape {
@@ -308,13 +327,15 @@ mod tests {
         let mut group = Group::new("kip", 0);
         group.consumer = Some(consumer);
 
-        let groups = replay(&[storage::group_entry(&group, false)], 50_000);
-        let restored = groups["kip"].consumer.as_ref().unwrap();
-        assert_eq!(restored.snapshot(), before);
+        // Each member is a record of its own beside the group record.
+        let entries = storage::consumer_entries(&group, &ConsumerSnapshot::default());
+        assert_eq!(entries.len(), 3);
+        let mut groups = replay(&entries, 50_000);
         assert!(groups["kip"].is_consumer_group());
+        let restored = groups.get_mut("kip").unwrap().consumer.as_mut().unwrap();
+        assert_eq!(restored.snapshot(), before);
 
         // The members go on in their epoch: loading moved nothing.
-        let mut restored = ConsumerGroup::restore(before.clone(), 50_000);
         let member = &before.members[0];
         let heartbeat = ConsumerHeartbeat {
             member_id: member.id.clone(),
@@ -324,5 +345,25 @@ mod tests {
         let outcome = restored.heartbeat(heartbeat, &topic, 50_001).unwrap();
         assert_eq!(outcome.member_epoch, member.member_epoch);
         assert_eq!(restored.epoch, before.epoch);
+
+        // A member that leaves is deleted by a tombstone of its own.
+        let consumer = group.consumer.as_mut().unwrap();
+        let leave = ConsumerHeartbeat {
+            member_id: "b".into(),
+            member_epoch: -1,
+            ..ConsumerHeartbeat::default()
+        };
+        consumer.heartbeat(leave, &topic, 60).unwrap();
+        let later = storage::consumer_entries(&group, &before);
+        let all: Vec<Entry> = entries.iter().chain(&later).cloned().collect();
+        let groups = replay(&all, 70_000);
+        let members: Vec<&String> = groups["kip"]
+            .consumer
+            .as_ref()
+            .unwrap()
+            .members
+            .keys()
+            .collect();
+        assert_eq!(members, ["a"]);
     }
 }

@@ -429,12 +429,11 @@ impl ConsumerGroup {
         held
     }
 
-    /// Removes members whose session expired or who did not revoke in
-    /// time; returns whether any was removed.
-    pub(crate) fn tick(&mut self, settings: &ConsumerSettings, now_ms: i64) -> bool {
+    /// Members whose session expired or who did not revoke in time, with
+    /// the reason.
+    fn expired(&self, settings: &ConsumerSettings, now_ms: i64) -> Vec<(String, &'static str)> {
         let session = i64::from(settings.session_timeout_ms);
-        let expired: Vec<(String, &'static str)> = self
-            .members
+        self.members
             .values()
             .filter_map(|m| {
                 if now_ms - m.last_heard_ms > session {
@@ -445,7 +444,16 @@ impl ConsumerGroup {
                     None
                 }
             })
-            .collect();
+            .collect()
+    }
+
+    pub(crate) fn has_expired_members(&self, settings: &ConsumerSettings, now_ms: i64) -> bool {
+        !self.expired(settings, now_ms).is_empty()
+    }
+
+    /// Removes the members `expired` names; returns whether any was removed.
+    pub(crate) fn tick(&mut self, settings: &ConsumerSettings, now_ms: i64) -> bool {
+        let expired = self.expired(settings, now_ms);
         for (member_id, why) in &expired {
             self.remove(member_id, why);
         }

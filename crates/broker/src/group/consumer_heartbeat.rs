@@ -1,8 +1,8 @@
 //! ConsumerGroupHeartbeat at the coordinator: the IO around the consumer
 //! protocol's state machine. Topic shapes come from the metadata image;
 //! every heartbeat that changes what a restarted coordinator would need
-//! (members, epochs, assignments) writes the group record before the
-//! answer. A group has members of one protocol at a time: a
+//! (members, epochs, assignments) writes the records of what changed
+//! before the answer. A group has members of one protocol at a time: a
 //! consumer-protocol member cannot join a group whose members use the
 //! classic protocol, and the other way round.
 
@@ -45,18 +45,15 @@ impl GroupCoordinator {
         let consumer = group.consumer.get_or_insert_with(ConsumerGroup::default);
         let before = consumer.snapshot();
         let outcome = consumer.heartbeat(request, &topic, now);
-        let changed = consumer.snapshot() != before;
         if had_members && !group.is_consumer_group() {
             group.empty_since_ms = now;
         }
-        // What changed is durable before the member acts on it; a group
-        // left with nothing is deleted.
-        let persisted = if changed {
-            let entry = storage::group_entry(group, group.is_vacant());
-            Self::persist(broker, partition, &[entry])
-        } else {
-            Ok(())
-        };
+        // What changed is durable before the member acts on it.
+        let persisted = Self::persist(
+            broker,
+            partition,
+            &storage::consumer_entries(group, &before),
+        );
         Self::drop_if_vacant(&mut inner, group_id);
         persisted.and(outcome)
     }

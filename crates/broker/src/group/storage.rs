@@ -6,8 +6,12 @@
 //!   tombstone when the offset is deleted or expires;
 //! - key `GroupKey {group}` → `GroupValue` (generation, protocol, leader,
 //!   members with their subscription and assignment, and the members of
-//!   the consumer protocol with their epochs, assignments and targets), or
-//!   a tombstone when the group is deleted.
+//!   the epochs and subscribed topics of the consumer protocol), or a
+//!   tombstone when the group is deleted;
+//! - key `ConsumerMemberKey {group, member}` → one member under the
+//!   consumer protocol with its epochs, assignment and target, or a
+//!   tombstone when it leaves. One record per member keeps what a
+//!   heartbeat writes small, whatever the size of the group.
 //!
 //! Keys and values start with a version byte (0). A group lives in
 //! partition `abs(java_hash(group)) % partitions`, as in Kafka, and the
@@ -21,8 +25,9 @@ use prost::Message;
 
 mod consumer;
 
+pub(crate) use self::consumer::consumer_entries;
 use super::{
-    consumer::ConsumerSnapshot,
+    consumer::{ConsumerSnapshot, MemberSnapshot},
     state::{CommittedOffset, Group, RestoredMember},
 };
 
@@ -32,7 +37,7 @@ const FORMAT_VERSION: u8 = 0;
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct StoredKey {
-    #[prost(oneof = "KeyKind", tags = "1, 2")]
+    #[prost(oneof = "KeyKind", tags = "1, 2, 3")]
     kind: Option<KeyKind>,
 }
 
@@ -42,6 +47,8 @@ enum KeyKind {
     Offset(OffsetKey),
     #[prost(message, tag = "2")]
     Group(GroupKey),
+    #[prost(message, tag = "3")]
+    ConsumerMember(consumer::ConsumerMemberKey),
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -213,7 +220,7 @@ pub(crate) fn group_entry(group: &Group, deleted: bool) -> Entry {
             consumer: group
                 .consumer
                 .as_ref()
-                .map(|c| consumer::encode(&c.snapshot())),
+                .map(|c| consumer::encode_group(&c.snapshot())),
         })
     });
     Entry {
@@ -268,6 +275,11 @@ pub(crate) enum Loaded {
     Group {
         group: String,
         value: Option<LoadedGroup>,
+    },
+    ConsumerMember {
+        group: String,
+        member_id: String,
+        value: Option<MemberSnapshot>,
     },
 }
 
@@ -346,12 +358,23 @@ fn decode_record(key: &[u8], value: Option<&[u8]>) -> Option<Loaded> {
                             })
                             .collect(),
                         empty_since_ms: v.empty_since_ms,
-                        consumer: v.consumer.map(consumer::decode),
+                        consumer: v.consumer.map(consumer::decode_group),
                     })
                 }
             };
             Some(Loaded::Group {
                 group: key.group,
+                value,
+            })
+        }
+        KeyKind::ConsumerMember(key) => {
+            let value = match value {
+                None => None,
+                Some(bytes) => Some(consumer::decode_member(unversioned(bytes)?)?),
+            };
+            Some(Loaded::ConsumerMember {
+                group: key.group,
+                member_id: key.member_id,
                 value,
             })
         }

@@ -64,39 +64,44 @@ impl ConsumerGroup {
         }
     }
 
-    /// The group as a snapshot left it; sessions and revocation deadlines
-    /// start over at `now_ms`.
-    pub(crate) fn restore(snapshot: ConsumerSnapshot, now_ms: i64) -> Self {
-        let mut group = ConsumerGroup {
-            epoch: snapshot.epoch,
-            assignment_epoch: snapshot.assignment_epoch,
-            topics: snapshot.topics,
-            ..ConsumerGroup::default()
-        };
-        for m in snapshot.members {
-            group.target.insert(m.id.clone(), m.target);
-            let revoke_deadline_ms =
-                (!m.revoking.is_empty()).then(|| now_ms + i64::from(m.rebalance_timeout_ms.max(0)));
-            group.members.insert(
-                m.id.clone(),
-                ConsumerMember {
-                    id: m.id,
-                    instance_id: m.instance_id,
-                    client_id: m.client_id,
-                    client_host: m.client_host,
-                    subscribed_topics: m.subscribed_topics.into_iter().collect(),
-                    server_assignor: m.server_assignor,
-                    rebalance_timeout_ms: m.rebalance_timeout_ms,
-                    member_epoch: m.member_epoch,
-                    previous_epoch: m.previous_epoch,
-                    assigned: m.assigned,
-                    revoking: m.revoking,
-                    revoke_deadline_ms,
-                    last_heard_ms: now_ms,
-                    sent: None,
-                },
-            );
-        }
-        group
+    /// Takes the epochs and subscribed topics of a snapshot, keeping the
+    /// members (the group record and the member records are separate).
+    /// Restored members get fresh sessions, and revocation deadlines start
+    /// over.
+    pub(crate) fn restore_epochs(&mut self, snapshot: &ConsumerSnapshot) {
+        self.epoch = snapshot.epoch;
+        self.assignment_epoch = snapshot.assignment_epoch;
+        self.topics = snapshot.topics.clone();
+    }
+
+    pub(crate) fn restore_member(&mut self, m: MemberSnapshot, now_ms: i64) {
+        self.target.insert(m.id.clone(), m.target);
+        let revoke_deadline_ms =
+            (!m.revoking.is_empty()).then(|| now_ms + i64::from(m.rebalance_timeout_ms.max(0)));
+        self.members.insert(
+            m.id.clone(),
+            ConsumerMember {
+                id: m.id,
+                instance_id: m.instance_id,
+                client_id: m.client_id,
+                client_host: m.client_host,
+                subscribed_topics: m.subscribed_topics.into_iter().collect(),
+                server_assignor: m.server_assignor,
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                member_epoch: m.member_epoch,
+                previous_epoch: m.previous_epoch,
+                assigned: m.assigned,
+                revoking: m.revoking,
+                revoke_deadline_ms,
+                last_heard_ms: now_ms,
+                sent: None,
+            },
+        );
+    }
+
+    /// Drops a member whose record was deleted.
+    pub(crate) fn forget_member(&mut self, member_id: &str) {
+        self.members.remove(member_id);
+        self.target.remove(member_id);
     }
 }

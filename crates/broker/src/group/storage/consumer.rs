@@ -1,12 +1,18 @@
-//! How a group under the consumer protocol is kept in its group record:
-//! `GroupValue.consumer`, the state machine's snapshot as prost messages.
-//! Topic ids are their 16 bytes.
+//! How a group under the consumer protocol is stored: its epochs and
+//! subscribed topics in the group record (`GroupValue.consumer`), each
+//! member in a record of its own, so that a heartbeat writes only what it
+//! changed. Topic ids are their 16 bytes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use prost::Message;
 use uuid::Uuid;
 
-use crate::group::consumer::{ConsumerSnapshot, MemberSnapshot, Partitions, TopicShape};
+use super::{Entry, KeyKind, StoredKey, group_entry, versioned};
+use crate::group::{
+    consumer::{ConsumerGroup, ConsumerSnapshot, MemberSnapshot, Partitions, TopicShape},
+    state::Group,
+};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub(super) struct ConsumerGroupValue {
@@ -15,9 +21,15 @@ pub(super) struct ConsumerGroupValue {
     #[prost(int32, tag = "2")]
     assignment_epoch: i32,
     #[prost(message, repeated, tag = "3")]
-    members: Vec<ConsumerMemberValue>,
-    #[prost(message, repeated, tag = "4")]
     topics: Vec<SubscribedTopicValue>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct ConsumerMemberKey {
+    #[prost(string, tag = "1")]
+    pub(super) group: String,
+    #[prost(string, tag = "2")]
+    pub(super) member_id: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -87,7 +99,7 @@ fn decode_partitions(values: Vec<TopicPartitionsValue>) -> Partitions {
         .collect()
 }
 
-pub(super) fn encode(snapshot: &ConsumerSnapshot) -> ConsumerGroupValue {
+pub(super) fn encode_group(snapshot: &ConsumerSnapshot) -> ConsumerGroupValue {
     ConsumerGroupValue {
         epoch: snapshot.epoch,
         assignment_epoch: snapshot.assignment_epoch,
@@ -100,28 +112,11 @@ pub(super) fn encode(snapshot: &ConsumerSnapshot) -> ConsumerGroupValue {
                 partitions: shape.partitions,
             })
             .collect(),
-        members: snapshot
-            .members
-            .iter()
-            .map(|m| ConsumerMemberValue {
-                member_id: m.id.clone(),
-                instance_id: m.instance_id.clone(),
-                client_id: m.client_id.clone(),
-                client_host: m.client_host.clone(),
-                subscribed_topics: m.subscribed_topics.clone(),
-                server_assignor: m.server_assignor.clone(),
-                rebalance_timeout_ms: m.rebalance_timeout_ms,
-                member_epoch: m.member_epoch,
-                previous_epoch: m.previous_epoch,
-                assigned: encode_partitions(&m.assigned),
-                revoking: encode_partitions(&m.revoking),
-                target: encode_partitions(&m.target),
-            })
-            .collect(),
     }
 }
 
-pub(super) fn decode(value: ConsumerGroupValue) -> ConsumerSnapshot {
+/// The epochs and topics of a group record, without members.
+pub(super) fn decode_group(value: ConsumerGroupValue) -> ConsumerSnapshot {
     ConsumerSnapshot {
         epoch: value.epoch,
         assignment_epoch: value.assignment_epoch,
@@ -139,23 +134,86 @@ pub(super) fn decode(value: ConsumerGroupValue) -> ConsumerSnapshot {
                 ))
             })
             .collect(),
-        members: value
-            .members
-            .into_iter()
-            .map(|m| MemberSnapshot {
-                id: m.member_id,
-                instance_id: m.instance_id,
-                client_id: m.client_id,
-                client_host: m.client_host,
-                subscribed_topics: m.subscribed_topics,
-                server_assignor: m.server_assignor,
+        members: Vec::new(),
+    }
+}
+
+fn member_entry(group: &str, member_id: &str, member: Option<&MemberSnapshot>) -> Entry {
+    let key = StoredKey {
+        kind: Some(KeyKind::ConsumerMember(ConsumerMemberKey {
+            group: group.to_string(),
+            member_id: member_id.to_string(),
+        })),
+    };
+    Entry {
+        key: versioned(&key),
+        value: member.map(|m| {
+            versioned(&ConsumerMemberValue {
+                member_id: m.id.clone(),
+                instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                subscribed_topics: m.subscribed_topics.clone(),
+                server_assignor: m.server_assignor.clone(),
                 rebalance_timeout_ms: m.rebalance_timeout_ms,
                 member_epoch: m.member_epoch,
                 previous_epoch: m.previous_epoch,
-                assigned: decode_partitions(m.assigned),
-                revoking: decode_partitions(m.revoking),
-                target: decode_partitions(m.target),
+                assigned: encode_partitions(&m.assigned),
+                revoking: encode_partitions(&m.revoking),
+                target: encode_partitions(&m.target),
             })
-            .collect(),
+        }),
     }
+}
+
+pub(super) fn decode_member(bytes: &[u8]) -> Option<MemberSnapshot> {
+    let m = ConsumerMemberValue::decode(bytes).ok()?;
+    Some(MemberSnapshot {
+        id: m.member_id,
+        instance_id: m.instance_id,
+        client_id: m.client_id,
+        client_host: m.client_host,
+        subscribed_topics: m.subscribed_topics,
+        server_assignor: m.server_assignor,
+        rebalance_timeout_ms: m.rebalance_timeout_ms,
+        member_epoch: m.member_epoch,
+        previous_epoch: m.previous_epoch,
+        assigned: decode_partitions(m.assigned),
+        revoking: decode_partitions(m.revoking),
+        target: decode_partitions(m.target),
+    })
+}
+
+/// The records that take the stored group from `before` to what `group`
+/// holds now: each new or changed member, a tombstone for each member
+/// gone, and the group record if its epochs or topics moved (a tombstone
+/// if nothing is left of the group).
+pub(crate) fn consumer_entries(group: &Group, before: &ConsumerSnapshot) -> Vec<Entry> {
+    let after = group
+        .consumer
+        .as_ref()
+        .map(ConsumerGroup::snapshot)
+        .unwrap_or_default();
+    let old: BTreeMap<&str, &MemberSnapshot> =
+        before.members.iter().map(|m| (m.id.as_str(), m)).collect();
+    let new: BTreeMap<&str, &MemberSnapshot> =
+        after.members.iter().map(|m| (m.id.as_str(), m)).collect();
+    let mut entries: Vec<Entry> = new
+        .iter()
+        .filter(|(id, member)| old.get(*id) != Some(*member))
+        .map(|(id, member)| member_entry(&group.id, id, Some(member)))
+        .collect();
+    entries.extend(
+        old.keys()
+            .filter(|id| !new.contains_key(*id))
+            .map(|id| member_entry(&group.id, id, None)),
+    );
+    let moved = (before.epoch, before.assignment_epoch, &before.topics)
+        != (after.epoch, after.assignment_epoch, &after.topics);
+    if group.is_vacant() {
+        entries.push(group_entry(group, true));
+    } else if moved {
+        entries.push(group_entry(group, false));
+    }
+    entries
 }
