@@ -2,7 +2,8 @@
 //! request dispatch of an in-process broker: coordinator lookup, a group
 //! forming, syncing, heartbeating, committing and leaving, offsets and their
 //! survival across a restart, group deletion, and `__consumer_offsets`
-//! being internal.
+//! being internal. The consumer protocol of KIP-848 is in
+//! `consumer_groups.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,104 +12,35 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Harness, harness, name, versions};
-use kafka_protocol::{
-    messages::{
-        ApiKey, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse,
-        CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
-        CreateTopicsResponse, DeleteGroupsRequest, DeleteGroupsResponse, DeleteTopicsRequest,
-        DeleteTopicsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
-        FindCoordinatorRequest, FindCoordinatorResponse, GroupId, HeartbeatRequest,
-        HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
-        LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, MetadataRequest,
-        MetadataResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
-        OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
-        SyncGroupResponse,
-        create_partitions_request::CreatePartitionsTopic,
-        create_topics_request::CreatableTopic,
-        join_group_request::JoinGroupRequestProtocol,
-        leave_group_request::MemberIdentity,
-        metadata_request::MetadataRequestTopic,
-        offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic},
-        offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic},
-        offset_fetch_request::{
-            OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
-        },
-        sync_group_request::SyncGroupRequestAssignment,
+use common::{
+    Harness,
+    groups::{
+        commit, coordinator_ready, fetch_committed, fetch_request, group, join_request, text,
     },
-    protocol::StrBytes,
+    harness, name, versions,
+};
+use kafka_protocol::messages::{
+    ApiKey, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteGroupsRequest, DeleteGroupsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse, JoinGroupResponse,
+    LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, MetadataRequest,
+    MetadataResponse, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse,
+    create_partitions_request::CreatePartitionsTopic,
+    create_topics_request::CreatableTopic,
+    leave_group_request::MemberIdentity,
+    metadata_request::MetadataRequestTopic,
+    offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic},
+    sync_group_request::SyncGroupRequestAssignment,
 };
 use keel_broker::{broker::Broker, config::BrokerConfig};
 
-const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-const NOT_COORDINATOR: i16 = 16;
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 const MEMBER_ID_REQUIRED: i16 = 79;
 const INVALID_TOPIC_EXCEPTION: i16 = 17;
 const ILLEGAL_GENERATION: i16 = 22;
 const INVALID_REQUEST: i16 = 42;
-const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
-const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
-const FENCED_MEMBER_EPOCH: i16 = 110;
-const UNSUPPORTED_ASSIGNOR: i16 = 112;
-const STALE_MEMBER_EPOCH: i16 = 113;
-const INVALID_REGULAR_EXPRESSION: i16 = 128;
 const UNKNOWN_MEMBER_ID: i16 = 25;
-
-fn group(s: &str) -> GroupId {
-    GroupId(StrBytes::from_string(s.to_string()))
-}
-
-fn text(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
-}
-
-/// Asks for the coordinator until `__consumer_offsets` exists and the
-/// group's partition is loaded.
-async fn coordinator_ready(h: &Harness, group_id: &str) {
-    for _ in 0..100 {
-        let request = FindCoordinatorRequest::default().with_key(text(group_id));
-        let response: FindCoordinatorResponse = h.call(ApiKey::FindCoordinator, 3, &request).await;
-        if response.error_code == 0 {
-            let fetch = OffsetFetchRequest::default()
-                .with_group_id(group(group_id))
-                .with_topics(None);
-            let fetched: OffsetFetchResponse = h.call(ApiKey::OffsetFetch, 7, &fetch).await;
-            if fetched.error_code == 0 {
-                return;
-            }
-            assert!(
-                [COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR].contains(&fetched.error_code),
-                "{fetched:?}"
-            );
-        } else {
-            assert_eq!(
-                response.error_code, COORDINATOR_NOT_AVAILABLE,
-                "{response:?}"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the coordinator of {group_id} never became ready");
-}
-
-fn join_request(version: i16, group_id: &str, member_id: &str) -> JoinGroupRequest {
-    let request = JoinGroupRequest::default()
-        .with_group_id(group(group_id))
-        .with_session_timeout_ms(10_000)
-        .with_member_id(text(member_id))
-        .with_protocol_type(text("consumer"))
-        .with_protocols(vec![
-            JoinGroupRequestProtocol::default()
-                .with_name(text("range"))
-                .with_metadata(Bytes::from_static(b"subscription")),
-        ]);
-    if version >= 1 {
-        request.with_rebalance_timeout_ms(10_000)
-    } else {
-        request
-    }
-}
 
 #[tokio::test]
 async fn find_coordinator_at_every_version() {
@@ -259,64 +191,6 @@ async fn a_group_forms_syncs_heartbeats_and_leaves_at_every_version() {
                 .iter()
                 .all(|g| g.protocol_type.as_str() == "consumer")
         );
-    }
-}
-
-fn commit(group_id: &str, offset: i64) -> OffsetCommitRequest {
-    OffsetCommitRequest::default()
-        .with_group_id(group(group_id))
-        .with_generation_id_or_member_epoch(-1)
-        .with_member_id(text(""))
-        .with_topics(vec![
-            OffsetCommitRequestTopic::default()
-                .with_name(name("t"))
-                .with_partitions(vec![
-                    OffsetCommitRequestPartition::default()
-                        .with_partition_index(0)
-                        .with_committed_offset(offset)
-                        .with_committed_metadata(Some(text("meta"))),
-                    OffsetCommitRequestPartition::default()
-                        .with_partition_index(9)
-                        .with_committed_offset(offset),
-                ]),
-        ])
-}
-
-fn fetch_committed(response: &OffsetFetchResponse, version: i16) -> (i64, i64) {
-    if version >= 8 {
-        let partitions = &response.groups[0].topics[0].partitions;
-        (
-            partitions[0].committed_offset,
-            partitions[1].committed_offset,
-        )
-    } else {
-        let partitions = &response.topics[0].partitions;
-        (
-            partitions[0].committed_offset,
-            partitions[1].committed_offset,
-        )
-    }
-}
-
-fn fetch_request(version: i16, group_id: &str) -> OffsetFetchRequest {
-    if version >= 8 {
-        OffsetFetchRequest::default().with_groups(vec![
-            OffsetFetchRequestGroup::default()
-                .with_group_id(group(group_id))
-                .with_topics(Some(vec![
-                    OffsetFetchRequestTopics::default()
-                        .with_name(name("t"))
-                        .with_partition_indexes(vec![0, 1]),
-                ])),
-        ])
-    } else {
-        OffsetFetchRequest::default()
-            .with_group_id(group(group_id))
-            .with_topics(Some(vec![
-                OffsetFetchRequestTopic::default()
-                    .with_name(name("t"))
-                    .with_partition_indexes(vec![0, 1]),
-            ]))
     }
 }
 
@@ -599,135 +473,4 @@ async fn clients_cannot_create_delete_or_grow_the_offsets_topic() {
             .len(),
         3
     );
-}
-
-fn consumer_heartbeat(
-    group_id: &str,
-    member_id: &str,
-    epoch: i32,
-) -> ConsumerGroupHeartbeatRequest {
-    ConsumerGroupHeartbeatRequest::default()
-        .with_group_id(group(group_id))
-        .with_member_id(text(member_id))
-        .with_member_epoch(epoch)
-        .with_rebalance_timeout_ms(10_000)
-}
-
-#[tokio::test]
-async fn the_consumer_protocol_assigns_fences_and_lets_members_leave_at_every_version() {
-    let h = harness().await;
-    h.create_topic("t", 2).await;
-    let topic_id = h.topic_id("t");
-    for version in versions(ApiKey::ConsumerGroupHeartbeat) {
-        let group_id = format!("kip848-v{version}");
-        coordinator_ready(&h, &group_id).await;
-        // From v1 the member names itself; before, the coordinator does.
-        let proposed = if version >= 1 { "member-a" } else { "" };
-        let join = consumer_heartbeat(&group_id, proposed, 0)
-            .with_subscribed_topic_names(Some(vec![name("t")]))
-            .with_topic_partitions(Some(vec![]));
-        let joined: ConsumerGroupHeartbeatResponse =
-            h.call(ApiKey::ConsumerGroupHeartbeat, version, &join).await;
-        assert_eq!(joined.error_code, 0, "v{version}: {joined:?}");
-        let member_id = joined.member_id.clone().unwrap().to_string();
-        if version >= 1 {
-            assert_eq!(member_id, "member-a");
-        }
-        assert!(joined.member_epoch > 0 && joined.heartbeat_interval_ms > 0);
-        let assignment = joined.assignment.clone().unwrap();
-        assert_eq!(assignment.topic_partitions.len(), 1);
-        assert_eq!(assignment.topic_partitions[0].topic_id, topic_id);
-        assert_eq!(assignment.topic_partitions[0].partitions, vec![0, 1]);
-
-        // Nothing changed: no assignment in the answer.
-        let again: ConsumerGroupHeartbeatResponse = h
-            .call(
-                ApiKey::ConsumerGroupHeartbeat,
-                version,
-                &consumer_heartbeat(&group_id, &member_id, joined.member_epoch),
-            )
-            .await;
-        assert_eq!((again.error_code, again.assignment), (0, None));
-        let fenced: ConsumerGroupHeartbeatResponse = h
-            .call(
-                ApiKey::ConsumerGroupHeartbeat,
-                version,
-                &consumer_heartbeat(&group_id, &member_id, joined.member_epoch + 5),
-            )
-            .await;
-        assert_eq!(fenced.error_code, FENCED_MEMBER_EPOCH);
-
-        // Commits carry the member epoch; a classic member cannot join.
-        let mut stale = commit(&group_id, 3);
-        stale.member_id = text(&member_id);
-        stale.generation_id_or_member_epoch = joined.member_epoch - 1;
-        let refused: OffsetCommitResponse = h.call(ApiKey::OffsetCommit, 9, &stale).await;
-        assert_eq!(
-            refused.topics[0].partitions[0].error_code,
-            STALE_MEMBER_EPOCH
-        );
-        stale.generation_id_or_member_epoch = joined.member_epoch;
-        let accepted: OffsetCommitResponse = h.call(ApiKey::OffsetCommit, 9, &stale).await;
-        assert_eq!(accepted.topics[0].partitions[0].error_code, 0);
-        let mut fetch = fetch_request(9, &group_id);
-        fetch.groups[0].member_id = Some(text(&member_id));
-        fetch.groups[0].member_epoch = joined.member_epoch - 1;
-        let stale: OffsetFetchResponse = h.call(ApiKey::OffsetFetch, 9, &fetch).await;
-        assert_eq!(stale.groups[0].error_code, STALE_MEMBER_EPOCH);
-        fetch.groups[0].member_epoch = joined.member_epoch;
-        let fetched: OffsetFetchResponse = h.call(ApiKey::OffsetFetch, 9, &fetch).await;
-        assert_eq!(fetch_committed(&fetched, 9), (3, -1));
-        let classic: JoinGroupResponse = h
-            .call(ApiKey::JoinGroup, 9, &join_request(9, &group_id, "c"))
-            .await;
-        assert_eq!(classic.error_code, INCONSISTENT_GROUP_PROTOCOL);
-        let listed: ListGroupsResponse = h
-            .call(ApiKey::ListGroups, 5, &ListGroupsRequest::default())
-            .await;
-        let listed = listed
-            .groups
-            .iter()
-            .find(|g| g.group_id.0.as_str() == group_id)
-            .unwrap();
-        assert_eq!(
-            (listed.group_type.as_str(), listed.group_state.as_str()),
-            ("consumer", "Stable")
-        );
-
-        let request = OffsetDeleteRequest::default()
-            .with_group_id(group(&group_id))
-            .with_topics(vec![
-                OffsetDeleteRequestTopic::default()
-                    .with_name(name("t"))
-                    .with_partitions(vec![
-                        OffsetDeleteRequestPartition::default().with_partition_index(0),
-                    ]),
-            ]);
-        let kept: OffsetDeleteResponse = h.call(ApiKey::OffsetDelete, 0, &request).await;
-        assert_eq!(
-            kept.topics[0].partitions[0].error_code, GROUP_SUBSCRIBED_TO_TOPIC,
-            "a member subscribes to t"
-        );
-
-        let left: ConsumerGroupHeartbeatResponse = h
-            .call(
-                ApiKey::ConsumerGroupHeartbeat,
-                version,
-                &consumer_heartbeat(&group_id, &member_id, -1),
-            )
-            .await;
-        assert_eq!((left.error_code, left.member_epoch), (0, -1));
-    }
-
-    let odd = consumer_heartbeat("kip848-odd", "", 0)
-        .with_subscribed_topic_names(Some(vec![name("t")]))
-        .with_server_assignor(Some(text("sticky-ish")));
-    let refused: ConsumerGroupHeartbeatResponse =
-        h.call(ApiKey::ConsumerGroupHeartbeat, 0, &odd).await;
-    assert_eq!(refused.error_code, UNSUPPORTED_ASSIGNOR);
-    let by_regex =
-        consumer_heartbeat("kip848-regex", "m", 0).with_subscribed_topic_regex(Some(text("t.*")));
-    let refused: ConsumerGroupHeartbeatResponse =
-        h.call(ApiKey::ConsumerGroupHeartbeat, 1, &by_regex).await;
-    assert_eq!(refused.error_code, INVALID_REGULAR_EXPRESSION);
 }
