@@ -143,3 +143,33 @@ def test_members_keep_their_partitions_across_a_broker_kill_and_restart(
     assert [m.revocations for m in pair] == revocations, "a member gave partitions up"
     read = [r[2] for r in all_records(pair)]
     assert sorted(read) == sorted(before + after), "a record was read twice or never"
+
+
+def test_a_static_member_that_restarts_gets_its_partitions_back(consumer_broker, members):
+    """A static member leaves for a while when it closes (epoch -2); its
+    next incarnation takes its partitions over, and the other member is
+    never asked to give any up."""
+    bootstrap = consumer_broker.bootstrap
+    topic, group = "kip848-static", "kip848-static"
+    create_topic(bootstrap, topic)
+
+    def static_member(instance_id):
+        return members("confluent", bootstrap, group, topic, protocol="consumer",
+                       instance_id=instance_id)
+
+    first, other = static_member("static-a"), static_member("static-b")
+    wait_balanced([first, other])
+    time.sleep(1)
+    owned_by_first, owned_by_other = first.owned(), other.owned()
+    revocations = other.revocations
+
+    first.stop()
+    restarted = static_member("static-a")
+    wait_balanced([restarted, other], timeout=30)
+    assert restarted.owned() == owned_by_first
+    keys = [f"s{i}" for i in range(300)]
+    produce(bootstrap, topic, keys)
+    wait_read([restarted, other], keys)
+    assert_read_exactly_once_by_owners([restarted, other], keys)
+    assert other.owned() == owned_by_other
+    assert other.revocations == revocations, "the other member had to give up partitions"

@@ -59,6 +59,9 @@ pub(crate) struct ConsumerMember {
     /// What it was asked to give up and has not yet reported given up.
     revoking: Partitions,
     revoke_deadline_ms: Option<i64>,
+    /// A static member that left for a while (epoch -2): it keeps its
+    /// partitions until its session runs out or its instance joins again.
+    away: bool,
     last_heard_ms: i64,
     /// The assignment last sent, so that only changes are sent.
     sent: Option<Partitions>,
@@ -175,6 +178,7 @@ impl ConsumerGroup {
             return Err(ResponseError::UnknownMemberId);
         };
         member.last_heard_ms = now_ms;
+        member.away = false;
         if request.rebalance_timeout_ms > 0 {
             member.rebalance_timeout_ms = request.rebalance_timeout_ms;
         }
@@ -237,12 +241,18 @@ impl ConsumerGroup {
             request.member_id.clone()
         };
         if let Some(instance) = request.instance_id.as_deref() {
-            let held = self
+            let holder = self
                 .members
                 .values()
-                .any(|m| m.instance_id.as_deref() == Some(instance) && m.id != member_id);
-            if held {
-                return Err(ResponseError::UnreleasedInstanceId);
+                .find(|m| m.instance_id.as_deref() == Some(instance) && m.id != member_id)
+                .map(|m| (m.id.clone(), m.away));
+            match holder {
+                Some((old_id, true)) => {
+                    self.take_over(&old_id, &member_id, now_ms);
+                    return Ok(member_id);
+                }
+                Some((_, false)) => return Err(ResponseError::UnreleasedInstanceId),
+                None => {}
             }
         }
         // A member joining again with its id has given up what it held.
@@ -262,6 +272,7 @@ impl ConsumerGroup {
                 assigned: Partitions::new(),
                 revoking: Partitions::new(),
                 revoke_deadline_ms: None,
+                away: false,
                 last_heard_ms: now_ms,
                 sent: None,
             },
@@ -273,6 +284,28 @@ impl ConsumerGroup {
             "consumer group member joined"
         );
         Ok(member_id)
+    }
+
+    /// A static member's instance is back under a new member id: the new
+    /// member takes over the old one's epoch, partitions and target, so the
+    /// group does not rebalance.
+    fn take_over(&mut self, old_id: &str, member_id: &str, now_ms: i64) {
+        let Some(mut member) = self.members.remove(old_id) else {
+            return;
+        };
+        member.id = member_id.to_string();
+        member.away = false;
+        member.last_heard_ms = now_ms;
+        member.sent = None;
+        if let Some(target) = self.target.remove(old_id) {
+            self.target.insert(member_id.to_string(), target);
+        }
+        self.members.insert(member_id.to_string(), member);
+        tracing::info!(
+            member = member_id,
+            replaced = old_id,
+            "static member came back and took over its partitions"
+        );
     }
 
     /// A heartbeat from a member of an older epoch is fenced, unless it
@@ -312,10 +345,16 @@ impl ConsumerGroup {
             None if request.member_id.is_empty() => return Err(ResponseError::UnknownMemberId),
             None => request.member_id.clone(),
         };
-        if !self.members.contains_key(&member_id) {
+        let Some(member) = self.members.get_mut(&member_id) else {
             return Err(ResponseError::UnknownMemberId);
+        };
+        if request.member_epoch == STATIC_LEAVE_EPOCH {
+            // Its instance is expected back: nothing moves meanwhile.
+            member.away = true;
+            tracing::info!(member = member_id, "static member left for a while");
+        } else {
+            self.remove(&member_id, "left the group");
         }
-        self.remove(&member_id, "left the group");
         Ok(ConsumerOutcome {
             member_id,
             member_epoch: request.member_epoch,

@@ -35,6 +35,7 @@ pub(crate) struct MemberSnapshot {
     pub(crate) assigned: Partitions,
     pub(crate) revoking: Partitions,
     pub(crate) target: Partitions,
+    pub(crate) away: bool,
 }
 
 impl ConsumerGroup {
@@ -59,6 +60,7 @@ impl ConsumerGroup {
                     assigned: m.assigned.clone(),
                     revoking: m.revoking.clone(),
                     target: self.target.get(&m.id).cloned().unwrap_or_default(),
+                    away: m.away,
                 })
                 .collect(),
         }
@@ -93,6 +95,7 @@ impl ConsumerGroup {
                 assigned: m.assigned,
                 revoking: m.revoking,
                 revoke_deadline_ms,
+                away: m.away,
                 last_heard_ms: now_ms,
                 sent: None,
             },

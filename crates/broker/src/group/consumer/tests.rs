@@ -285,3 +285,90 @@ fn a_leave_naming_an_instance_another_member_holds_is_fenced() {
     );
     assert!(group.members.contains_key("new"));
 }
+
+#[test]
+fn a_static_member_that_comes_back_takes_over_its_partitions() {
+    let settings = ConsumerSettings {
+        session_timeout_ms: 1_000,
+        heartbeat_interval_ms: 100,
+    };
+    let static_join = |member: &str| ConsumerHeartbeat {
+        member_id: member.into(),
+        instance_id: Some("i".into()),
+        member_epoch: 0,
+        rebalance_timeout_ms: 10_000,
+        subscribed_topics: Some(vec!["t".into()]),
+        ..ConsumerHeartbeat::default()
+    };
+    let mut group = ConsumerGroup::default();
+    let first = group.heartbeat(static_join("first"), &shape, 0).unwrap();
+    assert_eq!(partitions(&first), vec![0, 1, 2, 3]);
+    let epoch = group.epoch;
+
+    // It leaves for a while: nothing moves, its partitions stay held.
+    let away = ConsumerHeartbeat {
+        member_id: "first".into(),
+        instance_id: Some("i".into()),
+        member_epoch: STATIC_LEAVE_EPOCH,
+        ..ConsumerHeartbeat::default()
+    };
+    let left = group.heartbeat(away, &shape, 100).unwrap();
+    assert_eq!(left.member_epoch, STATIC_LEAVE_EPOCH);
+    assert_eq!(group.epoch, epoch);
+    let other = join(&mut group, "other", 200);
+    assert!(
+        partitions(&other).is_empty(),
+        "the away member's partitions stay put"
+    );
+
+    // Its next incarnation takes its place under a new id: it keeps its
+    // share of the new target and gives the rest up to the member that
+    // joined meanwhile, which gets it once the newcomer says it owns none.
+    let back = group.heartbeat(static_join("second"), &shape, 300).unwrap();
+    assert_eq!(back.member_id, "second");
+    let kept = partitions(&back);
+    assert_eq!(kept.len(), 2);
+    assert!(!group.members.contains_key("first"));
+    assert_exclusive(&group);
+    let back = beat(&mut group, "second", back.member_epoch, Some(&[]), 310).unwrap();
+    let other = beat(&mut group, "other", other.member_epoch, Some(&[]), 320).unwrap();
+    let taken = partitions(&other);
+    assert_eq!(taken.len(), 2);
+    assert!(taken.iter().all(|p| !kept.contains(p)));
+    assert_exclusive(&group);
+
+    // An instance that does not come back in time is removed.
+    let gone = ConsumerHeartbeat {
+        member_id: "second".into(),
+        instance_id: Some("i".into()),
+        member_epoch: STATIC_LEAVE_EPOCH,
+        ..ConsumerHeartbeat::default()
+    };
+    group.heartbeat(gone, &shape, 400).unwrap();
+    assert!(back.member_epoch > first.member_epoch);
+    beat(&mut group, "other", other.member_epoch, None, 1_000).unwrap();
+    assert!(group.tick(&settings, 1_401));
+    assert!(!group.members.contains_key("second"));
+}
+
+#[test]
+fn a_static_restart_with_nothing_else_changed_moves_nothing() {
+    let request = |member: &str, epoch: i32| ConsumerHeartbeat {
+        member_id: member.into(),
+        instance_id: Some("i".into()),
+        member_epoch: epoch,
+        rebalance_timeout_ms: 10_000,
+        subscribed_topics: Some(vec!["t".into()]),
+        ..ConsumerHeartbeat::default()
+    };
+    let mut group = ConsumerGroup::default();
+    let first = group.heartbeat(request("first", 0), &shape, 0).unwrap();
+    let epoch = group.epoch;
+    group
+        .heartbeat(request("first", STATIC_LEAVE_EPOCH), &shape, 1)
+        .unwrap();
+    let back = group.heartbeat(request("second", 0), &shape, 2).unwrap();
+    assert_eq!(back.member_epoch, first.member_epoch);
+    assert_eq!(partitions(&back), partitions(&first));
+    assert_eq!(group.epoch, epoch, "no rebalance");
+}

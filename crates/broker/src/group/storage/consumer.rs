@@ -68,6 +68,8 @@ struct ConsumerMemberValue {
     revoking: Vec<TopicPartitionsValue>,
     #[prost(message, repeated, tag = "12")]
     target: Vec<TopicPartitionsValue>,
+    #[prost(bool, tag = "13")]
+    away: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -161,6 +163,7 @@ fn member_entry(group: &str, member_id: &str, member: Option<&MemberSnapshot>) -
                 assigned: encode_partitions(&m.assigned),
                 revoking: encode_partitions(&m.revoking),
                 target: encode_partitions(&m.target),
+                away: m.away,
             })
         }),
     }
@@ -181,6 +184,7 @@ pub(super) fn decode_member(bytes: &[u8]) -> Option<MemberSnapshot> {
         assigned: decode_partitions(m.assigned),
         revoking: decode_partitions(m.revoking),
         target: decode_partitions(m.target),
+        away: m.away,
     })
 }
 
