@@ -25,6 +25,18 @@ fn join(group: &mut ConsumerGroup, member: &str, now: i64) -> ConsumerOutcome {
         .unwrap()
 }
 
+/// A heartbeat of the static member of instance "i".
+fn static_member(member: &str, epoch: i32) -> ConsumerHeartbeat {
+    ConsumerHeartbeat {
+        member_id: member.into(),
+        instance_id: Some("i".into()),
+        member_epoch: epoch,
+        rebalance_timeout_ms: 10_000,
+        subscribed_topics: Some(vec!["t".into()]),
+        ..ConsumerHeartbeat::default()
+    }
+}
+
 fn beat(
     group: &mut ConsumerGroup,
     member: &str,
@@ -186,14 +198,7 @@ fn commits_need_the_current_member_epoch() {
 #[test]
 fn unknown_assignors_and_held_instance_ids_are_refused() {
     let mut group = ConsumerGroup::default();
-    let request = |member: &str| ConsumerHeartbeat {
-        member_id: member.into(),
-        instance_id: Some("i".into()),
-        member_epoch: 0,
-        rebalance_timeout_ms: 10_000,
-        subscribed_topics: Some(vec!["t".into()]),
-        ..ConsumerHeartbeat::default()
-    };
+    let request = |member: &str| static_member(member, 0);
     let mut odd = request("a");
     odd.server_assignor = Some("sticky-ish".into());
     assert_eq!(
@@ -292,14 +297,7 @@ fn a_static_member_that_comes_back_takes_over_its_partitions() {
         session_timeout_ms: 1_000,
         heartbeat_interval_ms: 100,
     };
-    let static_join = |member: &str| ConsumerHeartbeat {
-        member_id: member.into(),
-        instance_id: Some("i".into()),
-        member_epoch: 0,
-        rebalance_timeout_ms: 10_000,
-        subscribed_topics: Some(vec!["t".into()]),
-        ..ConsumerHeartbeat::default()
-    };
+    let static_join = |member: &str| static_member(member, 0);
     let mut group = ConsumerGroup::default();
     let first = group.heartbeat(static_join("first"), &shape, 0).unwrap();
     assert_eq!(partitions(&first), vec![0, 1, 2, 3]);
@@ -353,14 +351,7 @@ fn a_static_member_that_comes_back_takes_over_its_partitions() {
 
 #[test]
 fn a_static_restart_with_nothing_else_changed_moves_nothing() {
-    let request = |member: &str, epoch: i32| ConsumerHeartbeat {
-        member_id: member.into(),
-        instance_id: Some("i".into()),
-        member_epoch: epoch,
-        rebalance_timeout_ms: 10_000,
-        subscribed_topics: Some(vec!["t".into()]),
-        ..ConsumerHeartbeat::default()
-    };
+    let request = static_member;
     let mut group = ConsumerGroup::default();
     let first = group.heartbeat(request("first", 0), &shape, 0).unwrap();
     let epoch = group.epoch;
