@@ -173,3 +173,22 @@ def test_a_static_member_that_restarts_gets_its_partitions_back(consumer_broker,
     assert_read_exactly_once_by_owners([restarted, other], keys)
     assert other.owned() == owned_by_other
     assert other.revocations == revocations, "the other member had to give up partitions"
+
+
+def test_a_member_subscribed_by_regular_expression_follows_new_topics(consumer_broker, members):
+    bootstrap = consumer_broker.bootstrap
+    for topic in ["rx-orders", "rx-payments", "unrelated"]:
+        create_topic(bootstrap, topic, partitions=2)
+    member = members("confluent", bootstrap, "kip848-regex", "^rx-.*", protocol="consumer")
+    first = [f"o{i}" for i in range(20)]
+    produce(bootstrap, "rx-orders", first, partitions=2)
+    produce(bootstrap, "rx-payments", [f"p{i}" for i in range(20)], partitions=2)
+    produce(bootstrap, "unrelated", [f"u{i}" for i in range(20)], partitions=2)
+    wait_read([member], first + [f"p{i}" for i in range(20)])
+
+    # A topic created later that matches is assigned at a heartbeat.
+    create_topic(bootstrap, "rx-refunds", partitions=2)
+    later = [f"r{i}" for i in range(20)]
+    produce(bootstrap, "rx-refunds", later, partitions=2)
+    wait_read([member], later, timeout=30)
+    assert not any(key.startswith("u") for key in member.keys())

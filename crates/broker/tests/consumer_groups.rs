@@ -151,9 +151,18 @@ async fn the_consumer_protocol_assigns_fences_and_lets_members_leave_at_every_ve
     let refused: ConsumerGroupHeartbeatResponse =
         h.call(ApiKey::ConsumerGroupHeartbeat, 0, &odd).await;
     assert_eq!(refused.error_code, UNSUPPORTED_ASSIGNOR);
+    // From v1 a member may subscribe by regular expression (whole names).
     let by_regex =
-        consumer_heartbeat("kip848-regex", "m", 0).with_subscribed_topic_regex(Some(text("t.*")));
-    let refused: ConsumerGroupHeartbeatResponse =
+        consumer_heartbeat("kip848-regex", "m", 0).with_subscribed_topic_regex(Some(text("t|u.*")));
+    let joined: ConsumerGroupHeartbeatResponse =
         h.call(ApiKey::ConsumerGroupHeartbeat, 1, &by_regex).await;
+    assert_eq!(joined.error_code, 0);
+    let assigned = joined.assignment.unwrap().topic_partitions;
+    assert_eq!(assigned.len(), 1);
+    assert_eq!(assigned[0].partitions, vec![0, 1]);
+    let broken =
+        consumer_heartbeat("kip848-regex", "n", 0).with_subscribed_topic_regex(Some(text("t.(")));
+    let refused: ConsumerGroupHeartbeatResponse =
+        h.call(ApiKey::ConsumerGroupHeartbeat, 1, &broken).await;
     assert_eq!(refused.error_code, INVALID_REGULAR_EXPRESSION);
 }

@@ -1,6 +1,6 @@
 //! ConsumerGroupHeartbeat (KIP-848): joining, staying in and leaving a
 //! group under the consumer protocol, whose assignment the coordinator
-//! computes. Subscriptions by regular expression are refused.
+//! computes.
 
 use std::collections::BTreeMap;
 
@@ -43,16 +43,6 @@ pub(super) fn handle(
             "from version 1 a joining member names itself".into(),
         );
     }
-    if request
-        .subscribed_topic_regex
-        .as_ref()
-        .is_some_and(|regex| !regex.is_empty())
-    {
-        return refused(
-            kafka_protocol::error::ResponseError::InvalidRegularExpression,
-            "Keel does not support subscriptions by regular expression".into(),
-        );
-    }
     let heartbeat = ConsumerHeartbeat {
         member_id: request.member_id.to_string(),
         instance_id: request.instance_id.as_ref().map(ToString::to_string),
@@ -62,6 +52,10 @@ pub(super) fn handle(
             .subscribed_topic_names
             .as_ref()
             .map(|names| names.iter().map(|n| n.to_string()).collect()),
+        subscribed_regex: request
+            .subscribed_topic_regex
+            .as_ref()
+            .map(ToString::to_string),
         server_assignor: request.server_assignor.as_ref().map(ToString::to_string),
         owned: request.topic_partitions.as_deref().map(owned),
         client_id: ctx.client_id.clone(),

@@ -17,6 +17,7 @@
 
 mod assignor;
 mod snapshot;
+mod subscription;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,6 +27,7 @@ use uuid::Uuid;
 pub(crate) use self::{
     assignor::Assignor,
     snapshot::{ConsumerSnapshot, MemberSnapshot},
+    subscription::{Subscription, TopicCatalog},
 };
 
 /// Partitions by topic id.
@@ -49,6 +51,9 @@ pub(crate) struct ConsumerMember {
     pub(crate) instance_id: Option<String>,
     pub(crate) client_id: String,
     pub(crate) client_host: String,
+    /// Names and expression as the member gave them.
+    pub(crate) subscription: Subscription,
+    /// The topics that subscription comes to, as of the last epoch.
     pub(crate) subscribed_topics: BTreeSet<String>,
     pub(crate) server_assignor: Option<String>,
     pub(crate) rebalance_timeout_ms: i32,
@@ -76,6 +81,8 @@ pub(crate) struct ConsumerHeartbeat {
     pub(crate) member_epoch: i32,
     pub(crate) rebalance_timeout_ms: i32,
     pub(crate) subscribed_topics: Option<Vec<String>>,
+    /// A regular expression over topic names; empty removes it.
+    pub(crate) subscribed_regex: Option<String>,
     pub(crate) server_assignor: Option<String>,
     pub(crate) owned: Option<Partitions>,
     pub(crate) client_id: String,
@@ -151,7 +158,7 @@ impl ConsumerGroup {
     pub(crate) fn heartbeat(
         &mut self,
         mut request: ConsumerHeartbeat,
-        topic: &dyn Fn(&str) -> Option<TopicShape>,
+        topics: &dyn TopicCatalog,
         now_ms: i64,
     ) -> Result<ConsumerOutcome, ResponseError> {
         request.owned = request.owned.map(without_empty_topics);
@@ -182,22 +189,17 @@ impl ConsumerGroup {
         if request.rebalance_timeout_ms > 0 {
             member.rebalance_timeout_ms = request.rebalance_timeout_ms;
         }
-        let mut changed = false;
-        if let Some(topics) = &request.subscribed_topics {
-            let topics: BTreeSet<String> = topics.iter().cloned().collect();
-            if topics != member.subscribed_topics {
-                member.subscribed_topics = topics;
-                changed = true;
-            }
+        if let Some(names) = &request.subscribed_topics {
+            member.subscription.names = names.iter().cloned().collect();
+        }
+        if let Some(regex) = &request.subscribed_regex {
+            member.subscription.set_regex(regex)?;
         }
         if request.server_assignor.is_some() && request.server_assignor != member.server_assignor {
             member.server_assignor = request.server_assignor.clone();
-            changed = true;
-        }
-        if changed {
             self.epoch += 1;
         }
-        self.refresh_topics(topic);
+        self.refresh_topics(topics);
         self.compute_target();
         self.reconcile(&member_id, request.owned.as_ref(), now_ms);
 
@@ -209,7 +211,7 @@ impl ConsumerGroup {
         // that may otherwise be left out is there), and otherwise only
         // when it changed.
         let full_request = request.rebalance_timeout_ms > 0
-            && request.subscribed_topics.is_some()
+            && (request.subscribed_topics.is_some() || request.subscribed_regex.is_some())
             && request.owned.is_some();
         let send = request.member_epoch == 0
             || full_request
@@ -228,9 +230,19 @@ impl ConsumerGroup {
     /// A member (re)joining owns nothing: a member that still owned
     /// partitions could end up sharing them.
     fn join(&mut self, request: &ConsumerHeartbeat, now_ms: i64) -> Result<String, ResponseError> {
-        let Some(topics) = &request.subscribed_topics else {
+        if request.subscribed_topics.is_none() && request.subscribed_regex.is_none() {
             return Err(ResponseError::InvalidRequest);
-        };
+        }
+        let mut subscription = Subscription::default();
+        subscription.names = request
+            .subscribed_topics
+            .iter()
+            .flatten()
+            .cloned()
+            .collect();
+        if let Some(regex) = &request.subscribed_regex {
+            subscription.set_regex(regex)?;
+        }
         let owns_something = request.owned.as_ref().is_some_and(|o| !o.is_empty());
         if request.rebalance_timeout_ms <= 0 || owns_something {
             return Err(ResponseError::InvalidRequest);
@@ -264,7 +276,8 @@ impl ConsumerGroup {
                 instance_id: request.instance_id.clone(),
                 client_id: request.client_id.clone(),
                 client_host: request.client_host.clone(),
-                subscribed_topics: topics.iter().cloned().collect(),
+                subscribed_topics: subscription.topics(),
+                subscription,
                 server_assignor: request.server_assignor.clone(),
                 rebalance_timeout_ms: request.rebalance_timeout_ms,
                 member_epoch: 0,
@@ -375,8 +388,30 @@ impl ConsumerGroup {
         );
     }
 
-    /// Notices subscribed topics that appeared, vanished or grew.
-    fn refresh_topics(&mut self, topic: &dyn Fn(&str) -> Option<TopicShape>) {
+    /// Notices subscriptions that changed, expressions that match other
+    /// topics now, and subscribed topics that appeared, vanished or grew.
+    fn refresh_topics(&mut self, catalog: &dyn TopicCatalog) {
+        let any_regex = self
+            .members
+            .values()
+            .any(|m| m.subscription.regex().is_some());
+        let all_names = if any_regex {
+            catalog.names()
+        } else {
+            Vec::new()
+        };
+        let mut changed = false;
+        for member in self.members.values_mut() {
+            member.subscription.refresh(&all_names);
+            let topics = member.subscription.topics();
+            if topics != member.subscribed_topics {
+                member.subscribed_topics = topics;
+                changed = true;
+            }
+        }
+        if changed {
+            self.epoch += 1;
+        }
         let names: BTreeSet<&String> = self
             .members
             .values()
@@ -384,7 +419,7 @@ impl ConsumerGroup {
             .collect();
         let topics: BTreeMap<String, TopicShape> = names
             .into_iter()
-            .filter_map(|name| topic(name).map(|shape| (name.clone(), shape)))
+            .filter_map(|name| catalog.shape(name).map(|shape| (name.clone(), shape)))
             .collect();
         if topics != self.topics {
             self.topics = topics;

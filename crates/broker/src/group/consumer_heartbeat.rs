@@ -7,12 +7,13 @@
 //! classic protocol, and the other way round.
 
 use kafka_protocol::error::ResponseError;
+use keel_raft_metadata::MetadataImage;
 
 use super::{
     GroupCoordinator,
-    consumer::{ConsumerGroup, ConsumerHeartbeat, ConsumerOutcome, TopicShape},
+    consumer::{ConsumerGroup, ConsumerHeartbeat, ConsumerOutcome, TopicCatalog, TopicShape},
     state::Group,
-    storage,
+    storage::{self, OFFSETS_TOPIC},
 };
 use crate::broker::{Broker, now_ms};
 
@@ -25,12 +26,7 @@ impl GroupCoordinator {
     ) -> Result<ConsumerOutcome, ResponseError> {
         let partition = self.partition_of(group_id);
         let image = broker.image();
-        let topic = |name: &str| {
-            image.topic(name).map(|t| TopicShape {
-                id: t.id,
-                partitions: i32::try_from(t.partitions.len()).unwrap_or(i32::MAX),
-            })
-        };
+        let catalog = ImageCatalog(&image);
         let mut inner = self.lock();
         Self::check(&inner, partition)?;
         let now = now_ms();
@@ -44,7 +40,7 @@ impl GroupCoordinator {
         let had_members = group.is_consumer_group();
         let consumer = group.consumer.get_or_insert_with(ConsumerGroup::default);
         let before = consumer.snapshot();
-        let outcome = consumer.heartbeat(request, &topic, now);
+        let outcome = consumer.heartbeat(request, &catalog, now);
         if had_members && !group.is_consumer_group() {
             group.empty_since_ms = now;
         }
@@ -61,5 +57,25 @@ impl GroupCoordinator {
     /// The heartbeat interval members under the consumer protocol are told.
     pub(crate) fn consumer_heartbeat_interval_ms(&self) -> i32 {
         self.config.consumer.heartbeat_interval_ms
+    }
+}
+
+/// The topics of the metadata image, for the consumer protocol.
+struct ImageCatalog<'a>(&'a MetadataImage);
+
+impl TopicCatalog for ImageCatalog<'_> {
+    fn shape(&self, name: &str) -> Option<TopicShape> {
+        self.0.topic(name).map(|t| TopicShape {
+            id: t.id,
+            partitions: i32::try_from(t.partitions.len()).unwrap_or(i32::MAX),
+        })
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.0
+            .topics()
+            .filter(|t| t.name != OFFSETS_TOPIC)
+            .map(|t| t.name.clone())
+            .collect()
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{ConsumerGroup, ConsumerMember, Partitions, TopicShape};
+use super::{ConsumerGroup, ConsumerMember, Partitions, Subscription, TopicShape};
 
 /// What of a consumer group survives a coordinator restart: the epochs,
 /// the members with their subscriptions, epochs and assignments, and the
@@ -27,7 +27,11 @@ pub(crate) struct MemberSnapshot {
     pub(crate) instance_id: Option<String>,
     pub(crate) client_id: String,
     pub(crate) client_host: String,
+    /// The topics the subscription comes to.
     pub(crate) subscribed_topics: Vec<String>,
+    /// The subscription as the member gave it.
+    pub(crate) subscribed_names: Vec<String>,
+    pub(crate) subscribed_regex: Option<String>,
     pub(crate) server_assignor: Option<String>,
     pub(crate) rebalance_timeout_ms: i32,
     pub(crate) member_epoch: i32,
@@ -53,6 +57,8 @@ impl ConsumerGroup {
                     client_id: m.client_id.clone(),
                     client_host: m.client_host.clone(),
                     subscribed_topics: m.subscribed_topics.iter().cloned().collect(),
+                    subscribed_names: m.subscription.names.iter().cloned().collect(),
+                    subscribed_regex: m.subscription.regex().map(str::to_string),
                     server_assignor: m.server_assignor.clone(),
                     rebalance_timeout_ms: m.rebalance_timeout_ms,
                     member_epoch: m.member_epoch,
@@ -87,6 +93,11 @@ impl ConsumerGroup {
                 instance_id: m.instance_id,
                 client_id: m.client_id,
                 client_host: m.client_host,
+                subscription: Subscription::restore(
+                    m.subscribed_names.into_iter().collect(),
+                    m.subscribed_regex,
+                    m.subscribed_topics.iter().cloned().collect(),
+                ),
                 subscribed_topics: m.subscribed_topics.into_iter().collect(),
                 server_assignor: m.server_assignor,
                 rebalance_timeout_ms: m.rebalance_timeout_ms,

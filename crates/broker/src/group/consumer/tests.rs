@@ -363,3 +363,70 @@ fn a_static_restart_with_nothing_else_changed_moves_nothing() {
     assert_eq!(partitions(&back), partitions(&first));
     assert_eq!(group.epoch, epoch, "no rebalance");
 }
+
+/// Topics "t" (4 partitions) and, once created, "t2" (2 partitions), with
+/// the internal topic a regular expression must never match.
+struct Catalog {
+    with_t2: bool,
+}
+
+impl TopicCatalog for Catalog {
+    fn shape(&self, name: &str) -> Option<TopicShape> {
+        match name {
+            "t2" if self.with_t2 => Some(TopicShape {
+                id: Uuid::from_u128(43),
+                partitions: 2,
+            }),
+            _ => shape(name),
+        }
+    }
+
+    fn names(&self) -> Vec<String> {
+        let mut names = vec!["t".to_string()];
+        if self.with_t2 {
+            names.push("t2".to_string());
+        }
+        names
+    }
+}
+
+#[test]
+fn a_regular_expression_subscribes_to_topics_as_they_appear() {
+    let mut group = ConsumerGroup::default();
+    let joining = ConsumerHeartbeat {
+        member_id: "a".into(),
+        member_epoch: 0,
+        rebalance_timeout_ms: 10_000,
+        subscribed_regex: Some("t.*".into()),
+        ..ConsumerHeartbeat::default()
+    };
+    let joined = group
+        .heartbeat(joining, &Catalog { with_t2: false }, 0)
+        .unwrap();
+    assert_eq!(partitions(&joined), vec![0, 1, 2, 3]);
+
+    // t2 is created: the next heartbeat subscribes to it too.
+    let request = ConsumerHeartbeat {
+        member_id: "a".into(),
+        member_epoch: joined.member_epoch,
+        ..ConsumerHeartbeat::default()
+    };
+    let grown = group
+        .heartbeat(request, &Catalog { with_t2: true }, 1)
+        .unwrap();
+    assert!(grown.member_epoch > joined.member_epoch);
+    let assignment = grown.assignment.unwrap();
+    assert_eq!(assignment[&Uuid::from_u128(43)], BTreeSet::from([0, 1]));
+
+    let bad = ConsumerHeartbeat {
+        member_id: "b".into(),
+        member_epoch: 0,
+        rebalance_timeout_ms: 10_000,
+        subscribed_regex: Some("t.(".into()),
+        ..ConsumerHeartbeat::default()
+    };
+    assert_eq!(
+        group.heartbeat(bad, &Catalog { with_t2: true }, 2),
+        Err(ResponseError::InvalidRegularExpression)
+    );
+}

@@ -70,6 +70,10 @@ struct ConsumerMemberValue {
     target: Vec<TopicPartitionsValue>,
     #[prost(bool, tag = "13")]
     away: bool,
+    #[prost(string, repeated, tag = "14")]
+    subscribed_names: Vec<String>,
+    #[prost(string, optional, tag = "15")]
+    subscribed_regex: Option<String>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -164,6 +168,8 @@ fn member_entry(group: &str, member_id: &str, member: Option<&MemberSnapshot>) -
                 revoking: encode_partitions(&m.revoking),
                 target: encode_partitions(&m.target),
                 away: m.away,
+                subscribed_names: m.subscribed_names.clone(),
+                subscribed_regex: m.subscribed_regex.clone(),
             })
         }),
     }
@@ -185,6 +191,8 @@ pub(super) fn decode_member(bytes: &[u8]) -> Option<MemberSnapshot> {
         revoking: decode_partitions(m.revoking),
         target: decode_partitions(m.target),
         away: m.away,
+        subscribed_names: m.subscribed_names,
+        subscribed_regex: m.subscribed_regex,
     })
 }
 
