@@ -63,6 +63,12 @@ def test_the_broker_assigns_and_members_read_each_record_once(consumer_broker, m
     assigned = sorted(tp.partition for m in described.members
                       for tp in m.assignment.topic_partitions)
     assert assigned == list(range(PARTITIONS))
+    # Described with ConsumerGroupDescribe: the type and each member's
+    # target come with it.
+    assert described.type.name == "CONSUMER"
+    targets = sorted(tp.partition for m in described.members
+                     for tp in m.target_assignment.topic_partitions)
+    assert targets == list(range(PARTITIONS))
 
 
 def test_leaves_and_crashes_move_partitions_without_skipping_records(consumer_broker, members):

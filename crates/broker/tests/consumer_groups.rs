@@ -14,13 +14,15 @@ use common::{
     harness, name, versions,
 };
 use kafka_protocol::messages::{
-    ApiKey, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, JoinGroupResponse,
+    ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, JoinGroupResponse,
     ListGroupsRequest, ListGroupsResponse, OffsetCommitResponse, OffsetDeleteRequest,
     OffsetDeleteResponse, OffsetFetchResponse,
     offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic},
 };
 
 const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
+const GROUP_ID_NOT_FOUND: i16 = 69;
 const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 const FENCED_MEMBER_EPOCH: i16 = 110;
 const UNSUPPORTED_ASSIGNOR: i16 = 112;
@@ -134,6 +136,27 @@ async fn the_consumer_protocol_assigns_fences_and_lets_members_leave_at_every_ve
             kept.topics[0].partitions[0].error_code, GROUP_SUBSCRIBED_TO_TOPIC,
             "a member subscribes to t"
         );
+
+        for describe_version in versions(ApiKey::ConsumerGroupDescribe) {
+            let request = ConsumerGroupDescribeRequest::default()
+                .with_group_ids(vec![group(&group_id), group("no-such-group")]);
+            let described: ConsumerGroupDescribeResponse = h
+                .call(ApiKey::ConsumerGroupDescribe, describe_version, &request)
+                .await;
+            let (ours, unknown) = (&described.groups[0], &described.groups[1]);
+            assert_eq!(ours.error_code, 0);
+            assert_eq!(
+                (ours.group_state.as_str(), ours.assignor_name.as_str()),
+                ("Stable", "uniform")
+            );
+            let member = &ours.members[0];
+            assert_eq!(member.member_id.as_str(), member_id);
+            assert_eq!(member.member_epoch, joined.member_epoch);
+            let owned = &member.assignment.topic_partitions[0];
+            assert_eq!((owned.topic_name.as_str(), owned.topic_id), ("t", topic_id));
+            assert_eq!(owned.partitions, vec![0, 1]);
+            assert_eq!(unknown.error_code, GROUP_ID_NOT_FOUND);
+        }
 
         let left: ConsumerGroupHeartbeatResponse = h
             .call(

@@ -5,6 +5,7 @@
 //! advertises exactly it and dispatch refuses anything outside it.
 
 mod api_versions;
+mod consumer_group_describe;
 mod consumer_group_heartbeat;
 mod create_partitions;
 mod create_topics;
@@ -70,6 +71,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// The error code clients get for an API or version outside the list.
@@ -300,6 +302,9 @@ pub async fn handle(
         RequestKind::OffsetDelete(r) => ctx.encode(&offset_delete::handle(&ctx, r)),
         RequestKind::ConsumerGroupHeartbeat(r) => {
             ctx.encode(&consumer_group_heartbeat::handle(&ctx, r))
+        }
+        RequestKind::ConsumerGroupDescribe(r) => {
+            ctx.encode(&consumer_group_describe::handle(&ctx, r))
         }
         _ => Ok(unsupported(correlation_id)),
     };

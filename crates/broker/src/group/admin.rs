@@ -14,7 +14,7 @@ use keel_raft_metadata::MetadataImage;
 
 use super::{
     GroupCoordinator,
-    consumer::{Assignor, ConsumerGroup, ConsumerMember},
+    consumer::{Assignor, ConsumerGroup, ConsumerMember, MemberSnapshot},
     offsets::CONSUMER_PROTOCOL_TYPE,
     storage::{self, Entry},
 };
@@ -151,11 +151,53 @@ impl GroupCoordinator {
     }
 }
 
-fn describe_consumer_group(group: &ConsumerGroup, image: &MetadataImage) -> GroupDescription {
-    let assignor = match group.assignor() {
+/// A group under the consumer protocol as ConsumerGroupDescribe shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct ConsumerGroupView {
+    pub(crate) state: &'static str,
+    pub(crate) epoch: i32,
+    pub(crate) assignment_epoch: i32,
+    pub(crate) assignor: &'static str,
+    pub(crate) members: Vec<MemberSnapshot>,
+}
+
+impl GroupCoordinator {
+    /// ConsumerGroupDescribe for one group: GROUP_ID_NOT_FOUND for a group
+    /// that does not exist or whose members use the classic protocol, as
+    /// in Kafka.
+    pub(crate) fn describe_consumer(
+        &self,
+        group_id: &str,
+    ) -> Result<ConsumerGroupView, ResponseError> {
+        let partition = self.partition_of(group_id);
+        let inner = self.lock();
+        Self::check(&inner, partition)?;
+        let consumer = inner
+            .groups
+            .get(group_id)
+            .filter(|g| g.members.is_empty())
+            .and_then(|g| g.consumer.as_ref())
+            .ok_or(ResponseError::GroupIdNotFound)?;
+        let snapshot = consumer.snapshot();
+        Ok(ConsumerGroupView {
+            state: consumer.state_name(),
+            epoch: snapshot.epoch,
+            assignment_epoch: snapshot.assignment_epoch,
+            assignor: assignor_name(consumer.assignor()),
+            members: snapshot.members,
+        })
+    }
+}
+
+fn assignor_name(assignor: Assignor) -> &'static str {
+    match assignor {
         Assignor::Uniform => "uniform",
         Assignor::Range => "range",
-    };
+    }
+}
+
+fn describe_consumer_group(group: &ConsumerGroup, image: &MetadataImage) -> GroupDescription {
+    let assignor = assignor_name(group.assignor());
     GroupDescription {
         state: group.state_name(),
         protocol_type: CONSUMER_PROTOCOL_TYPE.to_string(),
