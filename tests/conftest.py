@@ -5,6 +5,7 @@ directories; `Broker.kill()` sends a real SIGKILL and `restart()` starts a
 new process on the same directory, so recovery is exercised for real.
 """
 
+import itertools
 import os
 import signal
 import socket
@@ -21,10 +22,31 @@ KEEL = Path(os.environ.get("KEEL_BIN", REPO / "target" / "debug" / "keel"))
 READY_LINE = "keel is ready"
 
 
+def _ports_below_the_ephemeral_range():
+    """Ports the kernel never hands out as the local port of an outgoing
+    connection, so that a port chosen here is still free when keel binds
+    it; each is handed out once per test run."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    first = 10000 + (os.getpid() % 50) * 100
+    return itertools.cycle(range(first, max(low, first + 1000)))
+
+
+_PORTS = _ports_below_the_ephemeral_range()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for port in itertools.islice(_PORTS, 25000):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
 
 
 class Broker:
