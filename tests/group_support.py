@@ -165,6 +165,23 @@ def assert_read_exactly_once_by_owners(group_members, keys):
     assert set(seen) == set(keys), f"{len(set(keys) - set(seen))} records never read"
 
 
+def assert_static_restart_moved_nothing(bootstrap, topic, restarted, other, before):
+    """After a static member's restart: its next incarnation owns what it
+    owned, every new record is read once by its owner, and the other member
+    kept its partitions without being asked to give any up. `before` is
+    (what the restarted member owned, what `other` owned, `other`'s
+    revocations)."""
+    owned_by_restarted, owned_by_other, revocations = before
+    wait_balanced([restarted, other], timeout=30)
+    assert restarted.owned() == owned_by_restarted
+    keys = [f"s{i}" for i in range(300)]
+    produce(bootstrap, topic, keys)
+    wait_read([restarted, other], keys)
+    assert_read_exactly_once_by_owners([restarted, other], keys)
+    assert other.owned() == owned_by_other
+    assert other.revocations == revocations, "the other member had to give up partitions"
+
+
 def wait_read(group_members, keys, timeout=60):
     wanted = set(keys)
     wait_until(lambda: wanted <= {r[2] for r in all_records(group_members)}, timeout,

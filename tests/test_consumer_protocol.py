@@ -17,6 +17,7 @@ from group_support import (
     PARTITIONS,
     all_records,
     assert_read_exactly_once_by_owners,
+    assert_static_restart_moved_nothing,
     balanced,
     committed,
     create_topic,
@@ -171,14 +172,8 @@ def test_a_static_member_that_restarts_gets_its_partitions_back(consumer_broker,
 
     first.stop()
     restarted = static_member("static-a")
-    wait_balanced([restarted, other], timeout=30)
-    assert restarted.owned() == owned_by_first
-    keys = [f"s{i}" for i in range(300)]
-    produce(bootstrap, topic, keys)
-    wait_read([restarted, other], keys)
-    assert_read_exactly_once_by_owners([restarted, other], keys)
-    assert other.owned() == owned_by_other
-    assert other.revocations == revocations, "the other member had to give up partitions"
+    assert_static_restart_moved_nothing(
+        bootstrap, topic, restarted, other, (owned_by_first, owned_by_other, revocations))
 
 
 def test_a_member_subscribed_by_regular_expression_follows_new_topics(consumer_broker, members):

@@ -30,6 +30,7 @@ from group_support import (
     PARTITIONS,
     all_records,
     assert_read_exactly_once_by_owners,
+    assert_static_restart_moved_nothing,
     balanced,
     committed,
     create_topic,
@@ -185,14 +186,8 @@ def test_a_restarted_static_member_gets_its_partitions_back_without_a_rebalance(
     # partitions, and nobody else is disturbed.
     leader.kill()
     restarted = static_member("static-a")
-    wait_balanced([restarted, follower], timeout=30)
-    assert restarted.owned() == owned_by_leader
-    keys = [f"s{i}" for i in range(300)]
-    produce(bootstrap, topic, keys)
-    wait_read([restarted, follower], keys)
-    assert_read_exactly_once_by_owners([restarted, follower], keys)
-    assert follower.owned() == owned_by_follower
-    assert follower.revocations == revocations, "the follower had to give up partitions"
+    assert_static_restart_moved_nothing(
+        bootstrap, topic, restarted, follower, (owned_by_leader, owned_by_follower, revocations))
 
 
 def test_committed_offsets_carry_over_to_new_members_and_a_restarted_broker(

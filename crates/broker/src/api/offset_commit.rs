@@ -24,15 +24,16 @@ pub(super) fn handle(
     let image = ctx.broker.image();
     let now = now_ms();
     let mut offsets = Vec::new();
-    let mut unknown = Vec::new();
+    // Whether each partition of the request, in order, exists.
+    let mut known = Vec::new();
     for topic in &request.topics {
         for partition in &topic.partitions {
             let exists = image
                 .topic(&topic.name)
                 .and_then(|t| t.partition(partition.partition_index))
                 .is_some();
+            known.push(exists);
             if !exists {
-                unknown.push((topic.name.to_string(), partition.partition_index));
                 continue;
             }
             offsets.push((
@@ -55,7 +56,6 @@ pub(super) fn handle(
             ));
         }
     }
-    let keys: Vec<(String, i32)> = offsets.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
     let claim = MemberClaim {
         member_id: &request.member_id,
         instance_id: request.group_instance_id.as_deref(),
@@ -65,17 +65,16 @@ pub(super) fn handle(
         .broker
         .groups
         .commit(ctx.broker, &request.group_id, claim, offsets);
-    let error_of = |topic: &str, partition: i32| -> i16 {
-        if unknown.iter().any(|(t, p)| t == topic && *p == partition) {
+    // The coordinator answers the known partitions in request order.
+    let mut known = known.into_iter();
+    let mut answers = results.as_ref().map(|r| r.iter());
+    let mut next_error = || -> i16 {
+        if !known.next().unwrap_or(false) {
             return kafka_protocol::error::ResponseError::UnknownTopicOrPartition.code();
         }
-        match &results {
+        match answers.as_mut() {
             Err(error) => error.code(),
-            Ok(per_offset) => keys
-                .iter()
-                .position(|(t, p)| t == topic && *p == partition)
-                .and_then(|i| per_offset.get(i).copied().flatten())
-                .map_or(0, |e| e.code()),
+            Ok(answers) => answers.next().copied().flatten().map_or(0, |e| e.code()),
         }
     };
     let topics = request
@@ -91,7 +90,7 @@ pub(super) fn handle(
                         .map(|p| {
                             OffsetCommitResponsePartition::default()
                                 .with_partition_index(p.partition_index)
-                                .with_error_code(error_of(&topic.name, p.partition_index))
+                                .with_error_code(next_error())
                         })
                         .collect(),
                 )

@@ -22,9 +22,8 @@ fn subscribed_topics(group: &Group) -> BTreeSet<String> {
     group
         .members
         .values()
-        .filter_map(|m| m.protocols.iter().find(|(name, _)| *name == protocol))
-        .filter_map(|(_, metadata)| {
-            let mut bytes = metadata.clone();
+        .filter_map(|m| {
+            let mut bytes = m.metadata_for(&protocol);
             if bytes.remaining() < 2 {
                 return None;
             }

@@ -23,8 +23,11 @@ const BATCHED_VERSION: i16 = 8;
 /// One topic's partitions and what each has committed, if anything.
 type TopicOffsets = (String, Vec<(i32, Option<CommittedOffset>)>);
 
+/// A fetched partition: topic, index and what it has committed, if anything.
+type Row = (String, i32, Option<CommittedOffset>);
+
 /// Groups fetched rows by topic, keeping first-seen order.
-fn by_topic(rows: Vec<(String, i32, Option<CommittedOffset>)>) -> Vec<TopicOffsets> {
+fn by_topic(rows: Vec<Row>) -> Vec<TopicOffsets> {
     let mut topics: Vec<TopicOffsets> = Vec::new();
     for (topic, partition, committed) in rows {
         match topics.iter_mut().find(|(t, _)| *t == topic) {
@@ -57,28 +60,7 @@ pub(super) fn handle(ctx: &RequestContext<'_>, request: OffsetFetchRequest) -> O
                     .map(|id| (id, group.member_epoch));
                 match ctx.broker.groups.fetch(&group.group_id, member, wanted) {
                     Err(error) => response.with_error_code(error.code()),
-                    Ok(rows) => response.with_topics(
-                        by_topic(rows)
-                            .into_iter()
-                            .map(|(topic, partitions)| {
-                                OffsetFetchResponseTopics::default()
-                                    .with_name(TopicName(StrBytes::from_string(topic)))
-                                    .with_partitions(
-                                        partitions
-                                            .into_iter()
-                                            .map(|(index, committed)| {
-                                                let (offset, epoch, metadata) = parts(committed);
-                                                OffsetFetchResponsePartitions::default()
-                                                    .with_partition_index(index)
-                                                    .with_committed_offset(offset)
-                                                    .with_committed_leader_epoch(epoch)
-                                                    .with_metadata(Some(metadata))
-                                            })
-                                            .collect(),
-                                    )
-                            })
-                            .collect(),
-                    ),
+                    Ok(rows) => response.with_topics(batched_topics(rows)),
                 }
             })
             .collect();
@@ -93,34 +75,7 @@ pub(super) fn handle(ctx: &RequestContext<'_>, request: OffsetFetchRequest) -> O
     });
     let group: &GroupId = &request.group_id;
     match ctx.broker.groups.fetch(group, None, wanted.clone()) {
-        Ok(rows) => OffsetFetchResponse::default().with_topics(
-            by_topic(rows)
-                .into_iter()
-                .map(|(topic, partitions)| {
-                    OffsetFetchResponseTopic::default()
-                        .with_name(TopicName(StrBytes::from_string(topic)))
-                        .with_partitions(
-                            partitions
-                                .into_iter()
-                                .map(|(index, committed)| {
-                                    let (offset, epoch, metadata) = parts(committed);
-                                    OffsetFetchResponsePartition::default()
-                                        .with_partition_index(index)
-                                        .with_committed_offset(offset)
-                                        .with_committed_leader_epoch(
-                                            if version >= LEADER_EPOCH_VERSION {
-                                                epoch
-                                            } else {
-                                                -1
-                                            },
-                                        )
-                                        .with_metadata(Some(metadata))
-                                })
-                                .collect(),
-                        )
-                })
-                .collect(),
-        ),
+        Ok(rows) => OffsetFetchResponse::default().with_topics(topics(rows, version)),
         Err(error) if version >= TOP_LEVEL_ERROR_VERSION => {
             OffsetFetchResponse::default().with_error_code(error.code())
         }
@@ -147,6 +102,57 @@ pub(super) fn handle(ctx: &RequestContext<'_>, request: OffsetFetchRequest) -> O
                 .collect(),
         ),
     }
+}
+
+/// The answer of v8 and later, by topic.
+fn batched_topics(rows: Vec<Row>) -> Vec<OffsetFetchResponseTopics> {
+    by_topic(rows)
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|(index, committed)| {
+                    let (offset, epoch, metadata) = parts(committed);
+                    OffsetFetchResponsePartitions::default()
+                        .with_partition_index(index)
+                        .with_committed_offset(offset)
+                        .with_committed_leader_epoch(epoch)
+                        .with_metadata(Some(metadata))
+                })
+                .collect();
+            OffsetFetchResponseTopics::default()
+                .with_name(TopicName(StrBytes::from_string(topic)))
+                .with_partitions(partitions)
+        })
+        .collect()
+}
+
+/// The answer before v8, by topic; the leader epoch from v5.
+fn topics(rows: Vec<Row>, version: i16) -> Vec<OffsetFetchResponseTopic> {
+    by_topic(rows)
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|(index, committed)| {
+                    let (offset, epoch, metadata) = parts(committed);
+                    let epoch = if version >= LEADER_EPOCH_VERSION {
+                        epoch
+                    } else {
+                        -1
+                    };
+                    OffsetFetchResponsePartition::default()
+                        .with_partition_index(index)
+                        .with_committed_offset(offset)
+                        .with_committed_leader_epoch(epoch)
+                        .with_metadata(Some(metadata))
+                })
+                .collect();
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic)))
+                .with_partitions(partitions)
+        })
+        .collect()
 }
 
 fn parts(committed: Option<CommittedOffset>) -> (i64, i32, StrBytes) {

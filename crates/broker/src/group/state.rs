@@ -112,7 +112,9 @@ pub(crate) struct Member {
 }
 
 impl Member {
-    fn metadata_for(&self, protocol: &str) -> Bytes {
+    /// The member's metadata (for a consumer, its subscription) under
+    /// `protocol`; empty if it does not support it.
+    pub(crate) fn metadata_for(&self, protocol: &str) -> Bytes {
         self.protocols
             .iter()
             .find(|(name, _)| name == protocol)

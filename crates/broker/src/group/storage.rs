@@ -207,12 +207,7 @@ pub(crate) fn group_entry(group: &Group, deleted: bool) -> Entry {
                     client_host: m.client_host.clone(),
                     rebalance_timeout_ms: m.rebalance_timeout_ms,
                     session_timeout_ms: m.session_timeout_ms,
-                    subscription: m
-                        .protocols
-                        .iter()
-                        .find(|(name, _)| *name == protocol)
-                        .map(|(_, metadata)| metadata.clone())
-                        .unwrap_or_default(),
+                    subscription: m.metadata_for(&protocol),
                     assignment: m.assignment.clone(),
                 })
                 .collect(),
@@ -220,7 +215,7 @@ pub(crate) fn group_entry(group: &Group, deleted: bool) -> Entry {
             consumer: group
                 .consumer
                 .as_ref()
-                .map(|c| consumer::encode_group(&c.snapshot())),
+                .map(|c| consumer::encode_group(&c.header())),
         })
     });
     Entry {

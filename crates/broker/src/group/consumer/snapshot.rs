@@ -43,11 +43,19 @@ pub(crate) struct MemberSnapshot {
 }
 
 impl ConsumerGroup {
-    pub(crate) fn snapshot(&self) -> ConsumerSnapshot {
+    /// The epochs and subscribed topics alone, as the group record keeps
+    /// them (each member has a record of its own).
+    pub(crate) fn header(&self) -> ConsumerSnapshot {
         ConsumerSnapshot {
             epoch: self.epoch,
             assignment_epoch: self.assignment_epoch,
             topics: self.topics.clone(),
+            members: Vec::new(),
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> ConsumerSnapshot {
+        ConsumerSnapshot {
             members: self
                 .members
                 .values()
@@ -69,6 +77,7 @@ impl ConsumerGroup {
                     away: m.away,
                 })
                 .collect(),
+            ..self.header()
         }
     }
 
