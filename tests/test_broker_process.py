@@ -210,3 +210,51 @@ def test_unknown_topic_with_auto_create_off(broker_factory):
     metadata = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(
         "does-not-exist", timeout=10)
     assert metadata.topics["does-not-exist"].error.code() == 3
+
+
+def test_a_single_node_needs_one_port_and_a_taken_port_is_named_once(tmp_path):
+    # A local Kafka quickstart holds 9093, the default Raft port: a node
+    # alone must start anyway. (If something else holds 9093, so much the
+    # better: that is the case under test.)
+    quickstart = socket.socket()
+    quickstart.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        quickstart.bind(("127.0.0.1", 9093))
+        quickstart.listen()
+    except OSError:
+        pass
+    taken = socket.socket()
+    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    taken.bind(("127.0.0.1", free_port()))
+    taken.listen()
+    taken_address = "127.0.0.1:%d" % taken.getsockname()[1]
+    try:
+        broker = Broker(tmp_path / "alone")
+        broker.command = lambda: [str(KEEL), "--listen", broker.bootstrap,
+                                  "--data-dir", str(broker.data_dir)]
+        broker.start()
+        try:
+            assert "cluster_listen=none" in broker.log()
+            from confluent_kafka.admin import AdminClient
+            assert list(AdminClient({"bootstrap.servers": broker.bootstrap})
+                        .list_topics(timeout=10).brokers) == [1]
+        finally:
+            broker.close()
+
+        # Asked for explicitly, a taken Raft port is an error naming its flag.
+        result = run_keel("--listen", f"127.0.0.1:{free_port()}", "--data-dir",
+                          str(tmp_path / "asked"), "--cluster-listen", taken_address)
+        assert result.returncode != 0
+        errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+        assert len(errors) == 1, result.stderr
+        assert "(--cluster-listen)" in errors[0] and errors[0].count("in use") == 1, errors[0]
+
+        # The Kafka port likewise names --listen, once.
+        result = run_keel("--listen", taken_address, "--data-dir", str(tmp_path / "kafka"))
+        assert result.returncode != 0
+        errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+        assert len(errors) == 1, result.stderr
+        assert "(--listen)" in errors[0] and errors[0].count("in use") == 1, errors[0]
+    finally:
+        taken.close()
+        quickstart.close()

@@ -47,8 +47,9 @@ pub enum StartError {
         found: i32,
         configured: i32,
     },
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address} (--{flag}): {source}")]
     Listen {
+        flag: &'static str,
         address: std::net::SocketAddr,
         #[source]
         source: std::io::Error,
@@ -107,7 +108,22 @@ impl Broker {
         node_config.heartbeat_tick = config.raft_heartbeat_ticks;
         node_config.snapshot_entries = config.raft_snapshot_entries;
         node_config.proposal_timeout = PROPOSAL_TIMEOUT;
-        let (metadata, node_task) = keel_raft_metadata::node::start(node_config).await?;
+        // A node alone needs no Raft listener, so a single-node broker
+        // takes one port; it listens once it has peers or is asked to.
+        node_config.listen_when_alone = ["cluster-listen", "cluster-advertise"]
+            .iter()
+            .any(|flag| config.explicit.contains(*flag));
+        let (metadata, node_task) =
+            keel_raft_metadata::node::start(node_config)
+                .await
+                .map_err(|e| match e {
+                    NodeError::Listen { address, source } => StartError::Listen {
+                        flag: "cluster-listen",
+                        address,
+                        source,
+                    },
+                    other => StartError::Metadata(other),
+                })?;
 
         // The partition directories on disk reflect what this node applied
         // before; only an image at least that far may judge them.
@@ -230,12 +246,13 @@ impl Broker {
         self.image().cluster_id().map(str::to_string)
     }
 
-    /// The node leading the metadata quorum (the active controller), or -1.
+    /// The active controller: the node leading the metadata quorum, once
+    /// this node has applied an entry of its term; -1 before that.
     pub fn controller_id(&self) -> i32 {
         self.metadata
             .status()
             .core
-            .leader_id
+            .controller_id
             .map_or(-1, |id| id as i32)
     }
 

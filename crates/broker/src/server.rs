@@ -56,6 +56,7 @@ impl Server {
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|source| StartError::Listen {
+                flag: "listen",
                 address: listen,
                 source,
             })?;
@@ -90,7 +91,10 @@ impl Server {
             node_id = config.node_id,
             listen = %listener.local_addr().map_or(config.listen, |a| a),
             advertised = %format!("{}:{}", config.advertised_host, config.advertised_port),
-            cluster_listen = %config.cluster_listen,
+            cluster_listen = %broker
+                .metadata
+                .raft_address()
+                .map_or_else(|| "none (single node)".to_string(), |a| a.to_string()),
             voters = ?config.voters.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
             "keel is ready"
         );
@@ -103,7 +107,11 @@ impl Server {
                 Ok(metrics_listener) => {
                     background.spawn(metrics::serve(metrics_listener, Arc::clone(&broker)));
                 }
-                Err(e) => tracing::error!(%address, error = %e, "cannot serve metrics"),
+                Err(e) => tracing::error!(
+                    %address,
+                    error = %e,
+                    "cannot serve metrics; set --metrics-listen to a free address"
+                ),
             }
         }
 

@@ -71,12 +71,20 @@ impl CoreConfig {
 
 /// Carried in the context of a proposal's entry: who proposed it, so that
 /// node can complete the proposal when it applies the entry.
+///
+/// `incarnation` is a nonce chosen each time a node starts. Request ids
+/// restart with every run, and an entry proposed by an earlier run may
+/// still be committed and applied after a restart; without the nonce it
+/// would complete an unrelated proposal of the new run that happens to
+/// carry the same request id.
 #[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
 pub struct ProposalContext {
     #[prost(uint64, tag = "1")]
     pub origin: u64,
     #[prost(uint64, tag = "2")]
     pub request_id: u64,
+    #[prost(uint64, tag = "3")]
+    pub incarnation: u64,
 }
 
 /// Carried in the context of a conf change adding a node.
@@ -103,8 +111,17 @@ pub enum CoreEvent {
         learners: Vec<u64>,
         peers: BTreeMap<u64, String>,
     },
-    /// The state machine was replaced by a snapshot from the leader.
+    /// The state machine was replaced by a snapshot from the leader. A
+    /// `MembershipChanged` with the snapshot's members follows it.
     SnapshotInstalled { index: u64 },
+    /// A committed conf change that raft-rs refused to apply (for example
+    /// one that would remove every voter). Every node refuses it alike and
+    /// the configuration stays as it was.
+    ConfChangeRejected { index: u64, reason: String },
+    /// The answer to [`RaftCore::read_index`]: once this node has applied
+    /// `index`, it has applied everything the quorum had committed when
+    /// the request `context` was made.
+    ReadIndex { context: u64, index: u64 },
     /// This node's role or its view of the leader changed.
     RoleChanged {
         role: StateRole,
@@ -145,6 +162,11 @@ pub struct CoreStatus {
     pub applied_index: u64,
     pub snapshot_index: u64,
     pub leader_ready: bool,
+    /// The leader, once this node has applied an entry of the leader's
+    /// term: only then has the leader committed something in its term, so
+    /// it can serve proposals (the active controller). `None` during an
+    /// election and until the new leader's first entry is applied here.
+    pub controller_id: Option<u64>,
     /// The state machine has caught up with everything this node had
     /// committed before it started.
     pub recovered: bool,
@@ -176,6 +198,8 @@ pub struct RaftCore {
     image: MetadataImage,
     peers: BTreeMap<u64, String>,
     applied: u64,
+    /// The term of the entry at `applied` (or of the snapshot it came from).
+    applied_term: u64,
     snapshot_index: u64,
     leader_ready: bool,
     /// The durable commit index found on start.
@@ -205,6 +229,7 @@ impl RaftCore {
         let storage = DurableStorage::open(dir, &voter_ids)?;
         let snapshot = storage.latest_snapshot();
         let snapshot_index = snapshot.get_metadata().index;
+        let snapshot_term = snapshot.get_metadata().term;
         let (image, mut peers) = if snapshot_index > 0 {
             snapshot::decode(&snapshot.data)?
         } else {
@@ -242,6 +267,7 @@ impl RaftCore {
             image,
             peers,
             applied: snapshot_index,
+            applied_term: snapshot_term,
             snapshot_index,
             leader_ready: false,
             config,
@@ -285,9 +311,18 @@ impl RaftCore {
             .map_err(|e| ProposeError::Dropped(e.to_string()))
     }
 
-    /// Proposes adding `node_id` at `address` as a learner.
+    /// Proposes adding `node_id` at `address` as a learner. A node that is
+    /// already a member is refused: raft-rs would take the request of a
+    /// misconfigured node that reuses a voter's id as a demotion of that
+    /// voter.
     pub fn propose_learner(&mut self, node_id: u64, address: &str) -> Result<(), ProposeError> {
         self.check_can_propose()?;
+        let conf_state = self.storage.conf_state();
+        if conf_state.voters.contains(&node_id) || conf_state.learners.contains(&node_id) {
+            return Err(ProposeError::Dropped(format!(
+                "node {node_id} is already a member"
+            )));
+        }
         let mut change = ConfChange::default();
         change.set_change_type(ConfChangeType::AddLearnerNode);
         change.node_id = node_id;
@@ -298,9 +333,29 @@ impl RaftCore {
             .encode_to_vec()
             .into(),
         );
+        self.propose_conf_change(change)
+    }
+
+    /// Proposes a membership change as raft-rs takes it. raft-rs checks
+    /// some changes only when they are applied; those it refuses then are
+    /// reported as [`CoreEvent::ConfChangeRejected`].
+    pub fn propose_conf_change(
+        &mut self,
+        change: impl raft_proto::ConfChangeI,
+    ) -> Result<(), ProposeError> {
+        self.check_can_propose()?;
         self.raw
             .propose_conf_change(Vec::new(), change)
             .map_err(|e| ProposeError::Dropped(e.to_string()))
+    }
+
+    /// Asks the leader for its commit index, confirmed by a quorum
+    /// heartbeat (raft-rs's ReadIndex). The answer comes as
+    /// [`CoreEvent::ReadIndex`] with the same `context`; no answer comes if
+    /// there is no leader or it has not yet committed an entry of its term,
+    /// so callers retry.
+    pub fn read_index(&mut self, context: u64) {
+        self.raw.read_index(context.to_be_bytes().to_vec());
     }
 
     fn check_can_propose(&self) -> Result<(), ProposeError> {
@@ -355,6 +410,14 @@ impl RaftCore {
                 term: self.raw.raft.term,
             });
         }
+        for state in ready.take_read_states() {
+            if let Ok(context) = <[u8; 8]>::try_from(state.request_ctx.as_slice()) {
+                events.push(CoreEvent::ReadIndex {
+                    context: u64::from_be_bytes(context),
+                    index: state.index,
+                });
+            }
+        }
         // 1. The leader's own messages do not wait for its disk.
         let messages = ready.take_messages();
         if !messages.is_empty() {
@@ -367,6 +430,12 @@ impl RaftCore {
             self.restore(&snapshot)?;
             events.push(CoreEvent::SnapshotInstalled {
                 index: snapshot.get_metadata().index,
+            });
+            let conf_state = snapshot.get_metadata().get_conf_state();
+            events.push(CoreEvent::MembershipChanged {
+                voters: conf_state.voters.clone(),
+                learners: conf_state.learners.clone(),
+                peers: self.peers.clone(),
             });
         }
         // 3. Entries and HardState: one write, one fsync.
@@ -424,6 +493,7 @@ impl RaftCore {
                     let change = ConfChange::parse_from_bytes(&entry.data)
                         .map_err(raft::Error::CodecError)?;
                     self.apply_conf_change(
+                        entry.index,
                         &change,
                         &change.context,
                         change.node_id,
@@ -441,10 +511,11 @@ impl RaftCore {
                             (c.node_id, c.get_change_type())
                         });
                     let context = change.context.clone();
-                    self.apply_conf_change(&change, &context, node_id, kind, events)?;
+                    self.apply_conf_change(entry.index, &change, &context, node_id, kind, events)?;
                 }
             }
             self.applied = entry.index;
+            self.applied_term = entry.term;
             if self.raw.raft.state == StateRole::Leader && entry.term == self.raw.raft.term {
                 self.leader_ready = true;
             }
@@ -454,13 +525,27 @@ impl RaftCore {
 
     fn apply_conf_change(
         &mut self,
+        index: u64,
         change: &impl raft_proto::ConfChangeI,
         context: &[u8],
         node_id: u64,
         kind: ConfChangeType,
         events: &mut Vec<CoreEvent>,
     ) -> Result<(), CoreError> {
-        let conf_state = self.raw.apply_conf_change(change)?;
+        // raft-rs validates a change only here, after it was committed; a
+        // refusal is the same on every node, so it is an answer, not a
+        // reason to stop the node (which would stop every node alike).
+        let conf_state = match self.raw.apply_conf_change(change) {
+            Ok(conf_state) => conf_state,
+            Err(e) => {
+                tracing::warn!(index, error = %e, "refused a committed membership change");
+                events.push(CoreEvent::ConfChangeRejected {
+                    index,
+                    reason: e.to_string(),
+                });
+                return Ok(());
+            }
+        };
         self.storage.set_conf_state(&conf_state)?;
         match kind {
             ConfChangeType::RemoveNode => {
@@ -487,6 +572,7 @@ impl RaftCore {
         self.image = image;
         self.peers = peers;
         self.applied = snapshot.get_metadata().index;
+        self.applied_term = snapshot.get_metadata().term;
         self.snapshot_index = self.applied;
         Ok(())
     }
@@ -523,6 +609,13 @@ impl RaftCore {
         (leader != raft::INVALID_ID).then_some(leader)
     }
 
+    /// The leader once this node has applied an entry of its term; see
+    /// [`CoreStatus::controller_id`].
+    pub fn controller_id(&self) -> Option<u64> {
+        self.leader_id()
+            .filter(|_| self.applied > 0 && self.applied_term == self.raw.raft.term)
+    }
+
     pub fn status(&self) -> CoreStatus {
         let conf_state = self.storage.conf_state();
         CoreStatus {
@@ -534,6 +627,7 @@ impl RaftCore {
             applied_index: self.applied,
             snapshot_index: self.snapshot_index,
             leader_ready: self.leader_ready,
+            controller_id: self.controller_id(),
             recovered: self.applied >= self.recovered_commit,
             voters: conf_state.voters,
             learners: conf_state.learners,

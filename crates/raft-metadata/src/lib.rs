@@ -16,6 +16,7 @@ pub mod core;
 pub mod image;
 mod logger;
 pub mod node;
+mod proposals;
 pub mod records;
 pub mod snapshot;
 pub mod storage;

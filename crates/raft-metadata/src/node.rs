@@ -1,13 +1,24 @@
-//! The Raft node at runtime: one tokio task owns the [`RaftCore`] and wakes
-//! on a tick, on a message from a peer, or on a proposal, never on a polling
-//! timer. After every wake-up it handles the Ready, completes proposals
-//! whose entries were applied here, and publishes the new metadata image.
+//! The Raft node at runtime. The ready loop runs on a thread of its own
+//! (with a single-threaded tokio runtime for its timers and channels), as
+//! TiKV runs its raft loop: its fsyncs and snapshot writes block only that
+//! thread, never the broker's async workers, and a slow request handler
+//! never delays a tick. It wakes on a tick, on a message from a peer or on
+//! a command, never on a polling timer. After every wake-up it handles the
+//! Ready, completes proposals whose entries were applied here, answers read
+//! barriers and publishes the new metadata image. The transport's tasks and
+//! listener run on the caller's runtime.
 //!
-//! Proposals carry `(origin node, request id)` in their entry's context.
-//! A follower forwards a proposal to the leader; whichever node proposed it,
-//! the origin completes it when it applies the entry, as every node applies
-//! every entry. A proposal fails promptly when the leadership changes under
-//! it (it may or may not have been committed) and when its deadline passes.
+//! Proposals carry `(origin node, incarnation, request id)` in their
+//! entry's context (see [`crate::proposals`]). A follower forwards a
+//! proposal to the leader; whichever node proposed it, the origin completes
+//! it when it applies the entry, as every node applies every entry. A
+//! proposal fails promptly when the leadership changes under it (it may or
+//! may not have been committed) and when its deadline passes.
+//!
+//! A read barrier ([`MetadataHandle::read_barrier`]) asks the leader for
+//! its commit index through raft-rs's ReadIndex and resolves once this
+//! node has applied up to it: the image then holds everything the quorum
+//! had committed when the barrier was asked.
 //!
 //! A node not in the initial voters asks a voter to add it as a learner
 //! until it finds itself in the configuration; it then receives the log or
@@ -31,22 +42,28 @@ use tokio::{
 };
 
 use crate::{
-    core::{
-        CoreConfig, CoreError, CoreEvent, CoreStatus, ProposalContext, ProposeError, RaftCore, Role,
-    },
+    core::{CoreConfig, CoreError, CoreEvent, CoreStatus, ProposeError, RaftCore, Role},
     image::{ApplyError, MetadataImage},
+    proposals::{Proposals, Stage},
     records::MetadataRecord,
     transport::{self, Body, Forward, Join, Rejected, Transport, TransportEvent},
 };
 
 /// How often a node outside the configuration asks to join.
 const JOIN_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a read barrier waits for the leader's answer before asking
+/// again (the leader drops requests it cannot serve yet).
+const READ_RETRY: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub id: u64,
     /// Address the Raft listener binds.
     pub listen: SocketAddr,
+    /// Bind the listener even while this node is the only member. A node
+    /// alone needs no peers' messages, so by default it binds only when the
+    /// configuration names other members.
+    pub listen_when_alone: bool,
     /// Address other nodes reach this one at.
     pub advertised: String,
     /// The initial voters of the cluster, with their Raft addresses.
@@ -74,6 +91,7 @@ impl NodeConfig {
         Self {
             id,
             listen,
+            listen_when_alone: true,
             advertised,
             voters,
             dir,
@@ -115,11 +133,14 @@ pub enum NodeError {
     #[error("cannot listen for raft peers on {address}: {source}")]
     Listen {
         address: SocketAddr,
-        #[source]
         source: std::io::Error,
     },
     #[error(transparent)]
     Core(#[from] CoreError),
+    #[error("the raft thread could not start: {0}")]
+    Thread(std::io::Error),
+    #[error("the raft thread ended abruptly")]
+    Aborted,
 }
 
 /// The node's state as others see it.
@@ -131,11 +152,15 @@ pub struct NodeStatus {
 }
 
 type Reply = oneshot::Sender<Result<Arc<MetadataImage>, ProposalError>>;
+type BarrierReply = oneshot::Sender<Result<(), ProposalError>>;
 
 enum Command {
     Propose {
         record: MetadataRecord,
         reply: Reply,
+    },
+    ReadBarrier {
+        reply: BarrierReply,
     },
     Shutdown,
 }
@@ -146,12 +171,14 @@ pub struct MetadataHandle {
     commands: mpsc::Sender<Command>,
     image: watch::Receiver<Arc<MetadataImage>>,
     status: watch::Receiver<NodeStatus>,
+    raft_address: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Propose { .. } => f.write_str("Propose"),
+            Self::ReadBarrier { .. } => f.write_str("ReadBarrier"),
             Self::Shutdown => f.write_str("Shutdown"),
         }
     }
@@ -167,6 +194,18 @@ impl MetadataHandle {
         let (reply, response) = oneshot::channel();
         self.commands
             .send(Command::Propose { record, reply })
+            .await
+            .map_err(|_| ProposalError::Stopped)?;
+        response.await.unwrap_or(Err(ProposalError::Stopped))
+    }
+
+    /// Resolves once this node's image holds everything the quorum had
+    /// committed when it was called. It waits for as long as there is no
+    /// leader to ask; only a stopping node makes it fail.
+    pub async fn read_barrier(&self) -> Result<(), ProposalError> {
+        let (reply, response) = oneshot::channel();
+        self.commands
+            .send(Command::ReadBarrier { reply })
             .await
             .map_err(|_| ProposalError::Stopped)?;
         response.await.unwrap_or(Err(ProposalError::Stopped))
@@ -189,13 +228,19 @@ impl MetadataHandle {
         self.status.clone()
     }
 
+    /// The address the Raft listener is bound to, if it is bound.
+    pub fn raft_address(&self) -> Option<SocketAddr> {
+        self.raft_address
+    }
+
     pub async fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown).await;
     }
 }
 
-/// Opens the node's log, binds its listener and starts its task. The task
-/// ends with an error if storage fails; the caller must stop then.
+/// Opens the node's log, binds its listener if it has peers (or is told to)
+/// and starts its thread. The returned task ends when the node stops, with
+/// an error if storage failed; the caller must stop then.
 pub async fn start(
     config: NodeConfig,
 ) -> Result<(MetadataHandle, JoinHandle<Result<(), NodeError>>), NodeError> {
@@ -207,15 +252,27 @@ pub async fn start(
     let dir = config.dir.clone();
     let core = tokio::task::spawn_blocking(move || RaftCore::open(core_config, &dir, &voters))
         .await
-        .map_err(|e| {
-            NodeError::Core(CoreError::Raft(raft::Error::ConfigInvalid(e.to_string())))
-        })??;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| NodeError::Listen {
-            address: config.listen,
-            source,
-        })?;
+        .map_err(|_| NodeError::Aborted)??;
+    let has_peers = core.peers().keys().any(|&id| id != config.id)
+        || core
+            .status()
+            .voters
+            .iter()
+            .chain(&core.status().learners)
+            .any(|&id| id != config.id);
+    let listener = if config.listen_when_alone || has_peers {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| NodeError::Listen {
+                    address: config.listen,
+                    source,
+                })?;
+        Some(listener)
+    } else {
+        None
+    };
+    let raft_address = listener.as_ref().and_then(|l| l.local_addr().ok());
 
     let (commands_tx, commands) = mpsc::channel(1024);
     let (events_tx, events) = mpsc::channel(4096);
@@ -224,25 +281,46 @@ pub async fn start(
         core: core.status(),
         leader_changes: 0,
     });
-    let listener_task = tokio::spawn(transport::serve(listener, events_tx.clone()));
-    let mut transport = Transport::new(config.id, events_tx);
+    let runtime = tokio::runtime::Handle::current();
+    let listener_task = listener.map(|l| runtime.spawn(transport::serve(l, events_tx.clone())));
+    let mut transport = Transport::new(config.id, events_tx, runtime);
     transport.set_peers(core.peers());
 
+    let incarnation = u64::from_le_bytes(
+        uuid::Uuid::new_v4().as_bytes()[..8]
+            .try_into()
+            .unwrap_or_default(),
+    );
     let node = Node {
+        proposals: Proposals::new(config.id, incarnation),
+        reads: HashMap::new(),
+        next_read: incarnation,
         config,
         core,
         transport,
-        pending: HashMap::new(),
-        next_request: 1,
         image_tx,
         status_tx,
         leader_changes: 0,
         last_leader: None,
         last_join: None,
     };
+    let (done_tx, done) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("keel-raft".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(NodeError::Thread)
+                .and_then(|runtime| runtime.block_on(node.run(commands, events)));
+            let _ = done_tx.send(result);
+        })
+        .map_err(NodeError::Thread)?;
     let task = tokio::spawn(async move {
-        let result = node.run(commands, events).await;
-        listener_task.abort();
+        let result = done.await.unwrap_or(Err(NodeError::Aborted));
+        if let Some(listener) = listener_task {
+            listener.abort();
+        }
         result
     });
     Ok((
@@ -250,34 +328,33 @@ pub async fn start(
             commands: commands_tx,
             image,
             status,
+            raft_address,
         },
         task,
     ))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    /// No leader known yet, or it was not ready.
-    Waiting,
-    /// Proposed to raft-rs on this node as leader.
-    Proposed,
-    /// Sent to the leader.
-    Forwarded(u64),
-}
-
-struct Pending {
+/// A proposal's record and the caller waiting for its outcome.
+struct Proposal {
     record: MetadataRecord,
     reply: Reply,
-    deadline: Instant,
-    stage: Stage,
+}
+
+/// A read barrier waiting for the leader's commit index, then for this
+/// node to apply up to it.
+struct PendingRead {
+    reply: BarrierReply,
+    index: Option<u64>,
+    asked: Instant,
 }
 
 struct Node {
     config: NodeConfig,
     core: RaftCore,
     transport: Transport,
-    pending: HashMap<u64, Pending>,
-    next_request: u64,
+    proposals: Proposals<Proposal>,
+    reads: HashMap<u64, PendingRead>,
+    next_read: u64,
     image_tx: watch::Sender<Arc<MetadataImage>>,
     status_tx: watch::Sender<NodeStatus>,
     leader_changes: u64,
@@ -302,6 +379,7 @@ impl Node {
                 }
                 command = commands.recv() => match command {
                     Some(Command::Propose { record, reply }) => self.submit(record, reply),
+                    Some(Command::ReadBarrier { reply }) => self.read_barrier(reply),
                     Some(Command::Shutdown) | None => break,
                 },
                 Some(event) = events.recv() => self.on_transport_event(event),
@@ -329,17 +407,14 @@ impl Node {
                 self.core.report_snapshot(peer, false);
             }
         }
-        if events.is_empty() {
-            return Ok(());
-        }
         let mut completed = Vec::new();
         let mut image_changed = false;
         for event in events {
             match event {
                 CoreEvent::Applied { origin, result, .. } => {
                     image_changed |= result.is_ok();
-                    if let Some(origin) = origin.filter(|o| o.origin == self.config.id) {
-                        completed.push((origin.request_id, result));
+                    if let Some(pending) = origin.and_then(|o| self.proposals.complete(&o)) {
+                        completed.push((pending.payload.reply, result));
                     }
                 }
                 CoreEvent::SnapshotInstalled { index } => {
@@ -354,6 +429,12 @@ impl Node {
                     tracing::info!(?voters, ?learners, "raft membership changed");
                     self.transport.set_peers(&peers);
                 }
+                CoreEvent::ConfChangeRejected { .. } => {}
+                CoreEvent::ReadIndex { context, index } => {
+                    if let Some(read) = self.reads.get_mut(&context) {
+                        read.index.get_or_insert(index);
+                    }
+                }
                 CoreEvent::RoleChanged {
                     role,
                     leader_id,
@@ -365,15 +446,14 @@ impl Node {
         if image_changed {
             self.image_tx.send_replace(Arc::clone(&image));
         }
-        for (request_id, result) in completed {
-            if let Some(pending) = self.pending.remove(&request_id) {
-                let _ = pending.reply.send(
-                    result
-                        .map(|()| Arc::clone(&image))
-                        .map_err(ProposalError::from),
-                );
-            }
+        for (reply, result) in completed {
+            let _ = reply.send(
+                result
+                    .map(|()| Arc::clone(&image))
+                    .map_err(ProposalError::from),
+            );
         }
+        self.complete_reads();
         self.publish_status();
         Ok(())
     }
@@ -385,57 +465,42 @@ impl Node {
             tracing::info!(?leader, term, role = ?Role::from(role), "metadata leader changed");
             // Whatever was in flight under the old leader may or may not
             // commit; tell the callers now rather than at their deadline.
-            let in_flight: Vec<u64> = self
-                .pending
-                .iter()
-                .filter(|(_, p)| p.stage != Stage::Waiting)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in in_flight {
-                if let Some(pending) = self.pending.remove(&id) {
-                    let _ = pending.reply.send(Err(ProposalError::LeadershipChanged));
-                }
+            for pending in self.proposals.take(|p| p.stage != Stage::Waiting) {
+                let _ = pending
+                    .payload
+                    .reply
+                    .send(Err(ProposalError::LeadershipChanged));
             }
             self.last_leader = leader;
         }
     }
 
     fn submit(&mut self, record: MetadataRecord, reply: Reply) {
-        let request_id = self.next_request;
-        self.next_request += 1;
-        self.pending.insert(
-            request_id,
-            Pending {
-                record,
-                reply,
-                deadline: Instant::now() + self.config.proposal_timeout,
-                stage: Stage::Waiting,
-            },
-        );
-        self.advance(request_id);
+        let deadline = Instant::now() + self.config.proposal_timeout;
+        let context = self.proposals.insert(Proposal { record, reply }, deadline);
+        self.advance(context.request_id);
     }
 
     /// Moves a waiting proposal on: propose it here if this node leads,
     /// else forward it to the leader.
     fn advance(&mut self, request_id: u64) {
-        let Some(pending) = self.pending.get(&request_id) else {
+        let Some(pending) = self.proposals.get(request_id) else {
             return;
         };
         if pending.stage != Stage::Waiting {
             return;
         }
-        let context = ProposalContext {
-            origin: self.config.id,
-            request_id,
-        };
-        let stage = match self.core.propose(context, &pending.record) {
+        let context = self.proposals.context(request_id);
+        let record = &pending.payload.record;
+        let stage = match self.core.propose(context, record) {
             Ok(()) => Stage::Proposed,
             Err(ProposeError::NotLeader {
                 leader_id: Some(leader),
             }) => {
                 let forward = Body::Forward(Forward {
                     request_id,
-                    record: pending.record.encode_to_vec(),
+                    record: record.encode_to_vec(),
+                    incarnation: context.incarnation,
                 });
                 if self.transport.send(leader, forward) {
                     Stage::Forwarded(leader)
@@ -451,32 +516,60 @@ impl Node {
                 Stage::Waiting
             }
         };
-        if let Some(pending) = self.pending.get_mut(&request_id) {
-            pending.stage = stage;
+        self.proposals.set_stage(request_id, stage);
+    }
+
+    fn read_barrier(&mut self, reply: BarrierReply) {
+        let context = self.next_read;
+        self.next_read = self.next_read.wrapping_add(1);
+        self.core.read_index(context);
+        self.reads.insert(
+            context,
+            PendingRead {
+                reply,
+                index: None,
+                asked: Instant::now(),
+            },
+        );
+    }
+
+    /// Answers the read barriers this node has applied far enough for,
+    /// and forgets those whose caller went away.
+    fn complete_reads(&mut self) {
+        let applied = self.core.status().applied_index;
+        self.reads.retain(|_, read| !read.reply.is_closed());
+        let done: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, read)| read.index.is_some_and(|index| index <= applied))
+            .map(|(context, _)| *context)
+            .collect();
+        for context in done {
+            if let Some(read) = self.reads.remove(&context) {
+                let _ = read.reply.send(Ok(()));
+            }
         }
     }
 
     fn on_tick(&mut self) {
         let now = Instant::now();
-        let expired: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some(pending) = self.pending.remove(&id) {
-                let _ = pending.reply.send(Err(ProposalError::Timeout));
-            }
+        for pending in self.proposals.take(|p| p.deadline <= now) {
+            let _ = pending.payload.reply.send(Err(ProposalError::Timeout));
         }
-        let waiting: Vec<u64> = self
-            .pending
+        for request_id in self.proposals.waiting() {
+            self.advance(request_id);
+        }
+        let unanswered: Vec<u64> = self
+            .reads
             .iter()
-            .filter(|(_, p)| p.stage == Stage::Waiting)
-            .map(|(id, _)| *id)
+            .filter(|(_, read)| read.index.is_none() && now - read.asked >= READ_RETRY)
+            .map(|(context, _)| *context)
             .collect();
-        for id in waiting {
-            self.advance(id);
+        for context in unanswered {
+            self.core.read_index(context);
+            if let Some(read) = self.reads.get_mut(&context) {
+                read.asked = now;
+            }
         }
         self.maybe_join(now);
         self.publish_status();
@@ -526,9 +619,10 @@ impl Node {
                 let accepted = MetadataRecord::decode(forward.record.as_slice())
                     .map_err(|_| ProposeError::Dropped("undecodable record".into()))
                     .and_then(|record| {
-                        let context = ProposalContext {
+                        let context = crate::core::ProposalContext {
                             origin: from,
                             request_id: forward.request_id,
+                            incarnation: forward.incarnation,
                         };
                         self.core.propose(context, &record)
                     });
@@ -536,14 +630,14 @@ impl Node {
                     let rejected = Rejected {
                         request_id: forward.request_id,
                         leader_id: self.core.leader_id().unwrap_or(0),
+                        incarnation: forward.incarnation,
                     };
                     self.transport.send(from, Body::Rejected(rejected));
                 }
             }
             Some(Body::Rejected(rejected)) => {
-                if let Some(pending) = self.pending.get_mut(&rejected.request_id) {
-                    pending.stage = Stage::Waiting;
-                }
+                self.proposals
+                    .rejected(rejected.request_id, rejected.incarnation);
             }
             Some(Body::Join(join)) => {
                 if self.core.is_leader() {
@@ -573,8 +667,11 @@ impl Node {
     }
 
     fn fail_all(&mut self, error: ProposalError) {
-        for (_, pending) in self.pending.drain() {
-            let _ = pending.reply.send(Err(error.clone()));
+        for pending in self.proposals.drain() {
+            let _ = pending.payload.reply.send(Err(error.clone()));
+        }
+        for (_, read) in self.reads.drain() {
+            let _ = read.reply.send(Err(error.clone()));
         }
     }
 }

@@ -57,6 +57,9 @@ pub(crate) struct Forward {
     /// A prost `MetadataRecord`.
     #[prost(bytes = "vec", tag = "2")]
     pub(crate) record: Vec<u8>,
+    /// The sender's run (see `ProposalContext::incarnation`).
+    #[prost(uint64, tag = "3")]
+    pub(crate) incarnation: u64,
 }
 
 /// The leader could not take a forwarded proposal.
@@ -67,6 +70,9 @@ pub(crate) struct Rejected {
     /// Who the receiver believes leads, 0 if nobody.
     #[prost(uint64, tag = "2")]
     pub(crate) leader_id: u64,
+    /// The run of the proposer that forwarded it.
+    #[prost(uint64, tag = "3")]
+    pub(crate) incarnation: u64,
 }
 
 /// A node not yet in the Raft configuration asks to be added as a learner.
@@ -99,11 +105,14 @@ struct Link {
     task: JoinHandle<()>,
 }
 
-/// Outgoing links to peers, owned by the node's task.
+/// Outgoing links to peers, owned by the node's task. The links' tasks run
+/// on `runtime` (the broker's), not on the Raft thread, so a Ready's fsync
+/// never holds up bytes already queued for a peer.
 pub(crate) struct Transport {
     id: u64,
     links: HashMap<u64, Link>,
     events: mpsc::Sender<TransportEvent>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for Transport {
@@ -124,11 +133,16 @@ fn frame(envelope: &Envelope) -> Vec<u8> {
 }
 
 impl Transport {
-    pub(crate) fn new(id: u64, events: mpsc::Sender<TransportEvent>) -> Self {
+    pub(crate) fn new(
+        id: u64,
+        events: mpsc::Sender<TransportEvent>,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
         Self {
             id,
             links: HashMap::new(),
             events,
+            runtime,
         }
     }
 
@@ -151,7 +165,9 @@ impl Transport {
                 continue;
             }
             let (queue, rx) = mpsc::channel(PEER_QUEUE);
-            let task = tokio::spawn(run_link(id, address.clone(), rx, self.events.clone()));
+            let task = self
+                .runtime
+                .spawn(run_link(id, address.clone(), rx, self.events.clone()));
             self.links.insert(
                 id,
                 Link {
