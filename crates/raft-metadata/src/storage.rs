@@ -2,21 +2,92 @@
 //!
 //! Two files in the node's directory:
 //!
-//! - `raft.log`: an append-only sequence of records, each framed as
-//!   `length u32, crc32c u32, kind u8, payload` (big-endian; length and CRC
-//!   cover kind and payload). Kinds: 1 an entry, 2 the HardState, 3 the
-//!   ConfState, 4 "drop entries from index N" (a conflicting tail). Payloads
-//!   are raft-rs's protobuf encodings. Replay applies records in order; the
-//!   first incomplete or damaged record ends the log and is cut off.
+//! - `raft.log`: a file header, then an append-only sequence of frames,
+//!   one per write (big-endian throughout):
+//!
+//!   ```text
+//!   file header, 24 bytes:
+//!     0  magic      8 bytes "KEELRAFT"
+//!     8  version    u32     1
+//!    12  file id    u64     random, chosen whenever the file is written anew
+//!    20  crc32c     u32     of bytes 0..20
+//!   frame, at file offset p, one per write:
+//!     0  length     u32     of the body, never 0
+//!     4  body crc   u32     crc32c of the body
+//!     8  header crc u32     crc32c of (file id u64, p u64, bytes 0..8)
+//!    12  body       records back to back: kind u8, length u32, payload
+//!   ```
+//!
+//!   Record kinds: 1 an entry, 2 the HardState, 3 the ConfState, 4 "drop
+//!   entries from index N" (a conflicting tail; payload N as u64). Payloads
+//!   are raft-rs's protobuf encodings. Replay applies the records of the
+//!   frames in order. A file without the magic (such as one of the earlier
+//!   record-per-frame format), or of another version, is refused.
 //! - `raft.snapshot`: the latest snapshot (metadata and state machine data),
 //!   `crc32c u32` then the protobuf `Snapshot`, replaced atomically.
 //!
-//! A Ready's entries and HardState go to the log in one write followed by
-//! one fsync, so they become durable together or not at all. A conflicting
-//! tail is dropped by appending a truncation record rather than by cutting
-//! the file, which would risk losing an fsynced vote. After a snapshot the
-//! log is rewritten (temporary file, fsync, rename) with only what follows
-//! the snapshot.
+//! Each write to the log is one frame, written by one `write_all` followed
+//! by one fsync; the next write starts only after that fsync returned. A
+//! Ready's entries and HardState go into one frame, so they become durable
+//! together or not at all. A conflicting tail is dropped by appending a
+//! truncation record rather than by cutting the file, which would risk
+//! losing an fsynced vote. The log is created, and rewritten after a
+//! snapshot with only what follows it, as a whole file (temporary file,
+//! fsync, rename, directory fsync), so its header and first frame are never
+//! torn, and a missing `raft.log` next to a `raft.snapshot` is damage.
+//!
+//! # Replay: a torn final write, or damage
+//!
+//! A crash can tear only the last write, as every earlier one was fsynced
+//! before the next began. A torn write may leave any subset of its pages
+//! (or 512-byte sectors): its first records complete and a later one not,
+//! zeros where the file grew but pages were not written, a later page
+//! written while an earlier one was not. Within one write a bad record may
+//! thus be followed by a good one, which is why a whole write is one frame
+//! with one checksum: either all its records count or none.
+//!
+//! Replay stops at the first frame at offset p that does not verify and
+//! decides:
+//!
+//! 1. Fewer than 12 bytes left: the header of a torn final write. Cut.
+//! 2. The header verifies but the frame runs past the end of the file: the
+//!    file grew by less than this write. Cut.
+//! 3. The header verifies, the body does not, and the frame ends exactly at
+//!    the end of the file: the last write, with pages missing. Cut.
+//! 4. The header verifies, the body does not, and bytes follow the frame:
+//!    a later write began, so this one had been fsynced. Error.
+//! 5. The header does not verify: its length cannot be trusted, so where
+//!    the damaged write ends is unknown. If a complete frame (both checksums
+//!    hold) starts anywhere after p, a later write was made after this one
+//!    was fsynced. Error. Otherwise, if a 512-byte-sector piece of the
+//!    header is all zeros (a sector of a torn write that never reached the
+//!    disk), everything from p on is the remains of the final write. Cut.
+//!    Otherwise (a header damaged in place, with nothing after it to prove
+//!    or disprove a later write) the damage may span several fsynced
+//!    writes. Error.
+//!
+//! A frame whose checksums hold but whose records do not decode or do not
+//! fit the log is an error too. A cut truncates the file at p and fsyncs
+//! it; an error names the file and p (or the record's offset) and leaves
+//! the file as it is, and the node does not start.
+//!
+//! Why this is safe: nothing that precedes a complete later write is ever
+//! cut (rules 4 and 5 look for that write; rules 2 and 3 trust a length
+//! whose checksum holds and which says nothing follows), so fsynced votes
+//! and entries before the final write survive or stop the node. The header
+//! checksum covers the file id and the frame's offset, so neither stale
+//! blocks of an earlier incarnation of the file (exposed by some file
+//! systems after a crash) nor frame-shaped bytes inside a payload pass for
+//! a frame. What no format can tell apart without knowing where the last
+//! acknowledged write ended: damage confined to the final frame (rule 3,
+//! and rule 5 when it hits a zero sector of the header) is taken for a torn
+//! write and cut, and a file whose last fsynced writes were lost whole
+//! (zeros or a shorter file) replays without them. Responses are sent only
+//! after the fsync, so a genuinely torn write was never acknowledged.
+//!
+//! A write whose `write_all` or fsync fails leaves the file in an unknown
+//! state (and, on Linux, a later fsync may report success for lost pages),
+//! so every later write is refused; the node stops and replays on restart.
 //!
 //! Invariants: `entries` are contiguous and start right after the
 //! snapshot's index; `hard_state.commit` lies between the snapshot's index
@@ -38,7 +109,15 @@ use raft::{
 
 const LOG_FILE: &str = "raft.log";
 const SNAPSHOT_FILE: &str = "raft.snapshot";
-const FRAME_HEADER: usize = 8;
+
+const MAGIC: [u8; 8] = *b"KEELRAFT";
+const VERSION: u32 = 1;
+const FILE_HEADER: usize = 24;
+const FRAME_HEADER: usize = 12;
+const RECORD_HEADER: usize = 5;
+/// The smallest unit a disk writes whole; a torn write leaves each one
+/// either written or as it was (zeros, past the old end of the file).
+const SECTOR: usize = 512;
 
 const KIND_ENTRY: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
@@ -56,6 +135,13 @@ pub enum StorageError {
     },
     #[error("raft storage {path} is damaged: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    /// Damage at a known place, which replay refuses to cut off.
+    #[error("raft storage {path} is damaged at byte {offset}: {reason}")]
+    Damaged {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
 }
 
 /// raft-rs's storage over the files described above. Clones share state.
@@ -68,6 +154,12 @@ pub struct DurableStorage {
 struct Core {
     dir: PathBuf,
     log: File,
+    /// The log's file id, which every frame's header checksum covers.
+    file_id: u64,
+    /// The log's length: where the next frame goes.
+    log_len: u64,
+    /// A write failed; the file's end is unknown, so no more writes.
+    write_failed: bool,
     hard_state: HardState,
     conf_state: ConfState,
     snapshot: Snapshot,
@@ -83,11 +175,10 @@ fn io_error(path: &Path) -> impl Fn(std::io::Error) -> StorageError + '_ {
 }
 
 fn encode_record(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
-    let len = (1 + payload.len()) as u32;
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&[kind]), payload);
-    out.extend(len.to_be_bytes());
-    out.extend(crc.to_be_bytes());
     out.push(kind);
+    // A payload over 4 GiB would make its frame too long, which
+    // `encode_frame` refuses, so the truncated length is never written.
+    out.extend((payload.len() as u32).to_be_bytes());
     out.extend(payload);
 }
 
@@ -97,87 +188,298 @@ fn encode_message(out: &mut Vec<u8>, kind: u8, message: &impl protobuf::Message)
     encode_record(out, kind, &payload);
 }
 
-/// The next record of `bytes`: `(kind, payload, total length)`.
-fn decode_record(bytes: &[u8]) -> Option<(u8, &[u8], usize)> {
-    let header = bytes.get(..FRAME_HEADER)?;
-    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-    let body = bytes.get(FRAME_HEADER..FRAME_HEADER.checked_add(len)?)?;
-    if len == 0 || crc32c::crc32c(body) != crc {
-        return None;
+fn encode_file_header(file_id: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(FILE_HEADER);
+    out.extend(MAGIC);
+    out.extend(VERSION.to_be_bytes());
+    out.extend(file_id.to_be_bytes());
+    out.extend(crc32c::crc32c(&out).to_be_bytes());
+    out
+}
+
+/// The checksum of a frame header: `fields` are its length and body CRC.
+fn header_crc(file_id: u64, offset: u64, fields: &[u8]) -> u32 {
+    let crc = crc32c::crc32c(&file_id.to_be_bytes());
+    let crc = crc32c::crc32c_append(crc, &offset.to_be_bytes());
+    crc32c::crc32c_append(crc, fields)
+}
+
+/// Appends to `out` the frame of `body`, which will lie at `offset` of the
+/// file `file_id`.
+fn encode_frame(
+    out: &mut Vec<u8>,
+    file_id: u64,
+    offset: u64,
+    body: &[u8],
+) -> Result<(), std::io::Error> {
+    let len = u32::try_from(body.len())
+        .ok()
+        .filter(|&len| len > 0)
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("a raft log write of {} bytes cannot be framed", body.len()),
+            )
+        })?;
+    let mut fields = [0; 8];
+    fields[..4].copy_from_slice(&len.to_be_bytes());
+    fields[4..].copy_from_slice(&crc32c::crc32c(body).to_be_bytes());
+    out.extend(fields);
+    out.extend(header_crc(file_id, offset, &fields).to_be_bytes());
+    out.extend(body);
+    Ok(())
+}
+
+/// What lies at an offset of the log where a frame should start.
+#[derive(Debug, PartialEq, Eq)]
+enum Frame<'a> {
+    /// Both checksums hold; the next frame starts at `end`.
+    Valid { body: &'a [u8], end: usize },
+    /// Fewer bytes than a frame header are left.
+    ShortHeader,
+    /// The header's checksum does not hold (or it claims an empty body).
+    BadHeader,
+    /// The header holds but the frame would end past the end of the file.
+    PastEnd { end: usize },
+    /// The header holds, the body's checksum does not.
+    BadBody { end: usize },
+}
+
+fn read_frame(raw: &[u8], file_id: u64, offset: usize) -> Frame<'_> {
+    let Some(header) = raw.get(offset..).and_then(|rest| rest.get(..FRAME_HEADER)) else {
+        return Frame::ShortHeader;
+    };
+    let be = |at: usize| {
+        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    let (len, body_crc, crc) = (be(0) as usize, be(4), be(8));
+    if len == 0 || header_crc(file_id, offset as u64, &header[..8]) != crc {
+        return Frame::BadHeader;
     }
-    Some((body[0], &body[1..], FRAME_HEADER + len))
+    let start = offset + FRAME_HEADER;
+    let end = start + len;
+    match raw.get(start..end) {
+        None => Frame::PastEnd { end },
+        Some(body) if crc32c::crc32c(body) != body_crc => Frame::BadBody { end },
+        Some(body) => Frame::Valid { body, end },
+    }
+}
+
+/// Whether the damaged frame at `offset` is the remains of a torn final
+/// write (`Ok`, with a description for the log) or damage replay must not
+/// cut (`Err`, with the reason). See the module docs for the rule.
+fn torn_or_damaged(raw: &[u8], file_id: u64, offset: usize) -> Result<String, String> {
+    let left = raw.len() - offset;
+    match read_frame(raw, file_id, offset) {
+        Frame::Valid { .. } => Err("a valid frame was taken for a damaged one".into()),
+        Frame::ShortHeader => Ok(format!("an incomplete frame header of {left} bytes")),
+        Frame::PastEnd { end } => Ok(format!(
+            "a frame of {} bytes of which {left} were written",
+            end - offset
+        )),
+        Frame::BadBody { end } if end == raw.len() => Ok(format!(
+            "a final frame of {left} bytes whose body fails its checksum"
+        )),
+        Frame::BadBody { end } => Err(format!(
+            "checksum mismatch in the body of a write that {} more bytes follow; \
+             records after it were fsynced, refusing to drop them",
+            raw.len() - end
+        )),
+        Frame::BadHeader => {
+            if let Some(later) = first_valid_frame(raw, file_id, offset + 1) {
+                Err(format!(
+                    "checksum mismatch in a frame header, and a complete write follows at \
+                     byte {later}; records after it were fsynced, refusing to drop them"
+                ))
+            } else if header_has_unwritten_sector(raw, offset) {
+                Ok(format!(
+                    "{left} bytes of an unfinished write (its frame header was not written)"
+                ))
+            } else {
+                Err(format!(
+                    "checksum mismatch in a frame header that is not an unwritten (zeroed) \
+                     sector; the {left} bytes from here to the end may hold fsynced writes, \
+                     refusing to drop them"
+                ))
+            }
+        }
+    }
+}
+
+/// The offset of the first frame at or after `from` whose checksums hold.
+fn first_valid_frame(raw: &[u8], file_id: u64, from: usize) -> Option<usize> {
+    let last = raw.len().checked_sub(FRAME_HEADER)?;
+    (from..=last).find(|&at| matches!(read_frame(raw, file_id, at), Frame::Valid { .. }))
+}
+
+/// Whether a sector's share of the frame header at `offset` is all zeros,
+/// as a sector of a torn write that never reached the disk reads.
+fn header_has_unwritten_sector(raw: &[u8], offset: usize) -> bool {
+    let end = (offset + FRAME_HEADER).min(raw.len());
+    let boundary = (offset / SECTOR + 1) * SECTOR;
+    let pieces = if boundary < end {
+        [&raw[offset..boundary], &raw[boundary..end]]
+    } else {
+        [&raw[offset..end], &[][..]]
+    };
+    pieces
+        .iter()
+        .any(|piece| !piece.is_empty() && piece.iter().all(|&b| b == 0))
+}
+
+/// Writes a new log file holding `body` as its one frame (temporary file,
+/// fsync, rename, directory fsync) and opens it for appending.
+fn write_log_file(dir: &Path, body: &[u8]) -> Result<(File, u64, u64), StorageError> {
+    let path = dir.join(LOG_FILE);
+    let tmp = dir.join(format!("{LOG_FILE}.tmp"));
+    let file_id = uuid::Uuid::new_v4().as_u64_pair().0;
+    let mut buf = encode_file_header(file_id);
+    encode_frame(&mut buf, file_id, FILE_HEADER as u64, body).map_err(io_error(&path))?;
+    let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
+    file.write_all(&buf)
+        .and_then(|()| file.sync_all())
+        .map_err(io_error(&tmp))?;
+    fs::rename(&tmp, &path).map_err(io_error(&path))?;
+    sync_dir(dir)?;
+    let log = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    Ok((log, file_id, buf.len() as u64))
+}
+
+/// The file id in the log's header, or why the file is not a log this
+/// code reads.
+fn read_file_header(raw: &[u8], path: &Path) -> Result<u64, StorageError> {
+    let corrupt = |reason: String| StorageError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if !raw.starts_with(&MAGIC) && !MAGIC.starts_with(raw) {
+        return Err(corrupt(
+            "not a Keel Raft log of a known format (no \"KEELRAFT\" header; an earlier \
+             format?)"
+                .into(),
+        ));
+    }
+    let Some(header) = raw.get(..FILE_HEADER) else {
+        return Err(StorageError::Damaged {
+            path: path.to_path_buf(),
+            offset: 0,
+            reason: format!(
+                "the file is {} bytes, shorter than its {FILE_HEADER}-byte header",
+                raw.len()
+            ),
+        });
+    };
+    let field = |at: usize| {
+        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    if crc32c::crc32c(&header[..20]) != field(20) {
+        return Err(StorageError::Damaged {
+            path: path.to_path_buf(),
+            offset: 0,
+            reason: "checksum mismatch in the file header".into(),
+        });
+    }
+    let version = field(8);
+    if version != VERSION {
+        return Err(corrupt(format!(
+            "raft log format version {version}, this Keel reads version {VERSION}"
+        )));
+    }
+    Ok(u64::from_be_bytes(
+        header[12..20].try_into().unwrap_or_default(),
+    ))
 }
 
 impl DurableStorage {
     /// Opens the Raft log in `dir`. A node starting for the first time gets
     /// `voters` as its initial configuration; every node of a new cluster
     /// must be given the same voters.
+    ///
+    /// Fails, changing nothing, if the log is damaged anywhere but in its
+    /// final write (see the module docs).
     pub fn open(dir: &Path, voters: &[u64]) -> Result<Self, StorageError> {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
         let snapshot = read_snapshot(&dir.join(SNAPSHOT_FILE))?;
         let log_path = dir.join(LOG_FILE);
-        let mut log = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&log_path)
-            .map_err(io_error(&log_path))?;
-        let mut raw = Vec::new();
-        log.read_to_end(&mut raw).map_err(io_error(&log_path))?;
+        let (log, raw) = match OpenOptions::new().read(true).append(true).open(&log_path) {
+            Ok(mut log) => {
+                let mut raw = Vec::new();
+                log.read_to_end(&mut raw).map_err(io_error(&log_path))?;
+                (log, raw)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if snapshot.get_metadata().index > 0 {
+                    return Err(StorageError::Corrupt {
+                        path: log_path,
+                        reason: format!(
+                            "missing, while {SNAPSHOT_FILE} exists: the HardState (the \
+                             node's votes) is lost"
+                        ),
+                    });
+                }
+                // A new node: its log starts with the initial voters.
+                let mut conf_state = ConfState::default();
+                conf_state.set_voters(voters.to_vec());
+                let mut body = Vec::new();
+                encode_message(&mut body, KIND_CONF_STATE, &conf_state);
+                let (log, _, _) = write_log_file(dir, &body)?;
+                let mut raw = Vec::new();
+                (&log).read_to_end(&mut raw).map_err(io_error(&log_path))?;
+                (log, raw)
+            }
+            Err(e) => return Err(io_error(&log_path)(e)),
+        };
+        let file_id = read_file_header(&raw, &log_path)?;
 
         let mut core = Core {
             dir: dir.to_path_buf(),
             log,
+            file_id,
+            log_len: raw.len() as u64,
+            write_failed: false,
             hard_state: HardState::default(),
             conf_state: snapshot.get_metadata().get_conf_state().clone(),
             snapshot,
             entries: Vec::new(),
             snapshot_requested: false,
         };
-        let mut position = 0;
+        let mut position = FILE_HEADER;
         let mut saw_conf_state = false;
-        while let Some((kind, payload, len)) = decode_record(&raw[position..]) {
-            let corrupt = |reason: String| StorageError::Corrupt {
-                path: log_path.clone(),
-                reason,
-            };
-            match kind {
-                KIND_ENTRY => {
-                    let entry = Entry::parse_from_bytes(payload)
-                        .map_err(|e| corrupt(format!("entry: {e}")))?;
-                    core.replay_entry(entry).map_err(corrupt)?;
-                }
-                KIND_HARD_STATE => {
-                    core.hard_state = HardState::parse_from_bytes(payload)
-                        .map_err(|e| corrupt(format!("hard state: {e}")))?;
-                }
-                KIND_CONF_STATE => {
-                    core.conf_state = ConfState::parse_from_bytes(payload)
-                        .map_err(|e| corrupt(format!("conf state: {e}")))?;
-                    saw_conf_state = true;
-                }
-                KIND_TRUNCATE => {
-                    let index = payload
-                        .try_into()
-                        .map(u64::from_be_bytes)
-                        .map_err(|_| corrupt("truncation record".into()))?;
-                    core.entries.retain(|e| e.index < index);
-                }
-                other => return Err(corrupt(format!("unknown record kind {other}"))),
+        while position < raw.len() {
+            if let Frame::Valid { body, end } = read_frame(&raw, file_id, position) {
+                saw_conf_state |= core.replay_write(body, position + FRAME_HEADER).map_err(
+                    |(offset, reason)| StorageError::Damaged {
+                        path: log_path.clone(),
+                        offset: offset as u64,
+                        reason: format!("a write whose checksums hold has {reason}"),
+                    },
+                )?;
+                position = end;
+                continue;
             }
-            position += len;
-        }
-        if position < raw.len() {
+            let torn = torn_or_damaged(&raw, file_id, position).map_err(|reason| {
+                StorageError::Damaged {
+                    path: log_path.clone(),
+                    offset: position as u64,
+                    reason,
+                }
+            })?;
             tracing::warn!(
                 path = %log_path.display(),
+                offset = position,
                 torn_bytes = raw.len() - position,
-                "cutting a torn tail off the raft log"
+                "cutting a torn final write off the raft log: {torn}"
             );
             core.log
                 .set_len(position as u64)
                 .and_then(|()| core.log.sync_all())
                 .map_err(io_error(&log_path))?;
+            core.log_len = position as u64;
+            break;
         }
         let fresh = !saw_conf_state && core.snapshot.get_metadata().index == 0;
         if fresh && core.entries.is_empty() {
@@ -339,6 +641,57 @@ impl DurableStorage {
 }
 
 impl Core {
+    /// Applies the records of a verified write whose body starts at file
+    /// offset `base`. Returns whether it held a ConfState, or the offset
+    /// and description of a record that does not decode or fit.
+    fn replay_write(&mut self, body: &[u8], base: usize) -> Result<bool, (usize, String)> {
+        let mut saw_conf_state = false;
+        let mut at = 0;
+        while at < body.len() {
+            let offset = base + at;
+            let Some(header) = body.get(at..at + RECORD_HEADER) else {
+                return Err((
+                    offset,
+                    "a record header cut short by the write's end".into(),
+                ));
+            };
+            let kind = header[0];
+            let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+            let start = at + RECORD_HEADER;
+            let Some(payload) = body.get(start..start + len) else {
+                return Err((offset, "a record longer than the rest of its write".into()));
+            };
+            let bad = |what: &str, e: &dyn std::fmt::Display| {
+                (offset, format!("a bad {what} record: {e}"))
+            };
+            match kind {
+                KIND_ENTRY => {
+                    let entry = Entry::parse_from_bytes(payload).map_err(|e| bad("entry", &e))?;
+                    self.replay_entry(entry).map_err(|e| bad("entry", &e))?;
+                }
+                KIND_HARD_STATE => {
+                    self.hard_state =
+                        HardState::parse_from_bytes(payload).map_err(|e| bad("hard state", &e))?;
+                }
+                KIND_CONF_STATE => {
+                    self.conf_state =
+                        ConfState::parse_from_bytes(payload).map_err(|e| bad("conf state", &e))?;
+                    saw_conf_state = true;
+                }
+                KIND_TRUNCATE => {
+                    let index = payload
+                        .try_into()
+                        .map(u64::from_be_bytes)
+                        .map_err(|_| bad("truncation", &format!("{len}-byte payload")))?;
+                    self.entries.retain(|e| e.index < index);
+                }
+                other => return Err((offset, format!("a record of unknown kind {other}"))),
+            }
+            at = start + len;
+        }
+        Ok(saw_conf_state)
+    }
+
     fn replay_entry(&mut self, entry: Entry) -> Result<(), String> {
         if entry.index <= self.snapshot.get_metadata().index {
             return Ok(());
@@ -374,35 +727,41 @@ impl Core {
         self.entries.get((index - first) as usize).map(|e| e.term)
     }
 
-    fn append_durably(&mut self, buf: &[u8]) -> Result<(), StorageError> {
+    /// Appends `body` (records) to the log as one frame: one write, one
+    /// fsync.
+    fn append_durably(&mut self, body: &[u8]) -> Result<(), StorageError> {
         let path = self.dir.join(LOG_FILE);
+        if self.write_failed {
+            return Err(io_error(&path)(std::io::Error::other(
+                "an earlier write to the log failed; the node must restart and replay it",
+            )));
+        }
+        let mut frame = Vec::with_capacity(FRAME_HEADER + body.len());
+        encode_frame(&mut frame, self.file_id, self.log_len, body).map_err(io_error(&path))?;
+        self.write_failed = true;
         self.log
-            .write_all(buf)
+            .write_all(&frame)
             .and_then(|()| self.log.sync_data())
-            .map_err(io_error(&path))
+            .map_err(io_error(&path))?;
+        self.write_failed = false;
+        self.log_len += frame.len() as u64;
+        Ok(())
     }
 
     /// Replaces the log file with one holding only the HardState, the
-    /// ConfState and the entries after the snapshot.
+    /// ConfState and the entries after the snapshot, in one frame.
     fn rewrite_log(&mut self) -> Result<(), StorageError> {
-        let path = self.dir.join(LOG_FILE);
-        let tmp = self.dir.join(format!("{LOG_FILE}.tmp"));
-        let mut buf = Vec::new();
-        encode_message(&mut buf, KIND_HARD_STATE, &self.hard_state);
-        encode_message(&mut buf, KIND_CONF_STATE, &self.conf_state);
+        let mut body = Vec::new();
+        encode_message(&mut body, KIND_HARD_STATE, &self.hard_state);
+        encode_message(&mut body, KIND_CONF_STATE, &self.conf_state);
         for entry in &self.entries {
-            encode_message(&mut buf, KIND_ENTRY, entry);
+            encode_message(&mut body, KIND_ENTRY, entry);
         }
-        let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
-        file.write_all(&buf)
-            .and_then(|()| file.sync_all())
-            .map_err(io_error(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io_error(&path))?;
-        sync_dir(&self.dir)?;
-        self.log = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(io_error(&path))?;
+        let (log, file_id, log_len) = write_log_file(&self.dir, &body)?;
+        self.log = log;
+        self.file_id = file_id;
+        self.log_len = log_len;
+        self.write_failed = false;
         Ok(())
     }
 }
