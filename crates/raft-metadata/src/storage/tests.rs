@@ -1,4 +1,7 @@
-use super::*;
+use super::{
+    frame::{MAGIC, SECTOR},
+    *,
+};
 
 use std::path::Path;
 
