@@ -10,8 +10,13 @@
 //! checkpoint in the log, the bytes written since are estimated as the growth
 //! of the log since it was last cleaned.
 //!
-//! Cleaning holds the partition's log lock for the pass and runs on a
-//! blocking thread, so the async workers keep serving other partitions.
+//! A pass runs on a blocking thread, so the async workers keep serving other
+//! partitions, and holds the partition's log lock only for its two short
+//! ends: `begin_clean` (a snapshot of segment handles and settings) and
+//! `complete_clean` (renaming the cleaned segments in). Building the key map
+//! and writing the cleaned segments, the part that reads and writes the
+//! partition's data, runs in between without the lock, so produce, fetch
+//! and replication on the partition go on meanwhile.
 
 use std::{
     collections::HashMap,
@@ -107,25 +112,32 @@ async fn clean(partition: Arc<Partition>, now: i64) -> Option<u64> {
     let worker = Arc::clone(&partition);
     let outcome = tokio::task::spawn_blocking(move || {
         let high_watermark = worker.high_watermark();
-        worker.log().clean(now, high_watermark)
+        let plan = worker.log().begin_clean(now, high_watermark)?;
+        let prepared = plan.prepare()?;
+        worker.log().complete_clean(prepared)
     })
     .await;
     match outcome {
         Ok(Ok(outcome)) => {
-            if outcome.records_removed > 0 || outcome.segments_deleted > 0 {
+            if outcome.records_removed > 0
+                || outcome.segments_deleted > 0
+                || outcome.segments_skipped > 0
+            {
                 tracing::info!(
                     topic = partition.topic(),
                     partition = partition.index(),
                     records_removed = outcome.records_removed,
                     segments_rewritten = outcome.segments_rewritten,
                     segments_deleted = outcome.segments_deleted,
+                    segments_skipped = outcome.segments_skipped,
                     bytes_before = outcome.bytes_before,
                     bytes_after = outcome.bytes_after,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "cleaned compacted partition"
                 );
             }
-            Some(outcome.bytes_after)
+            // What was appended during the pass is still dirty.
+            Some(outcome.bytes_after.saturating_sub(outcome.bytes_appended))
         }
         Ok(Err(e)) => {
             tracing::error!(topic = partition.topic(), partition = partition.index(), error = %e, "log cleaning failed");
@@ -140,6 +152,11 @@ async fn clean(partition: Arc<Partition>, now: i64) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use keel_log::{
+        LogConfig, PartitionLog,
+        testing::{BatchSpec, build_keyed_batch},
+    };
+
     use super::*;
 
     const DAY: i64 = 86_400_000;
@@ -170,5 +187,34 @@ mod tests {
         });
         assert!(!due(last, 100, DAY - 1, 0.5, DAY));
         assert!(due(last, 100, DAY, 0.5, DAY));
+    }
+
+    #[tokio::test]
+    async fn a_pass_compacts_a_partition_and_reports_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            compact: true,
+            ..LogConfig::default()
+        };
+        let (log, _) = PartitionLog::open(dir.path(), config, 0).unwrap();
+        let partition = Arc::new(Partition::new("t".into(), Uuid::nil(), 0, log, 0));
+        let append = |value: &str| {
+            let batch = build_keyed_batch(&BatchSpec::default(), &[(Some("k"), Some(value))]);
+            partition.append_as_leader(&batch, 0).unwrap().base_offset
+        };
+        for value in ["1", "2", "3"] {
+            append(value);
+        }
+        partition.log().roll(0).unwrap();
+        assert_eq!(append("4"), 3);
+        let before = partition.log().size_in_bytes();
+
+        let size_after = clean(Arc::clone(&partition), now_ms()).await.unwrap();
+        assert!(size_after < before);
+        assert_eq!(size_after, partition.log().size_in_bytes());
+        let log = partition.log();
+        assert_eq!(log.segment_count(), 1, "the emptied segment is deleted");
+        let slice = log.read(0, 1 << 20, i64::MAX, true).unwrap().unwrap();
+        assert_eq!((slice.first_offset(), slice.last_offset()), (3, 3));
     }
 }

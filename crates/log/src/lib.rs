@@ -15,8 +15,11 @@
 //!   the indexes are rebuilt.
 //! - Retention by time and size, DeleteRecords and follower truncation move
 //!   the log's ends; the leader epoch cache answers OffsetForLeaderEpoch.
-//! - [`PartitionLog::clean`] compacts a `cleanup.policy=compact` log, keeping
-//!   the latest record of each key (module `cleaner`).
+//! - [`PartitionLog::begin_clean`], [`CleanPlan::prepare`] and
+//!   [`PartitionLog::complete_clean`] compact a `cleanup.policy=compact` log,
+//!   keeping the latest record of each key (module `cleaner`); only the
+//!   first and last step need the log, the middle one does the reading and
+//!   writing. [`PartitionLog::clean`] runs the three in a row.
 //!
 //! Nothing here does networking or knows about other replicas; the broker
 //! decides what the high watermark is and passes it in.
@@ -36,7 +39,7 @@ mod segment;
 pub mod testing;
 
 pub use checkpoint::write_atomically;
-pub use cleaner::CleanOutcome;
+pub use cleaner::{CleanOutcome, CleanPlan, PreparedClean};
 pub use config::{FlushPolicy, LogConfig};
 pub use epoch_cache::EpochEntry;
 pub use error::{BatchError, LogError, Result};

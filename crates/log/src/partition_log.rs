@@ -17,6 +17,7 @@
 //! `log-start-offset`, `recovery-point`, `leader-epoch-checkpoint`,
 //! `producer-state` (written on clean close) and `.clean-shutdown`.
 
+mod clean;
 mod flush;
 mod lookup;
 mod retention;

@@ -128,9 +128,10 @@ impl ProducerStateTable {
         entry.last_write_ms = entry.last_write_ms.max(now_ms);
     }
 
-    /// Whether the producer's state is still kept (it has not expired).
-    pub(crate) fn contains(&self, producer_id: i64) -> bool {
-        self.producers.contains_key(&producer_id)
+    /// The ids of the producers whose state is still kept (they have not
+    /// expired).
+    pub(crate) fn producer_ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.producers.keys().copied()
     }
 
     /// Forgets producers that have not written for `expiration_ms`.

@@ -1,7 +1,9 @@
-//! Unit tests of the cleaner: re-encoding, the key map's budget, and what
-//! an unreadable batch protects.
+//! Unit tests of the cleaner: re-encoding, the key map's budget, what an
+//! unreadable batch protects, and reading and copying segments in chunks.
 
 use kafka_protocol::records::Compression;
+
+use crate::batch::split_batches;
 
 use super::*;
 use crate::{
@@ -148,20 +150,23 @@ fn two_segments(dir: &Path, closed: &[Vec<u8>], active: &[Kv<'_>]) -> BTreeMap<i
     segments
 }
 
-fn run(segments: &mut BTreeMap<i64, Segment>, dir: &Path, budget: usize) -> CleanOutcome {
-    let end = segments.values().map(Segment::next_offset).max().unwrap();
-    let params = CleanParams {
-        dir,
+fn params(dir: &Path, high_watermark: i64, budget: usize) -> CleanParams {
+    CleanParams {
+        dir: dir.to_path_buf(),
         now_ms: 1_000_000,
-        high_watermark: end,
+        high_watermark,
         delete_retention_ms: 1_000,
         index_interval_bytes: 4096,
-        log_start_offset: 0,
-        log_start_offset_file: dir.join("log-start-offset"),
         map_budget: budget,
-        live_producer: &|_| true,
-    };
-    clean(segments, &params).unwrap()
+        live_producers: HashSet::new(),
+    }
+}
+
+fn run(segments: &mut BTreeMap<i64, Segment>, dir: &Path, budget: usize) -> CleanOutcome {
+    let end = segments.values().map(Segment::next_offset).max().unwrap();
+    let plan = begin(segments, params(dir, end, budget), true);
+    let prepared = plan.prepare().unwrap();
+    complete(segments, prepared, 0, &dir.join("log-start-offset")).unwrap()
 }
 
 fn keyed(records: &[Kv<'_>]) -> Vec<u8> {
@@ -219,4 +224,57 @@ fn an_unreadable_batch_is_kept_and_holds_back_tombstone_removal() {
     let mut segments = two_segments(dir.path(), &closed[1..], &[(Some("x"), Some("x"))]);
     let outcome = run(&mut segments, dir.path(), OFFSET_MAP_BUDGET);
     assert_eq!(outcome.records_removed, 2);
+}
+
+#[test]
+fn batches_straddling_read_and_copy_chunks_are_cleaned_whole() {
+    // Unique keys first, so the replacement starts with a copied prefix
+    // longer than a copy chunk; then keys written over, with values shorter
+    // and longer than a read chunk.
+    let mut closed = Vec::new();
+    let mut keys = Vec::new();
+    for i in 0..6 {
+        let key = format!("u{i}");
+        closed.push(keyed(&[(Some(&key), Some(&"p".repeat(40 + i * 7)))]));
+        keys.push(key);
+    }
+    for i in 0..24 {
+        let key = format!("k{}", i % 5);
+        let value = "v".repeat(if i % 4 == 0 { 450 } else { 30 + i });
+        closed.push(keyed(&[(Some(&key), Some(&value))]));
+        keys.push(key);
+    }
+    assert!(closed.iter().take(6).map(Vec::len).sum::<usize>() > COPY_CHUNK as usize);
+    assert!(closed.iter().any(|b| b.len() as u64 > READ_CHUNK));
+    let dir = tempfile::tempdir().unwrap();
+    let mut segments = two_segments(dir.path(), &closed, &[(Some("z"), Some("z"))]);
+    let path = dir.path().join("00000000000000000000.log");
+    let before = fs::read(&path).unwrap();
+    let stored: Vec<Vec<u8>> = split_batches(&before)
+        .unwrap()
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .collect();
+    assert_eq!(stored.len(), keys.len());
+
+    let outcome = run(&mut segments, dir.path(), OFFSET_MAP_BUDGET);
+    assert_eq!(outcome.segments_rewritten, 1);
+    assert_eq!(outcome.records_removed, 19);
+    // The replacement is the last batch of each key, byte for byte.
+    let expected: Vec<u8> = stored
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !keys[i + 1..].contains(&keys[*i]))
+        .flat_map(|(_, batch)| batch.iter().copied())
+        .collect();
+    assert_eq!(fs::read(&path).unwrap(), expected);
+    let segment = &segments[&0];
+    assert_eq!(segment.size(), expected.len() as u64);
+    assert_eq!(segment.next_offset(), 30);
+    // Every kept batch is found through the new index.
+    for batch in split_batches(&expected).unwrap() {
+        let header = BatchHeader::parse(batch).unwrap();
+        let found = segment.find_batch(header.base_offset).unwrap().unwrap();
+        assert_eq!(found.header, header);
+    }
 }

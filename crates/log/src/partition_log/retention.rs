@@ -1,10 +1,10 @@
 //! How the log shrinks: retention by time and size, DeleteRecords moving
-//! the log start offset, truncation of a diverged tail, and compaction.
+//! the log start offset, and truncation of a diverged tail. Compaction is
+//! in `clean`.
 
 use super::{LOG_START_OFFSET_FILE, PartitionLog};
 use crate::{
     checkpoint::{sync_dir, write_offset},
-    cleaner::{self, CleanOutcome, CleanParams, OFFSET_MAP_BUDGET},
     error::{LogError, Result},
     segment::Segment,
 };
@@ -127,37 +127,5 @@ impl PartitionLog {
         self.epochs.truncate_from_end(log_end_offset)?;
         self.recovery_point = self.recovery_point.min(log_end_offset);
         self.rebuild_producer_state()
-    }
-
-    /// Compacts the log if the topic is compacted, and is a no-op otherwise:
-    /// keeps only the latest record of each key in the segments that are not
-    /// the active one and lie wholly below `high_watermark`, and removes
-    /// tombstones older than `delete_retention_ms`, as the `cleaner` module
-    /// describes.
-    pub fn clean(&mut self, now_ms: i64, high_watermark: i64) -> Result<CleanOutcome> {
-        if self.closed {
-            return Err(LogError::Closed);
-        }
-        if !self.config.compact {
-            let size = self.size_in_bytes();
-            return Ok(CleanOutcome {
-                bytes_before: size,
-                bytes_after: size,
-                ..CleanOutcome::default()
-            });
-        }
-        let producers = &self.producers;
-        let params = CleanParams {
-            dir: &self.dir,
-            now_ms,
-            high_watermark: high_watermark.min(self.log_end_offset()),
-            delete_retention_ms: self.config.delete_retention_ms,
-            index_interval_bytes: self.config.index_interval_bytes,
-            log_start_offset: self.log_start_offset,
-            log_start_offset_file: self.dir.join(LOG_START_OFFSET_FILE),
-            map_budget: OFFSET_MAP_BUDGET,
-            live_producer: &|id| producers.contains(id),
-        };
-        cleaner::clean(&mut self.segments, &params)
     }
 }
