@@ -3,10 +3,19 @@
 //! handler gets a `&Broker`.
 //!
 //! On start the broker opens its Raft node, waits until the node has
-//! re-applied everything it had committed (so the image is never behind
-//! the partition directories on disk), opens its partition logs, then
-//! registers itself through Raft in the background: a broker without a
-//! quorum still serves the metadata it last knew.
+//! re-applied everything it had committed, opens the partition logs that
+//! image names, then registers itself through Raft in the background: a
+//! broker without a quorum still serves the metadata it last knew. The
+//! image may still be stale (or empty, if the metadata directory was lost),
+//! so nothing on disk is judged by it: only once a read barrier shows the
+//! image caught up with the quorum's commit index are the directories it
+//! does not name deleted (their topic was deleted) or moved aside (see
+//! `replicas`).
+//!
+//! `meta.properties` records the node id and, once known, the cluster id;
+//! a data directory of another node or another cluster is refused, at
+//! start if the local metadata already names the cluster, or as soon as
+//! the caught-up metadata does.
 
 use std::{
     path::Path,
@@ -47,6 +56,15 @@ pub enum StartError {
         found: i32,
         configured: i32,
     },
+    #[error(
+        "data directory {dir} belongs to cluster {recorded}, but the metadata names cluster \
+         {current}; point --data-dir at this cluster's data, or --voters at the cluster {recorded}"
+    )]
+    ClusterIdMismatch {
+        dir: String,
+        recorded: String,
+        current: String,
+    },
     #[error("cannot listen on {address} (--{flag}): {source}")]
     Listen {
         flag: &'static str,
@@ -70,6 +88,10 @@ pub struct Broker {
     /// Distinguishes this run of the broker from earlier ones.
     pub incarnation: u64,
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
+    /// The cluster id `meta.properties` records, once known.
+    recorded_cluster_id: Mutex<Option<String>>,
+    /// Why the broker must stop, once something makes it unsafe to go on.
+    fatal: watch::Sender<Option<String>>,
     shutdown: watch::Sender<bool>,
     background: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -94,7 +116,7 @@ impl Broker {
             dir: data_dir.display().to_string(),
             source,
         })?;
-        check_node_identity(&data_dir, config.node_id)?;
+        let recorded_cluster_id = check_node_identity(&data_dir, config.node_id)?;
 
         let mut node_config = NodeConfig::new(
             config.node_id as u64,
@@ -134,9 +156,22 @@ impl Broker {
             }
         }
 
+        if let (Some(recorded), Some(current)) =
+            (&recorded_cluster_id, metadata.image().cluster_id())
+        {
+            if recorded != current {
+                return Err(StartError::ClusterIdMismatch {
+                    dir: data_dir.display().to_string(),
+                    recorded: recorded.clone(),
+                    current: current.to_string(),
+                });
+            }
+        }
+
         let replicas =
             ReplicaManager::new(config.node_id, &data_dir, config.topic_defaults.clone());
         let (shutdown, _) = watch::channel(false);
+        let (fatal, _) = watch::channel(None);
         let groups = GroupCoordinator::new(config.groups);
         let broker = Arc::new(Self {
             config,
@@ -146,13 +181,14 @@ impl Broker {
             groups,
             incarnation: now_ms() as u64,
             producer_ids: tokio::sync::Mutex::new((0, 0)),
+            recorded_cluster_id: Mutex::new(recorded_cluster_id),
+            fatal,
             shutdown,
             background: Mutex::new(Vec::new()),
         });
         let opening = Arc::clone(&broker);
         tokio::task::spawn_blocking(move || {
-            let image = opening.metadata.image();
-            opening.replicas.remove_stray_directories(&image);
+            opening.replicas.remove_interrupted_deletions();
             opening
                 .replicas
                 .reconcile(|| opening.metadata.image(), now_ms())
@@ -163,7 +199,9 @@ impl Broker {
             source: std::io::Error::other(e),
         })??;
 
+        broker.check_cluster_id(&broker.image());
         let tasks = vec![
+            tokio::spawn(catch_up(Arc::clone(&broker))),
             tokio::spawn(follow_metadata(Arc::clone(&broker))),
             tokio::spawn(register(Arc::clone(&broker))),
             tokio::spawn(crate::group::run(Arc::clone(&broker))),
@@ -287,6 +325,59 @@ impl Broker {
         Ok(id)
     }
 
+    /// Compares the cluster id in `image` with the one `meta.properties`
+    /// records: records it when first known, and stops the broker if they
+    /// differ (this data directory belongs to another cluster).
+    fn check_cluster_id(&self, image: &MetadataImage) {
+        let Some(current) = image.cluster_id() else {
+            return;
+        };
+        let mut recorded = self
+            .recorded_cluster_id
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match recorded.as_deref() {
+            Some(id) if id == current => {}
+            Some(id) => {
+                let error = StartError::ClusterIdMismatch {
+                    dir: self.config.data_dir.display().to_string(),
+                    recorded: id.to_string(),
+                    current: current.to_string(),
+                };
+                self.fail(error.to_string());
+            }
+            None => {
+                match write_meta_properties(&self.config.data_dir, self.config.node_id, current) {
+                    Ok(()) => *recorded = Some(current.to_string()),
+                    Err(e) => self.fail(e.to_string()),
+                }
+            }
+        }
+    }
+
+    /// Stops the broker: something makes it unsafe to go on.
+    fn fail(&self, reason: String) {
+        tracing::error!(%reason, "stopping the broker");
+        self.fatal.send_if_modified(|fatal| {
+            let first = fatal.is_none();
+            fatal.get_or_insert(reason);
+            first
+        });
+    }
+
+    /// Resolves with the reason once the broker must stop.
+    pub async fn failed(&self) -> String {
+        let mut fatal = self.fatal.subscribe();
+        loop {
+            if let Some(reason) = fatal.borrow_and_update().clone() {
+                return reason;
+            }
+            if fatal.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// Resolves when shutdown begins.
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
@@ -340,7 +431,32 @@ fn run_blocking<T>(work: impl FnOnce() -> T) -> T {
 async fn follow_metadata(broker: Arc<Broker>) {
     let mut images = broker.metadata.subscribe();
     while images.changed().await.is_ok() {
+        let image = Arc::clone(&images.borrow_and_update());
+        broker.check_cluster_id(&image);
         broker.reconcile_replicas().await;
+    }
+}
+
+/// Waits until this broker's image holds everything the quorum has
+/// committed (a read barrier), then lets the replica manager judge the
+/// partition directories that image does not name.
+async fn catch_up(broker: Arc<Broker>) {
+    if broker.metadata.read_barrier().await.is_err() {
+        return;
+    }
+    let image = broker.image();
+    broker.check_cluster_id(&image);
+    if broker.fatal.borrow().is_some() {
+        return;
+    }
+    tracing::info!(
+        applied_index = broker.metadata.status().core.applied_index,
+        "caught up with the metadata quorum"
+    );
+    let metadata = broker.metadata.clone();
+    let result = run_blocking(|| broker.replicas.set_caught_up(|| metadata.image(), now_ms()));
+    if let Err(e) = result {
+        tracing::error!(error = %e, "failed to apply the caught-up metadata to local partitions");
     }
 }
 
@@ -375,7 +491,14 @@ async fn register(broker: Arc<Broker>) {
         "registered with the cluster"
     );
     while broker.image().cluster_id().is_none() {
-        let cluster_id = base64_url(uuid::Uuid::new_v4().as_bytes());
+        // A broker whose data directory already belongs to a cluster (its
+        // metadata was lost and rebuilt alone) keeps that cluster's id.
+        let recorded = broker
+            .recorded_cluster_id
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let cluster_id = recorded.unwrap_or_else(|| base64_url(uuid::Uuid::new_v4().as_bytes()));
         let record = Record::SetClusterId(SetClusterId { cluster_id });
         match broker.metadata.propose(record.into()).await {
             Ok(_) | Err(ProposalError::Rejected(_)) => break,
@@ -385,16 +508,18 @@ async fn register(broker: Arc<Broker>) {
 }
 
 /// Reads (or writes, on first start) `meta.properties`, refusing a data
-/// directory that another node id wrote.
-fn check_node_identity(data_dir: &Path, node_id: i32) -> Result<(), StartError> {
+/// directory that another node id wrote; returns the cluster id it
+/// records, if any yet.
+fn check_node_identity(data_dir: &Path, node_id: i32) -> Result<Option<String>, StartError> {
     let path = data_dir.join(META_PROPERTIES);
     if let Ok(text) = std::fs::read_to_string(&path) {
-        let found = text
-            .lines()
-            .filter_map(|line| line.split_once('='))
-            .find(|(key, _)| *key == "node.id")
-            .and_then(|(_, value)| value.trim().parse().ok());
-        match found {
+        let value = |key: &str| {
+            text.lines()
+                .filter_map(|line| line.split_once('='))
+                .find(|(k, _)| k.trim() == key)
+                .map(|(_, value)| value.trim().to_string())
+        };
+        match value("node.id").and_then(|v| v.parse().ok()) {
             Some(found) if found != node_id => {
                 return Err(StartError::NodeIdMismatch {
                     dir: data_dir.display().to_string(),
@@ -402,13 +527,25 @@ fn check_node_identity(data_dir: &Path, node_id: i32) -> Result<(), StartError> 
                     configured: node_id,
                 });
             }
-            Some(_) => return Ok(()),
+            Some(_) => return Ok(value("cluster.id").filter(|id| !id.is_empty())),
             None => {}
         }
     }
-    let text = format!("version=1\nnode.id={node_id}\n");
-    keel_log::write_atomically(&path, text.as_bytes()).map_err(|e| StartError::DataDir {
-        dir: data_dir.display().to_string(),
+    write_properties(&path, &format!("version=1\nnode.id={node_id}\n"))?;
+    Ok(None)
+}
+
+/// Records the cluster id beside the node id.
+fn write_meta_properties(data_dir: &Path, node_id: i32, cluster_id: &str) -> Result<(), StartError> {
+    write_properties(
+        &data_dir.join(META_PROPERTIES),
+        &format!("version=1\nnode.id={node_id}\ncluster.id={cluster_id}\n"),
+    )
+}
+
+fn write_properties(path: &Path, text: &str) -> Result<(), StartError> {
+    keel_log::write_atomically(path, text.as_bytes()).map_err(|e| StartError::DataDir {
+        dir: path.display().to_string(),
         source: std::io::Error::other(e),
     })
 }
@@ -442,12 +579,17 @@ mod tests {
     #[test]
     fn a_data_dir_of_another_node_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        check_node_identity(dir.path(), 1).unwrap();
-        check_node_identity(dir.path(), 1).unwrap();
+        assert_eq!(check_node_identity(dir.path(), 1).unwrap(), None);
+        assert_eq!(check_node_identity(dir.path(), 1).unwrap(), None);
         assert!(matches!(
             check_node_identity(dir.path(), 2),
             Err(StartError::NodeIdMismatch { found: 1, .. })
         ));
+        write_meta_properties(dir.path(), 1, "abc").unwrap();
+        assert_eq!(
+            check_node_identity(dir.path(), 1).unwrap().as_deref(),
+            Some("abc")
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

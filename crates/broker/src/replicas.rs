@@ -1,11 +1,21 @@
 //! The partition replicas this broker hosts, kept in line with the metadata
-//! image: a partition assigned to this node has an open log, one that is no
-//! longer assigned (its topic deleted) has its directory removed.
+//! image: a partition assigned to this node has an open log.
 //!
 //! Each replica lives in `<data-dir>/<topic>-<partition>/` with a
 //! `partition.metadata` file naming the topic, its id and the partition, so
-//! a directory left behind by a topic deleted and re-created under the same
-//! name is recognised and wiped rather than reused.
+//! a directory is always judged by topic id, never by name.
+//!
+//! Nothing is deleted on a guess. A partition directory is removed only
+//! when the image says its topic id was deleted (the image remembers
+//! deletions). Any other directory the image does not name — the image may
+//! be stale, or built from a wiped or new metadata log — is left where it
+//! is until this broker has caught up with the quorum's commit index
+//! ([`ReplicaManager::set_caught_up`]); it is then moved aside as
+//! `<name>.<uuid>-stray` with a warning naming the path, as Kafka marks
+//! stray replicas, and kept for the operator to inspect or remove. A log
+//! that stops being hosted for another reason than a deletion, or a
+//! directory holding an earlier topic of a re-used name, goes aside the
+//! same way.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -22,6 +32,7 @@ use keel_raft_metadata::MetadataImage;
 
 const PARTITION_METADATA: &str = "partition.metadata";
 const DELETE_SUFFIX: &str = "-delete";
+const STRAY_SUFFIX: &str = "-stray";
 
 #[derive(Debug)]
 struct TopicReplicas {
@@ -35,7 +46,9 @@ pub struct ReplicaManager {
     data_dir: PathBuf,
     defaults: TopicDefaults,
     topics: RwLock<HashMap<String, TopicReplicas>>,
-    reconcile: Mutex<()>,
+    /// Serialises reconciliations; true once the directories the image
+    /// does not name have been judged (after catching up with the quorum).
+    reconcile: Mutex<bool>,
 }
 
 /// A topic with partitions assigned to this broker, as the image says.
@@ -62,7 +75,7 @@ impl ReplicaManager {
             data_dir: data_dir.to_path_buf(),
             defaults,
             topics: RwLock::new(HashMap::new()),
-            reconcile: Mutex::new(()),
+            reconcile: Mutex::new(false),
         }
     }
 
@@ -83,31 +96,65 @@ impl ReplicaManager {
             .collect()
     }
 
-    /// Removes directories on disk that no partition in `image` owns:
-    /// leftovers of topics deleted while this broker was down, and
-    /// deletions interrupted by a crash.
-    pub fn remove_stray_directories(&self, image: &MetadataImage) {
+    /// Removes what deletions interrupted by a crash left behind. Safe at
+    /// any time: such a directory was already renamed for deletion.
+    pub fn remove_interrupted_deletions(&self) {
+        let Ok(entries) = fs::read_dir(&self.data_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().ends_with(DELETE_SUFFIX) {
+                remove_in_background(entry.path());
+            }
+        }
+    }
+
+    /// Called once this broker's image has caught up with the quorum's
+    /// commit index: reconciles with `latest` and then judges every
+    /// partition directory the image does not name, deleting those of
+    /// deleted topics and moving the others aside.
+    pub fn set_caught_up(
+        &self,
+        latest: impl FnOnce() -> Arc<MetadataImage>,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        let mut judged = self
+            .reconcile
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let image = latest();
+        self.reconcile_locked(&image, now_ms)?;
+        if !*judged {
+            self.judge_unnamed_directories(&image);
+            *judged = true;
+        }
+        Ok(())
+    }
+
+    /// Deletes or moves aside each partition directory that holds no
+    /// partition this broker hosts.
+    fn judge_unnamed_directories(&self, image: &MetadataImage) {
         let Ok(entries) = fs::read_dir(&self.data_dir) else {
             return;
         };
         for entry in entries.flatten() {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(DELETE_SUFFIX) {
-                remove_in_background(path);
+            if name.ends_with(DELETE_SUFFIX) || name.ends_with(STRAY_SUFFIX) {
                 continue;
             }
             let Some(identity) = read_identity(&path) else {
                 continue;
             };
-            let wanted = image.topic(&identity.topic).is_some_and(|t| {
-                t.id == identity.topic_id
-                    && t.partition(identity.partition)
-                        .is_some_and(|p| p.replicas.contains(&self.node_id))
-            });
-            if !wanted {
-                tracing::info!(dir = %path.display(), "removing the log of a partition this broker no longer hosts");
-                delete_partition_dir(&path);
+            let home = self
+                .data_dir
+                .join(format!("{}-{}", identity.topic, identity.partition));
+            let hosted = path == home
+                && self
+                    .get(&identity.topic, identity.partition)
+                    .is_some_and(|p| p.topic_id() == identity.topic_id);
+            if !hosted {
+                dispose(&path, &identity, image, "the caught-up metadata does not name it");
             }
         }
     }
@@ -127,7 +174,10 @@ impl ReplicaManager {
             .reconcile
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let image = latest();
+        self.reconcile_locked(&latest(), now_ms)
+    }
+
+    fn reconcile_locked(&self, image: &MetadataImage, now_ms: i64) -> Result<(), LogError> {
         let mut wanted: HashMap<&str, WantedTopic> = HashMap::new();
         for topic in image.topics() {
             let local: Vec<(i32, i32)> = topic
@@ -151,12 +201,12 @@ impl ReplicaManager {
         let removed = self.remove_unwanted(&wanted);
         for partition in removed {
             let dir = partition.log().dir().to_path_buf();
-            tracing::info!(
-                topic = partition.topic(),
-                partition = partition.index(),
-                "deleting partition"
-            );
-            delete_partition_dir(&dir);
+            let identity = DirIdentity {
+                topic: partition.topic().to_string(),
+                topic_id: partition.topic_id(),
+                partition: partition.index(),
+            };
+            dispose(&dir, &identity, image, "this broker no longer hosts it");
         }
 
         for (name, topic) in wanted {
@@ -172,6 +222,7 @@ impl ReplicaManager {
                     continue;
                 }
                 let partition = self.open_partition(
+                    image,
                     name,
                     topic_id,
                     index,
@@ -217,8 +268,10 @@ impl ReplicaManager {
         removed
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn open_partition(
         &self,
+        image: &MetadataImage,
         topic: &str,
         topic_id: Uuid,
         index: i32,
@@ -234,10 +287,7 @@ impl ReplicaManager {
         };
         match read_identity(&dir) {
             Some(found) if found == identity => {}
-            Some(_) => {
-                tracing::info!(dir = %dir.display(), "wiping the log of an earlier topic with the same name");
-                delete_partition_dir(&dir);
-            }
+            Some(found) => dispose(&dir, &found, image, "a topic of the same name replaced it"),
             None => {}
         }
         let (log, report) = PartitionLog::open(&dir, config, now_ms)?;
@@ -303,22 +353,51 @@ fn write_identity(dir: &Path, identity: &DirIdentity) -> Result<(), LogError> {
     write_atomically(&dir.join(PARTITION_METADATA), text.as_bytes())
 }
 
-/// Renames the directory out of the way at once (so a new partition of the
-/// same name can be created immediately), then removes it in the background.
-fn delete_partition_dir(dir: &Path) {
-    let Some(name) = dir.file_name() else {
+/// Gets a directory this broker does not host out of the way: deleted if
+/// the image says its topic id was deleted, otherwise moved aside as stray
+/// and reported, with `why` it is not hosted.
+fn dispose(dir: &Path, identity: &DirIdentity, image: &MetadataImage, why: &str) {
+    if image.was_deleted(&identity.topic_id) {
+        tracing::info!(
+            dir = %dir.display(),
+            topic = identity.topic,
+            partition = identity.partition,
+            "deleting the log of a deleted topic"
+        );
+        if let Some(doomed) = rename_aside(dir, DELETE_SUFFIX) {
+            remove_in_background(doomed);
+        }
         return;
-    };
-    let doomed = dir.with_file_name(format!(
-        "{}.{}{DELETE_SUFFIX}",
+    }
+    if let Some(stray) = rename_aside(dir, STRAY_SUFFIX) {
+        tracing::warn!(
+            dir = %dir.display(),
+            kept_at = %stray.display(),
+            topic = identity.topic,
+            topic_id = %identity.topic_id,
+            partition = identity.partition,
+            reason = why,
+            "moved aside a partition log this broker does not host; its records are kept \
+             there until an operator removes the directory"
+        );
+    }
+}
+
+/// Renames `dir` to `<dir>.<uuid><suffix>`, at once, so that a partition
+/// of the same name can be created right away.
+fn rename_aside(dir: &Path, suffix: &str) -> Option<PathBuf> {
+    let name = dir.file_name()?;
+    let aside = dir.with_file_name(format!(
+        "{}.{}{suffix}",
         name.to_string_lossy(),
         Uuid::new_v4().simple()
     ));
-    match fs::rename(dir, &doomed) {
-        Ok(()) => remove_in_background(doomed),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+    match fs::rename(dir, &aside) {
+        Ok(()) => Some(aside),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
-            tracing::error!(dir = %dir.display(), error = %e, "failed to delete partition directory")
+            tracing::error!(dir = %dir.display(), error = %e, "failed to move a partition directory aside");
+            None
         }
     }
 }
@@ -330,3 +409,6 @@ fn remove_in_background(dir: PathBuf) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests;

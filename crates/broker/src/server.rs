@@ -45,6 +45,8 @@ pub enum ServerError {
     Metadata(#[from] NodeError),
     #[error("the metadata node stopped unexpectedly")]
     MetadataStopped,
+    #[error("{0}")]
+    Unsafe(String),
 }
 
 impl Server {
@@ -128,6 +130,10 @@ impl Server {
                     };
                     tracing::error!(error = %error, "stopping: the metadata node is gone");
                     failure = Some(error);
+                    break;
+                }
+                reason = broker.failed() => {
+                    failure = Some(ServerError::Unsafe(reason));
                     break;
                 }
                 accepted = listener.accept() => match accepted {

@@ -6,7 +6,7 @@
 //! producer id block) is rejected identically everywhere.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     sync::Arc,
 };
 
@@ -20,6 +20,15 @@ use crate::records::{
 
 /// The leadership history keeps this many changes; older ones are dropped.
 pub const HISTORY_RETENTION: usize = 10_000;
+/// Deleted topics remembered by id; older deletions are forgotten.
+pub const DELETED_TOPICS_RETENTION: usize = 10_000;
+
+/// A topic that was deleted: what a broker needs to recognise its logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedTopic {
+    pub id: Uuid,
+    pub name: String,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerInfo {
@@ -122,6 +131,13 @@ pub struct MetadataImage {
     next_producer_id: i64,
     history: VecDeque<LeadershipChange>,
     next_history_sequence: u64,
+    /// The latest deletions, oldest first, at most
+    /// [`DELETED_TOPICS_RETENTION`]; `deleted_ids` indexes them. A broker
+    /// removes a partition directory only if its topic id is here: a log
+    /// the image merely does not name (it may be stale, or the metadata
+    /// lost) is moved aside, never deleted.
+    deleted_topics: VecDeque<DeletedTopic>,
+    deleted_ids: HashSet<Uuid>,
 }
 
 impl MetadataImage {
@@ -248,7 +264,21 @@ impl MetadataImage {
             .remove(&r.name)
             .ok_or_else(|| ApplyError::UnknownTopic(r.name.clone()))?;
         self.topic_ids.remove(&topic.id);
+        self.remember_deletion(DeletedTopic {
+            id: topic.id,
+            name: topic.name.clone(),
+        });
         Ok(())
+    }
+
+    fn remember_deletion(&mut self, deleted: DeletedTopic) {
+        if self.deleted_topics.len() == DELETED_TOPICS_RETENTION {
+            if let Some(oldest) = self.deleted_topics.pop_front() {
+                self.deleted_ids.remove(&oldest.id);
+            }
+        }
+        self.deleted_ids.insert(deleted.id);
+        self.deleted_topics.push_back(deleted);
     }
 
     fn create_partitions(&mut self, r: &CreatePartitions) -> Result<(), ApplyError> {
@@ -414,6 +444,17 @@ impl MetadataImage {
         self.next_producer_id
     }
 
+    /// Whether the topic with this id was deleted (within the last
+    /// [`DELETED_TOPICS_RETENTION`] deletions).
+    pub fn was_deleted(&self, id: &Uuid) -> bool {
+        self.deleted_ids.contains(id)
+    }
+
+    /// Remembered deletions, oldest first.
+    pub fn deleted_topics(&self) -> impl Iterator<Item = &DeletedTopic> {
+        self.deleted_topics.iter()
+    }
+
     /// Leader changes, oldest first, at most [`HISTORY_RETENTION`].
     pub fn history(&self) -> impl DoubleEndedIterator<Item = &LeadershipChange> {
         self.history.iter()
@@ -427,8 +468,10 @@ impl MetadataImage {
         next_producer_id: i64,
         history: Vec<LeadershipChange>,
         next_history_sequence: u64,
+        deleted_topics: Vec<DeletedTopic>,
     ) -> Self {
         let topic_ids = topics.iter().map(|t| (t.id, t.name.clone())).collect();
+        let deleted_ids = deleted_topics.iter().map(|d| d.id).collect();
         Self {
             cluster_id,
             brokers: brokers.into_iter().map(|b| (b.node_id, b)).collect(),
@@ -440,6 +483,8 @@ impl MetadataImage {
             next_producer_id,
             history: history.into(),
             next_history_sequence,
+            deleted_topics: deleted_topics.into(),
+            deleted_ids,
         }
     }
 

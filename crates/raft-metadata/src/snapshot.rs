@@ -8,7 +8,7 @@ use prost::Message;
 use uuid::Uuid;
 
 use crate::{
-    image::{BrokerInfo, MetadataImage, PartitionInfo, TopicInfo},
+    image::{BrokerInfo, DeletedTopic, MetadataImage, PartitionInfo, TopicInfo},
     records::{LeadershipChange, PartitionAssignment},
 };
 
@@ -28,6 +28,16 @@ struct SnapshotData {
     peers: BTreeMap<u64, String>,
     #[prost(string, optional, tag = "7")]
     cluster_id: Option<String>,
+    #[prost(message, repeated, tag = "8")]
+    deleted_topics: Vec<DeletedTopicEntry>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct DeletedTopicEntry {
+    #[prost(bytes = "vec", tag = "1")]
+    id: Vec<u8>,
+    #[prost(string, tag = "2")]
+    name: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -101,6 +111,13 @@ pub fn encode(image: &MetadataImage, peers: &BTreeMap<u64, String>) -> Vec<u8> {
         next_history_sequence: image.next_history_sequence(),
         peers: peers.clone(),
         cluster_id: image.cluster_id().map(str::to_string),
+        deleted_topics: image
+            .deleted_topics()
+            .map(|d| DeletedTopicEntry {
+                id: d.id.as_bytes().to_vec(),
+                name: d.name.clone(),
+            })
+            .collect(),
     }
     .encode_to_vec()
 }
@@ -133,6 +150,14 @@ pub fn decode(bytes: &[u8]) -> Result<(MetadataImage, BTreeMap<u64, String>), Sn
             })
         })
         .collect::<Result<Vec<_>, SnapshotError>>()?;
+    let deleted_topics = data
+        .deleted_topics
+        .into_iter()
+        .map(|d| {
+            let id = Uuid::from_slice(&d.id).map_err(|e| SnapshotError(e.to_string()))?;
+            Ok(DeletedTopic { id, name: d.name })
+        })
+        .collect::<Result<Vec<_>, SnapshotError>>()?;
     let image = MetadataImage::from_parts(
         data.cluster_id,
         brokers,
@@ -140,6 +165,7 @@ pub fn decode(bytes: &[u8]) -> Result<(MetadataImage, BTreeMap<u64, String>), Sn
         data.next_producer_id,
         data.history,
         data.next_history_sequence,
+        deleted_topics,
     );
     Ok((image, data.peers))
 }
@@ -184,6 +210,17 @@ mod tests {
         for r in &records {
             image.apply(r, 2).unwrap();
         }
+        let gone = Record::CreateTopic(CreateTopic {
+            name: "gone".into(),
+            topic_id: Uuid::from_u128(6).as_bytes().to_vec(),
+            ..Default::default()
+        });
+        image.apply(&gone.into(), 2).unwrap();
+        let delete = Record::DeleteTopic(crate::records::DeleteTopic {
+            name: "gone".into(),
+        });
+        image.apply(&delete.into(), 2).unwrap();
+        assert!(image.was_deleted(&Uuid::from_u128(6)));
         let peers = [(1, "127.0.0.1:1".to_string())].into();
         let (restored, restored_peers) = decode(&encode(&image, &peers)).unwrap();
         assert_eq!(restored, image);

@@ -273,3 +273,25 @@ fn applying_the_same_records_gives_the_same_image() {
     assert_eq!(replay(&records), replay(&records));
     assert_eq!(replay(&records).topic("x").unwrap().id, Uuid::from_u128(11));
 }
+
+#[test]
+fn deletions_are_remembered_by_id_within_their_retention() {
+    let mut image = MetadataImage::default();
+    let delete = |name: &str| -> MetadataRecord {
+        Record::DeleteTopic(DeleteTopic { name: name.into() }).into()
+    };
+    image.apply(&create("t", 1, 1), 1).unwrap();
+    image.apply(&delete("t"), 1).unwrap();
+    // A new topic of the same name is another topic: its id is not deleted.
+    image.apply(&create("t", 2, 1), 1).unwrap();
+    assert!(image.was_deleted(&Uuid::from_u128(1)));
+    assert!(!image.was_deleted(&Uuid::from_u128(2)));
+
+    for id in 3..3 + DELETED_TOPICS_RETENTION as u128 {
+        image.apply(&create("churn", id, 1), 1).unwrap();
+        image.apply(&delete("churn"), 1).unwrap();
+    }
+    assert_eq!(image.deleted_topics().count(), DELETED_TOPICS_RETENTION);
+    assert!(!image.was_deleted(&Uuid::from_u128(1)), "the oldest is forgotten");
+    assert!(image.was_deleted(&Uuid::from_u128(3)));
+}

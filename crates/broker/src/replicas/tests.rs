@@ -1,0 +1,131 @@
+#![allow(clippy::unwrap_used)]
+
+use keel_raft_metadata::{
+    MetadataRecord, PartitionAssignment, Record,
+    records::{CreateTopic, DeleteTopic},
+};
+
+use keel_log::LogConfig;
+
+use super::*;
+use crate::config::BrokerConfig;
+
+fn create(name: &str, id: u128) -> MetadataRecord {
+    Record::CreateTopic(CreateTopic {
+        name: name.into(),
+        topic_id: Uuid::from_u128(id).as_bytes().to_vec(),
+        partitions: vec![PartitionAssignment {
+            partition: 0,
+            replicas: vec![1],
+            leader: 1,
+            leader_epoch: 0,
+            isr: vec![1],
+        }],
+        ..Default::default()
+    })
+    .into()
+}
+
+fn delete(name: &str) -> MetadataRecord {
+    Record::DeleteTopic(DeleteTopic { name: name.into() }).into()
+}
+
+fn image(records: &[MetadataRecord]) -> Arc<MetadataImage> {
+    let mut image = MetadataImage::default();
+    for record in records {
+        image.apply(record, 1).unwrap();
+    }
+    Arc::new(image)
+}
+
+fn manager(dir: &Path) -> ReplicaManager {
+    let defaults = BrokerConfig::for_tests(dir).topic_defaults;
+    ReplicaManager::new(1, dir, defaults)
+}
+
+/// A simple v2 batch of one record, as a producer sends it.
+fn batch() -> Vec<u8> {
+    keel_log::testing::batch(1, 0)
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "meta.properties")
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_stale_image_deletes_nothing_and_the_caught_up_one_deletes_only_deleted_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = image(&[create("gone", 1), create("unknown", 2), create("kept", 3)]);
+    {
+        let replicas = manager(dir.path());
+        replicas.reconcile(|| Arc::clone(&before), 0).unwrap();
+        for partition in replicas.all() {
+            partition.append_as_leader(&batch(), 0).unwrap();
+        }
+        replicas.close_all();
+    }
+
+    // Restarted with its metadata lost: an empty image judges nothing.
+    let replicas = manager(dir.path());
+    replicas.remove_interrupted_deletions();
+    replicas.reconcile(|| image(&[]), 0).unwrap();
+    assert_eq!(entries(dir.path()), ["gone-0", "kept-0", "unknown-0"]);
+    assert!(replicas.all().is_empty());
+
+    // Caught up: "gone" was deleted, "unknown" is not named, "kept" is.
+    let caught_up = image(&[
+        create("gone", 1),
+        delete("gone"),
+        create("kept", 3),
+        create("unknown", 4),
+    ]);
+    replicas.set_caught_up(|| caught_up, 0).unwrap();
+    let names = entries(dir.path());
+    // The deleted topic's log is renamed for deletion at once and removed
+    // in the background.
+    assert!(
+        names
+            .iter()
+            .filter(|n| n.starts_with("gone-0"))
+            .all(|n| n.ends_with(DELETE_SUFFIX)),
+        "{names:?}"
+    );
+    assert!(names.contains(&"kept-0".to_string()), "{names:?}");
+    // The topic named "unknown" now has another id: the old log goes aside
+    // with its records, and the new topic starts empty.
+    let stray: Vec<&String> = names.iter().filter(|n| n.ends_with("-stray")).collect();
+    assert_eq!(stray.len(), 1, "{names:?}");
+    assert!(stray[0].starts_with("unknown-0."));
+    let kept = replicas.get("kept", 0).unwrap();
+    assert_eq!(kept.log().log_end_offset(), 1);
+    assert_eq!(replicas.get("unknown", 0).unwrap().log().log_end_offset(), 0);
+    let (stray_log, _) =
+        PartitionLog::open(&dir.path().join(stray[0]), LogConfig::default(), 0).unwrap();
+    assert_eq!(stray_log.log_end_offset(), 1, "the stray log keeps its record");
+}
+
+#[test]
+fn a_directory_the_caught_up_image_does_not_name_is_moved_aside_not_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let replicas = manager(dir.path());
+        replicas.reconcile(|| image(&[create("orphan", 9)]), 0).unwrap();
+        replicas.all()[0].append_as_leader(&batch(), 0).unwrap();
+        replicas.close_all();
+    }
+    let replicas = manager(dir.path());
+    replicas.set_caught_up(|| image(&[]), 0).unwrap();
+    let names = entries(dir.path());
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].starts_with("orphan-0.") && names[0].ends_with("-stray"));
+    // Judged once: a second call leaves the stray directory alone.
+    replicas.set_caught_up(|| image(&[]), 0).unwrap();
+    assert_eq!(entries(dir.path()), names);
+}
