@@ -1,13 +1,27 @@
 //! Unit tests of the cleaner: re-encoding, the key map's budget, what an
 //! unreadable batch protects, and reading and copying segments in chunks.
 
-use kafka_protocol::records::Compression;
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    fs,
+    path::Path,
+};
 
-use crate::batch::split_batches;
+use kafka_protocol::records::{Compression, Record};
 
-use super::*;
+use super::{
+    files::COPY_CHUNK,
+    offset_map::{MAP_ENTRY_OVERHEAD, OffsetMap},
+    rules::{decode, reencode},
+    snapshot::READ_CHUNK,
+    *,
+};
 use crate::{
-    batch::{BATCH_HEADER_LEN, assign_offset_and_epoch, set_log_append_time},
+    batch::{
+        BATCH_HEADER_LEN, BatchHeader, assign_offset_and_epoch, reseal, set_log_append_time,
+        split_batches, verify_crc,
+    },
+    segment::Segment,
     testing::{BatchSpec, ProducerIdentity, build_keyed_batch},
 };
 
