@@ -130,6 +130,9 @@ impl Broker {
         node_config.heartbeat_tick = config.raft_heartbeat_ticks;
         node_config.snapshot_entries = config.raft_snapshot_entries;
         node_config.proposal_timeout = PROPOSAL_TIMEOUT;
+        // A data directory that records a cluster id was a member: if its
+        // Raft log is gone, the node rejoins rather than pose as that member.
+        node_config.member_before = recorded_cluster_id.is_some();
         // A node alone needs no Raft listener, so a single-node broker
         // takes one port; it listens once it has peers or is asked to.
         node_config.listen_when_alone = ["cluster-listen", "cluster-advertise"]
@@ -536,7 +539,11 @@ fn check_node_identity(data_dir: &Path, node_id: i32) -> Result<Option<String>, 
 }
 
 /// Records the cluster id beside the node id.
-fn write_meta_properties(data_dir: &Path, node_id: i32, cluster_id: &str) -> Result<(), StartError> {
+fn write_meta_properties(
+    data_dir: &Path,
+    node_id: i32,
+    cluster_id: &str,
+) -> Result<(), StartError> {
     write_properties(
         &data_dir.join(META_PROPERTIES),
         &format!("version=1\nnode.id={node_id}\ncluster.id={cluster_id}\n"),

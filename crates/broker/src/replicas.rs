@@ -154,7 +154,12 @@ impl ReplicaManager {
                     .get(&identity.topic, identity.partition)
                     .is_some_and(|p| p.topic_id() == identity.topic_id);
             if !hosted {
-                dispose(&path, &identity, image, "the caught-up metadata does not name it");
+                dispose(
+                    &path,
+                    &identity,
+                    image,
+                    "the caught-up metadata does not name it",
+                );
             }
         }
     }

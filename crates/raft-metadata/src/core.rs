@@ -29,7 +29,12 @@
 //! this node leads and has applied an entry of its own term, the condition
 //! for serving proposals.
 
-use std::{collections::BTreeMap, path::Path};
+mod membership;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use prost::Message as _;
 use protobuf::Message as _;
@@ -56,6 +61,9 @@ pub struct CoreConfig {
     pub heartbeat_tick: usize,
     /// Take a snapshot and compact the log after this many applied entries.
     pub snapshot_entries: u64,
+    /// The node's data directory shows it was a member of the cluster
+    /// before; without a Raft log it must rejoin (see `membership`).
+    pub member_before: bool,
 }
 
 impl CoreConfig {
@@ -65,6 +73,7 @@ impl CoreConfig {
             election_tick: 8,
             heartbeat_tick: 2,
             snapshot_entries: 10_000,
+            member_before: false,
         }
     }
 }
@@ -85,13 +94,6 @@ pub struct ProposalContext {
     pub request_id: u64,
     #[prost(uint64, tag = "3")]
     pub incarnation: u64,
-}
-
-/// Carried in the context of a conf change adding a node.
-#[derive(Clone, PartialEq, prost::Message)]
-struct MemberAddress {
-    #[prost(string, tag = "1")]
-    address: String,
 }
 
 /// Something the caller must act on after a Ready.
@@ -204,6 +206,9 @@ pub struct RaftCore {
     leader_ready: bool,
     /// The durable commit index found on start.
     recovered_commit: u64,
+    /// This node lost its Raft log and is not yet a member again.
+    rejoining: bool,
+    dir: PathBuf,
     config: CoreConfig,
 }
 
@@ -225,7 +230,12 @@ impl RaftCore {
         dir: &Path,
         voters: &[(u64, String)],
     ) -> Result<Self, CoreError> {
-        let voter_ids: Vec<u64> = voters.iter().map(|(id, _)| *id).collect();
+        let mut voter_ids: Vec<u64> = voters.iter().map(|(id, _)| *id).collect();
+        let rejoining = membership::must_rejoin(dir, config.id, config.member_before, &voter_ids)?;
+        if rejoining {
+            // Not a member in its own eyes until the leader takes it back.
+            voter_ids.retain(|&id| id != config.id);
+        }
         let storage = DurableStorage::open(dir, &voter_ids)?;
         let snapshot = storage.latest_snapshot();
         let snapshot_index = snapshot.get_metadata().index;
@@ -270,6 +280,8 @@ impl RaftCore {
             applied_term: snapshot_term,
             snapshot_index,
             leader_ready: false,
+            rejoining,
+            dir: dir.to_path_buf(),
             config,
         })
     }
@@ -293,8 +305,12 @@ impl RaftCore {
     }
 
     /// Steps a message from a peer. Messages from unknown or stale senders
-    /// are dropped by raft-rs; the error is only worth a debug line.
+    /// are dropped by raft-rs; the error is only worth a debug line. A
+    /// rejoining node drops what assumes it is the member it was.
     pub fn step(&mut self, message: Message) -> Result<(), raft::Error> {
+        if self.refuses(&message) {
+            return Ok(());
+        }
         self.raw.step(message)
     }
 
@@ -308,44 +324,6 @@ impl RaftCore {
         self.check_can_propose()?;
         self.raw
             .propose(context.encode_to_vec(), record.encode_to_vec())
-            .map_err(|e| ProposeError::Dropped(e.to_string()))
-    }
-
-    /// Proposes adding `node_id` at `address` as a learner. A node that is
-    /// already a member is refused: raft-rs would take the request of a
-    /// misconfigured node that reuses a voter's id as a demotion of that
-    /// voter.
-    pub fn propose_learner(&mut self, node_id: u64, address: &str) -> Result<(), ProposeError> {
-        self.check_can_propose()?;
-        let conf_state = self.storage.conf_state();
-        if conf_state.voters.contains(&node_id) || conf_state.learners.contains(&node_id) {
-            return Err(ProposeError::Dropped(format!(
-                "node {node_id} is already a member"
-            )));
-        }
-        let mut change = ConfChange::default();
-        change.set_change_type(ConfChangeType::AddLearnerNode);
-        change.node_id = node_id;
-        change.set_context(
-            MemberAddress {
-                address: address.to_string(),
-            }
-            .encode_to_vec()
-            .into(),
-        );
-        self.propose_conf_change(change)
-    }
-
-    /// Proposes a membership change as raft-rs takes it. raft-rs checks
-    /// some changes only when they are applied; those it refuses then are
-    /// reported as [`CoreEvent::ConfChangeRejected`].
-    pub fn propose_conf_change(
-        &mut self,
-        change: impl raft_proto::ConfChangeI,
-    ) -> Result<(), ProposeError> {
-        self.check_can_propose()?;
-        self.raw
-            .propose_conf_change(Vec::new(), change)
             .map_err(|e| ProposeError::Dropped(e.to_string()))
     }
 
@@ -461,6 +439,8 @@ impl RaftCore {
         self.apply_entries(committed, &mut events)?;
         self.raw.advance_apply();
         self.maybe_snapshot()?;
+        let dir = self.dir.clone();
+        self.check_rejoined(&dir)?;
         Ok(events)
     }
 
@@ -520,50 +500,6 @@ impl RaftCore {
                 self.leader_ready = true;
             }
         }
-        Ok(())
-    }
-
-    fn apply_conf_change(
-        &mut self,
-        index: u64,
-        change: &impl raft_proto::ConfChangeI,
-        context: &[u8],
-        node_id: u64,
-        kind: ConfChangeType,
-        events: &mut Vec<CoreEvent>,
-    ) -> Result<(), CoreError> {
-        // raft-rs validates a change only here, after it was committed; a
-        // refusal is the same on every node, so it is an answer, not a
-        // reason to stop the node (which would stop every node alike).
-        let conf_state = match self.raw.apply_conf_change(change) {
-            Ok(conf_state) => conf_state,
-            Err(e) => {
-                tracing::warn!(index, error = %e, "refused a committed membership change");
-                events.push(CoreEvent::ConfChangeRejected {
-                    index,
-                    reason: e.to_string(),
-                });
-                return Ok(());
-            }
-        };
-        self.storage.set_conf_state(&conf_state)?;
-        match kind {
-            ConfChangeType::RemoveNode => {
-                self.peers.remove(&node_id);
-            }
-            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
-                if let Ok(member) = MemberAddress::decode(context) {
-                    if !member.address.is_empty() {
-                        self.peers.insert(node_id, member.address);
-                    }
-                }
-            }
-        }
-        events.push(CoreEvent::MembershipChanged {
-            voters: conf_state.voters.clone(),
-            learners: conf_state.learners.clone(),
-            peers: self.peers.clone(),
-        });
         Ok(())
     }
 

@@ -32,21 +32,21 @@ use std::{
     time::Duration,
 };
 
-use prost::Message as _;
-use raft::StateRole;
 use tokio::{
     net::TcpListener,
     sync::{mpsc, oneshot, watch},
     task::JoinHandle,
-    time::Instant,
 };
 
+mod run;
+
+use self::run::Node;
 use crate::{
-    core::{CoreConfig, CoreError, CoreEvent, CoreStatus, ProposeError, RaftCore, Role},
+    core::{CoreConfig, CoreError, CoreStatus, RaftCore},
     image::{ApplyError, MetadataImage},
-    proposals::{Proposals, Stage},
+    proposals::Proposals,
     records::MetadataRecord,
-    transport::{self, Body, Forward, Join, Rejected, Transport, TransportEvent},
+    transport::{self, Transport},
 };
 
 /// How often a node outside the configuration asks to join.
@@ -75,6 +75,9 @@ pub struct NodeConfig {
     pub snapshot_entries: u64,
     /// How long a proposal may wait for a leader and a commit.
     pub proposal_timeout: Duration,
+    /// The data directory shows this node was a cluster member before; if
+    /// its Raft log is gone it rejoins (see `core::membership`).
+    pub member_before: bool,
 }
 
 impl NodeConfig {
@@ -100,6 +103,7 @@ impl NodeConfig {
             heartbeat_tick: 2,
             snapshot_entries: 10_000,
             proposal_timeout: Duration::from_secs(10),
+            member_before: false,
         }
     }
 }
@@ -248,6 +252,7 @@ pub async fn start(
     core_config.election_tick = config.election_tick;
     core_config.heartbeat_tick = config.heartbeat_tick;
     core_config.snapshot_entries = config.snapshot_entries;
+    core_config.member_before = config.member_before;
     let voters = config.voters.clone();
     let dir = config.dir.clone();
     let core = tokio::task::spawn_blocking(move || RaftCore::open(core_config, &dir, &voters))
@@ -332,348 +337,6 @@ pub async fn start(
         },
         task,
     ))
-}
-
-/// A proposal's record and the caller waiting for its outcome.
-struct Proposal {
-    record: MetadataRecord,
-    reply: Reply,
-}
-
-/// A read barrier waiting for the leader's commit index, then for this
-/// node to apply up to it.
-struct PendingRead {
-    reply: BarrierReply,
-    index: Option<u64>,
-    asked: Instant,
-}
-
-struct Node {
-    config: NodeConfig,
-    core: RaftCore,
-    transport: Transport,
-    proposals: Proposals<Proposal>,
-    reads: HashMap<u64, PendingRead>,
-    next_read: u64,
-    image_tx: watch::Sender<Arc<MetadataImage>>,
-    status_tx: watch::Sender<NodeStatus>,
-    leader_changes: u64,
-    last_leader: Option<u64>,
-    last_join: Option<Instant>,
-}
-
-impl Node {
-    async fn run(
-        mut self,
-        mut commands: mpsc::Receiver<Command>,
-        mut events: mpsc::Receiver<TransportEvent>,
-    ) -> Result<(), NodeError> {
-        let mut ticker = tokio::time::interval(self.config.tick);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        self.core.campaign_if_sole_voter()?;
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {
-                    self.core.tick();
-                    self.on_tick();
-                }
-                command = commands.recv() => match command {
-                    Some(Command::Propose { record, reply }) => self.submit(record, reply),
-                    Some(Command::ReadBarrier { reply }) => self.read_barrier(reply),
-                    Some(Command::Shutdown) | None => break,
-                },
-                Some(event) = events.recv() => self.on_transport_event(event),
-            }
-            // Take whatever else arrived meanwhile before the next Ready, so
-            // one fsync covers many messages.
-            while let Ok(event) = events.try_recv() {
-                self.on_transport_event(event);
-            }
-            self.process_ready()?;
-        }
-        self.fail_all(ProposalError::Stopped);
-        Ok(())
-    }
-
-    fn process_ready(&mut self) -> Result<(), NodeError> {
-        let transport = &self.transport;
-        let mut failed = Vec::new();
-        let events = self
-            .core
-            .handle_ready(&mut |messages| failed.extend(transport.send_raft(messages)))?;
-        for (peer, snapshot) in failed {
-            self.core.report_unreachable(peer);
-            if snapshot {
-                self.core.report_snapshot(peer, false);
-            }
-        }
-        let mut completed = Vec::new();
-        let mut image_changed = false;
-        for event in events {
-            match event {
-                CoreEvent::Applied { origin, result, .. } => {
-                    image_changed |= result.is_ok();
-                    if let Some(pending) = origin.and_then(|o| self.proposals.complete(&o)) {
-                        completed.push((pending.payload.reply, result));
-                    }
-                }
-                CoreEvent::SnapshotInstalled { index } => {
-                    tracing::info!(index, "installed a metadata snapshot from the leader");
-                    image_changed = true;
-                }
-                CoreEvent::MembershipChanged {
-                    voters,
-                    learners,
-                    peers,
-                } => {
-                    tracing::info!(?voters, ?learners, "raft membership changed");
-                    self.transport.set_peers(&peers);
-                }
-                CoreEvent::ConfChangeRejected { .. } => {}
-                CoreEvent::ReadIndex { context, index } => {
-                    if let Some(read) = self.reads.get_mut(&context) {
-                        read.index.get_or_insert(index);
-                    }
-                }
-                CoreEvent::RoleChanged {
-                    role,
-                    leader_id,
-                    term,
-                } => self.on_role_change(role, leader_id, term),
-            }
-        }
-        let image = Arc::new(self.core.image().clone());
-        if image_changed {
-            self.image_tx.send_replace(Arc::clone(&image));
-        }
-        for (reply, result) in completed {
-            let _ = reply.send(
-                result
-                    .map(|()| Arc::clone(&image))
-                    .map_err(ProposalError::from),
-            );
-        }
-        self.complete_reads();
-        self.publish_status();
-        Ok(())
-    }
-
-    fn on_role_change(&mut self, role: StateRole, leader_id: u64, term: u64) {
-        let leader = (leader_id != raft::INVALID_ID).then_some(leader_id);
-        if leader != self.last_leader {
-            self.leader_changes += 1;
-            tracing::info!(?leader, term, role = ?Role::from(role), "metadata leader changed");
-            // Whatever was in flight under the old leader may or may not
-            // commit; tell the callers now rather than at their deadline.
-            for pending in self.proposals.take(|p| p.stage != Stage::Waiting) {
-                let _ = pending
-                    .payload
-                    .reply
-                    .send(Err(ProposalError::LeadershipChanged));
-            }
-            self.last_leader = leader;
-        }
-    }
-
-    fn submit(&mut self, record: MetadataRecord, reply: Reply) {
-        let deadline = Instant::now() + self.config.proposal_timeout;
-        let context = self.proposals.insert(Proposal { record, reply }, deadline);
-        self.advance(context.request_id);
-    }
-
-    /// Moves a waiting proposal on: propose it here if this node leads,
-    /// else forward it to the leader.
-    fn advance(&mut self, request_id: u64) {
-        let Some(pending) = self.proposals.get(request_id) else {
-            return;
-        };
-        if pending.stage != Stage::Waiting {
-            return;
-        }
-        let context = self.proposals.context(request_id);
-        let record = &pending.payload.record;
-        let stage = match self.core.propose(context, record) {
-            Ok(()) => Stage::Proposed,
-            Err(ProposeError::NotLeader {
-                leader_id: Some(leader),
-            }) => {
-                let forward = Body::Forward(Forward {
-                    request_id,
-                    record: record.encode_to_vec(),
-                    incarnation: context.incarnation,
-                });
-                if self.transport.send(leader, forward) {
-                    Stage::Forwarded(leader)
-                } else {
-                    Stage::Waiting
-                }
-            }
-            Err(ProposeError::NotLeader { leader_id: None } | ProposeError::NotReady) => {
-                Stage::Waiting
-            }
-            Err(ProposeError::Dropped(reason)) => {
-                tracing::debug!(%reason, "proposal dropped by raft; retrying");
-                Stage::Waiting
-            }
-        };
-        self.proposals.set_stage(request_id, stage);
-    }
-
-    fn read_barrier(&mut self, reply: BarrierReply) {
-        let context = self.next_read;
-        self.next_read = self.next_read.wrapping_add(1);
-        self.core.read_index(context);
-        self.reads.insert(
-            context,
-            PendingRead {
-                reply,
-                index: None,
-                asked: Instant::now(),
-            },
-        );
-    }
-
-    /// Answers the read barriers this node has applied far enough for,
-    /// and forgets those whose caller went away.
-    fn complete_reads(&mut self) {
-        let applied = self.core.status().applied_index;
-        self.reads.retain(|_, read| !read.reply.is_closed());
-        let done: Vec<u64> = self
-            .reads
-            .iter()
-            .filter(|(_, read)| read.index.is_some_and(|index| index <= applied))
-            .map(|(context, _)| *context)
-            .collect();
-        for context in done {
-            if let Some(read) = self.reads.remove(&context) {
-                let _ = read.reply.send(Ok(()));
-            }
-        }
-    }
-
-    fn on_tick(&mut self) {
-        let now = Instant::now();
-        for pending in self.proposals.take(|p| p.deadline <= now) {
-            let _ = pending.payload.reply.send(Err(ProposalError::Timeout));
-        }
-        for request_id in self.proposals.waiting() {
-            self.advance(request_id);
-        }
-        let unanswered: Vec<u64> = self
-            .reads
-            .iter()
-            .filter(|(_, read)| read.index.is_none() && now - read.asked >= READ_RETRY)
-            .map(|(context, _)| *context)
-            .collect();
-        for context in unanswered {
-            self.core.read_index(context);
-            if let Some(read) = self.reads.get_mut(&context) {
-                read.asked = now;
-            }
-        }
-        self.maybe_join(now);
-        self.publish_status();
-    }
-
-    /// Asks to be added as a learner while this node is not a member.
-    fn maybe_join(&mut self, now: Instant) {
-        let status = self.core.status();
-        let id = self.config.id;
-        if status.voters.contains(&id) || status.learners.contains(&id) {
-            return;
-        }
-        if self.last_join.is_some_and(|at| now - at < JOIN_INTERVAL) {
-            return;
-        }
-        self.last_join = Some(now);
-        let join = Join {
-            node_id: id,
-            address: self.config.advertised.clone(),
-        };
-        for voter in status.voters {
-            self.transport.send(voter, Body::Join(join.clone()));
-        }
-    }
-
-    fn on_transport_event(&mut self, event: TransportEvent) {
-        match event {
-            TransportEvent::Unreachable(peer) => self.core.report_unreachable(peer),
-            TransportEvent::SnapshotSent { to, delivered } => {
-                self.core.report_snapshot(to, delivered)
-            }
-            TransportEvent::Received(envelope) => self.on_envelope(envelope.from, envelope.body),
-        }
-    }
-
-    fn on_envelope(&mut self, from: u64, body: Option<Body>) {
-        match body {
-            Some(Body::Raft(bytes)) => match transport::decode_raft(&bytes) {
-                Some(message) => {
-                    if let Err(e) = self.core.step(message) {
-                        tracing::debug!(from, error = %e, "ignored a raft message");
-                    }
-                }
-                None => tracing::warn!(from, "undecodable raft message"),
-            },
-            Some(Body::Forward(forward)) => {
-                let accepted = MetadataRecord::decode(forward.record.as_slice())
-                    .map_err(|_| ProposeError::Dropped("undecodable record".into()))
-                    .and_then(|record| {
-                        let context = crate::core::ProposalContext {
-                            origin: from,
-                            request_id: forward.request_id,
-                            incarnation: forward.incarnation,
-                        };
-                        self.core.propose(context, &record)
-                    });
-                if accepted.is_err() {
-                    let rejected = Rejected {
-                        request_id: forward.request_id,
-                        leader_id: self.core.leader_id().unwrap_or(0),
-                        incarnation: forward.incarnation,
-                    };
-                    self.transport.send(from, Body::Rejected(rejected));
-                }
-            }
-            Some(Body::Rejected(rejected)) => {
-                self.proposals
-                    .rejected(rejected.request_id, rejected.incarnation);
-            }
-            Some(Body::Join(join)) => {
-                if self.core.is_leader() {
-                    if let Err(e) = self.core.propose_learner(join.node_id, &join.address) {
-                        tracing::debug!(node = join.node_id, error = %e, "cannot add learner yet");
-                    }
-                } else if let Some(leader) = self.core.leader_id() {
-                    self.transport.send(leader, Body::Join(join));
-                }
-            }
-            None => {}
-        }
-    }
-
-    fn publish_status(&self) {
-        let status = NodeStatus {
-            core: self.core.status(),
-            leader_changes: self.leader_changes,
-        };
-        self.status_tx.send_if_modified(|current| {
-            let changed = *current != status;
-            if changed {
-                *current = status;
-            }
-            changed
-        });
-    }
-
-    fn fail_all(&mut self, error: ProposalError) {
-        for pending in self.proposals.drain() {
-            let _ = pending.payload.reply.send(Err(error.clone()));
-        }
-        for (_, read) in self.reads.drain() {
-            let _ = read.reply.send(Err(error.clone()));
-        }
-    }
 }
 
 /// Parses `--voters`: `ID@HOST:PORT` separated by commas.

@@ -145,6 +145,11 @@ fn write_log_file(dir: &Path, body: &[u8]) -> Result<(File, u64, u64), StorageEr
 }
 
 impl DurableStorage {
+    /// Whether `dir` holds a Raft log (a node that ran before).
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(LOG_FILE).exists() || dir.join(SNAPSHOT_FILE).exists()
+    }
+
     /// Opens the Raft log in `dir`. A node starting for the first time gets
     /// `voters` as its initial configuration; every node of a new cluster
     /// must be given the same voters.

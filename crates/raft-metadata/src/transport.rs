@@ -82,6 +82,10 @@ pub(crate) struct Join {
     pub(crate) node_id: u64,
     #[prost(string, tag = "2")]
     pub(crate) address: String,
+    /// The node lost its Raft log although it was a member: the leader
+    /// must take it out and back in (see `core::membership`).
+    #[prost(bool, tag = "3")]
+    pub(crate) rejoin: bool,
 }
 
 /// What the transport tells the node.

@@ -207,3 +207,86 @@ fn a_read_index_without_a_leader_gets_no_answer() {
         "a node without a quorum must not claim to be caught up"
     );
 }
+
+#[test]
+fn a_voter_that_lost_its_log_is_taken_out_and_back_in_safely() {
+    let mut cluster = Cluster::new(3, 20);
+    let leader = cluster.wait_for_leader(None);
+    let lost = (1..=3).find(|id| *id != leader).unwrap();
+    for i in 0..50 {
+        cluster.propose(leader, &allocate(i * BLOCK)).unwrap();
+        cluster.settle();
+    }
+    cluster.crash(lost);
+    std::fs::remove_dir_all(cluster.dir.path().join(lost.to_string())).unwrap();
+    cluster.config.member_before = true;
+    cluster.start(lost);
+    assert!(cluster.node(lost).is_rejoining());
+    assert!(
+        cluster
+            .node(lost)
+            .status()
+            .voters
+            .iter()
+            .all(|id| *id != lost)
+    );
+
+    // The leader commits a little more while the node rejoins, then goes
+    // quiet, so only heartbeats bring the node back; the node asks to join
+    // on every tick, as the runtime does every few ticks.
+    let mut next = 50;
+    let mut removed_seen = false;
+    for _ in 0..300 {
+        cluster.tick(1);
+        let Some(leader) = cluster.ready_leader() else {
+            continue;
+        };
+        if next < 55 {
+            cluster.propose(leader, &allocate(next * BLOCK)).unwrap();
+            next += 1;
+        }
+        if cluster.node(lost).is_rejoining() {
+            let _ = cluster
+                .node(leader)
+                .handle_join(lost, &format!("node-{lost}"), true);
+        }
+        cluster.node(leader).promote_caught_up_learner(&[1, 2, 3]);
+        let status = cluster.node(leader).status();
+        removed_seen |= !status.voters.contains(&lost) && !status.learners.contains(&lost);
+        let whole = (1..=3).all(|id| cluster.node(id).status().voters == vec![1, 2, 3]);
+        if next == 55 && whole && !cluster.node(lost).is_rejoining() {
+            break;
+        }
+    }
+    assert!(
+        removed_seen,
+        "the leader never dropped its stale view of the node"
+    );
+    assert!(!cluster.node(lost).is_rejoining());
+    for id in 1..=3 {
+        assert_eq!(cluster.node(id).status().voters, vec![1, 2, 3], "node {id}");
+    }
+    cluster.tick(5);
+    assert_eq!(cluster.image(lost).next_producer_id(), 55 * BLOCK);
+    assert_eq!(cluster.image(lost), cluster.image(leader));
+}
+
+#[test]
+fn a_new_node_or_a_lone_voter_does_not_rejoin() {
+    // A node that never was a member starts as configured.
+    let mut cluster = Cluster::new(3, 1000);
+    cluster.wait_for_leader(None);
+    assert!((1..=3).all(|id| !cluster.node(id).is_rejoining()));
+
+    // A single voter that lost its log has nobody to rejoin: it starts a
+    // group of its own again.
+    let mut alone = Cluster::new(1, 1000);
+    alone.crash(1);
+    std::fs::remove_dir_all(alone.dir.path().join("1")).ok();
+    alone.config.member_before = true;
+    alone.start(1);
+    assert!(!alone.node(1).is_rejoining());
+    alone.node(1).campaign_if_sole_voter().unwrap();
+    alone.settle();
+    assert_eq!(alone.ready_leader(), Some(1));
+}

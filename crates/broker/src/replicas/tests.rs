@@ -105,10 +105,17 @@ fn a_stale_image_deletes_nothing_and_the_caught_up_one_deletes_only_deleted_topi
     assert!(stray[0].starts_with("unknown-0."));
     let kept = replicas.get("kept", 0).unwrap();
     assert_eq!(kept.log().log_end_offset(), 1);
-    assert_eq!(replicas.get("unknown", 0).unwrap().log().log_end_offset(), 0);
+    assert_eq!(
+        replicas.get("unknown", 0).unwrap().log().log_end_offset(),
+        0
+    );
     let (stray_log, _) =
         PartitionLog::open(&dir.path().join(stray[0]), LogConfig::default(), 0).unwrap();
-    assert_eq!(stray_log.log_end_offset(), 1, "the stray log keeps its record");
+    assert_eq!(
+        stray_log.log_end_offset(),
+        1,
+        "the stray log keeps its record"
+    );
 }
 
 #[test]
@@ -116,7 +123,9 @@ fn a_directory_the_caught_up_image_does_not_name_is_moved_aside_not_deleted() {
     let dir = tempfile::tempdir().unwrap();
     {
         let replicas = manager(dir.path());
-        replicas.reconcile(|| image(&[create("orphan", 9)]), 0).unwrap();
+        replicas
+            .reconcile(|| image(&[create("orphan", 9)]), 0)
+            .unwrap();
         replicas.all()[0].append_as_leader(&batch(), 0).unwrap();
         replicas.close_all();
     }

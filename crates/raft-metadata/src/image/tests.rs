@@ -292,6 +292,9 @@ fn deletions_are_remembered_by_id_within_their_retention() {
         image.apply(&delete("churn"), 1).unwrap();
     }
     assert_eq!(image.deleted_topics().count(), DELETED_TOPICS_RETENTION);
-    assert!(!image.was_deleted(&Uuid::from_u128(1)), "the oldest is forgotten");
+    assert!(
+        !image.was_deleted(&Uuid::from_u128(1)),
+        "the oldest is forgotten"
+    );
     assert!(image.was_deleted(&Uuid::from_u128(3)));
 }

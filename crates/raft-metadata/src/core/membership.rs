@@ -1,0 +1,283 @@
+//! Who is in the Raft group: learners joining, committed conf changes
+//! applied (or refused by raft-rs), and a node that lost its Raft log
+//! rejoining.
+//!
+//! A node that lost its log (its metadata directory was wiped, while its
+//! data directory shows it was a member) must not act as the member it
+//! was. The leader's progress still says the node holds entries up to
+//! some index, so its heartbeats would carry a commit index beyond the
+//! node's empty log (raft-rs panics on that), and as a voter the node could
+//! grant a second vote in a term it already voted in, or vote for a
+//! candidate missing entries it had acknowledged. So such a node starts
+//! *rejoining*: it is not a member in its own configuration, drops vote
+//! requests and heartbeats that credit it with entries it lacks, and asks
+//! to join with `rejoin` set. The
+//! leader then removes it from the group (dropping the stale progress), adds
+//! it back as a learner, which catches up from the log or a snapshot, and
+//! promotes it to voter again once it has caught up if the leader's
+//! configured voters name it. The rejoining state is kept in a marker file
+//! until the node finds itself a member again, so a crash midway resumes
+//! it.
+
+use std::{fs, path::Path};
+
+use prost::Message as _;
+use raft::{
+    StateRole,
+    eraftpb::{ConfChange, ConfChangeType, Message, MessageType},
+};
+
+use super::{CoreError, CoreEvent, ProposeError, RaftCore};
+
+/// Marks a node that lost its log and has not yet been taken back.
+pub(super) const REJOIN_MARKER: &str = "rejoining";
+
+/// Carried in the context of a conf change adding a node.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct MemberAddress {
+    #[prost(string, tag = "1")]
+    pub(super) address: String,
+}
+
+/// Whether a node opening `dir` must rejoin: it was a member before
+/// (`member_before`, from its data directory) but has no Raft log now, and
+/// there is another voter to take it back. The marker makes the answer
+/// survive a restart until the node is a member again.
+pub(super) fn must_rejoin(
+    dir: &Path,
+    node_id: u64,
+    member_before: bool,
+    voters: &[u64],
+) -> Result<bool, CoreError> {
+    let marker = dir.join(REJOIN_MARKER);
+    if marker.exists() {
+        return Ok(true);
+    }
+    let others = voters.iter().any(|&id| id != node_id);
+    if !member_before || !others || crate::storage::DurableStorage::exists(dir) {
+        return Ok(false);
+    }
+    fs::create_dir_all(dir)
+        .and_then(|()| fs::write(&marker, b""))
+        .and_then(|()| fs::File::open(dir)?.sync_all())
+        .map_err(|source| {
+            CoreError::Storage(crate::storage::StorageError::Io {
+                path: marker,
+                source,
+            })
+        })?;
+    tracing::warn!(
+        dir = %dir.display(),
+        "this node's Raft log is missing although it was a member of the cluster; \
+         rejoining as a new learner, to be promoted back once it has caught up"
+    );
+    Ok(true)
+}
+
+impl RaftCore {
+    /// Proposes adding `node_id` at `address` as a learner. A node that is
+    /// already a member is refused: raft-rs would take the request of a
+    /// misconfigured node that reuses a voter's id as a demotion of that
+    /// voter.
+    pub fn propose_learner(&mut self, node_id: u64, address: &str) -> Result<(), ProposeError> {
+        self.check_can_propose()?;
+        if self.is_member(node_id) {
+            return Err(ProposeError::Dropped(format!(
+                "node {node_id} is already a member"
+            )));
+        }
+        let change = conf_change(ConfChangeType::AddLearnerNode, node_id, address);
+        self.propose_conf_change(change)
+    }
+
+    /// Proposes a membership change as raft-rs takes it. raft-rs checks
+    /// some changes only when they are applied; those it refuses then are
+    /// reported as [`CoreEvent::ConfChangeRejected`].
+    pub fn propose_conf_change(
+        &mut self,
+        change: impl raft_proto::ConfChangeI,
+    ) -> Result<(), ProposeError> {
+        self.check_can_propose()?;
+        self.raw
+            .propose_conf_change(Vec::new(), change)
+            .map_err(|e| ProposeError::Dropped(e.to_string()))
+    }
+
+    /// The leader's answer to a node asking to join. A node that is not a
+    /// member is added as a learner. A member that says it lost its log
+    /// (`rejoin`) is removed first, if the leader still credits it with
+    /// entries; once removed it asks again and is added back.
+    pub fn handle_join(
+        &mut self,
+        node_id: u64,
+        address: &str,
+        rejoin: bool,
+    ) -> Result<(), ProposeError> {
+        if !self.is_member(node_id) {
+            return self.propose_learner(node_id, address);
+        }
+        if !rejoin || node_id == self.config.id {
+            return Ok(());
+        }
+        self.check_can_propose()?;
+        let matched = self
+            .raw
+            .raft
+            .prs()
+            .get(node_id)
+            .map_or(0, |progress| progress.matched);
+        if matched == 0 {
+            // Added back already (or never credited with anything): its
+            // heartbeats carry no commit index beyond its log.
+            return Ok(());
+        }
+        tracing::info!(
+            node_id,
+            matched,
+            "a member lost its Raft log; removing it to take it back"
+        );
+        self.propose_conf_change(conf_change(ConfChangeType::RemoveNode, node_id, ""))
+    }
+
+    /// On the leader: promotes one learner that `configured_voters` names
+    /// and that has caught up with the commit index (a voter that lost its
+    /// log and came back as a learner).
+    pub fn promote_caught_up_learner(&mut self, configured_voters: &[u64]) {
+        if self.check_can_propose().is_err() || self.raw.raft.has_pending_conf() {
+            return;
+        }
+        let committed = self.raw.raft.raft_log.committed;
+        let learners = self.storage.conf_state().learners;
+        let caught_up = learners.into_iter().find(|id| {
+            configured_voters.contains(id)
+                && self
+                    .raw
+                    .raft
+                    .prs()
+                    .get(*id)
+                    .is_some_and(|progress| progress.matched >= committed)
+        });
+        if let Some(node_id) = caught_up {
+            let address = self.peers.get(&node_id).cloned().unwrap_or_default();
+            tracing::info!(node_id, "promoting a caught-up learner back to voter");
+            if let Err(e) =
+                self.propose_conf_change(conf_change(ConfChangeType::AddNode, node_id, &address))
+            {
+                tracing::debug!(node_id, error = %e, "cannot promote yet");
+            }
+        }
+    }
+
+    /// Whether this node lost its log and is not yet a member again.
+    pub fn is_rejoining(&self) -> bool {
+        self.rejoining
+    }
+
+    /// A rejoining node must not take what assumes it is the member it
+    /// was: a heartbeat whose commit index lies beyond its log (the leader
+    /// still credits it with entries it lost; raft-rs would panic), and
+    /// vote requests (it may have voted in that term already). Heartbeats
+    /// of a leader that took it back carry no such commit and are taken,
+    /// so the leader hears from it and sends it the log.
+    pub(super) fn refuses(&self, message: &Message) -> bool {
+        if !self.rejoining {
+            return false;
+        }
+        match message.get_msg_type() {
+            MessageType::MsgHeartbeat => message.commit > self.raw.raft.raft_log.last_index(),
+            MessageType::MsgRequestVote
+            | MessageType::MsgRequestPreVote
+            | MessageType::MsgTimeoutNow => true,
+            _ => false,
+        }
+    }
+
+    /// Ends the rejoining state once this node finds itself a member.
+    pub(super) fn check_rejoined(&mut self, dir: &Path) -> Result<(), CoreError> {
+        if !self.rejoining || !self.is_member(self.config.id) {
+            return Ok(());
+        }
+        let marker = dir.join(REJOIN_MARKER);
+        match fs::remove_file(&marker) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(CoreError::Storage(crate::storage::StorageError::Io {
+                    path: marker,
+                    source,
+                }));
+            }
+        }
+        self.rejoining = false;
+        tracing::info!("this node is a member of the Raft group again");
+        Ok(())
+    }
+
+    fn is_member(&self, node_id: u64) -> bool {
+        let conf_state = self.storage.conf_state();
+        conf_state.voters.contains(&node_id) || conf_state.learners.contains(&node_id)
+    }
+
+    pub(super) fn apply_conf_change(
+        &mut self,
+        index: u64,
+        change: &impl raft_proto::ConfChangeI,
+        context: &[u8],
+        node_id: u64,
+        kind: ConfChangeType,
+        events: &mut Vec<CoreEvent>,
+    ) -> Result<(), CoreError> {
+        // raft-rs validates a change only here, after it was committed; a
+        // refusal is the same on every node, so it is an answer, not a
+        // reason to stop the node (which would stop every node alike).
+        let conf_state = match self.raw.apply_conf_change(change) {
+            Ok(conf_state) => conf_state,
+            Err(e) => {
+                tracing::warn!(index, error = %e, "refused a committed membership change");
+                events.push(CoreEvent::ConfChangeRejected {
+                    index,
+                    reason: e.to_string(),
+                });
+                return Ok(());
+            }
+        };
+        self.storage.set_conf_state(&conf_state)?;
+        match kind {
+            ConfChangeType::RemoveNode => {
+                self.peers.remove(&node_id);
+            }
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                if let Ok(member) = MemberAddress::decode(context) {
+                    if !member.address.is_empty() {
+                        self.peers.insert(node_id, member.address);
+                    }
+                }
+            }
+        }
+        if self.raw.raft.state == StateRole::Leader && kind == ConfChangeType::RemoveNode {
+            tracing::info!(node_id, "removed from the Raft group");
+        }
+        events.push(CoreEvent::MembershipChanged {
+            voters: conf_state.voters.clone(),
+            learners: conf_state.learners.clone(),
+            peers: self.peers.clone(),
+        });
+        Ok(())
+    }
+}
+
+fn conf_change(kind: ConfChangeType, node_id: u64, address: &str) -> ConfChange {
+    let mut change = ConfChange::default();
+    change.set_change_type(kind);
+    change.node_id = node_id;
+    if !address.is_empty() {
+        change.set_context(
+            MemberAddress {
+                address: address.to_string(),
+            }
+            .encode_to_vec()
+            .into(),
+        );
+    }
+    change
+}
