@@ -172,7 +172,8 @@ impl Broker {
         }
 
         let replicas =
-            ReplicaManager::new(config.node_id, &data_dir, config.topic_defaults.clone());
+            ReplicaManager::new(config.node_id, &data_dir, config.topic_defaults.clone())
+                .with_faults(config.test_faults.clone());
         let (shutdown, _) = watch::channel(false);
         let (fatal, _) = watch::channel(None);
         let groups = GroupCoordinator::new(config.groups);
@@ -235,7 +236,8 @@ impl Broker {
 
     async fn reconcile_replicas(&self) {
         let metadata = self.metadata.clone();
-        let result = run_blocking(|| self.replicas.reconcile(|| metadata.image(), now_ms()));
+        let result =
+            crate::blocking::run(|| self.replicas.reconcile(|| metadata.image(), now_ms()));
         if let Err(e) = result {
             tracing::error!(error = %e, "failed to apply metadata change to local partitions");
         }
@@ -416,16 +418,7 @@ impl Broker {
         }
         self.metadata.shutdown().await;
         let replicas = &self.replicas;
-        run_blocking(|| replicas.close_all());
-    }
-}
-
-/// Runs file-system work that may take a while (opening or deleting logs)
-/// without stalling the other tasks of a multi-threaded runtime.
-fn run_blocking<T>(work: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
-        _ => work(),
+        crate::blocking::run(|| replicas.close_all());
     }
 }
 
@@ -457,7 +450,8 @@ async fn catch_up(broker: Arc<Broker>) {
         "caught up with the metadata quorum"
     );
     let metadata = broker.metadata.clone();
-    let result = run_blocking(|| broker.replicas.set_caught_up(|| metadata.image(), now_ms()));
+    let result =
+        crate::blocking::run(|| broker.replicas.set_caught_up(|| metadata.image(), now_ms()));
     if let Err(e) = result {
         tracing::error!(error = %e, "failed to apply the caught-up metadata to local partitions");
     }

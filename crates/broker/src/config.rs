@@ -63,6 +63,8 @@ pub struct BrokerConfig {
     pub topic_defaults: TopicDefaults,
     /// Flags set explicitly (command line, environment or file), by flag name.
     pub explicit: HashSet<String>,
+    /// Test-only slow disks, by `(topic, partition)` (`--test-faults`).
+    pub test_faults: BTreeMap<(String, i32), keel_log::Faults>,
 }
 
 /// Broker-wide defaults of topic configs.
@@ -283,6 +285,33 @@ fn at_least<T: PartialOrd + std::fmt::Display>(
     Ok(value)
 }
 
+/// Parses `--test-faults`: `stall-fsync:TOPIC:PARTITION:MS` or
+/// `stall-append:TOPIC:PARTITION:MS`, comma-separated.
+fn parse_test_faults(spec: &str) -> Result<BTreeMap<(String, i32), keel_log::Faults>, ConfigError> {
+    let mut faults: BTreeMap<(String, i32), keel_log::Faults> = BTreeMap::new();
+    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let bad = || {
+            invalid(
+                "test-faults",
+                format!("'{item}' is not stall-fsync|stall-append:TOPIC:PARTITION:MS"),
+            )
+        };
+        let parts: Vec<&str> = item.split(':').collect();
+        let [kind, topic, partition, ms] = parts.as_slice() else {
+            return Err(bad());
+        };
+        let partition: i32 = partition.parse().map_err(|_| bad())?;
+        let stall = std::time::Duration::from_millis(ms.parse().map_err(|_| bad())?);
+        let entry = faults.entry((topic.to_string(), partition)).or_default();
+        match *kind {
+            "stall-fsync" => entry.fsync_stall = stall,
+            "stall-append" => entry.append_stall = stall,
+            _ => return Err(bad()),
+        }
+    }
+    Ok(faults)
+}
+
 fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, ConfigError> {
     at_least("node-id", flags.node_id, 1)?;
     let listen = resolve("listen", &flags.listen)?;
@@ -433,6 +462,12 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
     .filter(|(flag, _)| explicit.contains(*flag))
     .map(|(_, topic_key)| topic_key)
     .collect();
+    let test_faults = flags
+        .test_faults
+        .as_deref()
+        .map(parse_test_faults)
+        .transpose()?
+        .unwrap_or_default();
     let log = LogConfig {
         segment_bytes: flags.log_segment_bytes as u64,
         segment_ms: flags.log_segment_ms,
@@ -485,6 +520,7 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
             explicit: topic_explicit,
         },
         explicit,
+        test_faults,
     })
 }
 

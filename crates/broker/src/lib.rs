@@ -10,8 +10,10 @@
 //! - [`group`] is the group coordinator: consumer groups and committed
 //!   offsets, kept in `__consumer_offsets`.
 //! - [`error`] is the one place internal errors become Kafka error codes.
+//! - [`blocking`] is where work that may wait on a disk runs.
 
 pub mod api;
+pub mod blocking;
 pub mod broker;
 pub mod config;
 pub mod connection;

@@ -79,7 +79,7 @@ pub async fn run(broker: Arc<Broker>) {
             }
             let key = (partition.topic_id(), partition.index());
             seen.push(key);
-            let size = partition.log().size_in_bytes();
+            let size = crate::blocking::run(|| partition.log().size_in_bytes());
             let now = now_ms();
             let ratio = topic_config::min_cleanable_dirty_ratio(&topic.configs);
             if !due(

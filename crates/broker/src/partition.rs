@@ -4,14 +4,15 @@
 //! Invariants: `log_start_offset <= high_watermark <= log_end_offset`;
 //! consumers never see data at or past the high watermark; the high
 //! watermark only moves forward while the replica leads. The log's mutex is
-//! never held across an `.await`.
+//! never held across an `.await`, and never taken on an async worker (see
+//! `blocking`); no fsync happens while it is held.
 
 use std::sync::{
     Arc, Mutex, MutexGuard, PoisonError, Weak,
     atomic::{AtomicI32, AtomicI64, Ordering},
 };
 
-use keel_log::{AppendOutcome, LogError, PartitionLog, ReadSlice};
+use keel_log::{AppendOutcome, LogConfig, LogError, PartitionLog, PendingFlush, ReadSlice};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -38,6 +39,10 @@ pub struct Partition {
     topic_id: Uuid,
     index: i32,
     log: Mutex<PartitionLog>,
+    /// The configuration the log should have, and whether the log has yet
+    /// to take it: a change reaches the log the next time its lock is
+    /// taken, so applying metadata never waits behind a slow append.
+    config: Mutex<(LogConfig, bool)>,
     high_watermark: AtomicI64,
     leader_epoch: AtomicI32,
     waiters: Mutex<Vec<Weak<Notify>>>,
@@ -54,11 +59,13 @@ impl Partition {
         // A single-replica partition has every record committed; with
         // followers the leader recomputes this from their progress.
         let high_watermark = log.log_end_offset();
+        let config = log.config().clone();
         Self {
             topic,
             topic_id,
             index,
             log: Mutex::new(log),
+            config: Mutex::new((config, false)),
             high_watermark: AtomicI64::new(high_watermark),
             leader_epoch: AtomicI32::new(leader_epoch),
             waiters: Mutex::new(Vec::new()),
@@ -89,9 +96,25 @@ impl Partition {
         self.high_watermark.load(Ordering::Acquire)
     }
 
-    /// Locks the log. Callers must not hold the guard across an `.await`.
+    /// Locks the log, handing it the latest configuration first. Callers
+    /// must not hold the guard across an `.await`, and must not call this
+    /// on an async worker (see `blocking`).
     pub fn log(&self) -> MutexGuard<'_, PartitionLog> {
-        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut config = self.config.lock().unwrap_or_else(PoisonError::into_inner);
+        if config.1 {
+            log.set_config(config.0.clone());
+            config.1 = false;
+        }
+        log
+    }
+
+    /// Sets the log's configuration without waiting for its lock.
+    pub fn set_config(&self, new: &LogConfig) {
+        let mut config = self.config.lock().unwrap_or_else(PoisonError::into_inner);
+        if &config.0 != new {
+            *config = (new.clone(), true);
+        }
     }
 
     pub fn offsets(&self) -> PartitionOffsets {
@@ -104,16 +127,55 @@ impl Partition {
     }
 
     /// Appends a producer's batch as leader at the current leader epoch.
+    /// If `flush.messages` asks for it, the batch is fsynced before this
+    /// returns, with the log's lock released meanwhile.
     pub fn append_as_leader(&self, batch: &[u8], now_ms: i64) -> Result<AppendOutcome, LogError> {
-        let (outcome, log_end_offset) = {
+        let (outcome, log_end_offset, flush) = {
             let mut log = self.log();
             let outcome = log.append_as_leader(batch, self.leader_epoch(), now_ms)?;
-            (outcome, log.log_end_offset())
+            let flush = log.flush_before_ack().then(|| log.begin_flush()).flatten();
+            (outcome, log.log_end_offset(), flush)
         };
+        if let Some(pending) = flush {
+            self.complete_flush(pending)?;
+        }
         if !outcome.duplicate {
             self.advance_high_watermark(log_end_offset);
         }
         Ok(outcome)
+    }
+
+    /// Flushes the log if a flush policy asks for it now.
+    pub fn flush_if_due(&self, now_ms: i64) -> Result<(), LogError> {
+        let pending = {
+            let log = self.log();
+            if !log.flush_due(now_ms) {
+                return Ok(());
+            }
+            log.begin_flush()
+        };
+        match pending {
+            Some(pending) => self.complete_flush(pending),
+            None => Ok(()),
+        }
+    }
+
+    /// fsyncs and checkpoints a flush begun under the lock, holding the
+    /// lock only to record it.
+    fn complete_flush(&self, pending: PendingFlush) -> Result<(), LogError> {
+        pending.sync()?;
+        let checkpoint = self.log().complete_flush(&pending);
+        match checkpoint {
+            Some(checkpoint) => checkpoint.write(),
+            None => Ok(()),
+        }
+    }
+
+    /// Applies `retention.ms` and `retention.bytes` below the high
+    /// watermark; returns how many segments were deleted.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
+        let high_watermark = self.high_watermark();
+        self.log().enforce_retention(now_ms, high_watermark)
     }
 
     /// Moves the high watermark forward and wakes waiting fetches.

@@ -46,6 +46,8 @@ pub struct ReplicaManager {
     data_dir: PathBuf,
     defaults: TopicDefaults,
     topics: RwLock<HashMap<String, TopicReplicas>>,
+    /// Test-only slow disks, applied to the logs they name when opened.
+    faults: BTreeMap<(String, i32), keel_log::Faults>,
     /// Serialises reconciliations; true once the directories the image
     /// does not name have been judged (after catching up with the quorum).
     reconcile: Mutex<bool>,
@@ -75,8 +77,15 @@ impl ReplicaManager {
             data_dir: data_dir.to_path_buf(),
             defaults,
             topics: RwLock::new(HashMap::new()),
+            faults: BTreeMap::new(),
             reconcile: Mutex::new(false),
         }
+    }
+
+    /// Makes the disks of the named partitions slow, for tests.
+    pub fn with_faults(mut self, faults: BTreeMap<(String, i32), keel_log::Faults>) -> Self {
+        self.faults = faults;
+        self
     }
 
     pub fn defaults(&self) -> &TopicDefaults {
@@ -220,10 +229,7 @@ impl ReplicaManager {
             for (index, leader_epoch) in topic.partitions {
                 if let Some(existing) = self.get(name, index) {
                     existing.set_leader_epoch(leader_epoch);
-                    let mut log = existing.log();
-                    if log.config() != &log_config {
-                        log.set_config(log_config.clone());
-                    }
+                    existing.set_config(&log_config);
                     continue;
                 }
                 let partition = self.open_partition(
@@ -295,7 +301,16 @@ impl ReplicaManager {
             Some(found) => dispose(&dir, &found, image, "a topic of the same name replaced it"),
             None => {}
         }
-        let (log, report) = PartitionLog::open(&dir, config, now_ms)?;
+        let (mut log, report) = PartitionLog::open(&dir, config, now_ms)?;
+        if let Some(faults) = self.faults.get(&(topic.to_string(), index)) {
+            tracing::warn!(
+                topic,
+                partition = index,
+                ?faults,
+                "test faults make this partition's disk slow"
+            );
+            log.set_faults(*faults);
+        }
         write_identity(&dir, &identity)?;
         if !report.clean_shutdown && report.log_end_offset > 0 {
             tracing::info!(

@@ -167,40 +167,33 @@ impl Server {
     }
 }
 
-/// fsyncs logs whose oldest unflushed data is older than their `flush.ms`.
+/// fsyncs logs whose oldest unflushed data is older than their `flush.ms`
+/// (or that rolled a segment since their last flush). Each pass runs on a
+/// blocking thread: a log's lock may be held by a slow append, and the
+/// fsyncs themselves may take long.
 async fn flusher(broker: Arc<Broker>) {
     let mut tick = tokio::time::interval(FLUSH_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let now = now_ms();
-        for partition in broker.replicas.all() {
-            let pending = {
-                let log = partition.log();
-                if !log.flush_due(now) {
-                    continue;
-                }
-                log.begin_flush()
-            };
-            let Some(pending) = pending else { continue };
-            let synced =
-                tokio::task::spawn_blocking(move || pending.sync().map(|()| pending)).await;
-            match synced {
-                Ok(Ok(pending)) => {
-                    if let Err(e) = partition.log().complete_flush(&pending) {
-                        tracing::error!(topic = partition.topic(), partition = partition.index(), error = %e, "recording flush failed");
-                    }
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(topic = partition.topic(), partition = partition.index(), error = %e, "fsync failed");
-                }
-                Err(e) => tracing::error!(error = %e, "flush task failed"),
-            }
+        let flushing = Arc::clone(&broker);
+        if let Err(e) = tokio::task::spawn_blocking(move || flush_due(&flushing)).await {
+            tracing::error!(error = %e, "flush task failed");
         }
     }
 }
 
-/// Applies retention.ms and retention.bytes every check interval.
+fn flush_due(broker: &Broker) {
+    let now = now_ms();
+    for partition in broker.replicas.all() {
+        if let Err(e) = partition.flush_if_due(now) {
+            tracing::error!(topic = partition.topic(), partition = partition.index(), error = %e, "flush failed");
+        }
+    }
+}
+
+/// Applies retention.ms and retention.bytes every check interval, on a
+/// blocking thread (it deletes files).
 async fn retention(broker: Arc<Broker>) {
     let period = Duration::from_millis(broker.config.retention_check_interval_ms);
     let mut tick = tokio::time::interval(period);
@@ -208,20 +201,26 @@ async fn retention(broker: Arc<Broker>) {
     tick.tick().await;
     loop {
         tick.tick().await;
-        let now = now_ms();
-        for partition in broker.replicas.all() {
-            let high_watermark = partition.high_watermark();
-            match partition.log().enforce_retention(now, high_watermark) {
-                Ok(0) => {}
-                Ok(deleted) => tracing::info!(
-                    topic = partition.topic(),
-                    partition = partition.index(),
-                    segments = deleted,
-                    "deleted segments past retention"
-                ),
-                Err(e) => {
-                    tracing::error!(topic = partition.topic(), partition = partition.index(), error = %e, "retention failed")
-                }
+        let enforcing = Arc::clone(&broker);
+        if let Err(e) = tokio::task::spawn_blocking(move || enforce_retention(&enforcing)).await {
+            tracing::error!(error = %e, "retention task failed");
+        }
+    }
+}
+
+fn enforce_retention(broker: &Broker) {
+    let now = now_ms();
+    for partition in broker.replicas.all() {
+        match partition.enforce_retention(now) {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(
+                topic = partition.topic(),
+                partition = partition.index(),
+                segments = deleted,
+                "deleted segments past retention"
+            ),
+            Err(e) => {
+                tracing::error!(topic = partition.topic(), partition = partition.index(), error = %e, "retention failed")
             }
         }
     }

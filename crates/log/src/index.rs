@@ -17,6 +17,7 @@ use std::{
     io::Read,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use crate::error::{LogError, Result};
@@ -25,7 +26,8 @@ use crate::error::{LogError, Result};
 #[derive(Debug)]
 struct EntryFile<const N: usize> {
     path: PathBuf,
-    file: File,
+    /// Shared with flushes that fsync it outside the log's lock.
+    file: Arc<File>,
     entries: Vec<[u8; N]>,
 }
 
@@ -52,7 +54,7 @@ impl<const N: usize> EntryFile<N> {
             .collect();
         let mut this = Self {
             path: path.to_path_buf(),
-            file,
+            file: Arc::new(file),
             entries,
         };
         if whole != raw.len() {
@@ -156,6 +158,11 @@ impl OffsetIndex {
     pub(crate) fn sync(&self) -> Result<()> {
         self.inner.sync()
     }
+
+    /// A handle that can fsync the index without holding the log.
+    pub(crate) fn file(&self) -> Arc<File> {
+        Arc::clone(&self.inner.file)
+    }
 }
 
 /// Timestamp to relative offset.
@@ -231,6 +238,11 @@ impl TimeIndex {
 
     pub(crate) fn sync(&self) -> Result<()> {
         self.inner.sync()
+    }
+
+    /// A handle that can fsync the index without holding the log.
+    pub(crate) fn file(&self) -> Arc<File> {
+        Arc::clone(&self.inner.file)
     }
 }
 

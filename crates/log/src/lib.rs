@@ -43,6 +43,8 @@ pub use cleaner::{CleanOutcome, CleanPlan, PreparedClean};
 pub use config::{FlushPolicy, LogConfig};
 pub use epoch_cache::EpochEntry;
 pub use error::{BatchError, LogError, Result};
-pub use partition_log::{AppendOutcome, PartitionLog, PendingFlush, RecoveryReport};
+pub use partition_log::{
+    AppendOutcome, Faults, PartitionLog, PendingFlush, RecoveryCheckpoint, RecoveryReport,
+};
 pub use producer_state::{MAX_CACHED_BATCHES, ProducerBatch, SequenceCheck};
 pub use read::ReadSlice;

@@ -565,6 +565,11 @@ impl Segment {
         Arc::clone(&self.file)
     }
 
+    /// Handles that can fsync the indexes without holding the log.
+    pub(crate) fn index_files(&self) -> [Arc<File>; 2] {
+        [self.offset_index.file(), self.time_index.file()]
+    }
+
     /// Deletes the segment's files. Readers holding the file keep reading
     /// it until they drop it.
     pub(crate) fn delete(self) -> Result<()> {

@@ -27,7 +27,9 @@ pub(super) async fn handle(
                 .map(|p| {
                     let result =
                         leader_replica(ctx.broker, &image, &topic.name, p.partition_index, -1)
-                            .and_then(|replica| delete_before(&replica, p.offset));
+                            .and_then(|replica| {
+                                crate::blocking::run(|| delete_before(&replica, p.offset))
+                            });
                     let response = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index);
                     match result {

@@ -125,7 +125,7 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: FetchRequest) -> F
         for replica in targets.iter().filter_map(|t| t.replica.as_ref().ok()) {
             replica.register_waiter(&notify);
         }
-        let gathered = gather(ctx, &image, &targets, &limits);
+        let gathered = crate::blocking::run(|| gather(ctx, &image, &targets, &limits));
         let done = gathered.bytes >= min_bytes
             || gathered.has_error
             || Instant::now() >= deadline

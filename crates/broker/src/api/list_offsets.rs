@@ -36,7 +36,7 @@ pub(super) async fn handle(
                         p.partition_index,
                         p.current_leader_epoch,
                     )
-                    .and_then(|replica| lookup(&replica, p.timestamp));
+                    .and_then(|replica| crate::blocking::run(|| lookup(&replica, p.timestamp)));
                     let response = ListOffsetsPartitionResponse::default()
                         .with_partition_index(p.partition_index);
                     match result {

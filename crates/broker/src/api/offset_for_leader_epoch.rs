@@ -30,8 +30,9 @@ pub(super) async fn handle(
                         p.current_leader_epoch,
                     ) {
                         Ok(replica) => {
-                            let (epoch, end_offset) =
-                                replica.log().end_offset_for_epoch(p.leader_epoch);
+                            let (epoch, end_offset) = crate::blocking::run(|| {
+                                replica.log().end_offset_for_epoch(p.leader_epoch)
+                            });
                             response
                                 .with_leader_epoch(epoch)
                                 .with_end_offset(end_offset)

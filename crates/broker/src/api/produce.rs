@@ -56,15 +56,17 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) ->
             } else if !matches!(request.acks, -1..=1) {
                 Err(PartitionError::InvalidRequiredAcks(request.acks))
             } else {
-                append(
-                    ctx,
-                    &image,
-                    name,
-                    data.index,
-                    data.records,
-                    request.acks,
-                    now,
-                )
+                crate::blocking::run(|| {
+                    append(
+                        ctx,
+                        &image,
+                        name,
+                        data.index,
+                        data.records,
+                        request.acks,
+                        now,
+                    )
+                })
             };
             let response = match result {
                 Ok((partition, outcome)) => {

@@ -177,4 +177,9 @@ pub(super) struct Flags {
     /// Default `max.message.bytes`: the largest record batch accepted.
     #[arg(long, env = "KEEL_MESSAGE_MAX_BYTES", default_value_t = 1_048_588)]
     pub(super) message_max_bytes: i32,
+    /// For tests only: make one partition's disk slow, as
+    /// `stall-fsync:TOPIC:PARTITION:MS` or `stall-append:TOPIC:PARTITION:MS`
+    /// (comma-separated for several).
+    #[arg(long, env = "KEEL_TEST_FAULTS", hide = true, value_name = "FAULT,...")]
+    pub(super) test_faults: Option<String>,
 }

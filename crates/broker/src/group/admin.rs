@@ -53,27 +53,29 @@ pub(crate) struct GroupDescription {
 impl GroupCoordinator {
     /// ListGroups: every group this broker coordinates.
     pub(crate) fn list(&self) -> Vec<ListedGroup> {
-        let inner = self.lock();
-        let mut groups: Vec<ListedGroup> = inner
-            .groups
-            .values()
-            .map(|g| match &g.consumer {
-                Some(consumer) if g.members.is_empty() => ListedGroup {
-                    group_id: g.id.clone(),
-                    protocol_type: CONSUMER_PROTOCOL_TYPE.to_string(),
-                    state: consumer.state_name(),
-                    group_type: "consumer",
-                },
-                _ => ListedGroup {
-                    group_id: g.id.clone(),
-                    protocol_type: g.protocol_type.clone().unwrap_or_default(),
-                    state: g.state.name(),
-                    group_type: "classic",
-                },
-            })
-            .collect();
-        groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
-        groups
+        crate::blocking::run(|| {
+            let inner = self.lock();
+            let mut groups: Vec<ListedGroup> = inner
+                .groups
+                .values()
+                .map(|g| match &g.consumer {
+                    Some(consumer) if g.members.is_empty() => ListedGroup {
+                        group_id: g.id.clone(),
+                        protocol_type: CONSUMER_PROTOCOL_TYPE.to_string(),
+                        state: consumer.state_name(),
+                        group_type: "consumer",
+                    },
+                    _ => ListedGroup {
+                        group_id: g.id.clone(),
+                        protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                        state: g.state.name(),
+                        group_type: "classic",
+                    },
+                })
+                .collect();
+            groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+            groups
+        })
     }
 
     /// DescribeGroups for one group; an unknown group is `Dead`, as in Kafka.
@@ -85,64 +87,68 @@ impl GroupCoordinator {
         broker: &Broker,
         group_id: &str,
     ) -> Result<GroupDescription, ResponseError> {
-        let partition = self.partition_of(group_id);
-        let inner = self.lock();
-        Self::check(&inner, partition)?;
-        let Some(group) = inner.groups.get(group_id) else {
-            return Ok(GroupDescription {
-                state: "Dead",
-                protocol_type: String::new(),
-                protocol: String::new(),
-                members: Vec::new(),
-            });
-        };
-        if let Some(consumer) = group.consumer.as_ref().filter(|_| group.members.is_empty()) {
-            return Ok(describe_consumer_group(consumer, &broker.image()));
-        }
-        let protocol = group.protocol_name.clone().unwrap_or_default();
-        Ok(GroupDescription {
-            state: group.state.name(),
-            protocol_type: group.protocol_type.clone().unwrap_or_default(),
-            protocol: protocol.clone(),
-            members: group
-                .members
-                .values()
-                .map(|m| MemberDescription {
-                    member_id: m.id.clone(),
-                    instance_id: m.instance_id.clone(),
-                    client_id: m.client_id.clone(),
-                    client_host: m.client_host.clone(),
-                    metadata: m.metadata_for(&protocol),
-                    assignment: m.assignment.clone(),
-                })
-                .collect(),
+        crate::blocking::run(|| {
+            let partition = self.partition_of(group_id);
+            let inner = self.lock();
+            Self::check(&inner, partition)?;
+            let Some(group) = inner.groups.get(group_id) else {
+                return Ok(GroupDescription {
+                    state: "Dead",
+                    protocol_type: String::new(),
+                    protocol: String::new(),
+                    members: Vec::new(),
+                });
+            };
+            if let Some(consumer) = group.consumer.as_ref().filter(|_| group.members.is_empty()) {
+                return Ok(describe_consumer_group(consumer, &broker.image()));
+            }
+            let protocol = group.protocol_name.clone().unwrap_or_default();
+            Ok(GroupDescription {
+                state: group.state.name(),
+                protocol_type: group.protocol_type.clone().unwrap_or_default(),
+                protocol: protocol.clone(),
+                members: group
+                    .members
+                    .values()
+                    .map(|m| MemberDescription {
+                        member_id: m.id.clone(),
+                        instance_id: m.instance_id.clone(),
+                        client_id: m.client_id.clone(),
+                        client_host: m.client_host.clone(),
+                        metadata: m.metadata_for(&protocol),
+                        assignment: m.assignment.clone(),
+                    })
+                    .collect(),
+            })
         })
     }
 
     /// DeleteGroups for one group: only a group without members.
     pub(crate) fn delete(&self, broker: &Broker, group_id: &str) -> Option<ResponseError> {
-        let partition = self.partition_of(group_id);
-        let mut inner = self.lock();
-        if let Err(error) = Self::check(&inner, partition) {
-            return Some(error);
-        }
-        let Some(group) = inner.groups.get(group_id) else {
-            return Some(ResponseError::GroupIdNotFound);
-        };
-        if !group.is_empty() {
-            return Some(ResponseError::NonEmptyGroup);
-        }
-        let mut entries: Vec<Entry> = group
-            .offsets
-            .keys()
-            .map(|(topic, index)| storage::offset_entry(group_id, topic, *index, None))
-            .collect();
-        entries.push(storage::group_entry(group, true));
-        if let Err(error) = Self::persist(broker, partition, &entries) {
-            return Some(error);
-        }
-        inner.groups.remove(group_id);
-        None
+        crate::blocking::run(|| {
+            let partition = self.partition_of(group_id);
+            let mut inner = self.lock();
+            if let Err(error) = Self::check(&inner, partition) {
+                return Some(error);
+            }
+            let Some(group) = inner.groups.get(group_id) else {
+                return Some(ResponseError::GroupIdNotFound);
+            };
+            if !group.is_empty() {
+                return Some(ResponseError::NonEmptyGroup);
+            }
+            let mut entries: Vec<Entry> = group
+                .offsets
+                .keys()
+                .map(|(topic, index)| storage::offset_entry(group_id, topic, *index, None))
+                .collect();
+            entries.push(storage::group_entry(group, true));
+            if let Err(error) = Self::persist(broker, partition, &entries) {
+                return Some(error);
+            }
+            inner.groups.remove(group_id);
+            None
+        })
     }
 }
 
@@ -164,22 +170,24 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
     ) -> Result<ConsumerGroupView, ResponseError> {
-        let partition = self.partition_of(group_id);
-        let inner = self.lock();
-        Self::check(&inner, partition)?;
-        let consumer = inner
-            .groups
-            .get(group_id)
-            .filter(|g| g.members.is_empty())
-            .and_then(|g| g.consumer.as_ref())
-            .ok_or(ResponseError::GroupIdNotFound)?;
-        let snapshot = consumer.snapshot();
-        Ok(ConsumerGroupView {
-            state: consumer.state_name(),
-            epoch: snapshot.epoch,
-            assignment_epoch: snapshot.assignment_epoch,
-            assignor: assignor_name(consumer.assignor()),
-            members: snapshot.members,
+        crate::blocking::run(|| {
+            let partition = self.partition_of(group_id);
+            let inner = self.lock();
+            Self::check(&inner, partition)?;
+            let consumer = inner
+                .groups
+                .get(group_id)
+                .filter(|g| g.members.is_empty())
+                .and_then(|g| g.consumer.as_ref())
+                .ok_or(ResponseError::GroupIdNotFound)?;
+            let snapshot = consumer.snapshot();
+            Ok(ConsumerGroupView {
+                state: consumer.state_name(),
+                epoch: snapshot.epoch,
+                assignment_epoch: snapshot.assignment_epoch,
+                assignor: assignor_name(consumer.assignor()),
+                members: snapshot.members,
+            })
         })
     }
 }

@@ -24,34 +24,36 @@ impl GroupCoordinator {
         group_id: &str,
         request: ConsumerHeartbeat,
     ) -> Result<ConsumerOutcome, ResponseError> {
-        let partition = self.partition_of(group_id);
-        let image = broker.image();
-        let catalog = ImageCatalog(&image);
-        let mut inner = self.lock();
-        Self::check(&inner, partition)?;
-        let now = now_ms();
-        let group = inner
-            .groups
-            .entry(group_id.to_string())
-            .or_insert_with(|| Group::new(group_id, now));
-        if !group.members.is_empty() {
-            return Err(ResponseError::GroupIdNotFound);
-        }
-        let had_members = group.is_consumer_group();
-        let consumer = group.consumer.get_or_insert_with(ConsumerGroup::default);
-        let before = consumer.snapshot();
-        let outcome = consumer.heartbeat(request, &catalog, now);
-        if had_members && !group.is_consumer_group() {
-            group.empty_since_ms = now;
-        }
-        // What changed is durable before the member acts on it.
-        let persisted = Self::persist(
-            broker,
-            partition,
-            &storage::consumer_entries(group, &before),
-        );
-        Self::drop_if_vacant(&mut inner, group_id);
-        persisted.and(outcome)
+        crate::blocking::run(|| {
+            let partition = self.partition_of(group_id);
+            let image = broker.image();
+            let catalog = ImageCatalog(&image);
+            let mut inner = self.lock();
+            Self::check(&inner, partition)?;
+            let now = now_ms();
+            let group = inner
+                .groups
+                .entry(group_id.to_string())
+                .or_insert_with(|| Group::new(group_id, now));
+            if !group.members.is_empty() {
+                return Err(ResponseError::GroupIdNotFound);
+            }
+            let had_members = group.is_consumer_group();
+            let consumer = group.consumer.get_or_insert_with(ConsumerGroup::default);
+            let before = consumer.snapshot();
+            let outcome = consumer.heartbeat(request, &catalog, now);
+            if had_members && !group.is_consumer_group() {
+                group.empty_since_ms = now;
+            }
+            // What changed is durable before the member acts on it.
+            let persisted = Self::persist(
+                broker,
+                partition,
+                &storage::consumer_entries(group, &before),
+            );
+            Self::drop_if_vacant(&mut inner, group_id);
+            persisted.and(outcome)
+        })
     }
 
     /// The heartbeat interval members under the consumer protocol are told.

@@ -172,10 +172,10 @@ impl GroupCoordinator {
         let member_id = request.member_id.clone();
         let wait = Duration::from_millis(request.rebalance_timeout_ms.max(0) as u64) + WAIT_MARGIN;
         let (waiter, answer) = oneshot::channel();
-        {
+        let refused = crate::blocking::run(|| {
             let mut inner = self.lock();
             if let Err(error) = Self::check(&inner, partition) {
-                return JoinOutcome::error(error, &member_id);
+                return Some(JoinOutcome::error(error, &member_id));
             }
             let now = now_ms();
             let group = inner
@@ -183,11 +183,18 @@ impl GroupCoordinator {
                 .entry(group_id.to_string())
                 .or_insert_with(|| Group::new(group_id, now));
             if group.is_consumer_group() {
-                return JoinOutcome::error(ResponseError::InconsistentGroupProtocol, &member_id);
+                return Some(JoinOutcome::error(
+                    ResponseError::InconsistentGroupProtocol,
+                    &member_id,
+                ));
             }
             let deliveries = group.join(request, waiter, &self.settings, now);
             Self::settle(broker, partition, group, deliveries);
             Self::drop_if_vacant(&mut inner, group_id);
+            None
+        });
+        if let Some(outcome) = refused {
+            return outcome;
         }
         match tokio::time::timeout(wait, answer).await {
             Ok(Ok(outcome)) => outcome,
@@ -206,16 +213,13 @@ impl GroupCoordinator {
     ) -> SyncOutcome {
         let partition = self.partition_of(group_id);
         let (waiter, answer) = oneshot::channel();
-        let wait;
-        {
+        let wait = crate::blocking::run(|| {
             let mut inner = self.lock();
-            if let Err(error) = Self::check(&inner, partition) {
-                return SyncOutcome::error(error);
-            }
+            Self::check(&inner, partition)?;
             let Some(group) = inner.groups.get_mut(group_id) else {
-                return SyncOutcome::error(ResponseError::UnknownMemberId);
+                return Err(ResponseError::UnknownMemberId);
             };
-            wait = group
+            let wait = group
                 .members
                 .get(claim.member_id)
                 .map_or(Duration::ZERO, |m| {
@@ -224,7 +228,12 @@ impl GroupCoordinator {
                 + WAIT_MARGIN;
             let deliveries = group.sync(claim, protocol, assignments, waiter, now_ms());
             Self::settle(broker, partition, group, deliveries);
-        }
+            Ok(wait)
+        });
+        let wait = match wait {
+            Ok(wait) => wait,
+            Err(error) => return SyncOutcome::error(error),
+        };
         match tokio::time::timeout(wait, answer).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => SyncOutcome::error(ResponseError::NotCoordinator),
@@ -237,15 +246,17 @@ impl GroupCoordinator {
         group_id: &str,
         claim: MemberClaim<'_>,
     ) -> Option<ResponseError> {
-        let partition = self.partition_of(group_id);
-        let mut inner = self.lock();
-        if let Err(error) = Self::check(&inner, partition) {
-            return Some(error);
-        }
-        match inner.groups.get_mut(group_id) {
-            Some(group) => group.heartbeat(claim, now_ms()),
-            None => Some(ResponseError::UnknownMemberId),
-        }
+        crate::blocking::run(|| {
+            let partition = self.partition_of(group_id);
+            let mut inner = self.lock();
+            if let Err(error) = Self::check(&inner, partition) {
+                return Some(error);
+            }
+            match inner.groups.get_mut(group_id) {
+                Some(group) => group.heartbeat(claim, now_ms()),
+                None => Some(ResponseError::UnknownMemberId),
+            }
+        })
     }
 
     /// LeaveGroup: per-member results, or an error for the whole group.
@@ -255,14 +266,16 @@ impl GroupCoordinator {
         group_id: &str,
         members: &[(String, Option<String>)],
     ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
-        let partition = self.partition_of(group_id);
-        let mut inner = self.lock();
-        Self::check(&inner, partition)?;
-        let Some(group) = inner.groups.get_mut(group_id) else {
-            return Ok(vec![Some(ResponseError::UnknownMemberId); members.len()]);
-        };
-        let (results, deliveries) = group.leave(members, &self.settings, now_ms());
-        Self::settle(broker, partition, group, deliveries);
-        Ok(results)
+        crate::blocking::run(|| {
+            let partition = self.partition_of(group_id);
+            let mut inner = self.lock();
+            Self::check(&inner, partition)?;
+            let Some(group) = inner.groups.get_mut(group_id) else {
+                return Ok(vec![Some(ResponseError::UnknownMemberId); members.len()]);
+            };
+            let (results, deliveries) = group.leave(members, &self.settings, now_ms());
+            Self::settle(broker, partition, group, deliveries);
+            Ok(results)
+        })
     }
 }

@@ -50,6 +50,12 @@ fn main() {
                 std::process::exit(1);
             }
         };
+        if log.flush_before_ack() {
+            if let Err(e) = log.flush() {
+                eprintln!("flush failed: {e}");
+                std::process::exit(1);
+            }
+        }
         let crc = BatchHeader::parse(&batch).map_or(0, |h| h.crc);
         if writeln!(
             stdout,

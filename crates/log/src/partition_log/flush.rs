@@ -1,55 +1,129 @@
-//! Flushing: the fsync policy decides when, and the fsync itself may run
-//! outside the log's lock (`begin_flush`, `PendingFlush::sync`,
-//! `complete_flush`) so appends are not held up by the disk.
+//! Flushing: the fsync policy decides when, and no fsync happens under the
+//! log's lock. `begin_flush` (under the lock) collects the files to sync,
+//! [`PendingFlush::sync`] fsyncs them without the lock, `complete_flush`
+//! (under the lock) moves the recovery point, and the returned
+//! [`RecoveryCheckpoint`] is written without the lock. Appends go on
+//! meanwhile; what they add after `begin_flush` waits for the next flush.
+//!
+//! A roll does no fsync either: it asks for a flush, which then syncs the
+//! closed segment with its indexes and the directory that names the new
+//! one.
 
-use std::{fs::File, sync::Arc};
+use std::{
+    fs::File,
+    path::PathBuf,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use super::{PartitionLog, RECOVERY_POINT_FILE};
 use crate::{
-    checkpoint::write_offset,
+    checkpoint::{sync_dir, write_offset},
     error::{LogError, Result},
 };
 
 /// The files to fsync for a flush done outside the log's lock.
 #[derive(Debug)]
 pub struct PendingFlush {
+    dir: PathBuf,
     files: Vec<Arc<File>>,
+    /// A segment was created since the last flush: its directory entry
+    /// must be made durable too.
+    sync_dir: bool,
     up_to_offset: i64,
     messages: u64,
+    rolls: u64,
+    /// A test-only stall before the fsync (see [`Faults`]).
+    stall: Duration,
 }
 
 impl PendingFlush {
-    /// fsyncs every file; call without holding the log.
-    pub fn sync(&self) -> std::io::Result<()> {
-        self.files.iter().try_for_each(|f| f.sync_data())
+    /// fsyncs every file (and the directory if a segment was created);
+    /// call without holding the log.
+    pub fn sync(&self) -> Result<()> {
+        if !self.stall.is_zero() {
+            std::thread::sleep(self.stall);
+        }
+        self.files
+            .iter()
+            .try_for_each(|f| f.sync_data())
+            .map_err(|e| LogError::io("syncing", self.dir.clone(), e))?;
+        if self.sync_dir {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
     }
 }
 
+/// The recovery point to checkpoint after a flush, written without the
+/// log's lock. Checkpoints of one log are written one at a time and never
+/// move backwards.
+#[derive(Debug)]
+pub struct RecoveryCheckpoint {
+    path: PathBuf,
+    offset: i64,
+    written: Arc<Mutex<i64>>,
+}
+
+impl RecoveryCheckpoint {
+    pub fn write(self) -> Result<()> {
+        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.offset <= *written {
+            return Ok(());
+        }
+        write_offset(&self.path, self.offset)?;
+        *written = self.offset;
+        Ok(())
+    }
+}
+
+/// Test-only faults, to show that a slow disk on one partition holds up
+/// nothing else: each fsync of the log, or each append, sleeps this long
+/// first. Both are zero in normal operation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    pub fsync_stall: Duration,
+    pub append_stall: Duration,
+}
+
 impl PartitionLog {
-    /// Flushes everything appended so far, inline.
+    /// Flushes everything appended so far, inline (the caller may hold
+    /// the log, as on close).
     pub fn flush(&mut self) -> Result<()> {
         if let Some(pending) = self.begin_flush() {
-            pending
-                .sync()
-                .map_err(|e| LogError::io("syncing", self.dir.clone(), e))?;
-            self.complete_flush(&pending)?;
+            pending.sync()?;
+            if let Some(checkpoint) = self.complete_flush(&pending) {
+                checkpoint.write()?;
+            }
         }
         Ok(())
     }
 
-    /// Whether the interval flush policy asks for a flush now.
+    /// Whether any flush policy asks for a flush now: `flush.messages`,
+    /// `flush.ms`, or a segment rolled since the last flush.
     pub fn flush_due(&self, now_ms: i64) -> bool {
-        match (self.config.flush.interval_ms, self.oldest_unflushed_ms) {
+        let by_interval = match (self.config.flush.interval_ms, self.oldest_unflushed_ms) {
             (Some(interval), Some(oldest)) => now_ms - oldest >= interval as i64,
             _ => false,
-        }
+        };
+        by_interval || self.rolls > self.flushed_rolls || self.flush_before_ack()
+    }
+
+    /// Whether `flush.messages` asks for a flush before what was appended
+    /// is acknowledged.
+    pub fn flush_before_ack(&self) -> bool {
+        self.config
+            .flush
+            .messages
+            .is_some_and(|every| self.unflushed_messages >= every)
     }
 
     /// Collects the files holding unflushed data so they can be fsynced
     /// without holding the log; `None` when everything is durable.
     pub fn begin_flush(&self) -> Option<PendingFlush> {
         let log_end_offset = self.log_end_offset();
-        if self.recovery_point >= log_end_offset && self.unflushed_messages == 0 {
+        let rolled = self.rolls > self.flushed_rolls;
+        if self.recovery_point >= log_end_offset && self.unflushed_messages == 0 && !rolled {
             return None;
         }
         let from = self
@@ -57,23 +131,48 @@ impl PartitionLog {
             .range(..=self.recovery_point)
             .next_back()
             .map_or(i64::MIN, |(&base, _)| base);
+        let active = self.active_segment().base_offset();
+        let mut files = Vec::new();
+        for (&base, segment) in self.segments.range(from..) {
+            files.push(segment.file());
+            // A closed segment falls below the recovery point, where the
+            // next open trusts its indexes.
+            if base != active {
+                files.extend(segment.index_files());
+            }
+        }
         Some(PendingFlush {
-            files: self.segments.range(from..).map(|(_, s)| s.file()).collect(),
+            dir: self.dir.clone(),
+            files,
+            sync_dir: rolled,
             up_to_offset: log_end_offset,
             messages: self.unflushed_messages,
+            rolls: self.rolls,
+            stall: self.faults.fsync_stall,
         })
     }
 
-    /// Records a finished flush and checkpoints the recovery point.
-    pub fn complete_flush(&mut self, flushed: &PendingFlush) -> Result<()> {
+    /// Records a finished flush; returns the recovery point to checkpoint
+    /// (without the lock), if it moved.
+    pub fn complete_flush(&mut self, flushed: &PendingFlush) -> Option<RecoveryCheckpoint> {
+        self.flushed_rolls = self.flushed_rolls.max(flushed.rolls);
         if flushed.up_to_offset <= self.recovery_point {
-            return Ok(());
+            return None;
         }
         self.recovery_point = flushed.up_to_offset;
         self.unflushed_messages = self.unflushed_messages.saturating_sub(flushed.messages);
         if self.unflushed_messages == 0 {
             self.oldest_unflushed_ms = None;
         }
-        write_offset(&self.dir.join(RECOVERY_POINT_FILE), self.recovery_point)
+        Some(RecoveryCheckpoint {
+            path: self.dir.join(RECOVERY_POINT_FILE),
+            offset: self.recovery_point,
+            written: Arc::clone(&self.recovery_checkpoint),
+        })
+    }
+
+    /// Sets test-only faults (see [`Faults`]).
+    pub fn set_faults(&mut self, faults: Faults) {
+        self.faults = faults;
     }
 }

@@ -1,0 +1,127 @@
+//! Flushing without the log's lock: what asks for a flush, that an fsync in
+//! progress holds up no append, and that checkpoints never go backwards.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    fs,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use keel_log::{Faults, FlushPolicy, LogConfig, PartitionLog, testing::batch};
+
+fn config(flush: FlushPolicy) -> LogConfig {
+    LogConfig {
+        segment_bytes: 1024,
+        flush,
+        ..LogConfig::default()
+    }
+}
+
+fn recovery_point(dir: &std::path::Path) -> i64 {
+    fs::read_to_string(dir.join("recovery-point"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_roll_asks_for_a_flush_instead_of_syncing_under_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let no_policy = FlushPolicy {
+        messages: None,
+        interval_ms: None,
+    };
+    let (mut log, _) = PartitionLog::open(dir.path(), config(no_policy), 0).unwrap();
+    log.append_as_leader(&batch(2, 0), 0, 0).unwrap();
+    assert!(!log.flush_due(0), "nothing asks for a flush yet");
+    while log.segment_count() == 1 {
+        log.append_as_leader(&batch(2, 0), 0, 0).unwrap();
+    }
+    assert!(log.flush_due(0), "a roll asks for a flush");
+    let pending = log.begin_flush().unwrap();
+    pending.sync().unwrap();
+    log.complete_flush(&pending).unwrap().write().unwrap();
+    assert!(!log.flush_due(0));
+    assert_eq!(recovery_point(dir.path()), log.log_end_offset());
+}
+
+#[test]
+fn flush_messages_asks_for_a_flush_before_the_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let every_batch = FlushPolicy {
+        messages: Some(1),
+        interval_ms: None,
+    };
+    let (mut log, _) = PartitionLog::open(dir.path(), config(every_batch), 0).unwrap();
+    assert!(!log.flush_before_ack());
+    log.append_as_leader(&batch(1, 0), 0, 0).unwrap();
+    assert!(log.flush_before_ack());
+    log.flush().unwrap();
+    assert!(!log.flush_before_ack());
+    assert_eq!(recovery_point(dir.path()), 1);
+}
+
+#[test]
+fn an_fsync_in_progress_holds_up_no_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+    log.set_faults(Faults {
+        fsync_stall: Duration::from_secs(2),
+        ..Faults::default()
+    });
+    log.append_as_leader(&batch(1, 0), 0, 0).unwrap();
+    let log = Arc::new(Mutex::new(log));
+
+    let synced = Arc::new(AtomicBool::new(false));
+    let (began, flush_began) = std::sync::mpsc::channel();
+    let flusher = {
+        let (log, synced) = (Arc::clone(&log), Arc::clone(&synced));
+        std::thread::spawn(move || {
+            let pending = log.lock().unwrap().begin_flush().unwrap();
+            began.send(()).unwrap();
+            pending.sync().unwrap();
+            synced.store(true, Ordering::SeqCst);
+            let checkpoint = log.lock().unwrap().complete_flush(&pending);
+            checkpoint.unwrap().write().unwrap();
+        })
+    };
+    // The flush has begun and its fsync is stalled for two seconds; the
+    // log's lock is free, so appends go on meanwhile.
+    flush_began.recv().unwrap();
+    for i in 0..10 {
+        log.lock()
+            .unwrap()
+            .append_as_leader(&batch(1, i), 0, 0)
+            .unwrap();
+    }
+    assert!(
+        !synced.load(Ordering::SeqCst),
+        "the appends waited for the stalled fsync"
+    );
+    flusher.join().unwrap();
+    // The flush covered what was appended before it began, not after.
+    assert_eq!(recovery_point(dir.path()), 1);
+    assert_eq!(log.lock().unwrap().log_end_offset(), 11);
+}
+
+#[test]
+fn an_older_recovery_point_never_overwrites_a_newer_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+    log.append_as_leader(&batch(1, 0), 0, 0).unwrap();
+    let first = log.begin_flush().unwrap();
+    log.append_as_leader(&batch(1, 0), 0, 0).unwrap();
+    let second = log.begin_flush().unwrap();
+    second.sync().unwrap();
+    first.sync().unwrap();
+    let newer = log.complete_flush(&second).unwrap();
+    assert!(log.complete_flush(&first).is_none(), "already covered");
+    newer.write().unwrap();
+    assert_eq!(recovery_point(dir.path()), 2);
+}
