@@ -101,8 +101,14 @@ impl Server {
             "keel is ready"
         );
         let mut background = JoinSet::new();
-        background.spawn(flusher(Arc::clone(&broker)));
-        background.spawn(retention(Arc::clone(&broker)));
+        background.spawn(every(Arc::clone(&broker), FLUSH_TICK, "flusher", flush_due));
+        let retention_period = Duration::from_millis(config.retention_check_interval_ms);
+        background.spawn(every(
+            Arc::clone(&broker),
+            retention_period,
+            "retention",
+            enforce_retention,
+        ));
         background.spawn(log_cleaner::run(Arc::clone(&broker)));
         if let Some(address) = config.metrics_listen {
             match TcpListener::bind(address).await {
@@ -167,22 +173,23 @@ impl Server {
     }
 }
 
-/// fsyncs logs whose oldest unflushed data is older than their `flush.ms`
-/// (or that rolled a segment since their last flush). Each pass runs on a
-/// blocking thread: a log's lock may be held by a slow append, and the
-/// fsyncs themselves may take long.
-async fn flusher(broker: Arc<Broker>) {
-    let mut tick = tokio::time::interval(FLUSH_TICK);
+/// Runs `pass` every `period` on a blocking thread, for as long as the
+/// broker runs: passes over the logs take their locks (which a slow append
+/// may hold) and do disk IO, so they stay off the async workers.
+async fn every(broker: Arc<Broker>, period: Duration, what: &'static str, pass: fn(&Broker)) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let flushing = Arc::clone(&broker);
-        if let Err(e) = tokio::task::spawn_blocking(move || flush_due(&flushing)).await {
-            tracing::error!(error = %e, "flush task failed");
+        let running = Arc::clone(&broker);
+        if let Err(e) = tokio::task::spawn_blocking(move || pass(&running)).await {
+            tracing::error!(error = %e, task = what, "background task failed");
         }
     }
 }
 
+/// fsyncs logs whose oldest unflushed data is older than their `flush.ms`,
+/// or that rolled a segment since their last flush.
 fn flush_due(broker: &Broker) {
     let now = now_ms();
     for partition in broker.replicas.all() {
@@ -192,22 +199,7 @@ fn flush_due(broker: &Broker) {
     }
 }
 
-/// Applies retention.ms and retention.bytes every check interval, on a
-/// blocking thread (it deletes files).
-async fn retention(broker: Arc<Broker>) {
-    let period = Duration::from_millis(broker.config.retention_check_interval_ms);
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let enforcing = Arc::clone(&broker);
-        if let Err(e) = tokio::task::spawn_blocking(move || enforce_retention(&enforcing)).await {
-            tracing::error!(error = %e, "retention task failed");
-        }
-    }
-}
-
+/// Applies retention.ms and retention.bytes.
 fn enforce_retention(broker: &Broker) {
     let now = now_ms();
     for partition in broker.replicas.all() {

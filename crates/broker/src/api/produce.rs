@@ -47,16 +47,18 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) ->
     let mut responses = Vec::with_capacity(request.topic_data.len());
     let mut pending = Vec::new();
 
-    for topic in request.topic_data {
-        let name = topic.name.0.as_str();
-        let mut partitions = Vec::with_capacity(topic.partition_data.len());
-        for data in topic.partition_data {
-            let result = if transactional {
-                Err(PartitionError::TransactionsUnsupported)
-            } else if !matches!(request.acks, -1..=1) {
-                Err(PartitionError::InvalidRequiredAcks(request.acks))
-            } else {
-                crate::blocking::run(|| {
+    // Every append of the request in one blocking section: the appends
+    // write to disk and take partition locks (see `blocking`).
+    crate::blocking::run(|| {
+        for topic in request.topic_data {
+            let name = topic.name.0.as_str();
+            let mut partitions = Vec::with_capacity(topic.partition_data.len());
+            for data in topic.partition_data {
+                let result = if transactional {
+                    Err(PartitionError::TransactionsUnsupported)
+                } else if !matches!(request.acks, -1..=1) {
+                    Err(PartitionError::InvalidRequiredAcks(request.acks))
+                } else {
                     append(
                         ctx,
                         &image,
@@ -66,43 +68,43 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) ->
                         request.acks,
                         now,
                     )
-                })
-            };
-            let response = match result {
-                Ok((partition, outcome)) => {
-                    if request.acks == -1 {
-                        pending.push((responses.len(), partitions.len(), partition, outcome));
+                };
+                let response = match result {
+                    Ok((partition, outcome)) => {
+                        if request.acks == -1 {
+                            pending.push((responses.len(), partitions.len(), partition, outcome));
+                        }
+                        success(data.index, &outcome, ctx.version)
                     }
-                    success(data.index, &outcome, ctx.version)
-                }
-                Err(error) => {
-                    tracing::debug!(topic = name, partition = data.index, %error, "produce failed");
-                    let mut response = failure(
-                        data.index,
-                        error.code(),
-                        Some(error.to_string()),
-                        ctx.version,
-                    );
-                    if matches!(error, PartitionError::NotLeader)
-                        && ctx.version >= LEADER_HINT_VERSION
-                    {
-                        let (leader, epoch) = current_leader(&image, name, data.index);
-                        endpoints.add(&image, leader);
-                        response.current_leader = LeaderIdAndEpoch::default()
-                            .with_leader_id(BrokerId(leader))
-                            .with_leader_epoch(epoch);
+                    Err(error) => {
+                        tracing::debug!(topic = name, partition = data.index, %error, "produce failed");
+                        let mut response = failure(
+                            data.index,
+                            error.code(),
+                            Some(error.to_string()),
+                            ctx.version,
+                        );
+                        if matches!(error, PartitionError::NotLeader)
+                            && ctx.version >= LEADER_HINT_VERSION
+                        {
+                            let (leader, epoch) = current_leader(&image, name, data.index);
+                            endpoints.add(&image, leader);
+                            response.current_leader = LeaderIdAndEpoch::default()
+                                .with_leader_id(BrokerId(leader))
+                                .with_leader_epoch(epoch);
+                        }
+                        response
                     }
-                    response
-                }
-            };
-            partitions.push(response);
+                };
+                partitions.push(response);
+            }
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(topic.name)
+                    .with_partition_responses(partitions),
+            );
         }
-        responses.push(
-            TopicProduceResponse::default()
-                .with_name(topic.name)
-                .with_partition_responses(partitions),
-        );
-    }
+    });
 
     for (topic, index, partition, outcome) in pending {
         if !await_high_watermark(&partition, outcome.last_offset + 1, deadline).await {
