@@ -18,7 +18,6 @@
 //! the caught-up metadata does.
 
 use std::{
-    path::Path,
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -30,11 +29,12 @@ use keel_raft_metadata::{
 };
 use tokio::{sync::watch, task::JoinHandle};
 
+mod identity;
+
 use crate::{
     config::BrokerConfig, group::GroupCoordinator, metrics::Metrics, replicas::ReplicaManager,
 };
 
-const META_PROPERTIES: &str = "meta.properties";
 const METADATA_DIR: &str = "__cluster_metadata";
 const PRODUCER_ID_BLOCK: i64 = 1000;
 /// Upper bound on any metadata change; requests usually give a shorter one.
@@ -116,7 +116,8 @@ impl Broker {
             dir: data_dir.display().to_string(),
             source,
         })?;
-        let recorded_cluster_id = check_node_identity(&data_dir, config.node_id)?;
+        let identity = identity::check(&data_dir, config.node_id)?;
+        let recorded_cluster_id = identity.cluster_id;
 
         let mut node_config = NodeConfig::new(
             config.node_id as u64,
@@ -130,9 +131,9 @@ impl Broker {
         node_config.heartbeat_tick = config.raft_heartbeat_ticks;
         node_config.snapshot_entries = config.raft_snapshot_entries;
         node_config.proposal_timeout = PROPOSAL_TIMEOUT;
-        // A data directory that records a cluster id was a member: if its
+        // A data directory that ran before may have been a member: if its
         // Raft log is gone, the node rejoins rather than pose as that member.
-        node_config.member_before = recorded_cluster_id.is_some();
+        node_config.member_before = identity.existed;
         // A node alone needs no Raft listener, so a single-node broker
         // takes one port; it listens once it has peers or is asked to.
         node_config.listen_when_alone = ["cluster-listen", "cluster-advertise"]
@@ -235,6 +236,11 @@ impl Broker {
     }
 
     async fn reconcile_replicas(&self) {
+        if self.fatal.borrow().is_some() {
+            // Whatever made the broker stop (another cluster's metadata)
+            // must not reach the data directory.
+            return;
+        }
         let metadata = self.metadata.clone();
         let result =
             crate::blocking::run(|| self.replicas.reconcile(|| metadata.image(), now_ms()));
@@ -333,16 +339,18 @@ impl Broker {
     /// Compares the cluster id in `image` with the one `meta.properties`
     /// records: records it when first known, and stops the broker if they
     /// differ (this data directory belongs to another cluster).
-    fn check_cluster_id(&self, image: &MetadataImage) {
+    ///
+    /// Returns false once the broker must stop.
+    fn check_cluster_id(&self, image: &MetadataImage) -> bool {
         let Some(current) = image.cluster_id() else {
-            return;
+            return true;
         };
         let mut recorded = self
             .recorded_cluster_id
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         match recorded.as_deref() {
-            Some(id) if id == current => {}
+            Some(id) if id == current => true,
             Some(id) => {
                 let error = StartError::ClusterIdMismatch {
                     dir: self.config.data_dir.display().to_string(),
@@ -350,11 +358,21 @@ impl Broker {
                     current: current.to_string(),
                 };
                 self.fail(error.to_string());
+                false
             }
             None => {
-                match write_meta_properties(&self.config.data_dir, self.config.node_id, current) {
-                    Ok(()) => *recorded = Some(current.to_string()),
-                    Err(e) => self.fail(e.to_string()),
+                let (dir, node_id) = (&self.config.data_dir, self.config.node_id);
+                let written =
+                    crate::blocking::run(|| identity::record_cluster_id(dir, node_id, current));
+                match written {
+                    Ok(()) => {
+                        *recorded = Some(current.to_string());
+                        true
+                    }
+                    Err(e) => {
+                        self.fail(e.to_string());
+                        false
+                    }
                 }
             }
         }
@@ -428,7 +446,9 @@ async fn follow_metadata(broker: Arc<Broker>) {
     let mut images = broker.metadata.subscribe();
     while images.changed().await.is_ok() {
         let image = Arc::clone(&images.borrow_and_update());
-        broker.check_cluster_id(&image);
+        if !broker.check_cluster_id(&image) {
+            return;
+        }
         broker.reconcile_replicas().await;
     }
 }
@@ -440,9 +460,7 @@ async fn catch_up(broker: Arc<Broker>) {
     if broker.metadata.read_barrier().await.is_err() {
         return;
     }
-    let image = broker.image();
-    broker.check_cluster_id(&image);
-    if broker.fatal.borrow().is_some() {
+    if !broker.check_cluster_id(&broker.image()) {
         return;
     }
     tracing::info!(
@@ -504,53 +522,6 @@ async fn register(broker: Arc<Broker>) {
     }
 }
 
-/// Reads (or writes, on first start) `meta.properties`, refusing a data
-/// directory that another node id wrote; returns the cluster id it
-/// records, if any yet.
-fn check_node_identity(data_dir: &Path, node_id: i32) -> Result<Option<String>, StartError> {
-    let path = data_dir.join(META_PROPERTIES);
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let value = |key: &str| {
-            text.lines()
-                .filter_map(|line| line.split_once('='))
-                .find(|(k, _)| k.trim() == key)
-                .map(|(_, value)| value.trim().to_string())
-        };
-        match value("node.id").and_then(|v| v.parse().ok()) {
-            Some(found) if found != node_id => {
-                return Err(StartError::NodeIdMismatch {
-                    dir: data_dir.display().to_string(),
-                    found,
-                    configured: node_id,
-                });
-            }
-            Some(_) => return Ok(value("cluster.id").filter(|id| !id.is_empty())),
-            None => {}
-        }
-    }
-    write_properties(&path, &format!("version=1\nnode.id={node_id}\n"))?;
-    Ok(None)
-}
-
-/// Records the cluster id beside the node id.
-fn write_meta_properties(
-    data_dir: &Path,
-    node_id: i32,
-    cluster_id: &str,
-) -> Result<(), StartError> {
-    write_properties(
-        &data_dir.join(META_PROPERTIES),
-        &format!("version=1\nnode.id={node_id}\ncluster.id={cluster_id}\n"),
-    )
-}
-
-fn write_properties(path: &Path, text: &str) -> Result<(), StartError> {
-    keel_log::write_atomically(path, text.as_bytes()).map_err(|e| StartError::DataDir {
-        dir: path.display().to_string(),
-        source: std::io::Error::other(e),
-    })
-}
-
 /// URL-safe base64 without padding, the form of Kafka cluster ids.
 fn base64_url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -575,22 +546,6 @@ mod tests {
     fn cluster_ids_look_like_kafkas() {
         assert_eq!(base64_url(&[0xff; 16]).len(), 22);
         assert_eq!(base64_url(b"Man"), "TWFu");
-    }
-
-    #[test]
-    fn a_data_dir_of_another_node_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(check_node_identity(dir.path(), 1).unwrap(), None);
-        assert_eq!(check_node_identity(dir.path(), 1).unwrap(), None);
-        assert!(matches!(
-            check_node_identity(dir.path(), 2),
-            Err(StartError::NodeIdMismatch { found: 1, .. })
-        ));
-        write_meta_properties(dir.path(), 1, "abc").unwrap();
-        assert_eq!(
-            check_node_identity(dir.path(), 1).unwrap().as_deref(),
-            Some("abc")
-        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

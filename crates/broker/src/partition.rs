@@ -5,7 +5,10 @@
 //! consumers never see data at or past the high watermark; the high
 //! watermark only moves forward while the replica leads. The log's mutex is
 //! never held across an `.await`, and never taken on an async worker (see
-//! `blocking`); no fsync happens while it is held.
+//! `blocking`). Segment data is never fsynced while it is held (flushes
+//! sync outside it); what does sync under it is small and rare: the
+//! directory and checkpoints of retention, DeleteRecords and truncation, a
+//! new leader epoch's checkpoint, and a compaction's swap.
 
 use std::sync::{
     Arc, Mutex, MutexGuard, PoisonError, Weak,

@@ -62,6 +62,16 @@ struct WantedTopic {
     configs: BTreeMap<String, String>,
 }
 
+/// A partition the image assigns to this broker.
+#[derive(Debug)]
+struct WantedPartition<'a> {
+    topic: &'a str,
+    topic_id: Uuid,
+    index: i32,
+    leader_epoch: i32,
+    config: keel_log::LogConfig,
+}
+
 /// What a partition directory says it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct DirIdentity {
@@ -132,7 +142,7 @@ impl ReplicaManager {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let image = latest();
-        self.reconcile_locked(&image, now_ms)?;
+        self.reconcile_locked(&image, now_ms, true)?;
         if !*judged {
             self.judge_unnamed_directories(&image);
             *judged = true;
@@ -184,14 +194,24 @@ impl ReplicaManager {
         latest: impl FnOnce() -> Arc<MetadataImage>,
         now_ms: i64,
     ) -> Result<(), LogError> {
-        let _serialised = self
+        let caught_up = self
             .reconcile
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        self.reconcile_locked(&latest(), now_ms)
+        self.reconcile_locked(&latest(), now_ms, *caught_up)
     }
 
-    fn reconcile_locked(&self, image: &MetadataImage, now_ms: i64) -> Result<(), LogError> {
+    /// Brings the hosted replicas in line with `image`. Until the broker
+    /// has caught up with the quorum (`caught_up`), a directory that is
+    /// not the log the image names is left where it is, unless its topic
+    /// was deleted: an image that is still catching up may predate what is
+    /// on disk.
+    fn reconcile_locked(
+        &self,
+        image: &MetadataImage,
+        now_ms: i64,
+        caught_up: bool,
+    ) -> Result<(), LogError> {
         let mut wanted: HashMap<&str, WantedTopic> = HashMap::new();
         for topic in image.topics() {
             let local: Vec<(i32, i32)> = topic
@@ -214,13 +234,23 @@ impl ReplicaManager {
 
         let removed = self.remove_unwanted(&wanted);
         for partition in removed {
-            let dir = partition.log().dir().to_path_buf();
+            // Closed first, so nothing in flight writes into the directory
+            // once it is renamed (or into a new one of the same name).
+            let dir = {
+                let mut log = partition.log();
+                if let Err(e) = log.close() {
+                    tracing::warn!(dir = %log.dir().display(), error = %e, "failed to close a removed partition log");
+                }
+                log.dir().to_path_buf()
+            };
             let identity = DirIdentity {
                 topic: partition.topic().to_string(),
                 topic_id: partition.topic_id(),
                 partition: partition.index(),
             };
-            dispose(&dir, &identity, image, "this broker no longer hosts it");
+            if caught_up || image.was_deleted(&identity.topic_id) {
+                dispose(&dir, &identity, image, "this broker no longer hosts it");
+            }
         }
 
         for (name, topic) in wanted {
@@ -232,15 +262,17 @@ impl ReplicaManager {
                     existing.set_config(&log_config);
                     continue;
                 }
-                let partition = self.open_partition(
-                    image,
-                    name,
+                let wanted = WantedPartition {
+                    topic: name,
                     topic_id,
                     index,
                     leader_epoch,
-                    log_config.clone(),
-                    now_ms,
-                )?;
+                    config: log_config.clone(),
+                };
+                let Some(partition) = self.open_partition(image, &wanted, caught_up, now_ms)?
+                else {
+                    continue;
+                };
                 let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
                 topics
                     .entry(name.to_string())
@@ -279,28 +311,41 @@ impl ReplicaManager {
         removed
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Opens (or creates) the log of `wanted`; `None` when its directory
+    /// holds another topic that cannot be judged yet (see
+    /// `reconcile_locked`).
     fn open_partition(
         &self,
         image: &MetadataImage,
-        topic: &str,
-        topic_id: Uuid,
-        index: i32,
-        leader_epoch: i32,
-        config: keel_log::LogConfig,
+        wanted: &WantedPartition<'_>,
+        caught_up: bool,
         now_ms: i64,
-    ) -> Result<Partition, LogError> {
+    ) -> Result<Option<Partition>, LogError> {
+        let (topic, index) = (wanted.topic, wanted.index);
         let dir = self.data_dir.join(format!("{topic}-{index}"));
         let identity = DirIdentity {
             topic: topic.to_string(),
-            topic_id,
+            topic_id: wanted.topic_id,
             partition: index,
         };
         match read_identity(&dir) {
             Some(found) if found == identity => {}
-            Some(found) => dispose(&dir, &found, image, "a topic of the same name replaced it"),
+            Some(found) if caught_up || image.was_deleted(&found.topic_id) => {
+                dispose(&dir, &found, image, "a topic of the same name replaced it")
+            }
+            Some(found) => {
+                tracing::info!(
+                    dir = %dir.display(),
+                    found = %found.topic_id,
+                    wanted = %wanted.topic_id,
+                    "not opening a partition whose directory holds another topic until the \
+                     metadata has caught up"
+                );
+                return Ok(None);
+            }
             None => {}
         }
+        let config = wanted.config.clone();
         let (mut log, report) = PartitionLog::open(&dir, config, now_ms)?;
         if let Some(faults) = self.faults.get(&(topic.to_string(), index)) {
             tracing::warn!(
@@ -323,13 +368,13 @@ impl ReplicaManager {
                 "recovered partition log after an unclean shutdown"
             );
         }
-        Ok(Partition::new(
+        Ok(Some(Partition::new(
             Arc::from(topic),
-            topic_id,
+            wanted.topic_id,
             index,
             log,
-            leader_epoch,
-        ))
+            wanted.leader_epoch,
+        )))
     }
 
     /// Flushes every log and marks it cleanly closed.

@@ -84,7 +84,12 @@ pub struct PartitionLog {
     segments: BTreeMap<i64, Segment>,
     log_start_offset: i64,
     recovery_point: i64,
-    unflushed_messages: u64,
+    /// Messages appended, and how many of those a finished flush covered.
+    appended_messages: u64,
+    flushed_messages: u64,
+    /// Bumped by every truncation: a flush begun before one may not move
+    /// the recovery point over the rewritten tail.
+    truncations: u64,
     oldest_unflushed_ms: Option<i64>,
     /// Segments rolled so far, and how many of those rolls a finished
     /// flush covered; a roll asks for a flush instead of syncing inline.
@@ -176,7 +181,9 @@ impl PartitionLog {
             segments,
             log_start_offset: first_base,
             recovery_point: 0,
-            unflushed_messages: 0,
+            appended_messages: 0,
+            flushed_messages: 0,
+            truncations: 0,
             oldest_unflushed_ms: None,
             rolls: 0,
             flushed_rolls: 0,
@@ -380,7 +387,7 @@ impl PartitionLog {
         let interval = self.config.index_interval_bytes;
         self.active_segment_mut().append(header, parts, interval)?;
         self.producers.record(header, now_ms);
-        self.unflushed_messages += header.records_count.max(0) as u64;
+        self.appended_messages += header.records_count.max(0) as u64;
         self.oldest_unflushed_ms.get_or_insert(now_ms);
         Ok(())
     }
@@ -423,6 +430,9 @@ impl PartitionLog {
         }
         self.closed = true;
         self.flush()?;
+        // A checkpoint still in flight finishes before this returns, and
+        // none is written after: the directory may be renamed next.
+        self.stop_checkpoints();
         for segment in self.segments.values() {
             segment.sync()?;
         }

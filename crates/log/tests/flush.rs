@@ -125,3 +125,50 @@ fn an_older_recovery_point_never_overwrites_a_newer_one() {
     newer.write().unwrap();
     assert_eq!(recovery_point(dir.path()), 2);
 }
+
+#[test]
+fn a_flush_begun_before_a_truncation_does_not_move_the_recovery_point_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+    for i in 0..10 {
+        log.append_as_leader(&batch(1, i), 0, 0).unwrap();
+    }
+    log.flush().unwrap();
+    assert_eq!(recovery_point(dir.path()), 10);
+    for i in 0..5 {
+        log.append_as_leader(&batch(1, i), 0, 0).unwrap();
+    }
+    let before = log.begin_flush().unwrap();
+    // A new leader's log diverged from offset 4: everything from there is
+    // cut, and other batches take those offsets.
+    log.truncate_to(4, 0).unwrap();
+    assert_eq!(recovery_point(dir.path()), 4, "lowered at once");
+    for i in 0..3 {
+        log.append_as_leader(&batch(1, i), 1, 0).unwrap();
+    }
+    before.sync().unwrap();
+    assert!(
+        log.complete_flush(&before).is_none(),
+        "a flush of the old tail vouched for the new one"
+    );
+    assert_eq!(recovery_point(dir.path()), 4);
+    log.flush().unwrap();
+    assert_eq!(recovery_point(dir.path()), 7);
+}
+
+#[test]
+fn a_closed_log_writes_no_more_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+    log.append_as_leader(&batch(1, 0), 0, 0).unwrap();
+    let pending = log.begin_flush().unwrap();
+    pending.sync().unwrap();
+    let late = log.complete_flush(&pending).unwrap();
+    log.close().unwrap();
+    assert!(!dir.path().join("recovery-point").exists());
+    late.write().unwrap();
+    assert!(
+        !dir.path().join("recovery-point").exists(),
+        "a checkpoint was written into a closed log's directory"
+    );
+}

@@ -47,7 +47,7 @@ use crate::{
     image::{ApplyError, MetadataImage},
     logger::logger,
     records::MetadataRecord,
-    snapshot::{self, SnapshotError},
+    snapshot::{self, Members, SnapshotError},
     storage::{DurableStorage, StorageError},
 };
 
@@ -199,6 +199,9 @@ pub struct RaftCore {
     storage: DurableStorage,
     image: MetadataImage,
     peers: BTreeMap<u64, String>,
+    /// Nodes taken back after losing their Raft log, with the nonce of the
+    /// run taken back; replicated in conf change contexts and snapshots.
+    rejoined: BTreeMap<u64, u64>,
     applied: u64,
     /// The term of the entry at `applied` (or of the snapshot it came from).
     applied_term: u64,
@@ -206,8 +209,9 @@ pub struct RaftCore {
     leader_ready: bool,
     /// The durable commit index found on start.
     recovered_commit: u64,
-    /// This node lost its Raft log and is not yet a member again.
-    rejoining: bool,
+    /// Set while this node, having lost its Raft log, waits to be taken
+    /// back: the nonce of this rejoining run.
+    rejoin_nonce: Option<u64>,
     dir: PathBuf,
     config: CoreConfig,
 }
@@ -231,8 +235,9 @@ impl RaftCore {
         voters: &[(u64, String)],
     ) -> Result<Self, CoreError> {
         let mut voter_ids: Vec<u64> = voters.iter().map(|(id, _)| *id).collect();
-        let rejoining = membership::must_rejoin(dir, config.id, config.member_before, &voter_ids)?;
-        if rejoining {
+        let rejoin_nonce =
+            membership::must_rejoin(dir, config.id, config.member_before, &voter_ids)?;
+        if rejoin_nonce.is_some() {
             // Not a member in its own eyes until the leader takes it back.
             voter_ids.retain(|&id| id != config.id);
         }
@@ -240,13 +245,13 @@ impl RaftCore {
         let snapshot = storage.latest_snapshot();
         let snapshot_index = snapshot.get_metadata().index;
         let snapshot_term = snapshot.get_metadata().term;
-        let (image, mut peers) = if snapshot_index > 0 {
+        let (image, mut members) = if snapshot_index > 0 {
             snapshot::decode(&snapshot.data)?
         } else {
-            (MetadataImage::default(), BTreeMap::new())
+            (MetadataImage::default(), Members::default())
         };
         for (id, address) in voters {
-            peers.insert(*id, address.clone());
+            members.peers.insert(*id, address.clone());
         }
         let raft_config = Config {
             id: config.id,
@@ -275,12 +280,13 @@ impl RaftCore {
             raw,
             storage,
             image,
-            peers,
+            peers: members.peers,
+            rejoined: members.rejoined,
             applied: snapshot_index,
             applied_term: snapshot_term,
             snapshot_index,
             leader_ready: false,
-            rejoining,
+            rejoin_nonce,
             dir: dir.to_path_buf(),
             config,
         })
@@ -300,7 +306,13 @@ impl RaftCore {
         Ok(())
     }
 
+    /// Advances logical time. A node waiting to be taken back after
+    /// losing its log does not tick: it must not campaign with a log that
+    /// may lack entries it had acknowledged.
     pub fn tick(&mut self) -> bool {
+        if self.rejoin_nonce.is_some() {
+            return false;
+        }
         self.raw.tick()
     }
 
@@ -504,9 +516,10 @@ impl RaftCore {
     }
 
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), CoreError> {
-        let (image, peers) = snapshot::decode(&snapshot.data)?;
+        let (image, members) = snapshot::decode(&snapshot.data)?;
         self.image = image;
-        self.peers = peers;
+        self.peers = members.peers;
+        self.rejoined = members.rejoined;
         self.applied = snapshot.get_metadata().index;
         self.applied_term = snapshot.get_metadata().term;
         self.snapshot_index = self.applied;
@@ -517,7 +530,11 @@ impl RaftCore {
         let due = self.applied >= self.snapshot_index + self.config.snapshot_entries;
         let requested = self.storage.snapshot_requested() && self.applied > self.snapshot_index;
         if due || requested {
-            let data = snapshot::encode(&self.image, &self.peers);
+            let members = Members {
+                peers: self.peers.clone(),
+                rejoined: self.rejoined.clone(),
+            };
+            let data = snapshot::encode(&self.image, &members);
             self.storage.create_snapshot(self.applied, data)?;
             self.snapshot_index = self.applied;
         }

@@ -30,6 +30,10 @@ struct SnapshotData {
     cluster_id: Option<String>,
     #[prost(message, repeated, tag = "8")]
     deleted_topics: Vec<DeletedTopicEntry>,
+    /// Nodes taken back after losing their Raft log, with the nonce of the
+    /// run that was taken back (see `core::membership`).
+    #[prost(btree_map = "uint64, uint64", tag = "9")]
+    rejoined: BTreeMap<u64, u64>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -73,8 +77,18 @@ struct TopicEntry {
 #[error("snapshot data is damaged: {0}")]
 pub struct SnapshotError(String);
 
-/// Encodes the image and the peers' addresses.
-pub fn encode(image: &MetadataImage, peers: &BTreeMap<u64, String>) -> Vec<u8> {
+/// The Raft group's members as a snapshot carries them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Members {
+    /// Every member's cluster address.
+    pub peers: BTreeMap<u64, String>,
+    /// Nodes taken back after losing their Raft log, with the nonce of the
+    /// run that was taken back.
+    pub rejoined: BTreeMap<u64, u64>,
+}
+
+/// Encodes the image and the members.
+pub fn encode(image: &MetadataImage, members: &Members) -> Vec<u8> {
     SnapshotData {
         brokers: image
             .brokers()
@@ -109,7 +123,8 @@ pub fn encode(image: &MetadataImage, peers: &BTreeMap<u64, String>) -> Vec<u8> {
         next_producer_id: image.next_producer_id(),
         history: image.history().cloned().collect(),
         next_history_sequence: image.next_history_sequence(),
-        peers: peers.clone(),
+        peers: members.peers.clone(),
+        rejoined: members.rejoined.clone(),
         cluster_id: image.cluster_id().map(str::to_string),
         deleted_topics: image
             .deleted_topics()
@@ -123,7 +138,7 @@ pub fn encode(image: &MetadataImage, peers: &BTreeMap<u64, String>) -> Vec<u8> {
 }
 
 /// Decodes what [`encode`] produced.
-pub fn decode(bytes: &[u8]) -> Result<(MetadataImage, BTreeMap<u64, String>), SnapshotError> {
+pub fn decode(bytes: &[u8]) -> Result<(MetadataImage, Members), SnapshotError> {
     let data = SnapshotData::decode(bytes).map_err(|e| SnapshotError(e.to_string()))?;
     let brokers = data
         .brokers
@@ -167,7 +182,11 @@ pub fn decode(bytes: &[u8]) -> Result<(MetadataImage, BTreeMap<u64, String>), Sn
         data.next_history_sequence,
         deleted_topics,
     );
-    Ok((image, data.peers))
+    let members = Members {
+        peers: data.peers,
+        rejoined: data.rejoined,
+    };
+    Ok((image, members))
 }
 
 #[cfg(test)]
@@ -221,10 +240,13 @@ mod tests {
         });
         image.apply(&delete.into(), 2).unwrap();
         assert!(image.was_deleted(&Uuid::from_u128(6)));
-        let peers = [(1, "127.0.0.1:1".to_string())].into();
-        let (restored, restored_peers) = decode(&encode(&image, &peers)).unwrap();
+        let members = Members {
+            peers: [(1, "127.0.0.1:1".to_string())].into(),
+            rejoined: [(2, 77)].into(),
+        };
+        let (restored, restored_members) = decode(&encode(&image, &members)).unwrap();
         assert_eq!(restored, image);
-        assert_eq!(restored_peers, peers);
+        assert_eq!(restored_members, members);
         assert!(decode(b"\xff\xff").is_err());
     }
 }

@@ -21,8 +21,10 @@
 //!   Record kinds: 1 an entry, 2 the HardState, 3 the ConfState, 4 "drop
 //!   entries from index N" (a conflicting tail; payload N as u64). Payloads
 //!   are raft-rs's protobuf encodings. Replay applies the records of the
-//!   frames in order. A file without the magic (such as one of the earlier
-//!   record-per-frame format), or of another version, is refused.
+//!   frames in order. A log of the earlier format (one `length u32, crc32c
+//!   u32, kind u8, payload` record after another, no header) is rewritten
+//!   in this one on open, keeping its votes and entries; any other file
+//!   without the magic, or of another version, is refused.
 //! - `raft.snapshot`: the latest snapshot (metadata and state machine data),
 //!   `crc32c u32` then the protobuf `Snapshot`, replaced atomically.
 //!
@@ -65,8 +67,8 @@ mod frame;
 
 use self::frame::{
     FILE_HEADER, FRAME_HEADER, Frame, KIND_CONF_STATE, KIND_ENTRY, KIND_HARD_STATE, KIND_TRUNCATE,
-    RECORD_HEADER, encode_file_header, encode_frame, encode_message, encode_record,
-    read_file_header, read_frame, torn_or_damaged,
+    MAGIC, RECORD_HEADER, encode_file_header, encode_frame, encode_message, encode_record,
+    legacy_records, read_file_header, read_frame, torn_or_damaged,
 };
 
 const LOG_FILE: &str = "raft.log";
@@ -187,6 +189,10 @@ impl DurableStorage {
                 (log, raw)
             }
             Err(e) => return Err(io_error(&log_path)(e)),
+        };
+        let (log, raw) = match migrate_legacy(dir, &raw)? {
+            Some(migrated) => migrated,
+            None => (log, raw),
         };
         let file_id = read_file_header(&raw, &log_path)?;
 
@@ -519,6 +525,25 @@ impl Core {
         self.write_failed = false;
         Ok(())
     }
+}
+
+/// Rewrites a log of the format before file headers and frames in the
+/// current one (a new file, fsynced, renamed over the old), so a node keeps
+/// its votes and entries across the upgrade; `None` if `raw` is not such a
+/// log.
+fn migrate_legacy(dir: &Path, raw: &[u8]) -> Result<Option<(File, Vec<u8>)>, StorageError> {
+    if raw.starts_with(&MAGIC) || MAGIC.starts_with(raw) {
+        return Ok(None);
+    }
+    let Some(body) = legacy_records(raw) else {
+        return Ok(None);
+    };
+    let path = dir.join(LOG_FILE);
+    tracing::info!(path = %path.display(), "rewriting the raft log in the current format");
+    let (log, _, _) = write_log_file(dir, &body)?;
+    let mut migrated = Vec::new();
+    (&log).read_to_end(&mut migrated).map_err(io_error(&path))?;
+    Ok(Some((log, migrated)))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StorageError> {

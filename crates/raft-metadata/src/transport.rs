@@ -82,10 +82,11 @@ pub(crate) struct Join {
     pub(crate) node_id: u64,
     #[prost(string, tag = "2")]
     pub(crate) address: String,
-    /// The node lost its Raft log although it was a member: the leader
-    /// must take it out and back in (see `core::membership`).
-    #[prost(bool, tag = "3")]
-    pub(crate) rejoin: bool,
+    /// The nonce of this node's return after losing its Raft log, 0 for an
+    /// ordinary join: the leader takes it out and back in (see
+    /// `core::membership`).
+    #[prost(uint64, tag = "3")]
+    pub(crate) rejoin: u64,
 }
 
 /// What the transport tells the node.

@@ -245,10 +245,11 @@ fn a_voter_that_lost_its_log_is_taken_out_and_back_in_safely() {
             cluster.propose(leader, &allocate(next * BLOCK)).unwrap();
             next += 1;
         }
-        if cluster.node(lost).is_rejoining() {
+        let nonce = cluster.node(lost).rejoin_nonce();
+        if nonce != 0 {
             let _ = cluster
                 .node(leader)
-                .handle_join(lost, &format!("node-{lost}"), true);
+                .handle_join(lost, &format!("node-{lost}"), nonce);
         }
         cluster.node(leader).promote_caught_up_learner(&[1, 2, 3]);
         let status = cluster.node(leader).status();
@@ -289,4 +290,82 @@ fn a_new_node_or_a_lone_voter_does_not_rejoin() {
     alone.node(1).campaign_if_sole_voter().unwrap();
     alone.settle();
     assert_eq!(alone.ready_leader(), Some(1));
+}
+
+#[test]
+fn a_node_that_lost_its_log_stays_out_until_taken_back_even_across_a_leader_change() {
+    let mut cluster = Cluster::new(3, 10);
+    let leader = cluster.wait_for_leader(None);
+    let lost = (1..=3).find(|id| *id != leader).unwrap();
+    for i in 0..40 {
+        cluster.propose(leader, &allocate(i * BLOCK)).unwrap();
+        cluster.settle();
+    }
+    cluster.crash(lost);
+    std::fs::remove_dir_all(cluster.dir.path().join(lost.to_string())).unwrap();
+    cluster.config.member_before = true;
+    cluster.start(lost);
+    cluster.config.member_before = false;
+    let nonce = cluster.node(lost).rejoin_nonce();
+    assert_ne!(nonce, 0);
+
+    // The leader restarts before the node asks to come back: the new
+    // leader's progress credits the node with nothing, and it sends its
+    // compacted log, a snapshot that still lists the node as a voter.
+    cluster.crash(leader);
+    cluster.start(leader);
+    let mut leader = cluster.wait_for_leader(None);
+    cluster.tick(30);
+    let installed = cluster.events[&lost]
+        .iter()
+        .any(|e| matches!(e, CoreEvent::SnapshotInstalled { .. }));
+    assert!(installed, "the node received the leader's snapshot");
+    assert!(
+        cluster.node(lost).is_rejoining(),
+        "a snapshot naming the node as a voter is not its return"
+    );
+    // Cut off from the leader, a voter would campaign; this node must not.
+    cluster.isolate(lost);
+    cluster.tick(40);
+    cluster.heal();
+    let campaigned = cluster.events[&lost].iter().any(|e| {
+        matches!(
+            e,
+            CoreEvent::RoleChanged {
+                role: raft::StateRole::Candidate | raft::StateRole::PreCandidate,
+                ..
+            }
+        )
+    });
+    assert!(!campaigned, "a node that lost its log campaigned");
+
+    // Now it asks; it is taken out and back in, then promoted.
+    for _ in 0..300 {
+        cluster.tick(1);
+        if let Some(ready) = cluster.ready_leader() {
+            leader = ready;
+        }
+        let nonce = cluster.node(lost).rejoin_nonce();
+        if nonce != 0 {
+            let _ = cluster
+                .node(leader)
+                .handle_join(lost, &format!("node-{lost}"), nonce);
+        }
+        cluster.node(leader).promote_caught_up_learner(&[1, 2, 3]);
+        let whole = (1..=3).all(|id| cluster.node(id).status().voters == vec![1, 2, 3]);
+        if whole && !cluster.node(lost).is_rejoining() {
+            break;
+        }
+    }
+    assert!(!cluster.node(lost).is_rejoining());
+    // Asking again with the same nonce changes nothing.
+    cluster
+        .node(leader)
+        .handle_join(lost, &format!("node-{lost}"), nonce)
+        .unwrap();
+    cluster.tick(5);
+    for id in 1..=3 {
+        assert_eq!(cluster.node(id).status().voters, vec![1, 2, 3], "node {id}");
+    }
+    assert_eq!(cluster.image(lost), cluster.image(leader));
 }

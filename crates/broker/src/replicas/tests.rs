@@ -138,3 +138,27 @@ fn a_directory_the_caught_up_image_does_not_name_is_moved_aside_not_deleted() {
     replicas.set_caught_up(|| image(&[]), 0).unwrap();
     assert_eq!(entries(dir.path()), names);
 }
+
+#[test]
+fn an_image_still_catching_up_never_moves_a_live_log_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    // On disk: topic "x" as re-created (id 2) after an earlier "x" (id 1)
+    // was deleted.
+    let current = image(&[create("x", 1), delete("x"), create("x", 2)]);
+    {
+        let replicas = manager(dir.path());
+        replicas.reconcile(|| Arc::clone(&current), 0).unwrap();
+        replicas.all()[0].append_as_leader(&batch(), 0).unwrap();
+        replicas.close_all();
+    }
+    // The metadata was lost; replaying the log, the broker first sees the
+    // first "x" alone, then its deletion and the new "x".
+    let replicas = manager(dir.path());
+    replicas.reconcile(|| image(&[create("x", 1)]), 0).unwrap();
+    assert!(replicas.all().is_empty(), "the stale image opened nothing");
+    assert_eq!(entries(dir.path()), ["x-0"], "and moved nothing aside");
+    replicas.reconcile(|| Arc::clone(&current), 0).unwrap();
+    assert_eq!(replicas.get("x", 0).unwrap().log().log_end_offset(), 1);
+    replicas.set_caught_up(|| current, 0).unwrap();
+    assert_eq!(entries(dir.path()), ["x-0"]);
+}

@@ -31,8 +31,10 @@ pub struct PendingFlush {
     /// must be made durable too.
     sync_dir: bool,
     up_to_offset: i64,
-    messages: u64,
+    /// Messages appended when the flush began.
+    appended_messages: u64,
     rolls: u64,
+    truncations: u64,
     /// A test-only stall before the fsync (see [`Faults`]).
     stall: Duration,
 }
@@ -115,7 +117,7 @@ impl PartitionLog {
         self.config
             .flush
             .messages
-            .is_some_and(|every| self.unflushed_messages >= every)
+            .is_some_and(|every| self.unflushed_messages() >= every)
     }
 
     /// Collects the files holding unflushed data so they can be fsynced
@@ -123,7 +125,7 @@ impl PartitionLog {
     pub fn begin_flush(&self) -> Option<PendingFlush> {
         let log_end_offset = self.log_end_offset();
         let rolled = self.rolls > self.flushed_rolls;
-        if self.recovery_point >= log_end_offset && self.unflushed_messages == 0 && !rolled {
+        if self.recovery_point >= log_end_offset && self.unflushed_messages() == 0 && !rolled {
             return None;
         }
         let from = self
@@ -146,8 +148,9 @@ impl PartitionLog {
             files,
             sync_dir: rolled,
             up_to_offset: log_end_offset,
-            messages: self.unflushed_messages,
+            appended_messages: self.appended_messages,
             rolls: self.rolls,
+            truncations: self.truncations,
             stall: self.faults.fsync_stall,
         })
     }
@@ -155,20 +158,55 @@ impl PartitionLog {
     /// Records a finished flush; returns the recovery point to checkpoint
     /// (without the lock), if it moved.
     pub fn complete_flush(&mut self, flushed: &PendingFlush) -> Option<RecoveryCheckpoint> {
+        if flushed.truncations != self.truncations {
+            // The tail it synced may since have been cut and rewritten.
+            return None;
+        }
         self.flushed_rolls = self.flushed_rolls.max(flushed.rolls);
+        self.flushed_messages = self.flushed_messages.max(flushed.appended_messages);
+        if self.unflushed_messages() == 0 {
+            self.oldest_unflushed_ms = None;
+        }
         if flushed.up_to_offset <= self.recovery_point {
             return None;
         }
         self.recovery_point = flushed.up_to_offset;
-        self.unflushed_messages = self.unflushed_messages.saturating_sub(flushed.messages);
-        if self.unflushed_messages == 0 {
-            self.oldest_unflushed_ms = None;
-        }
         Some(RecoveryCheckpoint {
             path: self.dir.join(RECOVERY_POINT_FILE),
             offset: self.recovery_point,
             written: Arc::clone(&self.recovery_checkpoint),
         })
+    }
+
+    fn unflushed_messages(&self) -> u64 {
+        self.appended_messages - self.flushed_messages
+    }
+
+    /// Lowers the recovery point to `offset` (a truncation cut the log
+    /// there) and checkpoints it at once, so a restart never trusts
+    /// segments past it.
+    pub(crate) fn lower_recovery_point(&mut self, offset: i64) -> Result<()> {
+        self.truncations += 1;
+        if offset >= self.recovery_point {
+            return Ok(());
+        }
+        self.recovery_point = offset;
+        let mut written = self
+            .recovery_checkpoint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        write_offset(&self.dir.join(RECOVERY_POINT_FILE), offset)?;
+        *written = offset;
+        Ok(())
+    }
+
+    /// No recovery point checkpoint is written after this (the log is
+    /// closing); one in flight finishes first.
+    pub(crate) fn stop_checkpoints(&mut self) {
+        *self
+            .recovery_checkpoint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = i64::MAX;
     }
 
     /// Sets test-only faults (see [`Faults`]).

@@ -125,7 +125,7 @@ impl PartitionLog {
         sync_dir(&self.dir)?;
         let log_end_offset = self.log_end_offset();
         self.epochs.truncate_from_end(log_end_offset)?;
-        self.recovery_point = self.recovery_point.min(log_end_offset);
+        self.lower_recovery_point(log_end_offset)?;
         self.rebuild_producer_state()
     }
 }

@@ -4,20 +4,22 @@
 //!
 //! A node that lost its log (its metadata directory was wiped, while its
 //! data directory shows it was a member) must not act as the member it
-//! was. The leader's progress still says the node holds entries up to
+//! was. The leader's progress may still say the node holds entries up to
 //! some index, so its heartbeats would carry a commit index beyond the
-//! node's empty log (raft-rs panics on that), and as a voter the node could
-//! grant a second vote in a term it already voted in, or vote for a
-//! candidate missing entries it had acknowledged. So such a node starts
-//! *rejoining*: it is not a member in its own configuration, drops vote
-//! requests and heartbeats that credit it with entries it lacks, and asks
-//! to join with `rejoin` set. The
-//! leader then removes it from the group (dropping the stale progress), adds
-//! it back as a learner, which catches up from the log or a snapshot, and
-//! promotes it to voter again once it has caught up if the leader's
-//! configured voters name it. The rejoining state is kept in a marker file
-//! until the node finds itself a member again, so a crash midway resumes
-//! it.
+//! node's empty log (raft-rs panics on that); and as a voter the node could
+//! grant a second vote in a term it already voted in, or vote for (or
+//! campaign as) a candidate missing entries it had acknowledged. So such a
+//! node starts *rejoining*, with a nonce of its own: it does not tick (so
+//! never campaigns), drops vote requests and heartbeats crediting it with
+//! entries it lacks, and asks to join with the nonce. The leader removes
+//! it from the group unless the group already took back that nonce, adds
+//! it back as a learner with the nonce in the change (replicated, so a new
+//! leader knows it too, and kept in snapshots), and promotes it to voter
+//! once it has caught up if the leader's configured voters name it. The
+//! node stops rejoining only when it has applied its own return, never
+//! because a snapshot or configuration still lists it as the member it
+//! was. The nonce is kept in a marker file, so a crash midway resumes the
+//! same return.
 
 use std::{fs, path::Path};
 
@@ -37,41 +39,56 @@ pub(super) const REJOIN_MARKER: &str = "rejoining";
 pub(super) struct MemberAddress {
     #[prost(string, tag = "1")]
     pub(super) address: String,
+    /// The nonce of the rejoining run this change takes back, 0 if none.
+    #[prost(uint64, tag = "2")]
+    pub(super) rejoin: u64,
 }
 
-/// Whether a node opening `dir` must rejoin: it was a member before
-/// (`member_before`, from its data directory) but has no Raft log now, and
-/// there is another voter to take it back. The marker makes the answer
-/// survive a restart until the node is a member again.
+/// Whether a node opening `dir` must rejoin, and the nonce of its return:
+/// it was a member before (`member_before`, from its data directory) but
+/// has no Raft log now, and there is another voter to take it back. The
+/// marker keeps the nonce across restarts until the node is back.
 pub(super) fn must_rejoin(
     dir: &Path,
     node_id: u64,
     member_before: bool,
     voters: &[u64],
-) -> Result<bool, CoreError> {
+) -> Result<Option<u64>, CoreError> {
     let marker = dir.join(REJOIN_MARKER);
-    if marker.exists() {
-        return Ok(true);
+    let io = |source| {
+        CoreError::Storage(crate::storage::StorageError::Io {
+            path: marker.clone(),
+            source,
+        })
+    };
+    match fs::read_to_string(&marker) {
+        Ok(text) => {
+            let nonce = text.trim().parse().map_err(|_| {
+                CoreError::Storage(crate::storage::StorageError::Corrupt {
+                    path: marker.clone(),
+                    reason: format!("'{}' is not a rejoin nonce", text.trim()),
+                })
+            })?;
+            return Ok(Some(nonce));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
     }
     let others = voters.iter().any(|&id| id != node_id);
     if !member_before || !others || crate::storage::DurableStorage::exists(dir) {
-        return Ok(false);
+        return Ok(None);
     }
+    let nonce = uuid::Uuid::new_v4().as_u64_pair().0.max(1);
     fs::create_dir_all(dir)
-        .and_then(|()| fs::write(&marker, b""))
+        .and_then(|()| fs::write(&marker, format!("{nonce}\n")))
         .and_then(|()| fs::File::open(dir)?.sync_all())
-        .map_err(|source| {
-            CoreError::Storage(crate::storage::StorageError::Io {
-                path: marker,
-                source,
-            })
-        })?;
+        .map_err(io)?;
     tracing::warn!(
         dir = %dir.display(),
         "this node's Raft log is missing although it was a member of the cluster; \
          rejoining as a new learner, to be promoted back once it has caught up"
     );
-    Ok(true)
+    Ok(Some(nonce))
 }
 
 impl RaftCore {
@@ -86,8 +103,12 @@ impl RaftCore {
                 "node {node_id} is already a member"
             )));
         }
-        let change = conf_change(ConfChangeType::AddLearnerNode, node_id, address);
-        self.propose_conf_change(change)
+        self.propose_conf_change(conf_change(
+            ConfChangeType::AddLearnerNode,
+            node_id,
+            address,
+            0,
+        ))
     }
 
     /// Proposes a membership change as raft-rs takes it. raft-rs checks
@@ -104,39 +125,35 @@ impl RaftCore {
     }
 
     /// The leader's answer to a node asking to join. A node that is not a
-    /// member is added as a learner. A member that says it lost its log
-    /// (`rejoin`) is removed first, if the leader still credits it with
-    /// entries; once removed it asks again and is added back.
+    /// member is added as a learner (with its rejoin nonce, if any). A
+    /// member that says it lost its log (`rejoin` is its nonce, 0 for an
+    /// ordinary join) is removed first, unless the group has already taken
+    /// back that very run; once removed it asks again and is added back.
     pub fn handle_join(
         &mut self,
         node_id: u64,
         address: &str,
-        rejoin: bool,
+        rejoin: u64,
     ) -> Result<(), ProposeError> {
         if !self.is_member(node_id) {
-            return self.propose_learner(node_id, address);
+            self.check_can_propose()?;
+            return self.propose_conf_change(conf_change(
+                ConfChangeType::AddLearnerNode,
+                node_id,
+                address,
+                rejoin,
+            ));
         }
-        if !rejoin || node_id == self.config.id {
+        if rejoin == 0 || node_id == self.config.id || self.rejoined.get(&node_id) == Some(&rejoin)
+        {
             return Ok(());
         }
         self.check_can_propose()?;
-        let matched = self
-            .raw
-            .raft
-            .prs()
-            .get(node_id)
-            .map_or(0, |progress| progress.matched);
-        if matched == 0 {
-            // Added back already (or never credited with anything): its
-            // heartbeats carry no commit index beyond its log.
-            return Ok(());
-        }
         tracing::info!(
             node_id,
-            matched,
             "a member lost its Raft log; removing it to take it back"
         );
-        self.propose_conf_change(conf_change(ConfChangeType::RemoveNode, node_id, ""))
+        self.propose_conf_change(conf_change(ConfChangeType::RemoveNode, node_id, "", 0))
     }
 
     /// On the leader: promotes one learner that `configured_voters` names
@@ -159,18 +176,23 @@ impl RaftCore {
         });
         if let Some(node_id) = caught_up {
             let address = self.peers.get(&node_id).cloned().unwrap_or_default();
+            let rejoin = self.rejoined.get(&node_id).copied().unwrap_or(0);
             tracing::info!(node_id, "promoting a caught-up learner back to voter");
-            if let Err(e) =
-                self.propose_conf_change(conf_change(ConfChangeType::AddNode, node_id, &address))
-            {
+            let change = conf_change(ConfChangeType::AddNode, node_id, &address, rejoin);
+            if let Err(e) = self.propose_conf_change(change) {
                 tracing::debug!(node_id, error = %e, "cannot promote yet");
             }
         }
     }
 
-    /// Whether this node lost its log and is not yet a member again.
+    /// Whether this node lost its log and is not yet taken back.
     pub fn is_rejoining(&self) -> bool {
-        self.rejoining
+        self.rejoin_nonce.is_some()
+    }
+
+    /// The nonce of this node's return after losing its log, 0 if none.
+    pub fn rejoin_nonce(&self) -> u64 {
+        self.rejoin_nonce.unwrap_or(0)
     }
 
     /// A rejoining node must not take what assumes it is the member it
@@ -180,7 +202,7 @@ impl RaftCore {
     /// of a leader that took it back carry no such commit and are taken,
     /// so the leader hears from it and sends it the log.
     pub(super) fn refuses(&self, message: &Message) -> bool {
-        if !self.rejoining {
+        if self.rejoin_nonce.is_none() {
             return false;
         }
         match message.get_msg_type() {
@@ -192,9 +214,14 @@ impl RaftCore {
         }
     }
 
-    /// Ends the rejoining state once this node finds itself a member.
+    /// Ends the rejoining state once this node has applied its own return:
+    /// a change adding it back with this run's nonce.
     pub(super) fn check_rejoined(&mut self, dir: &Path) -> Result<(), CoreError> {
-        if !self.rejoining || !self.is_member(self.config.id) {
+        let Some(nonce) = self.rejoin_nonce else {
+            return Ok(());
+        };
+        let me = self.config.id;
+        if self.rejoined.get(&me) != Some(&nonce) || !self.is_member(me) {
             return Ok(());
         }
         let marker = dir.join(REJOIN_MARKER);
@@ -208,7 +235,7 @@ impl RaftCore {
                 }));
             }
         }
-        self.rejoining = false;
+        self.rejoin_nonce = None;
         tracing::info!("this node is a member of the Raft group again");
         Ok(())
     }
@@ -245,11 +272,15 @@ impl RaftCore {
         match kind {
             ConfChangeType::RemoveNode => {
                 self.peers.remove(&node_id);
+                self.rejoined.remove(&node_id);
             }
             ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
                 if let Ok(member) = MemberAddress::decode(context) {
                     if !member.address.is_empty() {
                         self.peers.insert(node_id, member.address);
+                    }
+                    if member.rejoin != 0 {
+                        self.rejoined.insert(node_id, member.rejoin);
                     }
                 }
             }
@@ -266,18 +297,16 @@ impl RaftCore {
     }
 }
 
-fn conf_change(kind: ConfChangeType, node_id: u64, address: &str) -> ConfChange {
+fn conf_change(kind: ConfChangeType, node_id: u64, address: &str, rejoin: u64) -> ConfChange {
     let mut change = ConfChange::default();
     change.set_change_type(kind);
     change.node_id = node_id;
-    if !address.is_empty() {
-        change.set_context(
-            MemberAddress {
-                address: address.to_string(),
-            }
-            .encode_to_vec()
-            .into(),
-        );
+    if !address.is_empty() || rejoin != 0 {
+        let member = MemberAddress {
+            address: address.to_string(),
+            rejoin,
+        };
+        change.set_context(member.encode_to_vec().into());
     }
     change
 }

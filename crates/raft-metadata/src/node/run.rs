@@ -281,7 +281,7 @@ impl Node {
         let join = Join {
             node_id: id,
             address: self.config.advertised.clone(),
-            rejoin: self.core.is_rejoining(),
+            rejoin: self.core.rejoin_nonce(),
         };
         for voter in status.voters {
             self.transport.send(voter, Body::Join(join.clone()));

@@ -265,3 +265,29 @@ pub(super) fn read_file_header(raw: &[u8], path: &Path) -> Result<u64, StorageEr
         header[12..20].try_into().unwrap_or_default(),
     ))
 }
+
+/// The records of a log in the format before file headers and frames (one
+/// `length u32, crc32c u32, kind u8, payload` record after another, with
+/// no file header), re-encoded as the body of one frame; `None` if `raw`
+/// does not start with such a record. As that format was read, a record
+/// that does not verify ends the log: it had no way to tell a torn tail
+/// from damage.
+pub(super) fn legacy_records(raw: &[u8]) -> Option<Vec<u8>> {
+    const LEGACY_HEADER: usize = 8;
+    let mut body = Vec::new();
+    let mut position = 0;
+    while let Some(header) = raw.get(position..position + LEGACY_HEADER) {
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+        let start = position + LEGACY_HEADER;
+        let Some(record) = raw.get(start..start.saturating_add(len)) else {
+            break;
+        };
+        if len == 0 || crc32c::crc32c(record) != crc {
+            break;
+        }
+        encode_record(&mut body, record[0], &record[1..]);
+        position = start + len;
+    }
+    (position > 0).then_some(body)
+}
