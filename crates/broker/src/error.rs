@@ -63,7 +63,7 @@ impl PartitionError {
 
 pub fn log_error_code(error: &LogError) -> ResponseError {
     match error {
-        LogError::Io { .. } => ResponseError::KafkaStorageError,
+        LogError::Io { .. } | LogError::Failed { .. } => ResponseError::KafkaStorageError,
         LogError::Batch(BatchError::UnsupportedMagic(_)) => {
             ResponseError::UnsupportedForMessageFormat
         }

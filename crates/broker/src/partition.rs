@@ -11,7 +11,7 @@
 //! new leader epoch's checkpoint, and a compaction's swap.
 
 use std::sync::{
-    Arc, Mutex, MutexGuard, PoisonError, Weak,
+    Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak,
     atomic::{AtomicI32, AtomicI64, Ordering},
 };
 
@@ -148,25 +148,28 @@ impl Partition {
         Ok(outcome)
     }
 
-    /// Flushes the log if a flush policy asks for it now.
-    pub fn flush_if_due(&self, now_ms: i64) -> Result<(), LogError> {
-        let pending = {
-            let log = self.log();
-            if !log.flush_due(now_ms) {
-                return Ok(());
-            }
-            log.begin_flush()
+    /// Begins a flush if a flush policy asks for one now. A log whose lock
+    /// is busy (an append in progress, perhaps on a slow disk) is left for
+    /// the next look rather than waited for.
+    pub fn begin_flush_if_due(&self, now_ms: i64) -> Option<PendingFlush> {
+        let log = match self.log.try_lock() {
+            Ok(log) => log,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
         };
-        match pending {
-            Some(pending) => self.complete_flush(pending),
-            None => Ok(()),
+        if !log.flush_due(now_ms) {
+            return None;
         }
+        log.begin_flush()
     }
 
     /// fsyncs and checkpoints a flush begun under the lock, holding the
-    /// lock only to record it.
-    fn complete_flush(&self, pending: PendingFlush) -> Result<(), LogError> {
-        pending.sync()?;
+    /// lock only to record it. A failed fsync stops the log taking writes.
+    pub fn complete_flush(&self, pending: PendingFlush) -> Result<(), LogError> {
+        if let Err(e) = pending.sync() {
+            self.log().mark_failed();
+            return Err(e);
+        }
         let checkpoint = self.log().complete_flush(&pending);
         match checkpoint {
             Some(checkpoint) => checkpoint.write(),

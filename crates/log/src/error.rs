@@ -76,6 +76,14 @@ pub enum LogError {
     },
     #[error("log is closed")]
     Closed,
+    /// A write or fsync of this log failed: what is on disk past the last
+    /// successful flush is unknown (and a later fsync may report success
+    /// for pages that were lost), so the log takes no more writes until
+    /// the broker restarts and recovers it.
+    #[error(
+        "log {dir} stopped taking writes after a failed write or fsync; restart the broker to recover it"
+    )]
+    Failed { dir: PathBuf },
 }
 
 impl LogError {

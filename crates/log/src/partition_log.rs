@@ -98,6 +98,8 @@ pub struct PartitionLog {
     /// The last recovery point written to its checkpoint.
     recovery_checkpoint: Arc<Mutex<i64>>,
     faults: Faults,
+    /// A write or fsync failed; no more writes (see `LogError::Failed`).
+    failed: bool,
     epochs: LeaderEpochCache,
     producers: ProducerStateTable,
     closed: bool,
@@ -189,6 +191,7 @@ impl PartitionLog {
             flushed_rolls: 0,
             recovery_checkpoint: Arc::new(Mutex::new(-1)),
             faults: Faults::default(),
+            failed: false,
             epochs: LeaderEpochCache::open(dir),
             producers: ProducerStateTable::default(),
             closed: false,
@@ -324,6 +327,11 @@ impl PartitionLog {
         if self.closed {
             return Err(LogError::Closed);
         }
+        if self.failed {
+            return Err(LogError::Failed {
+                dir: self.dir.clone(),
+            });
+        }
         if !self.faults.append_stall.is_zero() {
             std::thread::sleep(self.faults.append_stall);
         }
@@ -385,7 +393,10 @@ impl PartitionLog {
         self.epochs
             .assign(header.partition_leader_epoch, header.base_offset)?;
         let interval = self.config.index_interval_bytes;
-        self.active_segment_mut().append(header, parts, interval)?;
+        if let Err(e) = self.active_segment_mut().append(header, parts, interval) {
+            self.mark_failed();
+            return Err(e);
+        }
         self.producers.record(header, now_ms);
         self.appended_messages += header.records_count.max(0) as u64;
         self.oldest_unflushed_ms.get_or_insert(now_ms);

@@ -172,3 +172,26 @@ fn a_closed_log_writes_no_more_checkpoints() {
         "a checkpoint was written into a closed log's directory"
     );
 }
+
+#[test]
+fn a_failed_fsync_stops_the_log_taking_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+    log.append_as_leader(&batch(1, 0), 0, 0).unwrap();
+    log.flush().unwrap();
+    log.set_faults(Faults {
+        fsync_fails: true,
+        ..Faults::default()
+    });
+    log.append_as_leader(&batch(1, 0), 0, 0).unwrap();
+    assert!(log.flush().is_err());
+    // What the failed fsync covered may be lost; a later fsync could
+    // report success for it, so the log takes nothing more.
+    log.set_faults(Faults::default());
+    assert!(matches!(
+        log.append_as_leader(&batch(1, 0), 0, 0),
+        Err(keel_log::LogError::Failed { .. })
+    ));
+    assert!(log.begin_flush().is_none());
+    assert_eq!(recovery_point(dir.path()), 1);
+}

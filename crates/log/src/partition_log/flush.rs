@@ -35,8 +35,10 @@ pub struct PendingFlush {
     appended_messages: u64,
     rolls: u64,
     truncations: u64,
-    /// A test-only stall before the fsync (see [`Faults`]).
+    /// Test-only faults: a stall before the fsync, or its failure (see
+    /// [`Faults`]).
     stall: Duration,
+    fail: bool,
 }
 
 impl PendingFlush {
@@ -45,6 +47,13 @@ impl PendingFlush {
     pub fn sync(&self) -> Result<()> {
         if !self.stall.is_zero() {
             std::thread::sleep(self.stall);
+        }
+        if self.fail {
+            return Err(LogError::io(
+                "syncing",
+                self.dir.clone(),
+                std::io::Error::other("injected fsync failure"),
+            ));
         }
         self.files
             .iter()
@@ -80,12 +89,13 @@ impl RecoveryCheckpoint {
 }
 
 /// Test-only faults, to show that a slow disk on one partition holds up
-/// nothing else: each fsync of the log, or each append, sleeps this long
-/// first. Both are zero in normal operation.
+/// nothing else (each fsync of the log, or each append, sleeps this long
+/// first) and that a failed fsync stops the log. None in normal operation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Faults {
     pub fsync_stall: Duration,
     pub append_stall: Duration,
+    pub fsync_fails: bool,
 }
 
 impl PartitionLog {
@@ -93,7 +103,10 @@ impl PartitionLog {
     /// the log, as on close).
     pub fn flush(&mut self) -> Result<()> {
         if let Some(pending) = self.begin_flush() {
-            pending.sync()?;
+            if let Err(e) = pending.sync() {
+                self.mark_failed();
+                return Err(e);
+            }
             if let Some(checkpoint) = self.complete_flush(&pending) {
                 checkpoint.write()?;
             }
@@ -123,6 +136,9 @@ impl PartitionLog {
     /// Collects the files holding unflushed data so they can be fsynced
     /// without holding the log; `None` when everything is durable.
     pub fn begin_flush(&self) -> Option<PendingFlush> {
+        if self.failed {
+            return None;
+        }
         let log_end_offset = self.log_end_offset();
         let rolled = self.rolls > self.flushed_rolls;
         if self.recovery_point >= log_end_offset && self.unflushed_messages() == 0 && !rolled {
@@ -152,6 +168,7 @@ impl PartitionLog {
             rolls: self.rolls,
             truncations: self.truncations,
             stall: self.faults.fsync_stall,
+            fail: self.faults.fsync_fails,
         })
     }
 
@@ -176,6 +193,15 @@ impl PartitionLog {
             offset: self.recovery_point,
             written: Arc::clone(&self.recovery_checkpoint),
         })
+    }
+
+    /// Stops the log taking writes: a write or fsync failed (see
+    /// [`LogError::Failed`]).
+    pub fn mark_failed(&mut self) {
+        if !self.failed {
+            tracing::error!(dir = %self.dir.display(), "a write or fsync failed; the log takes no more writes");
+        }
+        self.failed = true;
     }
 
     fn unflushed_messages(&self) -> u64 {
