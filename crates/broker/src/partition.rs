@@ -12,7 +12,7 @@
 
 use std::sync::{
     Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak,
-    atomic::{AtomicI32, AtomicI64, Ordering},
+    atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering},
 };
 
 use keel_log::{AppendOutcome, LogConfig, LogError, PartitionLog, PendingFlush, ReadSlice};
@@ -48,6 +48,8 @@ pub struct Partition {
     config: Mutex<(LogConfig, bool)>,
     high_watermark: AtomicI64,
     leader_epoch: AtomicI32,
+    /// A flush begun by `begin_flush_if_due` has not completed yet.
+    flushing: AtomicBool,
     waiters: Mutex<Vec<Weak<Notify>>>,
 }
 
@@ -71,6 +73,7 @@ impl Partition {
             config: Mutex::new((config, false)),
             high_watermark: AtomicI64::new(high_watermark),
             leader_epoch: AtomicI32::new(leader_epoch),
+            flushing: AtomicBool::new(false),
             waiters: Mutex::new(Vec::new()),
         }
     }
@@ -148,24 +151,35 @@ impl Partition {
         Ok(outcome)
     }
 
-    /// Begins a flush if a flush policy asks for one now. A log whose lock
-    /// is busy (an append in progress, perhaps on a slow disk) is left for
-    /// the next look rather than waited for.
+    /// Begins a background flush if a flush policy asks for one now, and
+    /// none begun here is still running. A log whose lock is busy (an
+    /// append in progress, perhaps on a slow disk) is left for the next
+    /// look rather than waited for. Complete it with
+    /// [`Self::complete_background_flush`].
     pub fn begin_flush_if_due(&self, now_ms: i64) -> Option<PendingFlush> {
+        if self.flushing.load(Ordering::Acquire) {
+            return None;
+        }
         let log = match self.log.try_lock() {
             Ok(log) => log,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(TryLockError::WouldBlock) => return None,
         };
-        if !log.flush_due(now_ms) {
-            return None;
-        }
-        log.begin_flush()
+        let pending = log.flush_due(now_ms).then(|| log.begin_flush()).flatten();
+        self.flushing.store(pending.is_some(), Ordering::Release);
+        pending
+    }
+
+    /// Completes a flush begun by [`Self::begin_flush_if_due`].
+    pub fn complete_background_flush(&self, pending: PendingFlush) -> Result<(), LogError> {
+        let result = self.complete_flush(pending);
+        self.flushing.store(false, Ordering::Release);
+        result
     }
 
     /// fsyncs and checkpoints a flush begun under the lock, holding the
     /// lock only to record it. A failed fsync stops the log taking writes.
-    pub fn complete_flush(&self, pending: PendingFlush) -> Result<(), LogError> {
+    fn complete_flush(&self, pending: PendingFlush) -> Result<(), LogError> {
         if let Err(e) = pending.sync() {
             self.log().mark_failed();
             return Err(e);

@@ -173,12 +173,8 @@ impl ReplicaManager {
                     .get(&identity.topic, identity.partition)
                     .is_some_and(|p| p.topic_id() == identity.topic_id);
             if !hosted {
-                dispose(
-                    &path,
-                    &identity,
-                    image,
-                    "the caught-up metadata does not name it",
-                );
+                let why = "the caught-up metadata does not name it";
+                dispose(&path, &identity, image, true, why);
             }
         }
     }
@@ -248,9 +244,13 @@ impl ReplicaManager {
                 topic_id: partition.topic_id(),
                 partition: partition.index(),
             };
-            if caught_up || image.was_deleted(&identity.topic_id) {
-                dispose(&dir, &identity, image, "this broker no longer hosts it");
-            }
+            dispose(
+                &dir,
+                &identity,
+                image,
+                caught_up,
+                "this broker no longer hosts it",
+            );
         }
 
         for (name, topic) in wanted {
@@ -330,23 +330,22 @@ impl ReplicaManager {
         };
         match read_identity(&dir) {
             Some(found) if found == identity => {}
-            Some(found) if caught_up || image.was_deleted(&found.topic_id) => {
-                dispose(&dir, &found, image, "a topic of the same name replaced it")
-            }
             Some(found) => {
-                tracing::info!(
-                    dir = %dir.display(),
-                    found = %found.topic_id,
-                    wanted = %wanted.topic_id,
-                    "not opening a partition whose directory holds another topic until the \
-                     metadata has caught up"
-                );
-                return Ok(None);
+                let why = "a topic of the same name replaced it";
+                if !dispose(&dir, &found, image, caught_up, why) {
+                    tracing::info!(
+                        dir = %dir.display(),
+                        found = %found.topic_id,
+                        wanted = %wanted.topic_id,
+                        "not opening a partition whose directory holds another topic until the \
+                         metadata has caught up"
+                    );
+                    return Ok(None);
+                }
             }
             None => {}
         }
-        let config = wanted.config.clone();
-        let (mut log, report) = PartitionLog::open(&dir, config, now_ms)?;
+        let (mut log, report) = PartitionLog::open(&dir, wanted.config.clone(), now_ms)?;
         if let Some(faults) = self.faults.get(&(topic.to_string(), index)) {
             tracing::warn!(
                 topic,
@@ -418,10 +417,18 @@ fn write_identity(dir: &Path, identity: &DirIdentity) -> Result<(), LogError> {
     write_atomically(&dir.join(PARTITION_METADATA), text.as_bytes())
 }
 
-/// Gets a directory this broker does not host out of the way: deleted if
-/// the image says its topic id was deleted, otherwise moved aside as stray
-/// and reported, with `why` it is not hosted.
-fn dispose(dir: &Path, identity: &DirIdentity, image: &MetadataImage, why: &str) {
+/// Gets a directory this broker does not host out of the way, if it may be
+/// judged: deleted if the image says its topic id was deleted; otherwise,
+/// once the broker has caught up with the quorum (`caught_up`), moved aside
+/// as stray and reported with `why` it is not hosted; otherwise left where
+/// it is. Returns whether it was judged (and so moved).
+fn dispose(
+    dir: &Path,
+    identity: &DirIdentity,
+    image: &MetadataImage,
+    caught_up: bool,
+    why: &str,
+) -> bool {
     if image.was_deleted(&identity.topic_id) {
         tracing::info!(
             dir = %dir.display(),
@@ -432,7 +439,10 @@ fn dispose(dir: &Path, identity: &DirIdentity, image: &MetadataImage, why: &str)
         if let Some(doomed) = rename_aside(dir, DELETE_SUFFIX) {
             remove_in_background(doomed);
         }
-        return;
+        return true;
+    }
+    if !caught_up {
+        return false;
     }
     if let Some(stray) = rename_aside(dir, STRAY_SUFFIX) {
         tracing::warn!(
@@ -446,6 +456,7 @@ fn dispose(dir: &Path, identity: &DirIdentity, image: &MetadataImage, why: &str)
              there until an operator removes the directory"
         );
     }
+    true
 }
 
 /// Renames `dir` to `<dir>.<uuid><suffix>`, at once, so that a partition

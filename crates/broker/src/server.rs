@@ -3,20 +3,13 @@
 //! on shutdown stop accepting, let in-flight requests finish, then close
 //! every log.
 
-use std::{
-    collections::HashSet,
-    future::Future,
-    net::SocketAddr,
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
-};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use keel_raft_metadata::NodeError;
 use tokio::{
     net::TcpListener,
     task::{JoinHandle, JoinSet},
 };
-use uuid::Uuid;
 
 use crate::{
     broker::{Broker, StartError, now_ms},
@@ -108,7 +101,12 @@ impl Server {
             "keel is ready"
         );
         let mut background = JoinSet::new();
-        background.spawn(flusher(Arc::clone(&broker)));
+        background.spawn(every(
+            Arc::clone(&broker),
+            FLUSH_TICK,
+            "flusher",
+            start_flushes,
+        ));
         let retention_period = Duration::from_millis(config.retention_check_interval_ms);
         background.spawn(every(
             Arc::clone(&broker),
@@ -195,54 +193,20 @@ async fn every(broker: Arc<Broker>, period: Duration, what: &'static str, pass: 
     }
 }
 
-/// fsyncs logs whose oldest unflushed data is older than their `flush.ms`,
-/// or that rolled a segment since their last flush. Each flush runs on a
-/// blocking thread of its own, so a slow disk under one partition delays
-/// no other's; a partition whose flush is still running is not looked at
-/// again until it ends.
-async fn flusher(broker: Arc<Broker>) {
-    let in_flight: Arc<Mutex<HashSet<(Uuid, i32)>>> = Arc::default();
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + FLUSH_TICK, FLUSH_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let (broker, in_flight) = (Arc::clone(&broker), Arc::clone(&in_flight));
-        if let Err(e) =
-            tokio::task::spawn_blocking(move || start_flushes(&broker, &in_flight)).await
-        {
-            tracing::error!(error = %e, "flusher failed");
-        }
-    }
-}
-
-/// Begins the flushes that are due and hands each to a blocking thread.
-fn start_flushes(broker: &Broker, in_flight: &Arc<Mutex<HashSet<(Uuid, i32)>>>) {
+/// Begins the flushes that are due (logs whose oldest unflushed data is
+/// older than their `flush.ms`, or that rolled a segment since their last
+/// flush) and runs each on a blocking thread of its own, so a slow disk
+/// under one partition delays no other's flush.
+fn start_flushes(broker: &Broker) {
     let now = now_ms();
     for partition in broker.replicas.all() {
-        let key = (partition.topic_id(), partition.index());
-        if in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(&key)
-        {
-            continue;
-        }
         let Some(pending) = partition.begin_flush_if_due(now) else {
             continue;
         };
-        in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key);
-        let in_flight = Arc::clone(in_flight);
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = partition.complete_flush(pending) {
+            if let Err(e) = partition.complete_background_flush(pending) {
                 tracing::error!(topic = partition.topic(), partition = partition.index(), error = %e, "flush failed");
             }
-            in_flight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&key);
         });
     }
 }

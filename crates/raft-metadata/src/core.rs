@@ -451,8 +451,7 @@ impl RaftCore {
         self.apply_entries(committed, &mut events)?;
         self.raw.advance_apply();
         self.maybe_snapshot()?;
-        let dir = self.dir.clone();
-        self.check_rejoined(&dir)?;
+        self.check_rejoined()?;
         Ok(events)
     }
 
@@ -566,7 +565,11 @@ impl RaftCore {
     /// [`CoreStatus::controller_id`].
     pub fn controller_id(&self) -> Option<u64> {
         self.leader_id()
-            .filter(|_| self.applied > 0 && self.applied_term == self.raw.raft.term)
+            .filter(|_| self.applied_term == self.raw.raft.term)
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied
     }
 
     pub fn status(&self) -> CoreStatus {

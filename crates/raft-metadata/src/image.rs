@@ -23,13 +23,6 @@ pub const HISTORY_RETENTION: usize = 10_000;
 /// Deleted topics remembered by id; older deletions are forgotten.
 pub const DELETED_TOPICS_RETENTION: usize = 10_000;
 
-/// A topic that was deleted: what a broker needs to recognise its logs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeletedTopic {
-    pub id: Uuid,
-    pub name: String,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerInfo {
     pub node_id: i32,
@@ -131,12 +124,12 @@ pub struct MetadataImage {
     next_producer_id: i64,
     history: VecDeque<LeadershipChange>,
     next_history_sequence: u64,
-    /// The latest deletions, oldest first, at most
+    /// The ids of the latest deleted topics, oldest first, at most
     /// [`DELETED_TOPICS_RETENTION`]; `deleted_ids` indexes them. A broker
     /// removes a partition directory only if its topic id is here: a log
     /// the image merely does not name (it may be stale, or the metadata
     /// lost) is moved aside, never deleted.
-    deleted_topics: VecDeque<DeletedTopic>,
+    deleted_topics: VecDeque<Uuid>,
     deleted_ids: HashSet<Uuid>,
 }
 
@@ -264,21 +257,18 @@ impl MetadataImage {
             .remove(&r.name)
             .ok_or_else(|| ApplyError::UnknownTopic(r.name.clone()))?;
         self.topic_ids.remove(&topic.id);
-        self.remember_deletion(DeletedTopic {
-            id: topic.id,
-            name: topic.name.clone(),
-        });
+        self.remember_deletion(topic.id);
         Ok(())
     }
 
-    fn remember_deletion(&mut self, deleted: DeletedTopic) {
+    fn remember_deletion(&mut self, id: Uuid) {
         if self.deleted_topics.len() == DELETED_TOPICS_RETENTION {
             if let Some(oldest) = self.deleted_topics.pop_front() {
-                self.deleted_ids.remove(&oldest.id);
+                self.deleted_ids.remove(&oldest);
             }
         }
-        self.deleted_ids.insert(deleted.id);
-        self.deleted_topics.push_back(deleted);
+        self.deleted_ids.insert(id);
+        self.deleted_topics.push_back(id);
     }
 
     fn create_partitions(&mut self, r: &CreatePartitions) -> Result<(), ApplyError> {
@@ -450,8 +440,8 @@ impl MetadataImage {
         self.deleted_ids.contains(id)
     }
 
-    /// Remembered deletions, oldest first.
-    pub fn deleted_topics(&self) -> impl Iterator<Item = &DeletedTopic> {
+    /// The ids of the remembered deleted topics, oldest first.
+    pub fn deleted_topics(&self) -> impl Iterator<Item = &Uuid> {
         self.deleted_topics.iter()
     }
 
@@ -468,10 +458,10 @@ impl MetadataImage {
         next_producer_id: i64,
         history: Vec<LeadershipChange>,
         next_history_sequence: u64,
-        deleted_topics: Vec<DeletedTopic>,
+        deleted_topics: Vec<Uuid>,
     ) -> Self {
         let topic_ids = topics.iter().map(|t| (t.id, t.name.clone())).collect();
-        let deleted_ids = deleted_topics.iter().map(|d| d.id).collect();
+        let deleted_ids = deleted_topics.iter().copied().collect();
         Self {
             cluster_id,
             brokers: brokers.into_iter().map(|b| (b.node_id, b)).collect(),

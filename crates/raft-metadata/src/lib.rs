@@ -22,6 +22,6 @@ pub mod snapshot;
 pub mod storage;
 mod transport;
 
-pub use image::{ApplyError, BrokerInfo, DeletedTopic, MetadataImage, PartitionInfo, TopicInfo};
+pub use image::{ApplyError, BrokerInfo, MetadataImage, PartitionInfo, TopicInfo};
 pub use node::{MetadataHandle, NodeConfig, NodeError, NodeStatus, ProposalError};
 pub use records::{MetadataRecord, PartitionAssignment, Record};

@@ -258,13 +258,9 @@ pub async fn start(
     let core = tokio::task::spawn_blocking(move || RaftCore::open(core_config, &dir, &voters))
         .await
         .map_err(|_| NodeError::Aborted)??;
-    let has_peers = core.peers().keys().any(|&id| id != config.id)
-        || core
-            .status()
-            .voters
-            .iter()
-            .chain(&core.status().learners)
-            .any(|&id| id != config.id);
+    // Every member has an address in `peers`: the configured voters, and
+    // whoever a conf change or snapshot added.
+    let has_peers = core.peers().keys().any(|&id| id != config.id);
     let listener = if config.listen_when_alone || has_peers {
         let listener =
             TcpListener::bind(config.listen)
@@ -291,12 +287,9 @@ pub async fn start(
     let mut transport = Transport::new(config.id, events_tx, runtime);
     transport.set_peers(core.peers());
 
-    let incarnation = u64::from_le_bytes(
-        uuid::Uuid::new_v4().as_bytes()[..8]
-            .try_into()
-            .unwrap_or_default(),
-    );
+    let incarnation = uuid::Uuid::new_v4().as_u64_pair().0;
     let node = Node {
+        voter_ids: config.voters.iter().map(|(id, _)| *id).collect(),
         proposals: Proposals::new(config.id, incarnation),
         reads: HashMap::new(),
         next_read: incarnation,

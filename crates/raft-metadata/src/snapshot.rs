@@ -8,7 +8,7 @@ use prost::Message;
 use uuid::Uuid;
 
 use crate::{
-    image::{BrokerInfo, DeletedTopic, MetadataImage, PartitionInfo, TopicInfo},
+    image::{BrokerInfo, MetadataImage, PartitionInfo, TopicInfo},
     records::{LeadershipChange, PartitionAssignment},
 };
 
@@ -28,20 +28,13 @@ struct SnapshotData {
     peers: BTreeMap<u64, String>,
     #[prost(string, optional, tag = "7")]
     cluster_id: Option<String>,
-    #[prost(message, repeated, tag = "8")]
-    deleted_topics: Vec<DeletedTopicEntry>,
+    /// Ids of deleted topics, 16 bytes each, oldest first.
+    #[prost(bytes = "vec", repeated, tag = "8")]
+    deleted_topics: Vec<Vec<u8>>,
     /// Nodes taken back after losing their Raft log, with the nonce of the
     /// run that was taken back (see `core::membership`).
     #[prost(btree_map = "uint64, uint64", tag = "9")]
     rejoined: BTreeMap<u64, u64>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct DeletedTopicEntry {
-    #[prost(bytes = "vec", tag = "1")]
-    id: Vec<u8>,
-    #[prost(string, tag = "2")]
-    name: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -128,10 +121,7 @@ pub fn encode(image: &MetadataImage, members: &Members) -> Vec<u8> {
         cluster_id: image.cluster_id().map(str::to_string),
         deleted_topics: image
             .deleted_topics()
-            .map(|d| DeletedTopicEntry {
-                id: d.id.as_bytes().to_vec(),
-                name: d.name.clone(),
-            })
+            .map(|id| id.as_bytes().to_vec())
             .collect(),
     }
     .encode_to_vec()
@@ -167,11 +157,8 @@ pub fn decode(bytes: &[u8]) -> Result<(MetadataImage, Members), SnapshotError> {
         .collect::<Result<Vec<_>, SnapshotError>>()?;
     let deleted_topics = data
         .deleted_topics
-        .into_iter()
-        .map(|d| {
-            let id = Uuid::from_slice(&d.id).map_err(|e| SnapshotError(e.to_string()))?;
-            Ok(DeletedTopic { id, name: d.name })
-        })
+        .iter()
+        .map(|id| Uuid::from_slice(id).map_err(|e| SnapshotError(e.to_string())))
         .collect::<Result<Vec<_>, SnapshotError>>()?;
     let image = MetadataImage::from_parts(
         data.cluster_id,

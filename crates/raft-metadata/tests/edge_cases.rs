@@ -217,10 +217,7 @@ fn a_voter_that_lost_its_log_is_taken_out_and_back_in_safely() {
         cluster.propose(leader, &allocate(i * BLOCK)).unwrap();
         cluster.settle();
     }
-    cluster.crash(lost);
-    std::fs::remove_dir_all(cluster.dir.path().join(lost.to_string())).unwrap();
-    cluster.config.member_before = true;
-    cluster.start(lost);
+    cluster.restart_without_its_log(lost);
     assert!(cluster.node(lost).is_rejoining());
     assert!(
         cluster
@@ -245,17 +242,10 @@ fn a_voter_that_lost_its_log_is_taken_out_and_back_in_safely() {
             cluster.propose(leader, &allocate(next * BLOCK)).unwrap();
             next += 1;
         }
-        let nonce = cluster.node(lost).rejoin_nonce();
-        if nonce != 0 {
-            let _ = cluster
-                .node(leader)
-                .handle_join(lost, &format!("node-{lost}"), nonce);
-        }
-        cluster.node(leader).promote_caught_up_learner(&[1, 2, 3]);
+        cluster.rejoin_step(lost, leader);
         let status = cluster.node(leader).status();
         removed_seen |= !status.voters.contains(&lost) && !status.learners.contains(&lost);
-        let whole = (1..=3).all(|id| cluster.node(id).status().voters == vec![1, 2, 3]);
-        if next == 55 && whole && !cluster.node(lost).is_rejoining() {
+        if next == 55 && cluster.whole_again(lost) {
             break;
         }
     }
@@ -282,10 +272,7 @@ fn a_new_node_or_a_lone_voter_does_not_rejoin() {
     // A single voter that lost its log has nobody to rejoin: it starts a
     // group of its own again.
     let mut alone = Cluster::new(1, 1000);
-    alone.crash(1);
-    std::fs::remove_dir_all(alone.dir.path().join("1")).ok();
-    alone.config.member_before = true;
-    alone.start(1);
+    alone.restart_without_its_log(1);
     assert!(!alone.node(1).is_rejoining());
     alone.node(1).campaign_if_sole_voter().unwrap();
     alone.settle();
@@ -301,11 +288,7 @@ fn a_node_that_lost_its_log_stays_out_until_taken_back_even_across_a_leader_chan
         cluster.propose(leader, &allocate(i * BLOCK)).unwrap();
         cluster.settle();
     }
-    cluster.crash(lost);
-    std::fs::remove_dir_all(cluster.dir.path().join(lost.to_string())).unwrap();
-    cluster.config.member_before = true;
-    cluster.start(lost);
-    cluster.config.member_before = false;
+    cluster.restart_without_its_log(lost);
     let nonce = cluster.node(lost).rejoin_nonce();
     assert_ne!(nonce, 0);
 
@@ -345,15 +328,8 @@ fn a_node_that_lost_its_log_stays_out_until_taken_back_even_across_a_leader_chan
         if let Some(ready) = cluster.ready_leader() {
             leader = ready;
         }
-        let nonce = cluster.node(lost).rejoin_nonce();
-        if nonce != 0 {
-            let _ = cluster
-                .node(leader)
-                .handle_join(lost, &format!("node-{lost}"), nonce);
-        }
-        cluster.node(leader).promote_caught_up_learner(&[1, 2, 3]);
-        let whole = (1..=3).all(|id| cluster.node(id).status().voters == vec![1, 2, 3]);
-        if whole && !cluster.node(lost).is_rejoining() {
+        cluster.rejoin_step(lost, leader);
+        if cluster.whole_again(lost) {
             break;
         }
     }

@@ -53,8 +53,7 @@ pub(crate) struct GroupDescription {
 impl GroupCoordinator {
     /// ListGroups: every group this broker coordinates.
     pub(crate) fn list(&self) -> Vec<ListedGroup> {
-        crate::blocking::run(|| {
-            let inner = self.lock();
+        self.with_lock(|inner| {
             let mut groups: Vec<ListedGroup> = inner
                 .groups
                 .values()
@@ -87,10 +86,9 @@ impl GroupCoordinator {
         broker: &Broker,
         group_id: &str,
     ) -> Result<GroupDescription, ResponseError> {
-        crate::blocking::run(|| {
+        self.with_lock(|inner| {
             let partition = self.partition_of(group_id);
-            let inner = self.lock();
-            Self::check(&inner, partition)?;
+            Self::check(inner, partition)?;
             let Some(group) = inner.groups.get(group_id) else {
                 return Ok(GroupDescription {
                     state: "Dead",
@@ -125,10 +123,9 @@ impl GroupCoordinator {
 
     /// DeleteGroups for one group: only a group without members.
     pub(crate) fn delete(&self, broker: &Broker, group_id: &str) -> Option<ResponseError> {
-        crate::blocking::run(|| {
+        self.with_lock(|inner| {
             let partition = self.partition_of(group_id);
-            let mut inner = self.lock();
-            if let Err(error) = Self::check(&inner, partition) {
+            if let Err(error) = Self::check(inner, partition) {
                 return Some(error);
             }
             let Some(group) = inner.groups.get(group_id) else {
@@ -170,10 +167,9 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
     ) -> Result<ConsumerGroupView, ResponseError> {
-        crate::blocking::run(|| {
+        self.with_lock(|inner| {
             let partition = self.partition_of(group_id);
-            let inner = self.lock();
-            Self::check(&inner, partition)?;
+            Self::check(inner, partition)?;
             let consumer = inner
                 .groups
                 .get(group_id)

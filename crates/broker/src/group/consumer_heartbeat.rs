@@ -24,12 +24,11 @@ impl GroupCoordinator {
         group_id: &str,
         request: ConsumerHeartbeat,
     ) -> Result<ConsumerOutcome, ResponseError> {
-        crate::blocking::run(|| {
-            let partition = self.partition_of(group_id);
-            let image = broker.image();
-            let catalog = ImageCatalog(&image);
-            let mut inner = self.lock();
-            Self::check(&inner, partition)?;
+        let partition = self.partition_of(group_id);
+        let image = broker.image();
+        let catalog = ImageCatalog(&image);
+        self.with_lock(|inner| {
+            Self::check(inner, partition)?;
             let now = now_ms();
             let group = inner
                 .groups
@@ -51,7 +50,7 @@ impl GroupCoordinator {
                 partition,
                 &storage::consumer_entries(group, &before),
             );
-            Self::drop_if_vacant(&mut inner, group_id);
+            Self::drop_if_vacant(inner, group_id);
             persisted.and(outcome)
         })
     }

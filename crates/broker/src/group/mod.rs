@@ -105,6 +105,16 @@ impl GroupCoordinator {
         partition_for(group, self.partitions())
     }
 
+    /// Runs `work` with every group, off the async workers (see
+    /// `blocking`): the lock is held while a change's records are appended
+    /// to `__consumer_offsets`, so waiting for it may mean waiting on a
+    /// disk.
+    fn with_lock<T>(&self, work: impl FnOnce(&mut Inner) -> T) -> T {
+        crate::blocking::run(|| work(&mut self.lock()))
+    }
+
+    /// Locks every group; callers are on a blocking thread already (the
+    /// coordinator's tick) or go through [`Self::with_lock`].
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -172,9 +182,8 @@ impl GroupCoordinator {
         let member_id = request.member_id.clone();
         let wait = Duration::from_millis(request.rebalance_timeout_ms.max(0) as u64) + WAIT_MARGIN;
         let (waiter, answer) = oneshot::channel();
-        let refused = crate::blocking::run(|| {
-            let mut inner = self.lock();
-            if let Err(error) = Self::check(&inner, partition) {
+        let refused = self.with_lock(|inner| {
+            if let Err(error) = Self::check(inner, partition) {
                 return Some(JoinOutcome::error(error, &member_id));
             }
             let now = now_ms();
@@ -190,7 +199,7 @@ impl GroupCoordinator {
             }
             let deliveries = group.join(request, waiter, &self.settings, now);
             Self::settle(broker, partition, group, deliveries);
-            Self::drop_if_vacant(&mut inner, group_id);
+            Self::drop_if_vacant(inner, group_id);
             None
         });
         if let Some(outcome) = refused {
@@ -213,9 +222,8 @@ impl GroupCoordinator {
     ) -> SyncOutcome {
         let partition = self.partition_of(group_id);
         let (waiter, answer) = oneshot::channel();
-        let wait = crate::blocking::run(|| {
-            let mut inner = self.lock();
-            Self::check(&inner, partition)?;
+        let wait = self.with_lock(|inner| {
+            Self::check(inner, partition)?;
             let Some(group) = inner.groups.get_mut(group_id) else {
                 return Err(ResponseError::UnknownMemberId);
             };
@@ -246,10 +254,9 @@ impl GroupCoordinator {
         group_id: &str,
         claim: MemberClaim<'_>,
     ) -> Option<ResponseError> {
-        crate::blocking::run(|| {
+        self.with_lock(|inner| {
             let partition = self.partition_of(group_id);
-            let mut inner = self.lock();
-            if let Err(error) = Self::check(&inner, partition) {
+            if let Err(error) = Self::check(inner, partition) {
                 return Some(error);
             }
             match inner.groups.get_mut(group_id) {
@@ -266,10 +273,9 @@ impl GroupCoordinator {
         group_id: &str,
         members: &[(String, Option<String>)],
     ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
-        crate::blocking::run(|| {
+        self.with_lock(|inner| {
             let partition = self.partition_of(group_id);
-            let mut inner = self.lock();
-            Self::check(&inner, partition)?;
+            Self::check(inner, partition)?;
             let Some(group) = inner.groups.get_mut(group_id) else {
                 return Ok(vec![Some(ResponseError::UnknownMemberId); members.len()]);
             };

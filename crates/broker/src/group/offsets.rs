@@ -27,10 +27,9 @@ impl GroupCoordinator {
         claim: MemberClaim<'_>,
         offsets: Vec<(String, i32, CommittedOffset)>,
     ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
-        crate::blocking::run(|| {
+        self.with_lock(|inner| {
             let partition = self.partition_of(group_id);
-            let mut inner = self.lock();
-            Self::check(&inner, partition)?;
+            Self::check(inner, partition)?;
             let now = now_ms();
             if claim.generation >= 0 && !inner.groups.contains_key(group_id) {
                 // A member of a generation of a group that no longer exists.
@@ -47,7 +46,7 @@ impl GroupCoordinator {
                 _ => group.check_commit(claim, now),
             };
             if let Some(error) = refused {
-                Self::drop_if_vacant(&mut inner, group_id);
+                Self::drop_if_vacant(inner, group_id);
                 return Err(error);
             }
             let mut results = Vec::with_capacity(offsets.len());
@@ -83,10 +82,9 @@ impl GroupCoordinator {
         member: Option<(&str, i32)>,
         wanted: Option<Vec<(String, Vec<i32>)>>,
     ) -> Result<Vec<(String, i32, Option<CommittedOffset>)>, ResponseError> {
-        crate::blocking::run(|| {
+        self.with_lock(|inner| {
             let partition = self.partition_of(group_id);
-            let inner = self.lock();
-            Self::check(&inner, partition)?;
+            Self::check(inner, partition)?;
             let group = inner.groups.get(group_id);
             // A consumer-protocol member fetches with its current epoch, as it
             // commits.
@@ -132,10 +130,9 @@ impl GroupCoordinator {
         partitions: Vec<(String, i32)>,
         subscribed: impl Fn(&Group) -> BTreeSet<String>,
     ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
-        crate::blocking::run(|| {
+        self.with_lock(|inner| {
             let partition = self.partition_of(group_id);
-            let mut inner = self.lock();
-            Self::check(&inner, partition)?;
+            Self::check(inner, partition)?;
             let group = inner
                 .groups
                 .get_mut(group_id)

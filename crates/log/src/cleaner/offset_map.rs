@@ -27,12 +27,12 @@ use std::{
 
 use super::{
     rules::decode,
-    snapshot::{BatchReader, LocatedBatch, SegmentSnapshot},
+    snapshot::{BatchReader, SegmentSnapshot},
 };
 use crate::{
     batch::{BATCH_HEADER_LEN, BatchHeader},
     error::Result,
-    segment::Segment,
+    segment::{LocatedBatch, Segment},
 };
 
 /// The memory the key map may use before it stops growing.

@@ -12,7 +12,7 @@ use std::{fs::File, os::unix::fs::FileExt, path::Path, sync::Arc};
 use crate::{
     batch::{BATCH_HEADER_LEN, BatchHeader},
     error::{LogError, Result},
-    segment::{LOG_SUFFIX, Segment},
+    segment::{LOG_SUFFIX, LocatedBatch, Segment},
 };
 
 /// Bytes read at a time when walking a segment's batches.
@@ -67,13 +67,6 @@ pub(super) struct BatchReader<'a> {
     pub(super) position: u64,
     buf: Vec<u8>,
     buf_start: u64,
-}
-
-/// A batch read by [`BatchReader`].
-#[derive(Debug, Clone, Copy)]
-pub(super) struct LocatedBatch {
-    pub(super) position: u64,
-    pub(super) header: BatchHeader,
 }
 
 impl<'a> BatchReader<'a> {

@@ -97,6 +97,17 @@ impl RaftCore {
     /// misconfigured node that reuses a voter's id as a demotion of that
     /// voter.
     pub fn propose_learner(&mut self, node_id: u64, address: &str) -> Result<(), ProposeError> {
+        self.add_learner(node_id, address, 0)
+    }
+
+    /// Adds `node_id` as a learner, taking back the rejoining run `rejoin`
+    /// (0 if none); a member is refused (see [`Self::propose_learner`]).
+    fn add_learner(
+        &mut self,
+        node_id: u64,
+        address: &str,
+        rejoin: u64,
+    ) -> Result<(), ProposeError> {
         self.check_can_propose()?;
         if self.is_member(node_id) {
             return Err(ProposeError::Dropped(format!(
@@ -107,7 +118,7 @@ impl RaftCore {
             ConfChangeType::AddLearnerNode,
             node_id,
             address,
-            0,
+            rejoin,
         ))
     }
 
@@ -136,13 +147,7 @@ impl RaftCore {
         rejoin: u64,
     ) -> Result<(), ProposeError> {
         if !self.is_member(node_id) {
-            self.check_can_propose()?;
-            return self.propose_conf_change(conf_change(
-                ConfChangeType::AddLearnerNode,
-                node_id,
-                address,
-                rejoin,
-            ));
+            return self.add_learner(node_id, address, rejoin);
         }
         if rejoin == 0 || node_id == self.config.id || self.rejoined.get(&node_id) == Some(&rejoin)
         {
@@ -216,7 +221,7 @@ impl RaftCore {
 
     /// Ends the rejoining state once this node has applied its own return:
     /// a change adding it back with this run's nonce.
-    pub(super) fn check_rejoined(&mut self, dir: &Path) -> Result<(), CoreError> {
+    pub(super) fn check_rejoined(&mut self) -> Result<(), CoreError> {
         let Some(nonce) = self.rejoin_nonce else {
             return Ok(());
         };
@@ -224,7 +229,7 @@ impl RaftCore {
         if self.rejoined.get(&me) != Some(&nonce) || !self.is_member(me) {
             return Ok(());
         }
-        let marker = dir.join(REJOIN_MARKER);
+        let marker = self.dir.join(REJOIN_MARKER);
         match fs::remove_file(&marker) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

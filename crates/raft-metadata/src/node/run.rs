@@ -38,6 +38,8 @@ pub(super) struct PendingRead {
 
 pub(super) struct Node {
     pub(super) config: NodeConfig,
+    /// The ids of the configured voters (`config.voters`).
+    pub(super) voter_ids: Vec<u64>,
     pub(super) core: RaftCore,
     pub(super) transport: Transport,
     pub(super) proposals: Proposals<Proposal>,
@@ -94,6 +96,11 @@ impl Node {
             if snapshot {
                 self.core.report_snapshot(peer, false);
             }
+        }
+        if events.is_empty() {
+            // Nothing applied or answered: no image to publish, no caller
+            // to tell. Most Readies (heartbeats, acks) end here.
+            return Ok(());
         }
         let mut completed = Vec::new();
         let mut image_changed = false;
@@ -224,7 +231,7 @@ impl Node {
     /// Answers the read barriers this node has applied far enough for,
     /// and forgets those whose caller went away.
     fn complete_reads(&mut self) {
-        let applied = self.core.status().applied_index;
+        let applied = self.core.applied_index();
         self.reads.retain(|_, read| !read.reply.is_closed());
         let done: Vec<u64> = self
             .reads
@@ -261,8 +268,7 @@ impl Node {
         }
         self.maybe_join(now);
         if self.core.is_leader() {
-            let voters: Vec<u64> = self.config.voters.iter().map(|(id, _)| *id).collect();
-            self.core.promote_caught_up_learner(&voters);
+            self.core.promote_caught_up_learner(&self.voter_ids);
         }
         self.publish_status();
     }

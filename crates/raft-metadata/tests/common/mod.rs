@@ -75,6 +75,38 @@ impl Cluster {
         self.applied.entry(id).or_default().push(Vec::new());
     }
 
+    /// Crashes a node, wipes its Raft log, and starts it again on a data
+    /// directory that shows it was a member (so it must rejoin).
+    pub fn restart_without_its_log(&mut self, id: u64) {
+        self.crash(id);
+        let dir = self.dir.path().join(id.to_string());
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+        self.config.member_before = true;
+        self.start(id);
+        self.config.member_before = false;
+    }
+
+    /// What the runtime does for a node that lost its log, one step: the
+    /// node asks `leader` to take it back, and `leader` promotes a learner
+    /// that caught up with the configured voters 1..=3.
+    pub fn rejoin_step(&mut self, lost: u64, leader: u64) {
+        let nonce = self.node(lost).rejoin_nonce();
+        if nonce != 0 {
+            let _ = self
+                .node(leader)
+                .handle_join(lost, &format!("node-{lost}"), nonce);
+        }
+        self.node(leader).promote_caught_up_learner(&[1, 2, 3]);
+    }
+
+    /// Whether every node has voters 1..=3 and `lost` is back.
+    pub fn whole_again(&mut self, lost: u64) -> bool {
+        (1..=3).all(|id| self.node(id).status().voters == vec![1, 2, 3])
+            && !self.node(lost).is_rejoining()
+    }
+
     pub fn crash(&mut self, id: u64) {
         self.nodes.insert(id, None);
         self.queue.retain(|m| m.to != id && m.from != id);
