@@ -200,6 +200,16 @@ impl RaftCore {
         self.rejoin_nonce.unwrap_or(0)
     }
 
+    /// Whether this node should ask a voter to take it in, and with which
+    /// rejoin nonce (0 for an ordinary join): while it is not a member in
+    /// its own configuration, and while it waits to be taken back after
+    /// losing its log, even if a snapshot from a new leader still lists it
+    /// as the member it was.
+    pub fn join_request(&self) -> Option<u64> {
+        (self.rejoin_nonce.is_some() || !self.is_member(self.config.id))
+            .then(|| self.rejoin_nonce())
+    }
+
     /// A rejoining node must not take what assumes it is the member it
     /// was: a heartbeat whose commit index lies beyond its log (the leader
     /// still credits it with entries it lost; raft-rs would panic), and

@@ -273,23 +273,22 @@ impl Node {
         self.publish_status();
     }
 
-    /// Asks to be added as a learner while this node is not a member.
+    /// Asks the voters to take this node in while it wants to join (see
+    /// [`RaftCore::join_request`]).
     fn maybe_join(&mut self, now: Instant) {
-        let status = self.core.status();
-        let id = self.config.id;
-        if status.voters.contains(&id) || status.learners.contains(&id) {
+        let Some(rejoin) = self.core.join_request() else {
             return;
-        }
+        };
         if self.last_join.is_some_and(|at| now - at < JOIN_INTERVAL) {
             return;
         }
         self.last_join = Some(now);
         let join = Join {
-            node_id: id,
+            node_id: self.config.id,
             address: self.config.advertised.clone(),
-            rejoin: self.core.rejoin_nonce(),
+            rejoin,
         };
-        for voter in status.voters {
+        for voter in self.core.status().voters {
             self.transport.send(voter, Body::Join(join.clone()));
         }
     }

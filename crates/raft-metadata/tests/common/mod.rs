@@ -89,11 +89,10 @@ impl Cluster {
     }
 
     /// What the runtime does for a node that lost its log, one step: the
-    /// node asks `leader` to take it back, and `leader` promotes a learner
-    /// that caught up with the configured voters 1..=3.
+    /// node asks `leader` to take it back if it wants to join, and `leader`
+    /// promotes a learner that caught up with the configured voters 1..=3.
     pub fn rejoin_step(&mut self, lost: u64, leader: u64) {
-        let nonce = self.node(lost).rejoin_nonce();
-        if nonce != 0 {
+        if let Some(nonce) = self.node(lost).join_request() {
             let _ = self
                 .node(leader)
                 .handle_join(lost, &format!("node-{lost}"), nonce);
