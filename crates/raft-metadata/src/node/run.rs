@@ -231,18 +231,9 @@ impl Node {
     /// Answers the read barriers this node has applied far enough for,
     /// and forgets those whose caller went away.
     fn complete_reads(&mut self) {
-        let applied = self.core.applied_index();
         self.reads.retain(|_, read| !read.reply.is_closed());
-        let done: Vec<u64> = self
-            .reads
-            .iter()
-            .filter(|(_, read)| read.index.is_some_and(|index| index <= applied))
-            .map(|(context, _)| *context)
-            .collect();
-        for context in done {
-            if let Some(read) = self.reads.remove(&context) {
-                let _ = read.reply.send(Ok(()));
-            }
+        for read in take_answered(&mut self.reads, self.core.applied_index()) {
+            let _ = read.reply.send(Ok(()));
         }
     }
 
@@ -374,5 +365,51 @@ impl Node {
         for (_, read) in self.reads.drain() {
             let _ = read.reply.send(Err(error.clone()));
         }
+    }
+}
+
+/// Removes and returns the read barriers that `applied` answers: the
+/// leader's commit index is known and this node has applied up to it. A
+/// known index not yet applied is not an answer: the image would not yet
+/// hold what the quorum had committed.
+fn take_answered(reads: &mut HashMap<u64, PendingRead>, applied: u64) -> Vec<PendingRead> {
+    let done: Vec<u64> = reads
+        .iter()
+        .filter(|(_, read)| read.index.is_some_and(|index| index <= applied))
+        .map(|(context, _)| *context)
+        .collect();
+    done.into_iter()
+        .filter_map(|context| reads.remove(&context))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    fn read(index: Option<u64>) -> PendingRead {
+        PendingRead {
+            reply: oneshot::channel().0,
+            index,
+            asked: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_read_barrier_is_answered_only_once_its_index_is_applied() {
+        let mut reads: HashMap<u64, PendingRead> =
+            [(1, read(None)), (2, read(Some(10))), (3, read(Some(7)))].into();
+        assert!(take_answered(&mut reads, 6).is_empty());
+        let answered: Vec<Option<u64>> = take_answered(&mut reads, 9)
+            .iter()
+            .map(|r| r.index)
+            .collect();
+        assert_eq!(answered, vec![Some(7)]);
+        assert_eq!(take_answered(&mut reads, 10).len(), 1);
+        assert_eq!(reads.len(), 1, "the unanswered one waits");
     }
 }
