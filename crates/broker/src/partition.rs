@@ -42,10 +42,13 @@ pub struct Partition {
     topic_id: Uuid,
     index: i32,
     log: Mutex<PartitionLog>,
-    /// The configuration the log should have, and whether the log has yet
-    /// to take it: a change reaches the log the next time its lock is
-    /// taken, so applying metadata never waits behind a slow append.
-    config: Mutex<(LogConfig, bool)>,
+    /// The configuration the log should have; `config_changed` says the
+    /// log has yet to take it. A change reaches the log the next time its
+    /// lock is taken, so applying metadata never waits behind a slow
+    /// append, and taking the lock costs one atomic swap when nothing
+    /// changed.
+    config: Mutex<LogConfig>,
+    config_changed: AtomicBool,
     high_watermark: AtomicI64,
     leader_epoch: AtomicI32,
     /// A flush begun by `begin_flush_if_due` has not completed yet.
@@ -70,7 +73,8 @@ impl Partition {
             topic_id,
             index,
             log: Mutex::new(log),
-            config: Mutex::new((config, false)),
+            config: Mutex::new(config),
+            config_changed: AtomicBool::new(false),
             high_watermark: AtomicI64::new(high_watermark),
             leader_epoch: AtomicI32::new(leader_epoch),
             flushing: AtomicBool::new(false),
@@ -107,10 +111,9 @@ impl Partition {
     /// on an async worker (see `blocking`).
     pub fn log(&self) -> MutexGuard<'_, PartitionLog> {
         let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut config = self.config.lock().unwrap_or_else(PoisonError::into_inner);
-        if config.1 {
-            log.set_config(config.0.clone());
-            config.1 = false;
+        if self.config_changed.swap(false, Ordering::AcqRel) {
+            let config = self.config.lock().unwrap_or_else(PoisonError::into_inner);
+            log.set_config(config.clone());
         }
         log
     }
@@ -118,8 +121,9 @@ impl Partition {
     /// Sets the log's configuration without waiting for its lock.
     pub fn set_config(&self, new: &LogConfig) {
         let mut config = self.config.lock().unwrap_or_else(PoisonError::into_inner);
-        if &config.0 != new {
-            *config = (new.clone(), true);
+        if &*config != new {
+            *config = new.clone();
+            self.config_changed.store(true, Ordering::Release);
         }
     }
 
