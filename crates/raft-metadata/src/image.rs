@@ -3,7 +3,10 @@
 //! a record and the Raft term of the entry carrying it, so every node that
 //! applies the same entries in the same order holds the same image, and a
 //! record that does not fit (an unknown topic, a stale leader epoch, a stale
-//! producer id block) is rejected identically everywhere.
+//! producer id block) is rejected identically everywhere. Leader and ISR
+//! changes to existing partitions live in `partitions`.
+
+mod partitions;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
@@ -12,10 +15,11 @@ use std::{
 
 use uuid::Uuid;
 
+use self::partitions::{check_leader_and_isr, new_partition};
 use crate::records::{
     AllocateProducerIds, AlterTopicConfig, CreatePartitions, CreateTopic, DeleteTopic,
     LeaderChangeReason, LeadershipChange, MetadataRecord, PartitionAssignment, Record,
-    RegisterBroker, SetClusterId, SetPartitionLeader, UnfenceBroker, UpdateIsr,
+    RegisterBroker, SetClusterId, UnfenceBroker,
 };
 
 /// The leadership history keeps this many changes; older ones are dropped.
@@ -41,6 +45,12 @@ pub struct PartitionInfo {
     pub leader: i32,
     pub leader_epoch: i32,
     pub isr: Vec<i32>,
+    /// Bumped by every leader or ISR change; an ISR update must name the
+    /// current one.
+    pub partition_epoch: i32,
+    /// Eligible leader replicas (KIP-966): out of the ISR but holding every
+    /// committed record. Never overlaps `isr`.
+    pub elr: Vec<i32>,
 }
 
 impl From<&PartitionAssignment> for PartitionInfo {
@@ -51,6 +61,8 @@ impl From<&PartitionAssignment> for PartitionInfo {
             leader: a.leader,
             leader_epoch: a.leader_epoch,
             isr: a.isr.clone(),
+            partition_epoch: a.partition_epoch,
+            elr: a.elr.clone(),
         }
     }
 }
@@ -109,6 +121,16 @@ pub enum ApplyError {
     },
     #[error("leader epoch {got} is not the expected {expected}")]
     StaleLeaderEpoch { expected: i32, got: i32 },
+    #[error("partition epoch {got} is not the current {expected}")]
+    StalePartitionEpoch { expected: i32, got: i32 },
+    #[error("broker {node_id} cannot join the ISR: {reason}")]
+    IneligibleIsrMember { node_id: i32, reason: String },
+    #[error("the ISR and its incarnations differ in length")]
+    IsrIncarnations,
+    #[error("the leader {0} must stay in the ISR")]
+    LeaderNotInIsr(i32),
+    #[error("broker {0} is listed twice in the ISR")]
+    DuplicateIsrMember(i32),
     #[error("replica {0} is not in the partition's replica set")]
     NotAReplica(i32),
     #[error("the cluster already has an id")]
@@ -225,7 +247,7 @@ impl MetadataImage {
         let topic = TopicInfo {
             name: r.name.clone(),
             id,
-            partitions: r.partitions.iter().map(PartitionInfo::from).collect(),
+            partitions: r.partitions.iter().map(new_partition).collect(),
             configs: r.configs.clone(),
         };
         for p in &topic.partitions {
@@ -282,7 +304,7 @@ impl MetadataImage {
         }
         self.topic_mut(&r.name)?
             .partitions
-            .extend(r.partitions.iter().map(PartitionInfo::from));
+            .extend(r.partitions.iter().map(new_partition));
         Ok(())
     }
 
@@ -311,56 +333,6 @@ impl MetadataImage {
         Ok(())
     }
 
-    fn set_partition_leader(
-        &mut self,
-        r: &SetPartitionLeader,
-        term: u64,
-    ) -> Result<(), ApplyError> {
-        let current = self.partition_info(&r.topic, r.partition)?.clone();
-        if r.leader_epoch != current.leader_epoch + 1 {
-            return Err(ApplyError::StaleLeaderEpoch {
-                expected: current.leader_epoch + 1,
-                got: r.leader_epoch,
-            });
-        }
-        check_leader_and_isr(&current.replicas, r.leader, &r.isr)?;
-        let partition = self.partition_mut(&r.topic, r.partition)?;
-        partition.leader = r.leader;
-        partition.leader_epoch = r.leader_epoch;
-        partition.isr = r.isr.clone();
-        self.record_change(LeadershipChange {
-            sequence: 0,
-            topic: r.topic.clone(),
-            partition: r.partition,
-            leader_epoch: r.leader_epoch,
-            raft_term: term,
-            previous_leader: current.leader,
-            new_leader: r.leader,
-            controller: r.controller,
-            reason: r.reason,
-            isr: r.isr.clone(),
-            eligible: r.eligible.clone(),
-            log_end_offset: r.log_end_offset,
-            high_watermark: r.high_watermark,
-            timestamp_ms: r.timestamp_ms,
-        });
-        Ok(())
-    }
-
-    fn update_isr(&mut self, r: &UpdateIsr) -> Result<(), ApplyError> {
-        let current = self.partition_info(&r.topic, r.partition)?;
-        if r.leader_epoch != current.leader_epoch {
-            return Err(ApplyError::StaleLeaderEpoch {
-                expected: current.leader_epoch,
-                got: r.leader_epoch,
-            });
-        }
-        let (replicas, leader) = (current.replicas.clone(), current.leader);
-        check_leader_and_isr(&replicas, leader, &r.isr)?;
-        self.partition_mut(&r.topic, r.partition)?.isr = r.isr.clone();
-        Ok(())
-    }
-
     fn record_change(&mut self, mut change: LeadershipChange) {
         change.sequence = self.next_history_sequence;
         self.next_history_sequence += 1;
@@ -375,32 +347,6 @@ impl MetadataImage {
             .get_mut(name)
             .map(Arc::make_mut)
             .ok_or_else(|| ApplyError::UnknownTopic(name.to_string()))
-    }
-
-    fn partition_info(&self, topic: &str, partition: i32) -> Result<&PartitionInfo, ApplyError> {
-        self.topic(topic)
-            .ok_or_else(|| ApplyError::UnknownTopic(topic.to_string()))?
-            .partition(partition)
-            .ok_or_else(|| ApplyError::UnknownPartition {
-                topic: topic.to_string(),
-                partition,
-            })
-    }
-
-    fn partition_mut(
-        &mut self,
-        topic: &str,
-        partition: i32,
-    ) -> Result<&mut PartitionInfo, ApplyError> {
-        let unknown = || ApplyError::UnknownPartition {
-            topic: topic.to_string(),
-            partition,
-        };
-        let index = usize::try_from(partition).map_err(|_| unknown())?;
-        self.topic_mut(topic)?
-            .partitions
-            .get_mut(index)
-            .ok_or_else(unknown)
     }
 
     pub fn brokers(&self) -> impl Iterator<Item = &BrokerInfo> {
@@ -499,17 +445,6 @@ fn check_numbering(
         }
     }
     Ok(())
-}
-
-/// The leader (unless -1) and every ISR member must be replicas.
-fn check_leader_and_isr(replicas: &[i32], leader: i32, isr: &[i32]) -> Result<(), ApplyError> {
-    if leader >= 0 && !replicas.contains(&leader) {
-        return Err(ApplyError::NotAReplica(leader));
-    }
-    match isr.iter().find(|id| !replicas.contains(id)) {
-        Some(&outsider) => Err(ApplyError::NotAReplica(outsider)),
-        None => Ok(()),
-    }
 }
 
 #[cfg(test)]

@@ -81,6 +81,17 @@ pub struct PartitionAssignment {
     pub leader_epoch: i32,
     #[prost(int32, repeated, tag = "5")]
     pub isr: Vec<i32>,
+    /// Bumped by every leader or ISR change, so an ISR update computed from
+    /// an older state of the partition is rejected (KRaft's partition
+    /// epoch). A new partition starts at 0.
+    #[prost(int32, tag = "6")]
+    pub partition_epoch: i32,
+    /// Eligible Leader Replicas (KIP-966): replicas out of the ISR that
+    /// still hold every committed record, because they left it while the
+    /// ISR was below min.insync.replicas and the high watermark could not
+    /// move without them. Never overlaps the ISR.
+    #[prost(int32, repeated, tag = "7")]
+    pub elr: Vec<i32>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -221,7 +232,8 @@ pub struct SetPartitionLeader {
     pub timestamp_ms: i64,
 }
 
-/// A leader's change to its partition's ISR within its own epoch.
+/// A leader's change to its partition's ISR within its own epoch (Kafka's
+/// AlterPartition). The leader must stay in the new ISR.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct UpdateIsr {
     #[prost(string, tag = "1")]
@@ -233,6 +245,22 @@ pub struct UpdateIsr {
     pub leader_epoch: i32,
     #[prost(int32, repeated, tag = "4")]
     pub isr: Vec<i32>,
+    /// Must equal the partition's current partition epoch: the leader
+    /// computed this ISR from that state, and any change since (another
+    /// ISR update, a leader change) makes it stale.
+    #[prost(int32, tag = "5")]
+    pub partition_epoch: i32,
+    /// The incarnation of each `isr` member, in the same order, as the
+    /// leader saw it. A member joining the ISR must be registered, unfenced
+    /// and still at this incarnation (KIP-903), so a broker that restarted
+    /// with an empty disk is not taken back on the strength of its old
+    /// run's fetches.
+    #[prost(uint64, repeated, tag = "6")]
+    pub isr_incarnations: Vec<u64>,
+    /// The min.insync.replicas the leader applies to the partition; decides
+    /// whether members leaving the ISR become eligible leader replicas.
+    #[prost(int32, tag = "7")]
+    pub min_insync_replicas: i32,
 }
 
 /// One entry of the leadership history: every leader change, as applied.

@@ -108,6 +108,8 @@ pub fn encode(image: &MetadataImage, members: &Members) -> Vec<u8> {
                         leader: p.leader,
                         leader_epoch: p.leader_epoch,
                         isr: p.isr.clone(),
+                        partition_epoch: p.partition_epoch,
+                        elr: p.elr.clone(),
                     })
                     .collect(),
                 configs: t.configs.clone(),
@@ -206,6 +208,8 @@ mod tests {
                     leader: 3,
                     leader_epoch: 0,
                     isr: vec![3],
+                    partition_epoch: 0,
+                    elr: vec![],
                 }],
                 configs: [("retention.ms".to_string(), "1".to_string())].into(),
                 timestamp_ms: 1,

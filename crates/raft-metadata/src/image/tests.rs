@@ -1,5 +1,8 @@
 use super::*;
-use crate::records::{AllocateProducerIds, FenceBroker, RegisterBroker};
+use crate::{
+    records::{AllocateProducerIds, FenceBroker, RegisterBroker, SetPartitionLeader, UpdateIsr},
+    snapshot,
+};
 
 fn assignment(partition: i32) -> PartitionAssignment {
     PartitionAssignment {
@@ -8,6 +11,8 @@ fn assignment(partition: i32) -> PartitionAssignment {
         leader: 1,
         leader_epoch: 0,
         isr: vec![1, 2, 3],
+        partition_epoch: 0,
+        elr: vec![],
     }
 }
 
@@ -214,31 +219,6 @@ fn leader_changes_need_the_next_epoch_and_are_recorded() {
 }
 
 #[test]
-fn isr_updates_are_fenced_by_leader_epoch() {
-    let mut image = MetadataImage::default();
-    image.apply(&create("t", 1, 1), 1).unwrap();
-    let update = |epoch, isr: Vec<i32>| -> MetadataRecord {
-        Record::UpdateIsr(UpdateIsr {
-            topic: "t".into(),
-            partition: 0,
-            leader_epoch: epoch,
-            isr,
-        })
-        .into()
-    };
-    image.apply(&update(0, vec![1, 2]), 1).unwrap();
-    assert_eq!(
-        image.topic("t").unwrap().partition(0).unwrap().isr,
-        vec![1, 2]
-    );
-    assert!(matches!(
-        image.apply(&update(3, vec![1]), 1),
-        Err(ApplyError::StaleLeaderEpoch { .. })
-    ));
-    assert!(image.apply(&update(0, vec![1, 7]), 1).is_err());
-}
-
-#[test]
 fn the_history_is_bounded() {
     let mut image = MetadataImage::default();
     image.apply(&create("t", 1, 1), 1).unwrap();
@@ -297,4 +277,310 @@ fn deletions_are_remembered_by_id_within_their_retention() {
         "the oldest is forgotten"
     );
     assert!(image.was_deleted(&Uuid::from_u128(3)));
+}
+
+/// Brokers 1, 2 and 3 registered at incarnation 10, and topic "t" with one
+/// partition on all three, led by 1, everyone in sync.
+fn three_brokers_one_partition() -> MetadataImage {
+    let mut image = MetadataImage::default();
+    for id in 1..=3 {
+        image.apply(&register(id, 10), 1).unwrap();
+    }
+    image.apply(&create("t", 1, 1), 1).unwrap();
+    image
+}
+
+/// An ISR update from leader epoch `leader_epoch` and partition epoch
+/// `partition_epoch`; `isr` pairs each member with its incarnation.
+fn update_isr(
+    leader_epoch: i32,
+    partition_epoch: i32,
+    isr: &[(i32, u64)],
+    min_insync_replicas: i32,
+) -> MetadataRecord {
+    Record::UpdateIsr(UpdateIsr {
+        topic: "t".into(),
+        partition: 0,
+        leader_epoch,
+        isr: isr.iter().map(|&(id, _)| id).collect(),
+        partition_epoch,
+        isr_incarnations: isr.iter().map(|&(_, incarnation)| incarnation).collect(),
+        min_insync_replicas,
+    })
+    .into()
+}
+
+fn partition(image: &MetadataImage) -> PartitionInfo {
+    image.topic("t").unwrap().partition(0).unwrap().clone()
+}
+
+fn fence(node_id: i32, incarnation: u64, fenced: bool) -> MetadataRecord {
+    if fenced {
+        Record::FenceBroker(FenceBroker {
+            node_id,
+            incarnation,
+        })
+        .into()
+    } else {
+        Record::UnfenceBroker(UnfenceBroker {
+            node_id,
+            incarnation,
+        })
+        .into()
+    }
+}
+
+#[test]
+fn an_isr_update_from_a_stale_partition_epoch_is_rejected() {
+    let mut image = three_brokers_one_partition();
+    let shrink = update_isr(0, 0, &[(1, 10), (2, 10)], 1);
+    image.apply(&shrink, 1).unwrap();
+    assert_eq!(partition(&image).partition_epoch, 1);
+    let before = image.clone();
+    // The same update again, or another one computed before it, is stale.
+    for record in [shrink, update_isr(0, 0, &[(1, 10), (2, 10), (3, 10)], 1)] {
+        assert_eq!(
+            image.apply(&record, 1),
+            Err(ApplyError::StalePartitionEpoch {
+                expected: 1,
+                got: 0
+            })
+        );
+    }
+    assert_eq!(
+        image.apply(&update_isr(0, 2, &[(1, 10)], 1), 1),
+        Err(ApplyError::StalePartitionEpoch {
+            expected: 1,
+            got: 2
+        })
+    );
+    assert_eq!(image, before);
+}
+
+#[test]
+fn an_isr_update_is_still_fenced_by_leader_epoch() {
+    let mut image = three_brokers_one_partition();
+    let before = image.clone();
+    for epoch in [-1, 1] {
+        assert_eq!(
+            image.apply(&update_isr(epoch, 0, &[(1, 10), (2, 10)], 1), 1),
+            Err(ApplyError::StaleLeaderEpoch {
+                expected: 0,
+                got: epoch
+            })
+        );
+    }
+    assert_eq!(image, before);
+}
+
+#[test]
+fn a_member_joins_the_isr_only_at_its_registered_incarnation() {
+    let mut image = three_brokers_one_partition();
+    image
+        .apply(&update_isr(0, 0, &[(1, 10), (2, 10)], 1), 1)
+        .unwrap();
+    // Broker 3 restarts: the leader still knows it at incarnation 10.
+    image.apply(&register(3, 11), 1).unwrap();
+    let before = image.clone();
+    assert!(matches!(
+        image.apply(&update_isr(0, 1, &[(1, 10), (2, 10), (3, 10)], 1), 1),
+        Err(ApplyError::IneligibleIsrMember { node_id: 3, .. })
+    ));
+    assert_eq!(image, before);
+    image
+        .apply(&update_isr(0, 1, &[(1, 10), (2, 10), (3, 11)], 1), 1)
+        .unwrap();
+    assert_eq!(partition(&image).isr, vec![1, 2, 3]);
+}
+
+#[test]
+fn a_fenced_broker_cannot_join_the_isr() {
+    let mut image = three_brokers_one_partition();
+    image
+        .apply(&update_isr(0, 0, &[(1, 10), (2, 10)], 1), 1)
+        .unwrap();
+    image.apply(&fence(3, 10, true), 1).unwrap();
+    let expand = update_isr(0, 1, &[(1, 10), (2, 10), (3, 10)], 1);
+    assert!(matches!(
+        image.apply(&expand, 1),
+        Err(ApplyError::IneligibleIsrMember { node_id: 3, .. })
+    ));
+    image.apply(&fence(3, 10, false), 1).unwrap();
+    image.apply(&expand, 1).unwrap();
+}
+
+#[test]
+fn an_unregistered_broker_cannot_join_the_isr() {
+    let mut image = MetadataImage::default();
+    image.apply(&register(1, 10), 1).unwrap();
+    image.apply(&register(2, 10), 1).unwrap();
+    image.apply(&create("t", 1, 1), 1).unwrap();
+    image
+        .apply(&update_isr(0, 0, &[(1, 10), (2, 10)], 1), 1)
+        .unwrap();
+    assert!(matches!(
+        image.apply(&update_isr(0, 1, &[(1, 10), (2, 10), (3, 0)], 1), 1),
+        Err(ApplyError::IneligibleIsrMember { node_id: 3, .. })
+    ));
+}
+
+#[test]
+fn members_already_in_the_isr_are_not_checked_again() {
+    let mut image = three_brokers_one_partition();
+    // Broker 2 is fenced and broker 3 restarted; neither is joining, so
+    // the leader can still shrink the ISR whatever it says of them.
+    image.apply(&fence(2, 10, true), 1).unwrap();
+    image.apply(&register(3, 11), 1).unwrap();
+    image
+        .apply(&update_isr(0, 0, &[(1, 10), (2, 0), (3, 10)], 1), 1)
+        .unwrap();
+    image
+        .apply(&update_isr(0, 1, &[(1, 10), (3, 10)], 1), 1)
+        .unwrap();
+    assert_eq!(partition(&image).isr, vec![1, 3]);
+}
+
+#[test]
+fn an_isr_update_keeps_the_leader_and_a_well_formed_isr() {
+    let mut image = three_brokers_one_partition();
+    let before = image.clone();
+    let rejected = [
+        (
+            update_isr(0, 0, &[(2, 10), (3, 10)], 1),
+            ApplyError::LeaderNotInIsr(1),
+        ),
+        (update_isr(0, 0, &[], 1), ApplyError::LeaderNotInIsr(1)),
+        (
+            update_isr(0, 0, &[(1, 10), (2, 10), (2, 10)], 1),
+            ApplyError::DuplicateIsrMember(2),
+        ),
+        (
+            update_isr(0, 0, &[(1, 10), (7, 10)], 1),
+            ApplyError::NotAReplica(7),
+        ),
+    ];
+    for (record, error) in rejected {
+        assert_eq!(image.apply(&record, 1), Err(error));
+    }
+    let mut short = UpdateIsr {
+        topic: "t".into(),
+        partition: 0,
+        isr: vec![1, 2],
+        isr_incarnations: vec![10],
+        ..Default::default()
+    };
+    assert_eq!(
+        image.apply(&Record::UpdateIsr(short.clone()).into(), 1),
+        Err(ApplyError::IsrIncarnations)
+    );
+    assert_eq!(image, before);
+    // With no leader, nobody may change the ISR.
+    image.apply(&set_leader(-1, 1, vec![]), 1).unwrap();
+    short.leader_epoch = 1;
+    short.partition_epoch = 1;
+    short.isr_incarnations = vec![10, 10];
+    assert_eq!(
+        image.apply(&Record::UpdateIsr(short).into(), 1),
+        Err(ApplyError::LeaderNotInIsr(-1))
+    );
+}
+
+#[test]
+fn every_isr_or_leader_change_bumps_the_partition_epoch() {
+    let mut image = three_brokers_one_partition();
+    assert_eq!(partition(&image).partition_epoch, 0);
+    image
+        .apply(&update_isr(0, 0, &[(1, 10), (2, 10)], 1), 1)
+        .unwrap();
+    assert_eq!(partition(&image).partition_epoch, 1);
+    image.apply(&set_leader(2, 1, vec![2]), 1).unwrap();
+    let after_election = partition(&image);
+    assert_eq!(
+        (after_election.leader_epoch, after_election.partition_epoch),
+        (1, 2)
+    );
+    // The new leader's update names the epoch the election left.
+    image
+        .apply(&update_isr(1, 2, &[(2, 10), (3, 10)], 1), 1)
+        .unwrap();
+    assert_eq!(partition(&image).partition_epoch, 3);
+}
+
+#[test]
+fn members_leaving_an_isr_below_min_become_eligible_leaders() {
+    let mut image = three_brokers_one_partition();
+    let elr = |image: &MetadataImage| partition(image).elr;
+    // Down to min ISR 2: nobody is needed outside the ISR.
+    image
+        .apply(&update_isr(0, 0, &[(1, 10), (2, 10)], 2), 1)
+        .unwrap();
+    assert_eq!(elr(&image), Vec::<i32>::new());
+    // Below min: the high watermark stops, so 2 holds all that is committed.
+    image.apply(&update_isr(0, 1, &[(1, 10)], 2), 1).unwrap();
+    assert_eq!(elr(&image), vec![2]);
+    // 3 joins but the ISR is still below min: 2 stays eligible, 3 is not
+    // both in the ISR and in the ELR.
+    image
+        .apply(&update_isr(0, 2, &[(1, 10), (3, 10)], 3), 1)
+        .unwrap();
+    assert_eq!(elr(&image), vec![2]);
+    image.apply(&update_isr(0, 3, &[(1, 10)], 3), 1).unwrap();
+    assert_eq!(elr(&image), vec![2, 3]);
+    // Back at min ISR: the ELR is cleared.
+    image
+        .apply(&update_isr(0, 4, &[(1, 10), (3, 10)], 2), 1)
+        .unwrap();
+    assert_eq!(elr(&image), Vec::<i32>::new());
+}
+
+#[test]
+fn a_leader_change_takes_new_isr_members_out_of_the_elr() {
+    let mut image = three_brokers_one_partition();
+    image.apply(&update_isr(0, 0, &[(1, 10)], 3), 1).unwrap();
+    assert_eq!(partition(&image).elr, vec![2, 3]);
+    // The leader dies; 2 is elected from the ELR, 3 stays eligible.
+    image.apply(&set_leader(2, 1, vec![2]), 1).unwrap();
+    assert_eq!(partition(&image).elr, vec![3]);
+    // Offline: the ELR survives for a later election.
+    image.apply(&set_leader(-1, 2, vec![]), 1).unwrap();
+    assert_eq!(partition(&image).elr, vec![3]);
+}
+
+#[test]
+fn new_partitions_start_at_partition_epoch_zero_without_an_elr() {
+    let mut image = MetadataImage::default();
+    let carried = PartitionAssignment {
+        partition_epoch: 5,
+        elr: vec![2],
+        ..assignment(0)
+    };
+    let record = Record::CreateTopic(CreateTopic {
+        name: "t".into(),
+        topic_id: Uuid::from_u128(1).as_bytes().to_vec(),
+        partitions: vec![carried.clone()],
+        ..Default::default()
+    });
+    image.apply(&record.into(), 1).unwrap();
+    let more = Record::CreatePartitions(CreatePartitions {
+        name: "t".into(),
+        partitions: vec![PartitionAssignment {
+            partition: 1,
+            ..carried
+        }],
+    });
+    image.apply(&more.into(), 1).unwrap();
+    for p in &image.topic("t").unwrap().partitions {
+        assert_eq!((p.partition_epoch, p.elr.as_slice()), (0, &[][..]));
+    }
+}
+
+#[test]
+fn a_snapshot_keeps_partition_epoch_and_elr() {
+    let mut image = three_brokers_one_partition();
+    image.apply(&update_isr(0, 0, &[(1, 10)], 2), 1).unwrap();
+    let members = snapshot::Members::default();
+    let (restored, _) = snapshot::decode(&snapshot::encode(&image, &members)).unwrap();
+    let p = partition(&restored);
+    assert_eq!((p.partition_epoch, p.elr), (1, vec![2, 3]));
+    assert_eq!(restored, image);
 }

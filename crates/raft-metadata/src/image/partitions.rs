@@ -1,0 +1,202 @@
+//! Changes to an existing partition's leader, ISR and eligible leader
+//! replicas, the KRaft way: every change bumps the partition epoch, an ISR
+//! update must name the partition epoch it was computed from, a broker joins
+//! the ISR only at its current, unfenced incarnation (KIP-903), and members
+//! that leave the ISR while it is below min.insync.replicas stay eligible to
+//! lead (KIP-966).
+
+use super::{ApplyError, MetadataImage, PartitionInfo};
+use crate::records::{LeadershipChange, PartitionAssignment, SetPartitionLeader, UpdateIsr};
+
+impl MetadataImage {
+    pub(super) fn set_partition_leader(
+        &mut self,
+        r: &SetPartitionLeader,
+        term: u64,
+    ) -> Result<(), ApplyError> {
+        let current = self.partition_info(&r.topic, r.partition)?.clone();
+        if r.leader_epoch != current.leader_epoch + 1 {
+            return Err(ApplyError::StaleLeaderEpoch {
+                expected: current.leader_epoch + 1,
+                got: r.leader_epoch,
+            });
+        }
+        check_leader_and_isr(&current.replicas, r.leader, &r.isr)?;
+        let partition = self.partition_mut(&r.topic, r.partition)?;
+        partition.leader = r.leader;
+        partition.leader_epoch = r.leader_epoch;
+        partition.isr = r.isr.clone();
+        partition.partition_epoch = next_partition_epoch(current.partition_epoch);
+        // A replica elected from the ELR (or otherwise put back in the ISR)
+        // is in sync again; the rest keep their eligibility, which is what
+        // lets an offline partition be led again later without data loss.
+        partition.elr.retain(|id| !r.isr.contains(id));
+        self.record_change(LeadershipChange {
+            sequence: 0,
+            topic: r.topic.clone(),
+            partition: r.partition,
+            leader_epoch: r.leader_epoch,
+            raft_term: term,
+            previous_leader: current.leader,
+            new_leader: r.leader,
+            controller: r.controller,
+            reason: r.reason,
+            isr: r.isr.clone(),
+            eligible: r.eligible.clone(),
+            log_end_offset: r.log_end_offset,
+            high_watermark: r.high_watermark,
+            timestamp_ms: r.timestamp_ms,
+        });
+        Ok(())
+    }
+
+    pub(super) fn update_isr(&mut self, r: &UpdateIsr) -> Result<(), ApplyError> {
+        let current = self.partition_info(&r.topic, r.partition)?;
+        if r.leader_epoch != current.leader_epoch {
+            return Err(ApplyError::StaleLeaderEpoch {
+                expected: current.leader_epoch,
+                got: r.leader_epoch,
+            });
+        }
+        if r.partition_epoch != current.partition_epoch {
+            return Err(ApplyError::StalePartitionEpoch {
+                expected: current.partition_epoch,
+                got: r.partition_epoch,
+            });
+        }
+        if r.isr_incarnations.len() != r.isr.len() {
+            return Err(ApplyError::IsrIncarnations);
+        }
+        check_leader_and_isr(&current.replicas, current.leader, &r.isr)?;
+        // Also rules out an empty ISR, and any update while the partition
+        // has no leader (-1): only a leader may change its ISR.
+        if !r.isr.contains(&current.leader) {
+            return Err(ApplyError::LeaderNotInIsr(current.leader));
+        }
+        if let Some(twice) = first_duplicate(&r.isr) {
+            return Err(ApplyError::DuplicateIsrMember(twice));
+        }
+        // Only members joining are checked, as Kafka does: re-checking the
+        // ones already in would reject the very shrink that drops a member
+        // that was fenced or restarted meanwhile.
+        for (&node_id, &incarnation) in r.isr.iter().zip(&r.isr_incarnations) {
+            if !current.isr.contains(&node_id) {
+                self.check_may_join_isr(node_id, incarnation)?;
+            }
+        }
+        let elr = next_elr(current, &r.isr, r.min_insync_replicas);
+        let partition = self.partition_mut(&r.topic, r.partition)?;
+        partition.isr = r.isr.clone();
+        partition.elr = elr;
+        partition.partition_epoch = next_partition_epoch(partition.partition_epoch);
+        Ok(())
+    }
+
+    /// KIP-903: a broker that restarted (perhaps with an empty disk) must
+    /// not be taken into the ISR on the strength of its previous run's
+    /// fetches, nor a fenced broker that no longer answers for its data.
+    fn check_may_join_isr(&self, node_id: i32, incarnation: u64) -> Result<(), ApplyError> {
+        let reason = match self.brokers.get(&node_id) {
+            None => "not registered".to_string(),
+            Some(b) if b.fenced => "fenced".to_string(),
+            Some(b) if b.incarnation != incarnation => format!(
+                "incarnation {incarnation} is not the registered {}",
+                b.incarnation
+            ),
+            Some(_) => return Ok(()),
+        };
+        Err(ApplyError::IneligibleIsrMember { node_id, reason })
+    }
+
+    fn partition_info(&self, topic: &str, partition: i32) -> Result<&PartitionInfo, ApplyError> {
+        self.topic(topic)
+            .ok_or_else(|| ApplyError::UnknownTopic(topic.to_string()))?
+            .partition(partition)
+            .ok_or_else(|| ApplyError::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+            })
+    }
+
+    fn partition_mut(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<&mut PartitionInfo, ApplyError> {
+        let unknown = || ApplyError::UnknownPartition {
+            topic: topic.to_string(),
+            partition,
+        };
+        let index = usize::try_from(partition).map_err(|_| unknown())?;
+        self.topic_mut(topic)?
+            .partitions
+            .get_mut(index)
+            .ok_or_else(unknown)
+    }
+}
+
+/// A partition created by CreateTopic or CreatePartitions. It has no
+/// history yet, so it starts at partition epoch 0 with no eligible leader
+/// replicas whatever the record carries: nothing can be stale against it,
+/// and no replica has left its ISR.
+pub(super) fn new_partition(a: &PartitionAssignment) -> PartitionInfo {
+    PartitionInfo {
+        partition_epoch: 0,
+        elr: Vec::new(),
+        ..PartitionInfo::from(a)
+    }
+}
+
+/// The leader (unless -1) and every ISR member must be replicas.
+pub(super) fn check_leader_and_isr(
+    replicas: &[i32],
+    leader: i32,
+    isr: &[i32],
+) -> Result<(), ApplyError> {
+    if leader >= 0 && !replicas.contains(&leader) {
+        return Err(ApplyError::NotAReplica(leader));
+    }
+    match isr.iter().find(|id| !replicas.contains(id)) {
+        Some(&outsider) => Err(ApplyError::NotAReplica(outsider)),
+        None => Ok(()),
+    }
+}
+
+fn first_duplicate(ids: &[i32]) -> Option<i32> {
+    ids.iter()
+        .enumerate()
+        .find(|(i, id)| ids[..*i].contains(id))
+        .map(|(_, &id)| id)
+}
+
+/// Wraps instead of overflowing: only equality with the epoch an update
+/// names is ever checked, and an apply must not panic.
+fn next_partition_epoch(epoch: i32) -> i32 {
+    epoch.wrapping_add(1)
+}
+
+/// The ELR after the ISR goes from `current.isr` to `isr` (KIP-966, as
+/// Kafka's PartitionChangeBuilder computes it). At or above min ISR the ISR
+/// alone holds every committed record, so the ELR is cleared. Below it the
+/// high watermark cannot advance, so whoever was in the ISR until now holds
+/// every committed record: members leaving join the ELR, and the ELR never
+/// holds an ISR member. A min ISR of 0 (a record that does not say) clears
+/// the ELR.
+fn next_elr(current: &PartitionInfo, isr: &[i32], min_insync_replicas: i32) -> Vec<i32> {
+    let min = usize::try_from(min_insync_replicas).unwrap_or(0);
+    if isr.len() >= min {
+        return Vec::new();
+    }
+    let mut elr: Vec<i32> = current
+        .elr
+        .iter()
+        .copied()
+        .filter(|id| !isr.contains(id))
+        .collect();
+    for &left in current.isr.iter().filter(|id| !isr.contains(id)) {
+        if !elr.contains(&left) {
+            elr.push(left);
+        }
+    }
+    elr
+}
