@@ -141,6 +141,36 @@ pub fn increment_sequence(sequence: i32, delta: i32) -> i32 {
 /// Parses and fully validates one batch that a client sent: header, length
 /// against the buffer, CRC-32C and the record count.
 pub fn validate_client_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = validate_framing(bytes)?;
+    if header.records_count <= 0 || header.last_offset_delta != header.records_count - 1 {
+        return Err(BatchError::InvalidRecordCount {
+            records_count: header.records_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    Ok(header)
+}
+
+/// Parses and validates one batch copied from a leader: header, length
+/// against the buffer and CRC-32C. Unlike a client's batch it may hold
+/// fewer records than its offset range, even none: the cleaner removes
+/// records but keeps each batch's last offset.
+pub(crate) fn validate_replicated_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = validate_framing(bytes)?;
+    let offsets_in_range = i64::from(header.last_offset_delta) + 1;
+    if header.last_offset_delta < 0
+        || header.records_count < 0
+        || i64::from(header.records_count) > offsets_in_range
+    {
+        return Err(BatchError::InvalidRecordCount {
+            records_count: header.records_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    Ok(header)
+}
+
+fn validate_framing(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(bytes)?;
     if header.total_len() != bytes.len() {
         return Err(BatchError::LengthMismatch {
@@ -149,12 +179,6 @@ pub fn validate_client_batch(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
         });
     }
     verify_crc(&header, bytes)?;
-    if header.records_count <= 0 || header.last_offset_delta != header.records_count - 1 {
-        return Err(BatchError::InvalidRecordCount {
-            records_count: header.records_count,
-            last_offset_delta: header.last_offset_delta,
-        });
-    }
     Ok(header)
 }
 
@@ -232,31 +256,41 @@ pub(crate) fn empty_batch(header: &BatchHeader) -> Vec<u8> {
 
 /// Splits a buffer of concatenated batches, as a produce request carries
 /// them, into whole batches. A trailing partial batch is an error.
-pub fn split_batches(mut bytes: &[u8]) -> Result<Vec<&[u8]>, BatchError> {
+pub fn split_batches(bytes: &[u8]) -> Result<Vec<&[u8]>, BatchError> {
+    let (batches, partial) = split_whole_batches(bytes)?;
+    if partial.is_empty() {
+        return Ok(batches);
+    }
+    let needed = if partial.len() < LOG_OVERHEAD {
+        LOG_OVERHEAD
+    } else {
+        LOG_OVERHEAD + read_i32(partial, 8) as usize
+    };
+    Err(BatchError::Truncated {
+        needed,
+        available: partial.len(),
+    })
+}
+
+/// Splits a buffer of concatenated batches into the whole batches and the
+/// bytes of a trailing partial one, which a fetch response carries when its
+/// size limit cut the last batch.
+pub fn split_whole_batches(mut bytes: &[u8]) -> Result<(Vec<&[u8]>, &[u8]), BatchError> {
     let mut batches = Vec::new();
-    while !bytes.is_empty() {
-        if bytes.len() < LOG_OVERHEAD {
-            return Err(BatchError::Truncated {
-                needed: LOG_OVERHEAD,
-                available: bytes.len(),
-            });
-        }
+    while bytes.len() >= LOG_OVERHEAD {
         let length = read_i32(bytes, 8);
         if length < 0 {
             return Err(BatchError::InvalidLength(length));
         }
         let total = LOG_OVERHEAD + length as usize;
         if total > bytes.len() {
-            return Err(BatchError::Truncated {
-                needed: total,
-                available: bytes.len(),
-            });
+            break;
         }
         let (batch, rest) = bytes.split_at(total);
         batches.push(batch);
         bytes = rest;
     }
-    Ok(batches)
+    Ok((batches, bytes))
 }
 
 fn read_i16(bytes: &[u8], at: usize) -> i16 {
@@ -356,6 +390,27 @@ mod tests {
         assert_eq!(split_batches(&bytes).unwrap().len(), 2);
         bytes.truncate(bytes.len() - 3);
         assert!(split_batches(&bytes).is_err());
+        let (whole, partial) = split_whole_batches(&bytes).unwrap();
+        assert_eq!(whole.len(), 1);
+        assert_eq!(whole[0].len() + partial.len(), bytes.len());
+    }
+
+    #[test]
+    fn a_replicated_batch_may_hold_fewer_records_than_its_offsets() {
+        let mut bytes = batch(3, 10);
+        assign_offset_and_epoch(&mut bytes, 40, 2);
+        let header = validate_client_batch(&bytes).unwrap();
+        let empty = empty_batch(&header);
+        assert!(validate_client_batch(&empty).is_err());
+        assert_eq!(validate_replicated_batch(&empty).unwrap().last_offset(), 42);
+        let mut negative = empty.clone();
+        negative[23..27].copy_from_slice(&(-2i32).to_be_bytes());
+        let crc = crc32c::crc32c(&negative[ATTRIBUTES_OFFSET..]);
+        negative[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            validate_replicated_batch(&negative),
+            Err(BatchError::InvalidRecordCount { .. })
+        ));
     }
 
     #[test]

@@ -58,24 +58,9 @@ impl LeaderEpochCache {
         self.persist()
     }
 
-    /// Kafka's `endOffsetFor`: the largest epoch not above `requested` and
-    /// the offset where the next epoch starts (the log end offset for the
-    /// latest epoch). `(-1, -1)` when the epoch is unknown or newer than
-    /// anything in the log.
+    /// Kafka's `endOffsetFor` on this cache (see [`end_offset_for`]).
     pub(crate) fn end_offset_for(&self, requested: i32, log_end_offset: i64) -> (i32, i64) {
-        if requested < 0 {
-            return (-1, -1);
-        }
-        if self.latest_epoch() == Some(requested) {
-            return (requested, log_end_offset);
-        }
-        let higher = self.entries.iter().find(|e| e.epoch > requested);
-        let floor = self.entries.iter().rev().find(|e| e.epoch <= requested);
-        match (floor, higher) {
-            (_, None) => (-1, -1),
-            (None, Some(higher)) => (requested, higher.start_offset),
-            (Some(floor), Some(higher)) => (floor.epoch, higher.start_offset),
-        }
+        end_offset_for(&self.entries, requested, log_end_offset)
     }
 
     /// Forgets epochs that start at or after `end_offset` (log truncation).
@@ -106,12 +91,44 @@ impl LeaderEpochCache {
         self.persist()
     }
 
+    /// Forgets every epoch (the log was emptied and restarts elsewhere).
+    pub(crate) fn clear(&mut self) -> Result<()> {
+        self.entries.clear();
+        self.persist()
+    }
+
     fn persist(&self) -> Result<()> {
         let mut text = format!("0\n{}\n", self.entries.len());
         for entry in &self.entries {
             text.push_str(&format!("{} {}\n", entry.epoch, entry.start_offset));
         }
         write_atomically(&self.path, text.as_bytes())
+    }
+}
+
+/// Kafka's `endOffsetFor` over `entries` of a log ending at
+/// `log_end_offset`: the largest epoch not above `requested` and the offset
+/// where the next epoch starts (the log end offset for the latest epoch).
+/// An epoch older than every entry answers with itself and the first
+/// entry's start, since the log holds nothing of it. `(-1, -1)` when the
+/// epoch is unknown or newer than anything in the log.
+pub(crate) fn end_offset_for(
+    entries: &[EpochEntry],
+    requested: i32,
+    log_end_offset: i64,
+) -> (i32, i64) {
+    if requested < 0 {
+        return (-1, -1);
+    }
+    if entries.last().map(|e| e.epoch) == Some(requested) {
+        return (requested, log_end_offset);
+    }
+    let higher = entries.iter().find(|e| e.epoch > requested);
+    let floor = entries.iter().rev().find(|e| e.epoch <= requested);
+    match (floor, higher) {
+        (_, None) => (-1, -1),
+        (None, Some(higher)) => (requested, higher.start_offset),
+        (Some(floor), Some(higher)) => (floor.epoch, higher.start_offset),
     }
 }
 

@@ -27,6 +27,18 @@ pub enum BatchError {
     MissingKey,
     #[error("the batch's records cannot be read within the decompression limit")]
     UndecodableRecords,
+    /// A batch copied from a leader that starts below the offset the log
+    /// ends at (or the batch before it in the same fetch ends at), or whose
+    /// offsets run past `i64::MAX`. A follower keeps the leader's offsets,
+    /// so such a batch would overlap what the log holds.
+    #[error(
+        "batch with offsets {base_offset}..={last_offset} does not follow the log end offset {log_end_offset}"
+    )]
+    UnexpectedOffsets {
+        base_offset: i64,
+        last_offset: i64,
+        log_end_offset: i64,
+    },
 }
 
 impl BatchError {

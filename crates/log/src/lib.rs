@@ -13,8 +13,13 @@
 //! - [`PartitionLog::open`] recovers after a crash: segments past the last
 //!   flushed offset are re-read batch by batch, a torn tail is cut off and
 //!   the indexes are rebuilt.
+//! - [`PartitionLog::append_as_follower`] copies a leader's batches as they
+//!   are, offsets and leader epochs included; a replica becoming leader
+//!   records its epoch with [`PartitionLog::assign_leader_epoch`].
 //! - Retention by time and size, DeleteRecords and follower truncation move
-//!   the log's ends; the leader epoch cache answers OffsetForLeaderEpoch.
+//!   the log's ends; the leader epoch cache answers OffsetForLeaderEpoch,
+//!   and [`truncation_point`] turns a leader's answer into the offset where
+//!   a follower's log stops agreeing with the leader's.
 //! - [`PartitionLog::begin_clean`], [`CleanPlan::prepare`] and
 //!   [`PartitionLog::complete_clean`] compact a `cleanup.policy=compact` log,
 //!   keeping the latest record of each key (module `cleaner`); only the
@@ -28,6 +33,7 @@ pub mod batch;
 mod checkpoint;
 mod cleaner;
 mod config;
+mod divergence;
 mod epoch_cache;
 mod error;
 mod index;
@@ -41,10 +47,12 @@ pub mod testing;
 pub use checkpoint::write_atomically;
 pub use cleaner::{CleanOutcome, CleanPlan, PreparedClean};
 pub use config::{FlushPolicy, LogConfig};
+pub use divergence::{Truncation, truncation_point};
 pub use epoch_cache::EpochEntry;
 pub use error::{BatchError, LogError, Result};
 pub use partition_log::{
-    AppendOutcome, Faults, PartitionLog, PendingFlush, RecoveryCheckpoint, RecoveryReport,
+    AppendOutcome, Faults, FollowerAppend, PartitionLog, PendingFlush, RecoveryCheckpoint,
+    RecoveryReport,
 };
 pub use producer_state::{MAX_CACHED_BATCHES, ProducerBatch, SequenceCheck};
 pub use read::ReadSlice;

@@ -11,7 +11,9 @@
 //!   re-validated.
 //! - With compaction, offsets inside and between segments may have gaps
 //!   (see the `cleaner` module), and `log_start_offset` may lie below the first
-//!   segment's base offset once the cleaner has emptied the first segment.
+//!   segment's base offset once the cleaner has emptied the first segment. A
+//!   follower copies its leader's gaps, and may start a segment past the log
+//!   end offset at a batch that follows one (see `follower`).
 //!
 //! Files in the partition directory besides the segments:
 //! `log-start-offset`, `recovery-point`, `leader-epoch-checkpoint`,
@@ -19,6 +21,7 @@
 
 mod clean;
 mod flush;
+mod follower;
 mod lookup;
 mod retention;
 
@@ -43,7 +46,11 @@ use crate::{
     segment::{CLEANED_SUFFIX, LOG_SUFFIX, Segment},
 };
 
-pub use self::flush::{Faults, PendingFlush, RecoveryCheckpoint};
+use self::flush::CheckpointState;
+pub use self::{
+    flush::{Faults, PendingFlush, RecoveryCheckpoint},
+    follower::FollowerAppend,
+};
 
 const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 const LOG_START_OFFSET_FILE: &str = "log-start-offset";
@@ -95,8 +102,8 @@ pub struct PartitionLog {
     /// flush covered; a roll asks for a flush instead of syncing inline.
     rolls: u64,
     flushed_rolls: u64,
-    /// The last recovery point written to its checkpoint.
-    recovery_checkpoint: Arc<Mutex<i64>>,
+    /// What the recovery point checkpoint holds.
+    recovery_checkpoint: Arc<Mutex<CheckpointState>>,
     faults: Faults,
     /// A write or fsync failed; no more writes (see `LogError::Failed`).
     failed: bool,
@@ -189,7 +196,7 @@ impl PartitionLog {
             oldest_unflushed_ms: None,
             rolls: 0,
             flushed_rolls: 0,
-            recovery_checkpoint: Arc::new(Mutex::new(-1)),
+            recovery_checkpoint: Arc::new(Mutex::new(CheckpointState::new())),
             faults: Faults::default(),
             failed: false,
             epochs: LeaderEpochCache::open(dir),
@@ -324,17 +331,7 @@ impl PartitionLog {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendOutcome> {
-        if self.closed {
-            return Err(LogError::Closed);
-        }
-        if self.failed {
-            return Err(LogError::Failed {
-                dir: self.dir.clone(),
-            });
-        }
-        if !self.faults.append_stall.is_zero() {
-            std::thread::sleep(self.faults.append_stall);
-        }
+        self.begin_append()?;
         let header = validate_client_batch(batch)?;
         check_records(batch, &header)?;
         if self.config.compact {
@@ -382,7 +379,31 @@ impl PartitionLog {
         })
     }
 
-    /// Appends one batch given as consecutive byte ranges.
+    /// Refuses writes to a closed or failed log.
+    fn check_writable(&self) -> Result<()> {
+        if self.closed {
+            return Err(LogError::Closed);
+        }
+        if self.failed {
+            return Err(LogError::Failed {
+                dir: self.dir.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// What every append does first: refuse writes to a closed or failed
+    /// log, and stall if a test asked for it.
+    fn begin_append(&self) -> Result<()> {
+        self.check_writable()?;
+        if !self.faults.append_stall.is_zero() {
+            std::thread::sleep(self.faults.append_stall);
+        }
+        Ok(())
+    }
+
+    /// Appends one batch, offsets and epoch already in its header, given
+    /// as consecutive byte ranges.
     fn append_assigned(
         &mut self,
         header: &BatchHeader,
@@ -403,17 +424,24 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Rolls before `header`'s batch if the active segment is full, old, or
+    /// could not index its offsets or positions. The new segment starts at
+    /// the batch's base offset: the log end offset on a leader, possibly
+    /// past it on a follower copying a compacted log's gap.
     fn maybe_roll(&mut self, incoming: usize, header: &BatchHeader, now_ms: i64) -> Result<()> {
         let active = self.active_segment();
+        let offsets_overflow = header.last_offset() - active.base_offset() > i64::from(u32::MAX);
         if active.is_empty() {
+            if offsets_overflow {
+                self.roll_at(header.base_offset, now_ms)?;
+            }
             return Ok(());
         }
         let too_big = active.size() + incoming as u64 > self.config.segment_bytes;
         let too_old = now_ms - active.created_at_ms() >= self.config.segment_ms;
-        let offsets_overflow = header.last_offset() - active.base_offset() > i64::from(u32::MAX);
         let positions_overflow = active.size() + incoming as u64 > u64::from(u32::MAX);
         if too_big || too_old || offsets_overflow || positions_overflow {
-            self.roll(now_ms)?;
+            self.roll_at(header.base_offset, now_ms)?;
         }
         Ok(())
     }
@@ -422,12 +450,24 @@ impl PartitionLog {
     /// segment and the directory are fsynced by the next flush, which the
     /// roll asks for (`flush_due`), not here under the log's lock.
     pub fn roll(&mut self, now_ms: i64) -> Result<()> {
-        let base = self.log_end_offset();
         if self.active_segment().is_empty() {
             return Ok(());
         }
+        self.roll_at(self.log_end_offset(), now_ms)
+    }
+
+    /// Starts a new active segment at `base`, at or past the log end
+    /// offset. An empty active segment is replaced rather than left behind.
+    fn roll_at(&mut self, base: i64, now_ms: i64) -> Result<()> {
+        let replaced = self.active_segment().base_offset();
+        let replace = self.active_segment().is_empty();
         let segment = Segment::create(&self.dir, base, now_ms)?;
         self.segments.insert(base, segment);
+        if replace && replaced != base {
+            if let Some(empty) = self.segments.remove(&replaced) {
+                empty.delete()?;
+            }
+        }
         self.rolls += 1;
         Ok(())
     }

@@ -195,3 +195,20 @@ fn a_failed_fsync_stops_the_log_taking_writes() {
     assert!(log.begin_flush().is_none());
     assert_eq!(recovery_point(dir.path()), 1);
 }
+
+#[test]
+fn a_checkpoint_taken_before_a_truncation_is_not_written_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+    for i in 0..10 {
+        log.append_as_leader(&batch(1, i), 0, 0).unwrap();
+    }
+    let pending = log.begin_flush().unwrap();
+    pending.sync().unwrap();
+    let checkpoint = log.complete_flush(&pending).unwrap();
+    // The log's lock is released before the checkpoint is written; a
+    // follower's truncation gets in between.
+    log.truncate_to(4, 0).unwrap();
+    checkpoint.write().unwrap();
+    assert_eq!(recovery_point(dir.path()), 4);
+}

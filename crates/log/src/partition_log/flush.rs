@@ -68,22 +68,43 @@ impl PendingFlush {
 
 /// The recovery point to checkpoint after a flush, written without the
 /// log's lock. Checkpoints of one log are written one at a time and never
-/// move backwards.
+/// move backwards, and one taken before a truncation is never written
+/// after it: it could name offsets the truncation cut and later appends
+/// rewrote, unflushed.
 #[derive(Debug)]
 pub struct RecoveryCheckpoint {
     path: PathBuf,
     offset: i64,
-    written: Arc<Mutex<i64>>,
+    truncations: u64,
+    shared: Arc<Mutex<CheckpointState>>,
+}
+
+/// What the recovery point file holds, shared between the log and the
+/// checkpoints it hands out.
+#[derive(Debug)]
+pub(super) struct CheckpointState {
+    written: i64,
+    /// The log's truncation count when the file was last set by the log.
+    truncations: u64,
+}
+
+impl CheckpointState {
+    pub(super) fn new() -> Self {
+        Self {
+            written: -1,
+            truncations: 0,
+        }
+    }
 }
 
 impl RecoveryCheckpoint {
     pub fn write(self) -> Result<()> {
-        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.offset <= *written {
+        let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.offset <= shared.written || self.truncations != shared.truncations {
             return Ok(());
         }
         write_offset(&self.path, self.offset)?;
-        *written = self.offset;
+        shared.written = self.offset;
         Ok(())
     }
 }
@@ -191,7 +212,8 @@ impl PartitionLog {
         Some(RecoveryCheckpoint {
             path: self.dir.join(RECOVERY_POINT_FILE),
             offset: self.recovery_point,
-            written: Arc::clone(&self.recovery_checkpoint),
+            truncations: self.truncations,
+            shared: Arc::clone(&self.recovery_checkpoint),
         })
     }
 
@@ -212,27 +234,34 @@ impl PartitionLog {
     /// there) and checkpoints it at once, so a restart never trusts
     /// segments past it.
     pub(crate) fn lower_recovery_point(&mut self, offset: i64) -> Result<()> {
+        self.reset_recovery_point(offset.min(self.recovery_point))
+    }
+
+    /// Sets the recovery point to `offset` after a truncation, checkpoints
+    /// it at once, and voids the checkpoints and flushes begun before.
+    pub(crate) fn reset_recovery_point(&mut self, offset: i64) -> Result<()> {
         self.truncations += 1;
-        if offset >= self.recovery_point {
-            return Ok(());
-        }
-        self.recovery_point = offset;
-        let mut written = self
+        let mut shared = self
             .recovery_checkpoint
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        shared.truncations = self.truncations;
+        if offset == self.recovery_point && shared.written == offset {
+            return Ok(());
+        }
+        self.recovery_point = offset;
         write_offset(&self.dir.join(RECOVERY_POINT_FILE), offset)?;
-        *written = offset;
+        shared.written = offset;
         Ok(())
     }
 
     /// No recovery point checkpoint is written after this (the log is
     /// closing); one in flight finishes first.
     pub(crate) fn stop_checkpoints(&mut self) {
-        *self
-            .recovery_checkpoint
+        self.recovery_checkpoint
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = i64::MAX;
+            .unwrap_or_else(PoisonError::into_inner)
+            .written = i64::MAX;
     }
 
     /// Sets test-only faults (see [`Faults`]).

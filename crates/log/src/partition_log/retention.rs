@@ -103,8 +103,13 @@ impl PartitionLog {
     /// below it. The log start offset is never crossed.
     pub fn truncate_to(&mut self, offset: i64, now_ms: i64) -> Result<()> {
         let offset = offset.max(self.log_start_offset);
-        if offset >= self.log_end_offset() {
-            return Ok(());
+        let log_end_offset = self.log_end_offset();
+        if offset >= log_end_offset {
+            // No record goes, but an epoch this replica began as leader and
+            // appended nothing to starts at the log end and must: the new
+            // leader never had it, and a follower that kept it would keep
+            // sending it as its latest epoch.
+            return self.epochs.truncate_from_end(log_end_offset);
         }
         let doomed: Vec<i64> = self.segments.range(offset..).map(|(&b, _)| b).collect();
         for base in doomed {
