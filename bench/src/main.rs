@@ -1,5 +1,6 @@
-//! `keel-bench produce|fetch`: drives a broker with librdkafka and reports
-//! throughput, produce latency percentiles and the client's own CPU time.
+//! `keel-bench create|produce|fetch`: drives a broker with librdkafka and
+//! reports throughput, produce latency percentiles and the client's own CPU
+//! time.
 
 use std::{
     sync::{Arc, Mutex},
@@ -29,8 +30,18 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Produce `messages` values of `size` bytes to partition 0.
+    /// Create the topic with this many partitions and replicas.
+    Create {
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        #[arg(long, default_value_t = 1)]
+        replication_factor: i32,
+    },
+    /// Produce `messages` values of `size` bytes, round robin over
+    /// partitions 0..`partitions`.
     Produce {
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
         #[arg(long, default_value_t = 1024)]
         size: usize,
         /// 1 or all
@@ -94,7 +105,46 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     f64::from(sorted[index]) / 1000.0
 }
 
-fn produce(args: &Args, size: usize, acks: &str, rate: u64, linger_ms: u64) {
+fn create(args: &Args, partitions: i32, replication_factor: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &args.bootstrap)
+        .create()
+        .expect("admin client");
+    let topic = NewTopic::new(
+        &args.topic,
+        partitions,
+        TopicReplication::Fixed(replication_factor),
+    );
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = futures_executor(admin.create_topics([&topic], &options));
+    for result in results.expect("create topics") {
+        result.unwrap_or_else(|(topic, e)| panic!("creating {topic}: {e}"));
+    }
+}
+
+/// Waits for a future on this thread (the admin client's futures complete
+/// on librdkafka's threads).
+fn futures_executor<F: std::future::Future>(future: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+fn produce(args: &Args, partitions: i32, size: usize, acks: &str, rate: u64, linger_ms: u64) {
     let deliveries = Arc::new(Deliveries::default());
     let producer: ThreadedProducer<LatencyContext> = ClientConfig::new()
         .set("bootstrap.servers", &args.bootstrap)
@@ -118,7 +168,7 @@ fn produce(args: &Args, size: usize, acks: &str, rate: u64, linger_ms: u64) {
         }
         let key = i.to_be_bytes();
         let mut record = BaseRecord::with_opaque_to(&args.topic, Box::new(Instant::now()))
-            .partition(0)
+            .partition((i % partitions.max(1) as u64) as i32)
             .key(&key[..])
             .payload(&payload[..]);
         loop {
@@ -146,12 +196,13 @@ fn produce(args: &Args, size: usize, acks: &str, rate: u64, linger_ms: u64) {
     };
     println!(
         "produce acks={acks}{pace}: {} messages of {size} B in {elapsed:.2} s: {:.0} msg/s, {:.1} MB/s, \
-         latency p50 {:.2} ms p99 {:.2} ms, delivery errors {errors}, client cpu {cpu:.2} s",
+         latency p50 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms, delivery errors {errors}, client cpu {cpu:.2} s",
         args.messages,
         args.messages as f64 / elapsed,
         megabytes / elapsed,
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99),
+        percentile(&latencies, 0.999),
     );
     assert_eq!(errors, 0, "deliveries failed");
 }
@@ -195,12 +246,17 @@ fn fetch(args: &Args) {
 fn main() {
     let args = Args::parse();
     match &args.command {
+        Command::Create {
+            partitions,
+            replication_factor,
+        } => create(&args, *partitions, *replication_factor),
         Command::Produce {
+            partitions,
             size,
             acks,
             rate,
             linger_ms,
-        } => produce(&args, *size, acks, *rate, *linger_ms),
+        } => produce(&args, *partitions, *size, acks, *rate, *linger_ms),
         Command::Fetch => fetch(&args),
     }
 }

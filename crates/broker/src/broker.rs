@@ -18,7 +18,7 @@
 //! the caught-up metadata does.
 
 use std::{
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError, Weak},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -33,6 +33,7 @@ mod identity;
 
 use crate::{
     config::BrokerConfig, group::GroupCoordinator, metrics::Metrics, replicas::ReplicaManager,
+    replication::fetcher::Fetchers,
 };
 
 const METADATA_DIR: &str = "__cluster_metadata";
@@ -83,6 +84,10 @@ pub struct Broker {
     pub config: BrokerConfig,
     pub metadata: MetadataHandle,
     pub replicas: ReplicaManager,
+    /// Follower fetches, one task per leader this broker follows.
+    fetchers: Fetchers,
+    /// This broker, for the tasks it starts.
+    this: Weak<Broker>,
     pub metrics: Metrics,
     pub groups: GroupCoordinator,
     /// Distinguishes this run of the broker from earlier ones.
@@ -178,10 +183,12 @@ impl Broker {
         let (shutdown, _) = watch::channel(false);
         let (fatal, _) = watch::channel(None);
         let groups = GroupCoordinator::new(config.groups);
-        let broker = Arc::new(Self {
+        let broker = Arc::new_cyclic(|this| Self {
             config,
             metadata,
             replicas,
+            fetchers: Fetchers::default(),
+            this: this.clone(),
             metrics: Metrics::default(),
             groups,
             incarnation: now_ms() as u64,
@@ -205,11 +212,13 @@ impl Broker {
         })??;
 
         broker.check_cluster_id(&broker.image());
+        broker.fetchers.update(&broker);
         let tasks = vec![
             tokio::spawn(catch_up(Arc::clone(&broker))),
             tokio::spawn(follow_metadata(Arc::clone(&broker))),
             tokio::spawn(register(Arc::clone(&broker))),
             tokio::spawn(crate::group::run(Arc::clone(&broker))),
+            tokio::spawn(crate::replication::isr::run(Arc::clone(&broker))),
         ];
         broker
             .background
@@ -244,8 +253,19 @@ impl Broker {
         let metadata = self.metadata.clone();
         let result =
             crate::blocking::run(|| self.replicas.reconcile(|| metadata.image(), now_ms()));
-        if let Err(e) = result {
-            tracing::error!(error = %e, "failed to apply metadata change to local partitions");
+        match result {
+            Ok(changes) if changes.is_empty() => {}
+            Ok(_) => self.update_fetchers(),
+            Err(e) => {
+                tracing::error!(error = %e, "failed to apply metadata change to local partitions");
+            }
+        }
+    }
+
+    /// Points the follower fetchers at the partitions this broker follows.
+    fn update_fetchers(&self) {
+        if let Some(broker) = self.this.upgrade() {
+            self.fetchers.update(&broker);
         }
     }
 
@@ -434,6 +454,7 @@ impl Broker {
         if let Err(e) = tokio::time::timeout(timeout, self.metadata.propose(fence.into())).await {
             tracing::info!(error = %e, "could not fence this broker before stopping");
         }
+        self.fetchers.stop();
         self.metadata.shutdown().await;
         let replicas = &self.replicas;
         crate::blocking::run(|| replicas.close_all());
@@ -470,8 +491,11 @@ async fn catch_up(broker: Arc<Broker>) {
     let metadata = broker.metadata.clone();
     let result =
         crate::blocking::run(|| broker.replicas.set_caught_up(|| metadata.image(), now_ms()));
-    if let Err(e) = result {
-        tracing::error!(error = %e, "failed to apply the caught-up metadata to local partitions");
+    match result {
+        Ok(_) => broker.update_fetchers(),
+        Err(e) => {
+            tracing::error!(error = %e, "failed to apply the caught-up metadata to local partitions");
+        }
     }
 }
 

@@ -47,6 +47,7 @@ pub struct BrokerConfig {
     /// The controller quorum: node ids and Raft addresses.
     pub voters: Vec<(u64, String)>,
     pub metrics_listen: Option<SocketAddr>,
+    pub metrics_per_partition: bool,
     pub raft_tick_ms: u64,
     pub raft_election_ticks: usize,
     pub raft_heartbeat_ticks: usize,
@@ -56,6 +57,11 @@ pub struct BrokerConfig {
     pub groups: crate::group::CoordinatorConfig,
     pub num_partitions: i32,
     pub default_replication_factor: i16,
+    pub offsets_topic_replication_factor: i16,
+    /// `replica.lag.time.max.ms`.
+    pub replica_lag_time_max_ms: i64,
+    /// `replica.fetch.wait.max.ms`.
+    pub replica_fetch_wait_max_ms: i32,
     pub auto_create_topics: bool,
     pub retention_check_interval_ms: u64,
     pub cleaner_backoff_ms: u64,
@@ -71,6 +77,7 @@ pub struct BrokerConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicDefaults {
     pub log: LogConfig,
+    pub min_insync_replicas: usize,
     /// Which defaults were set explicitly, by topic config name.
     pub explicit: HashSet<&'static str>,
 }
@@ -314,6 +321,27 @@ fn parse_test_faults(spec: &str) -> Result<BTreeMap<(String, i32), keel_log::Fau
 
 fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, ConfigError> {
     at_least("node-id", flags.node_id, 1)?;
+    at_least("min-insync-replicas", flags.min_insync_replicas, 1)?;
+    at_least(
+        "default-replication-factor",
+        flags.default_replication_factor,
+        1,
+    )?;
+    at_least(
+        "offsets-topic-replication-factor",
+        flags.offsets_topic_replication_factor,
+        1,
+    )?;
+    at_least(
+        "replica-lag-time-max-ms",
+        flags.replica_lag_time_max_ms,
+        100,
+    )?;
+    at_least(
+        "replica-fetch-wait-max-ms",
+        flags.replica_fetch_wait_max_ms,
+        0,
+    )?;
     let listen = resolve("listen", &flags.listen)?;
     let (advertised_host, advertised_port) = match &flags.advertise {
         Some(advertise) => split_host_port("advertise", advertise)?,
@@ -457,6 +485,7 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
         ("log-flush-ms", "flush.ms"),
         ("log-cleaner-delete-retention-ms", "delete.retention.ms"),
         ("message-max-bytes", "max.message.bytes"),
+        ("min-insync-replicas", "min.insync.replicas"),
     ]
     .into_iter()
     .filter(|(flag, _)| explicit.contains(*flag))
@@ -493,6 +522,7 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
         cluster_advertise,
         voters,
         metrics_listen,
+        metrics_per_partition: flags.metrics_per_partition,
         raft_tick_ms: flags.raft_tick_ms,
         raft_election_ticks: flags.raft_election_ticks,
         raft_heartbeat_ticks: flags.raft_heartbeat_ticks,
@@ -512,11 +542,15 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
         },
         num_partitions: flags.num_partitions,
         default_replication_factor: flags.default_replication_factor,
+        offsets_topic_replication_factor: flags.offsets_topic_replication_factor,
+        replica_lag_time_max_ms: flags.replica_lag_time_max_ms,
+        replica_fetch_wait_max_ms: flags.replica_fetch_wait_max_ms,
         auto_create_topics: flags.auto_create_topics,
         retention_check_interval_ms: flags.log_retention_check_interval_ms,
         cleaner_backoff_ms: flags.log_cleaner_backoff_ms,
         topic_defaults: TopicDefaults {
             log,
+            min_insync_replicas: flags.min_insync_replicas as usize,
             explicit: topic_explicit,
         },
         explicit,

@@ -24,8 +24,22 @@ pub enum PartitionError {
     UnknownLeaderEpoch { request: i32, current: i32 },
     #[error("{isr} in-sync replicas, min.insync.replicas is {required}")]
     NotEnoughReplicas { isr: usize, required: usize },
+    #[error(
+        "appended, but the ISR fell to {isr} below min.insync.replicas {required} before the write was replicated"
+    )]
+    NotEnoughReplicasAfterAppend { isr: usize, required: usize },
     #[error("timed out waiting for the in-sync replicas")]
     RequestTimedOut,
+    #[error("broker {0} is not a replica of this partition")]
+    NotAReplica(i32),
+    #[error("broker {node_id} fetched with incarnation {got}; the registered one is {current}")]
+    StaleReplica {
+        node_id: i32,
+        got: u64,
+        current: u64,
+    },
+    #[error("this replica is not following leader epoch {0}")]
+    NotFollowing(i32),
     #[error("invalid offset {offset}: {reason}")]
     InvalidOffset { offset: i64, reason: &'static str },
     #[error("transactions are not supported")]
@@ -50,7 +64,12 @@ impl PartitionError {
             Self::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
             Self::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
             Self::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+            Self::NotEnoughReplicasAfterAppend { .. } => {
+                ResponseError::NotEnoughReplicasAfterAppend
+            }
             Self::RequestTimedOut => ResponseError::RequestTimedOut,
+            Self::NotAReplica(_) | Self::NotFollowing(_) => ResponseError::NotLeaderOrFollower,
+            Self::StaleReplica { .. } => ResponseError::StaleBrokerEpoch,
             Self::InvalidOffset { .. } => ResponseError::OffsetOutOfRange,
             Self::TransactionsUnsupported => ResponseError::InvalidRequest,
             Self::InternalTopic(_) => ResponseError::InvalidTopicException,
@@ -130,6 +149,38 @@ impl AdminError {
             Self::Metadata(ProposalError::LeadershipChanged | ProposalError::Stopped) => {
                 ResponseError::NotController
             }
+        }
+    }
+}
+
+/// Why leadership could not be moved (ElectLeaders, or an operator's
+/// move).
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum ElectionError {
+    #[error("unknown topic or partition")]
+    UnknownTopicOrPartition,
+    #[error("broker {0} already leads the partition")]
+    NotNeeded(i32),
+    #[error("the preferred leader {0} is not a live member of the ISR")]
+    PreferredNotAvailable(i32),
+    #[error("broker {0} is not a live member of the ISR")]
+    NotEligible(i32),
+    #[error("unclean election of a partition without a leader arrives with the leader elector")]
+    UncleanUnsupported,
+    #[error(transparent)]
+    Metadata(#[from] ProposalError),
+}
+
+impl ElectionError {
+    pub fn code(&self) -> ResponseError {
+        match self {
+            Self::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+            Self::NotNeeded(_) => ResponseError::ElectionNotNeeded,
+            Self::PreferredNotAvailable(_) => ResponseError::PreferredLeaderNotAvailable,
+            Self::NotEligible(_) | Self::UncleanUnsupported => {
+                ResponseError::EligibleLeadersNotAvailable
+            }
+            Self::Metadata(error) => AdminError::Metadata(error.clone()).code(),
         }
     }
 }

@@ -7,6 +7,8 @@
 //!   codecs of the `kafka-protocol` crate.
 //! - The cluster metadata lives in the Raft group of `keel-raft-metadata`;
 //!   [`replicas`] keeps the hosted partition logs in line with its image.
+//! - [`replication`] is follower fetching, the leader's view of its
+//!   followers and ISR changes; [`partition`] holds a replica's log and role.
 //! - [`group`] is the group coordinator: consumer groups and committed
 //!   offsets, kept in `__consumer_offsets`.
 //! - [`error`] is the one place internal errors become Kafka error codes.
@@ -23,5 +25,6 @@ pub mod log_cleaner;
 pub mod metrics;
 pub mod partition;
 pub mod replicas;
+pub mod replication;
 pub mod server;
 pub mod topic_config;

@@ -197,10 +197,13 @@ mod tests {
             ..LogConfig::default()
         };
         let (log, _) = PartitionLog::open(dir.path(), config, 0).unwrap();
-        let partition = Arc::new(Partition::new("t".into(), Uuid::nil(), 0, log, 0));
+        let partition = Partition::leading_alone(log);
         let append = |value: &str| {
             let batch = build_keyed_batch(&BatchSpec::default(), &[(Some("k"), Some(value))]);
-            partition.append_as_leader(&batch, 0).unwrap().base_offset
+            partition
+                .append_as_leader(&batch, None, 0)
+                .unwrap()
+                .base_offset
         };
         for value in ["1", "2", "3"] {
             append(value);

@@ -1,6 +1,12 @@
 //! Prometheus metrics in the text exposition format on `GET /metrics` of
 //! `--metrics-listen`. Gauges are read from the broker's state when scraped;
-//! only the proposal latency histogram is recorded as it happens.
+//! the proposal latency histogram and the ISR change counters are recorded
+//! as they happen. Per-partition series (high watermark, log end offset)
+//! are rendered only with `--metrics-per-partition`, so the number of
+//! series stays bounded by default.
+//!
+//! The same listener takes an operator's leadership move,
+//! `POST /admin/move-leader?topic=T&partition=P&to=B`.
 
 use std::{
     fmt::Write as _,
@@ -61,10 +67,27 @@ impl Histogram {
     }
 }
 
+/// A Prometheus counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc_by(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// Metrics recorded as events happen.
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub proposal_latency: Histogram,
+    /// Followers taken out of, and into, the ISR of partitions led here.
+    pub isr_shrinks: Counter,
+    pub isr_expands: Counter,
 }
 
 fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
@@ -179,6 +202,7 @@ pub fn render(broker: &Broker) -> String {
         "Partitions this broker leads.",
         led,
     );
+    render_replication(&mut out, broker);
     gauge(
         &mut out,
         "keel_metadata_history_records",
@@ -195,6 +219,89 @@ pub fn render(broker: &Broker) -> String {
         )),
     );
     out
+}
+
+/// Under-replicated and under-min-ISR partitions, ISR changes and follower
+/// lag, from the partitions this broker leads.
+fn render_replication(out: &mut String, broker: &Broker) {
+    let now = crate::broker::now_ms();
+    let mut under_replicated = 0;
+    let mut under_min_isr = 0;
+    let mut max_lag_records = 0;
+    let mut max_lag_ms = 0;
+    let mut per_partition = String::new();
+    for partition in broker.replicas.all() {
+        if broker.config.metrics_per_partition {
+            let labels = format!(
+                "topic=\"{}\",partition=\"{}\"",
+                partition.topic(),
+                partition.index()
+            );
+            let _ = writeln!(
+                per_partition,
+                "keel_partition_high_watermark{{{labels}}} {}\nkeel_partition_log_end_offset{{{labels}}} {}",
+                partition.high_watermark(),
+                partition.log_end_offset()
+            );
+        }
+        let Some((isr, min_insync_replicas)) = partition.isr() else {
+            continue;
+        };
+        let lag = partition.follower_lag(now);
+        if isr.len() < lag.len() + 1 {
+            under_replicated += 1;
+        }
+        if isr.len() < min_insync_replicas {
+            under_min_isr += 1;
+        }
+        for (_, records, ms) in lag {
+            max_lag_records = max_lag_records.max(records);
+            max_lag_ms = max_lag_ms.max(ms);
+        }
+    }
+    gauge(
+        out,
+        "keel_under_replicated_partitions",
+        "Partitions led here whose ISR is smaller than their replica set.",
+        under_replicated,
+    );
+    gauge(
+        out,
+        "keel_under_min_isr_partitions",
+        "Partitions led here whose ISR is below min.insync.replicas (acks=all fails, the high watermark stops).",
+        under_min_isr,
+    );
+    counter(
+        out,
+        "keel_isr_shrinks_total",
+        "Followers taken out of the ISR of partitions led here.",
+        broker.metrics.isr_shrinks.get(),
+    );
+    counter(
+        out,
+        "keel_isr_expands_total",
+        "Followers taken into the ISR of partitions led here.",
+        broker.metrics.isr_expands.get(),
+    );
+    gauge(
+        out,
+        "keel_follower_max_lag_records",
+        "The largest number of records a follower of a partition led here is behind.",
+        max_lag_records,
+    );
+    gauge(
+        out,
+        "keel_follower_max_lag_ms",
+        "The longest time a follower of a partition led here has not been caught up.",
+        max_lag_ms,
+    );
+    if !per_partition.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP keel_partition_high_watermark High watermark of each hosted partition.\n# TYPE keel_partition_high_watermark gauge\n# HELP keel_partition_log_end_offset Log end offset of each hosted partition.\n# TYPE keel_partition_log_end_offset gauge"
+        );
+        out.push_str(&per_partition);
+    }
 }
 
 /// Serves `GET /metrics` until the task is aborted.
@@ -224,10 +331,22 @@ async fn answer(mut stream: TcpStream, broker: &Broker) -> std::io::Result<()> {
         head.extend_from_slice(&chunk[..read]);
     }
     let request_line = head.split(|b| *b == b'\r').next().unwrap_or_default();
-    let (status, content_type, body) = if request_line.starts_with(b"GET /metrics ") {
+    let request_line = String::from_utf8_lossy(request_line);
+    let (status, content_type, body) = if request_line.starts_with("GET /metrics ") {
         ("200 OK", "text/plain; version=0.0.4", render(broker))
+    } else if let Some(query) = request_line
+        .strip_prefix("POST /admin/move-leader?")
+        .and_then(|rest| rest.split(' ').next())
+    {
+        let (status, body) = move_leader(broker, query).await;
+        (status, "text/plain", body)
     } else {
-        ("404 Not Found", "text/plain", "try /metrics\n".to_string())
+        (
+            "404 Not Found",
+            "text/plain",
+            "try GET /metrics or POST /admin/move-leader?topic=T&partition=P&to=BROKER\n"
+                .to_string(),
+        )
     };
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -235,6 +354,48 @@ async fn answer(mut stream: TcpStream, broker: &Broker) -> std::io::Result<()> {
     );
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// How long an operator's leadership move waits for the metadata quorum.
+const MOVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `POST /admin/move-leader?topic=T&partition=P&to=B`: moves leadership of
+/// a partition to broker B, a live member of its ISR, at the next leader
+/// epoch (reason `manual` in the leadership history).
+async fn move_leader(broker: &Broker, query: &str) -> (&'static str, String) {
+    let param = |key: &str| {
+        query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    };
+    let (Some(topic), Some(partition), Some(to)) = (
+        param("topic"),
+        param("partition").and_then(|p| p.parse::<i32>().ok()),
+        param("to").and_then(|b| b.parse::<i32>().ok()),
+    ) else {
+        return (
+            "400 Bad Request",
+            "give topic, partition (a number) and to (a broker id)\n".to_string(),
+        );
+    };
+    let moved = crate::replication::leadership::move_leader(
+        broker,
+        topic,
+        partition,
+        crate::replication::leadership::Target::Broker(to),
+        keel_raft_metadata::records::LeaderChangeReason::Manual,
+        MOVE_TIMEOUT,
+    )
+    .await;
+    match moved {
+        Ok((leader, epoch)) => (
+            "200 OK",
+            format!("leader {leader} at leader epoch {epoch}\n"),
+        ),
+        Err(error) => ("409 Conflict", format!("{error}\n")),
+    }
 }
 
 #[cfg(test)]

@@ -1,23 +1,33 @@
-//! A partition replica hosted by this broker: its log, its high watermark,
-//! its leader epoch, and the fetch requests waiting for it to grow.
+//! A partition replica hosted by this broker: its log, its role (leader or
+//! follower) at a leader epoch, its high watermark, and the requests
+//! waiting for it to grow.
 //!
 //! Invariants: `log_start_offset <= high_watermark <= log_end_offset`;
 //! consumers never see data at or past the high watermark; the high
-//! watermark only moves forward while the replica leads. The log's mutex is
+//! watermark only moves forward while the replica leads. The role and the
+//! leader epoch change only under the log's mutex, and an append checks
+//! them under it, so nothing lands in the log of a deposed leader (see
+//! `role`). The log's mutex is
 //! never held across an `.await`, and never taken on an async worker (see
 //! `blocking`). Segment data is never fsynced while it is held (flushes
 //! sync outside it); what does sync under it is small and rare: the
 //! directory and checkpoints of retention, DeleteRecords and truncation, a
 //! new leader epoch's checkpoint, and a compaction's swap.
 
+mod role;
+mod waiters;
+
 use std::sync::{
-    Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak,
+    Arc, Mutex, MutexGuard, PoisonError, TryLockError,
     atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering},
 };
 
-use keel_log::{AppendOutcome, LogConfig, LogError, PartitionLog, PendingFlush, ReadSlice};
+use keel_log::{LogConfig, LogError, PartitionLog, PendingFlush, ReadSlice};
 use tokio::sync::Notify;
 use uuid::Uuid;
+
+pub use self::role::{FollowerState, Transition};
+use self::{role::Role, waiters::Waiters};
 
 /// How far a reader may read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,23 +60,40 @@ pub struct Partition {
     config: Mutex<LogConfig>,
     config_changed: AtomicBool,
     high_watermark: AtomicI64,
+    /// The log's end offset, for readers that need not take its lock.
+    /// Written under the log's lock.
+    log_end_offset: AtomicI64,
+    /// The leader epoch this replica is at, and whether it leads in it.
+    /// Written under the log's lock, so an append holding the lock sees
+    /// the role it appends under.
     leader_epoch: AtomicI32,
+    leading: AtomicBool,
+    /// The leader's view of its followers, or whom a follower follows.
+    role: Mutex<Role>,
     /// A flush begun by `begin_flush_if_due` has not completed yet.
     flushing: AtomicBool,
-    waiters: Mutex<Vec<Weak<Notify>>>,
+    /// Replica fetches, woken when the log grows.
+    appended: Waiters,
+    /// Consumer fetches and acks=all produces, woken when the high
+    /// watermark moves (and on a change of role).
+    committed: Waiters,
 }
 
 impl Partition {
+    /// A replica with no role yet; [`Self::apply_assignment`] gives it
+    /// one. `high_watermark` is the last one checkpointed, if any: never
+    /// trusted beyond the log.
     pub fn new(
         topic: Arc<str>,
         topic_id: Uuid,
         index: i32,
         log: PartitionLog,
-        leader_epoch: i32,
+        high_watermark: Option<i64>,
     ) -> Self {
-        // A single-replica partition has every record committed; with
-        // followers the leader recomputes this from their progress.
-        let high_watermark = log.log_end_offset();
+        let log_end_offset = log.log_end_offset();
+        let high_watermark = high_watermark
+            .unwrap_or(0)
+            .clamp(log.log_start_offset(), log_end_offset);
         let config = log.config().clone();
         Self {
             topic,
@@ -76,9 +103,13 @@ impl Partition {
             config: Mutex::new(config),
             config_changed: AtomicBool::new(false),
             high_watermark: AtomicI64::new(high_watermark),
-            leader_epoch: AtomicI32::new(leader_epoch),
+            log_end_offset: AtomicI64::new(log_end_offset),
+            leader_epoch: AtomicI32::new(-1),
+            leading: AtomicBool::new(false),
+            role: Mutex::new(Role::None),
             flushing: AtomicBool::new(false),
-            waiters: Mutex::new(Vec::new()),
+            appended: Waiters::default(),
+            committed: Waiters::default(),
         }
     }
 
@@ -98,12 +129,17 @@ impl Partition {
         self.leader_epoch.load(Ordering::Acquire)
     }
 
-    pub fn set_leader_epoch(&self, epoch: i32) {
-        self.leader_epoch.fetch_max(epoch, Ordering::AcqRel);
+    /// Whether this replica leads at its current leader epoch.
+    pub fn is_leader(&self) -> bool {
+        self.leading.load(Ordering::Acquire)
     }
 
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark.load(Ordering::Acquire)
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end_offset.load(Ordering::Acquire)
     }
 
     /// Locks the log, handing it the latest configuration first. Callers
@@ -134,25 +170,6 @@ impl Partition {
             high_watermark: self.high_watermark(),
             log_end_offset: log.log_end_offset(),
         }
-    }
-
-    /// Appends a producer's batch as leader at the current leader epoch.
-    /// If `flush.messages` asks for it, the batch is fsynced before this
-    /// returns, with the log's lock released meanwhile.
-    pub fn append_as_leader(&self, batch: &[u8], now_ms: i64) -> Result<AppendOutcome, LogError> {
-        let (outcome, log_end_offset, flush) = {
-            let mut log = self.log();
-            let outcome = log.append_as_leader(batch, self.leader_epoch(), now_ms)?;
-            let flush = log.flush_before_ack().then(|| log.begin_flush()).flatten();
-            (outcome, log.log_end_offset(), flush)
-        };
-        if let Some(pending) = flush {
-            self.complete_flush(pending)?;
-        }
-        if !outcome.duplicate {
-            self.advance_high_watermark(log_end_offset);
-        }
-        Ok(outcome)
     }
 
     /// Begins a background flush if a flush policy asks for one now, and
@@ -202,11 +219,11 @@ impl Partition {
         self.log().enforce_retention(now_ms, high_watermark)
     }
 
-    /// Moves the high watermark forward and wakes waiting fetches.
-    pub fn advance_high_watermark(&self, to: i64) {
+    /// Moves the high watermark forward and wakes what waits for it.
+    fn advance_high_watermark(&self, to: i64) {
         let previous = self.high_watermark.fetch_max(to, Ordering::AcqRel);
         if to > previous {
-            self.wake_waiters();
+            self.committed.wake_all();
         }
     }
 
@@ -234,20 +251,33 @@ impl Partition {
         Ok((slice, offsets))
     }
 
-    /// Registers `notify` to be woken when the partition grows. Dead
-    /// registrations are pruned here, so an idle partition polled by many
-    /// fetches does not accumulate them.
-    pub fn register_waiter(&self, notify: &Arc<Notify>) {
-        let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
-        waiters.retain(|w| w.strong_count() > 0);
-        waiters.push(Arc::downgrade(notify));
-    }
-
-    fn wake_waiters(&self) {
-        let waiters =
-            std::mem::take(&mut *self.waiters.lock().unwrap_or_else(PoisonError::into_inner));
-        for waiter in waiters.iter().filter_map(Weak::upgrade) {
-            waiter.notify_one();
+    /// Registers `notify` to be woken when what `limit` lets a reader see
+    /// grows: the log end for replica fetches, the high watermark (or a
+    /// change of role) otherwise.
+    pub fn register_waiter(&self, notify: &Arc<Notify>, limit: ReadLimit) {
+        match limit {
+            ReadLimit::LogEnd => self.appended.register(notify),
+            ReadLimit::HighWatermark => self.committed.register(notify),
         }
+    }
+}
+
+#[cfg(test)]
+impl Partition {
+    /// A partition led by broker 1, its only replica.
+    pub(crate) fn leading_alone(log: PartitionLog) -> Arc<Self> {
+        let partition = Self::new("t".into(), Uuid::nil(), 0, log, None);
+        let info = keel_raft_metadata::PartitionInfo {
+            partition: 0,
+            replicas: vec![1],
+            leader: 1,
+            leader_epoch: 0,
+            isr: vec![1],
+            partition_epoch: 0,
+            elr: Vec::new(),
+        };
+        let transition = partition.apply_assignment(1, &info, 1, 0);
+        assert_eq!(transition.ok(), Some(Transition::BecameLeader));
+        Arc::new(partition)
     }
 }

@@ -17,6 +17,8 @@
 //! directory holding an earlier topic of a re-used name, goes aside the
 //! same way.
 
+mod high_watermarks;
+
 use std::{
     collections::{BTreeMap, HashMap},
     fs,
@@ -27,8 +29,12 @@ use std::{
 use keel_log::{LogError, PartitionLog, write_atomically};
 use uuid::Uuid;
 
-use crate::{config::TopicDefaults, partition::Partition, topic_config};
-use keel_raft_metadata::MetadataImage;
+use crate::{
+    config::TopicDefaults,
+    partition::{Partition, Transition},
+    topic_config,
+};
+use keel_raft_metadata::{MetadataImage, TopicInfo};
 
 const PARTITION_METADATA: &str = "partition.metadata";
 const DELETE_SUFFIX: &str = "-delete";
@@ -48,18 +54,21 @@ pub struct ReplicaManager {
     topics: RwLock<HashMap<String, TopicReplicas>>,
     /// Test-only slow disks, applied to the logs they name when opened.
     faults: BTreeMap<(String, i32), keel_log::Faults>,
-    /// Serialises reconciliations; true once the directories the image
-    /// does not name have been judged (after catching up with the quorum).
-    reconcile: Mutex<bool>,
+    /// Serialises reconciliations, and remembers what the last one did.
+    reconcile: Mutex<Reconciled>,
+    /// The high watermarks checkpointed by the previous run, taken by each
+    /// log as it is opened.
+    checkpointed: Mutex<HashMap<(String, i32), i64>>,
 }
 
-/// A topic with partitions assigned to this broker, as the image says.
-#[derive(Debug)]
-struct WantedTopic {
-    id: Uuid,
-    /// `(partition, leader_epoch)` of each local partition.
-    partitions: Vec<(i32, i32)>,
-    configs: BTreeMap<String, String>,
+#[derive(Debug, Default)]
+struct Reconciled {
+    /// The directories the image does not name have been judged (after
+    /// catching up with the quorum).
+    caught_up: bool,
+    /// The image last applied in full: a topic it shares with the next
+    /// image (the same `Arc`) has not changed and is skipped.
+    applied: Option<Arc<MetadataImage>>,
 }
 
 /// A partition the image assigns to this broker.
@@ -68,8 +77,14 @@ struct WantedPartition<'a> {
     topic: &'a str,
     topic_id: Uuid,
     index: i32,
-    leader_epoch: i32,
     config: keel_log::LogConfig,
+}
+
+/// A change of role a reconciliation made.
+#[derive(Debug, Clone)]
+pub struct RoleChange {
+    pub partition: Arc<Partition>,
+    pub transition: Transition,
 }
 
 /// What a partition directory says it holds.
@@ -88,7 +103,8 @@ impl ReplicaManager {
             defaults,
             topics: RwLock::new(HashMap::new()),
             faults: BTreeMap::new(),
-            reconcile: Mutex::new(false),
+            reconcile: Mutex::new(Reconciled::default()),
+            checkpointed: Mutex::new(high_watermarks::read(data_dir)),
         }
     }
 
@@ -136,18 +152,23 @@ impl ReplicaManager {
         &self,
         latest: impl FnOnce() -> Arc<MetadataImage>,
         now_ms: i64,
-    ) -> Result<(), LogError> {
-        let mut judged = self
+    ) -> Result<Vec<RoleChange>, LogError> {
+        let mut reconciled = self
             .reconcile
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let image = latest();
-        self.reconcile_locked(&image, now_ms, true)?;
-        if !*judged {
-            self.judge_unnamed_directories(&image);
-            *judged = true;
+        let first = !reconciled.caught_up;
+        reconciled.caught_up = true;
+        if first {
+            // Partitions left unopened until now are opened in this pass.
+            reconciled.applied = None;
         }
-        Ok(())
+        let image = latest();
+        let changes = self.reconcile_locked(&mut reconciled, &image, now_ms)?;
+        if first {
+            self.judge_unnamed_directories(&image);
+        }
+        Ok(changes)
     }
 
     /// Deletes or moves aside each partition directory that holds no
@@ -179,8 +200,9 @@ impl ReplicaManager {
         }
     }
 
-    /// Opens logs for partitions newly assigned to this broker, applies
-    /// config and epoch changes, and deletes replicas that were removed.
+    /// Opens logs for partitions newly assigned to this broker, gives each
+    /// local partition its role, config and ISR from the image, and
+    /// deletes replicas that were removed. Returns the changes of role.
     ///
     /// `latest` is read only once the reconcile lock is held, so two
     /// callers racing with two metadata changes can never apply an older
@@ -189,47 +211,27 @@ impl ReplicaManager {
         &self,
         latest: impl FnOnce() -> Arc<MetadataImage>,
         now_ms: i64,
-    ) -> Result<(), LogError> {
-        let caught_up = self
+    ) -> Result<Vec<RoleChange>, LogError> {
+        let mut reconciled = self
             .reconcile
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        self.reconcile_locked(&latest(), now_ms, *caught_up)
+        self.reconcile_locked(&mut reconciled, &latest(), now_ms)
     }
 
-    /// Brings the hosted replicas in line with `image`. Until the broker
-    /// has caught up with the quorum (`caught_up`), a directory that is
-    /// not the log the image names is left where it is, unless its topic
-    /// was deleted: an image that is still catching up may predate what is
-    /// on disk.
+    /// Brings the hosted replicas in line with `image`, looking only at the
+    /// topics that changed since the last image applied. Until the broker
+    /// has caught up with the quorum, a directory that is not the log the
+    /// image names is left where it is, unless its topic was deleted: an
+    /// image that is still catching up may predate what is on disk.
     fn reconcile_locked(
         &self,
-        image: &MetadataImage,
+        reconciled: &mut Reconciled,
+        image: &Arc<MetadataImage>,
         now_ms: i64,
-        caught_up: bool,
-    ) -> Result<(), LogError> {
-        let mut wanted: HashMap<&str, WantedTopic> = HashMap::new();
-        for topic in image.topics() {
-            let local: Vec<(i32, i32)> = topic
-                .partitions
-                .iter()
-                .filter(|p| p.replicas.contains(&self.node_id))
-                .map(|p| (p.partition, p.leader_epoch))
-                .collect();
-            if !local.is_empty() {
-                wanted.insert(
-                    &topic.name,
-                    WantedTopic {
-                        id: topic.id,
-                        partitions: local,
-                        configs: topic.configs.clone(),
-                    },
-                );
-            }
-        }
-
-        let removed = self.remove_unwanted(&wanted);
-        for partition in removed {
+    ) -> Result<Vec<RoleChange>, LogError> {
+        let caught_up = reconciled.caught_up;
+        for partition in self.remove_unwanted(image) {
             // Closed first, so nothing in flight writes into the directory
             // once it is renamed (or into a new one of the same name).
             let dir = {
@@ -253,49 +255,97 @@ impl ReplicaManager {
             );
         }
 
-        for (name, topic) in wanted {
-            let topic_id = topic.id;
-            let log_config = topic_config::log_config(&topic.configs, &self.defaults);
-            for (index, leader_epoch) in topic.partitions {
-                if let Some(existing) = self.get(name, index) {
-                    existing.set_leader_epoch(leader_epoch);
+        let previous = reconciled.applied.take();
+        let unchanged = |topic: &Arc<TopicInfo>| {
+            previous
+                .as_ref()
+                .and_then(|p| p.topic(&topic.name))
+                .is_some_and(|before| Arc::ptr_eq(before, topic))
+        };
+        let mut changes = Vec::new();
+        for topic in image.topics().filter(|t| !unchanged(t)) {
+            self.apply_topic(image, topic, caught_up, now_ms, &mut changes)?;
+        }
+        reconciled.applied = Some(Arc::clone(image));
+        Ok(changes)
+    }
+
+    /// Opens the local partitions of `topic` that are not open yet and
+    /// applies the image's assignment to each.
+    fn apply_topic(
+        &self,
+        image: &MetadataImage,
+        topic: &TopicInfo,
+        caught_up: bool,
+        now_ms: i64,
+        changes: &mut Vec<RoleChange>,
+    ) -> Result<(), LogError> {
+        let local = topic
+            .partitions
+            .iter()
+            .filter(|p| p.replicas.contains(&self.node_id));
+        let log_config = topic_config::log_config(&topic.configs, &self.defaults);
+        let min_insync_replicas = topic_config::min_insync_replicas(&topic.configs, &self.defaults);
+        for info in local {
+            let partition = match self.get(&topic.name, info.partition) {
+                Some(existing) => {
                     existing.set_config(&log_config);
-                    continue;
+                    existing
                 }
-                let wanted = WantedPartition {
-                    topic: name,
-                    topic_id,
-                    index,
-                    leader_epoch,
-                    config: log_config.clone(),
-                };
-                let Some(partition) = self.open_partition(image, &wanted, caught_up, now_ms)?
-                else {
-                    continue;
-                };
-                let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
-                topics
-                    .entry(name.to_string())
-                    .or_insert_with(|| TopicReplicas {
-                        id: topic_id,
-                        partitions: BTreeMap::new(),
-                    })
-                    .partitions
-                    .insert(index, Arc::new(partition));
+                None => {
+                    let wanted = WantedPartition {
+                        topic: &topic.name,
+                        topic_id: topic.id,
+                        index: info.partition,
+                        config: log_config.clone(),
+                    };
+                    let Some(partition) = self.open_partition(image, &wanted, caught_up, now_ms)?
+                    else {
+                        continue;
+                    };
+                    let partition = Arc::new(partition);
+                    let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
+                    topics
+                        .entry(topic.name.clone())
+                        .or_insert_with(|| TopicReplicas {
+                            id: topic.id,
+                            partitions: BTreeMap::new(),
+                        })
+                        .partitions
+                        .insert(info.partition, Arc::clone(&partition));
+                    partition
+                }
+            };
+            let transition =
+                partition.apply_assignment(self.node_id, info, min_insync_replicas, now_ms)?;
+            if transition != Transition::Unchanged {
+                tracing::debug!(
+                    topic = topic.name,
+                    partition = info.partition,
+                    leader_epoch = info.leader_epoch,
+                    ?transition,
+                    "partition changed role"
+                );
+                changes.push(RoleChange {
+                    partition,
+                    transition,
+                });
             }
         }
         Ok(())
     }
 
-    /// Takes out of the map every replica that is not wanted, or whose
-    /// topic was re-created under a new id.
-    fn remove_unwanted(&self, wanted: &HashMap<&str, WantedTopic>) -> Vec<Arc<Partition>> {
+    /// Takes out of the map every replica the image no longer assigns to
+    /// this broker, or whose topic was re-created under a new id.
+    fn remove_unwanted(&self, image: &MetadataImage) -> Vec<Arc<Partition>> {
         let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
         let mut removed = Vec::new();
-        topics.retain(|name, replicas| match wanted.get(name.as_str()) {
+        topics.retain(|name, replicas| match image.topic(name) {
             Some(topic) if topic.id == replicas.id => {
                 replicas.partitions.retain(|index, partition| {
-                    let keep = topic.partitions.iter().any(|(i, _)| i == index);
+                    let keep = topic
+                        .partition(*index)
+                        .is_some_and(|p| p.replicas.contains(&self.node_id));
                     if !keep {
                         removed.push(Arc::clone(partition));
                     }
@@ -367,17 +417,37 @@ impl ReplicaManager {
                 "recovered partition log after an unclean shutdown"
             );
         }
+        let high_watermark = self
+            .checkpointed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(topic.to_string(), index));
         Ok(Some(Partition::new(
             Arc::from(topic),
             wanted.topic_id,
             index,
             log,
-            wanted.leader_epoch,
+            high_watermark,
         )))
     }
 
-    /// Flushes every log and marks it cleanly closed.
+    /// Writes every hosted partition's high watermark to the data
+    /// directory's checkpoint.
+    pub fn checkpoint_high_watermarks(&self) -> Result<(), LogError> {
+        let entries: Vec<(String, i32, i64)> = self
+            .all()
+            .iter()
+            .map(|p| (p.topic().to_string(), p.index(), p.high_watermark()))
+            .collect();
+        high_watermarks::write(&self.data_dir, &entries)
+    }
+
+    /// Checkpoints the high watermarks, flushes every log and marks it
+    /// cleanly closed.
     pub fn close_all(&self) {
+        if let Err(e) = self.checkpoint_high_watermarks() {
+            tracing::error!(error = %e, "failed to checkpoint high watermarks");
+        }
         for partition in self.all() {
             if let Err(e) = partition.log().close() {
                 tracing::error!(topic = partition.topic(), partition = partition.index(), error = %e, "failed to close partition log");

@@ -19,6 +19,9 @@ use crate::{
 
 /// How often the flusher looks for logs whose `flush.ms` has passed.
 const FLUSH_TICK: Duration = Duration::from_millis(100);
+/// How often high watermarks are checkpointed (Kafka's
+/// replica.high.watermark.checkpoint.interval.ms).
+const HIGH_WATERMARK_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 /// How long connections get to finish their current request on shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a stopping broker tries to fence itself through the quorum.
@@ -114,6 +117,12 @@ impl Server {
             "retention",
             enforce_retention,
         ));
+        background.spawn(every(
+            Arc::clone(&broker),
+            HIGH_WATERMARK_CHECKPOINT_INTERVAL,
+            "high watermark checkpoint",
+            checkpoint_high_watermarks,
+        ));
         background.spawn(log_cleaner::run(Arc::clone(&broker)));
         if let Some(address) = config.metrics_listen {
             match TcpListener::bind(address).await {
@@ -208,6 +217,12 @@ fn start_flushes(broker: &Broker) {
                 tracing::error!(topic = partition.topic(), partition = partition.index(), error = %e, "flush failed");
             }
         });
+    }
+}
+
+fn checkpoint_high_watermarks(broker: &Broker) {
+    if let Err(e) = broker.replicas.checkpoint_high_watermarks() {
+        tracing::error!(error = %e, "failed to checkpoint high watermarks");
     }
 }
 

@@ -220,7 +220,7 @@ fn default_value(name: &str, defaults: &TopicDefaults) -> String {
         "max.message.bytes" => log.max_message_bytes.to_string(),
         "message.timestamp.type" => "CreateTime".into(),
         "min.cleanable.dirty.ratio" => DEFAULT_MIN_CLEANABLE_DIRTY_RATIO.to_string(),
-        "min.insync.replicas" => "1".into(),
+        "min.insync.replicas" => defaults.min_insync_replicas.to_string(),
         "retention.bytes" => log.retention_bytes.to_string(),
         "retention.ms" => log.retention_ms.to_string(),
         "segment.bytes" => log.segment_bytes.to_string(),
@@ -278,11 +278,14 @@ pub fn min_cleanable_dirty_ratio(overrides: &BTreeMap<String, String>) -> f64 {
 }
 
 /// `min.insync.replicas` of a topic.
-pub fn min_insync_replicas(overrides: &BTreeMap<String, String>) -> usize {
+pub fn min_insync_replicas(
+    overrides: &BTreeMap<String, String>,
+    defaults: &TopicDefaults,
+) -> usize {
     overrides
         .get("min.insync.replicas")
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
+        .unwrap_or(defaults.min_insync_replicas)
 }
 
 fn parse_at_least<T>(value: &str, min: T) -> Result<String, String>

@@ -96,6 +96,8 @@ async fn grow(
                         leader_epoch: 0,
                         isr: replicas.clone(),
                         replicas,
+                        partition_epoch: 0,
+                        elr: Vec::new(),
                     })
                 })
                 .collect::<Result<Vec<_>, AdminError>>()?

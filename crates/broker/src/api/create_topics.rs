@@ -29,18 +29,6 @@ use keel_raft_metadata::{
 
 /// Kafka's cap on partitions created by one request.
 pub(crate) const MAX_PARTITIONS_PER_REQUEST: i32 = 10_000;
-/// Followers do not replicate yet: a second replica would be an empty log
-/// that acks=all counted as in sync. Refused until replication exists.
-const MAX_REPLICATION_FACTOR: usize = 1;
-
-fn check_replication_factor(replicas: usize) -> Result<(), AdminError> {
-    if replicas > MAX_REPLICATION_FACTOR {
-        return Err(AdminError::InvalidReplicationFactor(format!(
-            "replication factor {replicas} is not supported yet: partitions have one replica until follower replication is implemented"
-        )));
-    }
-    Ok(())
-}
 
 /// What a caller asks for; -1 counts take the broker defaults.
 #[derive(Debug, Default)]
@@ -139,12 +127,14 @@ pub(crate) fn place_replicas(
         )));
     }
     let brokers = rack_alternating(image);
-    if replication_factor > 0 {
-        check_replication_factor(replication_factor as usize)?;
-    }
-    if replication_factor <= 0 || replication_factor as usize > brokers.len() {
+    if replication_factor <= 0 {
         return Err(AdminError::InvalidReplicationFactor(format!(
-            "replication factor {replication_factor} is not between 1 and the {} live brokers",
+            "replication factor must be positive, got {replication_factor}"
+        )));
+    }
+    if replication_factor as usize > brokers.len() {
+        return Err(AdminError::InvalidReplicationFactor(format!(
+            "replication factor {replication_factor} is larger than the {} available brokers",
             brokers.len()
         )));
     }
@@ -183,6 +173,8 @@ fn assignment(partition: i32, replicas: Vec<i32>) -> PartitionAssignment {
         leader_epoch: 0,
         isr: replicas.clone(),
         replicas,
+        partition_epoch: 0,
+        elr: Vec::new(),
     }
 }
 
@@ -197,7 +189,6 @@ pub(crate) fn check_replica_list(
             "empty replica list".into(),
         ));
     }
-    check_replication_factor(replicas.len())?;
     for (i, id) in replicas.iter().enumerate() {
         if image.broker(*id).is_none() {
             return Err(AdminError::InvalidReplicaAssignment(format!(
@@ -423,15 +414,23 @@ mod tests {
     }
 
     #[test]
-    fn more_than_one_replica_is_refused_until_replication_exists() {
+    fn replicas_are_spread_and_never_more_than_the_live_brokers() {
         let image = image_with(&[(1, None), (2, None), (3, None)]);
-        assert!(matches!(
-            place_replicas(&image, 0, 1, 3),
-            Err(AdminError::InvalidReplicationFactor(_))
-        ));
-        assert!(matches!(
-            place_replicas(&image, 0, 1, 4),
-            Err(AdminError::InvalidReplicationFactor(_))
-        ));
+        let partitions = place_replicas(&image, 0, 6, 3).unwrap();
+        for p in &partitions {
+            let mut replicas = p.replicas.clone();
+            replicas.sort_unstable();
+            assert_eq!(replicas, vec![1, 2, 3], "{p:?}");
+            assert_eq!(p.leader, p.replicas[0], "the preferred replica leads");
+        }
+        let mut leaders: Vec<i32> = partitions.iter().map(|p| p.leader).collect();
+        leaders.sort_unstable();
+        assert_eq!(leaders, vec![1, 1, 2, 2, 3, 3]);
+        match place_replicas(&image, 0, 1, 4) {
+            Err(AdminError::InvalidReplicationFactor(message)) => {
+                assert!(message.contains('4') && message.contains('3'), "{message}");
+            }
+            other => panic!("expected INVALID_REPLICATION_FACTOR, got {other:?}"),
+        }
     }
 }

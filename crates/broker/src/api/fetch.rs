@@ -6,6 +6,14 @@
 //! consumer can always make progress. A request that finds fewer than
 //! `min_bytes` waits up to `max_wait_ms` for appends. Incremental fetch
 //! sessions are declined: every response is full and has session id 0.
+//!
+//! Consumers read up to the high watermark. A follower replica (a request
+//! with a replica id) reads up to the log end, and only as a registered
+//! broker, at its registered incarnation, that is a replica of the
+//! partition; its fetch offset tells the leader how far its log reaches
+//! (see `replication::leader`). A request whose LastFetchedEpoch does not
+//! match the leader's log at the fetch offset gets the DivergingEpoch to
+//! truncate to instead of records (KIP-320), consumer or follower.
 
 use std::{sync::Arc, time::Duration};
 
@@ -13,7 +21,9 @@ use kafka_protocol::{
     error::ResponseError,
     messages::{
         BrokerId, FetchRequest, FetchResponse,
-        fetch_response::{FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData},
+        fetch_response::{
+            EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+        },
     },
     protocol::StrBytes,
 };
@@ -25,8 +35,9 @@ use super::{
     topics::leader_replica,
 };
 use crate::{
+    broker::now_ms,
     error::PartitionError,
-    partition::{Partition, ReadLimit},
+    partition::{Partition, PartitionOffsets, ReadLimit},
 };
 use keel_raft_metadata::MetadataImage;
 
@@ -48,8 +59,16 @@ struct Target {
     name: String,
     index: i32,
     fetch_offset: i64,
+    last_fetched_epoch: i32,
     partition_max_bytes: usize,
     replica: Result<Arc<Partition>, PartitionError>,
+}
+
+/// The follower a replica fetch comes from.
+#[derive(Debug, Clone, Copy)]
+struct Follower {
+    id: i32,
+    incarnation: Option<u64>,
 }
 
 pub(super) async fn handle(ctx: &RequestContext<'_>, request: FetchRequest) -> FetchResponse {
@@ -62,12 +81,19 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: FetchRequest) -> F
             .with_error_code(ResponseError::InvalidFetchSessionEpoch.code());
     }
     let image = ctx.broker.image();
-    let replica_id = if ctx.version >= REPLICA_STATE_VERSION {
-        request.replica_state.replica_id.0
+    let (replica_id, replica_epoch) = if ctx.version >= REPLICA_STATE_VERSION {
+        (
+            request.replica_state.replica_id.0,
+            request.replica_state.replica_epoch,
+        )
     } else {
-        request.replica_id.0
+        (request.replica_id.0, -1)
     };
-    let read_limit = if replica_id >= 0 {
+    let follower = (replica_id >= 0).then_some(Follower {
+        id: replica_id,
+        incarnation: u64::try_from(replica_epoch).ok(),
+    });
+    let read_limit = if follower.is_some() {
         ReadLimit::LogEnd
     } else {
         ReadLimit::HighWatermark
@@ -84,20 +110,31 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: FetchRequest) -> F
         };
         for partition in topic.partitions {
             let replica = match &name {
-                Some(name) => leader_replica(
-                    ctx.broker,
-                    &image,
-                    name,
-                    partition.partition,
-                    partition.current_leader_epoch,
-                ),
                 None => Err(PartitionError::UnknownTopicId),
+                Some(name) => follower
+                    .map_or(Ok(()), |f| check_follower(&image, f))
+                    .and_then(|()| {
+                        leader_replica(
+                            ctx.broker,
+                            &image,
+                            name,
+                            partition.partition,
+                            partition.current_leader_epoch,
+                        )
+                    })
+                    .and_then(|replica| match follower {
+                        Some(f) if !is_replica(&image, name, partition.partition, f.id) => {
+                            Err(PartitionError::NotAReplica(f.id))
+                        }
+                        _ => Ok(replica),
+                    }),
             };
             targets.push(Target {
                 topic: topic_index,
                 name: name.clone().unwrap_or_default(),
                 index: partition.partition,
                 fetch_offset: partition.fetch_offset,
+                last_fetched_epoch: partition.last_fetched_epoch,
                 partition_max_bytes: partition
                     .partition_max_bytes
                     .clamp(0, ctx.broker.config.fetch_max_bytes)
@@ -115,6 +152,7 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: FetchRequest) -> F
             .clamp(0, ctx.broker.config.fetch_max_bytes) as usize,
         read_limit,
         read_committed,
+        follower,
     };
     let min_bytes = request.min_bytes.max(0) as usize;
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
@@ -123,7 +161,7 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: FetchRequest) -> F
     let (partitions, endpoints) = loop {
         // Register before reading, so an append in between still wakes us.
         for replica in targets.iter().filter_map(|t| t.replica.as_ref().ok()) {
-            replica.register_waiter(&notify);
+            replica.register_waiter(&notify, read_limit);
         }
         let gathered = crate::blocking::run(|| gather(ctx, &image, &targets, &limits));
         let done = gathered.bytes >= min_bytes
@@ -165,6 +203,30 @@ struct Limits {
     max_bytes: usize,
     read_limit: ReadLimit,
     read_committed: bool,
+    follower: Option<Follower>,
+}
+
+/// A replica fetch must come from a registered broker, at its registered
+/// incarnation when it names one.
+fn check_follower(image: &MetadataImage, follower: Follower) -> Result<(), PartitionError> {
+    let broker = image
+        .broker(follower.id)
+        .ok_or(PartitionError::NotAReplica(follower.id))?;
+    match follower.incarnation {
+        Some(got) if got != broker.incarnation => Err(PartitionError::StaleReplica {
+            node_id: follower.id,
+            got,
+            current: broker.incarnation,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn is_replica(image: &MetadataImage, topic: &str, partition: i32, id: i32) -> bool {
+    image
+        .topic(topic)
+        .and_then(|t| t.partition(partition))
+        .is_some_and(|p| p.replicas.contains(&id))
 }
 
 struct Gathered {
@@ -214,42 +276,89 @@ fn read_partition(
     limits: &Limits,
     gathered: &mut Gathered,
 ) -> PartitionData {
-    let remaining = limits.max_bytes.saturating_sub(gathered.bytes);
-    let max_bytes = target.partition_max_bytes.min(remaining);
-    let first_data = gathered.bytes == 0;
-    let read = replica
-        .read(
+    let result = diverging_epoch(target, replica).and_then(|diverging| {
+        if let Some(diverging) = diverging {
+            return Ok(Read::Diverged(diverging));
+        }
+        if let Some(follower) = limits.follower {
+            if target.fetch_offset <= replica.log_end_offset() {
+                replica.record_follower_fetch(
+                    follower.id,
+                    target.fetch_offset,
+                    follower.incarnation,
+                    now_ms(),
+                )?;
+            }
+        }
+        let remaining = limits.max_bytes.saturating_sub(gathered.bytes);
+        let max_bytes = target.partition_max_bytes.min(remaining);
+        let first_data = gathered.bytes == 0;
+        let (slice, offsets) = replica.read(
             target.fetch_offset,
             max_bytes,
             limits.read_limit,
             first_data,
-        )
-        .map_err(PartitionError::from)
-        .and_then(|(slice, offsets)| {
-            let records = slice.map(|s| s.read()).transpose();
-            Ok((records.map_err(PartitionError::Storage)?, offsets))
-        });
-    match read {
-        Ok((records, offsets)) => {
-            let records = records.unwrap_or_default();
+        )?;
+        let records = slice
+            .map(|s| s.read())
+            .transpose()
+            .map_err(PartitionError::Storage)?;
+        Ok(Read::Records(records.unwrap_or_default(), offsets))
+    });
+    match result {
+        Ok(Read::Records(records, offsets)) => {
             gathered.bytes += records.len();
-            empty(target.index, limits)
-                .with_high_watermark(offsets.high_watermark)
-                .with_last_stable_offset(offsets.high_watermark)
-                .with_log_start_offset(log_start(offsets.log_start_offset, limits))
-                .with_records(Some(records))
+            with_offsets(empty(target.index, limits), offsets, limits).with_records(Some(records))
+        }
+        Ok(Read::Diverged(diverging)) => {
+            // Nothing to wait for: the fetcher must truncate first.
+            gathered.has_error = true;
+            with_offsets(empty(target.index, limits), replica.offsets(), limits)
+                .with_diverging_epoch(diverging)
         }
         Err(error) => {
             tracing::debug!(topic = replica.topic(), partition = target.index, %error, "fetch failed");
             gathered.has_error = true;
-            let offsets = replica.offsets();
-            empty(target.index, limits)
+            with_offsets(empty(target.index, limits), replica.offsets(), limits)
                 .with_error_code(error.code().code())
-                .with_high_watermark(offsets.high_watermark)
-                .with_last_stable_offset(offsets.high_watermark)
-                .with_log_start_offset(log_start(offsets.log_start_offset, limits))
         }
     }
+}
+
+enum Read {
+    Records(bytes::Bytes, PartitionOffsets),
+    Diverged(EpochEndOffset),
+}
+
+/// Where the fetcher's log diverges from this one, if it does: the
+/// largest epoch of ours not above its LastFetchedEpoch, and where that
+/// epoch ends here, when that epoch is older or ends before the fetch
+/// offset (Kafka's rule).
+fn diverging_epoch(
+    target: &Target,
+    replica: &Partition,
+) -> Result<Option<EpochEndOffset>, PartitionError> {
+    if target.last_fetched_epoch < 0 {
+        return Ok(None);
+    }
+    let (epoch, end_offset) = replica
+        .log()
+        .end_offset_for_epoch(target.last_fetched_epoch);
+    let diverged = epoch < target.last_fetched_epoch || end_offset < target.fetch_offset;
+    // (-1, -1) cannot be told from "no divergence" on the wire; the leader
+    // always knows its own epoch, so it only arises for a fetcher ahead of
+    // anything this log holds, which the offset check answers.
+    Ok((diverged && end_offset >= 0).then(|| {
+        EpochEndOffset::default()
+            .with_epoch(epoch)
+            .with_end_offset(end_offset)
+    }))
+}
+
+fn with_offsets(data: PartitionData, offsets: PartitionOffsets, limits: &Limits) -> PartitionData {
+    data.with_high_watermark(offsets.high_watermark)
+        .with_last_stable_offset(offsets.high_watermark)
+        .with_log_start_offset(log_start(offsets.log_start_offset, limits))
 }
 
 fn log_start(offset: i64, limits: &Limits) -> i64 {

@@ -1,6 +1,8 @@
 //! The internal topic `__consumer_offsets`. The broker creates it the first
 //! time a group needs a coordinator (or a client names it in Metadata with
-//! auto-creation on), compacted and with the configured partition count.
+//! auto-creation on), compacted, with the configured partition count and
+//! `offsets.topic.replication.factor` replicas, capped at the live brokers
+//! then (as Kafka does), so a group's state survives the loss of a broker.
 //! Clients cannot create, delete or grow it: every group lives in the
 //! partition its id hashes to, so a changed partition count or a deleted
 //! topic would lose every group's offsets.
@@ -21,10 +23,15 @@ pub(super) async fn ensure_offsets_topic(
     if broker.image().topic(OFFSETS_TOPIC).is_some() {
         return Ok(());
     }
+    let live_brokers = broker.image().live_brokers().count().max(1);
+    let replication_factor = broker
+        .config
+        .offsets_topic_replication_factor
+        .min(i16::try_from(live_brokers).unwrap_or(i16::MAX));
     let spec = TopicSpec {
         name: OFFSETS_TOPIC.to_string(),
         num_partitions: broker.groups.partitions(),
-        replication_factor: 1,
+        replication_factor,
         configs: BTreeMap::from([
             ("cleanup.policy".to_string(), "compact".to_string()),
             ("segment.bytes".to_string(), SEGMENT_BYTES.to_string()),

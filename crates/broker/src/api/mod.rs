@@ -15,6 +15,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod elect_leaders;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -59,6 +60,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
@@ -289,6 +291,7 @@ pub async fn handle(
             ctx.encode(&incremental_alter_configs::handle(&ctx, r).await)
         }
         RequestKind::DescribeCluster(r) => ctx.encode(&describe_cluster::handle(&ctx, r).await),
+        RequestKind::ElectLeaders(r) => ctx.encode(&elect_leaders::handle(&ctx, r).await),
         RequestKind::FindCoordinator(r) => ctx.encode(&find_coordinator::handle(&ctx, r).await),
         RequestKind::JoinGroup(r) => ctx.encode(&join_group::handle(&ctx, r).await),
         RequestKind::SyncGroup(r) => ctx.encode(&sync_group::handle(&ctx, r).await),

@@ -2,8 +2,14 @@
 //!
 //! Every partition gets an honest answer: its base offset with error 0, or
 //! an error code with base offset -1, never error 0 without an offset.
-//! acks=0 is answered with nothing at all; acks=all waits until the high
-//! watermark covers the batch or the request's timeout passes.
+//! acks=0 is answered with nothing at all; acks=1 after the local append;
+//! acks=all needs the ISR at min.insync.replicas before the append
+//! (NOT_ENOUGH_REPLICAS) and waits until the high watermark covers the
+//! batch: past the request's timeout it gets REQUEST_TIMED_OUT, or
+//! NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR fell below the minimum,
+//! and NOT_LEADER_OR_FOLLOWER if leadership moved meanwhile. The append
+//! names the leader epoch the request was routed by, so a produce that
+//! raced a leader change never lands in a deposed leader's log.
 
 use std::{sync::Arc, time::Duration};
 
@@ -18,7 +24,7 @@ use kafka_protocol::{
     protocol::StrBytes,
 };
 use keel_log::{AppendOutcome, BatchError, batch};
-use tokio::{sync::Notify, time::Instant};
+use tokio::time::Instant;
 
 use super::{
     RequestContext,
@@ -27,7 +33,6 @@ use super::{
 };
 use crate::{
     broker::now_ms, error::PartitionError, group::storage::OFFSETS_TOPIC, partition::Partition,
-    topic_config,
 };
 use keel_raft_metadata::MetadataImage;
 
@@ -70,9 +75,15 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) ->
                     )
                 };
                 let response = match result {
-                    Ok((partition, outcome)) => {
+                    Ok((partition, leader_epoch, outcome)) => {
                         if request.acks == -1 {
-                            pending.push((responses.len(), partitions.len(), partition, outcome));
+                            pending.push((
+                                responses.len(),
+                                partitions.len(),
+                                partition,
+                                leader_epoch,
+                                outcome,
+                            ));
                         }
                         success(data.index, &outcome, ctx.version)
                     }
@@ -106,13 +117,17 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) ->
         }
     });
 
-    for (topic, index, partition, outcome) in pending {
-        if !await_high_watermark(&partition, outcome.last_offset + 1, deadline).await {
+    for (topic, index, partition, leader_epoch, outcome) in pending {
+        let committed = partition
+            .await_high_watermark(leader_epoch, outcome.last_offset + 1, deadline)
+            .await;
+        if let Err(error) = committed {
+            tracing::debug!(topic = partition.topic(), partition = partition.index(), %error, "acks=all produce not acknowledged");
             let response = &mut responses[topic].partition_responses[index];
             *response = failure(
                 response.index,
-                PartitionError::RequestTimedOut.code(),
-                Some(PartitionError::RequestTimedOut.to_string()),
+                error.code(),
+                Some(error.to_string()),
                 ctx.version,
             );
         }
@@ -134,6 +149,8 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) ->
         )
 }
 
+/// Appends one partition's batch; returns the replica, the leader epoch it
+/// was appended at and where it landed.
 fn append(
     ctx: &RequestContext<'_>,
     image: &MetadataImage,
@@ -142,11 +159,14 @@ fn append(
     records: Option<Bytes>,
     acks: i16,
     now: i64,
-) -> Result<(Arc<Partition>, AppendOutcome), PartitionError> {
+) -> Result<(Arc<Partition>, i32, AppendOutcome), PartitionError> {
     if topic == OFFSETS_TOPIC {
         return Err(PartitionError::InternalTopic(topic.to_string()));
     }
     let partition = leader_replica(ctx.broker, image, topic, index, -1)?;
+    // The epoch the image names: if the replica has moved on meanwhile,
+    // the append fails rather than land under another leadership.
+    let leader_epoch = current_leader(image, topic, index).1;
     let records = records.unwrap_or_default();
     let batches = batch::split_batches(&records).map_err(keel_log::LogError::from)?;
     if batches.len() != 1 {
@@ -157,37 +177,10 @@ fn append(
         return Err(PartitionError::TransactionsUnsupported);
     }
     if acks == -1 {
-        let info = image
-            .topic(topic)
-            .and_then(|t| t.partition(index).map(|p| (t, p)));
-        if let Some((topic_info, partition_info)) = info {
-            let required = topic_config::min_insync_replicas(&topic_info.configs);
-            if partition_info.isr.len() < required {
-                return Err(PartitionError::NotEnoughReplicas {
-                    isr: partition_info.isr.len(),
-                    required,
-                });
-            }
-        }
+        partition.check_min_isr()?;
     }
-    let outcome = partition.append_as_leader(&records, now)?;
-    Ok((partition, outcome))
-}
-
-async fn await_high_watermark(partition: &Partition, required: i64, deadline: Instant) -> bool {
-    let notify = Arc::new(Notify::new());
-    loop {
-        partition.register_waiter(&notify);
-        if partition.high_watermark() >= required {
-            return true;
-        }
-        if tokio::time::timeout_at(deadline, notify.notified())
-            .await
-            .is_err()
-        {
-            return partition.high_watermark() >= required;
-        }
-    }
+    let outcome = partition.append_as_leader(&records, Some(leader_epoch), now)?;
+    Ok((partition, leader_epoch, outcome))
 }
 
 fn success(index: i32, outcome: &AppendOutcome, version: i16) -> PartitionProduceResponse {

@@ -69,6 +69,10 @@ pub(super) struct Flags {
     /// Address serving Prometheus metrics on /metrics [default: none].
     #[arg(long, env = "KEEL_METRICS_LISTEN", value_name = "HOST:PORT")]
     pub(super) metrics_listen: Option<String>,
+    /// Also export each hosted partition's high watermark and log end
+    /// offset (two series per partition).
+    #[arg(long, env = "KEEL_METRICS_PER_PARTITION", default_value_t = false, action = ArgAction::Set)]
+    pub(super) metrics_per_partition: bool,
     /// Raft tick interval.
     #[arg(long, env = "KEEL_RAFT_TICK_MS", default_value_t = 50)]
     pub(super) raft_tick_ms: u64,
@@ -91,6 +95,25 @@ pub(super) struct Flags {
     /// Replicas of a topic created without a replication factor.
     #[arg(long, env = "KEEL_DEFAULT_REPLICATION_FACTOR", default_value_t = 1)]
     pub(super) default_replication_factor: i16,
+    /// Default `min.insync.replicas`: the in-sync replicas an acks=all write
+    /// needs, and below which the high watermark stops.
+    #[arg(long, env = "KEEL_MIN_INSYNC_REPLICAS", default_value_t = 1)]
+    pub(super) min_insync_replicas: i32,
+    /// How long a follower may go without catching up before its leader
+    /// asks the controller to take it out of the ISR.
+    #[arg(long, env = "KEEL_REPLICA_LAG_TIME_MAX_MS", default_value_t = 10_000)]
+    pub(super) replica_lag_time_max_ms: i64,
+    /// How long a follower's fetch waits at the leader for new records.
+    #[arg(long, env = "KEEL_REPLICA_FETCH_WAIT_MAX_MS", default_value_t = 500)]
+    pub(super) replica_fetch_wait_max_ms: i32,
+    /// Replicas of `__consumer_offsets`, capped at the live brokers when
+    /// the topic is first needed.
+    #[arg(
+        long,
+        env = "KEEL_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        default_value_t = 3
+    )]
+    pub(super) offsets_topic_replication_factor: i16,
     /// Create unknown topics when a client asks for their metadata.
     #[arg(long, env = "KEEL_AUTO_CREATE_TOPICS", default_value_t = true, action = ArgAction::Set)]
     pub(super) auto_create_topics: bool,

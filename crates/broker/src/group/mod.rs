@@ -43,8 +43,14 @@ use self::{
     state::{Deliveries, Group, GroupSettings, JoinOutcome, JoinRequest, SyncOutcome},
     storage::{Entry, OFFSETS_TOPIC, partition_for},
 };
-use crate::broker::{Broker, now_ms};
+use crate::{
+    broker::{Broker, now_ms},
+    error::PartitionError,
+};
 
+/// How long a write to `__consumer_offsets` may wait for the ISR to hold
+/// it before the change fails.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Extra time a JoinGroup or SyncGroup waits beyond the rebalance timeout
 /// before giving up on an answer.
 const WAIT_MARGIN: Duration = Duration::from_secs(5);
@@ -128,7 +134,10 @@ impl GroupCoordinator {
         }
     }
 
-    /// Appends changes to the group's partition. Called with the lock held.
+    /// Appends changes to the group's partition and waits until they are
+    /// committed (the high watermark covers them: about one round trip to
+    /// the followers). Called with the lock held, so changes land and
+    /// commit in the order they happened.
     fn persist(broker: &Broker, partition: i32, entries: &[Entry]) -> Result<(), ResponseError> {
         if entries.is_empty() {
             return Ok(());
@@ -138,13 +147,29 @@ impl GroupCoordinator {
             .get(OFFSETS_TOPIC, partition)
             .ok_or(ResponseError::NotCoordinator)?;
         let now = now_ms();
-        replica
-            .append_as_leader(&storage::encode_batch(entries, now), now)
-            .map(drop)
-            .map_err(|e| {
-                tracing::warn!(partition, error = %e, "cannot write to __consumer_offsets");
-                ResponseError::CoordinatorNotAvailable
-            })
+        let leader_epoch = replica.leader_epoch();
+        let written = replica
+            .append_as_leader(
+                &storage::encode_batch(entries, now),
+                Some(leader_epoch),
+                now,
+            )
+            .and_then(|outcome| {
+                // Committed, not merely appended: a change the ISR does not
+                // hold yet could be lost with this broker.
+                replica.wait_for_high_watermark(
+                    leader_epoch,
+                    outcome.last_offset + 1,
+                    COMMIT_TIMEOUT,
+                )
+            });
+        written.map_err(|e| {
+            tracing::warn!(partition, error = %e, "cannot write to __consumer_offsets");
+            match e {
+                PartitionError::NotLeader => ResponseError::NotCoordinator,
+                _ => ResponseError::CoordinatorNotAvailable,
+            }
+        })
     }
 
     fn drop_if_vacant(inner: &mut Inner, group_id: &str) {

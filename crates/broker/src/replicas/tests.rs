@@ -20,6 +20,7 @@ fn create(name: &str, id: u128) -> MetadataRecord {
             leader: 1,
             leader_epoch: 0,
             isr: vec![1],
+            ..Default::default()
         }],
         ..Default::default()
     })
@@ -53,7 +54,7 @@ fn entries(dir: &Path) -> Vec<String> {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "meta.properties")
+        .filter(|n| n != "meta.properties" && n != "replication-offset-checkpoint")
         .collect();
     names.sort();
     names
@@ -67,7 +68,7 @@ fn a_stale_image_deletes_nothing_and_the_caught_up_one_deletes_only_deleted_topi
         let replicas = manager(dir.path());
         replicas.reconcile(|| Arc::clone(&before), 0).unwrap();
         for partition in replicas.all() {
-            partition.append_as_leader(&batch(), 0).unwrap();
+            partition.append_as_leader(&batch(), None, 0).unwrap();
         }
         replicas.close_all();
     }
@@ -126,7 +127,9 @@ fn a_directory_the_caught_up_image_does_not_name_is_moved_aside_not_deleted() {
         replicas
             .reconcile(|| image(&[create("orphan", 9)]), 0)
             .unwrap();
-        replicas.all()[0].append_as_leader(&batch(), 0).unwrap();
+        replicas.all()[0]
+            .append_as_leader(&batch(), None, 0)
+            .unwrap();
         replicas.close_all();
     }
     let replicas = manager(dir.path());
@@ -148,7 +151,9 @@ fn an_image_still_catching_up_never_moves_a_live_log_aside() {
     {
         let replicas = manager(dir.path());
         replicas.reconcile(|| Arc::clone(&current), 0).unwrap();
-        replicas.all()[0].append_as_leader(&batch(), 0).unwrap();
+        replicas.all()[0]
+            .append_as_leader(&batch(), None, 0)
+            .unwrap();
         replicas.close_all();
     }
     // The metadata was lost; replaying the log, the broker first sees the

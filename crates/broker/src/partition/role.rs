@@ -1,0 +1,457 @@
+//! A replica's role, and the appends and truncations each role allows.
+//!
+//! The metadata image decides the role ([`Partition::apply_assignment`]):
+//! the replica named leader at a leader epoch leads in it, the others
+//! follow that leader. Role and epoch change under the log's lock, and
+//! every write checks them under the same lock: a leader's append names the
+//! epoch it expects, a follower's append and truncation the epoch of the
+//! leader they came from. A write that raced a change of leadership fails
+//! instead of landing in the wrong log.
+
+use std::{
+    sync::{MutexGuard, PoisonError, atomic::Ordering},
+    time::Duration,
+};
+
+use keel_log::{AppendOutcome, BatchError, FollowerAppend, LogError};
+use keel_raft_metadata::PartitionInfo;
+use tokio::{sync::Notify, time::Instant};
+
+use super::Partition;
+use crate::{
+    error::PartitionError,
+    replication::leader::{Assignment, IsrProposal, LeaderView},
+};
+
+#[derive(Debug)]
+pub(super) enum Role {
+    /// Opened, and not yet told its role.
+    None,
+    Leader(LeaderView),
+    /// Following `leader`; -1 while the partition has no leader.
+    Follower {
+        leader: i32,
+    },
+}
+
+/// What applying an assignment changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Unchanged,
+    BecameLeader,
+    BecameFollower { leader: i32 },
+}
+
+/// Where a follower fetches from: its own log's end, and the epoch of its
+/// last batch (the leader checks it for divergence, KIP-320).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerState {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub fetch_offset: i64,
+    pub last_fetched_epoch: i32,
+    pub log_start_offset: i64,
+}
+
+fn assignment(info: &PartitionInfo) -> Assignment {
+    Assignment {
+        leader_epoch: info.leader_epoch,
+        partition_epoch: info.partition_epoch,
+        replicas: info.replicas.clone(),
+        isr: info.isr.clone(),
+    }
+}
+
+impl Partition {
+    fn role(&self) -> MutexGuard<'_, Role> {
+        self.role.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the partition's state from the metadata image: becomes its
+    /// leader or a follower of its leader when the leader epoch moved (or
+    /// this replica had no role yet), or takes an ISR change of the same
+    /// leadership. An image older than the replica's epoch changes nothing.
+    pub fn apply_assignment(
+        &self,
+        local_id: i32,
+        info: &PartitionInfo,
+        min_insync_replicas: usize,
+        now_ms: i64,
+    ) -> Result<Transition, LogError> {
+        let mut log = self.log();
+        let current_epoch = self.leader_epoch();
+        if info.leader_epoch < current_epoch {
+            return Ok(Transition::Unchanged);
+        }
+        let mut role = self.role();
+        let new_epoch = info.leader_epoch > current_epoch || matches!(*role, Role::None);
+        if info.leader == local_id {
+            if let (false, Role::Leader(view)) = (new_epoch, &mut *role) {
+                view.apply_assignment(&assignment(info), now_ms);
+                view.set_min_insync_replicas(min_insync_replicas);
+            } else {
+                // Kafka's makeLeader: the epoch starts at the log end, so
+                // OffsetForLeaderEpoch answers for it before any append.
+                log.assign_leader_epoch(info.leader_epoch)?;
+                let log_end_offset = log.log_end_offset();
+                *role = Role::Leader(LeaderView::new(
+                    local_id,
+                    &assignment(info),
+                    log_end_offset,
+                    min_insync_replicas,
+                    now_ms,
+                ));
+                self.leader_epoch
+                    .store(info.leader_epoch, Ordering::Release);
+                self.leading.store(true, Ordering::Release);
+                drop((role, log));
+                self.update_high_watermark();
+                return Ok(Transition::BecameLeader);
+            }
+            drop((role, log));
+            self.update_high_watermark();
+            return Ok(Transition::Unchanged);
+        }
+        let following = matches!(*role, Role::Follower { leader } if leader == info.leader);
+        if !new_epoch && following {
+            return Ok(Transition::Unchanged);
+        }
+        *role = Role::Follower {
+            leader: info.leader,
+        };
+        self.leading.store(false, Ordering::Release);
+        self.leader_epoch
+            .store(info.leader_epoch, Ordering::Release);
+        self.high_watermark
+            .fetch_min(log.log_end_offset(), Ordering::AcqRel);
+        drop((role, log));
+        // Produces waiting for acknowledgement learn they lost it.
+        self.committed.wake_all();
+        self.appended.wake_all();
+        Ok(Transition::BecameFollower {
+            leader: info.leader,
+        })
+    }
+
+    /// Appends a producer's batch if this replica leads, at
+    /// `expected_epoch` when given. If `flush.messages` asks for it, the
+    /// batch is fsynced before this returns, with the log's lock released
+    /// meanwhile.
+    pub fn append_as_leader(
+        &self,
+        batch: &[u8],
+        expected_epoch: Option<i32>,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, PartitionError> {
+        let (outcome, flush) = {
+            let mut log = self.log();
+            let epoch = self.leader_epoch();
+            if !self.is_leader() || expected_epoch.is_some_and(|e| e != epoch) {
+                return Err(PartitionError::NotLeader);
+            }
+            let outcome = log.append_as_leader(batch, epoch, now_ms)?;
+            self.log_end_offset
+                .store(log.log_end_offset(), Ordering::Release);
+            let flush = log.flush_before_ack().then(|| log.begin_flush()).flatten();
+            (outcome, flush)
+        };
+        if let Some(pending) = flush {
+            self.complete_flush(pending)?;
+        }
+        if !outcome.duplicate {
+            self.appended.wake_all();
+            self.update_high_watermark();
+        }
+        Ok(outcome)
+    }
+
+    /// Moves the high watermark to what the followers' progress allows.
+    fn update_high_watermark(&self) {
+        let log_end_offset = self.log_end_offset();
+        let high_watermark = match &*self.role() {
+            Role::Leader(view) => view.high_watermark(log_end_offset),
+            _ => None,
+        };
+        if let Some(high_watermark) = high_watermark {
+            self.advance_high_watermark(high_watermark);
+        }
+    }
+
+    /// Whether acks=all may append: the committed ISR is at least
+    /// min.insync.replicas.
+    pub fn check_min_isr(&self) -> Result<(), PartitionError> {
+        match &*self.role() {
+            Role::Leader(view) if view.under_min_isr() => Err(PartitionError::NotEnoughReplicas {
+                isr: view.isr().len(),
+                required: view.min_insync_replicas(),
+            }),
+            Role::Leader(_) => Ok(()),
+            _ => Err(PartitionError::NotLeader),
+        }
+    }
+
+    /// Waits until the high watermark reaches `required` while this replica
+    /// leads at `leader_epoch` (acks=all), or until `deadline`.
+    pub async fn await_high_watermark(
+        &self,
+        leader_epoch: i32,
+        required: i64,
+        deadline: Instant,
+    ) -> Result<(), PartitionError> {
+        let notify = std::sync::Arc::new(Notify::new());
+        loop {
+            self.committed.register(&notify);
+            if !self.is_leader() || self.leader_epoch() != leader_epoch {
+                return Err(PartitionError::NotLeader);
+            }
+            if self.high_watermark() >= required {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, notify.notified())
+                .await
+                .is_err()
+            {
+                if self.high_watermark() >= required {
+                    return Ok(());
+                }
+                return Err(match self.check_min_isr() {
+                    Err(PartitionError::NotEnoughReplicas { isr, required }) => {
+                        PartitionError::NotEnoughReplicasAfterAppend { isr, required }
+                    }
+                    Err(error) => error,
+                    Ok(()) => PartitionError::RequestTimedOut,
+                });
+            }
+        }
+    }
+
+    /// Blocking form of [`Self::await_high_watermark`], for callers on a
+    /// blocking thread (the group coordinator's writes).
+    pub fn wait_for_high_watermark(
+        &self,
+        leader_epoch: i32,
+        required: i64,
+        timeout: Duration,
+    ) -> Result<(), PartitionError> {
+        if self.high_watermark() >= required {
+            return Ok(());
+        }
+        let deadline = Instant::now() + timeout;
+        tokio::runtime::Handle::current().block_on(self.await_high_watermark(
+            leader_epoch,
+            required,
+            deadline,
+        ))
+    }
+
+    /// A follower's fetch reached `fetch_offset` (its log end offset).
+    pub fn record_follower_fetch(
+        &self,
+        replica: i32,
+        fetch_offset: i64,
+        incarnation: Option<u64>,
+        now_ms: i64,
+    ) -> Result<(), PartitionError> {
+        match &mut *self.role() {
+            Role::Leader(view) => view
+                .record_fetch(
+                    replica,
+                    fetch_offset,
+                    self.log_end_offset(),
+                    incarnation,
+                    now_ms,
+                )
+                .map_err(|e| PartitionError::NotAReplica(e.0))?,
+            _ => return Err(PartitionError::NotLeader),
+        }
+        self.update_high_watermark();
+        Ok(())
+    }
+
+    /// The ISR change this leader's followers call for, if any (see
+    /// [`LeaderView::propose_isr_change`]).
+    pub fn propose_isr_change(&self, lag_max_ms: i64, now_ms: i64) -> Option<IsrProposal> {
+        let log_end_offset = self.log_end_offset();
+        let high_watermark = self.high_watermark();
+        match &mut *self.role() {
+            Role::Leader(view) => {
+                view.propose_isr_change(log_end_offset, high_watermark, lag_max_ms, now_ms)
+            }
+            _ => None,
+        }
+    }
+
+    /// The controller refused an ISR change proposed at `leader_epoch`.
+    pub fn isr_proposal_failed(&self, leader_epoch: i32) {
+        if let Role::Leader(view) = &mut *self.role() {
+            if view.leader_epoch() == leader_epoch {
+                view.proposal_failed();
+            }
+        }
+    }
+
+    /// The ISR a leader works with and its min.insync.replicas.
+    pub fn isr(&self) -> Option<(Vec<i32>, usize)> {
+        match &*self.role() {
+            Role::Leader(view) => Some((view.isr().to_vec(), view.min_insync_replicas())),
+            _ => None,
+        }
+    }
+
+    /// Each follower's lag behind this leader: `(replica, records, ms)`.
+    pub fn follower_lag(&self, now_ms: i64) -> Vec<(i32, i64, i64)> {
+        let log_end_offset = self.log_end_offset();
+        match &*self.role() {
+            Role::Leader(view) => view
+                .followers()
+                .map(|(id, p)| {
+                    let records = if p.log_end_offset < 0 {
+                        log_end_offset
+                    } else {
+                        log_end_offset - p.log_end_offset
+                    };
+                    let ms = if p.last_caught_up_ms < 0 {
+                        -1
+                    } else {
+                        now_ms - p.last_caught_up_ms
+                    };
+                    (id, records, ms)
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The leader this replica follows, if it follows one.
+    pub fn following(&self) -> Option<i32> {
+        match &*self.role() {
+            Role::Follower { leader } if *leader >= 0 => Some(*leader),
+            _ => None,
+        }
+    }
+
+    /// Where this replica fetches from, if it follows a leader.
+    pub fn follower_state(&self) -> Option<FollowerState> {
+        let log = self.log();
+        let leader = match &*self.role() {
+            Role::Follower { leader } if *leader >= 0 => *leader,
+            _ => return None,
+        };
+        Some(FollowerState {
+            leader,
+            leader_epoch: self.leader_epoch(),
+            fetch_offset: log.log_end_offset(),
+            last_fetched_epoch: log.latest_epoch().unwrap_or(-1),
+            log_start_offset: log.log_start_offset(),
+        })
+    }
+
+    /// Runs `write` on the log if this replica still follows at
+    /// `leader_epoch`, then publishes the new log end offset.
+    fn write_as_follower<T>(
+        &self,
+        leader_epoch: i32,
+        write: impl FnOnce(&mut keel_log::PartitionLog) -> Result<T, LogError>,
+    ) -> Result<T, PartitionError> {
+        let mut log = self.log();
+        if self.is_leader() || self.leader_epoch() != leader_epoch {
+            return Err(PartitionError::NotFollowing(leader_epoch));
+        }
+        let result = write(&mut log);
+        let log_end_offset = log.log_end_offset();
+        self.log_end_offset.store(log_end_offset, Ordering::Release);
+        self.high_watermark
+            .fetch_min(log_end_offset, Ordering::AcqRel);
+        Ok(result?)
+    }
+
+    /// Appends the leader's batches as they are, and takes the leader's
+    /// high watermark as far as this log reaches.
+    pub fn append_as_follower(
+        &self,
+        leader_epoch: i32,
+        records: &[u8],
+        leader_high_watermark: i64,
+        now_ms: i64,
+    ) -> Result<Option<FollowerAppend>, PartitionError> {
+        let appended = self.write_as_follower(leader_epoch, |log| {
+            match log.append_as_follower(records, now_ms) {
+                // An empty log starting inside the leader's first batch
+                // (the leader's start moved into it): start where the
+                // batch does, as Kafka's follower does.
+                Err(LogError::Batch(BatchError::UnexpectedOffsets { base_offset, .. }))
+                    if log.log_end_offset() == log.log_start_offset()
+                        && base_offset < log.log_end_offset() =>
+                {
+                    log.truncate_fully_and_start_at(base_offset, now_ms)?;
+                    log.append_as_follower(records, now_ms)
+                }
+                other => other,
+            }
+        })?;
+        self.follow_high_watermark(leader_high_watermark);
+        Ok(appended)
+    }
+
+    /// Moves this follower's log start up to the leader's (retention or
+    /// DeleteRecords there), as far as this replica's high watermark.
+    pub fn follow_log_start(
+        &self,
+        leader_epoch: i32,
+        leader_log_start_offset: i64,
+        now_ms: i64,
+    ) -> Result<(), PartitionError> {
+        let high_watermark = self.high_watermark();
+        self.write_as_follower(leader_epoch, |log| {
+            let target = leader_log_start_offset.min(high_watermark);
+            if target > log.log_start_offset() {
+                log.delete_records_before(target, now_ms)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A follower's high watermark: the leader's, as far as its log reaches.
+    pub fn follow_high_watermark(&self, leader_high_watermark: i64) {
+        let reachable = leader_high_watermark.min(self.log_end_offset());
+        self.high_watermark.fetch_max(reachable, Ordering::AcqRel);
+    }
+
+    /// Truncates where the leader said this log diverges from its own
+    /// (`diverging_epoch` ends at `end_offset` there); returns the new log
+    /// end offset, and whether the logs now agree (else fetch again).
+    pub fn truncate_on_divergence(
+        &self,
+        leader_epoch: i32,
+        diverging_epoch: i32,
+        end_offset: i64,
+        now_ms: i64,
+    ) -> Result<(i64, bool), PartitionError> {
+        let high_watermark = self.high_watermark();
+        self.write_as_follower(leader_epoch, |log| {
+            if end_offset < 0 {
+                // The leader knows no epoch at or below ours: all this
+                // replica can trust is what was committed (Kafka does the
+                // same).
+                log.truncate_to(high_watermark, now_ms)?;
+                return Ok((log.log_end_offset(), true));
+            }
+            let truncation = log.truncation_point(diverging_epoch, end_offset);
+            log.truncate_to(truncation.offset, now_ms)?;
+            Ok((log.log_end_offset(), truncation.complete))
+        })
+    }
+
+    /// Empties this follower's log and starts it at the leader's log start
+    /// offset (it fell below it).
+    pub fn restart_at(
+        &self,
+        leader_epoch: i32,
+        offset: i64,
+        now_ms: i64,
+    ) -> Result<(), PartitionError> {
+        self.write_as_follower(leader_epoch, |log| {
+            log.truncate_fully_and_start_at(offset, now_ms)
+        })
+    }
+}

@@ -1,0 +1,141 @@
+//! A follower's connection to a leader's Kafka listener: one request at a
+//! time, framed and encoded with the `kafka-protocol` codecs, the way any
+//! Kafka client talks to a broker.
+
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::{
+    messages::{ApiKey, FetchRequest, FetchResponse, RequestHeader, ResponseHeader},
+    protocol::{Decodable, Encodable, StrBytes},
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// The Fetch version followers speak: topic ids, LastFetchedEpoch and
+/// DivergingEpoch (KIP-320), ReplicaState with the broker incarnation.
+pub const FETCH_VERSION: i16 = 16;
+/// The largest response a follower accepts.
+const MAX_RESPONSE_BYTES: usize = 128 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("connecting to {address}: {source}")]
+    Connect {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("talking to the leader: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the leader did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("encoding the request: {0}")]
+    Encode(String),
+    #[error("the leader's response does not decode: {0}")]
+    Decode(String),
+    #[error("the leader answered correlation id {got}, expected {expected}")]
+    Correlation { expected: i32, got: i32 },
+    #[error("the leader sent a {0}-byte response frame")]
+    FrameTooLarge(usize),
+}
+
+#[derive(Debug)]
+pub struct LeaderConnection {
+    stream: TcpStream,
+    client_id: StrBytes,
+    next_correlation_id: i32,
+}
+
+impl LeaderConnection {
+    pub async fn connect(
+        address: &str,
+        client_id: String,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let connect = tokio::time::timeout(timeout, TcpStream::connect(address)).await;
+        let stream = match connect {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(source)) => {
+                return Err(ClientError::Connect {
+                    address: address.to_string(),
+                    source,
+                });
+            }
+            Err(_) => return Err(ClientError::Timeout(timeout)),
+        };
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            client_id: StrBytes::from_string(client_id),
+            next_correlation_id: 0,
+        })
+    }
+
+    /// Sends one Fetch and waits up to `timeout` for its response.
+    pub async fn fetch(
+        &mut self,
+        request: &FetchRequest,
+        timeout: Duration,
+    ) -> Result<FetchResponse, ClientError> {
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
+        let frame = self.encode(ApiKey::Fetch, request, correlation_id)?;
+        let exchange = async {
+            self.stream.write_all(&frame).await?;
+            let size = self.stream.read_u32().await? as usize;
+            if size > MAX_RESPONSE_BYTES {
+                return Err(ClientError::FrameTooLarge(size));
+            }
+            let mut body = vec![0; size];
+            self.stream.read_exact(&mut body).await?;
+            Ok(Bytes::from(body))
+        };
+        let mut body = tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))??;
+        let header_version = ApiKey::Fetch.response_header_version(FETCH_VERSION);
+        let header = ResponseHeader::decode(&mut body, header_version)
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        if header.correlation_id != correlation_id {
+            return Err(ClientError::Correlation {
+                expected: correlation_id,
+                got: header.correlation_id,
+            });
+        }
+        let response = FetchResponse::decode(&mut body, FETCH_VERSION)
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        if body.has_remaining() {
+            return Err(ClientError::Decode(format!(
+                "{} bytes left over",
+                body.remaining()
+            )));
+        }
+        Ok(response)
+    }
+
+    fn encode<R: Encodable>(
+        &self,
+        api_key: ApiKey,
+        request: &R,
+        correlation_id: i32,
+    ) -> Result<BytesMut, ClientError> {
+        let header = RequestHeader::default()
+            .with_request_api_key(api_key as i16)
+            .with_request_api_version(FETCH_VERSION)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(self.client_id.clone()));
+        let header_version = api_key.request_header_version(FETCH_VERSION);
+        let encode_error = |e: anyhow::Error| ClientError::Encode(e.to_string());
+        let size = header.compute_size(header_version).map_err(encode_error)?
+            + request.compute_size(FETCH_VERSION).map_err(encode_error)?;
+        let mut frame = BytesMut::with_capacity(4 + size);
+        frame.put_u32(size as u32);
+        header
+            .encode(&mut frame, header_version)
+            .and_then(|()| request.encode(&mut frame, FETCH_VERSION))
+            .map_err(encode_error)?;
+        Ok(frame)
+    }
+}

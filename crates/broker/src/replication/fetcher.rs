@@ -1,0 +1,328 @@
+//! Follower fetching: one task per leader this broker follows partitions
+//! of, batching all of them into one Fetch request at a time, as a Kafka
+//! follower does.
+//!
+//! Each request names this broker as the replica (ReplicaState with its
+//! incarnation), and per partition the fetch offset (the log end), the
+//! epoch of the last batch (so the leader can say where the logs diverge,
+//! KIP-320) and the leader epoch it follows. The leader parks the request
+//! until it has new records or `replica.fetch.wait.max.ms` passes, so an
+//! idle follower costs one request per wait. Batches are appended exactly
+//! as the leader sent them; a DivergingEpoch truncates the log to where it
+//! agrees with the leader before the next fetch.
+//!
+//! Fetching never blocks client traffic: requests go out on their own
+//! connection, and appends run in the same blocking sections as a
+//! producer's.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use kafka_protocol::{
+    error::ResponseError,
+    messages::{
+        BrokerId, FetchRequest, FetchResponse,
+        fetch_request::{FetchPartition, FetchTopic, ReplicaState},
+        fetch_response::PartitionData,
+    },
+};
+use tokio::{sync::Notify, task::JoinHandle};
+use uuid::Uuid;
+
+use super::client::{ClientError, LeaderConnection};
+use crate::{
+    broker::{Broker, now_ms},
+    partition::{FollowerState, Partition},
+};
+
+/// Kafka's replica.fetch.max.bytes and replica.fetch.response.max.bytes.
+const PARTITION_MAX_BYTES: i32 = 1024 * 1024;
+const RESPONSE_MAX_BYTES: i32 = 10 * 1024 * 1024;
+/// Backoff after a failed fetch, doubling up to the maximum.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long a connection attempt, or a response beyond the fetch's own
+/// wait, may take.
+const NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The partitions one fetcher fetches, shared with the task.
+#[derive(Debug, Default)]
+struct Followed {
+    partitions: Mutex<Vec<Arc<Partition>>>,
+    changed: Notify,
+}
+
+#[derive(Debug)]
+struct Fetcher {
+    followed: Arc<Followed>,
+    task: JoinHandle<()>,
+}
+
+/// The fetchers of this broker, one per leader it follows.
+#[derive(Debug, Default)]
+pub struct Fetchers {
+    by_leader: Mutex<HashMap<i32, Fetcher>>,
+}
+
+impl Fetchers {
+    /// Points each fetcher at the partitions that now follow its leader,
+    /// starting fetchers for new leaders and stopping idle ones.
+    pub fn update(&self, broker: &Arc<Broker>) {
+        let mut wanted: HashMap<i32, Vec<Arc<Partition>>> = HashMap::new();
+        for partition in broker.replicas.all() {
+            if let Some(leader) = partition.following() {
+                wanted.entry(leader).or_default().push(partition);
+            }
+        }
+        let mut fetchers = self
+            .by_leader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        fetchers.retain(|leader, fetcher| {
+            let keep = wanted.contains_key(leader);
+            if !keep {
+                fetcher.task.abort();
+            }
+            keep
+        });
+        for (leader, partitions) in wanted {
+            let fetcher = fetchers.entry(leader).or_insert_with(|| {
+                let followed = Arc::new(Followed::default());
+                let task = tokio::spawn(run(Arc::clone(broker), leader, Arc::clone(&followed)));
+                Fetcher { followed, task }
+            });
+            *fetcher
+                .followed
+                .partitions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = partitions;
+            fetcher.followed.changed.notify_one();
+        }
+    }
+
+    /// Stops every fetcher.
+    pub fn stop(&self) {
+        let mut fetchers = self
+            .by_leader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (_, fetcher) in fetchers.drain() {
+            fetcher.task.abort();
+        }
+    }
+}
+
+/// Fetches from `leader` for as long as this broker follows partitions of
+/// it.
+async fn run(broker: Arc<Broker>, leader: i32, followed: Arc<Followed>) {
+    let mut connection: Option<LeaderConnection> = None;
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let changed = followed.changed.notified();
+        let partitions = followed
+            .partitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let states: Vec<(Arc<Partition>, FollowerState)> = crate::blocking::run(|| {
+            partitions
+                .into_iter()
+                .filter_map(|p| {
+                    let state = p.follower_state().filter(|s| s.leader == leader)?;
+                    Some((p, state))
+                })
+                .collect()
+        });
+        if states.is_empty() {
+            connection = None;
+            changed.await;
+            continue;
+        }
+        match fetch_once(&broker, leader, &mut connection, &states).await {
+            Ok(response) => {
+                let now = now_ms();
+                let all_well = crate::blocking::run(|| apply_response(&states, &response, now));
+                if all_well {
+                    backoff = BACKOFF_MIN;
+                    continue;
+                }
+            }
+            Err(error) => {
+                tracing::debug!(leader, %error, "fetch from leader failed");
+                connection = None;
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn fetch_once(
+    broker: &Broker,
+    leader: i32,
+    connection: &mut Option<LeaderConnection>,
+    states: &[(Arc<Partition>, FollowerState)],
+) -> Result<FetchResponse, ClientError> {
+    let config = &broker.config;
+    if connection.is_none() {
+        let image = broker.image();
+        let Some(info) = image.broker(leader) else {
+            return Err(ClientError::Connect {
+                address: format!("broker {leader}"),
+                source: std::io::Error::other("the leader is not registered"),
+            });
+        };
+        let address = format!("{}:{}", info.host, info.port);
+        let client_id = format!("keel-replica-{}", config.node_id);
+        *connection = Some(LeaderConnection::connect(&address, client_id, NETWORK_TIMEOUT).await?);
+    }
+    let Some(leader_connection) = connection.as_mut() else {
+        unreachable!("connected above");
+    };
+    let wait = Duration::from_millis(config.replica_fetch_wait_max_ms.max(0) as u64);
+    let request = request(broker, states);
+    leader_connection
+        .fetch(&request, wait + NETWORK_TIMEOUT)
+        .await
+}
+
+fn request(broker: &Broker, states: &[(Arc<Partition>, FollowerState)]) -> FetchRequest {
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    for (partition, state) in states {
+        let fetch = FetchPartition::default()
+            .with_partition(partition.index())
+            .with_current_leader_epoch(state.leader_epoch)
+            .with_fetch_offset(state.fetch_offset)
+            .with_last_fetched_epoch(state.last_fetched_epoch)
+            .with_log_start_offset(state.log_start_offset)
+            .with_partition_max_bytes(PARTITION_MAX_BYTES);
+        match topics
+            .iter_mut()
+            .find(|t| t.topic_id == partition.topic_id())
+        {
+            Some(topic) => topic.partitions.push(fetch),
+            None => topics.push(
+                FetchTopic::default()
+                    .with_topic_id(partition.topic_id())
+                    .with_partitions(vec![fetch]),
+            ),
+        }
+    }
+    FetchRequest::default()
+        .with_replica_state(
+            ReplicaState::default()
+                .with_replica_id(BrokerId(broker.config.node_id))
+                .with_replica_epoch(broker.incarnation as i64),
+        )
+        .with_max_wait_ms(broker.config.replica_fetch_wait_max_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(RESPONSE_MAX_BYTES)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(topics)
+}
+
+/// Appends what the leader sent, or truncates where it says the logs
+/// diverge. Returns false if any partition needs the fetcher to back off
+/// (an error from the leader or the local log).
+fn apply_response(
+    states: &[(Arc<Partition>, FollowerState)],
+    response: &FetchResponse,
+    now: i64,
+) -> bool {
+    if response.error_code != 0 {
+        tracing::debug!(
+            error = ?ResponseError::try_from_code(response.error_code),
+            "the leader refused the fetch"
+        );
+        return false;
+    }
+    let mut answered: HashMap<(Uuid, i32), &PartitionData> = HashMap::new();
+    for topic in &response.responses {
+        for data in &topic.partitions {
+            answered.insert((topic.topic_id, data.partition_index), data);
+        }
+    }
+    let mut all_well = true;
+    for (partition, state) in states {
+        let Some(data) = answered.get(&(partition.topic_id(), partition.index())) else {
+            continue;
+        };
+        if let Err(error) = apply_partition(partition, state, data, now) {
+            tracing::debug!(
+                topic = partition.topic(),
+                partition = partition.index(),
+                %error,
+                "follower fetch did not apply"
+            );
+            all_well = false;
+        }
+    }
+    all_well
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ApplyError {
+    #[error("the leader answered {0:?}")]
+    Leader(Option<ResponseError>),
+    #[error(transparent)]
+    Local(#[from] crate::error::PartitionError),
+}
+
+fn apply_partition(
+    partition: &Partition,
+    state: &FollowerState,
+    data: &PartitionData,
+    now: i64,
+) -> Result<(), ApplyError> {
+    let epoch = state.leader_epoch;
+    match ResponseError::try_from_code(data.error_code) {
+        None if data.diverging_epoch.epoch >= 0 || data.diverging_epoch.end_offset >= 0 => {
+            let diverging = &data.diverging_epoch;
+            let (log_end_offset, agreed) = partition.truncate_on_divergence(
+                epoch,
+                diverging.epoch,
+                diverging.end_offset,
+                now,
+            )?;
+            tracing::info!(
+                topic = partition.topic(),
+                partition = partition.index(),
+                leader_epoch = epoch,
+                diverging_epoch = diverging.epoch,
+                diverging_end_offset = diverging.end_offset,
+                log_end_offset,
+                agreed,
+                "truncated where this replica's log diverged from the leader's"
+            );
+            Ok(())
+        }
+        None => {
+            match data.records.as_deref() {
+                Some(records) if !records.is_empty() => {
+                    partition.append_as_follower(epoch, records, data.high_watermark, now)?;
+                }
+                _ => partition.follow_high_watermark(data.high_watermark),
+            }
+            if data.log_start_offset > state.log_start_offset {
+                partition.follow_log_start(epoch, data.log_start_offset, now)?;
+            }
+            Ok(())
+        }
+        Some(ResponseError::OffsetOutOfRange) if state.fetch_offset < data.log_start_offset => {
+            tracing::info!(
+                topic = partition.topic(),
+                partition = partition.index(),
+                fetch_offset = state.fetch_offset,
+                leader_log_start_offset = data.log_start_offset,
+                "this replica fell below the leader's log start; starting over from it"
+            );
+            partition.restart_at(epoch, data.log_start_offset, now)?;
+            Ok(())
+        }
+        Some(error) => Err(ApplyError::Leader(Some(error))),
+    }
+}

@@ -1,0 +1,182 @@
+//! Moving a partition's leadership by hand: to its preferred replica
+//! (ElectLeaders) or to a named broker (the operator's move). The choice
+//! is a pure function of the image; the move is one SetPartitionLeader
+//! through the metadata log, at the next leader epoch, recorded in the
+//! leadership history with its reason.
+//!
+//! Only a live member of the committed ISR may take over: every record the
+//! old leader acknowledged is in its log, because the old leader's high
+//! watermark waits for every ISR member.
+
+use std::time::Duration;
+
+use keel_raft_metadata::{
+    MetadataImage, Record,
+    records::{LeaderChangeReason, SetPartitionLeader},
+};
+
+use crate::{
+    broker::{Broker, now_ms},
+    error::ElectionError,
+};
+
+/// Where leadership should go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The first replica of the assignment.
+    Preferred,
+    Broker(i32),
+}
+
+/// The broker that should lead `partition` of `topic`, if the move is
+/// needed and allowed.
+pub fn choose_leader(
+    image: &MetadataImage,
+    topic: &str,
+    partition: i32,
+    target: Target,
+) -> Result<i32, ElectionError> {
+    let info = image
+        .topic(topic)
+        .and_then(|t| t.partition(partition))
+        .ok_or(ElectionError::UnknownTopicOrPartition)?;
+    let wanted = match target {
+        Target::Preferred => *info
+            .replicas
+            .first()
+            .ok_or(ElectionError::UnknownTopicOrPartition)?,
+        Target::Broker(id) => id,
+    };
+    if info.leader == wanted {
+        return Err(ElectionError::NotNeeded(wanted));
+    }
+    let live = image.broker(wanted).is_some_and(|b| !b.fenced);
+    if !(live && info.isr.contains(&wanted)) {
+        return Err(match target {
+            Target::Preferred => ElectionError::PreferredNotAvailable(wanted),
+            Target::Broker(id) => ElectionError::NotEligible(id),
+        });
+    }
+    Ok(wanted)
+}
+
+/// Moves leadership of `partition` of `topic` to `target`, committing the
+/// change through the metadata log; returns the new leader and epoch.
+pub async fn move_leader(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    target: Target,
+    reason: LeaderChangeReason,
+    timeout: Duration,
+) -> Result<(i32, i32), ElectionError> {
+    let image = broker.image();
+    let leader = choose_leader(&image, topic, partition, target)?;
+    let info = image
+        .topic(topic)
+        .and_then(|t| t.partition(partition))
+        .ok_or(ElectionError::UnknownTopicOrPartition)?;
+    let leader_epoch = info.leader_epoch + 1;
+    let record = Record::SetPartitionLeader(SetPartitionLeader {
+        topic: topic.to_string(),
+        partition,
+        leader,
+        leader_epoch,
+        isr: info.isr.clone(),
+        reason: reason as i32,
+        controller: broker.controller_id(),
+        eligible: info.isr.clone(),
+        log_end_offset: -1,
+        high_watermark: -1,
+        timestamp_ms: now_ms(),
+    });
+    broker.propose(record.into(), timeout).await?;
+    tracing::info!(
+        topic,
+        partition,
+        leader,
+        leader_epoch,
+        reason = reason.label(),
+        "moved partition leadership"
+    );
+    Ok((leader, leader_epoch))
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_raft_metadata::{
+        MetadataRecord, PartitionAssignment,
+        records::{CreateTopic, FenceBroker, RegisterBroker},
+    };
+
+    use super::*;
+
+    fn image(isr: &[i32], leader: i32, fenced: &[i32]) -> MetadataImage {
+        let mut image = MetadataImage::default();
+        let mut apply = |record: Record| image.apply(&MetadataRecord::from(record), 1).unwrap();
+        for id in 1..=3 {
+            apply(Record::RegisterBroker(RegisterBroker {
+                node_id: id,
+                incarnation: 7,
+                ..Default::default()
+            }));
+        }
+        for &id in fenced {
+            apply(Record::FenceBroker(FenceBroker {
+                node_id: id,
+                incarnation: 7,
+            }));
+        }
+        apply(Record::CreateTopic(CreateTopic {
+            name: "t".into(),
+            topic_id: uuid::Uuid::from_u128(1).as_bytes().to_vec(),
+            partitions: vec![PartitionAssignment {
+                partition: 0,
+                replicas: vec![1, 2, 3],
+                leader,
+                isr: isr.to_vec(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }));
+        image
+    }
+
+    #[test]
+    fn the_preferred_replica_takes_over_when_in_sync_and_live() {
+        let image = image(&[1, 2, 3], 2, &[]);
+        assert_eq!(choose_leader(&image, "t", 0, Target::Preferred), Ok(1));
+    }
+
+    #[test]
+    fn no_move_when_the_target_already_leads() {
+        let image = image(&[1, 2, 3], 1, &[]);
+        assert_eq!(
+            choose_leader(&image, "t", 0, Target::Preferred),
+            Err(ElectionError::NotNeeded(1))
+        );
+    }
+
+    #[test]
+    fn only_a_live_isr_member_may_take_over() {
+        let out_of_sync = image(&[2, 3], 2, &[]);
+        assert_eq!(
+            choose_leader(&out_of_sync, "t", 0, Target::Preferred),
+            Err(ElectionError::PreferredNotAvailable(1))
+        );
+        let fenced = image(&[1, 2, 3], 2, &[3]);
+        assert_eq!(
+            choose_leader(&fenced, "t", 0, Target::Broker(3)),
+            Err(ElectionError::NotEligible(3))
+        );
+        assert_eq!(choose_leader(&fenced, "t", 0, Target::Broker(1)), Ok(1));
+        assert_eq!(
+            choose_leader(&fenced, "t", 0, Target::Broker(9)),
+            Err(ElectionError::NotEligible(9))
+        );
+        assert_eq!(
+            choose_leader(&fenced, "u", 0, Target::Preferred),
+            Err(ElectionError::UnknownTopicOrPartition)
+        );
+    }
+}

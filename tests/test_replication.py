@@ -1,0 +1,314 @@
+"""Replication on three real keel processes, RF=3, min.insync.replicas 2,
+with real clients: followers killed and restarted under an idempotent
+acks=all producer, two followers down, leadership moved by hand under load,
+consumers held below the high watermark, and group offsets surviving a move
+of their coordinator. Every acknowledged record is read back, once, in
+order."""
+
+import threading
+import time
+import urllib.request
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from test_cluster import registered, wait_for
+
+REPLICATION_ARGS = [
+    "--min-insync-replicas", "2",
+    "--replica-lag-time-max-ms", "2000",
+    "--offsets-topic-partitions", "3",
+    "--group-initial-rebalance-delay-ms", "0",
+]
+
+
+def start(cluster_factory, size=3):
+    cluster = cluster_factory(size, extra_args=REPLICATION_ARGS)
+    registered(cluster, size)
+    return cluster
+
+
+def create(cluster, topic, replicas=(1, 2, 3), partitions=1):
+    """A topic whose partition p has the replica list rotated by p (the
+    first replica is the preferred leader)."""
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    assignment = [list(replicas[p % len(replicas):] + replicas[:p % len(replicas)])
+                  for p in range(partitions)]
+    admin.create_topics([NewTopic(topic, num_partitions=partitions, replica_assignment=assignment)])[topic].result(timeout=30)
+    wait_for("every replica is in sync", lambda: all(
+        sorted(p.isrs) == sorted(replicas) for p in describe(cluster, topic).values()))
+
+
+def describe(cluster, topic):
+    """Partition metadata (leader, replicas, isr) by partition id."""
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    return admin.list_topics(topic=topic, timeout=10).topics[topic].partitions
+
+
+def move_leader(broker, topic, partition, to):
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{broker.metrics_port}/admin/move-leader?topic={topic}&partition={partition}&to={to}",
+        method="POST")
+    with urllib.request.urlopen(request, timeout=15) as response:
+        return response.read().decode()
+
+
+class Writer:
+    """An idempotent acks=all producer writing numbered records until
+    stopped; remembers which were acknowledged, and at which offset."""
+
+    def __init__(self, bootstrap, topic, acks="all", rate=500):
+        self.topic = topic
+        self.producer = Producer({
+            "bootstrap.servers": bootstrap,
+            "acks": acks,
+            "enable.idempotence": acks == "all",
+            "linger.ms": 5,
+            "message.timeout.ms": 60000,
+            "request.timeout.ms": 5000,
+        })
+        self.rate = rate
+        self.flush_timeout = 60
+        self.acked = {}
+        self.failed = []
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _delivered(self, error, message):
+        if error is None:
+            self.acked[int(message.key())] = (message.partition(), message.offset())
+        else:
+            self.failed.append(error)
+
+    def _run(self):
+        while not self._stop.is_set():
+            key = str(self.sent).encode()
+            self.producer.produce(self.topic, key=key, value=b"v" * 100 + key,
+                                  on_delivery=self._delivered)
+            self.sent += 1
+            self.producer.poll(0)
+            time.sleep(1 / self.rate)
+        self.producer.flush(self.flush_timeout)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def wait_acked(self, count, timeout=60):
+        try:
+            wait_for(f"{count} records acknowledged", lambda: len(self.acked) >= count, timeout)
+        except AssertionError as timeout_error:
+            raise AssertionError(f"{timeout_error}; delivery errors: {self.failed[:3]}") from None
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=90)
+        assert not self._thread.is_alive()
+        return self
+
+
+def read_back(bootstrap, topic, partitions=1, timeout=60):
+    """Every record of `topic` from the start: {key: (partition, offset)}.
+    Fails on a duplicate key."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{time.monotonic()}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    admin_high = {}
+    for p in range(partitions):
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        admin_high[p] = high
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    seen = {}
+    positions = {p: 0 for p in range(partitions)}
+    deadline = time.monotonic() + timeout
+    while any(positions[p] < admin_high[p] for p in positions) and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is None or message.error():
+            continue
+        key = int(message.key())
+        assert key not in seen, f"record {key} read twice (offsets {seen[key]} and {message.offset()})"
+        assert message.value() == b"v" * 100 + message.key()
+        seen[key] = (message.partition(), message.offset())
+        positions[message.partition()] = message.offset() + 1
+    consumer.close()
+    return seen
+
+
+def verify_acknowledged(writer, seen):
+    """Every acknowledged record was read back at the offset it was
+    acknowledged at, and records of one partition are in the order sent."""
+    missing = sorted(set(writer.acked) - set(seen))
+    assert not missing, f"{len(missing)} acknowledged records lost, e.g. {missing[:10]}"
+    moved = [k for k, at in writer.acked.items() if seen[k] != at]
+    assert not moved, f"records read at other offsets than acknowledged: {moved[:10]}"
+    by_partition = {}
+    for key in sorted(seen):
+        partition, offset = seen[key]
+        by_partition.setdefault(partition, []).append(offset)
+    for partition, offsets in by_partition.items():
+        assert offsets == sorted(offsets), f"partition {partition} out of order"
+
+
+def test_a_follower_killed_under_acks_all_load_loses_nothing_and_rejoins(cluster_factory):
+    cluster = start(cluster_factory)
+    create(cluster, "orders")
+    writer = Writer(cluster.bootstrap, "orders").start()
+    writer.wait_acked(500)
+
+    cluster.brokers[3].kill()
+    wait_for("the ISR shrinks to the live brokers",
+             lambda: sorted(describe(cluster, "orders")[0].isrs) == [1, 2], timeout=30)
+    acked_before = len(writer.acked)
+    writer.wait_acked(acked_before + 500)
+
+    cluster.brokers[3].restart()
+    wait_for("the restarted follower catches up and rejoins",
+             lambda: sorted(describe(cluster, "orders")[0].isrs) == [1, 2, 3], timeout=60)
+    writer.wait_acked(len(writer.acked) + 200)
+    writer.stop()
+    assert not writer.failed, writer.failed[:5]
+
+    verify_acknowledged(writer, read_back(cluster.bootstrap, "orders"))
+    leader = cluster.brokers[1].metrics()
+    assert leader["keel_isr_shrinks_total"] >= 1
+    assert leader["keel_isr_expands_total"] >= 1
+    assert leader["keel_under_replicated_partitions"] == 0
+
+
+def test_two_followers_down_refuse_acks_all_and_hide_acks_1_until_back(cluster_factory):
+    # Five brokers, the metadata quorum on 1-3: the partition lives on 1, 4
+    # and 5, so killing 4 and 5 leaves the quorum up to commit ISR changes.
+    cluster = start(cluster_factory, size=5)
+    create(cluster, "payments", replicas=(1, 4, 5))
+    cluster.brokers[4].kill()
+    cluster.brokers[5].kill()
+
+    # acks=1 is answered after the local append. The followers fall behind
+    # these records, so the leader takes them out of the ISR (an idle
+    # follower at the log end would stay in sync: only the controller's
+    # fencing of a dead broker takes it out then).
+    relaxed = Producer({"bootstrap.servers": cluster.bootstrap, "acks": 1})
+    delivered = []
+    for n in range(10):
+        relaxed.produce("payments", str(n).encode(), on_delivery=lambda e, m: delivered.append(e))
+    relaxed.flush(10)
+    assert delivered == [None] * 10, delivered
+    wait_for("the ISR shrinks to the leader",
+             lambda: describe(cluster, "payments")[0].isrs == [1], timeout=30)
+    wait_for("the leader reports it under min ISR",
+             lambda: cluster.brokers[1].metrics()["keel_under_min_isr_partitions"] == 1)
+
+    strict = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all",
+                       "message.timeout.ms": 3000, "retries": 0})
+    errors = []
+    strict.produce("payments", b"refused", on_delivery=lambda e, m: errors.append(e))
+    strict.flush(10)
+    assert errors and errors[0] is not None
+    assert errors[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, errors[0]
+
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "peek",
+                         "enable.auto.commit": False})
+    low, high = consumer.get_watermark_offsets(TopicPartition("payments", 0), timeout=10)
+    assert (low, high) == (0, 0), "records above the high watermark are invisible"
+
+    cluster.brokers[4].restart()
+    cluster.brokers[5].restart()
+    wait_for("the followers rejoin",
+             lambda: sorted(describe(cluster, "payments")[0].isrs) == [1, 4, 5], timeout=60)
+    wait_for("the acks=1 records become visible", lambda: consumer.get_watermark_offsets(
+        TopicPartition("payments", 0), timeout=10)[1] == 10)
+    consumer.close()
+
+
+def test_moving_leadership_ten_times_under_load_loses_nothing(cluster_factory):
+    cluster = start(cluster_factory)
+    create(cluster, "moves", partitions=2)
+    writer = Writer(cluster.bootstrap, "moves").start()
+    writer.wait_acked(300)
+    for n in range(10):
+        partition = n % 2
+        info = describe(cluster, "moves")[partition]
+        target = [r for r in info.replicas if r != info.leader][n % 2]
+        answer = move_leader(cluster.brokers[1], "moves", partition, target)
+        assert answer.startswith(f"leader {target} "), answer
+        wait_for(f"broker {target} leads partition {partition}",
+                 lambda: describe(cluster, "moves")[partition].leader == target)
+        acked = len(writer.acked)
+        writer.wait_acked(acked + 100)
+    writer.stop()
+    assert not writer.failed, writer.failed[:5]
+    verify_acknowledged(writer, read_back(cluster.bootstrap, "moves", partitions=2))
+
+
+def test_leadership_moved_to_a_slow_follower_keeps_every_acknowledged_write(cluster_factory):
+    # Broker 3's appends to this partition take 300 ms each, so it trails
+    # the leader: a leader that acknowledged acks=all before every ISR
+    # member had a write would lose it when leadership moves to broker 3.
+    cluster = start(cluster_factory)
+    slow = cluster.brokers[3]
+    slow.extra_args += ["--test-faults", "stall-append:slow:0:300"]
+    slow.restart()
+    registered(cluster, 3)
+    create(cluster, "slow")
+    writer = Writer(cluster.bootstrap, "slow", rate=300).start()
+    writer.wait_acked(300)
+    assert describe(cluster, "slow")[0].leader == 1
+    answer = move_leader(cluster.brokers[1], "slow", 0, 3)
+    assert answer.startswith("leader 3 "), answer
+    wait_for("broker 3 leads", lambda: describe(cluster, "slow")[0].leader == 3)
+    acked = len(writer.acked)
+    writer.flush_timeout = 20
+    time.sleep(2)
+    writer.stop()
+    # First what matters most: nothing acknowledged is gone.
+    verify_acknowledged(writer, read_back(cluster.bootstrap, "slow"))
+    assert len(writer.acked) > acked, "writes go on under the new leader"
+    assert not writer.failed, writer.failed[:5]
+
+
+def test_offsets_topic_has_three_replicas_and_a_group_keeps_its_offsets_when_its_coordinator_moves(
+        cluster_factory):
+    cluster = start(cluster_factory)
+    create(cluster, "events")
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
+    for n in range(100):
+        producer.produce("events", str(n).encode())
+    producer.flush(30)
+
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "billing",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer.subscribe(["events"])
+    read = 0
+    deadline = time.monotonic() + 60
+    while read < 60 and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and not message.error():
+            read += 1
+    consumer.commit(offsets=[TopicPartition("events", 0, 60)], asynchronous=False)
+    consumer.close()
+
+    offsets = describe(cluster, "__consumer_offsets")
+    assert all(len(p.replicas) == 3 for p in offsets.values()), offsets
+    # Move every partition of __consumer_offsets away from its leader.
+    for partition, info in offsets.items():
+        target = next(r for r in info.isrs if r != info.leader)
+        move_leader(cluster.brokers[1], "__consumer_offsets", partition, target)
+
+    checker = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "billing",
+                        "enable.auto.commit": False})
+
+    def committed():
+        try:
+            return checker.committed([TopicPartition("events", 0)], timeout=10)[0].offset
+        except KafkaException as error:
+            # NOT_COORDINATOR while the client learns where the group went.
+            assert error.args[0].code() in (KafkaError.NOT_COORDINATOR,
+                                            KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                                            KafkaError.COORDINATOR_NOT_AVAILABLE), error
+            return None
+
+    wait_for("the moved coordinator answers with the committed offset",
+             lambda: committed() == 60, timeout=60)
+    checker.close()
+    moved = describe(cluster, "__consumer_offsets")
+    assert all(moved[p].leader != info.leader for p, info in offsets.items())
