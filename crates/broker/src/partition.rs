@@ -263,6 +263,9 @@ impl Partition {
 }
 
 #[cfg(test)]
+mod tests;
+
+#[cfg(test)]
 impl Partition {
     /// A partition led by broker 1, its only replica.
     pub(crate) fn leading_alone(log: PartitionLog) -> Arc<Self> {

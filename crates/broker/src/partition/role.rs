@@ -83,40 +83,52 @@ impl Partition {
         if info.leader_epoch < current_epoch {
             return Ok(Transition::Unchanged);
         }
-        let mut role = self.role();
-        let new_epoch = info.leader_epoch > current_epoch || matches!(*role, Role::None);
+        // The log lock keeps every other change of role out until this one
+        // is done; the role lock is only taken briefly, never across IO.
+        let (new_epoch, following) = {
+            let role = self.role();
+            let following = match *role {
+                Role::Follower { leader } => Some(leader),
+                _ => None,
+            };
+            let new_epoch = info.leader_epoch > current_epoch || matches!(*role, Role::None);
+            (new_epoch, following)
+        };
         if info.leader == local_id {
-            if let (false, Role::Leader(view)) = (new_epoch, &mut *role) {
-                view.apply_assignment(&assignment(info), now_ms);
-                view.set_min_insync_replicas(min_insync_replicas);
+            let same_leadership = !new_epoch && self.is_leader();
+            if same_leadership {
+                if let Role::Leader(view) = &mut *self.role() {
+                    view.apply_assignment(&assignment(info), now_ms);
+                    view.set_min_insync_replicas(min_insync_replicas);
+                }
             } else {
                 // Kafka's makeLeader: the epoch starts at the log end, so
                 // OffsetForLeaderEpoch answers for it before any append.
                 log.assign_leader_epoch(info.leader_epoch)?;
-                let log_end_offset = log.log_end_offset();
-                *role = Role::Leader(LeaderView::new(
+                let view = LeaderView::new(
                     local_id,
                     &assignment(info),
-                    log_end_offset,
+                    log.log_end_offset(),
                     min_insync_replicas,
                     now_ms,
-                ));
+                );
+                *self.role() = Role::Leader(view);
                 self.leader_epoch
                     .store(info.leader_epoch, Ordering::Release);
                 self.leading.store(true, Ordering::Release);
-                drop((role, log));
-                self.update_high_watermark();
-                return Ok(Transition::BecameLeader);
             }
-            drop((role, log));
+            drop(log);
             self.update_high_watermark();
+            return Ok(if same_leadership {
+                Transition::Unchanged
+            } else {
+                Transition::BecameLeader
+            });
+        }
+        if !new_epoch && following == Some(info.leader) {
             return Ok(Transition::Unchanged);
         }
-        let following = matches!(*role, Role::Follower { leader } if leader == info.leader);
-        if !new_epoch && following {
-            return Ok(Transition::Unchanged);
-        }
-        *role = Role::Follower {
+        *self.role() = Role::Follower {
             leader: info.leader,
         };
         self.leading.store(false, Ordering::Release);
@@ -124,7 +136,7 @@ impl Partition {
             .store(info.leader_epoch, Ordering::Release);
         self.high_watermark
             .fetch_min(log.log_end_offset(), Ordering::AcqRel);
-        drop((role, log));
+        drop(log);
         // Produces waiting for acknowledgement learn they lost it.
         self.committed.wake_all();
         self.appended.wake_all();

@@ -1,0 +1,178 @@
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use keel_log::{LogConfig, testing::batch};
+use keel_raft_metadata::PartitionInfo;
+use tokio::time::Instant;
+
+use super::*;
+use crate::error::PartitionError;
+
+fn info(leader: i32, leader_epoch: i32, isr: &[i32]) -> PartitionInfo {
+    PartitionInfo {
+        partition: 0,
+        replicas: vec![1, 2],
+        leader,
+        leader_epoch,
+        isr: isr.to_vec(),
+        partition_epoch: leader_epoch,
+        elr: Vec::new(),
+    }
+}
+
+/// Broker 1's replica of a partition on brokers 1 and 2.
+fn replica(dir: &std::path::Path) -> Partition {
+    let (log, _) = PartitionLog::open(dir, LogConfig::default(), 0).unwrap();
+    Partition::new("t".into(), Uuid::nil(), 0, log, None)
+}
+
+#[test]
+fn an_append_routed_by_an_older_leader_epoch_never_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let partition = replica(dir.path());
+    let became = partition.apply_assignment(1, &info(1, 0, &[1, 2]), 1, 0);
+    assert_eq!(became.unwrap(), Transition::BecameLeader);
+    partition
+        .append_as_leader(&batch(1, 0), Some(0), 0)
+        .unwrap();
+
+    // Leadership moves to broker 2 at epoch 1 while a produce routed at
+    // epoch 0 is on its way.
+    let became = partition.apply_assignment(1, &info(2, 1, &[1, 2]), 1, 0);
+    assert_eq!(became.unwrap(), Transition::BecameFollower { leader: 2 });
+    for expected in [Some(0), Some(1), None] {
+        assert!(matches!(
+            partition.append_as_leader(&batch(1, 0), expected, 0),
+            Err(PartitionError::NotLeader)
+        ));
+    }
+    assert_eq!(partition.log().log_end_offset(), 1, "nothing was appended");
+}
+
+#[test]
+fn a_follower_write_from_an_earlier_leadership_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let partition = replica(dir.path());
+    partition
+        .apply_assignment(1, &info(2, 3, &[1, 2]), 1, 0)
+        .unwrap();
+    let leader_dir = tempfile::tempdir().unwrap();
+    let (mut leader_log, _) =
+        PartitionLog::open(leader_dir.path(), LogConfig::default(), 0).unwrap();
+    leader_log.append_as_leader(&batch(2, 0), 3, 0).unwrap();
+    let slice = leader_log
+        .read(0, 1 << 20, i64::MAX, true)
+        .unwrap()
+        .unwrap();
+    let records = slice.read().unwrap();
+
+    assert!(matches!(
+        partition.append_as_follower(2, &records, 2, 0),
+        Err(PartitionError::NotFollowing(2))
+    ));
+    let appended = partition.append_as_follower(3, &records, 2, 0).unwrap();
+    assert_eq!(appended.map(|a| a.log_end_offset), Some(2));
+    assert_eq!(
+        partition.high_watermark(),
+        2,
+        "the leader's, as far as the log reaches"
+    );
+    partition
+        .apply_assignment(1, &info(2, 4, &[1, 2]), 1, 0)
+        .unwrap();
+    assert!(matches!(
+        partition.truncate_on_divergence(3, 3, 0, 0),
+        Err(PartitionError::NotFollowing(3))
+    ));
+    assert_eq!(partition.log().log_end_offset(), 2);
+}
+
+#[test]
+fn a_new_leader_answers_for_its_epoch_before_its_first_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let partition = replica(dir.path());
+    partition
+        .apply_assignment(1, &info(2, 3, &[1, 2]), 1, 0)
+        .unwrap();
+    partition
+        .apply_assignment(1, &info(1, 4, &[1, 2]), 1, 0)
+        .unwrap();
+    assert_eq!(partition.log().end_offset_for_epoch(4), (4, 0));
+}
+
+#[tokio::test]
+async fn acks_all_waits_for_the_follower_and_fails_when_leadership_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let partition = Arc::new(replica(dir.path()));
+    partition
+        .apply_assignment(1, &info(1, 0, &[1, 2]), 2, 0)
+        .unwrap();
+    let outcome = partition
+        .append_as_leader(&batch(3, 0), Some(0), 0)
+        .unwrap();
+    assert_eq!(partition.high_watermark(), 0, "follower 2 has not fetched");
+    let deadline = Instant::now() + Duration::from_secs(5);
+
+    partition.record_follower_fetch(2, 3, Some(9), 1).unwrap();
+    assert_eq!(partition.high_watermark(), 3);
+    partition
+        .await_high_watermark(0, outcome.last_offset + 1, deadline)
+        .await
+        .unwrap();
+
+    let outcome = partition
+        .append_as_leader(&batch(1, 0), Some(0), 0)
+        .unwrap();
+    let waiting = {
+        let partition = Arc::clone(&partition);
+        tokio::spawn(async move {
+            partition
+                .await_high_watermark(0, outcome.last_offset + 1, deadline)
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    partition
+        .apply_assignment(1, &info(2, 1, &[1, 2]), 2, 0)
+        .unwrap();
+    assert!(matches!(
+        waiting.await.unwrap(),
+        Err(PartitionError::NotLeader)
+    ));
+}
+
+#[tokio::test]
+async fn acks_all_past_its_timeout_says_whether_the_isr_fell_below_the_minimum() {
+    let dir = tempfile::tempdir().unwrap();
+    let partition = replica(dir.path());
+    partition
+        .apply_assignment(1, &info(1, 0, &[1, 2]), 2, 0)
+        .unwrap();
+    let soon = || Instant::now() + Duration::from_millis(20);
+    partition
+        .append_as_leader(&batch(1, 0), Some(0), 0)
+        .unwrap();
+    assert!(matches!(
+        partition.await_high_watermark(0, 1, soon()).await,
+        Err(PartitionError::RequestTimedOut)
+    ));
+    // The controller committed a shrink to the leader alone.
+    let mut shrunk = info(1, 0, &[1]);
+    shrunk.partition_epoch = 1;
+    partition.apply_assignment(1, &shrunk, 2, 0).unwrap();
+    assert!(matches!(
+        partition.await_high_watermark(0, 1, soon()).await,
+        Err(PartitionError::NotEnoughReplicasAfterAppend {
+            isr: 1,
+            required: 2
+        })
+    ));
+    assert!(matches!(
+        partition.check_min_isr(),
+        Err(PartitionError::NotEnoughReplicas {
+            isr: 1,
+            required: 2
+        })
+    ));
+}
