@@ -69,8 +69,9 @@ impl Partition {
 
     /// Takes the partition's state from the metadata image: becomes its
     /// leader or a follower of its leader when the leader epoch moved (or
-    /// this replica had no role yet), or takes an ISR change of the same
-    /// leadership. An image older than the replica's epoch changes nothing.
+    /// this replica had no role yet, or another role at the same epoch), or
+    /// takes an ISR change of the same leadership. An image older than the
+    /// replica's epoch changes nothing.
     pub fn apply_assignment(
         &self,
         local_id: i32,
@@ -78,55 +79,48 @@ impl Partition {
         min_insync_replicas: usize,
         now_ms: i64,
     ) -> Result<Transition, LogError> {
-        let mut log = self.log();
-        let current_epoch = self.leader_epoch();
-        if info.leader_epoch < current_epoch {
-            return Ok(Transition::Unchanged);
-        }
-        // The log lock keeps every other change of role out until this one
-        // is done; the role lock is only taken briefly, never across IO.
-        let (new_epoch, following) = {
-            let role = self.role();
-            let following = match *role {
-                Role::Follower { leader } => Some(leader),
-                _ => None,
-            };
-            let new_epoch = info.leader_epoch > current_epoch || matches!(*role, Role::None);
-            (new_epoch, following)
-        };
-        if info.leader == local_id {
-            let same_leadership = !new_epoch && self.is_leader();
-            if same_leadership {
-                if let Role::Leader(view) = &mut *self.role() {
+        // The same leadership: at most the ISR, the replicas or the minimum
+        // changed, and the log's lock (which a slow append may hold) is not
+        // needed. Assignments are applied one at a time (the replica
+        // manager's reconcile lock), so the epoch cannot move meanwhile.
+        if info.leader_epoch == self.leader_epoch() {
+            let mut role = self.role();
+            match &mut *role {
+                Role::Leader(view) if info.leader == local_id => {
                     view.apply_assignment(&assignment(info), now_ms);
                     view.set_min_insync_replicas(min_insync_replicas);
+                    drop(role);
+                    self.update_high_watermark();
+                    return Ok(Transition::Unchanged);
                 }
-            } else {
-                // Kafka's makeLeader: the epoch starts at the log end, so
-                // OffsetForLeaderEpoch answers for it before any append.
-                log.assign_leader_epoch(info.leader_epoch)?;
-                let view = LeaderView::new(
-                    local_id,
-                    &assignment(info),
-                    log.log_end_offset(),
-                    min_insync_replicas,
-                    now_ms,
-                );
-                *self.role() = Role::Leader(view);
-                self.leader_epoch
-                    .store(info.leader_epoch, Ordering::Release);
-                self.leading.store(true, Ordering::Release);
+                Role::Follower { leader } if *leader == info.leader && info.leader != local_id => {
+                    return Ok(Transition::Unchanged);
+                }
+                _ => {}
             }
+        }
+        let mut log = self.log();
+        if info.leader_epoch < self.leader_epoch() {
+            return Ok(Transition::Unchanged);
+        }
+        if info.leader == local_id {
+            // Kafka's makeLeader: the epoch starts at the log end, so
+            // OffsetForLeaderEpoch answers for it before any append.
+            log.assign_leader_epoch(info.leader_epoch)?;
+            let view = LeaderView::new(
+                local_id,
+                &assignment(info),
+                log.log_end_offset(),
+                min_insync_replicas,
+                now_ms,
+            );
+            *self.role() = Role::Leader(view);
+            self.leader_epoch
+                .store(info.leader_epoch, Ordering::Release);
+            self.leading.store(true, Ordering::Release);
             drop(log);
             self.update_high_watermark();
-            return Ok(if same_leadership {
-                Transition::Unchanged
-            } else {
-                Transition::BecameLeader
-            });
-        }
-        if !new_epoch && following == Some(info.leader) {
-            return Ok(Transition::Unchanged);
+            return Ok(Transition::BecameLeader);
         }
         *self.role() = Role::Follower {
             leader: info.leader,
