@@ -36,6 +36,9 @@ enum Command {
         partitions: i32,
         #[arg(long, default_value_t = 1)]
         replication_factor: i32,
+        /// The topic's min.insync.replicas, if given.
+        #[arg(long)]
+        min_insync_replicas: Option<i32>,
     },
     /// Produce `messages` values of `size` bytes, round robin over
     /// partitions 0..`partitions`.
@@ -105,17 +108,21 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     f64::from(sorted[index]) / 1000.0
 }
 
-fn create(args: &Args, partitions: i32, replication_factor: i32) {
+fn create(args: &Args, partitions: i32, replication_factor: i32, min_isr: Option<i32>) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &args.bootstrap)
         .create()
         .expect("admin client");
-    let topic = NewTopic::new(
+    let min_isr = min_isr.map(|n| n.to_string());
+    let mut topic = NewTopic::new(
         &args.topic,
         partitions,
         TopicReplication::Fixed(replication_factor),
     );
+    if let Some(min_isr) = &min_isr {
+        topic = topic.set("min.insync.replicas", min_isr);
+    }
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = futures_executor(admin.create_topics([&topic], &options));
     for result in results.expect("create topics") {
@@ -249,7 +256,13 @@ fn main() {
         Command::Create {
             partitions,
             replication_factor,
-        } => create(&args, *partitions, *replication_factor),
+            min_insync_replicas,
+        } => create(
+            &args,
+            *partitions,
+            *replication_factor,
+            *min_insync_replicas,
+        ),
         Command::Produce {
             partitions,
             size,

@@ -196,6 +196,9 @@ impl MetadataImage {
                     got: r.incarnation,
                 });
             }
+            if r.incarnation > current.incarnation {
+                self.forget_restarted_replica(r.node_id);
+            }
         }
         self.brokers.insert(
             r.node_id,

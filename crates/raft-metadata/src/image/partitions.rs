@@ -50,6 +50,38 @@ impl MetadataImage {
         Ok(())
     }
 
+    /// A broker came back as a new incarnation: whatever its log held
+    /// before may be gone (an unclean stop loses what was not fsynced), so
+    /// it leaves the ISR and the ELR of every partition it does not lead
+    /// (KIP-903, KIP-966), and rejoins the ISR only once its leader sees it
+    /// caught up again. Kafka gets there by fencing the restarted broker.
+    pub(super) fn forget_restarted_replica(&mut self, node_id: i32) {
+        let names: Vec<String> = self
+            .topics
+            .values()
+            .filter(|t| {
+                t.partitions.iter().any(|p| {
+                    p.leader != node_id && (p.isr.contains(&node_id) || p.elr.contains(&node_id))
+                })
+            })
+            .map(|t| t.name.clone())
+            .collect();
+        for name in names {
+            let Ok(topic) = self.topic_mut(&name) else {
+                continue;
+            };
+            for partition in &mut topic.partitions {
+                let member = partition.isr.contains(&node_id) || partition.elr.contains(&node_id);
+                if partition.leader == node_id || !member {
+                    continue;
+                }
+                partition.isr.retain(|id| *id != node_id);
+                partition.elr.retain(|id| *id != node_id);
+                partition.partition_epoch = next_partition_epoch(partition.partition_epoch);
+            }
+        }
+    }
+
     pub(super) fn update_isr(&mut self, r: &UpdateIsr) -> Result<(), ApplyError> {
         let current = self.partition_info(&r.topic, r.partition)?;
         if r.leader_epoch != current.leader_epoch {

@@ -427,10 +427,11 @@ fn an_unregistered_broker_cannot_join_the_isr() {
 #[test]
 fn members_already_in_the_isr_are_not_checked_again() {
     let mut image = three_brokers_one_partition();
-    // Broker 2 is fenced and broker 3 restarted; neither is joining, so
-    // the leader can still shrink the ISR whatever it says of them.
+    // Broker 2 is fenced, and the leader names a wrong incarnation for
+    // it; it is not joining, so the leader can still change the ISR around
+    // it. (A restarted broker is out of the ISR already: see
+    // a_restarted_broker_leaves_the_isr_and_elr_of_partitions_it_does_not_lead.)
     image.apply(&fence(2, 10, true), 1).unwrap();
-    image.apply(&register(3, 11), 1).unwrap();
     image
         .apply(&update_isr(0, 0, &[(1, 10), (2, 0), (3, 10)], 1), 1)
         .unwrap();
@@ -583,4 +584,34 @@ fn a_snapshot_keeps_partition_epoch_and_elr() {
     let p = partition(&restored);
     assert_eq!((p.partition_epoch, p.elr), (1, vec![2, 3]));
     assert_eq!(restored, image);
+}
+
+#[test]
+fn a_restarted_broker_leaves_the_isr_and_elr_of_partitions_it_does_not_lead() {
+    let mut image = three_brokers_one_partition();
+    // 3 left the ISR below min ISR: it is eligible; 2 is still in sync.
+    image
+        .apply(&update_isr(0, 0, &[(1, 10), (2, 10)], 3), 1)
+        .unwrap();
+    assert_eq!(partition(&image).elr, vec![3]);
+    let epoch = partition(&image).partition_epoch;
+
+    // The same incarnation registering again changes nothing.
+    image.apply(&register(2, 10), 1).unwrap();
+    assert_eq!(partition(&image).isr, vec![1, 2]);
+    // Broker 2 and broker 3 come back as new incarnations: what their logs
+    // held is no longer trusted.
+    image.apply(&register(2, 11), 1).unwrap();
+    image.apply(&register(3, 11), 1).unwrap();
+    let after = partition(&image);
+    assert_eq!(after.isr, vec![1]);
+    assert!(after.elr.is_empty(), "{:?}", after.elr);
+    assert_eq!(after.partition_epoch, epoch + 2);
+    // The leader restarting keeps leading (electing another is the leader
+    // elector's call).
+    image.apply(&register(1, 11), 1).unwrap();
+    assert_eq!(
+        (partition(&image).leader, partition(&image).isr.clone()),
+        (1, vec![1])
+    );
 }
