@@ -96,7 +96,8 @@ pub fn log_error_code(error: &LogError) -> ResponseError {
     }
 }
 
-/// Why a topic-level admin request (create, delete, alter) failed.
+/// Why a topic-level admin request (create, delete, alter, describe)
+/// failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     #[error("{0}")]

@@ -21,7 +21,7 @@ use super::{
     RequestContext,
     create_topics::{TopicSpec, create_topic},
     internal_topic::ensure_offsets_topic,
-    topics::validate_topic_name,
+    topics::{broker_ids, live_leader, offline_replicas, validate_topic_name},
 };
 use crate::{error::AdminError, group::storage::OFFSETS_TOPIC};
 use keel_raft_metadata::{MetadataImage, TopicInfo};
@@ -174,21 +174,12 @@ fn describe(image: &MetadataImage, topic: &TopicInfo, version: i16) -> MetadataR
         .partitions
         .iter()
         .map(|p| {
-            let offline: Vec<BrokerId> = p
-                .replicas
-                .iter()
-                .filter(|id| {
-                    version >= OFFLINE_REPLICAS_VERSION
-                        && image.broker(**id).is_none_or(|b| b.fenced)
-                })
-                .map(|id| BrokerId(*id))
-                .collect();
-            // A leader that is fenced or gone cannot be reached: the
-            // partition has no leader until the controller elects one.
-            let live_leader = image
-                .broker(p.leader)
-                .is_some_and(|b| !b.fenced)
-                .then_some(p.leader);
+            let offline = if version >= OFFLINE_REPLICAS_VERSION {
+                offline_replicas(image, p)
+            } else {
+                Vec::new()
+            };
+            let live_leader = live_leader(image, p);
             let error = match live_leader {
                 Some(_) => 0,
                 None => ResponseError::LeaderNotAvailable.code(),
@@ -202,8 +193,8 @@ fn describe(image: &MetadataImage, topic: &TopicInfo, version: i16) -> MetadataR
                 } else {
                     -1
                 })
-                .with_replica_nodes(p.replicas.iter().map(|id| BrokerId(*id)).collect())
-                .with_isr_nodes(p.isr.iter().map(|id| BrokerId(*id)).collect())
+                .with_replica_nodes(broker_ids(&p.replicas))
+                .with_isr_nodes(broker_ids(&p.isr))
                 .with_offline_replicas(offline)
         })
         .collect();

@@ -15,6 +15,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_topic_partitions;
 mod elect_leaders;
 mod fetch;
 mod find_coordinator;
@@ -74,6 +75,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 /// The error code clients get for an API or version outside the list.
@@ -308,6 +310,9 @@ pub async fn handle(
         }
         RequestKind::ConsumerGroupDescribe(r) => {
             ctx.encode(&consumer_group_describe::handle(&ctx, r))
+        }
+        RequestKind::DescribeTopicPartitions(r) => {
+            ctx.encode(&describe_topic_partitions::handle(&ctx, r))
         }
         _ => Ok(unsupported(correlation_id)),
     };

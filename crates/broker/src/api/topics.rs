@@ -1,10 +1,13 @@
-//! Rules shared by the handlers: topic names and finding the local leader
-//! replica of a partition.
+//! Rules shared by the handlers: topic names, finding the local leader
+//! replica of a partition, and how a partition's leader and replicas are
+//! described to clients.
 
 use std::{sync::Arc, time::Duration};
 
+use kafka_protocol::messages::BrokerId;
+
 use crate::{broker::Broker, error::PartitionError, partition::Partition};
-use keel_raft_metadata::MetadataImage;
+use keel_raft_metadata::{MetadataImage, PartitionInfo};
 
 /// How long an admin change waits for the metadata quorum when the request
 /// does not say (Kafka's default request timeout).
@@ -55,6 +58,31 @@ pub(crate) fn colliding_topic<'a>(image: &'a MetadataImage, name: &str) -> Optio
         .topics()
         .map(|t| t.name.as_str())
         .find(|existing| *existing != name && normalise(existing) == wanted)
+}
+
+/// The partition's leader as clients are told it: a leader that is fenced
+/// or not registered cannot be reached, so the partition has none until the
+/// controller elects one.
+pub(crate) fn live_leader(image: &MetadataImage, partition: &PartitionInfo) -> Option<i32> {
+    image
+        .broker(partition.leader)
+        .is_some_and(|b| !b.fenced)
+        .then_some(partition.leader)
+}
+
+/// The replicas on brokers that are not registered or are fenced.
+pub(crate) fn offline_replicas(image: &MetadataImage, partition: &PartitionInfo) -> Vec<BrokerId> {
+    partition
+        .replicas
+        .iter()
+        .filter(|id| image.broker(**id).is_none_or(|b| b.fenced))
+        .map(|id| BrokerId(*id))
+        .collect()
+}
+
+/// Broker ids as the protocol carries them.
+pub(crate) fn broker_ids(ids: &[i32]) -> Vec<BrokerId> {
+    ids.iter().map(|id| BrokerId(*id)).collect()
 }
 
 /// A request leader epoch compared with the partition's: -1 skips the check.
