@@ -1,0 +1,151 @@
+//! Broker sessions on the active controller.
+//!
+//! Every broker heartbeats; a broker silent for longer than the session
+//! timeout has lost its session and is to be fenced. A controller that has
+//! just taken over knows nothing of when brokers last heartbeated to its
+//! predecessor, so it starts every registered broker on a fresh session
+//! ([`Liveness::start_term`]) before judging any.
+//!
+//! Invariant: a session belongs to one broker incarnation; a heartbeat from
+//! an older incarnation renews nothing.
+
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Session {
+    incarnation: u64,
+    last_heartbeat_ms: i64,
+}
+
+/// What a heartbeat did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// The session is renewed.
+    Renewed,
+    /// A newer incarnation of the broker holds the session.
+    StaleIncarnation { current: u64 },
+}
+
+#[derive(Debug, Clone)]
+pub struct Liveness {
+    session_timeout_ms: i64,
+    sessions: BTreeMap<i32, Session>,
+}
+
+impl Liveness {
+    pub fn new(session_timeout_ms: i64) -> Self {
+        Self {
+            session_timeout_ms,
+            sessions: BTreeMap::new(),
+        }
+    }
+
+    /// Gives every broker a fresh session starting `now`, forgetting the
+    /// rest: a new controller's first act.
+    pub fn start_term(&mut self, brokers: impl IntoIterator<Item = (i32, u64)>, now_ms: i64) {
+        self.sessions = brokers
+            .into_iter()
+            .map(|(id, incarnation)| {
+                let session = Session {
+                    incarnation,
+                    last_heartbeat_ms: now_ms,
+                };
+                (id, session)
+            })
+            .collect();
+    }
+
+    /// A heartbeat from `broker` at `incarnation`. A newer incarnation
+    /// replaces the session.
+    pub fn heartbeat(&mut self, broker: i32, incarnation: u64, now_ms: i64) -> Heartbeat {
+        let session = self.sessions.entry(broker).or_insert(Session {
+            incarnation,
+            last_heartbeat_ms: now_ms,
+        });
+        if incarnation < session.incarnation {
+            return Heartbeat::StaleIncarnation {
+                current: session.incarnation,
+            };
+        }
+        session.incarnation = incarnation;
+        session.last_heartbeat_ms = session.last_heartbeat_ms.max(now_ms);
+        Heartbeat::Renewed
+    }
+
+    /// Whether `broker` holds a session that has not lapsed at `now`.
+    pub fn is_alive(&self, broker: i32, now_ms: i64) -> bool {
+        self.sessions
+            .get(&broker)
+            .is_some_and(|s| now_ms - s.last_heartbeat_ms <= self.session_timeout_ms)
+    }
+
+    /// The brokers, with their incarnations, whose sessions lapsed at `now`.
+    pub fn expired(&self, now_ms: i64) -> Vec<(i32, u64)> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| now_ms - s.last_heartbeat_ms > self.session_timeout_ms)
+            .map(|(&id, s)| (id, s.incarnation))
+            .collect()
+    }
+
+    /// Drops `broker`'s session (it was fenced; its next incarnation starts
+    /// a new one by heartbeating).
+    pub fn forget(&mut self, broker: i32) {
+        self.sessions.remove(&broker);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUT: i64 = 600;
+
+    #[test]
+    fn a_broker_silent_past_the_session_timeout_expires() {
+        let mut liveness = Liveness::new(TIMEOUT);
+        liveness.start_term([(1, 7), (2, 7)], 0);
+        assert_eq!(liveness.heartbeat(1, 7, 500), Heartbeat::Renewed);
+        assert!(
+            liveness.expired(600).is_empty(),
+            "exactly the timeout is not past it"
+        );
+        assert_eq!(liveness.expired(601), vec![(2, 7)]);
+        assert!(liveness.is_alive(1, 1_100));
+        assert!(!liveness.is_alive(1, 1_101));
+        assert!(!liveness.is_alive(2, 601));
+    }
+
+    #[test]
+    fn a_new_controller_judges_nobody_before_a_fresh_session() {
+        let mut liveness = Liveness::new(TIMEOUT);
+        liveness.start_term([(1, 7)], 0);
+        // The predecessor's sessions are unknown here; a new term starts
+        // everyone over at its own start.
+        liveness.start_term([(1, 7), (2, 7)], 10_000);
+        assert!(liveness.expired(10_600).is_empty());
+        assert_eq!(liveness.expired(10_601).len(), 2);
+    }
+
+    #[test]
+    fn an_older_incarnation_renews_nothing() {
+        let mut liveness = Liveness::new(TIMEOUT);
+        liveness.start_term([(1, 7)], 0);
+        assert_eq!(liveness.heartbeat(1, 8, 100), Heartbeat::Renewed);
+        assert_eq!(
+            liveness.heartbeat(1, 7, 650),
+            Heartbeat::StaleIncarnation { current: 8 }
+        );
+        assert_eq!(liveness.expired(701), vec![(1, 8)]);
+        liveness.forget(1);
+        assert!(liveness.expired(10_000).is_empty());
+    }
+
+    #[test]
+    fn time_going_backwards_does_not_shorten_a_session() {
+        let mut liveness = Liveness::new(TIMEOUT);
+        liveness.start_term([(1, 7)], 1_000);
+        liveness.heartbeat(1, 7, 900);
+        assert!(liveness.is_alive(1, 1_600));
+    }
+}
