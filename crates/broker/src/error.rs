@@ -166,8 +166,8 @@ pub enum ElectionError {
     PreferredNotAvailable(i32),
     #[error("broker {0} is not a live member of the ISR")]
     NotEligible(i32),
-    #[error("unclean election of a partition without a leader arrives with the leader elector")]
-    UncleanUnsupported,
+    #[error("no live replica can lead the partition")]
+    NoLiveReplica,
     #[error(transparent)]
     Metadata(#[from] ProposalError),
 }
@@ -178,7 +178,7 @@ impl ElectionError {
             Self::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
             Self::NotNeeded(_) => ResponseError::ElectionNotNeeded,
             Self::PreferredNotAvailable(_) => ResponseError::PreferredLeaderNotAvailable,
-            Self::NotEligible(_) | Self::UncleanUnsupported => {
+            Self::NotEligible(_) | Self::NoLiveReplica => {
                 ResponseError::EligibleLeadersNotAvailable
             }
             Self::Metadata(error) => AdminError::Metadata(error.clone()).code(),

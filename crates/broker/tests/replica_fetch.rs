@@ -178,3 +178,59 @@ async fn elect_leaders_at_every_version() {
         );
     }
 }
+
+#[tokio::test]
+async fn unclean_election_gives_a_partition_without_a_leader_one() {
+    let h = harness().await;
+    h.create_topic("u", 1).await;
+    // The partition goes offline with an empty ISR (as after its only
+    // in-sync replica failed).
+    let offline = keel_raft_metadata::Record::SetPartitionLeader(
+        keel_raft_metadata::records::SetPartitionLeader {
+            topic: "u".into(),
+            partition: 0,
+            leader: -1,
+            leader_epoch: 1,
+            ..Default::default()
+        },
+    );
+    h.broker
+        .propose(offline.into(), std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    let elect = |election_type: i8| {
+        ElectLeadersRequest::default()
+            .with_election_type(election_type)
+            .with_timeout_ms(5_000)
+            .with_topic_partitions(Some(vec![
+                TopicPartitions::default()
+                    .with_topic(name("u"))
+                    .with_partitions(vec![0]),
+            ]))
+    };
+    let response: ElectLeadersResponse = h.call(ApiKey::ElectLeaders, 2, &elect(0)).await;
+    assert_eq!(
+        response.replica_election_results[0].partition_result[0].error_code,
+        ResponseError::PreferredLeaderNotAvailable.code(),
+        "the preferred replica is not in the (empty) ISR"
+    );
+    let response: ElectLeadersResponse = h.call(ApiKey::ElectLeaders, 2, &elect(1)).await;
+    assert_eq!(
+        response.replica_election_results[0].partition_result[0].error_code,
+        0
+    );
+    let image = h.broker.image();
+    let info = image.topic("u").unwrap().partition(0).unwrap().clone();
+    assert_eq!((info.leader, info.leader_epoch, info.isr), (1, 2, vec![1]));
+    let last = image.history().next_back().unwrap();
+    assert_eq!(
+        last.reason,
+        keel_raft_metadata::records::LeaderChangeReason::Unclean as i32
+    );
+    // Now it has a leader: nothing to elect.
+    let response: ElectLeadersResponse = h.call(ApiKey::ElectLeaders, 2, &elect(1)).await;
+    assert_eq!(
+        response.replica_election_results[0].partition_result[0].error_code,
+        ResponseError::ElectionNotNeeded.code()
+    );
+}

@@ -185,6 +185,8 @@ pub enum LeaderChangeReason {
     ControlledShutdown = 4,
     PreferredRebalance = 5,
     Manual = 6,
+    /// A replica outside the ISR and ELR took over: records may be lost.
+    Unclean = 7,
 }
 
 impl LeaderChangeReason {
@@ -197,6 +199,7 @@ impl LeaderChangeReason {
             Self::ControlledShutdown => "controlled_shutdown",
             Self::PreferredRebalance => "preferred_rebalance",
             Self::Manual => "manual",
+            Self::Unclean => "unclean",
         }
     }
 }

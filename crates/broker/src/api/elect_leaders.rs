@@ -1,8 +1,9 @@
 //! ElectLeaders: move leadership of the named partitions (or all of them)
-//! to their preferred replica, when it is a live member of the ISR.
-//!
-//! Unclean election (choosing a replica outside the ISR for a partition
-//! without a leader) is refused for now: it arrives with the leader elector.
+//! to their preferred replica, when it is a live member of the ISR
+//! (preferred election); or give a partition without a leader one (unclean
+//! election: from the ISR or ELR if any member is live, else from any live
+//! replica, recorded with reason `unclean`). A partition that has a leader
+//! needs no unclean election.
 
 use kafka_protocol::{
     messages::{
@@ -14,10 +15,7 @@ use kafka_protocol::{
 use keel_raft_metadata::records::LeaderChangeReason;
 
 use super::{RequestContext, topics::admin_timeout};
-use crate::{
-    error::ElectionError,
-    replication::leadership::{Target, move_leader},
-};
+use crate::replication::leadership::{Target, move_leader};
 
 const PREFERRED: i8 = 0;
 
@@ -44,20 +42,14 @@ pub(super) async fn handle(
     for (topic, partitions) in wanted {
         let mut partition_results = Vec::with_capacity(partitions.len());
         for partition in partitions {
-            let moved = if request.election_type == PREFERRED {
-                move_leader(
-                    ctx.broker,
-                    &topic,
-                    partition,
-                    Target::Preferred,
-                    LeaderChangeReason::PreferredRebalance,
-                    timeout,
-                )
-                .await
-                .map(drop)
+            let (target, reason) = if request.election_type == PREFERRED {
+                (Target::Preferred, LeaderChangeReason::PreferredRebalance)
             } else {
-                Err(unclean(&image, &topic, partition))
+                (Target::Unclean, LeaderChangeReason::Manual)
             };
+            let moved = move_leader(ctx.broker, &topic, partition, target, reason, timeout)
+                .await
+                .map(drop);
             let result = PartitionResult::default().with_partition_id(partition);
             partition_results.push(match moved {
                 Ok(()) => result,
@@ -73,18 +65,4 @@ pub(super) async fn handle(
         );
     }
     ElectLeadersResponse::default().with_replica_election_results(results)
-}
-
-/// An unclean election is only ever needed for a partition without a
-/// leader; Kafka answers ELECTION_NOT_NEEDED for the others.
-fn unclean(
-    image: &keel_raft_metadata::MetadataImage,
-    topic: &str,
-    partition: i32,
-) -> ElectionError {
-    match image.topic(topic).and_then(|t| t.partition(partition)) {
-        None => ElectionError::UnknownTopicOrPartition,
-        Some(info) if info.leader >= 0 => ElectionError::NotNeeded(info.leader),
-        Some(_) => ElectionError::UncleanUnsupported,
-    }
 }

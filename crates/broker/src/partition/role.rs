@@ -376,11 +376,22 @@ impl Partition {
     pub fn append_as_follower(
         &self,
         leader_epoch: i32,
+        fetch_offset: i64,
         records: &[u8],
         leader_high_watermark: i64,
         now_ms: i64,
     ) -> Result<Option<FollowerAppend>, PartitionError> {
         let appended = self.write_as_follower(leader_epoch, |log| {
+            // The records answer a fetch from `fetch_offset`; if the log
+            // moved since, they could leave a hole (compaction allows a
+            // batch to start above the log end, so the log cannot tell).
+            if log.log_end_offset() != fetch_offset {
+                return Err(LogError::Batch(BatchError::UnexpectedOffsets {
+                    base_offset: fetch_offset,
+                    last_offset: fetch_offset,
+                    log_end_offset: log.log_end_offset(),
+                }));
+            }
             match log.append_as_follower(records, now_ms) {
                 // An empty log starting inside the leader's first batch
                 // (the leader's start moved into it): start where the

@@ -68,10 +68,13 @@ fn a_follower_write_from_an_earlier_leadership_is_refused() {
     let records = slice.read().unwrap();
 
     assert!(matches!(
-        partition.append_as_follower(2, &records, 2, 0),
+        partition.append_as_follower(2, 0, &records, 2, 0),
         Err(PartitionError::NotFollowing(2))
     ));
-    let appended = partition.append_as_follower(3, &records, 2, 0).unwrap();
+    // An answer to a fetch from another offset than the log end would
+    // leave a hole or overlap.
+    assert!(partition.append_as_follower(3, 5, &records, 2, 0).is_err());
+    let appended = partition.append_as_follower(3, 0, &records, 2, 0).unwrap();
     assert_eq!(appended.map(|a| a.log_end_offset), Some(2));
     assert_eq!(
         partition.high_watermark(),

@@ -303,7 +303,13 @@ fn apply_partition(
         None => {
             match data.records.as_deref() {
                 Some(records) if !records.is_empty() => {
-                    partition.append_as_follower(epoch, records, data.high_watermark, now)?;
+                    partition.append_as_follower(
+                        epoch,
+                        state.fetch_offset,
+                        records,
+                        data.high_watermark,
+                        now,
+                    )?;
                 }
                 _ => partition.follow_high_watermark(data.high_watermark),
             }

@@ -1,5 +1,7 @@
 //! Moving a partition's leadership by hand: to its preferred replica
-//! (ElectLeaders) or to a named broker (the operator's move). The choice
+//! (ElectLeaders), to a named broker (the operator's move), or, for a
+//! partition without a leader, to whoever the election policy picks
+//! (ElectLeaders unclean: the ISR, then the ELR, then any live replica). The choice
 //! is a pure function of the image; the move is one SetPartitionLeader
 //! through the metadata log, at the next leader epoch, recorded in the
 //! leadership history with its reason.
@@ -10,8 +12,9 @@
 
 use std::time::Duration;
 
+use keel_leader_elector::policy::{self, Election, Source};
 use keel_raft_metadata::{
-    MetadataImage, Record,
+    MetadataImage, PartitionInfo, Record,
     records::{LeaderChangeReason, SetPartitionLeader},
 };
 
@@ -26,6 +29,9 @@ pub enum Target {
     /// The first replica of the assignment.
     Preferred,
     Broker(i32),
+    /// A partition without a leader: whoever the election policy picks,
+    /// from outside the ISR and ELR if it must (ElectLeaders unclean).
+    Unclean,
 }
 
 /// The broker that should lead `partition` of `topic`, if the move is
@@ -46,6 +52,7 @@ pub fn choose_leader(
             .first()
             .ok_or(ElectionError::UnknownTopicOrPartition)?,
         Target::Broker(id) => id,
+        Target::Unclean => return unclean_choice(image, info).map(|(leader, _, _)| leader),
     };
     if info.leader == wanted {
         return Err(ElectionError::NotNeeded(wanted));
@@ -54,10 +61,31 @@ pub fn choose_leader(
     if !(live && info.isr.contains(&wanted)) {
         return Err(match target {
             Target::Preferred => ElectionError::PreferredNotAvailable(wanted),
-            Target::Broker(id) => ElectionError::NotEligible(id),
+            Target::Broker(_) | Target::Unclean => ElectionError::NotEligible(wanted),
         });
     }
     Ok(wanted)
+}
+
+/// An unclean election's choice for a partition without a leader: the
+/// leader, its ISR, and whether it came from outside the ISR and ELR.
+fn unclean_choice(
+    image: &MetadataImage,
+    info: &PartitionInfo,
+) -> Result<(i32, Vec<i32>, bool), ElectionError> {
+    if info.leader >= 0 {
+        return Err(ElectionError::NotNeeded(info.leader));
+    }
+    let live = |id: i32| image.broker(id).is_some_and(|b| !b.fenced);
+    match policy::elect(info, -1, live, |_| None, true) {
+        Election::Leader {
+            leader,
+            isr,
+            source,
+            ..
+        } => Ok((leader, isr, source == Source::Unclean)),
+        Election::Offline => Err(ElectionError::NoLiveReplica),
+    }
 }
 
 /// Moves leadership of `partition` of `topic` to `target`, committing the
@@ -77,15 +105,29 @@ pub async fn move_leader(
         .and_then(|t| t.partition(partition))
         .ok_or(ElectionError::UnknownTopicOrPartition)?;
     let leader_epoch = info.leader_epoch + 1;
+    let (isr, reason) = match target {
+        Target::Unclean => {
+            let (_, isr, unclean) = unclean_choice(&image, info)?;
+            (
+                isr,
+                if unclean {
+                    LeaderChangeReason::Unclean
+                } else {
+                    reason
+                },
+            )
+        }
+        Target::Preferred | Target::Broker(_) => (info.isr.clone(), reason),
+    };
     let record = Record::SetPartitionLeader(SetPartitionLeader {
         topic: topic.to_string(),
         partition,
         leader,
         leader_epoch,
-        isr: info.isr.clone(),
+        isr: isr.clone(),
         reason: reason as i32,
         controller: broker.controller_id(),
-        eligible: info.isr.clone(),
+        eligible: isr,
         log_end_offset: -1,
         high_watermark: -1,
         timestamp_ms: now_ms(),
