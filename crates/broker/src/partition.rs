@@ -38,6 +38,15 @@ pub enum ReadLimit {
     LogEnd,
 }
 
+/// What a read found.
+#[derive(Debug)]
+pub enum Fetched {
+    /// The batches to send, if any.
+    Records(Option<ReadSlice>),
+    /// The reader's log diverges: `epoch` ends at `end_offset` here.
+    Diverged { epoch: i32, end_offset: i64 },
+}
+
 /// Offsets a fetch response reports beside the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionOffsets {
@@ -230,25 +239,42 @@ impl Partition {
     /// Chooses whole batches from `offset` within `max_bytes` (one larger
     /// first batch allowed with `min_one_batch`). The bytes are read by the
     /// caller from the returned slice, outside the log's lock.
+    ///
+    /// A reader that names the epoch of the last batch it holds
+    /// (`last_fetched_epoch`, -1 for none) gets, instead of records, where
+    /// its log diverges from this one when that epoch ends here before
+    /// `offset` or is older than any epoch here at or below it (KIP-320,
+    /// Kafka's rule). The check and the read are one look under the lock.
     pub fn read(
         &self,
         offset: i64,
+        last_fetched_epoch: i32,
         max_bytes: usize,
         limit: ReadLimit,
         min_one_batch: bool,
-    ) -> Result<(Option<ReadSlice>, PartitionOffsets), LogError> {
+    ) -> Result<(Fetched, PartitionOffsets), LogError> {
         let log = self.log();
         let offsets = PartitionOffsets {
             log_start_offset: log.log_start_offset(),
             high_watermark: self.high_watermark(),
             log_end_offset: log.log_end_offset(),
         };
+        if last_fetched_epoch >= 0 {
+            let (epoch, end_offset) = log.end_offset_for_epoch(last_fetched_epoch);
+            // (-1, -1) cannot be told from "no divergence" on the wire; a
+            // leader always knows its own epoch, so it only answers a
+            // reader ahead of anything here, which the offset check catches.
+            let diverged = epoch < last_fetched_epoch || end_offset < offset;
+            if diverged && end_offset >= 0 {
+                return Ok((Fetched::Diverged { epoch, end_offset }, offsets));
+            }
+        }
         let upper_bound = match limit {
             ReadLimit::HighWatermark => offsets.high_watermark,
             ReadLimit::LogEnd => offsets.log_end_offset,
         };
         let slice = log.read(offset, max_bytes, upper_bound, min_one_batch)?;
-        Ok((slice, offsets))
+        Ok((Fetched::Records(slice), offsets))
     }
 
     /// Registers `notify` to be woken when what `limit` lets a reader see

@@ -59,6 +59,9 @@ pub struct ReplicaManager {
     /// The high watermarks checkpointed by the previous run, taken by each
     /// log as it is opened.
     checkpointed: Mutex<HashMap<(String, i32), i64>>,
+    /// What the checkpoint file holds now, so an idle broker does not
+    /// rewrite and sync the same file every few seconds.
+    last_checkpoint: Mutex<Option<Vec<(String, i32, i64)>>>,
 }
 
 #[derive(Debug, Default)]
@@ -105,6 +108,7 @@ impl ReplicaManager {
             faults: BTreeMap::new(),
             reconcile: Mutex::new(Reconciled::default()),
             checkpointed: Mutex::new(high_watermarks::read(data_dir)),
+            last_checkpoint: Mutex::new(None),
         }
     }
 
@@ -434,12 +438,22 @@ impl ReplicaManager {
     /// Writes every hosted partition's high watermark to the data
     /// directory's checkpoint.
     pub fn checkpoint_high_watermarks(&self) -> Result<(), LogError> {
-        let entries: Vec<(String, i32, i64)> = self
+        let mut entries: Vec<(String, i32, i64)> = self
             .all()
             .iter()
             .map(|p| (p.topic().to_string(), p.index(), p.high_watermark()))
             .collect();
-        high_watermarks::write(&self.data_dir, &entries)
+        entries.sort_unstable();
+        let mut last = self
+            .last_checkpoint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if last.as_ref() == Some(&entries) {
+            return Ok(());
+        }
+        high_watermarks::write(&self.data_dir, &entries)?;
+        *last = Some(entries);
+        Ok(())
     }
 
     /// Checkpoints the high watermarks, flushes every log and marks it

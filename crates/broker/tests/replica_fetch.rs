@@ -55,9 +55,22 @@ async fn a_replica_fetch_from_a_broker_that_is_no_follower_gets_an_error() {
     h.create_topic("r", 1).await;
     h.produce("r", 9, 3).await;
     let topic_id = h.topic_id("r");
+    // Broker 2 is registered but holds no replica of the partition.
+    let register =
+        keel_raft_metadata::Record::RegisterBroker(keel_raft_metadata::records::RegisterBroker {
+            node_id: 2,
+            host: "127.0.0.1".into(),
+            port: 9,
+            rack: None,
+            incarnation: 5,
+        });
+    h.broker
+        .propose(register.into(), std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
     let not_leader = ResponseError::NotLeaderOrFollower.code();
     for version in versions(ApiKey::Fetch) {
-        for replica_id in [99, 1, i32::MAX] {
+        for replica_id in [99, 1, 2, i32::MAX] {
             let response: FetchResponse = h
                 .call(
                     ApiKey::Fetch,

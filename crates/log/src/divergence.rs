@@ -82,16 +82,7 @@ pub fn truncation_point(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn epochs(entries: &[(i32, i64)]) -> Vec<EpochEntry> {
-        entries
-            .iter()
-            .map(|&(epoch, start_offset)| EpochEntry {
-                epoch,
-                start_offset,
-            })
-            .collect()
-    }
+    use crate::testing::epochs;
 
     fn complete(offset: i64) -> Truncation {
         Truncation {

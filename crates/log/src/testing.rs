@@ -110,3 +110,14 @@ pub fn batch(records: i32, first_timestamp: i64) -> Vec<u8> {
         ..BatchSpec::default()
     })
 }
+
+/// Leader epoch cache entries from `(epoch, start_offset)` pairs.
+pub fn epochs(entries: &[(i32, i64)]) -> Vec<crate::EpochEntry> {
+    entries
+        .iter()
+        .map(|&(epoch, start_offset)| crate::EpochEntry {
+            epoch,
+            start_offset,
+        })
+        .collect()
+}

@@ -12,21 +12,11 @@ mod cluster;
 mod common;
 
 use cluster::{Cluster, Fetched};
-use keel_log::{EpochEntry, Truncation, batch::BatchHeader};
+use keel_log::{Truncation, batch::BatchHeader, testing::epochs};
 
 const A: usize = 0;
 const B: usize = 1;
 const C: usize = 2;
-
-fn epochs(entries: &[(i32, i64)]) -> Vec<EpochEntry> {
-    entries
-        .iter()
-        .map(|&(epoch, start_offset)| EpochEntry {
-            epoch,
-            start_offset,
-        })
-        .collect()
-}
 
 /// KIP-101, scenario 1: the follower has m2, and the leader counted it
 /// committed, but the follower had not heard so when it restarted.

@@ -37,7 +37,7 @@ use super::{
 use crate::{
     broker::now_ms,
     error::PartitionError,
-    partition::{Partition, PartitionOffsets, ReadLimit},
+    partition::{Fetched, Partition, PartitionOffsets, ReadLimit},
 };
 use keel_raft_metadata::MetadataImage;
 
@@ -121,12 +121,6 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: FetchRequest) -> F
                             partition.partition,
                             partition.current_leader_epoch,
                         )
-                    })
-                    .and_then(|replica| match follower {
-                        Some(f) if !is_replica(&image, name, partition.partition, f.id) => {
-                            Err(PartitionError::NotAReplica(f.id))
-                        }
-                        _ => Ok(replica),
                     }),
             };
             targets.push(Target {
@@ -207,7 +201,9 @@ struct Limits {
 }
 
 /// A replica fetch must come from a registered broker, at its registered
-/// incarnation when it names one.
+/// incarnation when it names one. That it is a replica of the partition is
+/// the leader's view's to check (`Partition::record_follower_fetch`),
+/// before any record is read.
 fn check_follower(image: &MetadataImage, follower: Follower) -> Result<(), PartitionError> {
     let broker = image
         .broker(follower.id)
@@ -220,13 +216,6 @@ fn check_follower(image: &MetadataImage, follower: Follower) -> Result<(), Parti
         }),
         _ => Ok(()),
     }
-}
-
-fn is_replica(image: &MetadataImage, topic: &str, partition: i32, id: i32) -> bool {
-    image
-        .topic(topic)
-        .and_then(|t| t.partition(partition))
-        .is_some_and(|p| p.replicas.contains(&id))
 }
 
 struct Gathered {
@@ -276,44 +265,52 @@ fn read_partition(
     limits: &Limits,
     gathered: &mut Gathered,
 ) -> PartitionData {
-    let result = diverging_epoch(target, replica).and_then(|diverging| {
-        if let Some(diverging) = diverging {
-            return Ok(Read::Diverged(diverging));
-        }
-        if let Some(follower) = limits.follower {
-            if target.fetch_offset <= replica.log_end_offset() {
-                replica.record_follower_fetch(
-                    follower.id,
-                    target.fetch_offset,
-                    follower.incarnation,
-                    now_ms(),
-                )?;
-            }
-        }
-        let remaining = limits.max_bytes.saturating_sub(gathered.bytes);
-        let max_bytes = target.partition_max_bytes.min(remaining);
-        let first_data = gathered.bytes == 0;
-        let (slice, offsets) = replica.read(
+    let remaining = limits.max_bytes.saturating_sub(gathered.bytes);
+    let max_bytes = target.partition_max_bytes.min(remaining);
+    let first_data = gathered.bytes == 0;
+    let result = replica
+        .read(
             target.fetch_offset,
+            target.last_fetched_epoch,
             max_bytes,
             limits.read_limit,
             first_data,
-        )?;
-        let records = slice
-            .map(|s| s.read())
-            .transpose()
-            .map_err(PartitionError::Storage)?;
-        Ok(Read::Records(records.unwrap_or_default(), offsets))
-    });
+        )
+        .map_err(PartitionError::from)
+        .and_then(|(fetched, offsets)| match fetched {
+            Fetched::Diverged { epoch, end_offset } => {
+                let diverging = EpochEndOffset::default()
+                    .with_epoch(epoch)
+                    .with_end_offset(end_offset);
+                Ok((Read::Diverged(diverging), offsets))
+            }
+            Fetched::Records(slice) => {
+                // The fetch offset is within the log (a read past its end
+                // fails): it is how far the follower's log reaches.
+                if let Some(follower) = limits.follower {
+                    replica.record_follower_fetch(
+                        follower.id,
+                        target.fetch_offset,
+                        follower.incarnation,
+                        now_ms(),
+                    )?;
+                }
+                let records = slice
+                    .map(|s| s.read())
+                    .transpose()
+                    .map_err(PartitionError::Storage)?;
+                Ok((Read::Records(records.unwrap_or_default()), offsets))
+            }
+        });
     match result {
-        Ok(Read::Records(records, offsets)) => {
+        Ok((Read::Records(records), offsets)) => {
             gathered.bytes += records.len();
             with_offsets(empty(target.index, limits), offsets, limits).with_records(Some(records))
         }
-        Ok(Read::Diverged(diverging)) => {
+        Ok((Read::Diverged(diverging), offsets)) => {
             // Nothing to wait for: the fetcher must truncate first.
             gathered.has_error = true;
-            with_offsets(empty(target.index, limits), replica.offsets(), limits)
+            with_offsets(empty(target.index, limits), offsets, limits)
                 .with_diverging_epoch(diverging)
         }
         Err(error) => {
@@ -326,33 +323,8 @@ fn read_partition(
 }
 
 enum Read {
-    Records(bytes::Bytes, PartitionOffsets),
+    Records(bytes::Bytes),
     Diverged(EpochEndOffset),
-}
-
-/// Where the fetcher's log diverges from this one, if it does: the
-/// largest epoch of ours not above its LastFetchedEpoch, and where that
-/// epoch ends here, when that epoch is older or ends before the fetch
-/// offset (Kafka's rule).
-fn diverging_epoch(
-    target: &Target,
-    replica: &Partition,
-) -> Result<Option<EpochEndOffset>, PartitionError> {
-    if target.last_fetched_epoch < 0 {
-        return Ok(None);
-    }
-    let (epoch, end_offset) = replica
-        .log()
-        .end_offset_for_epoch(target.last_fetched_epoch);
-    let diverged = epoch < target.last_fetched_epoch || end_offset < target.fetch_offset;
-    // (-1, -1) cannot be told from "no divergence" on the wire; the leader
-    // always knows its own epoch, so it only arises for a fetcher ahead of
-    // anything this log holds, which the offset check answers.
-    Ok((diverged && end_offset >= 0).then(|| {
-        EpochEndOffset::default()
-            .with_epoch(epoch)
-            .with_end_offset(end_offset)
-    }))
 }
 
 fn with_offsets(data: PartitionData, offsets: PartitionOffsets, limits: &Limits) -> PartitionData {

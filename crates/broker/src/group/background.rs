@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     broker::{Broker, now_ms},
-    partition::ReadLimit,
+    partition::{Fetched, ReadLimit},
 };
 
 /// Bytes read from `__consumer_offsets` per step while loading.
@@ -152,10 +152,10 @@ impl GroupCoordinator {
         let now = now_ms();
         let mut offset = replica.offsets().log_start_offset;
         loop {
-            let slice = match replica.read(offset, LOAD_READ_BYTES, ReadLimit::HighWatermark, true)
-            {
-                Ok((Some(slice), _)) => slice,
-                Ok((None, _)) => break,
+            let read = replica.read(offset, -1, LOAD_READ_BYTES, ReadLimit::HighWatermark, true);
+            let slice = match read {
+                Ok((Fetched::Records(Some(slice)), _)) => slice,
+                Ok(_) => break,
                 Err(e) => {
                     tracing::error!(partition, error = %e, "cannot read __consumer_offsets");
                     break;

@@ -40,7 +40,6 @@ pub async fn run(broker: Arc<Broker>) {
 }
 
 async fn propose(broker: Arc<Broker>, partition: Arc<Partition>, proposal: IsrProposal) {
-    let min_insync_replicas = partition.isr().map_or(1, |(_, min)| min);
     tracing::info!(
         topic = partition.topic(),
         partition = partition.index(),
@@ -58,7 +57,7 @@ async fn propose(broker: Arc<Broker>, partition: Arc<Partition>, proposal: IsrPr
         isr: proposal.isr.clone(),
         partition_epoch: proposal.partition_epoch,
         isr_incarnations: proposal.incarnations.clone(),
-        min_insync_replicas: min_insync_replicas as i32,
+        min_insync_replicas: i32::try_from(proposal.min_insync_replicas).unwrap_or(i32::MAX),
     });
     match broker.propose(record.into(), PROPOSAL_TIMEOUT).await {
         Ok(_) => {

@@ -72,6 +72,9 @@ pub struct IsrProposal {
     pub incarnations: Vec<u64>,
     pub removed: Vec<i32>,
     pub added: Vec<i32>,
+    /// The min.insync.replicas the leader applies (the controller keeps
+    /// the ELR by it).
+    pub min_insync_replicas: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -332,6 +335,7 @@ impl LeaderView {
             incarnations,
             removed,
             added,
+            min_insync_replicas: self.min_insync_replicas,
         })
     }
 }

@@ -34,14 +34,23 @@ pub enum Target {
     Unclean,
 }
 
-/// The broker that should lead `partition` of `topic`, if the move is
-/// needed and allowed.
+/// Who takes over a partition, with which ISR, and whether from outside
+/// the ISR and ELR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub leader: i32,
+    pub isr: Vec<i32>,
+    pub unclean: bool,
+}
+
+/// Who should lead `partition` of `topic`, if the move is needed and
+/// allowed.
 pub fn choose_leader(
     image: &MetadataImage,
     topic: &str,
     partition: i32,
     target: Target,
-) -> Result<i32, ElectionError> {
+) -> Result<Choice, ElectionError> {
     let info = image
         .topic(topic)
         .and_then(|t| t.partition(partition))
@@ -52,7 +61,7 @@ pub fn choose_leader(
             .first()
             .ok_or(ElectionError::UnknownTopicOrPartition)?,
         Target::Broker(id) => id,
-        Target::Unclean => return unclean_choice(image, info).map(|(leader, _, _)| leader),
+        Target::Unclean => return unclean_choice(image, info),
     };
     if info.leader == wanted {
         return Err(ElectionError::NotNeeded(wanted));
@@ -64,15 +73,15 @@ pub fn choose_leader(
             Target::Broker(_) | Target::Unclean => ElectionError::NotEligible(wanted),
         });
     }
-    Ok(wanted)
+    Ok(Choice {
+        leader: wanted,
+        isr: info.isr.clone(),
+        unclean: false,
+    })
 }
 
-/// An unclean election's choice for a partition without a leader: the
-/// leader, its ISR, and whether it came from outside the ISR and ELR.
-fn unclean_choice(
-    image: &MetadataImage,
-    info: &PartitionInfo,
-) -> Result<(i32, Vec<i32>, bool), ElectionError> {
+/// An unclean election's choice for a partition without a leader.
+fn unclean_choice(image: &MetadataImage, info: &PartitionInfo) -> Result<Choice, ElectionError> {
     if info.leader >= 0 {
         return Err(ElectionError::NotNeeded(info.leader));
     }
@@ -83,13 +92,19 @@ fn unclean_choice(
             isr,
             source,
             ..
-        } => Ok((leader, isr, source == Source::Unclean)),
+        } => Ok(Choice {
+            leader,
+            isr,
+            unclean: source == Source::Unclean,
+        }),
         Election::Offline => Err(ElectionError::NoLiveReplica),
     }
 }
 
 /// Moves leadership of `partition` of `topic` to `target`, committing the
-/// change through the metadata log; returns the new leader and epoch.
+/// change through the metadata log; returns the new leader and epoch. A
+/// choice from outside the ISR and ELR is recorded as `unclean`, whatever
+/// `reason` says.
 pub async fn move_leader(
     broker: &Broker,
     topic: &str,
@@ -99,26 +114,22 @@ pub async fn move_leader(
     timeout: Duration,
 ) -> Result<(i32, i32), ElectionError> {
     let image = broker.image();
-    let leader = choose_leader(&image, topic, partition, target)?;
-    let info = image
+    let Choice {
+        leader,
+        isr,
+        unclean,
+    } = choose_leader(&image, topic, partition, target)?;
+    let reason = if unclean {
+        LeaderChangeReason::Unclean
+    } else {
+        reason
+    };
+    let leader_epoch = image
         .topic(topic)
         .and_then(|t| t.partition(partition))
-        .ok_or(ElectionError::UnknownTopicOrPartition)?;
-    let leader_epoch = info.leader_epoch + 1;
-    let (isr, reason) = match target {
-        Target::Unclean => {
-            let (_, isr, unclean) = unclean_choice(&image, info)?;
-            (
-                isr,
-                if unclean {
-                    LeaderChangeReason::Unclean
-                } else {
-                    reason
-                },
-            )
-        }
-        Target::Preferred | Target::Broker(_) => (info.isr.clone(), reason),
-    };
+        .ok_or(ElectionError::UnknownTopicOrPartition)?
+        .leader_epoch
+        + 1;
     let record = Record::SetPartitionLeader(SetPartitionLeader {
         topic: topic.to_string(),
         partition,
@@ -187,7 +198,10 @@ mod tests {
     #[test]
     fn the_preferred_replica_takes_over_when_in_sync_and_live() {
         let image = image(&[1, 2, 3], 2, &[]);
-        assert_eq!(choose_leader(&image, "t", 0, Target::Preferred), Ok(1));
+        assert_eq!(
+            choose_leader(&image, "t", 0, Target::Preferred).map(|c| c.leader),
+            Ok(1)
+        );
     }
 
     #[test]
@@ -211,7 +225,10 @@ mod tests {
             choose_leader(&fenced, "t", 0, Target::Broker(3)),
             Err(ElectionError::NotEligible(3))
         );
-        assert_eq!(choose_leader(&fenced, "t", 0, Target::Broker(1)), Ok(1));
+        assert_eq!(
+            choose_leader(&fenced, "t", 0, Target::Broker(1)).map(|c| c.leader),
+            Ok(1)
+        );
         assert_eq!(
             choose_leader(&fenced, "t", 0, Target::Broker(9)),
             Err(ElectionError::NotEligible(9))
