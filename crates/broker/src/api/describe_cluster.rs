@@ -1,4 +1,5 @@
-//! DescribeCluster: cluster id, the active controller and the brokers.
+//! DescribeCluster: cluster id, the controller (as Metadata names it) and
+//! the brokers.
 
 use kafka_protocol::{
     error::ResponseError,
@@ -9,7 +10,7 @@ use kafka_protocol::{
     protocol::StrBytes,
 };
 
-use super::RequestContext;
+use super::{RequestContext, topics::controller_for_clients};
 
 /// Brokers; 2 would ask for controllers, which Keel does not list apart.
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
@@ -41,6 +42,6 @@ pub(super) async fn handle(
         .with_cluster_id(StrBytes::from_string(
             ctx.broker.cluster_id().unwrap_or_default(),
         ))
-        .with_controller_id(BrokerId(ctx.broker.controller_id()))
+        .with_controller_id(BrokerId(controller_for_clients(ctx.broker, &image)))
         .with_brokers(brokers)
 }

@@ -21,7 +21,9 @@ use super::{
     RequestContext,
     create_topics::{TopicSpec, create_topic},
     internal_topic::ensure_offsets_topic,
-    topics::{broker_ids, live_leader, offline_replicas, validate_topic_name},
+    topics::{
+        broker_ids, controller_for_clients, live_leader, offline_replicas, validate_topic_name,
+    },
 };
 use crate::{error::AdminError, group::storage::OFFSETS_TOPIC};
 use keel_raft_metadata::{MetadataImage, TopicInfo};
@@ -155,7 +157,7 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: MetadataRequest) -
                 .map(StrBytes::from_string),
         )
         .with_controller_id(BrokerId(if ctx.version >= CONTROLLER_VERSION {
-            broker.controller_id()
+            controller_for_clients(broker, &image)
         } else {
             -1
         }))

@@ -1,6 +1,6 @@
 //! Rules shared by the handlers: topic names, finding the local leader
-//! replica of a partition, and how a partition's leader and replicas are
-//! described to clients.
+//! replica of a partition, and how a partition's leader and replicas, and
+//! the controller, are described to clients.
 
 use std::{sync::Arc, time::Duration};
 
@@ -58,6 +58,25 @@ pub(crate) fn colliding_topic<'a>(image: &'a MetadataImage, name: &str) -> Optio
         .topics()
         .map(|t| t.name.as_str())
         .find(|existing| *existing != name && normalise(existing) == wanted)
+}
+
+/// The controller as clients are told it: the broker they send admin
+/// requests to. Any broker takes them (it proposes through the quorum), so
+/// this is the active controller when it is a live broker of `image`, and
+/// otherwise this broker, as Kafka's brokers name a live broker of theirs.
+/// Naming a node missing from the brokers of the same answer would leave
+/// librdkafka's admin client waiting for a broker it cannot find until its
+/// request times out; -1 only while this broker is not live itself.
+pub(crate) fn controller_for_clients(broker: &Broker, image: &MetadataImage) -> i32 {
+    let live = |id: i32| image.broker(id).is_some_and(|b| !b.fenced);
+    let controller = broker.controller_id();
+    if live(controller) {
+        controller
+    } else if live(broker.config.node_id) {
+        broker.config.node_id
+    } else {
+        -1
+    }
 }
 
 /// The partition's leader as clients are told it: a leader that is fenced
