@@ -27,13 +27,16 @@ use keel_raft_metadata::{
     ProposalError, Record,
     records::{AllocateProducerIds, FenceBroker, RegisterBroker, SetClusterId},
 };
-use tokio::{sync::watch, task::JoinHandle};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
 
 mod identity;
 
 use crate::{
-    config::BrokerConfig, group::GroupCoordinator, metrics::Metrics, replicas::ReplicaManager,
-    replication::fetcher::Fetchers,
+    config::BrokerConfig, controller::Controller, error::PartitionError, group::GroupCoordinator,
+    lease::Lease, metrics::Metrics, replicas::ReplicaManager, replication::fetcher::Fetchers,
 };
 
 const METADATA_DIR: &str = "__cluster_metadata";
@@ -41,6 +44,9 @@ const PRODUCER_ID_BLOCK: i64 = 1000;
 /// Upper bound on any metadata change; requests usually give a shorter one.
 const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(30);
 const REGISTRATION_RETRY: Duration = Duration::from_millis(500);
+/// Heartbeats waiting for this node's controller: every broker's, from
+/// the cluster listener, and this one's own.
+const HEARTBEAT_QUEUE: usize = 1024;
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +95,11 @@ pub struct Broker {
     /// This broker, for the tasks it starts.
     this: Weak<Broker>,
     pub metrics: Metrics,
+    /// Whether this broker may act as a leader (see `lease`).
+    pub lease: Lease,
+    /// Broker sessions and elections, while this node is the active
+    /// controller.
+    pub controller: Controller,
     pub groups: GroupCoordinator,
     /// Distinguishes this run of the broker from earlier ones.
     pub incarnation: u64,
@@ -144,6 +155,8 @@ impl Broker {
         node_config.listen_when_alone = ["cluster-listen", "cluster-advertise"]
             .iter()
             .any(|flag| config.explicit.contains(*flag));
+        let (heartbeats, heartbeat_calls) = mpsc::channel(HEARTBEAT_QUEUE);
+        node_config.heartbeats = Some(heartbeats.clone());
         let (metadata, node_task) =
             keel_raft_metadata::node::start(node_config)
                 .await
@@ -183,6 +196,8 @@ impl Broker {
         let (shutdown, _) = watch::channel(false);
         let (fatal, _) = watch::channel(None);
         let groups = GroupCoordinator::new(config.groups);
+        let lease = Lease::new(config.liveness.lease(), std::time::Instant::now());
+        let controller = Controller::new(config.liveness.session_timeout);
         let broker = Arc::new_cyclic(|this| Self {
             config,
             metadata,
@@ -190,6 +205,8 @@ impl Broker {
             fetchers: Fetchers::default(),
             this: this.clone(),
             metrics: Metrics::default(),
+            lease,
+            controller,
             groups,
             incarnation: now_ms() as u64,
             producer_ids: tokio::sync::Mutex::new((0, 0)),
@@ -219,6 +236,12 @@ impl Broker {
             tokio::spawn(register(Arc::clone(&broker))),
             tokio::spawn(crate::group::run(Arc::clone(&broker))),
             tokio::spawn(crate::replication::isr::run(Arc::clone(&broker))),
+            tokio::spawn(crate::heartbeat::run(Arc::clone(&broker), heartbeats)),
+            tokio::spawn(crate::controller::serve_heartbeats(
+                Arc::clone(&broker),
+                heartbeat_calls,
+            )),
+            tokio::spawn(crate::controller::elect(Arc::clone(&broker))),
         ];
         broker
             .background
@@ -262,6 +285,23 @@ impl Broker {
         }
     }
 
+    /// Fails unless this broker's lease holds: without it another broker
+    /// may lead its partitions by now.
+    pub fn check_lease(&self) -> Result<(), PartitionError> {
+        if self.lease.holds(std::time::Instant::now()) {
+            Ok(())
+        } else {
+            Err(PartitionError::LeaseLapsed)
+        }
+    }
+
+    /// For a write appended while the lease held: fails unless it still
+    /// holds now that the write is to be acknowledged.
+    pub fn check_lease_after_append(&self) -> Result<(), PartitionError> {
+        self.check_lease()
+            .map_err(|_| PartitionError::LeaseLapsedAfterAppend)
+    }
+
     /// Points the follower fetchers at the partitions this broker follows.
     fn update_fetchers(&self) {
         if let Some(broker) = self.this.upgrade() {
@@ -269,8 +309,9 @@ impl Broker {
         }
     }
 
-    /// Waits until this broker is registered and the cluster has an id.
-    pub async fn registered(&self) {
+    /// Waits until this broker is registered, the cluster has an id and
+    /// the controller granted the lease: ready to lead partitions.
+    pub async fn ready(&self) {
         self.image_satisfies(|image, node_id, incarnation| {
             image
                 .broker(node_id)
@@ -278,6 +319,7 @@ impl Broker {
                 && image.cluster_id().is_some()
         })
         .await;
+        self.lease.held().await;
     }
 
     /// Waits until this broker is in its metadata image with a cluster id:
@@ -509,6 +551,7 @@ async fn register(broker: Arc<Broker>) {
         port: i32::from(config.advertised_port),
         rack: config.rack.clone(),
         incarnation: broker.incarnation,
+        timestamp_ms: now_ms(),
     };
     loop {
         let record = Record::RegisterBroker(registration.clone());

@@ -11,6 +11,7 @@ use std::{
     ffi::OsString,
     net::{SocketAddr, ToSocketAddrs},
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
@@ -62,6 +63,7 @@ pub struct BrokerConfig {
     pub replica_lag_time_max_ms: i64,
     /// `replica.fetch.wait.max.ms`.
     pub replica_fetch_wait_max_ms: i32,
+    pub liveness: LivenessConfig,
     pub auto_create_topics: bool,
     pub retention_check_interval_ms: u64,
     pub cleaner_backoff_ms: u64,
@@ -71,6 +73,24 @@ pub struct BrokerConfig {
     pub explicit: HashSet<String>,
     /// Test-only slow disks, by `(topic, partition)` (`--test-faults`).
     pub test_faults: BTreeMap<(String, i32), keel_log::Faults>,
+}
+
+/// Broker heartbeats, sessions and leases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LivenessConfig {
+    pub heartbeat_interval: Duration,
+    /// How long the controller lets a broker be silent before fencing it.
+    pub session_timeout: Duration,
+}
+
+impl LivenessConfig {
+    /// How long after sending an answered heartbeat a broker may still
+    /// take writes: two heartbeat intervals short of the session timeout,
+    /// so it has stopped before the controller can elect a successor.
+    pub fn lease(&self) -> Duration {
+        self.session_timeout
+            .saturating_sub(2 * self.heartbeat_interval)
+    }
 }
 
 /// Broker-wide defaults of topic configs.
@@ -342,6 +362,26 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
         flags.replica_fetch_wait_max_ms,
         0,
     )?;
+    at_least(
+        "broker-heartbeat-interval-ms",
+        flags.broker_heartbeat_interval_ms,
+        10,
+    )?;
+    at_least(
+        "broker-session-timeout-ms",
+        flags.broker_session_timeout_ms,
+        3 * flags.broker_heartbeat_interval_ms,
+    )
+    .map_err(|_| {
+        invalid(
+            "broker-session-timeout-ms",
+            format!(
+                "must be at least three --broker-heartbeat-interval-ms ({}), got {}",
+                3 * flags.broker_heartbeat_interval_ms,
+                flags.broker_session_timeout_ms
+            ),
+        )
+    })?;
     let listen = resolve("listen", &flags.listen)?;
     let (advertised_host, advertised_port) = match &flags.advertise {
         Some(advertise) => split_host_port("advertise", advertise)?,
@@ -545,6 +585,10 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
         offsets_topic_replication_factor: flags.offsets_topic_replication_factor,
         replica_lag_time_max_ms: flags.replica_lag_time_max_ms,
         replica_fetch_wait_max_ms: flags.replica_fetch_wait_max_ms,
+        liveness: LivenessConfig {
+            heartbeat_interval: Duration::from_millis(flags.broker_heartbeat_interval_ms),
+            session_timeout: Duration::from_millis(flags.broker_session_timeout_ms),
+        },
         auto_create_topics: flags.auto_create_topics,
         retention_check_interval_ms: flags.log_retention_check_interval_ms,
         cleaner_backoff_ms: flags.log_cleaner_backoff_ms,

@@ -85,11 +85,17 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
     let mut shutdown = broker.shutdown_signal();
     // A broker that is not yet in the metadata answers Metadata with no
     // brokers and no controller, which clients take as the cluster's
-    // answer and stop looking. Like a Kafka broker catching up before it
-    // processes requests, hold them until the broker is known, but not
-    // forever: without a quorum, the last known metadata beats none.
+    // answer and stop looking, and one that was never granted a lease
+    // refuses every write. Like a Kafka broker catching up and being
+    // unfenced before it processes requests, hold them until the broker is
+    // known and was granted its lease, but not forever: without a quorum,
+    // the last known metadata beats none.
+    let ready = async {
+        broker.known_to_cluster().await;
+        broker.lease.granted().await;
+    };
     tokio::select! {
-        _ = tokio::time::timeout(JOIN_WAIT, broker.known_to_cluster()) => {}
+        _ = tokio::time::timeout(JOIN_WAIT, ready) => {}
         _ = shutdown.changed() => return,
     }
     let max_frame_bytes = broker.config.max_frame_bytes as usize;

@@ -16,6 +16,14 @@ pub enum PartitionError {
     UnknownTopicId,
     #[error("this broker does not lead the partition")]
     NotLeader,
+    #[error(
+        "this broker's lease lapsed (the controller has not answered its heartbeats), so another may lead now"
+    )]
+    LeaseLapsed,
+    #[error(
+        "appended, but this broker's lease lapsed before the write could be acknowledged: it may or may not survive"
+    )]
+    LeaseLapsedAfterAppend,
     #[error("partition has no leader")]
     LeaderNotAvailable,
     #[error("request leader epoch {request} is older than the current {current}")]
@@ -59,7 +67,7 @@ impl PartitionError {
         match self {
             Self::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
             Self::UnknownTopicId => ResponseError::UnknownTopicId,
-            Self::NotLeader => ResponseError::NotLeaderOrFollower,
+            Self::NotLeader | Self::LeaseLapsed => ResponseError::NotLeaderOrFollower,
             Self::LeaderNotAvailable => ResponseError::LeaderNotAvailable,
             Self::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
             Self::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
@@ -67,7 +75,9 @@ impl PartitionError {
             Self::NotEnoughReplicasAfterAppend { .. } => {
                 ResponseError::NotEnoughReplicasAfterAppend
             }
-            Self::RequestTimedOut => ResponseError::RequestTimedOut,
+            // The outcome is unknown, as after a timeout: the client must
+            // not take it for "not written" (NOT_LEADER_OR_FOLLOWER).
+            Self::RequestTimedOut | Self::LeaseLapsedAfterAppend => ResponseError::RequestTimedOut,
             Self::NotAReplica(_) | Self::NotFollowing(_) => ResponseError::NotLeaderOrFollower,
             Self::StaleReplica { .. } => ResponseError::StaleBrokerEpoch,
             Self::InvalidOffset { .. } => ResponseError::OffsetOutOfRange,

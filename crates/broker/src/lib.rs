@@ -9,6 +9,9 @@
 //!   [`replicas`] keeps the hosted partition logs in line with its image.
 //! - [`replication`] is follower fetching, the leader's view of its
 //!   followers and ISR changes; [`partition`] holds a replica's log and role.
+//! - [`heartbeat`] keeps this broker's session at the active controller and
+//!   its [`lease`] on its leaderships; [`controller`] is the active
+//!   controller's side: sessions, fencing and automatic leader election.
 //! - [`group`] is the group coordinator: consumer groups and committed
 //!   offsets, kept in `__consumer_offsets`.
 //! - [`error`] is the one place internal errors become Kafka error codes.
@@ -19,8 +22,11 @@ pub mod blocking;
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod controller;
 pub mod error;
 pub mod group;
+pub mod heartbeat;
+pub mod lease;
 pub mod log_cleaner;
 pub mod metrics;
 pub mod partition;

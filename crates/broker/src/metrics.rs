@@ -88,6 +88,12 @@ pub struct Metrics {
     /// Followers taken out of, and into, the ISR of partitions led here.
     pub isr_shrinks: Counter,
     pub isr_expands: Counter,
+    /// Times this broker's lease lapsed.
+    pub lease_expiries: Counter,
+    /// Brokers this node fenced as the active controller.
+    pub brokers_fenced: Counter,
+    /// From planning an election batch to its commit.
+    pub election_latency: Histogram,
 }
 
 fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
@@ -164,6 +170,29 @@ pub fn render(broker: &Broker) -> String {
         &mut out,
         "keel_metadata_proposal_latency_seconds",
         "Time from proposing a metadata change to applying it on this node.",
+    );
+    gauge(
+        &mut out,
+        "keel_lease_held",
+        "1 while this broker's lease holds: it may take writes for the partitions it leads.",
+        u8::from(broker.lease.holds(std::time::Instant::now())),
+    );
+    counter(
+        &mut out,
+        "keel_lease_expiries_total",
+        "Times this broker's lease lapsed (the controller did not answer its heartbeats in time).",
+        broker.metrics.lease_expiries.get(),
+    );
+    counter(
+        &mut out,
+        "keel_controller_fenced_brokers_total",
+        "Brokers this node fenced as the active controller after their sessions lapsed.",
+        broker.metrics.brokers_fenced.get(),
+    );
+    broker.metrics.election_latency.render(
+        &mut out,
+        "keel_election_commit_latency_seconds",
+        "Time from planning a batch of elections (failure detected) to its commit.",
     );
     let image = broker.image();
     gauge(

@@ -26,6 +26,9 @@ const HIGH_WATERMARK_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a stopping broker tries to fence itself through the quorum.
 const FENCE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a stopping broker waits for its leaderships to move; without a
+/// quorum it stops anyway.
+const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct Server {
     broker: Arc<Broker>,
@@ -169,6 +172,10 @@ impl Server {
             }
         }
 
+        if failure.is_none() {
+            tracing::info!("shutting down: moving leaderships to other in-sync replicas");
+            crate::controller::move_leaderships_off(&broker, CONTROLLED_SHUTDOWN_TIMEOUT).await;
+        }
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         drop(listener);
         broker.begin_shutdown();

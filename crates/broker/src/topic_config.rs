@@ -288,6 +288,13 @@ pub fn min_insync_replicas(
         .unwrap_or(defaults.min_insync_replicas)
 }
 
+/// `unclean.leader.election.enable` of a topic (off unless set on it).
+pub fn unclean_leader_election(overrides: &BTreeMap<String, String>) -> bool {
+    overrides
+        .get("unclean.leader.election.enable")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
 fn parse_at_least<T>(value: &str, min: T) -> Result<String, String>
 where
     T: std::str::FromStr + PartialOrd + std::fmt::Display,

@@ -267,6 +267,7 @@ async fn eligible_leader_replicas_and_offline_replicas_come_from_the_image() {
                 port: 1,
                 rack: None,
                 incarnation: 1,
+                timestamp_ms: 0,
             }),
         )
         .await;

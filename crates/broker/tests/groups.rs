@@ -201,7 +201,7 @@ async fn offsets_are_committed_and_fetched_at_every_version_and_survive_a_restar
         let (broker, _) = Broker::open(BrokerConfig::for_tests(dir.path()))
             .await
             .unwrap();
-        broker.registered().await;
+        broker.ready().await;
         common::Harness::from(broker)
     };
     h.create_topic("t", 2).await;
@@ -239,7 +239,7 @@ async fn offsets_are_committed_and_fetched_at_every_version_and_survive_a_restar
     let (broker, _) = Broker::open(BrokerConfig::for_tests(dir.path()))
         .await
         .unwrap();
-    broker.registered().await;
+    broker.ready().await;
     let h = common::Harness::from(broker);
     coordinator_ready(&h, "offsets").await;
     let fetched: OffsetFetchResponse = h
@@ -253,7 +253,7 @@ async fn open_with_retention(dir: &std::path::Path, retention_ms: i64) -> Harnes
     let mut config = BrokerConfig::for_tests(dir);
     config.groups.offsets_retention_ms = retention_ms;
     let (broker, _) = Broker::open(config).await.unwrap();
-    broker.registered().await;
+    broker.ready().await;
     Harness::from(broker)
 }
 

@@ -63,6 +63,7 @@ async fn a_replica_fetch_from_a_broker_that_is_no_follower_gets_an_error() {
             port: 9,
             rack: None,
             incarnation: 5,
+            timestamp_ms: 0,
         });
     h.broker
         .propose(register.into(), std::time::Duration::from_secs(5))

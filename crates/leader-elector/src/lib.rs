@@ -7,9 +7,12 @@
 //! - [`policy`] chooses a partition's next leader and ISR from the in-sync
 //!   replicas, then the eligible leader replicas (KIP-966), and only with
 //!   unclean election allowed from any live replica.
+//! - [`plan`] turns lapsed sessions and leaderless partitions into one
+//!   batch of records: fences, elections and ISR removals.
 //!
-//! Nothing here does IO or proposes anything: the controller turns the
-//! decisions into SetPartitionLeader records committed through Raft.
+//! Nothing here does IO or proposes anything: the controller commits the
+//! batches through Raft.
 
 pub mod liveness;
+pub mod plan;
 pub mod policy;

@@ -55,6 +55,22 @@ impl Liveness {
             .collect();
     }
 
+    /// Starts a session at `now` for every broker given that has none, or
+    /// one only for an older incarnation: a broker that registered after
+    /// this controller took over is judged from then, not at once.
+    pub fn admit(&mut self, brokers: impl IntoIterator<Item = (i32, u64)>, now_ms: i64) {
+        for (id, incarnation) in brokers {
+            let fresh = Session {
+                incarnation,
+                last_heartbeat_ms: now_ms,
+            };
+            let session = self.sessions.entry(id).or_insert(fresh);
+            if session.incarnation < incarnation {
+                *session = fresh;
+            }
+        }
+    }
+
     /// A heartbeat from `broker` at `incarnation`. A newer incarnation
     /// replaces the session.
     pub fn heartbeat(&mut self, broker: i32, incarnation: u64, now_ms: i64) -> Heartbeat {
@@ -139,6 +155,20 @@ mod tests {
         assert_eq!(liveness.expired(701), vec![(1, 8)]);
         liveness.forget(1);
         assert!(liveness.expired(10_000).is_empty());
+    }
+
+    #[test]
+    fn a_broker_registered_later_is_judged_from_its_admission() {
+        let mut liveness = Liveness::new(TIMEOUT);
+        liveness.start_term([(1, 7)], 0);
+        liveness.admit([(1, 7), (2, 7)], 500);
+        assert_eq!(liveness.expired(601), vec![(1, 7)]);
+        assert!(liveness.is_alive(2, 1_100));
+        // A newer incarnation replaces a lapsing session; the same one
+        // does not renew it.
+        liveness.admit([(1, 8), (2, 7)], 1_000);
+        assert!(liveness.is_alive(1, 1_600));
+        assert_eq!(liveness.expired(1_101), vec![(2, 7)]);
     }
 
     #[test]

@@ -135,6 +135,13 @@ pub enum ApplyError {
     NotAReplica(i32),
     #[error("the cluster already has an id")]
     ClusterIdSet,
+    #[error("a batch cannot hold a batch")]
+    NestedBatch,
+    #[error("record {index} of the batch: {error}")]
+    InBatch {
+        index: usize,
+        error: Box<ApplyError>,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -160,7 +167,7 @@ impl MetadataImage {
     /// the image is unchanged.
     pub fn apply(&mut self, record: &MetadataRecord, term: u64) -> Result<(), ApplyError> {
         match record.record.as_ref().ok_or(ApplyError::Empty)? {
-            Record::RegisterBroker(r) => self.register_broker(r),
+            Record::RegisterBroker(r) => self.register_broker(r, term),
             Record::FenceBroker(r) => self.set_fenced(r.node_id, r.incarnation, true),
             Record::UnfenceBroker(UnfenceBroker {
                 node_id,
@@ -180,14 +187,35 @@ impl MetadataImage {
                 self.cluster_id = Some(cluster_id.clone());
                 Ok(())
             }
+            Record::Batch(batch) => self.apply_batch(&batch.records, term),
         }
+    }
+
+    /// Applies every record of a batch in order, or none: on the first
+    /// failure the image is put back as it was.
+    fn apply_batch(&mut self, records: &[MetadataRecord], term: u64) -> Result<(), ApplyError> {
+        let before = self.clone();
+        for (index, record) in records.iter().enumerate() {
+            let result = match record.record {
+                Some(Record::Batch(_)) => Err(ApplyError::NestedBatch),
+                _ => self.apply(record, term),
+            };
+            if let Err(error) = result {
+                *self = before;
+                return Err(ApplyError::InBatch {
+                    index,
+                    error: Box::new(error),
+                });
+            }
+        }
+        Ok(())
     }
 
     pub fn cluster_id(&self) -> Option<&str> {
         self.cluster_id.as_deref()
     }
 
-    fn register_broker(&mut self, r: &RegisterBroker) -> Result<(), ApplyError> {
+    fn register_broker(&mut self, r: &RegisterBroker, term: u64) -> Result<(), ApplyError> {
         if let Some(current) = self.brokers.get(&r.node_id) {
             if r.incarnation < current.incarnation {
                 return Err(ApplyError::StaleIncarnation {
@@ -197,7 +225,7 @@ impl MetadataImage {
                 });
             }
             if r.incarnation > current.incarnation {
-                self.forget_restarted_replica(r.node_id);
+                self.forget_restarted_replica(r.node_id, r.timestamp_ms, term);
             }
         }
         self.brokers.insert(

@@ -11,8 +11,11 @@
 //! - [`node`]: the runtime: a tokio task per node, proposals with request
 //!   ids, forwarding to the leader, learners joining, and [`transport`]
 //!   over TCP.
+//! - [`heartbeat`]: broker heartbeats to the active controller over the
+//!   same transport.
 
 pub mod core;
+pub mod heartbeat;
 pub mod image;
 mod logger;
 pub mod node;

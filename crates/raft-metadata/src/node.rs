@@ -43,6 +43,7 @@ mod run;
 use self::run::Node;
 use crate::{
     core::{CoreConfig, CoreError, CoreStatus, RaftCore},
+    heartbeat::HeartbeatCall,
     image::{ApplyError, MetadataImage},
     proposals::Proposals,
     records::MetadataRecord,
@@ -78,6 +79,9 @@ pub struct NodeConfig {
     /// The data directory shows this node was a cluster member before; if
     /// its Raft log is gone it rejoins (see `core::membership`).
     pub member_before: bool,
+    /// Where the Raft listener hands the broker heartbeats it receives
+    /// (see [`crate::heartbeat`]); without it, it answers NotController.
+    pub heartbeats: Option<mpsc::Sender<HeartbeatCall>>,
 }
 
 impl NodeConfig {
@@ -104,6 +108,7 @@ impl NodeConfig {
             snapshot_entries: 10_000,
             proposal_timeout: Duration::from_secs(10),
             member_before: false,
+            heartbeats: None,
         }
     }
 }
@@ -153,6 +158,8 @@ pub struct NodeStatus {
     pub core: CoreStatus,
     /// Times this node saw the leader change.
     pub leader_changes: u64,
+    /// The cluster (Raft) address of the active controller, once known.
+    pub controller_address: Option<String>,
 }
 
 type Reply = oneshot::Sender<Result<Arc<MetadataImage>, ProposalError>>;
@@ -280,10 +287,16 @@ pub async fn start(
     let (image_tx, image) = watch::channel(Arc::new(core.image().clone()));
     let (status_tx, status) = watch::channel(NodeStatus {
         core: core.status(),
-        leader_changes: 0,
+        ..NodeStatus::default()
     });
     let runtime = tokio::runtime::Handle::current();
-    let listener_task = listener.map(|l| runtime.spawn(transport::serve(l, events_tx.clone())));
+    let listener_task = listener.map(|l| {
+        runtime.spawn(transport::serve(
+            l,
+            events_tx.clone(),
+            config.heartbeats.clone(),
+        ))
+    });
     let mut transport = Transport::new(config.id, events_tx, runtime);
     transport.set_peers(core.peers());
 

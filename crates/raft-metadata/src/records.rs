@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 /// One entry of the metadata log.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct MetadataRecord {
-    #[prost(oneof = "Record", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
+    #[prost(oneof = "Record", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
     pub record: Option<Record>,
 }
 
@@ -35,6 +35,18 @@ pub enum Record {
     UpdateIsr(UpdateIsr),
     #[prost(message, tag = "11")]
     SetClusterId(SetClusterId),
+    #[prost(message, tag = "12")]
+    Batch(RecordBatch),
+}
+
+/// Records that apply together or not at all, in one Raft entry: the
+/// controller fences a broker and moves every leadership it held in one
+/// round trip, and no node ever sees the broker fenced with its partitions
+/// half moved. A batch holds no batch.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RecordBatch {
+    #[prost(message, repeated, tag = "1")]
+    pub records: Vec<MetadataRecord>,
 }
 
 /// Names the cluster. Only the first one applies: every node proposes one
@@ -66,6 +78,10 @@ pub struct RegisterBroker {
     pub rack: Option<String>,
     #[prost(uint64, tag = "5")]
     pub incarnation: u64,
+    /// When the broker asked, for the leadership history of the partitions
+    /// a restart takes it off.
+    #[prost(int64, tag = "6")]
+    pub timestamp_ms: i64,
 }
 
 /// Where a partition's replicas live and who leads it.
@@ -233,6 +249,10 @@ pub struct SetPartitionLeader {
     pub high_watermark: i64,
     #[prost(int64, tag = "11")]
     pub timestamp_ms: i64,
+    /// The topic's min.insync.replicas: members leaving the ISR below it
+    /// become eligible leader replicas (KIP-966), as with an ISR update.
+    #[prost(int32, tag = "12")]
+    pub min_insync_replicas: i32,
 }
 
 /// A leader's change to its partition's ISR within its own epoch (Kafka's

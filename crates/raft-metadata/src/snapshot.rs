@@ -197,6 +197,7 @@ mod tests {
                 port: 1,
                 rack: Some("r1".into()),
                 incarnation: 8,
+                timestamp_ms: 0,
             })
             .into(),
             Record::CreateTopic(CreateTopic {

@@ -1,7 +1,8 @@
 //! TCP between Raft nodes. Each frame is a big-endian `u32` length and a
 //! prost [`Envelope`]: a raft-rs message (protobuf bytes), a proposal
-//! forwarded to the leader, the leader's refusal of one, or a node asking
-//! to join as a learner.
+//! forwarded to the leader, the leader's refusal of one, a node asking
+//! to join as a learner, or a broker heartbeat (see [`crate::heartbeat`]),
+//! the one message answered on the connection it came on.
 //!
 //! Every peer has its own queue and task: a slow or unreachable peer fills
 //! only its own queue, and once that is full its messages are dropped and
@@ -17,9 +18,11 @@ use raft::eraftpb::{Message, MessageType};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    sync::mpsc,
+    sync::{mpsc, oneshot},
     task::JoinHandle,
 };
+
+use crate::heartbeat::{BrokerHeartbeat, HeartbeatCall, HeartbeatReply, HeartbeatStatus};
 
 /// Largest frame accepted from a peer (a snapshot of a large cluster).
 const MAX_FRAME: usize = 256 * 1024 * 1024;
@@ -27,12 +30,15 @@ const MAX_FRAME: usize = 256 * 1024 * 1024;
 const PEER_QUEUE: usize = 4096;
 const BACKOFF_START: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long the listener waits for the heartbeat service's answer; past
+/// it the broker's own timeout has long run out.
+const HEARTBEAT_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub(crate) struct Envelope {
     #[prost(uint64, tag = "1")]
     pub(crate) from: u64,
-    #[prost(oneof = "Body", tags = "2, 3, 4, 5")]
+    #[prost(oneof = "Body", tags = "2, 3, 4, 5, 6, 7")]
     pub(crate) body: Option<Body>,
 }
 
@@ -47,6 +53,10 @@ pub(crate) enum Body {
     Rejected(Rejected),
     #[prost(message, tag = "5")]
     Join(Join),
+    #[prost(message, tag = "6")]
+    Heartbeat(BrokerHeartbeat),
+    #[prost(message, tag = "7")]
+    HeartbeatReply(HeartbeatReply),
 }
 
 /// A proposal sent to the leader by the node a client asked.
@@ -129,7 +139,7 @@ impl std::fmt::Debug for Transport {
     }
 }
 
-fn frame(envelope: &Envelope) -> Vec<u8> {
+pub(crate) fn frame(envelope: &Envelope) -> Vec<u8> {
     let payload = envelope.encode_to_vec();
     let mut frame = Vec::with_capacity(4 + payload.len());
     frame.extend((payload.len() as u32).to_be_bytes());
@@ -335,12 +345,17 @@ async fn run_link(
     }
 }
 
-/// Accepts peers' connections and forwards every envelope they send.
-pub(crate) async fn serve(listener: TcpListener, events: mpsc::Sender<TransportEvent>) {
+/// Accepts peers' connections and forwards every envelope they send;
+/// heartbeats go to `heartbeats` and are answered on their connection.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    events: mpsc::Sender<TransportEvent>,
+    heartbeats: Option<mpsc::Sender<HeartbeatCall>>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                tokio::spawn(read_peer(stream, peer, events.clone()));
+                tokio::spawn(read_peer(stream, peer, events.clone(), heartbeats.clone()));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "raft listener accept failed");
@@ -350,7 +365,12 @@ pub(crate) async fn serve(listener: TcpListener, events: mpsc::Sender<TransportE
     }
 }
 
-async fn read_peer(mut stream: TcpStream, peer: SocketAddr, events: mpsc::Sender<TransportEvent>) {
+async fn read_peer(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    events: mpsc::Sender<TransportEvent>,
+    heartbeats: Option<mpsc::Sender<HeartbeatCall>>,
+) {
     let _ = stream.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
@@ -375,6 +395,19 @@ async fn read_peer(mut stream: TcpStream, peer: SocketAddr, events: mpsc::Sender
         buf.advance(4);
         let payload = buf.split_to(len);
         match Envelope::decode(payload.freeze()) {
+            Ok(Envelope {
+                body: Some(Body::Heartbeat(heartbeat)),
+                ..
+            }) => {
+                let reply = answer_heartbeat(heartbeats.as_ref(), heartbeat).await;
+                let envelope = Envelope {
+                    from: 0,
+                    body: Some(Body::HeartbeatReply(reply)),
+                };
+                if stream.write_all(&frame(&envelope)).await.is_err() {
+                    return;
+                }
+            }
             Ok(envelope) => {
                 if events
                     .send(TransportEvent::Received(envelope))
@@ -389,6 +422,29 @@ async fn read_peer(mut stream: TcpStream, peer: SocketAddr, events: mpsc::Sender
                 return;
             }
         }
+    }
+}
+
+/// The heartbeat service's answer, or NotController when this node serves
+/// none or it does not answer in time.
+async fn answer_heartbeat(
+    service: Option<&mpsc::Sender<HeartbeatCall>>,
+    heartbeat: BrokerHeartbeat,
+) -> HeartbeatReply {
+    let not_controller = HeartbeatReply::new(HeartbeatStatus::NotController);
+    let Some(service) = service else {
+        return not_controller;
+    };
+    let (reply, answer) = oneshot::channel();
+    if service
+        .try_send(HeartbeatCall { heartbeat, reply })
+        .is_err()
+    {
+        return not_controller;
+    }
+    match tokio::time::timeout(HEARTBEAT_ANSWER_TIMEOUT, answer).await {
+        Ok(Ok(reply)) => reply,
+        _ => not_controller,
     }
 }
 

@@ -381,6 +381,7 @@ mod tests {
                 port: 9092,
                 rack: rack.map(str::to_string),
                 incarnation: 1,
+                timestamp_ms: 0,
             });
             image.apply(&record.into(), 1).unwrap();
         }

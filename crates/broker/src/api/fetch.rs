@@ -10,7 +10,7 @@
 //! Consumers read up to the high watermark. A follower replica (a request
 //! with a replica id) reads up to the log end, and only as a registered
 //! broker, at its registered incarnation, that is a replica of the
-//! partition; its fetch offset tells the leader how far its log reaches
+//! partition, from a leader whose lease holds; its fetch offset tells the leader how far its log reaches
 //! (see `replication::leader`). A request whose LastFetchedEpoch does not
 //! match the leader's log at the fetch offset gets the DivergingEpoch to
 //! truncate to instead of records (KIP-320), consumer or follower.
@@ -112,7 +112,13 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: FetchRequest) -> F
             let replica = match &name {
                 None => Err(PartitionError::UnknownTopicId),
                 Some(name) => follower
-                    .map_or(Ok(()), |f| check_follower(&image, f))
+                    .map_or(Ok(()), |f| {
+                        check_follower(&image, f)?;
+                        // A leader without a lease serves no follower: its
+                        // successor may be elected, and what it would hand
+                        // out could diverge from the successor's log.
+                        ctx.broker.check_lease()
+                    })
                     .and_then(|()| {
                         leader_replica(
                             ctx.broker,

@@ -9,7 +9,15 @@
 //! NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR fell below the minimum,
 //! and NOT_LEADER_OR_FOLLOWER if leadership moved meanwhile. The append
 //! names the leader epoch the request was routed by, so a produce that
-//! raced a leader change never lands in a deposed leader's log.
+//! raced a leader change never lands in a deposed leader's log. Without a
+//! lease (see `lease`) nothing is appended (NOT_LEADER_OR_FOLLOWER), and an
+//! acks=1 write whose answer comes after the lease lapsed is not
+//! acknowledged (REQUEST_TIMED_OUT: it may or may not survive). An acks=all
+//! write needs no second look: once the high watermark covers it, every
+//! in-sync replica holds it, and a successor is one of them. Answering it
+//! REQUEST_TIMED_OUT would be worse than useless: an idempotent librdkafka
+//! producer takes that as "possibly written", bumps its epoch and writes
+//! the batch again.
 
 use std::{sync::Arc, time::Duration};
 
@@ -74,6 +82,16 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) ->
                         now,
                     )
                 };
+                // An acks=1 write appended before the lease lapsed but
+                // answered after: the successor may not have it, so no
+                // success. (An acks=all write is answered only once every
+                // in-sync replica, the successor among them, holds it.)
+                let result = result.and_then(|appended| {
+                    if request.acks == 1 {
+                        ctx.broker.check_lease_after_append()?;
+                    }
+                    Ok(appended)
+                });
                 let response = match result {
                     Ok((partition, leader_epoch, outcome)) => {
                         if request.acks == -1 {
@@ -164,6 +182,7 @@ fn append(
         return Err(PartitionError::InternalTopic(topic.to_string()));
     }
     let partition = leader_replica(ctx.broker, image, topic, index, -1)?;
+    ctx.broker.check_lease()?;
     // The epoch the image names: if the replica has moved on meanwhile,
     // the append fails rather than land under another leadership.
     let leader_epoch = current_leader(image, topic, index).1;

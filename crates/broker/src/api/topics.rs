@@ -62,15 +62,18 @@ pub(crate) fn colliding_topic<'a>(image: &'a MetadataImage, name: &str) -> Optio
 
 /// The controller as clients are told it: the broker they send admin
 /// requests to. Any broker takes them (it proposes through the quorum), so
-/// this is the active controller when it is a live broker of `image`, and
-/// otherwise this broker, as Kafka's brokers name a live broker of theirs.
-/// Naming a node missing from the brokers of the same answer would leave
-/// librdkafka's admin client waiting for a broker it cannot find until its
-/// request times out; -1 only while this broker is not live itself.
+/// while there is an active controller this is that controller if it is a
+/// live broker of `image`, and otherwise this broker, as Kafka's brokers
+/// name a live broker of theirs. Naming a node missing from the brokers of
+/// the same answer would leave librdkafka's admin client waiting for a
+/// broker it cannot find until its request times out. Without an active
+/// controller it is -1: clients then wait on their side, rather than park
+/// an admin request here that would hold up every later request of their
+/// connection until it times out.
 pub(crate) fn controller_for_clients(broker: &Broker, image: &MetadataImage) -> i32 {
     let live = |id: i32| image.broker(id).is_some_and(|b| !b.fenced);
     let controller = broker.controller_id();
-    if live(controller) {
+    if controller < 0 || live(controller) {
         controller
     } else if live(broker.config.node_id) {
         broker.config.node_id

@@ -106,6 +106,15 @@ pub(super) struct Flags {
     /// How long a follower's fetch waits at the leader for new records.
     #[arg(long, env = "KEEL_REPLICA_FETCH_WAIT_MAX_MS", default_value_t = 500)]
     pub(super) replica_fetch_wait_max_ms: i32,
+    /// How often a broker heartbeats to the active controller; each
+    /// answered heartbeat renews its lease.
+    #[arg(long, env = "KEEL_BROKER_HEARTBEAT_INTERVAL_MS", default_value_t = 100)]
+    pub(super) broker_heartbeat_interval_ms: u64,
+    /// How long the controller waits for a silent broker before fencing it
+    /// and electing new leaders for its partitions. A broker's lease, after
+    /// which it refuses produce, is two heartbeat intervals shorter.
+    #[arg(long, env = "KEEL_BROKER_SESSION_TIMEOUT_MS", default_value_t = 600)]
+    pub(super) broker_session_timeout_ms: u64,
     /// Replicas of `__consumer_offsets`, capped at the live brokers when
     /// the topic is first needed.
     #[arg(

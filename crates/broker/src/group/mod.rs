@@ -148,12 +148,17 @@ impl GroupCoordinator {
             .ok_or(ResponseError::NotCoordinator)?;
         let now = now_ms();
         let leader_epoch = replica.leader_epoch();
-        let written = replica
-            .append_as_leader(
-                &storage::encode_batch(entries, now),
-                Some(leader_epoch),
-                now,
-            )
+        // As for produce: nothing is written without the lease; once the
+        // high watermark covers the write, every in-sync replica holds it.
+        let written = broker
+            .check_lease()
+            .and_then(|()| {
+                replica.append_as_leader(
+                    &storage::encode_batch(entries, now),
+                    Some(leader_epoch),
+                    now,
+                )
+            })
             .and_then(|outcome| {
                 // Committed, not merely appended: a change the ISR does not
                 // hold yet could be lost with this broker.
@@ -166,7 +171,9 @@ impl GroupCoordinator {
         written.map_err(|e| {
             tracing::warn!(partition, error = %e, "cannot write to __consumer_offsets");
             match e {
-                PartitionError::NotLeader => ResponseError::NotCoordinator,
+                PartitionError::NotLeader | PartitionError::LeaseLapsed => {
+                    ResponseError::NotCoordinator
+                }
                 _ => ResponseError::CoordinatorNotAvailable,
             }
         })

@@ -21,6 +21,7 @@ use keel_raft_metadata::{
 use crate::{
     broker::{Broker, now_ms},
     error::ElectionError,
+    topic_config,
 };
 
 /// Where leadership should go.
@@ -124,12 +125,16 @@ pub async fn move_leader(
     } else {
         reason
     };
-    let leader_epoch = image
+    let info = image
         .topic(topic)
-        .and_then(|t| t.partition(partition))
+        .ok_or(ElectionError::UnknownTopicOrPartition)?;
+    let leader_epoch = info
+        .partition(partition)
         .ok_or(ElectionError::UnknownTopicOrPartition)?
         .leader_epoch
         + 1;
+    let min_insync_replicas =
+        topic_config::min_insync_replicas(&info.configs, &broker.config.topic_defaults);
     let record = Record::SetPartitionLeader(SetPartitionLeader {
         topic: topic.to_string(),
         partition,
@@ -142,6 +147,7 @@ pub async fn move_leader(
         log_end_offset: -1,
         high_watermark: -1,
         timestamp_ms: now_ms(),
+        min_insync_replicas: i32::try_from(min_insync_replicas).unwrap_or(i32::MAX),
     });
     broker.propose(record.into(), timeout).await?;
     tracing::info!(

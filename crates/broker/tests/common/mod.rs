@@ -42,7 +42,7 @@ pub async fn harness() -> Harness {
     let (broker, _) = Broker::open(BrokerConfig::for_tests(dir.path()))
         .await
         .unwrap();
-    broker.registered().await;
+    broker.ready().await;
     Harness {
         broker,
         _dir: Some(dir),

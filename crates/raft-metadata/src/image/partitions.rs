@@ -6,7 +6,9 @@
 //! lead (KIP-966).
 
 use super::{ApplyError, MetadataImage, PartitionInfo};
-use crate::records::{LeadershipChange, PartitionAssignment, SetPartitionLeader, UpdateIsr};
+use crate::records::{
+    LeaderChangeReason, LeadershipChange, PartitionAssignment, SetPartitionLeader, UpdateIsr,
+};
 
 impl MetadataImage {
     pub(super) fn set_partition_leader(
@@ -22,15 +24,23 @@ impl MetadataImage {
             });
         }
         check_leader_and_isr(&current.replicas, r.leader, &r.isr)?;
+        if let Some(twice) = first_duplicate(&r.isr) {
+            return Err(ApplyError::DuplicateIsrMember(twice));
+        }
+        if r.leader >= 0 && !r.isr.contains(&r.leader) {
+            return Err(ApplyError::LeaderNotInIsr(r.leader));
+        }
+        // Members leaving the ISR below min ISR keep their eligibility, and
+        // so do ELR members not elected, which is what lets an offline
+        // partition be led again later without data loss; one elected from
+        // the ELR is in sync again.
+        let elr = next_elr(&current, &r.isr, r.min_insync_replicas);
         let partition = self.partition_mut(&r.topic, r.partition)?;
         partition.leader = r.leader;
         partition.leader_epoch = r.leader_epoch;
         partition.isr = r.isr.clone();
         partition.partition_epoch = next_partition_epoch(current.partition_epoch);
-        // A replica elected from the ELR (or otherwise put back in the ISR)
-        // is in sync again; the rest keep their eligibility, which is what
-        // lets an offline partition be led again later without data loss.
-        partition.elr.retain(|id| !r.isr.contains(id));
+        partition.elr = elr;
         self.record_change(LeadershipChange {
             sequence: 0,
             topic: r.topic.clone(),
@@ -52,33 +62,58 @@ impl MetadataImage {
 
     /// A broker came back as a new incarnation: whatever its log held
     /// before may be gone (an unclean stop loses what was not fsynced), so
-    /// it leaves the ISR and the ELR of every partition it does not lead
-    /// (KIP-903, KIP-966), and rejoins the ISR only once its leader sees it
-    /// caught up again. Kafka gets there by fencing the restarted broker.
-    pub(super) fn forget_restarted_replica(&mut self, node_id: i32) {
+    /// wherever another in-sync replica holds what was committed it leaves
+    /// the ISR and the ELR (KIP-903, KIP-966) and stops leading: a
+    /// partition it led goes offline at the next leader epoch, for the
+    /// controller to elect one of the others, and it rejoins the ISR only
+    /// once a leader sees it caught up. As the last ISR member it stays, and
+    /// leads if it led: nobody holds more. Kafka gets there by fencing the
+    /// restarted broker's previous registration.
+    pub(super) fn forget_restarted_replica(&mut self, node_id: i32, timestamp_ms: i64, term: u64) {
         let names: Vec<String> = self
             .topics
             .values()
-            .filter(|t| {
-                t.partitions.iter().any(|p| {
-                    p.leader != node_id && (p.isr.contains(&node_id) || p.elr.contains(&node_id))
-                })
-            })
+            .filter(|t| t.partitions.iter().any(|p| must_forget(p, node_id)))
             .map(|t| t.name.clone())
             .collect();
+        let mut changes = Vec::new();
         for name in names {
             let Ok(topic) = self.topic_mut(&name) else {
                 continue;
             };
             for partition in &mut topic.partitions {
-                let member = partition.isr.contains(&node_id) || partition.elr.contains(&node_id);
-                if partition.leader == node_id || !member {
+                if !must_forget(partition, node_id) {
                     continue;
                 }
-                partition.isr.retain(|id| *id != node_id);
+                if partition.isr.len() > 1 || !partition.isr.contains(&node_id) {
+                    partition.isr.retain(|id| *id != node_id);
+                }
                 partition.elr.retain(|id| *id != node_id);
                 partition.partition_epoch = next_partition_epoch(partition.partition_epoch);
+                if partition.leader == node_id && !partition.isr.contains(&node_id) {
+                    partition.leader = -1;
+                    partition.leader_epoch += 1;
+                    changes.push(LeadershipChange {
+                        topic: name.clone(),
+                        partition: partition.partition,
+                        leader_epoch: partition.leader_epoch,
+                        raft_term: term,
+                        previous_leader: node_id,
+                        new_leader: -1,
+                        controller: -1,
+                        reason: LeaderChangeReason::BrokerFailure as i32,
+                        isr: partition.isr.clone(),
+                        eligible: Vec::new(),
+                        log_end_offset: -1,
+                        high_watermark: -1,
+                        timestamp_ms,
+                        sequence: 0,
+                    });
+                }
             }
+        }
+        for change in changes {
+            self.record_change(change);
         }
     }
 
@@ -192,6 +227,13 @@ pub(super) fn check_leader_and_isr(
         Some(&outsider) => Err(ApplyError::NotAReplica(outsider)),
         None => Ok(()),
     }
+}
+
+/// Whether a restart of `node_id` changes `partition`: it is in the ELR,
+/// or in the ISR beside others.
+fn must_forget(partition: &PartitionInfo, node_id: i32) -> bool {
+    partition.elr.contains(&node_id)
+        || (partition.isr.contains(&node_id) && partition.isr.len() > 1)
 }
 
 fn first_duplicate(ids: &[i32]) -> Option<i32> {

@@ -1,6 +1,9 @@
 use super::*;
 use crate::{
-    records::{AllocateProducerIds, FenceBroker, RegisterBroker, SetPartitionLeader, UpdateIsr},
+    records::{
+        AllocateProducerIds, FenceBroker, RecordBatch, RegisterBroker, SetPartitionLeader,
+        UpdateIsr,
+    },
     snapshot,
 };
 
@@ -35,6 +38,7 @@ fn register(node_id: i32, incarnation: u64) -> MetadataRecord {
         port: 9092,
         rack: None,
         incarnation,
+        timestamp_ms: 0,
     })
     .into()
 }
@@ -52,6 +56,7 @@ fn set_leader(leader: i32, epoch: i32, isr: Vec<i32>) -> MetadataRecord {
         log_end_offset: 10,
         high_watermark: 9,
         timestamp_ms: 77,
+        min_insync_replicas: 3,
     })
     .into()
 }
@@ -539,12 +544,65 @@ fn a_leader_change_takes_new_isr_members_out_of_the_elr() {
     let mut image = three_brokers_one_partition();
     image.apply(&update_isr(0, 0, &[(1, 10)], 3), 1).unwrap();
     assert_eq!(partition(&image).elr, vec![2, 3]);
-    // The leader dies; 2 is elected from the ELR, 3 stays eligible.
+    // The leader dies; 2 is elected from the ELR, 3 stays eligible, and
+    // so does 1: it left an ISR below min ISR, whose high watermark could
+    // not move without it.
     image.apply(&set_leader(2, 1, vec![2]), 1).unwrap();
-    assert_eq!(partition(&image).elr, vec![3]);
+    assert_eq!(partition(&image).elr, vec![3, 1]);
     // Offline: the ELR survives for a later election.
     image.apply(&set_leader(-1, 2, vec![]), 1).unwrap();
-    assert_eq!(partition(&image).elr, vec![3]);
+    assert_eq!(partition(&image).elr, vec![3, 1, 2]);
+}
+
+#[test]
+fn a_leader_change_at_or_above_min_isr_clears_the_elr() {
+    let mut image = three_brokers_one_partition();
+    image.apply(&update_isr(0, 0, &[(1, 10)], 3), 1).unwrap();
+    let mut record = set_leader(2, 1, vec![2, 3]);
+    if let Some(Record::SetPartitionLeader(r)) = &mut record.record {
+        r.min_insync_replicas = 2;
+    }
+    image.apply(&record, 1).unwrap();
+    assert_eq!(partition(&image).elr, Vec::<i32>::new());
+}
+
+#[test]
+fn a_new_leader_must_be_in_its_isr_once() {
+    let mut image = three_brokers_one_partition();
+    for (leader, isr) in [(2, vec![3]), (2, vec![2, 2])] {
+        let before = image.clone();
+        assert!(image.apply(&set_leader(leader, 1, isr), 1).is_err());
+        assert_eq!(image, before);
+    }
+}
+
+#[test]
+fn a_batch_applies_whole_or_not_at_all() {
+    let mut image = three_brokers_one_partition();
+    let fence = |node_id| {
+        MetadataRecord::from(Record::FenceBroker(FenceBroker {
+            node_id,
+            incarnation: 10,
+        }))
+    };
+    let batch =
+        |records: Vec<MetadataRecord>| MetadataRecord::from(Record::Batch(RecordBatch { records }));
+    // The second record is stale (epoch 5 is not next): nothing applies.
+    let before = image.clone();
+    let failed = image.apply(&batch(vec![fence(1), set_leader(2, 5, vec![2])]), 1);
+    assert!(
+        matches!(failed, Err(ApplyError::InBatch { index: 1, .. })),
+        "{failed:?}"
+    );
+    assert_eq!(image, before);
+    assert!(image.apply(&batch(vec![batch(vec![fence(1)])]), 1).is_err());
+    assert_eq!(image, before);
+    image
+        .apply(&batch(vec![fence(1), set_leader(2, 1, vec![2, 3])]), 1)
+        .unwrap();
+    assert!(image.broker(1).unwrap().fenced);
+    assert_eq!(partition(&image).leader, 2);
+    assert_eq!(image.history().count(), before.history().count() + 1);
 }
 
 #[test]
@@ -607,11 +665,34 @@ fn a_restarted_broker_leaves_the_isr_and_elr_of_partitions_it_does_not_lead() {
     assert_eq!(after.isr, vec![1]);
     assert!(after.elr.is_empty(), "{:?}", after.elr);
     assert_eq!(after.partition_epoch, epoch + 2);
-    // The leader restarting keeps leading (electing another is the leader
-    // elector's call).
+    // The leader restarting as the last ISR member keeps leading: nobody
+    // holds more.
     image.apply(&register(1, 11), 1).unwrap();
     assert_eq!(
         (partition(&image).leader, partition(&image).isr.clone()),
         (1, vec![1])
+    );
+}
+
+#[test]
+fn a_restarted_leader_with_others_in_sync_stops_leading() {
+    let mut image = three_brokers_one_partition();
+    let history = image.history().count();
+    image.apply(&register(1, 11), 4).unwrap();
+    let after = partition(&image);
+    assert_eq!(
+        (after.leader, after.leader_epoch, after.isr.clone()),
+        (-1, 1, vec![2, 3])
+    );
+    let change = image.history().last().unwrap().clone();
+    assert_eq!(image.history().count(), history + 1);
+    assert_eq!(
+        (
+            change.previous_leader,
+            change.new_leader,
+            change.raft_term,
+            change.reason
+        ),
+        (1, -1, 4, LeaderChangeReason::BrokerFailure as i32)
     );
 }

@@ -340,14 +340,20 @@ impl Node {
                     self.transport.send(leader, Body::Join(join));
                 }
             }
-            None => {}
+            // Heartbeats are answered by the listener, never passed on.
+            Some(Body::Heartbeat(_) | Body::HeartbeatReply(_)) | None => {}
         }
     }
 
     fn publish_status(&self) {
+        let core = self.core.status();
+        let controller_address = core
+            .controller_id
+            .and_then(|id| self.core.peers().get(&id).cloned());
         let status = NodeStatus {
-            core: self.core.status(),
+            core,
             leader_changes: self.leader_changes,
+            controller_address,
         };
         self.status_tx.send_if_modified(|current| {
             let changed = *current != status;

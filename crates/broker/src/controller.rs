@@ -1,0 +1,364 @@
+//! The active controller's duties beside Raft: broker sessions kept by
+//! heartbeats, and automatic leader election when a session lapses.
+//!
+//! Every node runs these tasks; they act only while the node is the active
+//! controller. On taking over, the controller starts every registered
+//! broker on a fresh session: it knows nothing of the heartbeats its
+//! predecessor saw. Every tick it asks the leader elector's plan what
+//! lapsed sessions and leaderless partitions call for, and commits that as
+//! one batch: fences, elections and ISR removals in one Raft entry.
+//!
+//! A heartbeat is answered `Renewed` only once a read barrier begun after
+//! it arrived confirmed that this node still leads the quorum: no other
+//! controller can have judged the broker's session meanwhile, so the
+//! broker's lease may run from when it sent the heartbeat (see `lease`).
+
+use std::{
+    collections::HashSet,
+    mem,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
+
+use keel_leader_elector::{
+    liveness::{Heartbeat, Liveness},
+    plan::{self, Judge, plan},
+};
+use keel_raft_metadata::{
+    MetadataImage, MetadataRecord, Record, TopicInfo,
+    heartbeat::{BrokerHeartbeat, HeartbeatCall, HeartbeatReply, HeartbeatStatus},
+    records::UnfenceBroker,
+};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinSet,
+};
+
+use crate::{
+    broker::{Broker, now_ms},
+    topic_config,
+};
+
+/// How long the controller waits for one batch to commit before it plans
+/// again from the image as it then is.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Sessions as this node judges them while it is the active controller.
+#[derive(Debug)]
+pub struct Controller {
+    /// The base of the monotonic milliseconds sessions are kept in.
+    origin: Instant,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// The Raft term whose sessions `liveness` holds; `None` until this node
+    /// first controls.
+    term: Option<u64>,
+    liveness: Liveness,
+    /// Brokers with an UnfenceBroker in flight.
+    unfencing: HashSet<i32>,
+}
+
+/// What to answer a heartbeat.
+enum Verdict {
+    Answer(HeartbeatStatus),
+    /// Renewed, once the quorum confirms this controller.
+    Confirm,
+    /// Fenced; unfence it at this incarnation.
+    Unfence(u64),
+}
+
+impl Controller {
+    pub fn new(session_timeout: Duration) -> Self {
+        let timeout_ms = i64::try_from(session_timeout.as_millis()).unwrap_or(i64::MAX);
+        Self {
+            origin: Instant::now(),
+            state: Mutex::new(State {
+                term: None,
+                liveness: Liveness::new(timeout_ms),
+                unfencing: HashSet::new(),
+            }),
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        i64::try_from(self.origin.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// The state for controlling in `term`: the first time in a term,
+    /// every registered, unfenced broker starts on a fresh session.
+    fn state_for(&self, term: u64, image: &MetadataImage, now_ms: i64) -> MutexGuard<'_, State> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.term != Some(term) {
+            state.liveness.start_term(unfenced(image), now_ms);
+            state.unfencing.clear();
+            state.term = Some(term);
+        }
+        state
+    }
+
+    fn judge_heartbeat(&self, broker: &Broker, heartbeat: &BrokerHeartbeat) -> Verdict {
+        let Some(term) = active_term(broker) else {
+            return Verdict::Answer(HeartbeatStatus::NotController);
+        };
+        let image = broker.image();
+        let now = self.now_ms();
+        let mut state = self.state_for(term, &image, now);
+        let renewed = state
+            .liveness
+            .heartbeat(heartbeat.node_id, heartbeat.incarnation, now);
+        match (renewed, image.broker(heartbeat.node_id)) {
+            (Heartbeat::StaleIncarnation { .. }, _) | (_, None) => {
+                Verdict::Answer(HeartbeatStatus::UnknownIncarnation)
+            }
+            (Heartbeat::Renewed, Some(registered))
+                if registered.incarnation != heartbeat.incarnation =>
+            {
+                Verdict::Answer(HeartbeatStatus::UnknownIncarnation)
+            }
+            (Heartbeat::Renewed, Some(registered)) if registered.fenced => {
+                if state.unfencing.insert(heartbeat.node_id) {
+                    Verdict::Unfence(registered.incarnation)
+                } else {
+                    Verdict::Answer(HeartbeatStatus::Fenced)
+                }
+            }
+            (Heartbeat::Renewed, Some(_)) => Verdict::Confirm,
+        }
+    }
+}
+
+/// Registered brokers that are not fenced, with their incarnations.
+fn unfenced(image: &MetadataImage) -> Vec<(i32, u64)> {
+    image
+        .live_brokers()
+        .map(|b| (b.node_id, b.incarnation))
+        .collect()
+}
+
+/// The Raft term in which this node is the active controller, if it is.
+fn active_term(broker: &Broker) -> Option<u64> {
+    let status = broker.metadata.status();
+    let me = u64::try_from(broker.config.node_id).ok()?;
+    (status.core.controller_id == Some(me)).then_some(status.core.term)
+}
+
+/// Answers heartbeats, from other brokers through the cluster listener and
+/// from this one directly. Those to renew wait for one read barrier begun
+/// after they arrived; one barrier answers every heartbeat that arrived
+/// before it began.
+pub async fn serve_heartbeats(broker: Arc<Broker>, mut calls: mpsc::Receiver<HeartbeatCall>) {
+    let mut waiting: Vec<oneshot::Sender<HeartbeatReply>> = Vec::new();
+    let mut confirming = JoinSet::new();
+    loop {
+        tokio::select! {
+            call = calls.recv() => {
+                let Some(HeartbeatCall { heartbeat, reply }) = call else {
+                    return;
+                };
+                match broker.controller.judge_heartbeat(&broker, &heartbeat) {
+                    Verdict::Answer(status) => {
+                        let _ = reply.send(HeartbeatReply::new(status));
+                    }
+                    Verdict::Confirm => waiting.push(reply),
+                    Verdict::Unfence(incarnation) => {
+                        let _ = reply.send(HeartbeatReply::new(HeartbeatStatus::Fenced));
+                        tokio::spawn(unfence(Arc::clone(&broker), heartbeat.node_id, incarnation));
+                    }
+                }
+            }
+            Some(_) = confirming.join_next(), if !confirming.is_empty() => {}
+        }
+        if confirming.is_empty() && !waiting.is_empty() {
+            confirming.spawn(confirm(Arc::clone(&broker), mem::take(&mut waiting)));
+        }
+    }
+}
+
+/// Answers `replies` Renewed if a read barrier confirms this node still
+/// controls, in the same term, within a lease; NotController otherwise.
+async fn confirm(broker: Arc<Broker>, replies: Vec<oneshot::Sender<HeartbeatReply>>) {
+    let term = active_term(&broker);
+    let lease = broker.config.liveness.lease();
+    let confirmed = term.is_some()
+        && matches!(
+            tokio::time::timeout(lease, broker.metadata.read_barrier()).await,
+            Ok(Ok(()))
+        )
+        && active_term(&broker) == term;
+    let status = if confirmed {
+        HeartbeatStatus::Renewed
+    } else {
+        HeartbeatStatus::NotController
+    };
+    for reply in replies {
+        let _ = reply.send(HeartbeatReply::new(status));
+    }
+}
+
+async fn unfence(broker: Arc<Broker>, node_id: i32, incarnation: u64) {
+    let record = Record::UnfenceBroker(UnfenceBroker {
+        node_id,
+        incarnation,
+    });
+    match broker.propose(record.into(), BATCH_TIMEOUT).await {
+        Ok(_) => tracing::info!(node_id, "unfenced broker: it heartbeats again"),
+        Err(error) => tracing::debug!(node_id, %error, "unfencing not committed"),
+    }
+    let mut state = broker
+        .controller
+        .state
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    state.unfencing.remove(&node_id);
+}
+
+/// The elector: every half heartbeat interval, while this node controls,
+/// commits what lapsed sessions and leaderless partitions call for.
+pub async fn elect(broker: Arc<Broker>) {
+    let period = broker.config.liveness.heartbeat_interval / 2;
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(term) = active_term(&broker) else {
+            continue;
+        };
+        let image = broker.image();
+        let Some(batch) = plan_now(&broker, term, &image) else {
+            continue;
+        };
+        let started = Instant::now();
+        match broker.propose(batch.clone(), BATCH_TIMEOUT).await {
+            Ok(_) => {
+                broker.metrics.election_latency.observe(started.elapsed());
+                report(&broker, &image, &batch);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "leader election batch not committed; planning again");
+            }
+        }
+    }
+}
+
+/// The batch to commit now, if anything needs to change.
+fn plan_now(broker: &Broker, term: u64, image: &MetadataImage) -> Option<MetadataRecord> {
+    let controller = &broker.controller;
+    let now = controller.now_ms();
+    let mut state = controller.state_for(term, image, now);
+    state.liveness.admit(unfenced(image), now);
+    let lapsed = state.liveness.expired(now);
+    let liveness = &state.liveness;
+    let session_alive = |id: i32| liveness.is_alive(id, now);
+    judging(broker, &session_alive, |judge| plan(image, &lapsed, judge))
+}
+
+/// Runs `decide` with what the leader elector needs to know beside the
+/// image: topic configs from the broker's defaults, sessions from
+/// `session_alive`.
+fn judging<R>(
+    broker: &Broker,
+    session_alive: &dyn Fn(i32) -> bool,
+    decide: impl FnOnce(&Judge) -> R,
+) -> R {
+    let defaults = &broker.config.topic_defaults;
+    let min_insync_replicas = |topic: &TopicInfo| {
+        i32::try_from(topic_config::min_insync_replicas(&topic.configs, defaults))
+            .unwrap_or(i32::MAX)
+    };
+    let unclean_allowed = |topic: &TopicInfo| topic_config::unclean_leader_election(&topic.configs);
+    decide(&Judge {
+        controller: broker.controller_id(),
+        now_ms: now_ms(),
+        session_alive,
+        unclean_allowed: &unclean_allowed,
+        min_insync_replicas: &min_insync_replicas,
+    })
+}
+
+/// Kafka's controlled shutdown: before this broker stops, every partition
+/// it leads moves to another live in-sync replica (reason
+/// `controlled_shutdown`) in one batch, so clients are redirected at once
+/// instead of after its session lapses. Sessions are the controller's to
+/// judge; registered and unfenced is what any broker knows.
+pub async fn move_leaderships_off(broker: &Broker, timeout: Duration) {
+    let image = broker.image();
+    let node_id = broker.config.node_id;
+    let Some(batch) = judging(broker, &|_| true, |judge| {
+        plan::move_leaderships_off(&image, node_id, judge)
+    }) else {
+        return;
+    };
+    let moves = match &batch.record {
+        Some(Record::Batch(batch)) => batch.records.len(),
+        _ => 0,
+    };
+    let started = Instant::now();
+    match broker.propose(batch, timeout).await {
+        Ok(_) => tracing::info!(
+            partitions = moves,
+            elapsed_ms = started.elapsed().as_millis(),
+            "moved leaderships to other in-sync replicas before stopping"
+        ),
+        Err(error) => tracing::warn!(
+            %error,
+            "could not move leaderships before stopping; the controller will once this broker is fenced"
+        ),
+    }
+}
+
+/// One log line per fenced broker and per leadership change, and the
+/// fenced brokers' sessions forgotten: their next heartbeat starts anew.
+fn report(broker: &Broker, before: &MetadataImage, batch: &MetadataRecord) {
+    let Some(Record::Batch(batch)) = &batch.record else {
+        return;
+    };
+    let timeout_ms = broker.config.liveness.session_timeout.as_millis();
+    let mut state = broker
+        .controller
+        .state
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    for record in &batch.records {
+        match &record.record {
+            Some(Record::FenceBroker(fence)) => {
+                broker.metrics.brokers_fenced.inc_by(1);
+                state.liveness.forget(fence.node_id);
+                tracing::warn!(
+                    node_id = fence.node_id,
+                    incarnation = fence.incarnation,
+                    session_timeout_ms = timeout_ms,
+                    "fenced broker: no heartbeat within the session timeout"
+                );
+            }
+            Some(Record::SetPartitionLeader(change)) => {
+                let previous = before
+                    .topic(&change.topic)
+                    .and_then(|t| t.partition(change.partition))
+                    .map_or(-1, |p| p.leader);
+                let reason =
+                    keel_raft_metadata::records::LeaderChangeReason::try_from(change.reason)
+                        .map_or("unspecified", |r| r.label());
+                tracing::info!(
+                    topic = change.topic,
+                    partition = change.partition,
+                    previous_leader = previous,
+                    leader = change.leader,
+                    leader_epoch = change.leader_epoch,
+                    isr = ?change.isr,
+                    reason,
+                    "partition leader elected"
+                );
+            }
+            Some(Record::UpdateIsr(update)) => tracing::debug!(
+                topic = update.topic,
+                partition = update.partition,
+                isr = ?update.isr,
+                "fenced brokers removed from the ISR"
+            ),
+            _ => {}
+        }
+    }
+}

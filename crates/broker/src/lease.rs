@@ -1,0 +1,103 @@
+//! The broker's lease on its leaderships.
+//!
+//! Each heartbeat the controller answers `Renewed` extends the lease to the
+//! moment the heartbeat was sent plus the lease duration, which is shorter
+//! than the controller's session timeout: by the time the controller could
+//! fence this broker and elect a successor, the lease has lapsed and the
+//! broker has stopped taking writes and serving its followers as leader.
+//! A deposed leader, paused or cut off, therefore never acknowledges a
+//! write once its successor may have accepted one.
+//!
+//! Time is the process's monotonic clock, passed in, so tests move it by
+//! hand.
+
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::Notify;
+
+/// Until when the broker may act as a leader. Lock-free: every produce
+/// checks it.
+#[derive(Debug)]
+pub struct Lease {
+    origin: Instant,
+    duration: Duration,
+    /// Nanoseconds after `origin` at which the lease lapses; 0 = none yet.
+    until_nanos: AtomicU64,
+    renewed: Notify,
+}
+
+impl Lease {
+    pub fn new(duration: Duration, origin: Instant) -> Self {
+        Self {
+            origin,
+            duration,
+            until_nanos: AtomicU64::new(0),
+            renewed: Notify::new(),
+        }
+    }
+
+    /// A heartbeat sent at `sent_at` was answered `Renewed`. A late answer
+    /// to an older heartbeat never shortens the lease.
+    pub fn renew(&self, sent_at: Instant) {
+        let until = self.nanos(sent_at + self.duration);
+        self.until_nanos.fetch_max(until, Ordering::AcqRel);
+        self.renewed.notify_waiters();
+    }
+
+    /// Resolves once the lease holds.
+    pub async fn held(&self) {
+        self.wait_until(|| self.holds(Instant::now())).await;
+    }
+
+    /// Resolves once the lease was granted at least once, whether or not
+    /// it still holds.
+    pub async fn granted(&self) {
+        self.wait_until(|| self.until_nanos.load(Ordering::Acquire) > 0)
+            .await;
+    }
+
+    async fn wait_until(&self, condition: impl Fn() -> bool) {
+        loop {
+            let renewed = self.renewed.notified();
+            if condition() {
+                return;
+            }
+            renewed.await;
+        }
+    }
+
+    /// Whether the lease holds at `now`.
+    pub fn holds(&self, now: Instant) -> bool {
+        self.nanos(now) < self.until_nanos.load(Ordering::Acquire)
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_runs_from_the_heartbeat_s_sending_and_lapses() {
+        let origin = Instant::now();
+        let lease = Lease::new(Duration::from_millis(400), origin);
+        let at = |ms| origin + Duration::from_millis(ms);
+        assert!(!lease.holds(at(0)), "no lease before the first answer");
+        lease.renew(at(100));
+        assert!(lease.holds(at(499)));
+        assert!(!lease.holds(at(500)));
+        // An answer to an older heartbeat arriving late shortens nothing.
+        lease.renew(at(300));
+        lease.renew(at(200));
+        assert!(lease.holds(at(699)));
+        assert!(!lease.holds(at(700)));
+    }
+}

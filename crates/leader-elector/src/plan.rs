@@ -1,0 +1,289 @@
+//! What the active controller commits when brokers fail: one batch that
+//! fences every broker whose session lapsed, elects a new leader for every
+//! partition whose leader is gone, and takes fenced brokers out of the ISRs
+//! they were in. The same pass gives a leader to partitions that lost
+//! theirs some other way (a broker fenced itself as it stopped, a restart
+//! took its leaderships away, a candidate came back to an offline
+//! partition).
+//!
+//! Every record is applied to a copy of the image as the batch is built,
+//! so each is computed from the state the ones before it leave, and the
+//! batch applies whole on the image it was planned from.
+//!
+//! Invariants:
+//! - a broker that is fenced, unregistered or without a live session never
+//!   becomes leader and never stays in an ISR beside others;
+//! - an ISR is never emptied: its last member stays (as Kafka keeps it), so
+//!   a partition whose replicas all failed is led again by the first of
+//!   them to come back, and by no replica that may miss committed records.
+
+use keel_raft_metadata::{
+    MetadataImage, MetadataRecord, PartitionInfo, Record, TopicInfo,
+    records::{FenceBroker, LeaderChangeReason, RecordBatch, SetPartitionLeader, UpdateIsr},
+};
+
+use crate::policy::{self, Election, Source};
+
+/// What the controller knows beside the image.
+#[allow(missing_debug_implementations)]
+pub struct Judge<'a> {
+    /// This controller's id, recorded in the history.
+    pub controller: i32,
+    pub now_ms: i64,
+    /// Whether a broker holds a session that has not lapsed.
+    pub session_alive: &'a dyn Fn(i32) -> bool,
+    /// The topic's `unclean.leader.election.enable`.
+    pub unclean_allowed: &'a dyn Fn(&TopicInfo) -> bool,
+    /// The topic's `min.insync.replicas`.
+    pub min_insync_replicas: &'a dyn Fn(&TopicInfo) -> i32,
+}
+
+/// The batch to commit now, or `None` when nothing needs to change.
+/// `lapsed` lists the brokers whose sessions lapsed, at the incarnation the
+/// session was for: a newer registration of the same broker is not fenced.
+pub fn plan(image: &MetadataImage, lapsed: &[(i32, u64)], judge: &Judge) -> Option<MetadataRecord> {
+    let fences: Vec<FenceBroker> = lapsed
+        .iter()
+        .filter(|(id, incarnation)| {
+            image
+                .broker(*id)
+                .is_some_and(|b| b.incarnation == *incarnation && !b.fenced)
+        })
+        .map(|&(node_id, incarnation)| FenceBroker {
+            node_id,
+            incarnation,
+        })
+        .collect();
+    let idle = fences.is_empty()
+        && image.topics().all(|topic| {
+            topic
+                .partitions
+                .iter()
+                .all(|p| change_for(image, topic, p, judge).is_none())
+        });
+    if idle {
+        return None;
+    }
+    let mut batch = Batch {
+        scratch: image.clone(),
+        records: Vec::new(),
+    };
+    for fence in fences {
+        batch.push(Record::FenceBroker(fence));
+    }
+    let partitions: Vec<(String, i32)> = image
+        .topics()
+        .flat_map(|t| t.partitions.iter().map(|p| (t.name.clone(), p.partition)))
+        .collect();
+    for (topic, partition) in partitions {
+        let change = {
+            let scratch = &batch.scratch;
+            let Some(topic) = scratch.topic(&topic) else {
+                continue;
+            };
+            let Some(partition) = topic.partition(partition) else {
+                continue;
+            };
+            change_for(scratch, topic, partition, judge)
+        };
+        if let Some(record) = change {
+            batch.push(record);
+        }
+    }
+    (!batch.records.is_empty()).then(|| {
+        Record::Batch(RecordBatch {
+            records: batch.records,
+        })
+        .into()
+    })
+}
+
+/// The batch that moves every leadership of `broker` to another live
+/// member of the partition's ISR (reason `controlled_shutdown`), or `None`
+/// if none can move. A partition without another live in-sync replica
+/// stays with `broker`: a controlled move never goes outside the ISR.
+pub fn move_leaderships_off(
+    image: &MetadataImage,
+    broker: i32,
+    judge: &Judge,
+) -> Option<MetadataRecord> {
+    let live = |id| id != broker && is_live(image, judge, id);
+    let records: Vec<MetadataRecord> = image
+        .topics()
+        .flat_map(|topic| topic.partitions.iter().map(move |p| (topic, p)))
+        .filter(|(_, p)| p.leader == broker)
+        .filter_map(|(topic, partition)| {
+            let Election::Leader {
+                leader,
+                isr,
+                eligible,
+                source: Source::Isr,
+            } = policy::elect(partition, broker, live, |_| None, false)
+            else {
+                return None;
+            };
+            // The leaving broker stays in the ISR: it is in sync until it
+            // stops, and the controller takes it out once it is fenced.
+            let mut isr = isr;
+            isr.push(broker);
+            let change = Change {
+                leader,
+                isr,
+                eligible,
+                reason: LeaderChangeReason::ControlledShutdown,
+            };
+            Some(change.record(topic, partition, judge).into())
+        })
+        .collect();
+    (!records.is_empty()).then(|| Record::Batch(RecordBatch { records }).into())
+}
+
+struct Batch {
+    scratch: MetadataImage,
+    records: Vec<MetadataRecord>,
+}
+
+impl Batch {
+    /// Keeps `record` if it applies; one that does not (it cannot, given
+    /// how they are computed) is left out rather than sink the batch.
+    fn push(&mut self, record: Record) {
+        let record = MetadataRecord::from(record);
+        if self.scratch.apply(&record, 0).is_ok() {
+            self.records.push(record);
+        }
+    }
+}
+
+/// A broker that may lead or stay in an ISR.
+fn is_live(image: &MetadataImage, judge: &Judge, id: i32) -> bool {
+    image.broker(id).is_some_and(|b| !b.fenced) && (judge.session_alive)(id)
+}
+
+/// Registered and not fenced, session or not.
+fn registered(image: &MetadataImage, id: i32) -> bool {
+    image.broker(id).is_some_and(|b| !b.fenced)
+}
+
+/// The change one partition needs, if any.
+fn change_for(
+    image: &MetadataImage,
+    topic: &TopicInfo,
+    partition: &PartitionInfo,
+    judge: &Judge,
+) -> Option<Record> {
+    if is_live(image, judge, partition.leader) {
+        return drop_fenced_members(image, topic, partition, judge);
+    }
+    let live = |id| is_live(image, judge, id);
+    let election = policy::elect(
+        partition,
+        partition.leader,
+        live,
+        |_| None,
+        (judge.unclean_allowed)(topic),
+    );
+    let (leader, isr, eligible, reason) = match election {
+        Election::Leader {
+            leader,
+            isr,
+            eligible,
+            source,
+        } => {
+            let reason = match source {
+                Source::Unclean => LeaderChangeReason::Unclean,
+                Source::Isr | Source::EligibleLeaderReplicas => LeaderChangeReason::BrokerFailure,
+            };
+            (leader, isr, eligible, reason)
+        }
+        // Already offline: nothing to add until a candidate is back.
+        Election::Offline if partition.leader < 0 => return None,
+        Election::Offline => (
+            -1,
+            keep_last_member(partition, |id| registered(image, id)),
+            Vec::new(),
+            LeaderChangeReason::BrokerFailure,
+        ),
+    };
+    let change = Change {
+        leader,
+        isr,
+        eligible,
+        reason,
+    };
+    Some(change.record(topic, partition, judge))
+}
+
+/// A leader change decided for one partition.
+struct Change {
+    leader: i32,
+    isr: Vec<i32>,
+    eligible: Vec<i32>,
+    reason: LeaderChangeReason,
+}
+
+impl Change {
+    /// The change at the partition's next leader epoch.
+    fn record(self, topic: &TopicInfo, partition: &PartitionInfo, judge: &Judge) -> Record {
+        Record::SetPartitionLeader(SetPartitionLeader {
+            topic: topic.name.clone(),
+            partition: partition.partition,
+            leader: self.leader,
+            leader_epoch: partition.leader_epoch + 1,
+            isr: self.isr,
+            reason: self.reason as i32,
+            controller: judge.controller,
+            eligible: self.eligible,
+            log_end_offset: -1,
+            high_watermark: -1,
+            timestamp_ms: judge.now_ms,
+            min_insync_replicas: (judge.min_insync_replicas)(topic),
+        })
+    }
+}
+
+/// A live leader's ISR without its fenced or unregistered members (they
+/// answer for no data), as the leader would shrink it after its lag time,
+/// only at once.
+fn drop_fenced_members(
+    image: &MetadataImage,
+    topic: &TopicInfo,
+    partition: &PartitionInfo,
+    judge: &Judge,
+) -> Option<Record> {
+    if partition.isr.iter().all(|&id| registered(image, id)) {
+        return None;
+    }
+    let isr = keep_last_member(partition, |id| registered(image, id));
+    let isr_incarnations = isr
+        .iter()
+        .map(|&id| image.broker(id).map_or(0, |b| b.incarnation))
+        .collect();
+    Some(Record::UpdateIsr(UpdateIsr {
+        topic: topic.name.clone(),
+        partition: partition.partition,
+        leader_epoch: partition.leader_epoch,
+        isr,
+        partition_epoch: partition.partition_epoch,
+        isr_incarnations,
+        min_insync_replicas: (judge.min_insync_replicas)(topic),
+    }))
+}
+
+/// The ISR members `keep` accepts; if it accepts none, the ISR as it is
+/// when it has one member, else its first member: an ISR is never emptied.
+fn keep_last_member(partition: &PartitionInfo, keep: impl Fn(i32) -> bool) -> Vec<i32> {
+    let kept: Vec<i32> = partition
+        .isr
+        .iter()
+        .copied()
+        .filter(|&id| keep(id))
+        .collect();
+    if kept.is_empty() {
+        partition.isr.iter().copied().take(1).collect()
+    } else {
+        kept
+    }
+}
+
+#[cfg(test)]
+mod tests;

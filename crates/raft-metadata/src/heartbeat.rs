@@ -1,0 +1,157 @@
+//! Broker heartbeats to the active controller, over the cluster transport.
+//!
+//! A broker sends each heartbeat on a connection of its own to the
+//! controller's cluster listener and reads the reply on that connection.
+//! The listener hands the heartbeat to whoever serves heartbeats on that
+//! node (the broker's controller, through the channel given in
+//! [`crate::NodeConfig::heartbeats`]) without passing through the Raft
+//! thread, so an fsync there delays no heartbeat.
+//!
+//! A `Renewed` reply means more than "received": the controller confirmed
+//! through the quorum, after the heartbeat arrived, that it still leads, so
+//! no other controller can have judged the broker's session meanwhile. The
+//! broker's lease therefore runs from the moment it sent the heartbeat.
+
+use std::{io, time::Duration};
+
+use bytes::{Buf, BytesMut};
+use prost::Message as _;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::oneshot,
+};
+
+use crate::transport::{Body, Envelope, frame};
+
+/// Largest reply accepted.
+const MAX_REPLY: usize = 64 * 1024;
+
+/// One broker heartbeat.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BrokerHeartbeat {
+    #[prost(int32, tag = "1")]
+    pub node_id: i32,
+    /// The broker's run; a heartbeat of an older run renews nothing.
+    #[prost(uint64, tag = "2")]
+    pub incarnation: u64,
+}
+
+/// What the controller made of a heartbeat. The default (what an unknown
+/// value decodes to) renews nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
+#[repr(i32)]
+pub enum HeartbeatStatus {
+    /// The receiver is not the active controller (or could not confirm it
+    /// still is).
+    NotController = 0,
+    /// The session is renewed and the controller still leads the quorum.
+    Renewed = 1,
+    /// The broker is not registered at this incarnation yet, or a newer
+    /// one is.
+    UnknownIncarnation = 2,
+    /// The broker is fenced; the controller unfences it, and renews its
+    /// session from the next heartbeat on.
+    Fenced = 3,
+}
+
+/// The answer to a heartbeat; `status()` reads it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HeartbeatReply {
+    #[prost(enumeration = "HeartbeatStatus", tag = "1")]
+    pub status: i32,
+}
+
+impl HeartbeatReply {
+    pub fn new(status: HeartbeatStatus) -> Self {
+        Self {
+            status: status as i32,
+        }
+    }
+}
+
+/// A heartbeat waiting for the controller's answer.
+#[derive(Debug)]
+pub struct HeartbeatCall {
+    pub heartbeat: BrokerHeartbeat,
+    pub reply: oneshot::Sender<HeartbeatReply>,
+}
+
+/// A broker's connection to the controller it heartbeats to; reconnects
+/// when the controller moves or the connection fails.
+#[derive(Debug, Default)]
+pub struct ControllerConnection {
+    stream: Option<(String, TcpStream)>,
+    buffer: BytesMut,
+}
+
+impl ControllerConnection {
+    /// Sends `heartbeat` to the node listening at `address` and waits at
+    /// most `timeout` for its reply. Any error drops the connection.
+    pub async fn heartbeat(
+        &mut self,
+        address: &str,
+        heartbeat: BrokerHeartbeat,
+        timeout: Duration,
+    ) -> io::Result<HeartbeatReply> {
+        let result = tokio::time::timeout(timeout, self.exchange(address, heartbeat))
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+
+    async fn exchange(
+        &mut self,
+        address: &str,
+        heartbeat: BrokerHeartbeat,
+    ) -> io::Result<HeartbeatReply> {
+        if self.stream.as_ref().is_none_or(|(to, _)| to != address) {
+            let stream = TcpStream::connect(address).await?;
+            stream.set_nodelay(true)?;
+            self.stream = Some((address.to_string(), stream));
+            self.buffer.clear();
+        }
+        let Some((_, stream)) = self.stream.as_mut() else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        let envelope = Envelope {
+            from: u64::try_from(heartbeat.node_id).unwrap_or(0),
+            body: Some(Body::Heartbeat(heartbeat)),
+        };
+        stream.write_all(&frame(&envelope)).await?;
+        let reply = read_envelope(stream, &mut self.buffer).await?;
+        match reply.body {
+            Some(Body::HeartbeatReply(reply)) => Ok(reply),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the controller answered a heartbeat with something else",
+            )),
+        }
+    }
+}
+
+async fn read_envelope(stream: &mut TcpStream, buffer: &mut BytesMut) -> io::Result<Envelope> {
+    while buffer.len() < 4 {
+        if stream.read_buf(buffer).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    let len = (&buffer[..4]).get_u32() as usize;
+    if len > MAX_REPLY {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a heartbeat reply of {len} bytes"),
+        ));
+    }
+    while buffer.len() < 4 + len {
+        if stream.read_buf(buffer).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    buffer.advance(4);
+    Envelope::decode(buffer.split_to(len).freeze())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}

@@ -1,0 +1,173 @@
+"""Automatic failover on three real keel processes, RF=3, min ISR 2: a
+leader killed, a leader paused past its session and resumed, the
+controller killed while it leads. An idempotent acks=all producer writes
+unique values throughout; each test ends with a Jepsen-style check (every
+acknowledged value read back once, at the offset it was acknowledged with,
+in order per partition) and prints the unavailability the client saw: from
+the last acknowledgement before the fault to the first after it, on the
+partitions the failed broker led."""
+
+import signal
+import time
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from test_cluster import wait_for
+from test_replication import Writer, create, describe, read_back, start, verify_acknowledged
+
+TOPIC_PARTITIONS = 3
+
+
+def leaders(cluster, topic):
+    return {p: m.leader for p, m in describe(cluster, topic).items()}
+
+
+def unavailability(writer, partitions, fault_at):
+    """The longest time without an acknowledgement on `partitions` from
+    just before `fault_at` on: from the last acknowledgement before the
+    fault to the first one after the partition failed over."""
+    gaps = []
+    for partition in partitions:
+        times = sorted(writer.acked_at[k] for k, (p, _) in writer.acked.items()
+                       if p == partition and writer.acked_at[k] > fault_at - 1.0)
+        gaps.extend(b - a for a, b in zip(times, times[1:]))
+    return max(gaps) if gaps else None
+
+
+def wait_failed_over(cluster, topic, victim, survivor):
+    def moved():
+        view = leaders_from(survivor, topic)
+        return all(leader not in (victim, -1) for leader in view.values())
+    wait_for(f"every partition broker {victim} led has a new leader", moved, timeout=30)
+
+
+def leaders_from(broker, topic):
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    return {p: m.leader for p, m in admin.list_topics(topic=topic, timeout=10).topics[topic].partitions.items()}
+
+
+def setup(cluster_factory, topic):
+    cluster = start(cluster_factory)
+    create(cluster, topic, partitions=TOPIC_PARTITIONS)
+    led = leaders(cluster, topic)
+    assert sorted(led.values()) == [1, 2, 3], led
+    return cluster, led
+
+
+def finish(cluster, topic, writers, label, partitions, fault_at):
+    """Stops the writers, checks every acknowledged value and prints the
+    unavailability the first writer saw on `partitions`."""
+    for writer in writers:
+        writer.stop()
+    gap = unavailability(writers[0], partitions, fault_at)
+    seen = read_back(cluster.bootstrap, topic, partitions=TOPIC_PARTITIONS)
+    for writer in writers:
+        verify_acknowledged(writer, seen)
+    print(f"\n{label}: client-observed unavailability {gap:.2f} s, "
+          f"{sum(len(w.acked) for w in writers)} acknowledged records all read back")
+
+
+def pick(cluster, role):
+    """The broker to fail, by role: the active controller (which leads a
+    partition too), or a leader that is not the controller; and a broker
+    that survives."""
+    controller = cluster.controller().node_id
+    if role == "controller":
+        victim = controller
+        survivor = next(b for b in (1, 2, 3) if b != controller)
+    else:
+        victim = next(b for b in (1, 2, 3) if b != controller)
+        survivor = controller
+    return victim, cluster.brokers[survivor]
+
+
+@pytest.mark.parametrize("role", ["leader", "controller"])
+def test_sigkill_of_a_leader_fails_over_and_loses_nothing(cluster_factory, role):
+    cluster, led = setup(cluster_factory, "kill-leader")
+    victim, survivor = pick(cluster, role)
+    writer = Writer(cluster.bootstrap, "kill-leader").start()
+    writer.wait_acked(1000)
+
+    fault_at = time.monotonic()
+    cluster.brokers[victim].kill()
+    wait_failed_over(cluster, "kill-leader", victim, survivor)
+    writer.wait_acked(len(writer.acked) + 1000)
+    assert cluster.controller().node_id != victim
+    fenced = sum(b.metrics()["keel_controller_fenced_brokers_total"]
+                 for b in cluster.brokers.values() if b.running)
+    assert fenced >= 1
+
+    cluster.brokers[victim].restart()
+    wait_for("the restarted broker is back in every ISR", lambda: all(
+        victim in p.isrs for p in describe(cluster, "kill-leader").values()), timeout=60)
+    writer.wait_acked(len(writer.acked) + 500)
+    finish(cluster, "kill-leader", [writer], f"{role} SIGKILL",
+           [p for p, b in led.items() if b == victim], fault_at)
+
+
+@pytest.mark.parametrize("role", ["leader", "controller"])
+def test_a_paused_leader_is_deposed_and_acknowledges_nothing_after_it_resumes(cluster_factory, role):
+    """SIGSTOP a leader (one that is also the controller, or not) past its
+    session: a successor is elected. On SIGCONT the old leader finds
+    produce requests queued on its sockets; its lease lapsed while it was
+    stopped, and a controller renews nobody's lease, its own included,
+    before the quorum confirms it still leads: so it refuses them, even
+    acks=1, rather than acknowledge records its successor's log does not
+    have."""
+    cluster, led = setup(cluster_factory, "pause-leader")
+    victim, survivor = pick(cluster, role)
+    durable = Writer(cluster.bootstrap, "pause-leader").start()
+    # Without idempotence or retries: every acknowledgement is one append
+    # by whoever answered.
+    quick = Writer(cluster.bootstrap, "pause-leader", acks=1, linger_ms=0,
+                   first_key=10_000_000, request_timeout_ms=15000).start()
+    durable.wait_acked(1000)
+    quick.wait_acked(1000)
+
+    fault_at = time.monotonic()
+    cluster.brokers[victim].process.send_signal(signal.SIGSTOP)
+    wait_failed_over(cluster, "pause-leader", victim, survivor)
+    time.sleep(1.0)
+    resumed_at = time.monotonic()
+    cluster.brokers[victim].process.send_signal(signal.SIGCONT)
+
+    wait_for("the resumed broker is back in every ISR", lambda: all(
+        victim in p.isrs for p in describe(cluster, "pause-leader").values()), timeout=60)
+    durable.wait_acked(len(durable.acked) + 500)
+    quick.wait_acked(len(quick.acked) + 500)
+    quick.stop()
+    # acks=1 records the old leader acknowledged before it stopped may be
+    # lost with it, as Kafka allows; none acknowledged after it resumed.
+    quick.acked = {k: at for k, at in quick.acked.items() if quick.acked_at[k] > resumed_at}
+    finish(cluster, "pause-leader", [durable, quick], f"{role} SIGSTOP",
+           [p for p, b in led.items() if b == victim], fault_at)
+    assert cluster.brokers[victim].metrics()["keel_lease_expiries_total"] >= 1
+
+
+def test_a_rolling_restart_moves_leaderships_first_and_loses_nothing(cluster_factory):
+    """SIGTERM each node in turn: before it stops, its leaderships move to
+    other in-sync replicas (reason controlled_shutdown), so producers are
+    redirected at once; it restarts, catches up and rejoins every ISR."""
+    cluster, _ = setup(cluster_factory, "rolling")
+    writer = Writer(cluster.bootstrap, "rolling").start()
+    writer.wait_acked(1000)
+    for node in (1, 2, 3):
+        broker = cluster.brokers[node]
+        survivor = cluster.brokers[1 if node != 1 else 2]
+        assert broker.stop() == 0
+        assert "moved leaderships to other in-sync replicas before stopping" in broker.log(), \
+            broker.log()[-3000:]
+        assert all(leader != node for leader in leaders_from(survivor, "rolling").values())
+        writer.wait_acked(len(writer.acked) + 500)
+        broker.start()
+        wait_for(f"broker {node} is back in every ISR", lambda: all(
+            node in p.isrs for p in describe(cluster, "rolling").values()), timeout=60)
+    writer.wait_acked(len(writer.acked) + 500)
+    writer.stop()
+    latencies = sorted(b - a for a, b in zip(sorted(writer.acked_at.values()),
+                                             sorted(writer.acked_at.values())[1:]))
+    seen = read_back(cluster.bootstrap, "rolling", partitions=TOPIC_PARTITIONS)
+    verify_acknowledged(writer, seen)
+    print(f"\nrolling restart: longest gap between acknowledgements {latencies[-1]:.2f} s, "
+          f"{len(writer.acked)} acknowledged records all read back")
