@@ -7,12 +7,15 @@ in order per partition) and prints the unavailability the client saw: from
 the last acknowledgement before the fault to the first after it, on the
 partitions the failed broker led."""
 
+import json
 import signal
+import subprocess
 import time
 
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from conftest import KEEL
 from test_cluster import wait_for
 from test_replication import Writer, create, describe, read_back, start, verify_acknowledged
 
@@ -68,6 +71,23 @@ def finish(cluster, topic, writers, label, partitions, fault_at):
           f"{sum(len(w.acked) for w in writers)} acknowledged records all read back")
 
 
+def check_history(broker, topic, victim):
+    """`keel history` and the metrics show the failover: a broker_failure
+    change away from the victim for each partition it led."""
+    server = ["--server", f"127.0.0.1:{broker.metrics_port}", "--topic", topic]
+    listed = subprocess.run([str(KEEL), "history", *server, "--json"],
+                            capture_output=True, text=True, timeout=30, check=True)
+    changes = json.loads(listed.stdout)["changes"]
+    failovers = [c for c in changes
+                 if c["reason"] == "broker_failure" and c["previous_leader"] == victim]
+    assert failovers, changes
+    assert all(c["new_leader"] not in (victim, -1) for c in failovers), failovers
+    table = subprocess.run([str(KEEL), "history", *server, "--since", "10m"],
+                           capture_output=True, text=True, timeout=30, check=True).stdout
+    assert f"{victim}->" in table and "broker_failure" in table, table
+    assert broker.metrics()['keel_leader_transitions_total{reason="broker_failure"}'] >= 1
+
+
 def pick(cluster, role):
     """The broker to fail, by role: the active controller (which leads a
     partition too), or a leader that is not the controller; and a broker
@@ -97,6 +117,7 @@ def test_sigkill_of_a_leader_fails_over_and_loses_nothing(cluster_factory, role)
     fenced = sum(b.metrics()["keel_controller_fenced_brokers_total"]
                  for b in cluster.brokers.values() if b.running)
     assert fenced >= 1
+    check_history(survivor, "kill-leader", victim)
 
     cluster.brokers[victim].restart()
     wait_for("the restarted broker is back in every ISR", lambda: all(

@@ -229,6 +229,7 @@ impl Broker {
         })??;
 
         broker.check_cluster_id(&broker.image());
+        broker.metrics.leader_transitions.observe(&broker.image());
         broker.fetchers.update(&broker);
         let tasks = vec![
             tokio::spawn(catch_up(Arc::clone(&broker))),
@@ -512,6 +513,7 @@ async fn follow_metadata(broker: Arc<Broker>) {
         if !broker.check_cluster_id(&image) {
             return;
         }
+        broker.metrics.leader_transitions.observe(&image);
         broker.reconcile_replicas().await;
     }
 }

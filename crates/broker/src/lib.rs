@@ -11,7 +11,8 @@
 //!   followers and ISR changes; [`partition`] holds a replica's log and role.
 //! - [`heartbeat`] keeps this broker's session at the active controller and
 //!   its [`lease`] on its leaderships; [`controller`] is the active
-//!   controller's side: sessions, fencing and automatic leader election.
+//!   controller's side: sessions, fencing and automatic leader election;
+//!   [`history`] serves the leadership history and is `keel history`.
 //! - [`group`] is the group coordinator: consumer groups and committed
 //!   offsets, kept in `__consumer_offsets`.
 //! - [`error`] is the one place internal errors become Kafka error codes.
@@ -26,6 +27,7 @@ pub mod controller;
 pub mod error;
 pub mod group;
 pub mod heartbeat;
+pub mod history;
 pub mod lease;
 pub mod log_cleaner;
 pub mod metrics;

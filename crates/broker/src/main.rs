@@ -1,4 +1,5 @@
-//! `keel`: runs one broker until SIGTERM or SIGINT.
+//! `keel`: runs one broker until SIGTERM or SIGINT; `keel history` prints
+//! a cluster's leadership history.
 
 use std::process::ExitCode;
 
@@ -10,6 +11,28 @@ use keel_broker::{
 use tokio::signal::unix::{SignalKind, signal};
 
 fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|first| first == "history") {
+        let args = args.map(|a| a.to_string_lossy().into_owned()).collect();
+        let now_ms = keel_broker::broker::now_ms();
+        return match keel_broker::history::run_cli(args, now_ms) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprint!(
+                    "{}",
+                    if e.ends_with('\n') {
+                        e
+                    } else {
+                        format!("{e}\n")
+                    }
+                );
+                ExitCode::from(2)
+            }
+        };
+    }
     let config = match config::parse() {
         Ok(Invocation::Run(config)) => *config,
         Ok(Invocation::Print { text, success }) => {

@@ -6,17 +6,20 @@
 //! series stays bounded by default.
 //!
 //! The same listener takes an operator's leadership move,
-//! `POST /admin/move-leader?topic=T&partition=P&to=B`.
+//! `POST /admin/move-leader?topic=T&partition=P&to=B`, and serves the
+//! leadership history, `GET /v1/leadership-history` (see `history`).
 
 use std::{
+    collections::BTreeMap,
     fmt::Write as _,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 
+use keel_raft_metadata::{MetadataImage, records::LeaderChangeReason};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -94,6 +97,67 @@ pub struct Metrics {
     pub brokers_fenced: Counter,
     /// From planning an election batch to its commit.
     pub election_latency: Histogram,
+    pub leader_transitions: Transitions,
+}
+
+/// The reasons a partition's leader changes, as the history labels them.
+const REASONS: [LeaderChangeReason; 7] = [
+    LeaderChangeReason::TopicCreated,
+    LeaderChangeReason::BrokerFailure,
+    LeaderChangeReason::PartitionStall,
+    LeaderChangeReason::ControlledShutdown,
+    LeaderChangeReason::PreferredRebalance,
+    LeaderChangeReason::Manual,
+    LeaderChangeReason::Unclean,
+];
+
+/// Leader changes by reason, counted as this node applies them (the
+/// history itself is bounded, so it cannot be counted at scrape time).
+#[derive(Debug, Default)]
+pub struct Transitions(Mutex<TransitionCounts>);
+
+#[derive(Debug, Default)]
+struct TransitionCounts {
+    /// The history sequence the next change will have; `None` until the
+    /// first image, whose history happened before this process started.
+    next_sequence: Option<u64>,
+    by_reason: BTreeMap<i32, u64>,
+}
+
+impl Transitions {
+    /// Counts the changes `image` records that were not counted yet.
+    pub fn observe(&self, image: &MetadataImage) {
+        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(last) = image.history().next_back() else {
+            return;
+        };
+        let next = last.sequence + 1;
+        if let Some(from) = counts.next_sequence {
+            let new: Vec<i32> = image
+                .history()
+                .rev()
+                .take_while(|c| c.sequence >= from)
+                .map(|c| c.reason)
+                .collect();
+            for reason in new {
+                *counts.by_reason.entry(reason).or_default() += 1;
+            }
+        }
+        counts.next_sequence = Some(next);
+    }
+
+    fn render(&self, out: &mut String) {
+        let counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let name = "keel_leader_transitions_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Partition leader changes this node applied, by reason.\n# TYPE {name} counter"
+        );
+        for reason in REASONS {
+            let count = counts.by_reason.get(&(reason as i32)).copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {count}", reason.label());
+        }
+    }
 }
 
 fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
@@ -189,6 +253,7 @@ pub fn render(broker: &Broker) -> String {
         "Brokers this node fenced as the active controller after their sessions lapsed.",
         broker.metrics.brokers_fenced.get(),
     );
+    broker.metrics.leader_transitions.render(&mut out);
     broker.metrics.election_latency.render(
         &mut out,
         "keel_election_commit_latency_seconds",
@@ -361,8 +426,21 @@ async fn answer(mut stream: TcpStream, broker: &Broker) -> std::io::Result<()> {
     }
     let request_line = head.split(|b| *b == b'\r').next().unwrap_or_default();
     let request_line = String::from_utf8_lossy(request_line);
+    let history_query = request_line
+        .strip_prefix("GET /v1/leadership-history")
+        .and_then(|rest| rest.split(' ').next())
+        .filter(|query| query.is_empty() || query.starts_with('?'));
     let (status, content_type, body) = if request_line.starts_with("GET /metrics ") {
         ("200 OK", "text/plain; version=0.0.4", render(broker))
+    } else if let Some(query) = history_query {
+        match crate::history::Query::from_url_query(query.trim_start_matches('?')) {
+            Ok(query) => (
+                "200 OK",
+                "application/json",
+                crate::history::to_json(&crate::history::select(&broker.image(), &query)),
+            ),
+            Err(problem) => ("400 Bad Request", "text/plain", format!("{problem}\n")),
+        }
     } else if let Some(query) = request_line
         .strip_prefix("POST /admin/move-leader?")
         .and_then(|rest| rest.split(' ').next())
@@ -373,7 +451,7 @@ async fn answer(mut stream: TcpStream, broker: &Broker) -> std::io::Result<()> {
         (
             "404 Not Found",
             "text/plain",
-            "try GET /metrics or POST /admin/move-leader?topic=T&partition=P&to=BROKER\n"
+            "try GET /metrics, GET /v1/leadership-history?topic=T&partition=P&since=MS or POST /admin/move-leader?topic=T&partition=P&to=BROKER\n"
                 .to_string(),
         )
     };

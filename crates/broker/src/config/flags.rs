@@ -12,6 +12,7 @@ use clap::{ArgAction, Parser};
     name = "keel",
     version,
     about = "Keel: a Kafka-compatible message broker",
+    after_help = "`keel history --server HOST:PORT [--topic T] [--partition P] [--since TIME] [--json]` prints the cluster's leadership history, from any node's metrics listener.",
     args_override_self = true
 )]
 pub(super) struct Flags {
