@@ -192,3 +192,49 @@ def test_a_rolling_restart_moves_leaderships_first_and_loses_nothing(cluster_fac
     verify_acknowledged(writer, seen)
     print(f"\nrolling restart: longest gap between acknowledgements {latencies[-1]:.2f} s, "
           f"{len(writer.acked)} acknowledged records all read back")
+
+
+def test_a_leader_whose_appends_stall_hands_over_and_an_idle_one_stays(cluster_factory):
+    """The produce heartbeat: a leader alive and heartbeating, but whose
+    appends to one partition stall (a test fault: 4 s each), is moved off
+    that partition once producers have waited past the stall timeout, with
+    reason partition_stall; the acks=1 write stuck in its append finishes
+    after the move and is not acknowledged. A partition it leads that
+    nobody writes to stays with it."""
+    cluster = start(cluster_factory)
+    controller = cluster.controller().node_id
+    victim = next(b for b in (1, 2, 3) if b != controller)
+    others = tuple(b for b in (1, 2, 3) if b != victim)
+    broker = cluster.brokers[victim]
+    assert broker.stop() == 0
+    broker.extra_args += ["--test-faults", "stall-append:stalled:0:4000"]
+    broker.start()
+    wait_for("the restarted broker is unfenced", lambda: all(
+        b.metrics()["keel_fenced_brokers"] == 0 for b in cluster.brokers.values()), timeout=30)
+    for topic in ("stalled", "idle"):
+        create(cluster, topic, replicas=(victim, *others))
+    assert leaders(cluster, "stalled")[0] == victim
+
+    durable = Writer(cluster.bootstrap, "stalled").start()
+    quick = Writer(cluster.bootstrap, "stalled", acks=1, linger_ms=0, first_key=10_000_000,
+                   request_timeout_ms=15000).start()
+    wait_for("the stalled partition moves", lambda: leaders(cluster, "stalled")[0] in others,
+             timeout=30)
+    durable.wait_acked(500)
+    quick.wait_acked(500)
+    time.sleep(5)  # the stuck appends finish at the deposed leader
+    quick.stop()
+    durable.stop()
+    seen = read_back(cluster.bootstrap, "stalled")
+    verify_acknowledged(durable, seen)
+    verify_acknowledged(quick, seen)
+
+    changes = json.loads(subprocess.run(
+        [str(KEEL), "history", "--server", f"127.0.0.1:{broker.metrics_port}",
+         "--topic", "stalled", "--json"],
+        capture_output=True, text=True, timeout=30, check=True).stdout)["changes"]
+    assert any(c["reason"] == "partition_stall" and c["previous_leader"] == victim
+               for c in changes), changes
+    assert leaders(cluster, "idle")[0] == victim, "an idle partition was failed over"
+    print(f"\npartition stall: {len(durable.acked) + len(quick.acked)} acknowledged records "
+          "all read back")

@@ -81,6 +81,9 @@ pub struct LivenessConfig {
     pub heartbeat_interval: Duration,
     /// How long the controller lets a broker be silent before fencing it.
     pub session_timeout: Duration,
+    /// How long produce requests may wait on a leader without progress
+    /// before the controller moves the partition; `None`: never.
+    pub partition_stall_timeout: Option<Duration>,
 }
 
 impl LivenessConfig {
@@ -588,6 +591,8 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
         liveness: LivenessConfig {
             heartbeat_interval: Duration::from_millis(flags.broker_heartbeat_interval_ms),
             session_timeout: Duration::from_millis(flags.broker_session_timeout_ms),
+            partition_stall_timeout: (flags.partition_stall_timeout_ms > 0)
+                .then(|| Duration::from_millis(flags.partition_stall_timeout_ms)),
         },
         auto_create_topics: flags.auto_create_topics,
         retention_check_interval_ms: flags.log_retention_check_interval_ms,

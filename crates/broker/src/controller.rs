@@ -1,5 +1,6 @@
 //! The active controller's duties beside Raft: broker sessions kept by
-//! heartbeats, and automatic leader election when a session lapses.
+//! heartbeats, and automatic leader election when a session lapses or a
+//! leader's produce heartbeat says its partition stalled.
 //!
 //! Every node runs these tasks; they act only while the node is the active
 //! controller. On taking over, the controller starts every registered
@@ -14,7 +15,7 @@
 //! broker's lease may run from when it sent the heartbeat (see `lease`).
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     mem,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
@@ -22,11 +23,13 @@ use std::{
 
 use keel_leader_elector::{
     liveness::{Heartbeat, Liveness},
-    plan::{self, Judge, plan},
+    plan::{self, Judge, Stall, plan},
 };
 use keel_raft_metadata::{
     MetadataImage, MetadataRecord, Record, TopicInfo,
-    heartbeat::{BrokerHeartbeat, HeartbeatCall, HeartbeatReply, HeartbeatStatus},
+    heartbeat::{
+        BrokerHeartbeat, HeartbeatCall, HeartbeatReply, HeartbeatStatus, StalledPartition,
+    },
     records::UnfenceBroker,
 };
 use tokio::{
@@ -59,6 +62,9 @@ struct State {
     liveness: Liveness,
     /// Brokers with an UnfenceBroker in flight.
     unfencing: HashSet<i32>,
+    /// Each broker's latest produce heartbeat: its led partitions where
+    /// produce requests wait without progress.
+    stalls: BTreeMap<i32, Vec<StalledPartition>>,
 }
 
 /// What to answer a heartbeat.
@@ -79,6 +85,7 @@ impl Controller {
                 term: None,
                 liveness: Liveness::new(timeout_ms),
                 unfencing: HashSet::new(),
+                stalls: BTreeMap::new(),
             }),
         }
     }
@@ -94,6 +101,7 @@ impl Controller {
         if state.term != Some(term) {
             state.liveness.start_term(unfenced(image), now_ms);
             state.unfencing.clear();
+            state.stalls.clear();
             state.term = Some(term);
         }
         state
@@ -109,6 +117,9 @@ impl Controller {
         let renewed = state
             .liveness
             .heartbeat(heartbeat.node_id, heartbeat.incarnation, now);
+        state
+            .stalls
+            .insert(heartbeat.node_id, heartbeat.stalled.clone());
         match (renewed, image.broker(heartbeat.node_id)) {
             (Heartbeat::StaleIncarnation { .. }, _) | (_, None) => {
                 Verdict::Answer(HeartbeatStatus::UnknownIncarnation)
@@ -250,9 +261,34 @@ fn plan_now(broker: &Broker, term: u64, image: &MetadataImage) -> Option<Metadat
     let mut state = controller.state_for(term, image, now);
     state.liveness.admit(unfenced(image), now);
     let lapsed = state.liveness.expired(now);
+    let stalled = stalls_past_timeout(broker, &state.stalls);
     let liveness = &state.liveness;
     let session_alive = |id: i32| liveness.is_alive(id, now);
-    judging(broker, &session_alive, |judge| plan(image, &lapsed, judge))
+    judging(broker, &session_alive, |judge| {
+        plan(image, &lapsed, &stalled, judge)
+    })
+}
+
+/// The reported stalls that lasted longer than the stall timeout.
+fn stalls_past_timeout(
+    broker: &Broker,
+    reports: &BTreeMap<i32, Vec<StalledPartition>>,
+) -> Vec<Stall> {
+    let Some(timeout) = broker.config.liveness.partition_stall_timeout else {
+        return Vec::new();
+    };
+    let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+    reports
+        .iter()
+        .flat_map(|(leader, stalls)| stalls.iter().map(move |s| (*leader, s)))
+        .filter(|(_, s)| s.waited_ms > timeout_ms)
+        .map(|(leader, s)| Stall {
+            topic: s.topic.clone(),
+            partition: s.partition,
+            leader,
+            leader_epoch: s.leader_epoch,
+        })
+        .collect()
 }
 
 /// Runs `decide` with what the leader elector needs to know beside the

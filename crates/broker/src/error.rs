@@ -24,6 +24,10 @@ pub enum PartitionError {
         "appended, but this broker's lease lapsed before the write could be acknowledged: it may or may not survive"
     )]
     LeaseLapsedAfterAppend,
+    #[error(
+        "appended at leader epoch {0}, but leadership moved before the write could be acknowledged: it may or may not survive"
+    )]
+    DeposedAfterAppend(i32),
     #[error("partition has no leader")]
     LeaderNotAvailable,
     #[error("request leader epoch {request} is older than the current {current}")]
@@ -77,7 +81,9 @@ impl PartitionError {
             }
             // The outcome is unknown, as after a timeout: the client must
             // not take it for "not written" (NOT_LEADER_OR_FOLLOWER).
-            Self::RequestTimedOut | Self::LeaseLapsedAfterAppend => ResponseError::RequestTimedOut,
+            Self::RequestTimedOut | Self::LeaseLapsedAfterAppend | Self::DeposedAfterAppend(_) => {
+                ResponseError::RequestTimedOut
+            }
             Self::NotAReplica(_) | Self::NotFollowing(_) => ResponseError::NotLeaderOrFollower,
             Self::StaleReplica { .. } => ResponseError::StaleBrokerEpoch,
             Self::InvalidOffset { .. } => ResponseError::OffsetOutOfRange,

@@ -4,15 +4,20 @@
 //! One heartbeat at a time, every heartbeat interval: to the controller's
 //! cluster listener, or straight to this node's own controller when it is
 //! the active one. An answer slower than the lease is as good as none.
+//! Each heartbeat also carries the produce heartbeat: the led partitions
+//! whose produce requests wait without progress (see
+//! `partition::Progress`), for the controller to fail over once they have
+//! waited past the stall timeout.
 
 use std::{sync::Arc, time::Instant};
 
 use keel_raft_metadata::heartbeat::{
     BrokerHeartbeat, ControllerConnection, HeartbeatCall, HeartbeatReply, HeartbeatStatus,
+    StalledPartition,
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, now_ms};
 
 pub async fn run(broker: Arc<Broker>, local: mpsc::Sender<HeartbeatCall>) {
     let liveness = broker.config.liveness;
@@ -44,6 +49,30 @@ pub async fn run(broker: Arc<Broker>, local: mpsc::Sender<HeartbeatCall>) {
     }
 }
 
+/// The produce heartbeat: the partitions this broker leads whose produce
+/// requests have waited without progress for a heartbeat interval or more
+/// (the controller judges them against the stall timeout).
+fn stalled_partitions(broker: &Broker) -> Vec<StalledPartition> {
+    let now = now_ms();
+    let worth_telling =
+        i64::try_from(broker.config.liveness.heartbeat_interval.as_millis()).unwrap_or(i64::MAX);
+    broker
+        .replicas
+        .all()
+        .into_iter()
+        .filter(|p| p.is_leader())
+        .filter_map(|p| {
+            let waited_ms = p.progress().stalled_for(now)?;
+            (waited_ms >= worth_telling).then(|| StalledPartition {
+                topic: p.topic().to_string(),
+                partition: p.index(),
+                leader_epoch: p.leader_epoch(),
+                waited_ms,
+            })
+        })
+        .collect()
+}
+
 /// One heartbeat and its answer, if the controller answered in time.
 async fn send(
     broker: &Broker,
@@ -53,6 +82,7 @@ async fn send(
     let heartbeat = BrokerHeartbeat {
         node_id: broker.config.node_id,
         incarnation: broker.incarnation,
+        stalled: stalled_partitions(broker),
     };
     let timeout = broker.config.liveness.lease();
     let status = broker.metadata.status();

@@ -14,6 +14,7 @@
 //! directory and checkpoints of retention, DeleteRecords and truncation, a
 //! new leader epoch's checkpoint, and a compaction's swap.
 
+mod progress;
 mod role;
 mod waiters;
 
@@ -26,6 +27,7 @@ use keel_log::{LogConfig, LogError, PartitionLog, PendingFlush, ReadSlice};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+pub use self::progress::Progress;
 pub use self::role::{FollowerState, Transition};
 use self::{role::Role, waiters::Waiters};
 
@@ -77,6 +79,10 @@ pub struct Partition {
     /// the role it appends under.
     leader_epoch: AtomicI32,
     leading: AtomicBool,
+    /// The newest leader epoch the metadata named for this partition,
+    /// set before the role changes under the log's lock: an append that
+    /// held the lock meanwhile learns from it that it was deposed.
+    newest_epoch: AtomicI32,
     /// The leader's view of its followers, or whom a follower follows.
     role: Mutex<Role>,
     /// A flush begun by `begin_flush_if_due` has not completed yet.
@@ -86,6 +92,8 @@ pub struct Partition {
     /// Consumer fetches and acks=all produces, woken when the high
     /// watermark moves (and on a change of role).
     committed: Waiters,
+    /// Whether the produce appends waiting here make progress.
+    progress: Progress,
 }
 
 impl Partition {
@@ -115,11 +123,18 @@ impl Partition {
             log_end_offset: AtomicI64::new(log_end_offset),
             leader_epoch: AtomicI32::new(-1),
             leading: AtomicBool::new(false),
+            newest_epoch: AtomicI32::new(-1),
             role: Mutex::new(Role::None),
             flushing: AtomicBool::new(false),
             appended: Waiters::default(),
             committed: Waiters::default(),
+            progress: Progress::default(),
         }
+    }
+
+    /// The produce heartbeat: whether produce appends make progress.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
     }
 
     pub fn topic(&self) -> &str {

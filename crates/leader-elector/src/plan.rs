@@ -1,7 +1,7 @@
 //! What the active controller commits when brokers fail: one batch that
 //! fences every broker whose session lapsed, elects a new leader for every
-//! partition whose leader is gone, and takes fenced brokers out of the ISRs
-//! they were in. The same pass gives a leader to partitions that lost
+//! partition whose leader is gone or stalled, and takes fenced brokers out
+//! of the ISRs they were in. The same pass gives a leader to partitions that lost
 //! theirs some other way (a broker fenced itself as it stopped, a restart
 //! took its leaderships away, a candidate came back to an offline
 //! partition).
@@ -38,10 +38,29 @@ pub struct Judge<'a> {
     pub min_insync_replicas: &'a dyn Fn(&TopicInfo) -> i32,
 }
 
+/// A partition whose leader reported produce requests waiting without
+/// progress for longer than the stall timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stall {
+    pub topic: String,
+    pub partition: i32,
+    /// Who reported it, leading in which epoch: a report about an earlier
+    /// leadership moves nothing.
+    pub leader: i32,
+    pub leader_epoch: i32,
+}
+
 /// The batch to commit now, or `None` when nothing needs to change.
 /// `lapsed` lists the brokers whose sessions lapsed, at the incarnation the
 /// session was for: a newer registration of the same broker is not fenced.
-pub fn plan(image: &MetadataImage, lapsed: &[(i32, u64)], judge: &Judge) -> Option<MetadataRecord> {
+/// `stalled` partitions move to another in-sync replica if there is one
+/// (reason `partition_stall`); their leader stays otherwise.
+pub fn plan(
+    image: &MetadataImage,
+    lapsed: &[(i32, u64)],
+    stalled: &[Stall],
+    judge: &Judge,
+) -> Option<MetadataRecord> {
     let fences: Vec<FenceBroker> = lapsed
         .iter()
         .filter(|(id, incarnation)| {
@@ -59,7 +78,7 @@ pub fn plan(image: &MetadataImage, lapsed: &[(i32, u64)], judge: &Judge) -> Opti
             topic
                 .partitions
                 .iter()
-                .all(|p| change_for(image, topic, p, judge).is_none())
+                .all(|p| change_for(image, topic, p, stalled, judge).is_none())
         });
     if idle {
         return None;
@@ -84,7 +103,7 @@ pub fn plan(image: &MetadataImage, lapsed: &[(i32, u64)], judge: &Judge) -> Opti
             let Some(partition) = topic.partition(partition) else {
                 continue;
             };
-            change_for(scratch, topic, partition, judge)
+            change_for(scratch, topic, partition, stalled, judge)
         };
         if let Some(record) = change {
             batch.push(record);
@@ -169,9 +188,19 @@ fn change_for(
     image: &MetadataImage,
     topic: &TopicInfo,
     partition: &PartitionInfo,
+    stalled: &[Stall],
     judge: &Judge,
 ) -> Option<Record> {
     if is_live(image, judge, partition.leader) {
+        let stalls = |s: &Stall| {
+            s.topic == topic.name
+                && s.partition == partition.partition
+                && s.leader == partition.leader
+                && s.leader_epoch == partition.leader_epoch
+        };
+        if stalled.iter().any(stalls) {
+            return move_off_stalled_leader(image, topic, partition, judge);
+        }
         return drop_fenced_members(image, topic, partition, judge);
     }
     let live = |id| is_live(image, judge, id);
@@ -211,6 +240,35 @@ fn change_for(
         reason,
     };
     Some(change.record(topic, partition, judge))
+}
+
+/// A stalled leader's partition to another live in-sync (or eligible)
+/// replica; never outside them, and nowhere if there is nobody: a slow
+/// leader beats none.
+fn move_off_stalled_leader(
+    image: &MetadataImage,
+    topic: &TopicInfo,
+    partition: &PartitionInfo,
+    judge: &Judge,
+) -> Option<Record> {
+    let live = |id| is_live(image, judge, id);
+    match policy::elect(partition, partition.leader, live, |_| None, false) {
+        Election::Leader {
+            leader,
+            isr,
+            eligible,
+            ..
+        } => {
+            let change = Change {
+                leader,
+                isr,
+                eligible,
+                reason: LeaderChangeReason::PartitionStall,
+            };
+            Some(change.record(topic, partition, judge))
+        }
+        Election::Offline => None,
+    }
 }
 
 /// A leader change decided for one partition.

@@ -35,6 +35,25 @@ pub struct BrokerHeartbeat {
     /// The broker's run; a heartbeat of an older run renews nothing.
     #[prost(uint64, tag = "2")]
     pub incarnation: u64,
+    /// The produce heartbeat: partitions this broker leads where produce
+    /// requests have waited without progress.
+    #[prost(message, repeated, tag = "3")]
+    pub stalled: Vec<StalledPartition>,
+}
+
+/// A led partition whose produce requests wait without progress.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct StalledPartition {
+    #[prost(string, tag = "1")]
+    pub topic: String,
+    #[prost(int32, tag = "2")]
+    pub partition: i32,
+    /// The leader epoch the broker leads it in.
+    #[prost(int32, tag = "3")]
+    pub leader_epoch: i32,
+    /// How long the requests have waited without an append completing.
+    #[prost(int64, tag = "4")]
+    pub waited_ms: i64,
 }
 
 /// What the controller made of a heartbeat. The default (what an unknown

@@ -82,13 +82,15 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) ->
                         now,
                     )
                 };
-                // An acks=1 write appended before the lease lapsed but
-                // answered after: the successor may not have it, so no
-                // success. (An acks=all write is answered only once every
-                // in-sync replica, the successor among them, holds it.)
+                // An acks=1 write appended before the lease lapsed, or
+                // before leadership moved, but answered after: the
+                // successor may not have it, so no success. (An acks=all
+                // write is answered only once every in-sync replica, the
+                // successor among them, holds it.)
                 let result = result.and_then(|appended| {
                     if request.acks == 1 {
                         ctx.broker.check_lease_after_append()?;
+                        appended.0.check_still_leading(appended.1)?;
                     }
                     Ok(appended)
                 });
@@ -198,7 +200,10 @@ fn append(
     if acks == -1 {
         partition.check_min_isr()?;
     }
-    let outcome = partition.append_as_leader(&records, Some(leader_epoch), now)?;
+    let outcome = {
+        let _waiting = partition.progress().begin(now, now_ms);
+        partition.append_as_leader(&records, Some(leader_epoch), now)?
+    };
     Ok((partition, leader_epoch, outcome))
 }
 

@@ -116,6 +116,12 @@ pub(super) struct Flags {
     /// which it refuses produce, is two heartbeat intervals shorter.
     #[arg(long, env = "KEEL_BROKER_SESSION_TIMEOUT_MS", default_value_t = 600)]
     pub(super) broker_session_timeout_ms: u64,
+    /// How long produce requests may wait on a partition's leader without
+    /// any append completing before the controller moves its leadership to
+    /// another in-sync replica (a stalled disk, a wedged task); 0 turns
+    /// the produce heartbeat off. An idle partition never stalls.
+    #[arg(long, env = "KEEL_PARTITION_STALL_TIMEOUT_MS", default_value_t = 2000)]
+    pub(super) partition_stall_timeout_ms: u64,
     /// Replicas of `__consumer_offsets`, capped at the live brokers when
     /// the topic is first needed.
     #[arg(

@@ -99,6 +99,10 @@ impl Partition {
                 _ => {}
             }
         }
+        // Known before the log's lock is had (a stalled append may hold it
+        // for long): a write that append finishes is not acknowledged.
+        self.newest_epoch
+            .fetch_max(info.leader_epoch, Ordering::AcqRel);
         let mut log = self.log();
         if info.leader_epoch < self.leader_epoch() {
             return Ok(Transition::Unchanged);
@@ -169,6 +173,18 @@ impl Partition {
             self.update_high_watermark();
         }
         Ok(outcome)
+    }
+
+    /// For a write appended at `leader_epoch`: fails unless this replica
+    /// still leads in that epoch, and the metadata names no newer one, now
+    /// that the write is to be answered.
+    pub fn check_still_leading(&self, leader_epoch: i32) -> Result<(), PartitionError> {
+        let superseded = self.newest_epoch.load(Ordering::Acquire) > leader_epoch;
+        if self.is_leader() && self.leader_epoch() == leader_epoch && !superseded {
+            Ok(())
+        } else {
+            Err(PartitionError::DeposedAfterAppend(leader_epoch))
+        }
     }
 
     /// Moves the high watermark to what the followers' progress allows.

@@ -71,7 +71,7 @@ fn plan_and_apply(image: &MetadataImage, lapsed: &[i32], alive: &[i32]) -> Metad
         min_insync_replicas: &|_| 2,
     };
     let mut after = image.clone();
-    if let Some(batch) = plan(image, &lapsed, &judge) {
+    if let Some(batch) = plan(image, &lapsed, &[], &judge) {
         after.apply(&batch, 3).unwrap();
     }
     after
@@ -92,7 +92,7 @@ fn nothing_is_planned_while_every_leader_is_live() {
         unclean_allowed: &|_| false,
         min_insync_replicas: &|_| 2,
     };
-    assert_eq!(plan(&image, &[], &judge), None);
+    assert_eq!(plan(&image, &[], &[], &judge), None);
 }
 
 #[test]
@@ -213,4 +213,35 @@ fn a_controlled_shutdown_moves_every_leadership_it_can_to_another_in_sync_replic
         LeaderChangeReason::ControlledShutdown as i32
     );
     assert_eq!(move_leaderships_off(&after, 1, &judge), None);
+}
+
+#[test]
+fn a_stalled_leader_hands_over_to_an_in_sync_replica_and_an_old_report_moves_nothing() {
+    let before = image(&[(1, &[1, 2, 3]), (1, &[1])], &[]);
+    let stall = |partition, leader_epoch| Stall {
+        topic: "t".into(),
+        partition,
+        leader: 1,
+        leader_epoch,
+    };
+    let judge = Judge {
+        controller: 2,
+        now_ms: 5,
+        session_alive: &|_| true,
+        unclean_allowed: &|_| true,
+        min_insync_replicas: &|_| 2,
+    };
+    let batch = plan(&before, &[], &[stall(0, 0), stall(1, 0)], &judge).unwrap();
+    let mut after = before.clone();
+    after.apply(&batch, 3).unwrap();
+    assert_eq!(state(&after, 0), (2, 1, vec![2, 3]));
+    assert_eq!(
+        after.history().last().unwrap().reason,
+        LeaderChangeReason::PartitionStall as i32
+    );
+    // Alone in its ISR the stalled leader stays, even with unclean
+    // election allowed: a slow leader beats none.
+    assert_eq!(state(&after, 1), (1, 0, vec![1]));
+    // The same report, about leader epoch 0, moves nothing any more.
+    assert_eq!(plan(&after, &[], &[stall(0, 0)], &judge), None);
 }
