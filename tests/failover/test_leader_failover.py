@@ -16,8 +16,9 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from conftest import KEEL
-from test_cluster import wait_for
-from test_replication import Writer, create, describe, read_back, start, verify_acknowledged
+from test_cluster import registered, wait_for
+from test_replication import (
+    REPLICATION_ARGS, Writer, create, describe, read_back, start, verify_acknowledged)
 
 TOPIC_PARTITIONS = 3
 
@@ -169,8 +170,14 @@ def test_a_paused_leader_is_deposed_and_acknowledges_nothing_after_it_resumes(cl
 def test_a_rolling_restart_moves_leaderships_first_and_loses_nothing(cluster_factory):
     """SIGTERM each node in turn: before it stops, its leaderships move to
     other in-sync replicas (reason controlled_shutdown), so producers are
-    redirected at once; it restarts, catches up and rejoins every ISR."""
-    cluster, _ = setup(cluster_factory, "rolling")
+    redirected at once; it restarts, catches up and rejoins every ISR. The
+    rebalancer then gives every partition back to its preferred replica."""
+    cluster = cluster_factory(3, extra_args=[*REPLICATION_ARGS,
+                                             "--leader-imbalance-check-interval-seconds", "1"])
+    registered(cluster, 3)
+    create(cluster, "rolling", partitions=TOPIC_PARTITIONS)
+    preferred = leaders(cluster, "rolling")
+    assert sorted(preferred.values()) == [1, 2, 3], preferred
     writer = Writer(cluster.bootstrap, "rolling").start()
     writer.wait_acked(1000)
     for node in (1, 2, 3):
@@ -184,6 +191,8 @@ def test_a_rolling_restart_moves_leaderships_first_and_loses_nothing(cluster_fac
         broker.start()
         wait_for(f"broker {node} is back in every ISR", lambda: all(
             node in p.isrs for p in describe(cluster, "rolling").values()), timeout=60)
+    wait_for("every partition is led by its preferred replica again",
+             lambda: leaders(cluster, "rolling") == preferred, timeout=30)
     writer.wait_acked(len(writer.acked) + 500)
     writer.stop()
     latencies = sorted(b - a for a, b in zip(sorted(writer.acked_at.values()),

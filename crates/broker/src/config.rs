@@ -64,6 +64,8 @@ pub struct BrokerConfig {
     /// `replica.fetch.wait.max.ms`.
     pub replica_fetch_wait_max_ms: i32,
     pub liveness: LivenessConfig,
+    /// Kafka's auto leader rebalance; `None` when off.
+    pub leader_rebalance: Option<LeaderRebalance>,
     pub auto_create_topics: bool,
     pub retention_check_interval_ms: u64,
     pub cleaner_backoff_ms: u64,
@@ -94,6 +96,15 @@ impl LivenessConfig {
         self.session_timeout
             .saturating_sub(2 * self.heartbeat_interval)
     }
+}
+
+/// When leadership moves back to preferred replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderRebalance {
+    pub check_interval: Duration,
+    /// A broker's share of its preferred partitions led elsewhere above
+    /// which they move back.
+    pub imbalance_percent: u32,
 }
 
 /// Broker-wide defaults of topic configs.
@@ -385,6 +396,20 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
             ),
         )
     })?;
+    at_least(
+        "leader-imbalance-check-interval-seconds",
+        flags.leader_imbalance_check_interval_seconds,
+        1,
+    )?;
+    if flags.leader_imbalance_per_broker_percentage > 100 {
+        return Err(invalid(
+            "leader-imbalance-per-broker-percentage",
+            format!(
+                "must be at most 100, got {}",
+                flags.leader_imbalance_per_broker_percentage
+            ),
+        ));
+    }
     let listen = resolve("listen", &flags.listen)?;
     let (advertised_host, advertised_port) = match &flags.advertise {
         Some(advertise) => split_host_port("advertise", advertise)?,
@@ -594,6 +619,10 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
             partition_stall_timeout: (flags.partition_stall_timeout_ms > 0)
                 .then(|| Duration::from_millis(flags.partition_stall_timeout_ms)),
         },
+        leader_rebalance: flags.auto_leader_rebalance_enable.then(|| LeaderRebalance {
+            check_interval: Duration::from_secs(flags.leader_imbalance_check_interval_seconds),
+            imbalance_percent: flags.leader_imbalance_per_broker_percentage,
+        }),
         auto_create_topics: flags.auto_create_topics,
         retention_check_interval_ms: flags.log_retention_check_interval_ms,
         cleaner_backoff_ms: flags.log_cleaner_backoff_ms,

@@ -227,18 +227,36 @@ async fn unfence(broker: Arc<Broker>, node_id: i32, incarnation: u64) {
 }
 
 /// The elector: every half heartbeat interval, while this node controls,
-/// commits what lapsed sessions and leaderless partitions call for.
+/// commits what lapsed sessions, stalls and leaderless partitions call
+/// for; every leader imbalance check interval, when that is nothing, the
+/// moves back to preferred replicas.
 pub async fn elect(broker: Arc<Broker>) {
     let period = broker.config.liveness.heartbeat_interval / 2;
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_rebalance = broker
+        .config
+        .leader_rebalance
+        .map(|r| Instant::now() + r.check_interval);
     loop {
         tick.tick().await;
         let Some(term) = active_term(&broker) else {
             continue;
         };
         let image = broker.image();
-        let Some(batch) = plan_now(&broker, term, &image) else {
+        let due = next_rebalance.is_some_and(|at| Instant::now() >= at);
+        let batch = match plan_now(&broker, term, &image) {
+            Some(batch) => Some(batch),
+            None if due => {
+                next_rebalance = broker
+                    .config
+                    .leader_rebalance
+                    .map(|r| Instant::now() + r.check_interval);
+                rebalance_now(&broker, term, &image)
+            }
+            None => None,
+        };
+        let Some(batch) = batch else {
             continue;
         };
         let started = Instant::now();
@@ -266,6 +284,20 @@ fn plan_now(broker: &Broker, term: u64, image: &MetadataImage) -> Option<Metadat
     let session_alive = |id: i32| liveness.is_alive(id, now);
     judging(broker, &session_alive, |judge| {
         plan(image, &lapsed, &stalled, judge)
+    })
+}
+
+/// Leaderships back to live, in-sync preferred replicas of brokers that
+/// lead too few of their own, if any.
+fn rebalance_now(broker: &Broker, term: u64, image: &MetadataImage) -> Option<MetadataRecord> {
+    let rebalance = broker.config.leader_rebalance?;
+    let controller = &broker.controller;
+    let now = controller.now_ms();
+    let state = controller.state_for(term, image, now);
+    let liveness = &state.liveness;
+    let session_alive = |id: i32| liveness.is_alive(id, now);
+    judging(broker, &session_alive, |judge| {
+        plan::rebalance(image, rebalance.imbalance_percent, judge)
     })
 }
 

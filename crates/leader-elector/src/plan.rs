@@ -157,6 +157,55 @@ pub fn move_leaderships_off(
     (!records.is_empty()).then(|| Record::Batch(RecordBatch { records }).into())
 }
 
+/// Kafka's automatic leader rebalance: for each broker whose share of the
+/// partitions it is the preferred replica of, but does not lead, is above
+/// `threshold_percent`, every such partition whose preferred replica is
+/// live and in sync moves back to it (reason `preferred_rebalance`), at the
+/// next leader epoch with the ISR as it is. `None` when nothing moves.
+pub fn rebalance(
+    image: &MetadataImage,
+    threshold_percent: u32,
+    judge: &Judge,
+) -> Option<MetadataRecord> {
+    let preferred = |p: &PartitionInfo| p.replicas.first().copied();
+    let mut preferred_count = std::collections::BTreeMap::<i32, (u32, u32)>::new();
+    for partition in image.topics().flat_map(|t| &t.partitions) {
+        if let Some(broker) = preferred(partition) {
+            let counts = preferred_count.entry(broker).or_default();
+            counts.0 += 1;
+            counts.1 += u32::from(partition.leader != broker);
+        }
+    }
+    let imbalanced = |broker: i32| {
+        preferred_count
+            .get(&broker)
+            .is_some_and(|&(all, led_elsewhere)| {
+                u64::from(led_elsewhere) * 100 > u64::from(threshold_percent) * u64::from(all)
+            })
+    };
+    let records: Vec<MetadataRecord> = image
+        .topics()
+        .flat_map(|topic| topic.partitions.iter().map(move |p| (topic, p)))
+        .filter_map(|(topic, partition)| {
+            let to = preferred(partition)?;
+            let movable = partition.leader != to
+                && imbalanced(to)
+                && partition.isr.contains(&to)
+                && is_live(image, judge, to);
+            movable.then(|| {
+                let change = Change {
+                    leader: to,
+                    isr: partition.isr.clone(),
+                    eligible: partition.isr.clone(),
+                    reason: LeaderChangeReason::PreferredRebalance,
+                };
+                change.record(topic, partition, judge).into()
+            })
+        })
+        .collect();
+    (!records.is_empty()).then(|| Record::Batch(RecordBatch { records }).into())
+}
+
 struct Batch {
     scratch: MetadataImage,
     records: Vec<MetadataRecord>,

@@ -122,6 +122,26 @@ pub(super) struct Flags {
     /// the produce heartbeat off. An idle partition never stalls.
     #[arg(long, env = "KEEL_PARTITION_STALL_TIMEOUT_MS", default_value_t = 2000)]
     pub(super) partition_stall_timeout_ms: u64,
+    /// Move leadership back to preferred replicas (the first of each
+    /// partition's replicas) when a broker leads too few of its own.
+    #[arg(long, env = "KEEL_AUTO_LEADER_REBALANCE_ENABLE", default_value_t = true, action = ArgAction::Set)]
+    pub(super) auto_leader_rebalance_enable: bool,
+    /// How often the controller looks for brokers leading too few of the
+    /// partitions they are the preferred replica of.
+    #[arg(
+        long,
+        env = "KEEL_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS",
+        default_value_t = 300
+    )]
+    pub(super) leader_imbalance_check_interval_seconds: u64,
+    /// The share of a broker's preferred partitions led elsewhere above
+    /// which they move back to it.
+    #[arg(
+        long,
+        env = "KEEL_LEADER_IMBALANCE_PER_BROKER_PERCENTAGE",
+        default_value_t = 10
+    )]
+    pub(super) leader_imbalance_per_broker_percentage: u32,
     /// Replicas of `__consumer_offsets`, capped at the live brokers when
     /// the topic is first needed.
     #[arg(

@@ -245,3 +245,69 @@ fn a_stalled_leader_hands_over_to_an_in_sync_replica_and_an_old_report_moves_not
     // The same report, about leader epoch 0, moves nothing any more.
     assert_eq!(plan(&after, &[], &[stall(0, 0)], &judge), None);
 }
+
+#[test]
+fn the_rebalance_moves_leadership_back_to_preferred_replicas_past_the_threshold() {
+    // Broker 2 is preferred for partitions 1 and 2 but leads neither;
+    // broker 3 is preferred for 3 and 4 and leads one of them (50%).
+    let mut before = image(
+        &[
+            (1, &[1, 2, 3]),
+            (2, &[2, 1, 3]),
+            (2, &[2, 3]),
+            (3, &[3, 1]),
+            (3, &[3, 1, 2]),
+        ],
+        &[],
+    );
+    let moves = [
+        (1, 1, vec![1, 2, 3]),
+        (2, 3, vec![2, 3]),
+        (4, 1, vec![3, 1, 2]),
+    ];
+    for (partition, leader, isr) in moves {
+        let record = Record::SetPartitionLeader(SetPartitionLeader {
+            topic: "t".into(),
+            partition,
+            leader,
+            leader_epoch: 1,
+            isr,
+            ..Default::default()
+        });
+        before.apply(&record.into(), 1).unwrap();
+    }
+    fn judge(session_alive: &dyn Fn(i32) -> bool) -> Judge<'_> {
+        Judge {
+            controller: 1,
+            now_ms: 5,
+            session_alive,
+            unclean_allowed: &|_| false,
+            min_insync_replicas: &|_| 2,
+        }
+    }
+    let everyone = |_: i32| true;
+    let all = judge(&everyone);
+    let two_dead = |id: i32| id != 2;
+    let batch = rebalance(&before, 10, &all).unwrap();
+    let mut after = before.clone();
+    after.apply(&batch, 3).unwrap();
+    assert_eq!(state(&after, 1), (2, 2, vec![1, 2, 3]));
+    assert_eq!(state(&after, 2), (2, 2, vec![2, 3]));
+    assert_eq!(state(&after, 4), (3, 2, vec![3, 1, 2]));
+    assert_eq!(
+        after.history().last().unwrap().reason,
+        LeaderChangeReason::PreferredRebalance as i32
+    );
+    assert_eq!(rebalance(&after, 10, &all), None);
+    // At 50% broker 3 is not above a 50% threshold; a dead preferred
+    // replica gets nothing back.
+    let batch = rebalance(&before, 50, &all).unwrap();
+    let mut after = before.clone();
+    after.apply(&batch, 3).unwrap();
+    assert_eq!(state(&after, 4), (1, 1, vec![3, 1, 2]));
+    let mut without_two = before.clone();
+    let batch = rebalance(&before, 10, &judge(&two_dead)).unwrap();
+    without_two.apply(&batch, 3).unwrap();
+    assert_eq!(state(&without_two, 1).0, 1);
+    assert_eq!(state(&without_two, 4).0, 3);
+}
