@@ -175,6 +175,10 @@ impl Server {
         if failure.is_none() {
             tracing::info!("shutting down: moving leaderships to other in-sync replicas");
             crate::controller::move_leaderships_off(&broker, CONTROLLED_SHUTDOWN_TIMEOUT).await;
+            broker
+                .metadata
+                .transfer_leadership(CONTROLLED_SHUTDOWN_TIMEOUT)
+                .await;
         }
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         drop(listener);

@@ -339,6 +339,27 @@ impl RaftCore {
             .map_err(|e| ProposeError::Dropped(e.to_string()))
     }
 
+    /// Hands leadership to the voter whose log matches the most of this
+    /// leader's (raft-rs's leader transfer: it campaigns at once, without
+    /// an election timeout), as a leader does before it stops; the new
+    /// leader's id, or `None` if this node does not lead or has no other
+    /// voter.
+    pub fn transfer_leadership(&mut self) -> Option<u64> {
+        if self.raw.raft.state != StateRole::Leader {
+            return None;
+        }
+        let me = self.config.id;
+        let voters = self.storage.conf_state().voters;
+        let progress = self.raw.raft.prs();
+        let target = voters
+            .iter()
+            .copied()
+            .filter(|id| *id != me)
+            .max_by_key(|id| progress.get(*id).map_or(0, |p| p.matched))?;
+        self.raw.transfer_leader(target);
+        Some(target)
+    }
+
     /// Asks the leader for its commit index, confirmed by a quorum
     /// heartbeat (raft-rs's ReadIndex). The answer comes as
     /// [`CoreEvent::ReadIndex`] with the same `context`; no answer comes if

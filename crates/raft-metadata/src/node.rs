@@ -173,6 +173,7 @@ enum Command {
     ReadBarrier {
         reply: BarrierReply,
     },
+    TransferLeadership,
     Shutdown,
 }
 
@@ -190,6 +191,7 @@ impl std::fmt::Debug for Command {
         match self {
             Self::Propose { .. } => f.write_str("Propose"),
             Self::ReadBarrier { .. } => f.write_str("ReadBarrier"),
+            Self::TransferLeadership => f.write_str("TransferLeadership"),
             Self::Shutdown => f.write_str("Shutdown"),
         }
     }
@@ -220,6 +222,38 @@ impl MetadataHandle {
             .await
             .map_err(|_| ProposalError::Stopped)?;
         response.await.unwrap_or(Err(ProposalError::Stopped))
+    }
+
+    /// If this node leads the quorum, hands leadership to the most
+    /// caught-up other voter and waits, at most `timeout`, until another
+    /// node leads: a controller about to stop spares the cluster an
+    /// election timeout without a controller.
+    pub async fn transfer_leadership(&self, timeout: Duration) {
+        let me = self.status().core.id;
+        if self.status().core.leader_id != Some(me) {
+            return;
+        }
+        if self
+            .commands
+            .send(Command::TransferLeadership)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut status = self.watch_status();
+        let moved = async {
+            loop {
+                let leader = status.borrow_and_update().core.leader_id;
+                if leader.is_some_and(|l| l != me) {
+                    return;
+                }
+                if status.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(timeout, moved).await;
     }
 
     /// The last image applied on this node, whether or not a quorum is up.

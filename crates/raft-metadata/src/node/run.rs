@@ -70,6 +70,11 @@ impl Node {
                 command = commands.recv() => match command {
                     Some(Command::Propose { record, reply }) => self.submit(record, reply),
                     Some(Command::ReadBarrier { reply }) => self.read_barrier(reply),
+                    Some(Command::TransferLeadership) => {
+                        if let Some(to) = self.core.transfer_leadership() {
+                            tracing::info!(to, "handing metadata leadership over before stopping");
+                        }
+                    }
                     Some(Command::Shutdown) | None => break,
                 },
                 Some(event) = events.recv() => self.on_transport_event(event),
