@@ -13,6 +13,7 @@ import subprocess
 import time
 
 import pytest
+from confluent_kafka import ConsumerGroupState, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from conftest import KEEL
@@ -247,3 +248,73 @@ def test_a_leader_whose_appends_stall_hands_over_and_an_idle_one_stays(cluster_f
     assert leaders(cluster, "idle")[0] == victim, "an idle partition was failed over"
     print(f"\npartition stall: {len(durable.acked) + len(quick.acked)} acknowledged records "
           "all read back")
+
+
+def test_killing_a_group_s_coordinator_keeps_its_offsets_and_consumers_resume_there(cluster_factory):
+    """Offsets committed to a group (acknowledged, so in every in-sync
+    replica of its __consumer_offsets partition) survive a SIGKILL of the
+    group's coordinator: the coordinator moves with that partition's
+    leadership, and a consumer of the group resumes exactly where the
+    commits left it."""
+    cluster = start(cluster_factory)
+    create(cluster, "grouped", partitions=TOPIC_PARTITIONS)
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all",
+                         "enable.idempotence": True})
+    for i in range(3000):
+        producer.produce("grouped", key=str(i).encode(), value=b"v")
+    assert producer.flush(30) == 0
+
+    def consumer():
+        c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "resumers",
+                      "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        c.subscribe(["grouped"])
+        return c
+
+    first = consumer()
+    read = 0
+    while read < 1500:
+        message = first.poll(1.0)
+        if message is not None and not message.error():
+            read += 1
+    committed = {p: 0 for p in range(TOPIC_PARTITIONS)}
+    committed.update({tp.partition: tp.offset for tp in first.commit(asynchronous=False)
+                      if tp.offset >= 0})
+    ends = {p: first.get_watermark_offsets(TopicPartition("grouped", p), timeout=10)[1]
+            for p in range(TOPIC_PARTITIONS)}
+    first.close()
+    assert sum(ends.values()) == 3000
+
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    described = admin.describe_consumer_groups(["resumers"])["resumers"].result(timeout=30)
+    assert described.state == ConsumerGroupState.EMPTY, described.state
+    coordinator = described.coordinator.id
+    survivor = cluster.brokers[next(b for b in (1, 2, 3) if b != coordinator)]
+    cluster.brokers[coordinator].kill()
+
+    second = Consumer({"bootstrap.servers": survivor.bootstrap, "group.id": "resumers",
+                       "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    second.subscribe(["grouped"])
+    first_seen = {}
+    total = 0
+    # Well inside the 45 s session timeout: a new coordinator that loaded
+    # the group from before its member left would make this consumer wait
+    # for that member's session to expire.
+    deadline = time.monotonic() + 20
+    while total < 3000 - sum(committed.values()) and time.monotonic() < deadline:
+        message = second.poll(1.0)
+        if message is None or message.error():
+            continue
+        first_seen.setdefault(message.partition(), message.offset())
+        total += 1
+    assert total == 3000 - sum(committed.values()), (total, committed)
+    assert first_seen == {p: o for p, o in committed.items() if o < ends[p]}, \
+        (first_seen, committed, ends)
+    after = {tp.partition: max(tp.offset, 0) for tp in second.committed(
+        [TopicPartition("grouped", p) for p in range(TOPIC_PARTITIONS)], timeout=30)}
+    assert after == committed
+    second.close()
+    # The client must outlive its future.
+    admin = AdminClient({"bootstrap.servers": survivor.bootstrap})
+    new_coordinator = admin.describe_consumer_groups(["resumers"])["resumers"].result(
+        timeout=30).coordinator.id
+    assert new_coordinator != coordinator

@@ -143,7 +143,14 @@ impl GroupCoordinator {
         inner.groups.retain(|_, group| !group.is_vacant());
     }
 
-    /// Replays a partition of `__consumer_offsets` into groups.
+    /// Replays a partition of `__consumer_offsets` into groups, to its log
+    /// end: a replica that just became leader may not know its
+    /// predecessor's last high watermark yet, and what its log holds past
+    /// its own (the group changes and offsets the old coordinator had
+    /// acknowledged among them) is committed by this leadership as soon as
+    /// its followers fetch. Reading only to the high watermark loaded a
+    /// group from before its last change: a group that had emptied came
+    /// back with its departed member, whose session then had to expire.
     fn load(&self, broker: &Broker, partition: i32) -> HashMap<String, Group> {
         let mut groups: HashMap<String, Group> = HashMap::new();
         let Some(replica) = broker.replicas.get(OFFSETS_TOPIC, partition) else {
@@ -152,7 +159,7 @@ impl GroupCoordinator {
         let now = now_ms();
         let mut offset = replica.offsets().log_start_offset;
         loop {
-            let read = replica.read(offset, -1, LOAD_READ_BYTES, ReadLimit::HighWatermark, true);
+            let read = replica.read(offset, -1, LOAD_READ_BYTES, ReadLimit::LogEnd, true);
             let slice = match read {
                 Ok((Fetched::Records(Some(slice)), _)) => slice,
                 Ok(_) => break,

@@ -292,13 +292,22 @@ impl Partition {
 
     /// The ISR change this leader's followers call for, if any (see
     /// [`LeaderView::propose_isr_change`]).
-    pub fn propose_isr_change(&self, lag_max_ms: i64, now_ms: i64) -> Option<IsrProposal> {
+    pub fn propose_isr_change(
+        &self,
+        lag_max_ms: i64,
+        now_ms: i64,
+        eligible: &dyn Fn(i32, u64) -> bool,
+    ) -> Option<IsrProposal> {
         let log_end_offset = self.log_end_offset();
         let high_watermark = self.high_watermark();
         match &mut *self.role() {
-            Role::Leader(view) => {
-                view.propose_isr_change(log_end_offset, high_watermark, lag_max_ms, now_ms)
-            }
+            Role::Leader(view) => view.propose_isr_change(
+                log_end_offset,
+                high_watermark,
+                lag_max_ms,
+                now_ms,
+                eligible,
+            ),
             _ => None,
         }
     }

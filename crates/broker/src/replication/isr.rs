@@ -28,11 +28,19 @@ pub async fn run(broker: Arc<Broker>) {
         tick.tick().await;
         let now = now_ms();
         let lag_max = broker.config.replica_lag_time_max_ms;
+        let image = broker.image();
+        // KIP-903 as the controller checks it: only a registered, unfenced
+        // broker at the incarnation it fetched with may join.
+        let eligible = |id: i32, incarnation: u64| {
+            image
+                .broker(id)
+                .is_some_and(|b| !b.fenced && b.incarnation == incarnation)
+        };
         for partition in broker.replicas.all() {
             if !partition.is_leader() {
                 continue;
             }
-            if let Some(proposal) = partition.propose_isr_change(lag_max, now) {
+            if let Some(proposal) = partition.propose_isr_change(lag_max, now, &eligible) {
                 tokio::spawn(propose(Arc::clone(&broker), partition, proposal));
             }
         }

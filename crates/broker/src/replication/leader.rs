@@ -268,13 +268,16 @@ impl LeaderView {
     /// The ISR change the followers' progress calls for, if any and none is
     /// in flight (or the one in flight went unanswered too long): members
     /// that have not caught up for `lag_max_ms` leave, followers that hold
-    /// everything this leader wrote join. Marks it in flight.
+    /// everything this leader wrote join if `eligible` says their broker,
+    /// at the incarnation it fetched with, may (registered, unfenced: the
+    /// controller refuses the rest, KIP-903). Marks it in flight.
     pub fn propose_isr_change(
         &mut self,
         leader_log_end_offset: i64,
         high_watermark: i64,
         lag_max_ms: i64,
         now_ms: i64,
+        eligible: &dyn Fn(i32, u64) -> bool,
     ) -> Option<IsrProposal> {
         if let Some(pending) = &self.pending {
             if now_ms - pending.proposed_at_ms < PENDING_RETRY_MS {
@@ -298,7 +301,7 @@ impl LeaderView {
             .iter()
             .filter(|(id, p)| {
                 !self.isr.contains(id)
-                    && p.incarnation.is_some()
+                    && p.incarnation.is_some_and(|i| eligible(**id, i))
                     && p.log_end_offset >= high_watermark
                     && p.log_end_offset >= self.epoch_start_offset
             })

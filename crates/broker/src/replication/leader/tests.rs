@@ -55,14 +55,14 @@ fn a_lagging_member_is_proposed_out_only_after_the_lag_time() {
         view.record_fetch(2, 100 + now, 100 + now, Some(7), now)
             .unwrap();
         assert_eq!(
-            view.propose_isr_change(100 + now, 100, LAG_MAX, now),
+            view.propose_isr_change(100 + now, 100, LAG_MAX, now, &any_joiner),
             None,
             "at {now} ms follower 3 has lagged {} ms",
             now - 1_000
         );
     }
     let proposal = view
-        .propose_isr_change(12_000, 100, LAG_MAX, 11_001)
+        .propose_isr_change(12_000, 100, LAG_MAX, 11_001, &any_joiner)
         .unwrap();
     assert_eq!(proposal.isr, vec![1, 2]);
     assert_eq!(proposal.removed, vec![3]);
@@ -75,7 +75,9 @@ fn a_shrink_counts_for_the_high_watermark_only_once_committed() {
     let mut view = leader(1);
     view.record_fetch(2, 200, 200, Some(7), 20_000).unwrap();
     view.record_fetch(3, 100, 100, Some(7), 0).unwrap();
-    let proposal = view.propose_isr_change(200, 100, LAG_MAX, 20_000).unwrap();
+    let proposal = view
+        .propose_isr_change(200, 100, LAG_MAX, 20_000, &any_joiner)
+        .unwrap();
     assert_eq!(proposal.removed, vec![3]);
     assert_eq!(
         view.high_watermark(200),
@@ -91,7 +93,10 @@ fn an_idle_follower_at_the_log_end_stays_in_sync() {
     let mut view = leader(2);
     view.record_fetch(2, 100, 100, Some(7), 0).unwrap();
     view.record_fetch(3, 100, 100, Some(7), 0).unwrap();
-    assert_eq!(view.propose_isr_change(100, 100, LAG_MAX, 60_000), None);
+    assert_eq!(
+        view.propose_isr_change(100, 100, LAG_MAX, 60_000, &any_joiner),
+        None
+    );
 }
 
 #[test]
@@ -100,15 +105,20 @@ fn a_follower_rejoins_only_holding_everything_this_leader_wrote() {
     let mut view = LeaderView::new(1, &assignment(&[1, 2], 4), 100, 2, 0);
     view.record_fetch(2, 150, 150, Some(7), 10).unwrap();
     view.record_fetch(3, 90, 150, Some(8), 10).unwrap();
-    assert_eq!(view.propose_isr_change(150, 150, LAG_MAX, 10), None);
+    assert_eq!(
+        view.propose_isr_change(150, 150, LAG_MAX, 10, &any_joiner),
+        None
+    );
     view.record_fetch(3, 149, 150, Some(8), 20).unwrap();
     assert_eq!(
-        view.propose_isr_change(150, 150, LAG_MAX, 20),
+        view.propose_isr_change(150, 150, LAG_MAX, 20, &any_joiner),
         None,
         "below the high watermark"
     );
     view.record_fetch(3, 150, 150, Some(8), 30).unwrap();
-    let proposal = view.propose_isr_change(150, 150, LAG_MAX, 30).unwrap();
+    let proposal = view
+        .propose_isr_change(150, 150, LAG_MAX, 30, &any_joiner)
+        .unwrap();
     assert_eq!(proposal.isr, vec![1, 2, 3]);
     assert_eq!(proposal.added, vec![3]);
     assert_eq!(proposal.incarnations, vec![0, 7, 8]);
@@ -121,21 +131,50 @@ fn a_follower_below_the_start_of_this_epoch_does_not_rejoin() {
     // what this leader wrote before its first follower fetch.
     let mut view = LeaderView::new(1, &assignment(&[1], 0), 100, 1, 0);
     view.record_fetch(3, 95, 100, Some(8), 10).unwrap();
-    assert_eq!(view.propose_isr_change(100, 90, LAG_MAX, 10), None);
+    assert_eq!(
+        view.propose_isr_change(100, 90, LAG_MAX, 10, &any_joiner),
+        None
+    );
 }
 
 #[test]
 fn a_follower_that_never_said_its_incarnation_does_not_rejoin() {
     let mut view = LeaderView::new(1, &assignment(&[1, 2], 0), 100, 1, 0);
     view.record_fetch(3, 100, 100, None, 10).unwrap();
-    assert_eq!(view.propose_isr_change(100, 100, LAG_MAX, 10), None);
+    assert_eq!(
+        view.propose_isr_change(100, 100, LAG_MAX, 10, &any_joiner),
+        None
+    );
+}
+
+#[test]
+fn a_follower_whose_broker_may_not_join_is_not_proposed() {
+    // Broker 3 fetched up to the log end and then was fenced (it died, or
+    // restarted as another incarnation): the controller would refuse it.
+    let mut view = LeaderView::new(1, &assignment(&[1, 2], 0), 100, 1, 0);
+    view.record_fetch(3, 100, 100, Some(8), 10).unwrap();
+    let fenced = |id: i32, _: u64| id != 3;
+    assert_eq!(
+        view.propose_isr_change(100, 100, LAG_MAX, 10, &fenced),
+        None
+    );
+    let other_run = |id: i32, incarnation: u64| id != 3 || incarnation == 9;
+    assert_eq!(
+        view.propose_isr_change(100, 100, LAG_MAX, 10, &other_run),
+        None
+    );
+    let proposal = view.propose_isr_change(100, 100, LAG_MAX, 10, &any_joiner);
+    assert_eq!(proposal.map(|p| p.added), Some(vec![3]));
 }
 
 #[test]
 fn an_addition_in_flight_holds_the_high_watermark_back() {
     let mut view = LeaderView::new(1, &assignment(&[1], 0), 100, 1, 0);
     view.record_fetch(2, 100, 100, Some(7), 10).unwrap();
-    assert!(view.propose_isr_change(100, 100, LAG_MAX, 10).is_some());
+    assert!(
+        view.propose_isr_change(100, 100, LAG_MAX, 10, &any_joiner)
+            .is_some()
+    );
     assert_eq!(
         view.high_watermark(150),
         Some(100),
@@ -147,16 +186,22 @@ fn an_addition_in_flight_holds_the_high_watermark_back() {
 fn one_change_at_a_time_and_a_lost_one_is_proposed_again() {
     let mut view = LeaderView::new(1, &assignment(&[1], 0), 100, 1, 0);
     view.record_fetch(2, 100, 100, Some(7), 10).unwrap();
-    assert!(view.propose_isr_change(100, 100, LAG_MAX, 10).is_some());
+    assert!(
+        view.propose_isr_change(100, 100, LAG_MAX, 10, &any_joiner)
+            .is_some()
+    );
     view.record_fetch(3, 100, 100, Some(7), 20).unwrap();
-    assert_eq!(view.propose_isr_change(100, 100, LAG_MAX, 20), None);
+    assert_eq!(
+        view.propose_isr_change(100, 100, LAG_MAX, 20, &any_joiner),
+        None
+    );
     let again = view
-        .propose_isr_change(100, 100, LAG_MAX, 10 + PENDING_RETRY_MS)
+        .propose_isr_change(100, 100, LAG_MAX, 10 + PENDING_RETRY_MS, &any_joiner)
         .unwrap();
     assert_eq!(again.isr, vec![1, 2, 3]);
     view.proposal_failed();
     assert!(
-        view.propose_isr_change(100, 100, LAG_MAX, 10 + PENDING_RETRY_MS)
+        view.propose_isr_change(100, 100, LAG_MAX, 10 + PENDING_RETRY_MS, &any_joiner)
             .is_some()
     );
 }
@@ -165,15 +210,23 @@ fn one_change_at_a_time_and_a_lost_one_is_proposed_again() {
 fn a_committed_change_settles_the_proposal_and_its_members_count_as_caught_up() {
     let mut view = LeaderView::new(1, &assignment(&[1], 0), 100, 1, 0);
     view.record_fetch(2, 100, 100, Some(7), 10).unwrap();
-    assert!(view.propose_isr_change(100, 100, LAG_MAX, 10).is_some());
+    assert!(
+        view.propose_isr_change(100, 100, LAG_MAX, 10, &any_joiner)
+            .is_some()
+    );
     view.apply_assignment(&assignment(&[1, 2], 1), 50_000);
     assert_eq!(view.isr(), &[1, 2]);
     assert_eq!(
-        view.propose_isr_change(100, 100, LAG_MAX, 50_000 + LAG_MAX),
+        view.propose_isr_change(100, 100, LAG_MAX, 50_000 + LAG_MAX, &any_joiner),
         None,
         "follower 2 is not shrunk right after joining"
     );
     // An older assignment arriving late changes nothing.
     view.apply_assignment(&assignment(&[1], 0), 50_001);
     assert_eq!(view.isr(), &[1, 2]);
+}
+
+/// Every follower's broker may join the ISR.
+fn any_joiner(_: i32, _: u64) -> bool {
+    true
 }
