@@ -62,6 +62,7 @@ class Broker:
         self.process = None
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
         self.starts = 0
+        STARTED.append(self)
 
     @property
     def bootstrap(self) -> str:
@@ -184,6 +185,32 @@ class Cluster:
     def close(self):
         for broker in self.brokers.values():
             broker.close()
+
+
+# The brokers of the test running now, whose logs a failure report shows.
+STARTED = []
+
+
+@pytest.fixture(autouse=True)
+def _brokers_of_this_test():
+    STARTED.clear()
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report ends with the tail of every keel log it
+    started and of every client process's stderr: on CI that is all there
+    is to go by."""
+    report = (yield).get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for broker in STARTED:
+        report.sections.append((f"keel {broker.log_path.name}", broker.log()[-8000:]))
+    tmp_path = item.funcargs.get("tmp_path")
+    if tmp_path is not None:
+        for stderr in sorted(Path(tmp_path).glob("*.stderr")):
+            report.sections.append((stderr.name, stderr.read_text(errors="replace")[-4000:]))
 
 
 @pytest.fixture
