@@ -274,6 +274,29 @@ pub async fn elect(broker: Arc<Broker>) {
 
 /// The batch to commit now, if anything needs to change.
 fn plan_now(broker: &Broker, term: u64, image: &MetadataImage) -> Option<MetadataRecord> {
+    with_sessions(broker, term, image, |lapsed, stalled, judge| {
+        plan(image, lapsed, stalled, judge)
+    })
+}
+
+/// Leaderships back to live, in-sync preferred replicas of brokers that
+/// lead too few of their own, if any.
+fn rebalance_now(broker: &Broker, term: u64, image: &MetadataImage) -> Option<MetadataRecord> {
+    let rebalance = broker.config.leader_rebalance?;
+    with_sessions(broker, term, image, |_, _, judge| {
+        plan::rebalance(image, rebalance.imbalance_percent, judge)
+    })
+}
+
+/// Runs `decide` with the sessions as they stand in `term` (brokers
+/// registered since admitted): the lapsed ones, the stalls reported past
+/// the timeout, and the judge that knows who is alive.
+fn with_sessions<R>(
+    broker: &Broker,
+    term: u64,
+    image: &MetadataImage,
+    decide: impl FnOnce(&[(i32, u64)], &[Stall], &Judge) -> R,
+) -> R {
     let controller = &broker.controller;
     let now = controller.now_ms();
     let mut state = controller.state_for(term, image, now);
@@ -283,21 +306,7 @@ fn plan_now(broker: &Broker, term: u64, image: &MetadataImage) -> Option<Metadat
     let liveness = &state.liveness;
     let session_alive = |id: i32| liveness.is_alive(id, now);
     judging(broker, &session_alive, |judge| {
-        plan(image, &lapsed, &stalled, judge)
-    })
-}
-
-/// Leaderships back to live, in-sync preferred replicas of brokers that
-/// lead too few of their own, if any.
-fn rebalance_now(broker: &Broker, term: u64, image: &MetadataImage) -> Option<MetadataRecord> {
-    let rebalance = broker.config.leader_rebalance?;
-    let controller = &broker.controller;
-    let now = controller.now_ms();
-    let state = controller.state_for(term, image, now);
-    let liveness = &state.liveness;
-    let session_alive = |id: i32| liveness.is_alive(id, now);
-    judging(broker, &session_alive, |judge| {
-        plan::rebalance(image, rebalance.imbalance_percent, judge)
+        decide(&lapsed, &stalled, judge)
     })
 }
 
@@ -407,8 +416,7 @@ fn report(broker: &Broker, before: &MetadataImage, batch: &MetadataRecord) {
                     .and_then(|t| t.partition(change.partition))
                     .map_or(-1, |p| p.leader);
                 let reason =
-                    keel_raft_metadata::records::LeaderChangeReason::try_from(change.reason)
-                        .map_or("unspecified", |r| r.label());
+                    keel_raft_metadata::records::LeaderChangeReason::label_of(change.reason);
                 tracing::info!(
                     topic = change.topic,
                     partition = change.partition,

@@ -53,10 +53,7 @@ impl From<&LeadershipChange> for Change {
             previous_leader: c.previous_leader,
             new_leader: c.new_leader,
             controller: c.controller,
-            reason: LeaderChangeReason::try_from(c.reason)
-                .unwrap_or(LeaderChangeReason::Unspecified)
-                .label()
-                .to_string(),
+            reason: LeaderChangeReason::label_of(c.reason).to_string(),
             isr: c.isr.clone(),
             eligible: c.eligible.clone(),
             log_end_offset: c.log_end_offset,

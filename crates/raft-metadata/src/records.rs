@@ -206,6 +206,12 @@ pub enum LeaderChangeReason {
 }
 
 impl LeaderChangeReason {
+    /// The label of a reason as a record carries it; an unknown value is
+    /// `unspecified`.
+    pub fn label_of(reason: i32) -> &'static str {
+        Self::try_from(reason).unwrap_or(Self::Unspecified).label()
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Self::Unspecified => "unspecified",
