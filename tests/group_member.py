@@ -20,6 +20,8 @@ group, then prints {"closed": true}.
 import argparse
 import asyncio
 import json
+import logging
+import os
 import signal
 import sys
 
@@ -86,6 +88,29 @@ def run_confluent(args):
     consumer.close()
 
 
+def keep_kafka_python_join_pending():
+    """Works around a kafka-python 3.0.12 bug that strands a member.
+
+    Its join loop runs only while `need_rejoin()` holds. A leader whose
+    rejoin was triggered by new topic metadata clears that condition itself
+    when it computes the assignment; if the consumer's poll timer then runs
+    out before the SyncGroup response arrives, the finished join is never
+    picked up: the member keeps no assignment, never re-enables its heartbeat
+    and is expired by any broker (Apache Kafka's too), after which it never
+    rejoins. The Java client counts a join in flight as a pending rejoin
+    (AbstractCoordinator.rejoinNeededOrPending); this gives kafka-python the
+    same rule. It changes nothing on the wire except letting the stranded
+    member join again."""
+    from kafka.coordinator.consumer import ConsumerCoordinator
+
+    need_rejoin = ConsumerCoordinator.need_rejoin
+
+    def need_rejoin_or_pending(self):
+        return need_rejoin(self) or self._join_task is not None
+
+    ConsumerCoordinator.need_rejoin = need_rejoin_or_pending
+
+
 def run_kafka_python(args):
     from kafka import KafkaConsumer
     from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
@@ -99,6 +124,7 @@ def run_kafka_python(args):
         "cooperative-sticky": CooperativeStickyAssignor,
     }
     names = (args.assignor or "range,roundrobin").split(",")
+    keep_kafka_python_join_pending()
     consumer = KafkaConsumer(
         bootstrap_servers=args.bootstrap,
         group_id=args.group,
@@ -168,6 +194,10 @@ def main():
     parser.add_argument("--instance-id", help="group.instance.id (static membership)")
     parser.add_argument("--protocol", choices=["classic", "consumer"], default="classic")
     args = parser.parse_args()
+    # The Python clients log their group transitions (join, sync, heartbeat
+    # failures) at info; stderr is attached to a failed test's report.
+    logging.basicConfig(level=os.environ.get("MEMBER_LOG_LEVEL", "INFO"), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, on_sigterm)
     if args.client == "confluent":
         run_confluent(args)
