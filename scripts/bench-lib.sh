@@ -1,6 +1,6 @@
 # Shared by scripts/bench-*: builds keel and the load generator in release
-# mode, runs a broker on a scratch directory and reports its CPU time and
-# memory. Source it; do not run it.
+# mode, runs a broker or a three-node cluster on a scratch directory and
+# reports CPU time and memory. Source it; do not run it.
 
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -80,4 +80,99 @@ bench_teardown() {
     wait "$KEEL_PID" 2>/dev/null || true
   fi
   rm -rf "$BENCH_DIR"
+}
+
+# Starts a three-node cluster (scripts/cluster) of the release build in
+# $BENCH_DIR/cluster-NAME, every node with the remaining arguments, and
+# waits until it has a controller. One cluster runs at a time.
+cluster_start() {
+  export KEEL_BIN="$PWD/target/release/keel"
+  export KEEL_CLUSTER_DIR="$BENCH_DIR/cluster-$1"
+  export KEEL_CLUSTER_BASE_PORT="${KEEL_CLUSTER_BASE_PORT:-19490}"
+  shift
+  BOOTSTRAP="127.0.0.1:$((KEEL_CLUSTER_BASE_PORT + 1))"
+  trap cluster_teardown EXIT
+  scripts/cluster start 3 -- "$@" >/dev/null
+  # A client that first asks while no controller is known waits long for
+  # one (librdkafka's admin client); ask once the quorum has one.
+  for _ in $(seq 1 100); do
+    scripts/cluster status | grep -q controller && break
+    sleep 0.1
+  done
+  sleep 1
+}
+
+# Stops the cluster and deletes its data.
+cluster_stop() {
+  scripts/cluster stop >/dev/null 2>&1 || true
+  rm -rf "$KEEL_CLUSTER_DIR"
+}
+
+cluster_teardown() {
+  scripts/cluster stop >/dev/null 2>&1 || true
+  bench_teardown
+}
+
+cluster_cpu_seconds() {
+  local total=0 pid
+  for id in 1 2 3; do
+    pid=$(cat "$KEEL_CLUSTER_DIR/node-$id.pid")
+    total=$(awk -v t="$total" '{ printf "%.2f", t + ($14 + $15) / 100 }' "/proc/$pid/stat")
+  done
+  echo "$total"
+}
+
+# Node ID's Prometheus metrics.
+node_metrics() {
+  local port=$((KEEL_CLUSTER_BASE_PORT + 200 + $1))
+  exec 3<>"/dev/tcp/127.0.0.1/$port" \
+    && printf 'GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' >&3 && cat <&3
+}
+
+# The sum over the three nodes of a metric's samples whose line starts
+# with PATTERN (a metric name, optionally with labels).
+cluster_metric_sum() {
+  local id
+  for id in 1 2 3; do node_metrics "$id"; done \
+    | awk -v p="$1" 'index($0, p) == 1 { sum += $NF } END { printf "%d", sum }'
+}
+
+# The largest follower lag (records) any node reports for what it leads.
+max_follower_lag() {
+  local id lag max=0
+  for id in 1 2 3; do
+    lag=$(node_metrics "$id" | awk '$1 == "keel_follower_max_lag_records" { print $2 }')
+    [ "${lag:-0}" -gt "$max" ] && max=$lag
+  done
+  echo "$max"
+}
+
+# Waits until every follower has caught up, so that one run's replication
+# does not spill into the next run's figures.
+settle() {
+  for _ in $(seq 1 600); do
+    [ "$(max_follower_lag)" -eq 0 ] && return 0
+    sleep 0.1
+  done
+  echo "followers did not catch up within 60 s" >&2
+}
+
+# Runs the load generator with COUNT messages of 1 KiB; prints its line and
+# the brokers' CPU per GB, and leaves the throughput in LAST_MB_PER_S and
+# the CPU per GB in LAST_CPU_PER_GB.
+measure_cluster() {
+  local count=$1
+  shift
+  local before after line
+  settle
+  before=$(cluster_cpu_seconds)
+  line=$("$KEEL_BENCH" --messages "$count" "$@")
+  # Followers may still be copying what acks=1 did not wait for: their
+  # work belongs to this run.
+  settle
+  after=$(cluster_cpu_seconds)
+  echo "  $line"
+  LAST_MB_PER_S=$(echo "$line" | sed -n 's/.* \([0-9.]*\) MB\/s.*/\1/p')
+  LAST_CPU_PER_GB=$(echo "scale=3; ($after - $before) / ($count * 1024 / 1000000000)" | bc)
+  echo "  brokers cpu $(echo "$after - $before" | bc) s, $LAST_CPU_PER_GB cpu-s/GB"
 }

@@ -148,11 +148,13 @@ class Broker:
 class Cluster:
     """N keel processes sharing one Raft quorum (the first `voters` nodes)."""
 
-    def __init__(self, root: Path, size: int, voters=3, extra_args=()):
+    def __init__(self, root: Path, size: int, voters=3, extra_args=(), node_args=None):
         ports = {i: free_port() for i in range(1, size + 1)}
         voter_list = ",".join(f"{i}@127.0.0.1:{ports[i]}" for i in range(1, min(voters, size) + 1))
+        node_args = node_args or {}
         self.brokers = {
-            i: Broker(root / f"node-{i}", ["--voters", voter_list, *extra_args],
+            i: Broker(root / f"node-{i}",
+                      ["--voters", voter_list, *extra_args, *node_args.get(i, ())],
                       node_id=i, cluster_port=ports[i])
             for i in range(1, size + 1)
         }
@@ -236,8 +238,9 @@ def broker(broker_factory):
 def cluster_factory(tmp_path):
     clusters = []
 
-    def make(size=3, extra_args=(), voters=3):
-        cluster = Cluster(tmp_path, size, voters=voters, extra_args=extra_args)
+    def make(size=3, extra_args=(), voters=3, node_args=None):
+        cluster = Cluster(tmp_path, size, voters=voters, extra_args=extra_args,
+                          node_args=node_args)
         clusters.append(cluster)
         return cluster.start()
 

@@ -28,7 +28,7 @@ use keel_raft_metadata::{
     records::{AllocateProducerIds, FenceBroker, RegisterBroker, SetClusterId},
 };
 use tokio::{
-    sync::{mpsc, watch},
+    sync::{Notify, mpsc, watch},
     task::JoinHandle,
 };
 
@@ -147,6 +147,7 @@ impl Broker {
         node_config.heartbeat_tick = config.raft_heartbeat_ticks;
         node_config.snapshot_entries = config.raft_snapshot_entries;
         node_config.proposal_timeout = PROPOSAL_TIMEOUT;
+        node_config.apply_delay = config.test_faults.apply_metadata_late;
         // A data directory that ran before may have been a member: if its
         // Raft log is gone, the node rejoins rather than pose as that member.
         node_config.member_before = identity.existed;
@@ -190,9 +191,13 @@ impl Broker {
             }
         }
 
-        let replicas =
-            ReplicaManager::new(config.node_id, &data_dir, config.topic_defaults.clone())
-                .with_faults(config.test_faults.clone());
+        let replicas = ReplicaManager::new(
+            config.node_id,
+            &data_dir,
+            config.topic_defaults.clone(),
+            config.liveness.succession_wait(),
+        )
+        .with_faults(config.test_faults.logs.clone());
         let (shutdown, _) = watch::channel(false);
         let (fatal, _) = watch::channel(None);
         let groups = GroupCoordinator::new(config.groups);
@@ -517,15 +522,29 @@ impl Broker {
 }
 
 /// Keeps local replicas in line with every new image, including changes
-/// made through other brokers.
+/// made through other brokers. Each image's leader epochs are learnt at
+/// once, even while a reconciliation waits for a slow log; the
+/// reconciliations themselves run one after another, the latest image
+/// each time.
 async fn follow_metadata(broker: Arc<Broker>) {
     let mut images = broker.metadata.subscribe();
+    let wanted = Arc::new(Notify::new());
+    let reconciler = tokio::spawn(reconcile_when(Arc::clone(&broker), Arc::clone(&wanted)));
     while images.changed().await.is_ok() {
         let image = Arc::clone(&images.borrow_and_update());
         if !broker.check_cluster_id(&image) {
-            return;
+            break;
         }
         broker.metrics.leader_transitions.observe(&image);
+        broker.replicas.learn_leader_epochs(&image);
+        wanted.notify_one();
+    }
+    reconciler.abort();
+}
+
+async fn reconcile_when(broker: Arc<Broker>, wanted: Arc<Notify>) {
+    loop {
+        wanted.notified().await;
         broker.reconcile_replicas().await;
     }
 }

@@ -73,8 +73,17 @@ pub struct BrokerConfig {
     pub topic_defaults: TopicDefaults,
     /// Flags set explicitly (command line, environment or file), by flag name.
     pub explicit: HashSet<String>,
-    /// Test-only slow disks, by `(topic, partition)` (`--test-faults`).
-    pub test_faults: BTreeMap<(String, i32), keel_log::Faults>,
+    /// Test-only faults (`--test-faults`).
+    pub test_faults: TestFaults,
+}
+
+/// What `--test-faults` asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TestFaults {
+    /// Slow disks, by `(topic, partition)`.
+    pub logs: BTreeMap<(String, i32), keel_log::Faults>,
+    /// How much later than it could this node applies committed metadata.
+    pub apply_metadata_late: std::time::Duration,
 }
 
 /// Broker heartbeats, sessions and leases.
@@ -84,7 +93,8 @@ pub struct LivenessConfig {
     /// How long the controller lets a broker be silent before fencing it.
     pub session_timeout: Duration,
     /// How long produce requests may wait on a leader without progress
-    /// before the controller moves the partition; `None`: never.
+    /// before the controller moves the partition; `None`: never, and the
+    /// broker then neither tracks its produce heartbeats nor reports them.
     pub partition_stall_timeout: Option<Duration>,
 }
 
@@ -95,6 +105,13 @@ impl LivenessConfig {
     pub fn lease(&self) -> Duration {
         self.session_timeout
             .saturating_sub(2 * self.heartbeat_interval)
+    }
+
+    /// The longest a new leader waits for earlier leaders to stop taking
+    /// writes (see `replication::succession`): a lease, plus a heartbeat
+    /// interval for clocks that run at slightly different rates.
+    pub fn succession_wait(&self) -> Duration {
+        self.lease() + self.heartbeat_interval
     }
 }
 
@@ -326,24 +343,35 @@ fn at_least<T: PartialOrd + std::fmt::Display>(
     Ok(value)
 }
 
-/// Parses `--test-faults`: `stall-fsync:TOPIC:PARTITION:MS` or
-/// `stall-append:TOPIC:PARTITION:MS`, comma-separated.
-fn parse_test_faults(spec: &str) -> Result<BTreeMap<(String, i32), keel_log::Faults>, ConfigError> {
-    let mut faults: BTreeMap<(String, i32), keel_log::Faults> = BTreeMap::new();
+/// Parses `--test-faults`: `stall-fsync:TOPIC:PARTITION:MS`,
+/// `stall-append:TOPIC:PARTITION:MS` or `apply-metadata-late:MS`,
+/// comma-separated.
+fn parse_test_faults(spec: &str) -> Result<TestFaults, ConfigError> {
+    let mut faults = TestFaults::default();
     for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let bad = || {
             invalid(
                 "test-faults",
-                format!("'{item}' is not stall-fsync|stall-append:TOPIC:PARTITION:MS"),
+                format!(
+                    "'{item}' is not stall-fsync|stall-append:TOPIC:PARTITION:MS or apply-metadata-late:MS"
+                ),
             )
         };
         let parts: Vec<&str> = item.split(':').collect();
+        if let ["apply-metadata-late", ms] = parts.as_slice() {
+            faults.apply_metadata_late =
+                std::time::Duration::from_millis(ms.parse().map_err(|_| bad())?);
+            continue;
+        }
         let [kind, topic, partition, ms] = parts.as_slice() else {
             return Err(bad());
         };
         let partition: i32 = partition.parse().map_err(|_| bad())?;
         let stall = std::time::Duration::from_millis(ms.parse().map_err(|_| bad())?);
-        let entry = faults.entry((topic.to_string(), partition)).or_default();
+        let entry = faults
+            .logs
+            .entry((topic.to_string(), partition))
+            .or_default();
         match *kind {
             "stall-fsync" => entry.fsync_stall = stall,
             "stall-append" => entry.append_stall = stall,

@@ -13,6 +13,11 @@
 //! it arrived confirmed that this node still leads the quorum: no other
 //! controller can have judged the broker's session meanwhile, so the
 //! broker's lease may run from when it sent the heartbeat (see `lease`).
+//! And only if the broker has taken every leadership change committed
+//! before it sent the heartbeat: a leader moved away while alive loses its
+//! lease within a lease of the change unless it learns of it, which is
+//! what lets its successor start taking writes after that long at most
+//! (see `replication::succession`).
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -70,8 +75,9 @@ struct State {
 /// What to answer a heartbeat.
 enum Verdict {
     Answer(HeartbeatStatus),
-    /// Renewed, once the quorum confirms this controller.
-    Confirm,
+    /// Renewed, once the quorum confirms this controller, if the broker
+    /// has taken this many leadership changes by then (else Behind).
+    Confirm(u64),
     /// Fenced; unfence it at this incarnation.
     Unfence(u64),
 }
@@ -136,7 +142,7 @@ impl Controller {
                     Verdict::Answer(HeartbeatStatus::Fenced)
                 }
             }
-            (Heartbeat::Renewed, Some(_)) => Verdict::Confirm,
+            (Heartbeat::Renewed, Some(_)) => Verdict::Confirm(heartbeat.leadership_changes),
         }
     }
 }
@@ -161,7 +167,7 @@ fn active_term(broker: &Broker) -> Option<u64> {
 /// after they arrived; one barrier answers every heartbeat that arrived
 /// before it began.
 pub async fn serve_heartbeats(broker: Arc<Broker>, mut calls: mpsc::Receiver<HeartbeatCall>) {
-    let mut waiting: Vec<oneshot::Sender<HeartbeatReply>> = Vec::new();
+    let mut waiting: Vec<(u64, oneshot::Sender<HeartbeatReply>)> = Vec::new();
     let mut confirming = JoinSet::new();
     loop {
         tokio::select! {
@@ -173,7 +179,9 @@ pub async fn serve_heartbeats(broker: Arc<Broker>, mut calls: mpsc::Receiver<Hea
                     Verdict::Answer(status) => {
                         let _ = reply.send(HeartbeatReply::new(status));
                     }
-                    Verdict::Confirm => waiting.push(reply),
+                    Verdict::Confirm(leadership_changes) => {
+                        waiting.push((leadership_changes, reply));
+                    }
                     Verdict::Unfence(incarnation) => {
                         let _ = reply.send(HeartbeatReply::new(HeartbeatStatus::Fenced));
                         tokio::spawn(unfence(Arc::clone(&broker), heartbeat.node_id, incarnation));
@@ -189,8 +197,12 @@ pub async fn serve_heartbeats(broker: Arc<Broker>, mut calls: mpsc::Receiver<Hea
 }
 
 /// Answers `replies` Renewed if a read barrier confirms this node still
-/// controls, in the same term, within a lease; NotController otherwise.
-async fn confirm(broker: Arc<Broker>, replies: Vec<oneshot::Sender<HeartbeatReply>>) {
+/// controls, in the same term, within a lease, and the broker has taken
+/// every leadership change applied here by then; Behind if it has not (a
+/// deposed leader that does not know it yet must not keep its lease);
+/// NotController otherwise. After the barrier, what is applied here
+/// includes every change committed before the heartbeat was sent.
+async fn confirm(broker: Arc<Broker>, replies: Vec<(u64, oneshot::Sender<HeartbeatReply>)>) {
     let term = active_term(&broker);
     let lease = broker.config.liveness.lease();
     let confirmed = term.is_some()
@@ -199,12 +211,15 @@ async fn confirm(broker: Arc<Broker>, replies: Vec<oneshot::Sender<HeartbeatRepl
             Ok(Ok(()))
         )
         && active_term(&broker) == term;
-    let status = if confirmed {
-        HeartbeatStatus::Renewed
-    } else {
-        HeartbeatStatus::NotController
-    };
-    for reply in replies {
+    let committed = broker.image().next_history_sequence();
+    for (leadership_changes, reply) in replies {
+        let status = if !confirmed {
+            HeartbeatStatus::NotController
+        } else if leadership_changes < committed {
+            HeartbeatStatus::Behind
+        } else {
+            HeartbeatStatus::Renewed
+        };
         let _ = reply.send(HeartbeatReply::new(status));
     }
 }

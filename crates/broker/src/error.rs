@@ -21,6 +21,10 @@ pub enum PartitionError {
     )]
     LeaseLapsed,
     #[error(
+        "this broker just became leader and takes writes in at most {0} ms, once no earlier leader can"
+    )]
+    AwaitingSuccession(i64),
+    #[error(
         "appended, but this broker's lease lapsed before the write could be acknowledged: it may or may not survive"
     )]
     LeaseLapsedAfterAppend,
@@ -71,7 +75,10 @@ impl PartitionError {
         match self {
             Self::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
             Self::UnknownTopicId => ResponseError::UnknownTopicId,
-            Self::NotLeader | Self::LeaseLapsed => ResponseError::NotLeaderOrFollower,
+            // Retriable: the client refreshes its metadata and tries again.
+            Self::NotLeader | Self::LeaseLapsed | Self::AwaitingSuccession(_) => {
+                ResponseError::NotLeaderOrFollower
+            }
             Self::LeaderNotAvailable => ResponseError::LeaderNotAvailable,
             Self::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
             Self::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,

@@ -51,8 +51,12 @@ pub async fn run(broker: Arc<Broker>, local: mpsc::Sender<HeartbeatCall>) {
 
 /// The produce heartbeat: the partitions this broker leads whose produce
 /// requests have waited without progress for a heartbeat interval or more
-/// (the controller judges them against the stall timeout).
+/// (the controller judges them against the stall timeout). A broker whose
+/// stall timeout is off neither tracks nor reports them.
 fn stalled_partitions(broker: &Broker) -> Vec<StalledPartition> {
+    if broker.config.liveness.partition_stall_timeout.is_none() {
+        return Vec::new();
+    }
     let now = now_ms();
     let worth_telling =
         i64::try_from(broker.config.liveness.heartbeat_interval.as_millis()).unwrap_or(i64::MAX);
@@ -83,6 +87,7 @@ async fn send(
         node_id: broker.config.node_id,
         incarnation: broker.incarnation,
         stalled: stalled_partitions(broker),
+        leadership_changes: broker.replicas.leadership_changes(),
     };
     let timeout = broker.config.liveness.lease();
     let status = broker.metadata.status();

@@ -320,7 +320,13 @@ impl Partition {
             partition_epoch: 0,
             elr: Vec::new(),
         };
-        let transition = partition.apply_assignment(1, &info, 1, 0);
+        let transition = partition.apply_assignment(
+            1,
+            &info,
+            1,
+            crate::replication::succession::Succession::default(),
+            0,
+        );
         assert_eq!(transition.ok(), Some(Transition::BecameLeader));
         Arc::new(partition)
     }

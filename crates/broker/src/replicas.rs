@@ -23,7 +23,11 @@ use std::{
     collections::{BTreeMap, HashMap},
     fs,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, PoisonError, RwLock},
+    sync::{
+        Arc, Mutex, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
 };
 
 use keel_log::{LogError, PartitionLog, write_atomically};
@@ -32,9 +36,10 @@ use uuid::Uuid;
 use crate::{
     config::TopicDefaults,
     partition::{Partition, Transition},
+    replication::succession::Succession,
     topic_config,
 };
-use keel_raft_metadata::{MetadataImage, TopicInfo};
+use keel_raft_metadata::{MetadataImage, PartitionInfo, TopicInfo};
 
 const PARTITION_METADATA: &str = "partition.metadata";
 const DELETE_SUFFIX: &str = "-delete";
@@ -62,6 +67,12 @@ pub struct ReplicaManager {
     /// What the checkpoint file holds now, so an idle broker does not
     /// rewrite and sync the same file every few seconds.
     last_checkpoint: Mutex<Option<Vec<(String, i32, i64)>>>,
+    /// The longest a new leader waits for earlier leaders to stop.
+    succession_wait_ms: i64,
+    /// The next history sequence of the newest image whose leader epochs
+    /// every partition has learnt: how many leadership changes this
+    /// broker has taken.
+    leadership_changes: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -99,7 +110,12 @@ struct DirIdentity {
 }
 
 impl ReplicaManager {
-    pub fn new(node_id: i32, data_dir: &Path, defaults: TopicDefaults) -> Self {
+    pub fn new(
+        node_id: i32,
+        data_dir: &Path,
+        defaults: TopicDefaults,
+        succession_wait: Duration,
+    ) -> Self {
         Self {
             node_id,
             data_dir: data_dir.to_path_buf(),
@@ -109,7 +125,15 @@ impl ReplicaManager {
             reconcile: Mutex::new(Reconciled::default()),
             checkpointed: Mutex::new(high_watermarks::read(data_dir)),
             last_checkpoint: Mutex::new(None),
+            succession_wait_ms: i64::try_from(succession_wait.as_millis()).unwrap_or(i64::MAX),
+            leadership_changes: AtomicU64::new(0),
         }
+    }
+
+    /// How many leadership changes this broker's partitions have taken
+    /// (what its heartbeats tell the controller).
+    pub fn leadership_changes(&self) -> u64 {
+        self.leadership_changes.load(Ordering::Acquire)
     }
 
     /// Makes the disks of the named partitions slow, for tests.
@@ -266,6 +290,7 @@ impl ReplicaManager {
                 .and_then(|p| p.topic(&topic.name))
                 .is_some_and(|before| Arc::ptr_eq(before, topic))
         };
+        self.learn_leader_epochs(image);
         let mut changes = Vec::new();
         for topic in image.topics().filter(|t| !unchanged(t)) {
             self.apply_topic(image, topic, caught_up, now_ms, &mut changes)?;
@@ -320,8 +345,14 @@ impl ReplicaManager {
                     partition
                 }
             };
-            let transition =
-                partition.apply_assignment(self.node_id, info, min_insync_replicas, now_ms)?;
+            let succession = self.succession(image, info, now_ms);
+            let transition = partition.apply_assignment(
+                self.node_id,
+                info,
+                min_insync_replicas,
+                succession,
+                now_ms,
+            )?;
             if transition != Transition::Unchanged {
                 tracing::debug!(
                     topic = topic.name,
@@ -337,6 +368,44 @@ impl ReplicaManager {
             }
         }
         Ok(())
+    }
+
+    /// Every local replica learns the leader epoch `image` names for it,
+    /// before any role changes and without waiting for a log's lock (a
+    /// slow append may hold one for long) or for a reconciliation in
+    /// progress: from then on this broker acknowledges no write it
+    /// appended as a leader since deposed, and its heartbeats say it has
+    /// taken the leadership changes of `image`.
+    pub fn learn_leader_epochs(&self, image: &MetadataImage) {
+        {
+            let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
+            for topic in image.topics() {
+                let Some(local) = topics.get(&topic.name).filter(|l| l.id == topic.id) else {
+                    continue;
+                };
+                for info in &topic.partitions {
+                    if let Some(partition) = local.partitions.get(&info.partition) {
+                        partition.learn_leader_epoch(info.leader_epoch);
+                    }
+                }
+            }
+        }
+        self.leadership_changes
+            .fetch_max(image.next_history_sequence(), Ordering::AcqRel);
+    }
+
+    /// What this broker waits for before taking writes, should it take the
+    /// leadership of `info` now: every other live replica's fetch in the
+    /// new epoch (see `replication::succession`). A first leadership
+    /// (leader epoch 0) has no predecessor.
+    fn succession(&self, image: &MetadataImage, info: &PartitionInfo, now_ms: i64) -> Succession {
+        if info.leader != self.node_id || info.leader_epoch == 0 {
+            return Succession::default();
+        }
+        let live_others = info.replicas.iter().copied().filter(|&replica| {
+            replica != self.node_id && image.broker(replica).is_some_and(|b| !b.fenced)
+        });
+        Succession::new(live_others, now_ms, self.succession_wait_ms)
     }
 
     /// Takes out of the map every replica the image no longer assigns to

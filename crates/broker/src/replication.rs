@@ -8,6 +8,8 @@
 //!   over [`client`] connections.
 //! - [`isr`] turns the leaders' ISR proposals into committed metadata.
 //! - [`leadership`] moves leadership by hand (ElectLeaders, operators).
+//! - [`succession`] holds a new leader's writes until no earlier leader
+//!   can accept any.
 //!
 //! The partition's role (leader or follower at a leader epoch) and the
 //! appends and truncations each role allows live with its log, in
@@ -18,3 +20,4 @@ pub mod fetcher;
 pub mod isr;
 pub mod leader;
 pub mod leadership;
+pub mod succession;

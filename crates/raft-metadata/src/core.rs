@@ -34,6 +34,7 @@ mod membership;
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use prost::Message as _;
@@ -64,6 +65,9 @@ pub struct CoreConfig {
     /// The node's data directory shows it was a member of the cluster
     /// before; without a Raft log it must rejoin (see `membership`).
     pub member_before: bool,
+    /// For tests: committed records are applied this much later than they
+    /// could be (a node slow to learn what the quorum decided).
+    pub apply_delay: Duration,
 }
 
 impl CoreConfig {
@@ -74,6 +78,7 @@ impl CoreConfig {
             heartbeat_tick: 2,
             snapshot_entries: 10_000,
             member_before: false,
+            apply_delay: Duration::ZERO,
         }
     }
 }
@@ -481,6 +486,9 @@ impl RaftCore {
         entries: Vec<Entry>,
         events: &mut Vec<CoreEvent>,
     ) -> Result<(), CoreError> {
+        if !self.config.apply_delay.is_zero() && entries.iter().any(|e| !e.data.is_empty()) {
+            std::thread::sleep(self.config.apply_delay);
+        }
         for entry in entries {
             if entry.index <= self.applied {
                 continue;

@@ -39,6 +39,13 @@ pub struct BrokerHeartbeat {
     /// requests have waited without progress.
     #[prost(message, repeated, tag = "3")]
     pub stalled: Vec<StalledPartition>,
+    /// How many leadership changes the broker's partitions have taken:
+    /// the next history sequence of the image it last applied to them.
+    /// The controller renews no lease while this is behind the changes it
+    /// has committed, so a broker that has not learnt it was deposed stops
+    /// accepting writes within a lease of the change (see `Behind`).
+    #[prost(uint64, tag = "4")]
+    pub leadership_changes: u64,
 }
 
 /// A led partition whose produce requests wait without progress.
@@ -72,6 +79,10 @@ pub enum HeartbeatStatus {
     /// The broker is fenced; the controller unfences it, and renews its
     /// session from the next heartbeat on.
     Fenced = 3,
+    /// The session is renewed but not the lease: the broker has not applied
+    /// every leadership change the controller has committed, so it may
+    /// still take itself for the leader of a partition that has moved on.
+    Behind = 4,
 }
 
 /// The answer to a heartbeat; `status()` reads it.

@@ -455,7 +455,10 @@ impl MetadataImage {
         }
     }
 
-    pub(crate) fn next_history_sequence(&self) -> u64 {
+    /// The sequence the next leadership change gets: how many changes
+    /// have been applied, including those retention has dropped. It never
+    /// decreases.
+    pub fn next_history_sequence(&self) -> u64 {
         self.next_history_sequence
     }
 }

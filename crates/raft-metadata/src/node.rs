@@ -82,6 +82,9 @@ pub struct NodeConfig {
     /// Where the Raft listener hands the broker heartbeats it receives
     /// (see [`crate::heartbeat`]); without it, it answers NotController.
     pub heartbeats: Option<mpsc::Sender<HeartbeatCall>>,
+    /// For tests: how much later than it could this node applies what is
+    /// committed (see [`CoreConfig::apply_delay`]).
+    pub apply_delay: Duration,
 }
 
 impl NodeConfig {
@@ -109,6 +112,7 @@ impl NodeConfig {
             proposal_timeout: Duration::from_secs(10),
             member_before: false,
             heartbeats: None,
+            apply_delay: Duration::ZERO,
         }
     }
 }
@@ -294,6 +298,7 @@ pub async fn start(
     core_config.heartbeat_tick = config.heartbeat_tick;
     core_config.snapshot_entries = config.snapshot_entries;
     core_config.member_before = config.member_before;
+    core_config.apply_delay = config.apply_delay;
     let voters = config.voters.clone();
     let dir = config.dir.clone();
     let core = tokio::task::spawn_blocking(move || RaftCore::open(core_config, &dir, &voters))

@@ -52,9 +52,19 @@ const LOG_START_VERSION: i16 = 5;
 const ERROR_MESSAGE_VERSION: i16 = 8;
 
 pub(super) async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) -> ProduceResponse {
+    let deadline = Instant::now() + Duration::from_millis(request.timeout_ms.max(0) as u64);
+    // A leadership just taken holds writes back for a moment, until no
+    // earlier leader can take any (see `replication::succession`): they
+    // wait here rather than be refused.
+    for topic in &request.topic_data {
+        for data in &topic.partition_data {
+            if let Some(partition) = ctx.broker.replicas.get(topic.name.0.as_str(), data.index) {
+                partition.await_succession(deadline, now_ms).await;
+            }
+        }
+    }
     let image = ctx.broker.image();
     let now = now_ms();
-    let deadline = Instant::now() + Duration::from_millis(request.timeout_ms.max(0) as u64);
     let transactional = request.transactional_id.is_some();
     let mut endpoints = Endpoints::default();
     let mut responses = Vec::with_capacity(request.topic_data.len());
@@ -201,7 +211,8 @@ fn append(
         partition.check_min_isr()?;
     }
     let outcome = {
-        let _waiting = partition.progress().begin(now, now_ms);
+        let watched = ctx.broker.config.liveness.partition_stall_timeout.is_some();
+        let _waiting = watched.then(|| partition.progress().begin(now, now_ms));
         partition.append_as_leader(&records, Some(leader_epoch), now)?
     };
     Ok((partition, leader_epoch, outcome))

@@ -237,8 +237,9 @@ pub(super) struct Flags {
     #[arg(long, env = "KEEL_MESSAGE_MAX_BYTES", default_value_t = 1_048_588)]
     pub(super) message_max_bytes: i32,
     /// For tests only: make one partition's disk slow, as
-    /// `stall-fsync:TOPIC:PARTITION:MS` or `stall-append:TOPIC:PARTITION:MS`
-    /// (comma-separated for several).
+    /// `stall-fsync:TOPIC:PARTITION:MS` or `stall-append:TOPIC:PARTITION:MS`,
+    /// or this node apply committed metadata late, as
+    /// `apply-metadata-late:MS` (comma-separated for several).
     #[arg(long, env = "KEEL_TEST_FAULTS", hide = true, value_name = "FAULT,...")]
     pub(super) test_faults: Option<String>,
 }

@@ -146,6 +146,9 @@ impl GroupCoordinator {
             .replicas
             .get(OFFSETS_TOPIC, partition)
             .ok_or(ResponseError::NotCoordinator)?;
+        // As for produce: a leadership just taken first waits for earlier
+        // leaders to stop (see `replication::succession`).
+        replica.wait_for_succession(COMMIT_TIMEOUT, now_ms);
         let now = now_ms();
         let leader_epoch = replica.leader_epoch();
         // As for produce: nothing is written without the lease; once the
@@ -171,9 +174,9 @@ impl GroupCoordinator {
         written.map_err(|e| {
             tracing::warn!(partition, error = %e, "cannot write to __consumer_offsets");
             match e {
-                PartitionError::NotLeader | PartitionError::LeaseLapsed => {
-                    ResponseError::NotCoordinator
-                }
+                PartitionError::NotLeader
+                | PartitionError::LeaseLapsed
+                | PartitionError::AwaitingSuccession(_) => ResponseError::NotCoordinator,
                 _ => ResponseError::CoordinatorNotAvailable,
             }
         })

@@ -20,7 +20,10 @@ use tokio::{sync::Notify, time::Instant};
 use super::Partition;
 use crate::{
     error::PartitionError,
-    replication::leader::{Assignment, IsrProposal, LeaderView},
+    replication::{
+        leader::{Assignment, IsrProposal, LeaderView},
+        succession::Succession,
+    },
 };
 
 #[derive(Debug)]
@@ -71,12 +74,14 @@ impl Partition {
     /// leader or a follower of its leader when the leader epoch moved (or
     /// this replica had no role yet, or another role at the same epoch), or
     /// takes an ISR change of the same leadership. An image older than the
-    /// replica's epoch changes nothing.
+    /// replica's epoch changes nothing. A new leadership takes no write
+    /// until `succession` completes.
     pub fn apply_assignment(
         &self,
         local_id: i32,
         info: &PartitionInfo,
         min_insync_replicas: usize,
+        succession: Succession,
         now_ms: i64,
     ) -> Result<Transition, LogError> {
         // The same leadership: at most the ISR, the replicas or the minimum
@@ -101,8 +106,7 @@ impl Partition {
         }
         // Known before the log's lock is had (a stalled append may hold it
         // for long): a write that append finishes is not acknowledged.
-        self.newest_epoch
-            .fetch_max(info.leader_epoch, Ordering::AcqRel);
+        self.learn_leader_epoch(info.leader_epoch);
         let mut log = self.log();
         if info.leader_epoch < self.leader_epoch() {
             return Ok(Transition::Unchanged);
@@ -117,7 +121,8 @@ impl Partition {
                 log.log_end_offset(),
                 min_insync_replicas,
                 now_ms,
-            );
+            )
+            .with_succession(succession);
             *self.role() = Role::Leader(view);
             self.leader_epoch
                 .store(info.leader_epoch, Ordering::Release);
@@ -143,6 +148,14 @@ impl Partition {
         })
     }
 
+    /// The metadata names `leader_epoch` for this partition: a write
+    /// appended in an older epoch is no longer acknowledged
+    /// ([`Self::check_still_leading`]), whether or not the role has changed
+    /// yet. Takes no lock.
+    pub fn learn_leader_epoch(&self, leader_epoch: i32) {
+        self.newest_epoch.fetch_max(leader_epoch, Ordering::AcqRel);
+    }
+
     /// Appends a producer's batch if this replica leads, at
     /// `expected_epoch` when given. If `flush.messages` asks for it, the
     /// batch is fsynced before this returns, with the log's lock released
@@ -159,6 +172,9 @@ impl Partition {
             if !self.is_leader() || expected_epoch.is_some_and(|e| e != epoch) {
                 return Err(PartitionError::NotLeader);
             }
+            if let Some(wait_ms) = self.succession_wait_ms(now_ms) {
+                return Err(PartitionError::AwaitingSuccession(wait_ms));
+            }
             let outcome = log.append_as_leader(batch, epoch, now_ms)?;
             self.log_end_offset
                 .store(log.log_end_offset(), Ordering::Release);
@@ -173,6 +189,47 @@ impl Partition {
             self.update_high_watermark();
         }
         Ok(outcome)
+    }
+
+    /// How much longer this leader must wait before taking writes, for
+    /// earlier leaders to stop (see `replication::succession`); `None`
+    /// when it may take them, or does not lead.
+    fn succession_wait_ms(&self, now_ms: i64) -> Option<i64> {
+        match &*self.role() {
+            Role::Leader(view) => view.succession_wait_ms(now_ms),
+            _ => None,
+        }
+    }
+
+    /// Waits, until `deadline` at most, for this leader's succession to
+    /// complete, so that a produce request that arrives just after a change
+    /// of leadership is appended rather than refused.
+    pub async fn await_succession(&self, deadline: Instant, clock: fn() -> i64) {
+        let notify = std::sync::Arc::new(Notify::new());
+        loop {
+            self.committed.register(&notify);
+            let Some(wait_ms) = self.succession_wait_ms(clock()) else {
+                return;
+            };
+            let wake = Instant::now() + Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0));
+            if tokio::time::timeout_at(wake.min(deadline), notify.notified())
+                .await
+                .is_err()
+                && Instant::now() >= deadline
+            {
+                return;
+            }
+        }
+    }
+
+    /// Blocking form of [`Self::await_succession`], for callers on a
+    /// blocking thread (the group coordinator's writes).
+    pub fn wait_for_succession(&self, timeout: Duration, clock: fn() -> i64) {
+        if self.succession_wait_ms(clock()).is_none() {
+            return;
+        }
+        let deadline = Instant::now() + timeout;
+        tokio::runtime::Handle::current().block_on(self.await_succession(deadline, clock));
     }
 
     /// For a write appended at `leader_epoch`: fails unless this replica
@@ -274,17 +331,24 @@ impl Partition {
         incarnation: Option<u64>,
         now_ms: i64,
     ) -> Result<(), PartitionError> {
-        match &mut *self.role() {
-            Role::Leader(view) => view
-                .record_fetch(
+        let succeeded = match &mut *self.role() {
+            Role::Leader(view) => {
+                let waiting = view.succession_wait_ms(now_ms).is_some();
+                view.record_fetch(
                     replica,
                     fetch_offset,
                     self.log_end_offset(),
                     incarnation,
                     now_ms,
                 )
-                .map_err(|e| PartitionError::NotAReplica(e.0))?,
+                .map_err(|e| PartitionError::NotAReplica(e.0))?;
+                waiting && view.succession_wait_ms(now_ms).is_none()
+            }
             _ => return Err(PartitionError::NotLeader),
+        };
+        if succeeded {
+            // Produce requests parked in `await_succession`.
+            self.committed.wake_all();
         }
         self.update_high_watermark();
         Ok(())

@@ -7,7 +7,7 @@ use keel_raft_metadata::PartitionInfo;
 use tokio::time::Instant;
 
 use super::*;
-use crate::error::PartitionError;
+use crate::{error::PartitionError, replication::succession::Succession};
 
 fn info(leader: i32, leader_epoch: i32, isr: &[i32]) -> PartitionInfo {
     PartitionInfo {
@@ -31,7 +31,7 @@ fn replica(dir: &std::path::Path) -> Partition {
 fn an_append_routed_by_an_older_leader_epoch_never_lands() {
     let dir = tempfile::tempdir().unwrap();
     let partition = replica(dir.path());
-    let became = partition.apply_assignment(1, &info(1, 0, &[1, 2]), 1, 0);
+    let became = partition.apply_assignment(1, &info(1, 0, &[1, 2]), 1, Succession::default(), 0);
     assert_eq!(became.unwrap(), Transition::BecameLeader);
     partition
         .append_as_leader(&batch(1, 0), Some(0), 0)
@@ -39,7 +39,7 @@ fn an_append_routed_by_an_older_leader_epoch_never_lands() {
 
     // Leadership moves to broker 2 at epoch 1 while a produce routed at
     // epoch 0 is on its way.
-    let became = partition.apply_assignment(1, &info(2, 1, &[1, 2]), 1, 0);
+    let became = partition.apply_assignment(1, &info(2, 1, &[1, 2]), 1, Succession::default(), 0);
     assert_eq!(became.unwrap(), Transition::BecameFollower { leader: 2 });
     for expected in [Some(0), Some(1), None] {
         assert!(matches!(
@@ -55,7 +55,7 @@ fn a_follower_write_from_an_earlier_leadership_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let partition = replica(dir.path());
     partition
-        .apply_assignment(1, &info(2, 3, &[1, 2]), 1, 0)
+        .apply_assignment(1, &info(2, 3, &[1, 2]), 1, Succession::default(), 0)
         .unwrap();
     let leader_dir = tempfile::tempdir().unwrap();
     let (mut leader_log, _) =
@@ -82,7 +82,7 @@ fn a_follower_write_from_an_earlier_leadership_is_refused() {
         "the leader's, as far as the log reaches"
     );
     partition
-        .apply_assignment(1, &info(2, 4, &[1, 2]), 1, 0)
+        .apply_assignment(1, &info(2, 4, &[1, 2]), 1, Succession::default(), 0)
         .unwrap();
     assert!(matches!(
         partition.truncate_on_divergence(3, 3, 0, 0),
@@ -96,10 +96,10 @@ fn a_new_leader_answers_for_its_epoch_before_its_first_append() {
     let dir = tempfile::tempdir().unwrap();
     let partition = replica(dir.path());
     partition
-        .apply_assignment(1, &info(2, 3, &[1, 2]), 1, 0)
+        .apply_assignment(1, &info(2, 3, &[1, 2]), 1, Succession::default(), 0)
         .unwrap();
     partition
-        .apply_assignment(1, &info(1, 4, &[1, 2]), 1, 0)
+        .apply_assignment(1, &info(1, 4, &[1, 2]), 1, Succession::default(), 0)
         .unwrap();
     assert_eq!(partition.log().end_offset_for_epoch(4), (4, 0));
 }
@@ -109,7 +109,7 @@ async fn acks_all_waits_for_the_follower_and_fails_when_leadership_moves() {
     let dir = tempfile::tempdir().unwrap();
     let partition = Arc::new(replica(dir.path()));
     partition
-        .apply_assignment(1, &info(1, 0, &[1, 2]), 2, 0)
+        .apply_assignment(1, &info(1, 0, &[1, 2]), 2, Succession::default(), 0)
         .unwrap();
     let outcome = partition
         .append_as_leader(&batch(3, 0), Some(0), 0)
@@ -137,7 +137,7 @@ async fn acks_all_waits_for_the_follower_and_fails_when_leadership_moves() {
     };
     tokio::task::yield_now().await;
     partition
-        .apply_assignment(1, &info(2, 1, &[1, 2]), 2, 0)
+        .apply_assignment(1, &info(2, 1, &[1, 2]), 2, Succession::default(), 0)
         .unwrap();
     assert!(matches!(
         waiting.await.unwrap(),
@@ -150,7 +150,7 @@ async fn acks_all_past_its_timeout_says_whether_the_isr_fell_below_the_minimum()
     let dir = tempfile::tempdir().unwrap();
     let partition = replica(dir.path());
     partition
-        .apply_assignment(1, &info(1, 0, &[1, 2]), 2, 0)
+        .apply_assignment(1, &info(1, 0, &[1, 2]), 2, Succession::default(), 0)
         .unwrap();
     let soon = || Instant::now() + Duration::from_millis(20);
     partition
@@ -163,7 +163,9 @@ async fn acks_all_past_its_timeout_says_whether_the_isr_fell_below_the_minimum()
     // The controller committed a shrink to the leader alone.
     let mut shrunk = info(1, 0, &[1]);
     shrunk.partition_epoch = 1;
-    partition.apply_assignment(1, &shrunk, 2, 0).unwrap();
+    partition
+        .apply_assignment(1, &shrunk, 2, Succession::default(), 0)
+        .unwrap();
     assert!(matches!(
         partition.await_high_watermark(0, 1, soon()).await,
         Err(PartitionError::NotEnoughReplicasAfterAppend {
@@ -178,4 +180,61 @@ async fn acks_all_past_its_timeout_says_whether_the_isr_fell_below_the_minimum()
             required: 2
         })
     ));
+}
+
+#[tokio::test]
+async fn a_new_leader_takes_writes_only_once_the_old_one_follows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let partition = replica(dir.path());
+    // Broker 2 led at epoch 1 and is alive: broker 1 takes over at epoch 2
+    // and must hear from it first.
+    partition
+        .apply_assignment(1, &info(2, 1, &[1, 2]), 1, Succession::default(), 0)
+        .unwrap();
+    let succession = Succession::new([2], 1_000, 500);
+    partition
+        .apply_assignment(1, &info(1, 2, &[1, 2]), 1, succession, 1_000)
+        .unwrap();
+    assert!(matches!(
+        partition.append_as_leader(&batch(1, 0), Some(2), 1_100),
+        Err(PartitionError::AwaitingSuccession(400))
+    ));
+
+    // A produce parked meanwhile is let through by the old leader's fetch
+    // in the new epoch.
+    fn clock() -> i64 {
+        1_200
+    }
+    let parked = partition.await_succession(Instant::now() + Duration::from_secs(30), clock);
+    let fetched = async {
+        tokio::task::yield_now().await;
+        partition.record_follower_fetch(2, 0, None, 1_200).unwrap();
+    };
+    tokio::time::timeout(Duration::from_secs(5), async {
+        tokio::join!(parked, fetched)
+    })
+    .await
+    .expect("the fetch ended the wait");
+    let appended = partition.append_as_leader(&batch(1, 0), Some(2), 1_200);
+    assert_eq!(appended.unwrap().base_offset, 0);
+}
+
+#[test]
+fn a_new_leader_takes_writes_after_the_longest_lease_even_unheard() {
+    let dir = tempfile::tempdir().unwrap();
+    let partition = replica(dir.path());
+    let succession = Succession::new([2], 1_000, 500);
+    partition
+        .apply_assignment(1, &info(1, 2, &[1, 2]), 1, succession, 1_000)
+        .unwrap();
+    assert!(
+        partition
+            .append_as_leader(&batch(1, 0), Some(2), 1_499)
+            .is_err()
+    );
+    assert!(
+        partition
+            .append_as_leader(&batch(1, 0), Some(2), 1_500)
+            .is_ok()
+    );
 }

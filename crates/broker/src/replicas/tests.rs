@@ -41,7 +41,7 @@ fn image(records: &[MetadataRecord]) -> Arc<MetadataImage> {
 
 fn manager(dir: &Path) -> ReplicaManager {
     let defaults = BrokerConfig::for_tests(dir).topic_defaults;
-    ReplicaManager::new(1, dir, defaults)
+    ReplicaManager::new(1, dir, defaults, Duration::ZERO)
 }
 
 /// A simple v2 batch of one record, as a producer sends it.

@@ -21,6 +21,8 @@
 
 use std::collections::BTreeMap;
 
+use super::succession::Succession;
+
 /// An ISR change in flight is proposed again after this long without an
 /// answer (the proposal may have been lost with a metadata leader).
 const PENDING_RETRY_MS: i64 = 5_000;
@@ -100,6 +102,8 @@ pub struct LeaderView {
     followers: BTreeMap<i32, FollowerProgress>,
     epoch_start_offset: i64,
     min_insync_replicas: usize,
+    /// Until it completes, this leader takes no write (see `succession`).
+    succession: Succession,
 }
 
 impl LeaderView {
@@ -136,7 +140,20 @@ impl LeaderView {
             followers,
             epoch_start_offset: log_end_offset,
             min_insync_replicas,
+            succession: Succession::default(),
         }
+    }
+
+    /// The same view, taking no write until `succession` completes.
+    pub fn with_succession(mut self, succession: Succession) -> Self {
+        self.succession = succession;
+        self
+    }
+
+    /// How much longer writes must wait for earlier leaders to stop, or
+    /// `None` when they may be accepted.
+    pub fn succession_wait_ms(&self, now_ms: i64) -> Option<i64> {
+        self.succession.wait_ms(now_ms)
     }
 
     pub fn leader_epoch(&self) -> i32 {
@@ -208,7 +225,8 @@ impl LeaderView {
     /// Records a follower's fetch at `fetch_offset` while the leader's log
     /// ends at `leader_log_end_offset` (Kafka's rule: caught up now if it
     /// reached the log end, or as of its previous fetch if it reached what
-    /// the log end was then).
+    /// the log end was then). A fetch in this leader's epoch also shows the
+    /// follower no longer leads (the succession).
     pub fn record_fetch(
         &mut self,
         replica: i32,
@@ -230,6 +248,7 @@ impl LeaderView {
         }
         progress.log_end_offset = fetch_offset;
         progress.last_fetch_ms = now_ms;
+        self.succession.fetched(replica);
         progress.last_fetch_leader_log_end_offset = leader_log_end_offset;
         if incarnation.is_some() {
             progress.incarnation = incarnation;

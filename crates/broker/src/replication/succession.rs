@@ -1,0 +1,85 @@
+//! Succession: a new leader accepts writes only once no earlier leader can.
+//!
+//! A leader moved away while alive (controlled shutdown, a preferred
+//! replica rebalance, a stall, an operator's move) goes on accepting
+//! writes until it applies the change. Were its successor to accept writes
+//! meanwhile, both would acknowledge, and what the old one acknowledged
+//! would be truncated away when it follows. So a new leader takes no write
+//! until every live replica has fetched from it in its epoch (a replica
+//! fetches from a leader only once it has applied that leadership, and
+//! then it leads no more), or until any replica that has not must have
+//! lost its lease: the controller renews no broker's lease while that
+//! broker is behind the leadership changes committed (see
+//! `HeartbeatStatus::Behind`), so a broker that has not applied this change
+//! holds a lease no longer than one lease past the commit, and this leader
+//! applied the change after the commit.
+//!
+//! Replicas that are fenced hold no lease already. A partition's first
+//! leader (leader epoch 0) has no predecessor.
+//!
+//! Pure: time is passed in.
+
+use std::collections::BTreeSet;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Succession {
+    /// Live replicas that have not fetched in this leader's epoch yet.
+    awaiting: BTreeSet<i32>,
+    /// From when any of them has surely lost its lease.
+    until_ms: i64,
+}
+
+impl Succession {
+    /// The succession of a leader that took over at `now_ms`, waiting for
+    /// `awaiting` (the other live replicas) for at most `wait_ms`.
+    pub fn new(awaiting: impl IntoIterator<Item = i32>, now_ms: i64, wait_ms: i64) -> Self {
+        Self {
+            awaiting: awaiting.into_iter().collect(),
+            until_ms: now_ms.saturating_add(wait_ms),
+        }
+    }
+
+    /// `replica` fetched in this leader's epoch: it no longer leads.
+    /// Returns whether that completed the succession.
+    pub fn fetched(&mut self, replica: i32) -> bool {
+        self.awaiting.remove(&replica) && self.awaiting.is_empty()
+    }
+
+    /// How much longer writes must wait at `now_ms`, or `None` when they
+    /// may be accepted.
+    pub fn wait_ms(&self, now_ms: i64) -> Option<i64> {
+        (!self.awaiting.is_empty() && now_ms < self.until_ms).then(|| self.until_ms - now_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_wait_until_every_live_replica_has_fetched() {
+        let mut succession = Succession::new([2, 3], 1_000, 500);
+        assert_eq!(succession.wait_ms(1_000), Some(500));
+        assert!(!succession.fetched(2));
+        assert_eq!(succession.wait_ms(1_100), Some(400));
+        assert!(
+            !succession.fetched(2),
+            "the same replica twice is no progress"
+        );
+        assert!(succession.fetched(3));
+        assert_eq!(succession.wait_ms(1_100), None);
+    }
+
+    #[test]
+    fn writes_wait_no_longer_than_a_lease_past_the_change() {
+        let succession = Succession::new([2], 1_000, 500);
+        assert_eq!(succession.wait_ms(1_499), Some(1));
+        assert_eq!(succession.wait_ms(1_500), None);
+    }
+
+    #[test]
+    fn nothing_to_wait_for_without_live_replicas() {
+        assert_eq!(Succession::new([], 1_000, 500).wait_ms(1_000), None);
+        assert_eq!(Succession::default().wait_ms(0), None);
+    }
+}
