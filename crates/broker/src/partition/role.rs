@@ -75,7 +75,8 @@ impl Partition {
     /// this replica had no role yet, or another role at the same epoch), or
     /// takes an ISR change of the same leadership. An image older than the
     /// replica's epoch changes nothing. A new leadership takes no write
-    /// until `succession` completes.
+    /// until `succession` completes; for the same leadership, `succession`
+    /// (what the image asks for now) only drops replicas fenced since.
     pub fn apply_assignment(
         &self,
         local_id: i32,
@@ -94,7 +95,11 @@ impl Partition {
                 Role::Leader(view) if info.leader == local_id => {
                     view.apply_assignment(&assignment(info), now_ms);
                     view.set_min_insync_replicas(min_insync_replicas);
+                    let succeeded = view.settle_succession(&succession, now_ms);
                     drop(role);
+                    if succeeded {
+                        self.committed.wake_all();
+                    }
                     self.update_high_watermark();
                     return Ok(Transition::Unchanged);
                 }

@@ -45,6 +45,12 @@ impl Succession {
         self.awaiting.remove(&replica) && self.awaiting.is_empty()
     }
 
+    /// Stops waiting for replicas `current` does not wait for (fenced
+    /// since this succession began).
+    pub fn retain_awaited(&mut self, current: &Succession) {
+        self.awaiting.retain(|r| current.awaiting.contains(r));
+    }
+
     /// How much longer writes must wait at `now_ms`, or `None` when they
     /// may be accepted.
     pub fn wait_ms(&self, now_ms: i64) -> Option<i64> {
@@ -75,6 +81,14 @@ mod tests {
         let succession = Succession::new([2], 1_000, 500);
         assert_eq!(succession.wait_ms(1_499), Some(1));
         assert_eq!(succession.wait_ms(1_500), None);
+    }
+
+    #[test]
+    fn a_replica_fenced_meanwhile_is_waited_for_no_more() {
+        let mut succession = Succession::new([2, 3], 1_000, 500);
+        succession.fetched(2);
+        succession.retain_awaited(&Succession::new([2], 1_100, 500));
+        assert_eq!(succession.wait_ms(1_100), None);
     }
 
     #[test]
