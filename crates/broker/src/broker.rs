@@ -18,7 +18,10 @@
 //! the caught-up metadata does.
 
 use std::{
-    sync::{Arc, Mutex, PoisonError, Weak},
+    sync::{
+        Arc, Mutex, PoisonError, Weak,
+        atomic::{AtomicBool, AtomicI64, Ordering},
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -110,6 +113,12 @@ pub struct Broker {
     fatal: watch::Sender<Option<String>>,
     shutdown: watch::Sender<bool>,
     background: Mutex<Vec<JoinHandle<()>>>,
+    /// When the last produce request arrived (milliseconds since the
+    /// epoch): a stopping broker waits for the clients to move elsewhere.
+    last_produce_ms: AtomicI64,
+    /// Set when the broker begins to stop, before its leaderships move:
+    /// its heartbeats then tell the controller not to elect it.
+    stopping: AtomicBool,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -218,6 +227,8 @@ impl Broker {
             recorded_cluster_id: Mutex::new(recorded_cluster_id),
             fatal,
             shutdown,
+            last_produce_ms: AtomicI64::new(0),
+            stopping: AtomicBool::new(false),
             background: Mutex::new(Vec::new()),
         });
         let opening = Arc::clone(&broker);
@@ -484,6 +495,27 @@ impl Broker {
     /// Resolves when shutdown begins.
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    /// Begins a controlled shutdown: from the next heartbeat on the
+    /// controller elects this broker nowhere and takes it out of the ISRs.
+    pub fn begin_stopping(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// A produce request arrived at `now_ms`.
+    pub fn note_produce(&self, now_ms: i64) {
+        self.last_produce_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// Whether a produce request arrived within `window` of `now_ms`.
+    pub fn produced_within(&self, window: Duration, now_ms: i64) -> bool {
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        now_ms - self.last_produce_ms.load(Ordering::Relaxed) < window_ms
     }
 
     pub fn begin_shutdown(&self) {

@@ -70,6 +70,9 @@ struct State {
     /// Each broker's latest produce heartbeat: its led partitions where
     /// produce requests wait without progress.
     stalls: BTreeMap<i32, Vec<StalledPartition>>,
+    /// Brokers whose heartbeats say they are stopping: no candidates for
+    /// leadership, and out of the ISRs, like brokers without a session.
+    stopping: HashSet<i32>,
 }
 
 /// What to answer a heartbeat.
@@ -92,6 +95,7 @@ impl Controller {
                 liveness: Liveness::new(timeout_ms),
                 unfencing: HashSet::new(),
                 stalls: BTreeMap::new(),
+                stopping: HashSet::new(),
             }),
         }
     }
@@ -108,6 +112,7 @@ impl Controller {
             state.liveness.start_term(unfenced(image), now_ms);
             state.unfencing.clear();
             state.stalls.clear();
+            state.stopping.clear();
             state.term = Some(term);
         }
         state
@@ -126,6 +131,11 @@ impl Controller {
         state
             .stalls
             .insert(heartbeat.node_id, heartbeat.stalled.clone());
+        if heartbeat.shutting_down {
+            state.stopping.insert(heartbeat.node_id);
+        } else {
+            state.stopping.remove(&heartbeat.node_id);
+        }
         match (renewed, image.broker(heartbeat.node_id)) {
             (Heartbeat::StaleIncarnation { .. }, _) | (_, None) => {
                 Verdict::Answer(HeartbeatStatus::UnknownIncarnation)
@@ -136,7 +146,8 @@ impl Controller {
                 Verdict::Answer(HeartbeatStatus::UnknownIncarnation)
             }
             (Heartbeat::Renewed, Some(registered)) if registered.fenced => {
-                if state.unfencing.insert(heartbeat.node_id) {
+                // A stopping broker that fenced itself stays fenced.
+                if !heartbeat.shutting_down && state.unfencing.insert(heartbeat.node_id) {
                     Verdict::Unfence(registered.incarnation)
                 } else {
                     Verdict::Answer(HeartbeatStatus::Fenced)
@@ -244,7 +255,8 @@ async fn unfence(broker: Arc<Broker>, node_id: i32, incarnation: u64) {
 /// The elector: every half heartbeat interval, while this node controls,
 /// commits what lapsed sessions, stalls and leaderless partitions call
 /// for; every leader imbalance check interval, when that is nothing, the
-/// moves back to preferred replicas.
+/// moves back to preferred replicas (never within a session of taking
+/// over).
 pub async fn elect(broker: Arc<Broker>) {
     let period = broker.config.liveness.heartbeat_interval / 2;
     let mut tick = tokio::time::interval(period);
@@ -253,11 +265,22 @@ pub async fn elect(broker: Arc<Broker>) {
         .config
         .leader_rebalance
         .map(|r| Instant::now() + r.check_interval);
+    let mut controlling = None;
     loop {
         tick.tick().await;
         let Some(term) = active_term(&broker) else {
+            controlling = None;
             continue;
         };
+        if controlling != Some(term) {
+            controlling = Some(term);
+            // Just taken over: not every broker has been heard yet, and one
+            // may be stopping. Moves back to preferred replicas wait a
+            // session.
+            if let Some(at) = next_rebalance.as_mut() {
+                *at = (*at).max(Instant::now() + broker.config.liveness.session_timeout);
+            }
+        }
         let image = broker.image();
         let due = next_rebalance.is_some_and(|at| Instant::now() >= at);
         let batch = match plan_now(&broker, term, &image) {
@@ -318,8 +341,8 @@ fn with_sessions<R>(
     state.liveness.admit(unfenced(image), now);
     let lapsed = state.liveness.expired(now);
     let stalled = stalls_past_timeout(broker, &state.stalls);
-    let liveness = &state.liveness;
-    let session_alive = |id: i32| liveness.is_alive(id, now);
+    let (liveness, stopping) = (&state.liveness, &state.stopping);
+    let session_alive = |id: i32| liveness.is_alive(id, now) && !stopping.contains(&id);
     judging(broker, &session_alive, |judge| {
         decide(&lapsed, &stalled, judge)
     })
@@ -374,14 +397,15 @@ fn judging<R>(
 /// it leads moves to another live in-sync replica (reason
 /// `controlled_shutdown`) in one batch, so clients are redirected at once
 /// instead of after its session lapses. Sessions are the controller's to
-/// judge; registered and unfenced is what any broker knows.
-pub async fn move_leaderships_off(broker: &Broker, timeout: Duration) {
+/// judge; registered and unfenced is what any broker knows. Returns how
+/// many leaderships moved.
+pub async fn move_leaderships_off(broker: &Broker, timeout: Duration) -> usize {
     let image = broker.image();
     let node_id = broker.config.node_id;
     let Some(batch) = judging(broker, &|_| true, |judge| {
         plan::move_leaderships_off(&image, node_id, judge)
     }) else {
-        return;
+        return 0;
     };
     let moves = match &batch.record {
         Some(Record::Batch(batch)) => batch.records.len(),
@@ -389,15 +413,21 @@ pub async fn move_leaderships_off(broker: &Broker, timeout: Duration) {
     };
     let started = Instant::now();
     match broker.propose(batch, timeout).await {
-        Ok(_) => tracing::info!(
-            partitions = moves,
-            elapsed_ms = started.elapsed().as_millis(),
-            "moved leaderships to other in-sync replicas before stopping"
-        ),
-        Err(error) => tracing::warn!(
-            %error,
-            "could not move leaderships before stopping; the controller will once this broker is fenced"
-        ),
+        Ok(_) => {
+            tracing::info!(
+                partitions = moves,
+                elapsed_ms = started.elapsed().as_millis(),
+                "moved leaderships to other in-sync replicas before stopping"
+            );
+            moves
+        }
+        Err(error) => {
+            tracing::warn!(
+                %error,
+                "could not move leaderships before stopping; the controller will once this broker is fenced"
+            );
+            0
+        }
     }
 }
 

@@ -88,6 +88,7 @@ async fn send(
         incarnation: broker.incarnation,
         stalled: stalled_partitions(broker),
         leadership_changes: broker.replicas.leadership_changes(),
+        shutting_down: broker.is_stopping(),
     };
     let timeout = broker.config.liveness.lease();
     let status = broker.metadata.status();

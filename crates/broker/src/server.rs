@@ -29,6 +29,11 @@ const FENCE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a stopping broker waits for its leaderships to move; without a
 /// quorum it stops anyway.
 const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
+/// Once its leaderships have moved, a stopping broker goes on answering
+/// until no produce request has come for this long...
+const CLIENTS_GONE_QUIET: Duration = Duration::from_millis(200);
+/// ...or for this long at most.
+const CLIENTS_GONE_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct Server {
     broker: Arc<Broker>,
@@ -174,11 +179,16 @@ impl Server {
 
         if failure.is_none() {
             tracing::info!("shutting down: moving leaderships to other in-sync replicas");
-            crate::controller::move_leaderships_off(&broker, CONTROLLED_SHUTDOWN_TIMEOUT).await;
+            broker.begin_stopping();
+            let moved =
+                crate::controller::move_leaderships_off(&broker, CONTROLLED_SHUTDOWN_TIMEOUT).await;
             broker
                 .metadata
                 .transfer_leadership(CONTROLLED_SHUTDOWN_TIMEOUT)
                 .await;
+            if moved > 0 {
+                wait_for_producers_to_move(&broker).await;
+            }
         }
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         drop(listener);
@@ -195,6 +205,21 @@ impl Server {
         broker.stop(FENCE_TIMEOUT).await;
         tracing::info!("keel stopped");
         failure.map_or(Ok(()), Err)
+    }
+}
+
+/// Like Kafka's controlled shutdown, goes on answering once the
+/// leaderships have moved, until producers stop sending here: each request
+/// gets NOT_LEADER_OR_FOLLOWER naming the new leader (KIP-951) and the
+/// client moves at once, where a closed connection would send it through a
+/// metadata refresh and reconnections (librdkafka, losing every connection
+/// of a rolling restart at once, starts over from its bootstrap servers).
+async fn wait_for_producers_to_move(broker: &Broker) {
+    let deadline = tokio::time::Instant::now() + CLIENTS_GONE_TIMEOUT;
+    while tokio::time::Instant::now() < deadline
+        && broker.produced_within(CLIENTS_GONE_QUIET, now_ms())
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

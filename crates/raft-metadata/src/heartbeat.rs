@@ -46,6 +46,11 @@ pub struct BrokerHeartbeat {
     /// accepting writes within a lease of the change (see `Behind`).
     #[prost(uint64, tag = "4")]
     pub leadership_changes: u64,
+    /// The broker is stopping (Kafka's controlled shutdown): it is no
+    /// candidate for leadership and leaves the ISRs, while it still
+    /// answers clients.
+    #[prost(bool, tag = "5")]
+    pub shutting_down: bool,
 }
 
 /// A led partition whose produce requests wait without progress.

@@ -53,6 +53,7 @@ const ERROR_MESSAGE_VERSION: i16 = 8;
 
 pub(super) async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) -> ProduceResponse {
     let deadline = Instant::now() + Duration::from_millis(request.timeout_ms.max(0) as u64);
+    ctx.broker.note_produce(now_ms());
     // A leadership just taken holds writes back for a moment, until no
     // earlier leader can take any (see `replication::succession`): they
     // wait here rather than be refused.
