@@ -100,7 +100,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
     }
     let max_frame_bytes = broker.config.max_frame_bytes as usize;
     // Kafka describes a member's host as "/address".
-    let client_host = format!("/{}", peer.ip());
+    let connection = api::Connection::new(format!("/{}", peer.ip()));
     loop {
         if broker.is_shutting_down() {
             break;
@@ -121,7 +121,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
                 break;
             }
         };
-        match api::handle(&broker, frame, &client_host).await {
+        match api::handle(&broker, frame, &connection).await {
             Ok(Some(response)) => {
                 if let Err(e) = writer.write_all(&response).await {
                     tracing::debug!(%peer, error = %e, "cannot send response");

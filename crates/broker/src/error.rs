@@ -25,6 +25,10 @@ pub enum PartitionError {
     )]
     AwaitingSuccession(i64),
     #[error(
+        "an earlier batch of this producer was refused on this connection and is to be retried first"
+    )]
+    EarlierBatchRefused,
+    #[error(
         "appended, but this broker's lease lapsed before the write could be acknowledged: it may or may not survive"
     )]
     LeaseLapsedAfterAppend,
@@ -71,14 +75,31 @@ pub enum PartitionError {
 }
 
 impl PartitionError {
+    /// Whether a produce batch failing this way was certainly not
+    /// appended, and the client may send it again (here or to a new
+    /// leader).
+    pub fn refused_before_append(&self) -> bool {
+        matches!(
+            self,
+            Self::NotLeader
+                | Self::LeaseLapsed
+                | Self::AwaitingSuccession(_)
+                | Self::EarlierBatchRefused
+                | Self::LeaderNotAvailable
+                | Self::NotEnoughReplicas { .. }
+                | Self::UnknownTopicOrPartition
+        )
+    }
+
     pub fn code(&self) -> ResponseError {
         match self {
             Self::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
             Self::UnknownTopicId => ResponseError::UnknownTopicId,
             // Retriable: the client refreshes its metadata and tries again.
-            Self::NotLeader | Self::LeaseLapsed | Self::AwaitingSuccession(_) => {
-                ResponseError::NotLeaderOrFollower
-            }
+            Self::NotLeader
+            | Self::LeaseLapsed
+            | Self::AwaitingSuccession(_)
+            | Self::EarlierBatchRefused => ResponseError::NotLeaderOrFollower,
             Self::LeaderNotAvailable => ResponseError::LeaderNotAvailable,
             Self::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
             Self::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,

@@ -102,6 +102,25 @@ pub enum RequestError {
     },
 }
 
+/// What a client connection carries from one request to the next.
+#[derive(Debug, Default)]
+pub struct Connection {
+    /// The client's address, as Kafka describes a group member's host
+    /// ("/address").
+    client_host: String,
+    /// Idempotent batches refused without being appended (see `produce`).
+    refused: produce::RefusedBatches,
+}
+
+impl Connection {
+    pub fn new(client_host: String) -> Self {
+        Self {
+            client_host,
+            refused: produce::RefusedBatches::default(),
+        }
+    }
+}
+
 /// What a handler needs to know about the request it serves.
 #[derive(Debug)]
 pub(crate) struct RequestContext<'a> {
@@ -113,6 +132,8 @@ pub(crate) struct RequestContext<'a> {
     pub(crate) client_id: String,
     /// The client's address, as group members are described.
     pub(crate) client_host: &'a str,
+    /// The connection the request came on.
+    pub(crate) connection: &'a Connection,
 }
 
 impl RequestContext<'_> {
@@ -232,12 +253,12 @@ pub fn decode(mut frame: Bytes) -> Result<Decoded, RequestError> {
     })
 }
 
-/// Decodes and answers one request frame from a client at `client_host`.
+/// Decodes and answers one request frame that came on `connection`.
 /// `Ok(None)` means no response is sent (Produce with acks=0).
 pub async fn handle(
     broker: &Broker,
     frame: Bytes,
-    client_host: &str,
+    connection: &Connection,
 ) -> Result<Option<BytesMut>, RequestError> {
     let (api_key, version, correlation_id, client_id, request) = match decode(frame)? {
         Decoded::Immediate(reply) => return Ok(Some(reply)),
@@ -255,7 +276,8 @@ pub async fn handle(
         version,
         correlation_id,
         client_id: client_id.unwrap_or_default(),
-        client_host,
+        client_host: &connection.client_host,
+        connection,
     };
     let response = match *request {
         RequestKind::Produce(request) => {

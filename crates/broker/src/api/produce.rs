@@ -44,6 +44,10 @@ use crate::{
 };
 use keel_raft_metadata::MetadataImage;
 
+mod refused;
+
+pub(super) use self::refused::RefusedBatches;
+
 /// The first version carrying KIP-951 leader hints.
 const LEADER_HINT_VERSION: i16 = 10;
 /// The first version reporting the log start offset.
@@ -78,6 +82,11 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) ->
             let name = topic.name.0.as_str();
             let mut partitions = Vec::with_capacity(topic.partition_data.len());
             for data in topic.partition_data {
+                let idempotent = data
+                    .records
+                    .as_deref()
+                    .and_then(|r| batch::BatchHeader::parse(r).ok())
+                    .filter(batch::BatchHeader::has_producer_id);
                 let result = if transactional {
                     Err(PartitionError::TransactionsUnsupported)
                 } else if !matches!(request.acks, -1..=1) {
@@ -105,6 +114,10 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) ->
                     }
                     Ok(appended)
                 });
+                let result = match idempotent {
+                    Some(header) => keep_in_order(ctx, name, data.index, &header, result, now),
+                    None => result,
+                };
                 let response = match result {
                     Ok((partition, leader_epoch, outcome)) => {
                         if request.acks == -1 {
@@ -217,6 +230,38 @@ fn append(
         partition.append_as_leader(&records, Some(leader_epoch), now)?
     };
     Ok((partition, leader_epoch, outcome))
+}
+
+/// An idempotent producer's batches stay in order across refusals: after
+/// this connection refused one of its batches without appending it, a
+/// pipelined later batch that finds the gap is refused the same retriable
+/// way rather than with OUT_OF_ORDER_SEQUENCE_NUMBER (see `refused`).
+fn keep_in_order<T>(
+    ctx: &RequestContext<'_>,
+    topic: &str,
+    partition: i32,
+    header: &batch::BatchHeader,
+    result: Result<T, PartitionError>,
+    now_ms: i64,
+) -> Result<T, PartitionError> {
+    let refused = &ctx.connection.refused;
+    match result {
+        Ok(appended) => {
+            refused.appended(topic, partition, header);
+            Ok(appended)
+        }
+        Err(PartitionError::Log(keel_log::LogError::OutOfOrderSequence { .. }))
+            if refused.explain_gap(topic, partition, header, now_ms) =>
+        {
+            Err(PartitionError::EarlierBatchRefused)
+        }
+        Err(error) => {
+            if error.refused_before_append() {
+                refused.refused(topic, partition, header, now_ms);
+            }
+            Err(error)
+        }
+    }
 }
 
 fn success(index: i32, outcome: &AppendOutcome, version: i16) -> PartitionProduceResponse {

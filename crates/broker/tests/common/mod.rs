@@ -26,6 +26,8 @@ use keel_log::testing::{BatchSpec, build_batch};
 
 pub struct Harness {
     pub broker: Arc<Broker>,
+    /// One client connection: every request of the harness comes on it.
+    pub connection: api::Connection,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -33,7 +35,11 @@ pub struct Harness {
 /// tests that reopen it.
 impl From<Arc<Broker>> for Harness {
     fn from(broker: Arc<Broker>) -> Self {
-        Harness { broker, _dir: None }
+        Harness {
+            broker,
+            connection: api::Connection::new("/127.0.0.1".into()),
+            _dir: None,
+        }
     }
 }
 
@@ -45,6 +51,7 @@ pub async fn harness() -> Harness {
     broker.ready().await;
     Harness {
         broker,
+        connection: api::Connection::new("/127.0.0.1".into()),
         _dir: Some(dir),
     }
 }
@@ -80,7 +87,7 @@ pub fn frame<Req: Encodable>(api: ApiKey, version: i16, request: &Req) -> Bytes 
 
 impl Harness {
     pub async fn raw(&self, frame: Bytes) -> Option<Bytes> {
-        api::handle(&self.broker, frame, "/127.0.0.1")
+        api::handle(&self.broker, frame, &self.connection)
             .await
             .unwrap()
             .map(BytesMut::freeze)

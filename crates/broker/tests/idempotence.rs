@@ -1,0 +1,87 @@
+//! An idempotent producer's pipelined batches stay in order across a
+//! refusal: after the broker refused one without appending it, the next
+//! batch on the same connection, which finds the gap, is refused the same
+//! retriable way (NOT_LEADER_OR_FOLLOWER), not with
+//! OUT_OF_ORDER_SEQUENCE_NUMBER, which makes librdkafka bump its producer
+//! epoch and write again what it had possibly written. A gap the client
+//! made itself is still OUT_OF_ORDER_SEQUENCE_NUMBER.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use bytes::Bytes;
+use kafka_protocol::{
+    messages::{
+        ApiKey, CreateTopicsRequest, CreateTopicsResponse, ProduceRequest, ProduceResponse,
+        create_topics_request::{CreatableTopic, CreatableTopicConfig},
+        produce_request::{PartitionProduceData, TopicProduceData},
+    },
+    protocol::StrBytes,
+};
+use keel_log::testing::{BatchSpec, ProducerIdentity, build_batch};
+
+use common::{Harness, harness, name};
+
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+const NOT_ENOUGH_REPLICAS: i16 = 19;
+const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+
+async fn produce(h: &Harness, acks: i16, base_sequence: i32) -> i16 {
+    let batch = build_batch(&BatchSpec {
+        producer: Some(ProducerIdentity {
+            producer_id: 7,
+            producer_epoch: 0,
+            base_sequence,
+        }),
+        ..BatchSpec::default()
+    });
+    let request = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(1_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(name("ordered"))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(Bytes::from(batch))),
+                ]),
+        ]);
+    let response: ProduceResponse = h.call(ApiKey::Produce, 11, &request).await;
+    response.responses[0].partition_responses[0].error_code
+}
+
+#[tokio::test]
+async fn a_batch_behind_a_refused_one_is_refused_too_and_both_land_in_order() {
+    let h = harness().await;
+    // One replica and min.insync.replicas 2: acks=all is refused before
+    // anything is appended, acks=1 is not.
+    let request = CreateTopicsRequest::default().with_topics(vec![
+        CreatableTopic::default()
+            .with_name(name("ordered"))
+            .with_num_partitions(1)
+            .with_replication_factor(1)
+            .with_configs(vec![
+                CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_static_str("min.insync.replicas"))
+                    .with_value(Some(StrBytes::from_static_str("2"))),
+            ]),
+    ]);
+    let created: CreateTopicsResponse = h.call(ApiKey::CreateTopics, 7, &request).await;
+    assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0]);
+
+    assert_eq!(produce(&h, 1, 0).await, 0);
+    assert_eq!(produce(&h, -1, 1).await, NOT_ENOUGH_REPLICAS);
+    assert_eq!(
+        produce(&h, 1, 2).await,
+        NOT_LEADER_OR_FOLLOWER,
+        "the gap is the broker's doing: retry in order"
+    );
+    assert_eq!(produce(&h, 1, 1).await, 0);
+    assert_eq!(produce(&h, 1, 2).await, 0);
+
+    // On another connection the same kind of gap is the client's own.
+    let other = Harness::from(std::sync::Arc::clone(&h.broker));
+    assert_eq!(produce(&other, 1, 5).await, OUT_OF_ORDER_SEQUENCE_NUMBER);
+}
