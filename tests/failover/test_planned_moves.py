@@ -7,22 +7,14 @@ fault hook `apply-metadata-late` makes it apply committed metadata 800 ms
 after the others."""
 
 import time
-import urllib.request
 
 from confluent_kafka import Consumer, TopicPartition
 
 from test_cluster import registered, wait_for
-from test_replication import REPLICATION_ARGS, Writer, create, describe, read_back
+from test_replication import (
+    REPLICATION_ARGS, Writer, create, describe, move_leader, read_back)
 
 LATE_MS = 800
-
-
-def move_leader(broker, topic, partition, to):
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{broker.metrics_port}/admin/move-leader"
-        f"?topic={topic}&partition={partition}&to={to}", method="POST")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return response.read().decode()
 
 
 def high_watermark(bootstrap, topic):
