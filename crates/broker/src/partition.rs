@@ -79,6 +79,10 @@ pub struct Partition {
     /// the role it appends under.
     leader_epoch: AtomicI32,
     leading: AtomicBool,
+    /// This leader holds writes back until its succession completes (see
+    /// `replication::succession`); checked without the role's lock on
+    /// every produce.
+    succession_pending: AtomicBool,
     /// The newest leader epoch the metadata named for this partition,
     /// set before the role changes under the log's lock: an append that
     /// held the lock meanwhile learns from it that it was deposed.
@@ -123,6 +127,7 @@ impl Partition {
             log_end_offset: AtomicI64::new(log_end_offset),
             leader_epoch: AtomicI32::new(-1),
             leading: AtomicBool::new(false),
+            succession_pending: AtomicBool::new(false),
             newest_epoch: AtomicI32::new(-1),
             role: Mutex::new(Role::None),
             flushing: AtomicBool::new(false),

@@ -290,11 +290,15 @@ impl ReplicaManager {
                 .and_then(|p| p.topic(&topic.name))
                 .is_some_and(|before| Arc::ptr_eq(before, topic))
         };
-        self.learn_leader_epochs(image);
         let mut changes = Vec::new();
         for topic in image.topics().filter(|t| !unchanged(t)) {
             self.apply_topic(image, topic, caught_up, now_ms, &mut changes)?;
         }
+        // Every changed partition learnt its epoch as it was applied (the
+        // metadata follower learns them sooner, see `learn_leader_epochs`);
+        // this covers the images it has not seen, as on start.
+        self.leadership_changes
+            .fetch_max(image.next_history_sequence(), Ordering::AcqRel);
         reconciled.applied = Some(Arc::clone(image));
         Ok(changes)
     }

@@ -57,7 +57,6 @@ const ERROR_MESSAGE_VERSION: i16 = 8;
 
 pub(super) async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) -> ProduceResponse {
     let deadline = Instant::now() + Duration::from_millis(request.timeout_ms.max(0) as u64);
-    ctx.broker.note_produce(now_ms());
     // A leadership just taken holds writes back for a moment, until no
     // earlier leader can take any (see `replication::succession`): they
     // wait here rather than be refused.
@@ -70,6 +69,7 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) ->
     }
     let image = ctx.broker.image();
     let now = now_ms();
+    ctx.broker.note_produce(now);
     let transactional = request.transactional_id.is_some();
     let mut endpoints = Endpoints::default();
     let mut responses = Vec::with_capacity(request.topic_data.len());

@@ -95,11 +95,9 @@ impl Partition {
                 Role::Leader(view) if info.leader == local_id => {
                     view.apply_assignment(&assignment(info), now_ms);
                     view.set_min_insync_replicas(min_insync_replicas);
-                    let succeeded = view.settle_succession(&succession, now_ms);
+                    view.settle_succession(&succession);
                     drop(role);
-                    if succeeded {
-                        self.committed.wake_all();
-                    }
+                    self.succession_wait_ms(now_ms);
                     self.update_high_watermark();
                     return Ok(Transition::Unchanged);
                 }
@@ -128,7 +126,14 @@ impl Partition {
                 now_ms,
             )
             .with_succession(succession);
-            *self.role() = Role::Leader(view);
+            let pending = view.succession_wait_ms(now_ms).is_some();
+            {
+                // Flag and role change together, under the role's lock,
+                // where `succession_wait_ms` clears the flag.
+                let mut role = self.role();
+                *role = Role::Leader(view);
+                self.succession_pending.store(pending, Ordering::Release);
+            }
             self.leader_epoch
                 .store(info.leader_epoch, Ordering::Release);
             self.leading.store(true, Ordering::Release);
@@ -198,18 +203,32 @@ impl Partition {
 
     /// How much longer this leader must wait before taking writes, for
     /// earlier leaders to stop (see `replication::succession`); `None`
-    /// when it may take them, or does not lead.
+    /// when it may take them, or does not lead. The first call that finds
+    /// the succession complete wakes the produce requests parked in
+    /// [`Self::await_succession`].
     fn succession_wait_ms(&self, now_ms: i64) -> Option<i64> {
-        match &*self.role() {
+        if !self.succession_pending.load(Ordering::Acquire) {
+            return None;
+        }
+        let role = self.role();
+        let wait_ms = match &*role {
             Role::Leader(view) => view.succession_wait_ms(now_ms),
             _ => None,
+        };
+        if wait_ms.is_none() && self.succession_pending.swap(false, Ordering::AcqRel) {
+            drop(role);
+            self.committed.wake_all();
         }
+        wait_ms
     }
 
     /// Waits, until `deadline` at most, for this leader's succession to
     /// complete, so that a produce request that arrives just after a change
     /// of leadership is appended rather than refused.
     pub async fn await_succession(&self, deadline: Instant, clock: fn() -> i64) {
+        if self.succession_wait_ms(clock()).is_none() {
+            return;
+        }
         let notify = std::sync::Arc::new(Notify::new());
         loop {
             self.committed.register(&notify);
@@ -336,25 +355,19 @@ impl Partition {
         incarnation: Option<u64>,
         now_ms: i64,
     ) -> Result<(), PartitionError> {
-        let succeeded = match &mut *self.role() {
-            Role::Leader(view) => {
-                let waiting = view.succession_wait_ms(now_ms).is_some();
-                view.record_fetch(
+        match &mut *self.role() {
+            Role::Leader(view) => view
+                .record_fetch(
                     replica,
                     fetch_offset,
                     self.log_end_offset(),
                     incarnation,
                     now_ms,
                 )
-                .map_err(|e| PartitionError::NotAReplica(e.0))?;
-                waiting && view.succession_wait_ms(now_ms).is_none()
-            }
+                .map_err(|e| PartitionError::NotAReplica(e.0))?,
             _ => return Err(PartitionError::NotLeader),
-        };
-        if succeeded {
-            // Produce requests parked in `await_succession`.
-            self.committed.wake_all();
         }
+        self.succession_wait_ms(now_ms);
         self.update_high_watermark();
         Ok(())
     }

@@ -152,11 +152,9 @@ impl LeaderView {
 
     /// Stops waiting for replicas that `current` (the succession the image
     /// would ask for now) no longer waits for: fenced since, they hold no
-    /// lease. Returns whether that let writes in.
-    pub fn settle_succession(&mut self, current: &Succession, now_ms: i64) -> bool {
-        let waiting = self.succession.wait_ms(now_ms).is_some();
+    /// lease.
+    pub fn settle_succession(&mut self, current: &Succession) {
         self.succession.retain_awaited(current);
-        waiting && self.succession.wait_ms(now_ms).is_none()
     }
 
     /// How much longer writes must wait for earlier leaders to stop, or
