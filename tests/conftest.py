@@ -177,7 +177,7 @@ class Cluster:
             for broker in self.brokers.values():
                 if broker.running:
                     try:
-                        if broker.metrics().get("keel_is_controller") == 1:
+                        if broker.metrics().get("keel_controller_is_active") == 1:
                             return broker
                     except OSError:
                         pass

@@ -89,4 +89,4 @@ def test_a_stalled_partition_holds_up_nothing_else(cluster_factory, fault, confi
     metrics = controller.metrics()
     assert metrics["keel_raft_term"] == term, "the quorum held an election during the stall"
     assert metrics["keel_controller_changes_total"] == changes
-    assert metrics["keel_is_controller"] == 1
+    assert metrics["keel_controller_is_active"] == 1

@@ -73,9 +73,12 @@ def finish(cluster, topic, writers, label, partitions, fault_at):
           f"{sum(len(w.acked) for w in writers)} acknowledged records all read back")
 
 
-def check_history(broker, topic, victim):
+def check_history(broker, topic, victim, victim_heartbeated_elsewhere):
     """`keel history` and the metrics show the failover: a broker_failure
-    change away from the victim for each partition it led."""
+    change away from the victim for each partition it led, with how long it
+    took to commit and, if the victim heartbeated to another controller,
+    the log end offset and high watermark it last reported (it had
+    acknowledged writes on each)."""
     server = ["--server", f"127.0.0.1:{broker.metrics_port}", "--topic", topic]
     listed = subprocess.run([str(KEEL), "history", *server, "--json"],
                             capture_output=True, text=True, timeout=30, check=True)
@@ -84,6 +87,10 @@ def check_history(broker, topic, victim):
                  if c["reason"] == "broker_failure" and c["previous_leader"] == victim]
     assert failovers, changes
     assert all(c["new_leader"] not in (victim, -1) for c in failovers), failovers
+    assert all(c["commit_latency_ms"] is not None and 0 <= c["commit_latency_ms"] < 5000
+               for c in failovers), failovers
+    if victim_heartbeated_elsewhere:
+        assert all(c["log_end_offset"] >= c["high_watermark"] > 0 for c in failovers), failovers
     table = subprocess.run([str(KEEL), "history", *server, "--since", "10m"],
                            capture_output=True, text=True, timeout=30, check=True).stdout
     assert f"{victim}->" in table and "broker_failure" in table, table
@@ -119,7 +126,7 @@ def test_sigkill_of_a_leader_fails_over_and_loses_nothing(cluster_factory, role)
     fenced = sum(b.metrics()["keel_controller_fenced_brokers_total"]
                  for b in cluster.brokers.values() if b.running)
     assert fenced >= 1
-    check_history(survivor, "kill-leader", victim)
+    check_history(survivor, "kill-leader", victim, victim_heartbeated_elsewhere=role == "leader")
 
     cluster.brokers[victim].restart()
     wait_for("the restarted broker is back in every ISR", lambda: all(
@@ -172,9 +179,13 @@ def test_a_rolling_restart_moves_leaderships_first_and_loses_nothing(cluster_fac
     """SIGTERM each node in turn: before it stops, its leaderships move to
     other in-sync replicas (reason controlled_shutdown), so producers are
     redirected at once; it restarts, catches up and rejoins every ISR. The
-    rebalancer then gives every partition back to its preferred replica."""
+    rebalancer then gives every partition back to its preferred replica,
+    but never to a broker while it stops: node 1 keeps serving for 2.5 s
+    after its leaderships moved (clients slow to leave), through two
+    rebalance checks that must leave it out."""
     cluster = cluster_factory(3, extra_args=[*REPLICATION_ARGS,
-                                             "--leader-imbalance-check-interval-seconds", "1"])
+                                             "--leader-imbalance-check-interval-seconds", "1"],
+                              node_args={1: ["--test-faults", "linger-on-stop:2500"]})
     registered(cluster, 3)
     create(cluster, "rolling", partitions=TOPIC_PARTITIONS)
     preferred = leaders(cluster, "rolling")
@@ -188,6 +199,7 @@ def test_a_rolling_restart_moves_leaderships_first_and_loses_nothing(cluster_fac
         assert "moved leaderships to other in-sync replicas before stopping" in broker.log(), \
             broker.log()[-3000:]
         assert all(leader != node for leader in leaders_from(survivor, "rolling").values())
+        assert_no_leadership_while_stopping(survivor, node)
         writer.wait_acked(len(writer.acked) + 500)
         broker.start()
         wait_for(f"broker {node} is back in every ISR", lambda: all(
@@ -202,6 +214,19 @@ def test_a_rolling_restart_moves_leaderships_first_and_loses_nothing(cluster_fac
     verify_acknowledged(writer, seen)
     print(f"\nrolling restart: longest gap between acknowledgements {latencies[-1]:.2f} s, "
           f"{len(writer.acked)} acknowledged records all read back")
+
+
+def assert_no_leadership_while_stopping(broker, stopped):
+    """No leader change gave `stopped` a partition after it began moving
+    its leaderships away (its last controlled_shutdown changes)."""
+    listed = subprocess.run([str(KEEL), "history", "--server", f"127.0.0.1:{broker.metrics_port}",
+                             "--json"], capture_output=True, text=True, timeout=30, check=True)
+    changes = json.loads(listed.stdout)["changes"]
+    moved_off = [c["sequence"] for c in changes
+                 if c["reason"] == "controlled_shutdown" and c["previous_leader"] == stopped]
+    assert moved_off, changes
+    given_back = [c for c in changes if c["sequence"] > moved_off[-1] and c["new_leader"] == stopped]
+    assert not given_back, given_back
 
 
 def test_a_leader_whose_appends_stall_hands_over_and_an_idle_one_stays(cluster_factory):

@@ -31,8 +31,12 @@ def test_a_moved_leader_stops_taking_writes_before_its_successor_starts(cluster_
                               node_args={4: ["--test-faults", f"apply-metadata-late:{LATE_MS}"]})
     registered(cluster, 4)
     topic = "succession"
-    create(cluster, topic, replicas=(4, 1, 2))
     late, successor = cluster.brokers[4], cluster.brokers[1]
+    # Broker 4 learns of its own registration 800 ms late, and may be
+    # fenced before its first heartbeat: a topic it should lead waits until
+    # it heartbeats and holds a lease.
+    wait_for("broker 4 holds its lease", lambda: late.metrics().get("keel_lease_held") == 1)
+    create(cluster, topic, replicas=(4, 1, 2))
     wait_for("broker 4 leads and holds its lease", lambda: (
         describe(cluster, topic)[0].leader == 4 and late.metrics().get("keel_lease_held") == 1))
 

@@ -245,7 +245,10 @@ impl Broker {
         })??;
 
         broker.check_cluster_id(&broker.image());
-        broker.metrics.leader_transitions.observe(&broker.image());
+        broker
+            .metrics
+            .leader_transitions
+            .observe(&broker.image(), broker.config.node_id);
         broker.fetchers.update(&broker);
         let tasks = vec![
             tokio::spawn(catch_up(Arc::clone(&broker))),
@@ -567,7 +570,10 @@ async fn follow_metadata(broker: Arc<Broker>) {
         if !broker.check_cluster_id(&image) {
             break;
         }
-        broker.metrics.leader_transitions.observe(&image);
+        broker
+            .metrics
+            .leader_transitions
+            .observe(&image, broker.config.node_id);
         broker.replicas.learn_leader_epochs(&image);
         wanted.notify_one();
     }

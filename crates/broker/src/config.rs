@@ -66,6 +66,9 @@ pub struct BrokerConfig {
     pub liveness: LivenessConfig,
     /// Kafka's auto leader rebalance; `None` when off.
     pub leader_rebalance: Option<LeaderRebalance>,
+    /// How many changes the leadership history keeps, cluster-wide while
+    /// this node is the active controller.
+    pub history_retention: u32,
     pub auto_create_topics: bool,
     pub retention_check_interval_ms: u64,
     pub cleaner_backoff_ms: u64,
@@ -84,6 +87,9 @@ pub struct TestFaults {
     pub logs: BTreeMap<(String, i32), keel_log::Faults>,
     /// How much later than it could this node applies committed metadata.
     pub apply_metadata_late: std::time::Duration,
+    /// How long a stopping broker keeps serving after it moved its
+    /// leaderships away (clients slow to leave it).
+    pub linger_on_stop: std::time::Duration,
 }
 
 /// Broker heartbeats, sessions and leases.
@@ -344,8 +350,8 @@ fn at_least<T: PartialOrd + std::fmt::Display>(
 }
 
 /// Parses `--test-faults`: `stall-fsync:TOPIC:PARTITION:MS`,
-/// `stall-append:TOPIC:PARTITION:MS` or `apply-metadata-late:MS`,
-/// comma-separated.
+/// `stall-append:TOPIC:PARTITION:MS`, `apply-metadata-late:MS` or
+/// `linger-on-stop:MS`, comma-separated.
 fn parse_test_faults(spec: &str) -> Result<TestFaults, ConfigError> {
     let mut faults = TestFaults::default();
     for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -353,14 +359,18 @@ fn parse_test_faults(spec: &str) -> Result<TestFaults, ConfigError> {
             invalid(
                 "test-faults",
                 format!(
-                    "'{item}' is not stall-fsync|stall-append:TOPIC:PARTITION:MS or apply-metadata-late:MS"
+                    "'{item}' is not stall-fsync|stall-append:TOPIC:PARTITION:MS or apply-metadata-late|linger-on-stop:MS"
                 ),
             )
         };
         let parts: Vec<&str> = item.split(':').collect();
-        if let ["apply-metadata-late", ms] = parts.as_slice() {
-            faults.apply_metadata_late =
-                std::time::Duration::from_millis(ms.parse().map_err(|_| bad())?);
+        if let [kind @ ("apply-metadata-late" | "linger-on-stop"), ms] = parts.as_slice() {
+            let delay = std::time::Duration::from_millis(ms.parse().map_err(|_| bad())?);
+            if *kind == "apply-metadata-late" {
+                faults.apply_metadata_late = delay;
+            } else {
+                faults.linger_on_stop = delay;
+            }
             continue;
         }
         let [kind, topic, partition, ms] = parts.as_slice() else {
@@ -651,6 +661,7 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
             check_interval: Duration::from_secs(flags.leader_imbalance_check_interval_seconds),
             imbalance_percent: flags.leader_imbalance_per_broker_percentage,
         }),
+        history_retention: flags.leadership_history_retention_entries,
         auto_create_topics: flags.auto_create_topics,
         retention_check_interval_ms: flags.log_retention_check_interval_ms,
         cleaner_backoff_ms: flags.log_cleaner_backoff_ms,

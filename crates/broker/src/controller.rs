@@ -20,7 +20,7 @@
 //! (see `replication::succession`).
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     mem,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
@@ -28,14 +28,15 @@ use std::{
 
 use keel_leader_elector::{
     liveness::{Heartbeat, Liveness},
-    plan::{self, Judge, Stall, plan},
+    plan::{self, Judge, ReplicaProgress, Stall, plan},
+    schedule::RebalanceSchedule,
 };
 use keel_raft_metadata::{
     MetadataImage, MetadataRecord, Record, TopicInfo,
     heartbeat::{
         BrokerHeartbeat, HeartbeatCall, HeartbeatReply, HeartbeatStatus, StalledPartition,
     },
-    records::UnfenceBroker,
+    records::{LeadershipChangesCommitted, SetHistoryRetention, UnfenceBroker},
 };
 use tokio::{
     sync::{mpsc, oneshot},
@@ -70,9 +71,10 @@ struct State {
     /// Each broker's latest produce heartbeat: its led partitions where
     /// produce requests wait without progress.
     stalls: BTreeMap<i32, Vec<StalledPartition>>,
-    /// Brokers whose heartbeats say they are stopping: no candidates for
-    /// leadership, and out of the ISRs, like brokers without a session.
-    stopping: HashSet<i32>,
+    /// Each replica's log as its broker last reported it, by topic,
+    /// partition and broker, with the broker incarnation that reported it:
+    /// a restarted broker's log may have changed.
+    progress: HashMap<(String, i32, i32), (u64, ReplicaProgress)>,
 }
 
 /// What to answer a heartbeat.
@@ -95,7 +97,7 @@ impl Controller {
                 liveness: Liveness::new(timeout_ms),
                 unfencing: HashSet::new(),
                 stalls: BTreeMap::new(),
-                stopping: HashSet::new(),
+                progress: HashMap::new(),
             }),
         }
     }
@@ -112,7 +114,7 @@ impl Controller {
             state.liveness.start_term(unfenced(image), now_ms);
             state.unfencing.clear();
             state.stalls.clear();
-            state.stopping.clear();
+            state.progress.clear();
             state.term = Some(term);
         }
         state
@@ -125,16 +127,25 @@ impl Controller {
         let image = broker.image();
         let now = self.now_ms();
         let mut state = self.state_for(term, &image, now);
-        let renewed = state
-            .liveness
-            .heartbeat(heartbeat.node_id, heartbeat.incarnation, now);
+        let renewed = state.liveness.heartbeat(
+            heartbeat.node_id,
+            heartbeat.incarnation,
+            heartbeat.shutting_down,
+            now,
+        );
         state
             .stalls
             .insert(heartbeat.node_id, heartbeat.stalled.clone());
-        if heartbeat.shutting_down {
-            state.stopping.insert(heartbeat.node_id);
-        } else {
-            state.stopping.remove(&heartbeat.node_id);
+        for p in &heartbeat.progress {
+            let progress = ReplicaProgress {
+                leader_epoch: p.leader_epoch,
+                log_end_offset: p.log_end_offset,
+                high_watermark: p.high_watermark,
+            };
+            let key = (p.topic.clone(), p.partition, heartbeat.node_id);
+            state
+                .progress
+                .insert(key, (heartbeat.incarnation, progress));
         }
         match (renewed, image.broker(heartbeat.node_id)) {
             (Heartbeat::StaleIncarnation { .. }, _) | (_, None) => {
@@ -256,40 +267,41 @@ async fn unfence(broker: Arc<Broker>, node_id: i32, incarnation: u64) {
 /// commits what lapsed sessions, stalls and leaderless partitions call
 /// for; every leader imbalance check interval, when that is nothing, the
 /// moves back to preferred replicas (never within a session of taking
-/// over).
+/// over, see `RebalanceSchedule`). It also keeps the history's retention
+/// at this node's setting, and records when each batch committed.
 pub async fn elect(broker: Arc<Broker>) {
-    let period = broker.config.liveness.heartbeat_interval / 2;
-    let mut tick = tokio::time::interval(period);
+    let liveness = broker.config.liveness;
+    let mut tick = tokio::time::interval(liveness.heartbeat_interval / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut next_rebalance = broker
-        .config
-        .leader_rebalance
-        .map(|r| Instant::now() + r.check_interval);
-    let mut controlling = None;
+    let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let mut rebalances = broker.config.leader_rebalance.map(|r| {
+        let now = broker.controller.now_ms();
+        RebalanceSchedule::new(
+            millis(r.check_interval),
+            millis(liveness.session_timeout),
+            now,
+        )
+    });
     loop {
         tick.tick().await;
         let Some(term) = active_term(&broker) else {
-            controlling = None;
             continue;
         };
-        if controlling != Some(term) {
-            controlling = Some(term);
-            // Just taken over: not every broker has been heard yet, and one
-            // may be stopping. Moves back to preferred replicas wait a
-            // session.
-            if let Some(at) = next_rebalance.as_mut() {
-                *at = (*at).max(Instant::now() + broker.config.liveness.session_timeout);
-            }
-        }
         let image = broker.image();
-        let due = next_rebalance.is_some_and(|at| Instant::now() >= at);
+        if image.history_retention() != broker.config.history_retention as usize {
+            set_history_retention(&broker).await;
+            continue;
+        }
+        let now = broker.controller.now_ms();
+        let due = rebalances
+            .as_mut()
+            .is_some_and(|schedule| schedule.due(term, now));
         let batch = match plan_now(&broker, term, &image) {
             Some(batch) => Some(batch),
             None if due => {
-                next_rebalance = broker
-                    .config
-                    .leader_rebalance
-                    .map(|r| Instant::now() + r.check_interval);
+                if let Some(schedule) = rebalances.as_mut() {
+                    schedule.checked(now);
+                }
                 rebalance_now(&broker, term, &image)
             }
             None => None,
@@ -299,14 +311,64 @@ pub async fn elect(broker: Arc<Broker>) {
         };
         let started = Instant::now();
         match broker.propose(batch.clone(), BATCH_TIMEOUT).await {
-            Ok(_) => {
+            Ok(applied) => {
                 broker.metrics.election_latency.observe(started.elapsed());
                 report(&broker, &image, &batch);
+                record_commit_time(&broker, &applied, &batch).await;
             }
             Err(error) => {
                 tracing::warn!(%error, "leader election batch not committed; planning again");
             }
         }
+    }
+}
+
+async fn set_history_retention(broker: &Broker) {
+    let entries = broker.config.history_retention;
+    let record = Record::SetHistoryRetention(SetHistoryRetention { entries });
+    match broker.propose(record.into(), BATCH_TIMEOUT).await {
+        Ok(_) => tracing::info!(entries, "leadership history retention set"),
+        Err(error) => tracing::warn!(%error, entries, "leadership history retention not set"),
+    }
+}
+
+/// Records in the history when the leadership changes of `batch`
+/// committed. They are consecutive in the history of `applied`, an image
+/// holding the batch; the first is found by its partition and leader
+/// epoch. Best effort: a controller that fails first leaves them without a
+/// commit time.
+async fn record_commit_time(broker: &Broker, applied: &MetadataImage, batch: &MetadataRecord) {
+    let committed_at_ms = now_ms();
+    let Some(Record::Batch(records)) = &batch.record else {
+        return;
+    };
+    let mut changes = records.records.iter().filter_map(|r| match &r.record {
+        Some(Record::SetPartitionLeader(change)) => Some(change),
+        _ => None,
+    });
+    let Some(first) = changes.next() else {
+        return;
+    };
+    let count = u32::try_from(changes.count() + 1).unwrap_or(u32::MAX);
+    let Some(first_sequence) = applied
+        .history()
+        .rev()
+        .find(|c| {
+            c.topic == first.topic
+                && c.partition == first.partition
+                && c.leader_epoch == first.leader_epoch
+        })
+        .map(|c| c.sequence)
+    else {
+        return;
+    };
+    let record = Record::LeadershipChangesCommitted(LeadershipChangesCommitted {
+        first_sequence,
+        count,
+        committed_at_ms,
+    });
+    if let Err(error) = broker.propose(record.into(), BATCH_TIMEOUT).await {
+        tracing::debug!(%error, "commit time of leadership changes not recorded");
     }
 }
 
@@ -341,9 +403,12 @@ fn with_sessions<R>(
     state.liveness.admit(unfenced(image), now);
     let lapsed = state.liveness.expired(now);
     let stalled = stalls_past_timeout(broker, &state.stalls);
-    let (liveness, stopping) = (&state.liveness, &state.stopping);
-    let session_alive = |id: i32| liveness.is_alive(id, now) && !stopping.contains(&id);
-    judging(broker, &session_alive, |judge| {
+    let (liveness, progress) = (&state.liveness, &state.progress);
+    let session_alive = |id: i32| liveness.is_candidate(id, now);
+    let replica_progress = |topic: &str, partition: i32, replica: i32| {
+        reported(image, progress, topic, partition, replica)
+    };
+    judging(broker, &session_alive, &replica_progress, |judge| {
         decide(&lapsed, &stalled, judge)
     })
 }
@@ -372,10 +437,11 @@ fn stalls_past_timeout(
 
 /// Runs `decide` with what the leader elector needs to know beside the
 /// image: topic configs from the broker's defaults, sessions from
-/// `session_alive`.
+/// `session_alive`, replicas' logs from `replica_progress`.
 fn judging<R>(
     broker: &Broker,
     session_alive: &dyn Fn(i32) -> bool,
+    replica_progress: &dyn Fn(&str, i32, i32) -> Option<ReplicaProgress>,
     decide: impl FnOnce(&Judge) -> R,
 ) -> R {
     let defaults = &broker.config.topic_defaults;
@@ -390,6 +456,7 @@ fn judging<R>(
         session_alive,
         unclean_allowed: &unclean_allowed,
         min_insync_replicas: &min_insync_replicas,
+        replica_progress,
     })
 }
 
@@ -397,12 +464,14 @@ fn judging<R>(
 /// it leads moves to another live in-sync replica (reason
 /// `controlled_shutdown`) in one batch, so clients are redirected at once
 /// instead of after its session lapses. Sessions are the controller's to
-/// judge; registered and unfenced is what any broker knows. Returns how
-/// many leaderships moved.
+/// judge; registered and unfenced is what any broker knows; the logs
+/// moved off are this broker's own. Returns how many leaderships moved.
 pub async fn move_leaderships_off(broker: &Broker, timeout: Duration) -> usize {
     let image = broker.image();
     let node_id = broker.config.node_id;
-    let Some(batch) = judging(broker, &|_| true, |judge| {
+    let replica_progress =
+        |topic: &str, partition: i32, replica: i32| replica_log(broker, topic, partition, replica);
+    let Some(batch) = judging(broker, &|_| true, &replica_progress, |judge| {
         plan::move_leaderships_off(&image, node_id, judge)
     }) else {
         return 0;
@@ -429,6 +498,47 @@ pub async fn move_leaderships_off(broker: &Broker, timeout: Duration) -> usize {
             0
         }
     }
+}
+
+/// What is known here of `replica`'s log of `partition` of `topic`: this
+/// broker's own if it is that replica, else the replica's last report if
+/// this node is the controller that heard it.
+pub fn replica_log(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    replica: i32,
+) -> Option<ReplicaProgress> {
+    if replica == broker.config.node_id {
+        let local = broker.replicas.get(topic, partition)?;
+        return Some(ReplicaProgress {
+            leader_epoch: local.leader_epoch(),
+            log_end_offset: local.log_end_offset(),
+            high_watermark: local.high_watermark(),
+        });
+    }
+    let state = broker
+        .controller
+        .state
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    reported(&broker.image(), &state.progress, topic, partition, replica)
+}
+
+/// `replica`'s last report of its log of `partition` of `topic`, if its
+/// current incarnation made it.
+fn reported(
+    image: &MetadataImage,
+    progress: &HashMap<(String, i32, i32), (u64, ReplicaProgress)>,
+    topic: &str,
+    partition: i32,
+    replica: i32,
+) -> Option<ReplicaProgress> {
+    let incarnation = image.broker(replica)?.incarnation;
+    progress
+        .get(&(topic.to_string(), partition, replica))
+        .filter(|(reported_by, _)| *reported_by == incarnation)
+        .map(|(_, progress)| *progress)
 }
 
 /// One log line per fenced broker and per leadership change, and the

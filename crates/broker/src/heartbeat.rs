@@ -7,15 +7,19 @@
 //! Each heartbeat also carries the produce heartbeat: the led partitions
 //! whose produce requests wait without progress (see
 //! `partition::Progress`), for the controller to fail over once they have
-//! waited past the stall timeout.
+//! waited past the stall timeout, and the hosted replicas' log end offsets
+//! and high watermarks that changed since the controller last heard them
+//! (see `ProgressReports`): the controller elects the most caught-up
+//! candidate with them, and the leadership history records them.
 
-use std::{sync::Arc, time::Instant};
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use keel_raft_metadata::heartbeat::{
     BrokerHeartbeat, ControllerConnection, HeartbeatCall, HeartbeatReply, HeartbeatStatus,
-    StalledPartition,
+    PartitionProgress, StalledPartition,
 };
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
 use crate::broker::{Broker, now_ms};
 
@@ -24,11 +28,12 @@ pub async fn run(broker: Arc<Broker>, local: mpsc::Sender<HeartbeatCall>) {
     let mut tick = tokio::time::interval(liveness.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut connection = ControllerConnection::default();
+    let mut reports = ProgressReports::default();
     let mut held = false;
     loop {
         tick.tick().await;
         let sent_at = Instant::now();
-        let answer = send(&broker, &local, &mut connection)
+        let answer = send(&broker, &local, &mut connection, &mut reports)
             .await
             .map(|reply| reply.status());
         if answer == Some(HeartbeatStatus::Renewed) {
@@ -77,33 +82,96 @@ fn stalled_partitions(broker: &Broker) -> Vec<StalledPartition> {
         .collect()
 }
 
+/// The hosted replicas' logs as the active controller has heard of them.
+/// A heartbeat carries only what changed since the controller last
+/// answered one as the controller; a new controller (another node, or the
+/// same in a new term: it starts afresh too) hears everything.
+#[derive(Debug, Default)]
+struct ProgressReports {
+    /// The controller and its Raft term that acknowledged `heard`.
+    controller: Option<(u64, u64)>,
+    heard: Progress,
+}
+
+/// Each hosted replica's (leader epoch, log end offset, high watermark),
+/// by topic id and partition.
+type Progress = HashMap<(Uuid, i32), (i32, i64, i64)>;
+
+impl ProgressReports {
+    /// Every hosted replica's log now, and the entries `controller` has
+    /// not heard.
+    fn changes(
+        &self,
+        broker: &Broker,
+        controller: (u64, u64),
+    ) -> (Progress, Vec<PartitionProgress>) {
+        let same_controller = self.controller == Some(controller);
+        let mut now = Progress::new();
+        let mut changed = Vec::new();
+        for replica in broker.replicas.all() {
+            let key = (replica.topic_id(), replica.index());
+            let state = (
+                replica.leader_epoch(),
+                replica.log_end_offset(),
+                replica.high_watermark(),
+            );
+            if !same_controller || self.heard.get(&key) != Some(&state) {
+                changed.push(PartitionProgress {
+                    topic: replica.topic().to_string(),
+                    partition: replica.index(),
+                    leader_epoch: state.0,
+                    log_end_offset: state.1,
+                    high_watermark: state.2,
+                });
+            }
+            now.insert(key, state);
+        }
+        (now, changed)
+    }
+
+    /// `controller` answered a heartbeat that carried `progress`.
+    fn heard(&mut self, controller: (u64, u64), progress: Progress) {
+        self.controller = Some(controller);
+        self.heard = progress;
+    }
+}
+
 /// One heartbeat and its answer, if the controller answered in time.
 async fn send(
     broker: &Broker,
     local: &mpsc::Sender<HeartbeatCall>,
     connection: &mut ControllerConnection,
+    reports: &mut ProgressReports,
 ) -> Option<HeartbeatReply> {
+    let status = broker.metadata.status();
+    let controller_id = status.core.controller_id?;
+    let controller = (controller_id, status.core.term);
+    let (progress, changed) = reports.changes(broker, controller);
     let heartbeat = BrokerHeartbeat {
         node_id: broker.config.node_id,
         incarnation: broker.incarnation,
         stalled: stalled_partitions(broker),
         leadership_changes: broker.replicas.leadership_changes(),
         shutting_down: broker.is_stopping(),
+        progress: changed,
     };
     let timeout = broker.config.liveness.lease();
-    let status = broker.metadata.status();
-    let controller = i32::try_from(status.core.controller_id?).ok()?;
-    if controller == broker.config.node_id {
+    let reply = if i32::try_from(controller_id).ok()? == broker.config.node_id {
         let (reply, answer) = oneshot::channel();
         local.send(HeartbeatCall { heartbeat, reply }).await.ok()?;
-        return tokio::time::timeout(timeout, answer).await.ok()?.ok();
-    }
-    let address = status.controller_address?;
-    match connection.heartbeat(&address, heartbeat, timeout).await {
-        Ok(reply) => Some(reply),
-        Err(error) => {
-            tracing::debug!(controller, %address, %error, "heartbeat not answered");
-            None
+        tokio::time::timeout(timeout, answer).await.ok()?.ok()?
+    } else {
+        let address = status.controller_address?;
+        match connection.heartbeat(&address, heartbeat, timeout).await {
+            Ok(reply) => reply,
+            Err(error) => {
+                tracing::debug!(controller_id, %address, %error, "heartbeat not answered");
+                return None;
+            }
         }
+    };
+    if reply.status() != HeartbeatStatus::NotController {
+        reports.heard(controller, progress);
     }
+    Some(reply)
 }

@@ -1,6 +1,8 @@
 //! The leadership history as operators read it: every leader change the
 //! metadata log recorded (partition, leader epoch, Raft term, previous and
-//! new leader, deciding controller, reason, ISR, eligible replicas, time),
+//! new leader, deciding controller, reason, ISR, eligible replicas, the old
+//! leader's last known log end offset and high watermark, time, and
+//! detection-to-commit latency),
 //! served as JSON on `GET /v1/leadership-history` of the metrics listener
 //! and printed by `keel history`, which asks any node for it.
 //!
@@ -34,12 +36,23 @@ pub struct Change {
     pub reason: String,
     pub isr: Vec<i32>,
     pub eligible: Vec<i32>,
-    /// The old leader's log end offset and high watermark, -1 when the
-    /// deciding controller did not know them.
+    /// The old leader's log end offset and high watermark as it last
+    /// reported them, -1 when the deciding controller did not know them;
+    /// without the old leader's word, the high watermark is the highest
+    /// any replica reported.
     pub log_end_offset: i64,
     pub high_watermark: i64,
+    /// The new leader's log end offset, if the deciding controller knew it.
+    pub new_leader_log_end_offset: Option<i64>,
+    /// For an unclean election: how many offsets below the old leader's
+    /// high watermark the new leader's log ends, records that may be lost.
+    pub offsets_possibly_lost: Option<i64>,
     /// When the change was decided, in milliseconds since the Unix epoch.
     pub timestamp_ms: i64,
+    /// From the deciding controller's detection of the need for the change
+    /// to its commit; `None` when not recorded (topic creation, a restart
+    /// taking leaderships away, a controller that failed first).
+    pub commit_latency_ms: Option<i64>,
 }
 
 impl From<&LeadershipChange> for Change {
@@ -58,7 +71,15 @@ impl From<&LeadershipChange> for Change {
             eligible: c.eligible.clone(),
             log_end_offset: c.log_end_offset,
             high_watermark: c.high_watermark,
+            new_leader_log_end_offset: c.new_leader_log_end_offset,
+            offsets_possibly_lost: (c.reason == LeaderChangeReason::Unclean as i32
+                && c.high_watermark >= 0)
+                .then_some(c.new_leader_log_end_offset)
+                .flatten()
+                .map(|new| (c.high_watermark - new).max(0)),
             timestamp_ms: c.timestamp_ms,
+            commit_latency_ms: (c.committed_at_ms > 0)
+                .then(|| (c.committed_at_ms - c.timestamp_ms).max(0)),
         }
     }
 }
@@ -220,7 +241,7 @@ fn parse_since(value: &str, now_ms: i64) -> Result<i64, String> {
 
 fn table(changes: &[Change]) -> String {
     let mut out = format!(
-        "{:<24} {:<28} {:>6} {:>5} {:>8} {:<20} {:<12} {:<12} {:>10}\n",
+        "{:<24} {:<28} {:>6} {:>5} {:>8} {:<20} {:<12} {:<12} {:>10} {:>12} {:>12} {:>12} {:>10} {:>10}\n",
         "TIME (UTC)",
         "PARTITION",
         "EPOCH",
@@ -229,12 +250,24 @@ fn table(changes: &[Change]) -> String {
         "REASON",
         "ISR",
         "ELIGIBLE",
-        "CONTROLLER"
+        "CONTROLLER",
+        "OLD LEO",
+        "OLD HW",
+        "NEW LEO",
+        "MAY LOSE",
+        "COMMIT MS"
     );
+    let known = |value: i64| {
+        if value < 0 {
+            "-".to_string()
+        } else {
+            value.to_string()
+        }
+    };
     for c in changes {
         let leader = format!("{}->{}", c.previous_leader, c.new_leader);
         out.push_str(&format!(
-            "{:<24} {:<28} {:>6} {:>5} {:>8} {:<20} {:<12} {:<12} {:>10}\n",
+            "{:<24} {:<28} {:>6} {:>5} {:>8} {:<20} {:<12} {:<12} {:>10} {:>12} {:>12} {:>12} {:>10} {:>10}\n",
             utc(c.timestamp_ms),
             format!("{}-{}", c.topic, c.partition),
             c.leader_epoch,
@@ -243,7 +276,12 @@ fn table(changes: &[Change]) -> String {
             c.reason,
             ids(&c.isr),
             ids(&c.eligible),
-            c.controller
+            c.controller,
+            known(c.log_end_offset),
+            known(c.high_watermark),
+            known(c.new_leader_log_end_offset.unwrap_or(-1)),
+            known(c.offsets_possibly_lost.unwrap_or(-1)),
+            known(c.commit_latency_ms.unwrap_or(-1)),
         ));
     }
     out
@@ -406,6 +444,40 @@ mod tests {
         assert!(
             json.starts_with("{\"changes\":[{\"sequence\":0,\"topic\":\"a\""),
             "{json}"
+        );
+    }
+
+    #[test]
+    fn an_unclean_change_says_what_may_be_lost_and_commit_latency_shows() {
+        let change = |reason: LeaderChangeReason, new_leader_log_end_offset| {
+            Change::from(&LeadershipChange {
+                reason: reason as i32,
+                high_watermark: 118,
+                log_end_offset: 120,
+                new_leader_log_end_offset,
+                timestamp_ms: 1_000,
+                committed_at_ms: 1_012,
+                ..Default::default()
+            })
+        };
+        let unclean = change(LeaderChangeReason::Unclean, Some(95));
+        assert_eq!(unclean.offsets_possibly_lost, Some(23));
+        assert_eq!(unclean.commit_latency_ms, Some(12));
+        let ahead = change(LeaderChangeReason::Unclean, Some(130));
+        assert_eq!(ahead.offsets_possibly_lost, Some(0));
+        assert_eq!(
+            change(LeaderChangeReason::Unclean, None).offsets_possibly_lost,
+            None
+        );
+        let clean = change(LeaderChangeReason::BrokerFailure, Some(95));
+        assert_eq!(clean.offsets_possibly_lost, None);
+        let uncommitted = Change::from(&LeadershipChange::default());
+        assert_eq!(uncommitted.commit_latency_ms, None);
+        let table = table(&[unclean]);
+        assert!(table.contains("MAY LOSE"), "{table}");
+        assert!(
+            table.lines().nth(1).is_some_and(|row| row.contains(" 23 ")),
+            "{table}"
         );
     }
 

@@ -10,22 +10,24 @@
 //! leadership history, `GET /v1/leadership-history` (see `history`).
 
 use std::{
-    collections::BTreeMap,
     fmt::Write as _,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 
-use keel_raft_metadata::{MetadataImage, records::LeaderChangeReason};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
 };
 
 use crate::broker::Broker;
+
+mod leadership;
+
+pub use leadership::Transitions;
 
 /// Upper bounds of the latency buckets, in seconds.
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -100,66 +102,6 @@ pub struct Metrics {
     pub leader_transitions: Transitions,
 }
 
-/// The reasons a partition's leader changes, as the history labels them.
-const REASONS: [LeaderChangeReason; 7] = [
-    LeaderChangeReason::TopicCreated,
-    LeaderChangeReason::BrokerFailure,
-    LeaderChangeReason::PartitionStall,
-    LeaderChangeReason::ControlledShutdown,
-    LeaderChangeReason::PreferredRebalance,
-    LeaderChangeReason::Manual,
-    LeaderChangeReason::Unclean,
-];
-
-/// Leader changes by reason, counted as this node applies them (the
-/// history itself is bounded, so it cannot be counted at scrape time).
-#[derive(Debug, Default)]
-pub struct Transitions(Mutex<TransitionCounts>);
-
-#[derive(Debug, Default)]
-struct TransitionCounts {
-    /// The history sequence the next change will have; `None` until the
-    /// first image, whose history happened before this process started.
-    next_sequence: Option<u64>,
-    by_reason: BTreeMap<i32, u64>,
-}
-
-impl Transitions {
-    /// Counts the changes `image` records that were not counted yet.
-    pub fn observe(&self, image: &MetadataImage) {
-        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(last) = image.history().next_back() else {
-            return;
-        };
-        let next = last.sequence + 1;
-        if let Some(from) = counts.next_sequence {
-            let new: Vec<i32> = image
-                .history()
-                .rev()
-                .take_while(|c| c.sequence >= from)
-                .map(|c| c.reason)
-                .collect();
-            for reason in new {
-                *counts.by_reason.entry(reason).or_default() += 1;
-            }
-        }
-        counts.next_sequence = Some(next);
-    }
-
-    fn render(&self, out: &mut String) {
-        let counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let name = "keel_leader_transitions_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Partition leader changes this node applied, by reason.\n# TYPE {name} counter"
-        );
-        for reason in REASONS {
-            let count = counts.by_reason.get(&(reason as i32)).copied().unwrap_or(0);
-            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {count}", reason.label());
-        }
-    }
-}
-
 fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
     let _ = writeln!(
         out,
@@ -214,7 +156,7 @@ pub fn render(broker: &Broker) -> String {
     );
     gauge(
         &mut out,
-        "keel_is_controller",
+        "keel_controller_is_active",
         "1 if this node is the active controller (the Raft leader, ready to serve).",
         u8::from(core.leader_ready),
     );
@@ -277,6 +219,16 @@ pub fn render(broker: &Broker) -> String {
         "keel_topics",
         "Topics in the cluster.",
         image.topics().count(),
+    );
+    gauge(
+        &mut out,
+        "keel_offline_partitions",
+        "Partitions without a leader (no live in-sync or eligible replica), as this node's metadata has them.",
+        image
+            .topics()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|p| p.leader < 0)
+            .count(),
     );
     let hosted = broker.replicas.all();
     gauge(

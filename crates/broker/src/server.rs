@@ -189,6 +189,7 @@ impl Server {
             if moved > 0 {
                 wait_for_producers_to_move(&broker).await;
             }
+            tokio::time::sleep(broker.config.test_faults.linger_on_stop).await;
         }
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         drop(listener);

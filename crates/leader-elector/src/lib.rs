@@ -9,6 +9,8 @@
 //!   unclean election allowed from any live replica.
 //! - [`plan`] turns lapsed sessions and leaderless partitions into one
 //!   batch of records: fences, elections and ISR removals.
+//! - [`schedule`] says when to look for leaderships to move back to their
+//!   preferred replicas.
 //!
 //! Nothing here does IO or proposes anything: the controller commits the
 //! batches through Raft.
@@ -16,3 +18,4 @@
 pub mod liveness;
 pub mod plan;
 pub mod policy;
+pub mod schedule;

@@ -6,6 +6,11 @@
 //! predecessor, so it starts every registered broker on a fresh session
 //! ([`Liveness::start_term`]) before judging any.
 //!
+//! A broker that says in its heartbeats that it is stopping (Kafka's
+//! controlled shutdown) keeps its session but is no candidate: it neither
+//! takes a leadership nor stays in an ISR beside others, though it still
+//! answers clients until it stops.
+//!
 //! Invariant: a session belongs to one broker incarnation; a heartbeat from
 //! an older incarnation renews nothing.
 
@@ -15,6 +20,8 @@ use std::collections::BTreeMap;
 struct Session {
     incarnation: u64,
     last_heartbeat_ms: i64,
+    /// The latest heartbeat said the broker is stopping.
+    stopping: bool,
 }
 
 /// What a heartbeat did.
@@ -49,6 +56,7 @@ impl Liveness {
                 let session = Session {
                     incarnation,
                     last_heartbeat_ms: now_ms,
+                    stopping: false,
                 };
                 (id, session)
             })
@@ -63,6 +71,7 @@ impl Liveness {
             let fresh = Session {
                 incarnation,
                 last_heartbeat_ms: now_ms,
+                stopping: false,
             };
             let session = self.sessions.entry(id).or_insert(fresh);
             if session.incarnation < incarnation {
@@ -71,12 +80,19 @@ impl Liveness {
         }
     }
 
-    /// A heartbeat from `broker` at `incarnation`. A newer incarnation
-    /// replaces the session.
-    pub fn heartbeat(&mut self, broker: i32, incarnation: u64, now_ms: i64) -> Heartbeat {
+    /// A heartbeat from `broker` at `incarnation`, saying whether it is
+    /// stopping. A newer incarnation replaces the session.
+    pub fn heartbeat(
+        &mut self,
+        broker: i32,
+        incarnation: u64,
+        stopping: bool,
+        now_ms: i64,
+    ) -> Heartbeat {
         let session = self.sessions.entry(broker).or_insert(Session {
             incarnation,
             last_heartbeat_ms: now_ms,
+            stopping,
         });
         if incarnation < session.incarnation {
             return Heartbeat::StaleIncarnation {
@@ -85,6 +101,7 @@ impl Liveness {
         }
         session.incarnation = incarnation;
         session.last_heartbeat_ms = session.last_heartbeat_ms.max(now_ms);
+        session.stopping = stopping;
         Heartbeat::Renewed
     }
 
@@ -93,6 +110,12 @@ impl Liveness {
         self.sessions
             .get(&broker)
             .is_some_and(|s| now_ms - s.last_heartbeat_ms <= self.session_timeout_ms)
+    }
+
+    /// Whether `broker` may lead or stay in an ISR at `now`: its session has
+    /// not lapsed and it is not stopping.
+    pub fn is_candidate(&self, broker: i32, now_ms: i64) -> bool {
+        self.is_alive(broker, now_ms) && self.sessions.get(&broker).is_some_and(|s| !s.stopping)
     }
 
     /// The brokers, with their incarnations, whose sessions lapsed at `now`.
@@ -121,7 +144,7 @@ mod tests {
     fn a_broker_silent_past_the_session_timeout_expires() {
         let mut liveness = Liveness::new(TIMEOUT);
         liveness.start_term([(1, 7), (2, 7)], 0);
-        assert_eq!(liveness.heartbeat(1, 7, 500), Heartbeat::Renewed);
+        assert_eq!(liveness.heartbeat(1, 7, false, 500), Heartbeat::Renewed);
         assert!(
             liveness.expired(600).is_empty(),
             "exactly the timeout is not past it"
@@ -147,9 +170,9 @@ mod tests {
     fn an_older_incarnation_renews_nothing() {
         let mut liveness = Liveness::new(TIMEOUT);
         liveness.start_term([(1, 7)], 0);
-        assert_eq!(liveness.heartbeat(1, 8, 100), Heartbeat::Renewed);
+        assert_eq!(liveness.heartbeat(1, 8, false, 100), Heartbeat::Renewed);
         assert_eq!(
-            liveness.heartbeat(1, 7, 650),
+            liveness.heartbeat(1, 7, false, 650),
             Heartbeat::StaleIncarnation { current: 8 }
         );
         assert_eq!(liveness.expired(701), vec![(1, 8)]);
@@ -172,10 +195,31 @@ mod tests {
     }
 
     #[test]
+    fn a_stopping_broker_keeps_its_session_but_is_no_candidate() {
+        let mut liveness = Liveness::new(TIMEOUT);
+        liveness.start_term([(1, 7), (2, 7)], 0);
+        assert!(liveness.is_candidate(1, 100));
+        liveness.heartbeat(1, 7, true, 100);
+        assert!(liveness.is_alive(1, 200) && !liveness.is_candidate(1, 200));
+        assert!(liveness.expired(700).iter().all(|(id, _)| *id != 1));
+        // A stale incarnation's word counts for nothing.
+        liveness.heartbeat(1, 6, false, 150);
+        assert!(!liveness.is_candidate(1, 200));
+        // A broker that stopped stopping (its shutdown was called off, or
+        // a new controller took over) is a candidate again.
+        liveness.heartbeat(1, 7, false, 300);
+        assert!(liveness.is_candidate(1, 300));
+        liveness.heartbeat(1, 7, true, 400);
+        liveness.start_term([(1, 7)], 500);
+        assert!(liveness.is_candidate(1, 500));
+        assert!(!liveness.is_candidate(2, 500), "no session, no candidate");
+    }
+
+    #[test]
     fn time_going_backwards_does_not_shorten_a_session() {
         let mut liveness = Liveness::new(TIMEOUT);
         liveness.start_term([(1, 7)], 1_000);
-        liveness.heartbeat(1, 7, 900);
+        liveness.heartbeat(1, 7, false, 900);
         assert!(liveness.is_alive(1, 1_600));
     }
 }

@@ -10,6 +10,11 @@
 //! so each is computed from the state the ones before it leave, and the
 //! batch applies whole on the image it was planned from.
 //!
+//! An unclean election (a replica from outside the ISR and ELR, where the
+//! topic allows it) waits until every live candidate has reported its log
+//! end offset, so the most caught-up one leads and the history can say how
+//! many offsets may be lost.
+//!
 //! Invariants:
 //! - a broker that is fenced, unregistered or without a live session never
 //!   becomes leader and never stays in an ISR beside others;
@@ -36,6 +41,33 @@ pub struct Judge<'a> {
     pub unclean_allowed: &'a dyn Fn(&TopicInfo) -> bool,
     /// The topic's `min.insync.replicas`.
     pub min_insync_replicas: &'a dyn Fn(&TopicInfo) -> i32,
+    /// What a broker last reported of its replica of a partition (topic,
+    /// partition, broker): the election prefers the candidate whose log
+    /// reaches furthest, and the history records the old leader's log and
+    /// the new leader's log end offset.
+    pub replica_progress: &'a dyn Fn(&str, i32, i32) -> Option<ReplicaProgress>,
+}
+
+/// A replica's log as its broker last reported it in a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaProgress {
+    /// The leader epoch the replica knew: a leader's report about an
+    /// earlier leadership says nothing of the current one.
+    pub leader_epoch: i32,
+    pub log_end_offset: i64,
+    pub high_watermark: i64,
+}
+
+impl Judge<'_> {
+    /// What `broker` last reported of its log end offset for `partition`.
+    fn log_end_offset(
+        &self,
+        topic: &TopicInfo,
+        partition: &PartitionInfo,
+        broker: i32,
+    ) -> Option<i64> {
+        (self.replica_progress)(&topic.name, partition.partition, broker).map(|p| p.log_end_offset)
+    }
 }
 
 /// A partition whose leader reported produce requests waiting without
@@ -137,7 +169,13 @@ pub fn move_leaderships_off(
                 isr,
                 eligible,
                 source: Source::Isr,
-            } = policy::elect(partition, broker, live, |_| None, false)
+            } = policy::elect(
+                partition,
+                broker,
+                live,
+                |id| judge.log_end_offset(topic, partition, id),
+                false,
+            )
             else {
                 return None;
             };
@@ -257,7 +295,7 @@ fn change_for(
         partition,
         partition.leader,
         live,
-        |_| None,
+        |id| judge.log_end_offset(topic, partition, id),
         (judge.unclean_allowed)(topic),
     );
     let (leader, isr, eligible, reason) = match election {
@@ -265,14 +303,25 @@ fn change_for(
             leader,
             isr,
             eligible,
-            source,
+            source: Source::Unclean,
         } => {
-            let reason = match source {
-                Source::Unclean => LeaderChangeReason::Unclean,
-                Source::Isr | Source::EligibleLeaderReplicas => LeaderChangeReason::BrokerFailure,
-            };
-            (leader, isr, eligible, reason)
+            // Only replicas whose logs are known compete: the most caught-up
+            // leads, and the history can say what may be lost. A replica
+            // reports with its first heartbeat.
+            if eligible
+                .iter()
+                .any(|&id| judge.log_end_offset(topic, partition, id).is_none())
+            {
+                return None;
+            }
+            (leader, isr, eligible, LeaderChangeReason::Unclean)
         }
+        Election::Leader {
+            leader,
+            isr,
+            eligible,
+            ..
+        } => (leader, isr, eligible, LeaderChangeReason::BrokerFailure),
         // Already offline: nothing to add until a candidate is back.
         Election::Offline if partition.leader < 0 => return None,
         Election::Offline => (
@@ -301,7 +350,8 @@ fn move_off_stalled_leader(
     judge: &Judge,
 ) -> Option<Record> {
     let live = |id| is_live(image, judge, id);
-    match policy::elect(partition, partition.leader, live, |_| None, false) {
+    let log_end_offset = |id| judge.log_end_offset(topic, partition, id);
+    match policy::elect(partition, partition.leader, live, log_end_offset, false) {
         Election::Leader {
             leader,
             isr,
@@ -329,8 +379,24 @@ struct Change {
 }
 
 impl Change {
-    /// The change at the partition's next leader epoch.
+    /// The change at the partition's next leader epoch, with what the
+    /// outgoing leader last reported of its log in its epoch (the high
+    /// watermark, failing that, the highest any replica reported: for a
+    /// partition that was offline, what its last leader had committed), and
+    /// the new leader's log end.
     fn record(self, topic: &TopicInfo, partition: &PartitionInfo, judge: &Judge) -> Record {
+        let reported = |id| (judge.replica_progress)(&topic.name, partition.partition, id);
+        let progress =
+            reported(partition.leader).filter(|p| p.leader_epoch == partition.leader_epoch);
+        let high_watermark = progress.map(|p| p.high_watermark).or_else(|| {
+            partition
+                .replicas
+                .iter()
+                .filter_map(|&id| reported(id))
+                .map(|p| p.high_watermark)
+                .max()
+        });
+        let new_leader_log_end_offset = judge.log_end_offset(topic, partition, self.leader);
         Record::SetPartitionLeader(SetPartitionLeader {
             topic: topic.name.clone(),
             partition: partition.partition,
@@ -340,10 +406,11 @@ impl Change {
             reason: self.reason as i32,
             controller: judge.controller,
             eligible: self.eligible,
-            log_end_offset: -1,
-            high_watermark: -1,
+            log_end_offset: progress.map_or(-1, |p| p.log_end_offset),
+            high_watermark: high_watermark.unwrap_or(-1),
             timestamp_ms: judge.now_ms,
             min_insync_replicas: (judge.min_insync_replicas)(topic),
+            new_leader_log_end_offset,
         })
     }
 }

@@ -51,6 +51,29 @@ pub struct BrokerHeartbeat {
     /// answers clients.
     #[prost(bool, tag = "5")]
     pub shutting_down: bool,
+    /// Hosted replicas whose log end offset, high watermark or leader epoch
+    /// changed since the controller last acknowledged a heartbeat of this
+    /// broker (all of them for a controller new to it): the controller
+    /// prefers the most caught-up candidate in an election, and the
+    /// leadership history records what the old and new leaders held.
+    #[prost(message, repeated, tag = "6")]
+    pub progress: Vec<PartitionProgress>,
+}
+
+/// A replica's log as its broker last saw it.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct PartitionProgress {
+    #[prost(string, tag = "1")]
+    pub topic: String,
+    #[prost(int32, tag = "2")]
+    pub partition: i32,
+    /// The leader epoch the replica knows.
+    #[prost(int32, tag = "3")]
+    pub leader_epoch: i32,
+    #[prost(int64, tag = "4")]
+    pub log_end_offset: i64,
+    #[prost(int64, tag = "5")]
+    pub high_watermark: i64,
 }
 
 /// A led partition whose produce requests wait without progress.

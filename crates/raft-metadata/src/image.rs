@@ -18,11 +18,12 @@ use uuid::Uuid;
 use self::partitions::{check_leader_and_isr, new_partition};
 use crate::records::{
     AllocateProducerIds, AlterTopicConfig, CreatePartitions, CreateTopic, DeleteTopic,
-    LeaderChangeReason, LeadershipChange, MetadataRecord, PartitionAssignment, Record,
-    RegisterBroker, SetClusterId, UnfenceBroker,
+    LeaderChangeReason, LeadershipChange, LeadershipChangesCommitted, MetadataRecord,
+    PartitionAssignment, Record, RegisterBroker, SetClusterId, UnfenceBroker,
 };
 
-/// The leadership history keeps this many changes; older ones are dropped.
+/// The leadership history keeps this many changes unless a
+/// `SetHistoryRetention` says otherwise; older ones are dropped.
 pub const HISTORY_RETENTION: usize = 10_000;
 /// Deleted topics remembered by id; older deletions are forgotten.
 pub const DELETED_TOPICS_RETENTION: usize = 10_000;
@@ -137,6 +138,8 @@ pub enum ApplyError {
     ClusterIdSet,
     #[error("a batch cannot hold a batch")]
     NestedBatch,
+    #[error("the leadership history must keep at least one change")]
+    InvalidHistoryRetention,
     #[error("record {index} of the batch: {error}")]
     InBatch {
         index: usize,
@@ -153,6 +156,9 @@ pub struct MetadataImage {
     next_producer_id: i64,
     history: VecDeque<LeadershipChange>,
     next_history_sequence: u64,
+    /// How many changes `history` keeps; `None` keeps
+    /// [`HISTORY_RETENTION`].
+    history_retention: Option<usize>,
     /// The ids of the latest deleted topics, oldest first, at most
     /// [`DELETED_TOPICS_RETENTION`]; `deleted_ids` indexes them. A broker
     /// removes a partition directory only if its topic id is here: a log
@@ -188,6 +194,34 @@ impl MetadataImage {
                 Ok(())
             }
             Record::Batch(batch) => self.apply_batch(&batch.records, term),
+            Record::SetHistoryRetention(r) => {
+                let entries = usize::try_from(r.entries).unwrap_or(usize::MAX);
+                if entries == 0 {
+                    return Err(ApplyError::InvalidHistoryRetention);
+                }
+                self.history_retention = Some(entries);
+                let excess = self.history.len().saturating_sub(entries);
+                self.history.drain(..excess);
+                Ok(())
+            }
+            Record::LeadershipChangesCommitted(r) => {
+                self.record_commit_time(r);
+                Ok(())
+            }
+        }
+    }
+
+    /// Stamps the commit time on the changes `r` names that are still kept
+    /// and have none yet.
+    fn record_commit_time(&mut self, r: &LeadershipChangesCommitted) {
+        let end = r.first_sequence.saturating_add(u64::from(r.count));
+        for change in self.history.iter_mut().rev() {
+            if change.sequence < r.first_sequence {
+                break;
+            }
+            if change.sequence < end && change.committed_at_ms == 0 {
+                change.committed_at_ms = r.committed_at_ms;
+            }
         }
     }
 
@@ -296,6 +330,8 @@ impl MetadataImage {
                 log_end_offset: -1,
                 high_watermark: -1,
                 timestamp_ms: r.timestamp_ms,
+                committed_at_ms: 0,
+                new_leader_log_end_offset: None,
                 sequence: 0,
             });
         }
@@ -367,7 +403,7 @@ impl MetadataImage {
     fn record_change(&mut self, mut change: LeadershipChange) {
         change.sequence = self.next_history_sequence;
         self.next_history_sequence += 1;
-        if self.history.len() == HISTORY_RETENTION {
+        if self.history.len() >= self.history_retention() {
             self.history.pop_front();
         }
         self.history.push_back(change);
@@ -422,9 +458,24 @@ impl MetadataImage {
         self.deleted_topics.iter()
     }
 
-    /// Leader changes, oldest first, at most [`HISTORY_RETENTION`].
+    /// Leader changes, oldest first, at most [`Self::history_retention`].
     pub fn history(&self) -> impl DoubleEndedIterator<Item = &LeadershipChange> {
         self.history.iter()
+    }
+
+    /// How many leadership changes the history keeps.
+    pub fn history_retention(&self) -> usize {
+        self.history_retention.unwrap_or(HISTORY_RETENTION)
+    }
+
+    /// The retention a `SetHistoryRetention` set, if one did.
+    pub(crate) fn configured_history_retention(&self) -> Option<usize> {
+        self.history_retention
+    }
+
+    /// Restores the retention a snapshot recorded.
+    pub(crate) fn restore_history_retention(&mut self, entries: Option<usize>) {
+        self.history_retention = entries;
     }
 
     /// Rebuilds an image from its parts (snapshot restore).
@@ -450,6 +501,7 @@ impl MetadataImage {
             next_producer_id,
             history: history.into(),
             next_history_sequence,
+            history_retention: None,
             deleted_topics: deleted_topics.into(),
             deleted_ids,
         }

@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 /// One entry of the metadata log.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct MetadataRecord {
-    #[prost(oneof = "Record", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
+    #[prost(
+        oneof = "Record",
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14"
+    )]
     pub record: Option<Record>,
 }
 
@@ -37,6 +40,10 @@ pub enum Record {
     SetClusterId(SetClusterId),
     #[prost(message, tag = "12")]
     Batch(RecordBatch),
+    #[prost(message, tag = "13")]
+    SetHistoryRetention(SetHistoryRetention),
+    #[prost(message, tag = "14")]
+    LeadershipChangesCommitted(LeadershipChangesCommitted),
 }
 
 /// Records that apply together or not at all, in one Raft entry: the
@@ -47,6 +54,31 @@ pub enum Record {
 pub struct RecordBatch {
     #[prost(message, repeated, tag = "1")]
     pub records: Vec<MetadataRecord>,
+}
+
+/// How many leadership changes the history keeps. The active controller
+/// proposes its configured value when the image holds another, so every
+/// node keeps the same history whatever its own setting.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SetHistoryRetention {
+    /// At least 1.
+    #[prost(uint32, tag = "1")]
+    pub entries: u32,
+}
+
+/// When the changes `[first_sequence, first_sequence + count)` of the
+/// history committed, as the controller that proposed them saw it apply
+/// them: what gives each its detection-to-commit latency. A commit time
+/// is known only after the commit, so it follows the changes in an entry of
+/// its own; changes retention has dropped meanwhile are skipped.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeadershipChangesCommitted {
+    #[prost(uint64, tag = "1")]
+    pub first_sequence: u64,
+    #[prost(uint32, tag = "2")]
+    pub count: u32,
+    #[prost(int64, tag = "3")]
+    pub committed_at_ms: i64,
 }
 
 /// Names the cluster. Only the first one applies: every node proposes one
@@ -248,7 +280,10 @@ pub struct SetPartitionLeader {
     /// The ISR members that were eligible.
     #[prost(int32, repeated, tag = "8")]
     pub eligible: Vec<i32>,
-    /// Log end offset and high watermark of the old leader, -1 when unknown.
+    /// Log end offset and high watermark of the old leader as it last
+    /// reported them to the deciding controller, -1 when unknown; without
+    /// the old leader's word (none, or the partition was offline), the high
+    /// watermark is the highest any replica reported.
     #[prost(int64, tag = "9")]
     pub log_end_offset: i64,
     #[prost(int64, tag = "10")]
@@ -259,6 +294,11 @@ pub struct SetPartitionLeader {
     /// become eligible leader replicas (KIP-966), as with an ISR update.
     #[prost(int32, tag = "12")]
     pub min_insync_replicas: i32,
+    /// The new leader's log end offset as it last reported it, if known:
+    /// below the old leader's high watermark, an unclean election lost the
+    /// difference.
+    #[prost(int64, optional, tag = "13")]
+    pub new_leader_log_end_offset: Option<i64>,
 }
 
 /// A leader's change to its partition's ISR within its own epoch (Kafka's
@@ -323,6 +363,17 @@ pub struct LeadershipChange {
     pub log_end_offset: i64,
     #[prost(int64, tag = "13")]
     pub high_watermark: i64,
+    /// When the deciding controller detected the need for the change and
+    /// decided it.
     #[prost(int64, tag = "14")]
     pub timestamp_ms: i64,
+    /// The new leader's log end offset as the deciding controller last
+    /// heard it, if it did.
+    #[prost(int64, optional, tag = "16")]
+    pub new_leader_log_end_offset: Option<i64>,
+    /// When the change committed, as its controller saw it; 0 until a
+    /// [`LeadershipChangesCommitted`] says (and for changes no controller
+    /// decided: topic creation, a restart).
+    #[prost(int64, tag = "15")]
+    pub committed_at_ms: i64,
 }

@@ -35,6 +35,9 @@ struct SnapshotData {
     /// run that was taken back (see `core::membership`).
     #[prost(btree_map = "uint64, uint64", tag = "9")]
     rejoined: BTreeMap<u64, u64>,
+    /// How many leadership changes the history keeps; 0 for the default.
+    #[prost(uint32, tag = "10")]
+    history_retention: u32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -118,6 +121,9 @@ pub fn encode(image: &MetadataImage, members: &Members) -> Vec<u8> {
         next_producer_id: image.next_producer_id(),
         history: image.history().cloned().collect(),
         next_history_sequence: image.next_history_sequence(),
+        history_retention: image
+            .configured_history_retention()
+            .map_or(0, |entries| u32::try_from(entries).unwrap_or(u32::MAX)),
         peers: members.peers.clone(),
         rejoined: members.rejoined.clone(),
         cluster_id: image.cluster_id().map(str::to_string),
@@ -162,7 +168,7 @@ pub fn decode(bytes: &[u8]) -> Result<(MetadataImage, Members), SnapshotError> {
         .iter()
         .map(|id| Uuid::from_slice(id).map_err(|e| SnapshotError(e.to_string())))
         .collect::<Result<Vec<_>, SnapshotError>>()?;
-    let image = MetadataImage::from_parts(
+    let mut image = MetadataImage::from_parts(
         data.cluster_id,
         brokers,
         topics,
@@ -170,6 +176,10 @@ pub fn decode(bytes: &[u8]) -> Result<(MetadataImage, Members), SnapshotError> {
         data.history,
         data.next_history_sequence,
         deleted_topics,
+    );
+    image.restore_history_retention(
+        (data.history_retention > 0)
+            .then(|| usize::try_from(data.history_retention).unwrap_or(usize::MAX)),
     );
     let members = Members {
         peers: data.peers,
@@ -221,6 +231,9 @@ mod tests {
         for r in &records {
             image.apply(r, 2).unwrap();
         }
+        let retention =
+            Record::SetHistoryRetention(crate::records::SetHistoryRetention { entries: 50 });
+        image.apply(&retention.into(), 2).unwrap();
         let gone = Record::CreateTopic(CreateTopic {
             name: "gone".into(),
             topic_id: Uuid::from_u128(6).as_bytes().to_vec(),

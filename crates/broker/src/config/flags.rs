@@ -142,6 +142,16 @@ pub(super) struct Flags {
         default_value_t = 10
     )]
     pub(super) leader_imbalance_per_broker_percentage: u32,
+    /// How many leadership changes the leadership history keeps (the
+    /// oldest go first). Cluster-wide: the active controller's setting
+    /// applies to every node.
+    #[arg(
+        long,
+        env = "KEEL_LEADERSHIP_HISTORY_RETENTION_ENTRIES",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub(super) leadership_history_retention_entries: u32,
     /// Replicas of `__consumer_offsets`, capped at the live brokers when
     /// the topic is first needed.
     #[arg(
@@ -239,7 +249,9 @@ pub(super) struct Flags {
     /// For tests only: make one partition's disk slow, as
     /// `stall-fsync:TOPIC:PARTITION:MS` or `stall-append:TOPIC:PARTITION:MS`,
     /// or this node apply committed metadata late, as
-    /// `apply-metadata-late:MS` (comma-separated for several).
+    /// `apply-metadata-late:MS`, or keep serving after moving its
+    /// leaderships away when stopping, as `linger-on-stop:MS`
+    /// (comma-separated for several).
     #[arg(long, env = "KEEL_TEST_FAULTS", hide = true, value_name = "FAULT,...")]
     pub(super) test_faults: Option<String>,
 }

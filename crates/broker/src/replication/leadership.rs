@@ -20,6 +20,7 @@ use keel_raft_metadata::{
 
 use crate::{
     broker::{Broker, now_ms},
+    controller,
     error::ElectionError,
     topic_config,
 };
@@ -128,11 +129,14 @@ pub async fn move_leader(
     let info = image
         .topic(topic)
         .ok_or(ElectionError::UnknownTopicOrPartition)?;
-    let leader_epoch = info
+    let current = info
         .partition(partition)
-        .ok_or(ElectionError::UnknownTopicOrPartition)?
-        .leader_epoch
-        + 1;
+        .ok_or(ElectionError::UnknownTopicOrPartition)?;
+    let leader_epoch = current.leader_epoch + 1;
+    let old_leader = controller::replica_log(broker, topic, partition, current.leader)
+        .filter(|p| p.leader_epoch == current.leader_epoch);
+    let new_leader_log_end_offset =
+        controller::replica_log(broker, topic, partition, leader).map(|p| p.log_end_offset);
     let min_insync_replicas =
         topic_config::min_insync_replicas(&info.configs, &broker.config.topic_defaults);
     let record = Record::SetPartitionLeader(SetPartitionLeader {
@@ -144,10 +148,11 @@ pub async fn move_leader(
         reason: reason as i32,
         controller: broker.controller_id(),
         eligible: isr,
-        log_end_offset: -1,
-        high_watermark: -1,
+        log_end_offset: old_leader.map_or(-1, |p| p.log_end_offset),
+        high_watermark: old_leader.map_or(-1, |p| p.high_watermark),
         timestamp_ms: now_ms(),
         min_insync_replicas: i32::try_from(min_insync_replicas).unwrap_or(i32::MAX),
+        new_leader_log_end_offset,
     });
     broker.propose(record.into(), timeout).await?;
     tracing::info!(

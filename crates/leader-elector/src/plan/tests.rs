@@ -53,8 +53,9 @@ fn image(partitions: &[(i32, &[i32])], configs: &[(&str, &str)]) -> MetadataImag
     image
 }
 
-/// Plans with sessions alive for `alive`, applies the batch and returns
-/// the image after it (unchanged when there was nothing to do).
+/// Plans with sessions alive for `alive` (every broker reporting the same
+/// log), applies the batch and returns the image after it (unchanged when
+/// there was nothing to do).
 fn plan_and_apply(image: &MetadataImage, lapsed: &[i32], alive: &[i32]) -> MetadataImage {
     let lapsed: Vec<(i32, u64)> = lapsed.iter().map(|id| (*id, INCARNATION)).collect();
     let session_alive = |id: i32| alive.contains(&id);
@@ -63,12 +64,20 @@ fn plan_and_apply(image: &MetadataImage, lapsed: &[i32], alive: &[i32]) -> Metad
             .get("unclean.leader.election.enable")
             .is_some_and(|v| v == "true")
     };
+    let same_log = |_: &str, _: i32, _: i32| {
+        Some(ReplicaProgress {
+            leader_epoch: 0,
+            log_end_offset: 100,
+            high_watermark: 100,
+        })
+    };
     let judge = Judge {
         controller: 2,
         now_ms: 1_000,
         session_alive: &session_alive,
         unclean_allowed: &unclean,
         min_insync_replicas: &|_| 2,
+        replica_progress: &same_log,
     };
     let mut after = image.clone();
     if let Some(batch) = plan(image, &lapsed, &[], &judge) {
@@ -91,6 +100,7 @@ fn nothing_is_planned_while_every_leader_is_live() {
         session_alive: &|_| true,
         unclean_allowed: &|_| false,
         min_insync_replicas: &|_| 2,
+        replica_progress: &|_, _, _| None,
     };
     assert_eq!(plan(&image, &[], &[], &judge), None);
 }
@@ -118,6 +128,59 @@ fn a_lapsed_broker_is_fenced_and_loses_its_leaderships_and_memberships_in_one_ba
     );
     // Once committed, the next plan has nothing left to do.
     assert_eq!(plan_and_apply(&after, &[1], &[2, 3]), after);
+}
+
+#[test]
+fn the_most_caught_up_candidate_leads_and_the_history_records_both_logs() {
+    let before = image(&[(1, &[1, 2, 3]), (1, &[1, 2, 3])], &[]);
+    // Broker 1's report on partition 0 is about its current leadership; on
+    // partition 1 about an earlier one, which says nothing of its log (the
+    // high watermark is then the highest any replica reported). Broker 3
+    // has copied more than broker 2 on partition 0, less on 1.
+    let progress = |_: &str, partition: i32, broker: i32| {
+        let (leader_epoch, log_end_offset) = match (broker, partition) {
+            (1, 0) => (0, 120),
+            (1, _) => (-1, 120),
+            (2, 0) => (0, 115),
+            (3, 0) => (0, 119),
+            (2, _) => (0, 90),
+            _ => (0, 80),
+        };
+        Some(ReplicaProgress {
+            leader_epoch,
+            log_end_offset,
+            high_watermark: 118,
+        })
+    };
+    let session_alive = |id: i32| id != 1;
+    let judge = Judge {
+        controller: 2,
+        now_ms: 1_000,
+        session_alive: &session_alive,
+        unclean_allowed: &|_| false,
+        min_insync_replicas: &|_| 2,
+        replica_progress: &progress,
+    };
+    let batch = plan(&before, &[(1, INCARNATION)], &[], &judge).unwrap();
+    let mut after = before.clone();
+    after.apply(&batch, 3).unwrap();
+    let logged: Vec<_> = after
+        .history()
+        .filter(|c| c.reason == LeaderChangeReason::BrokerFailure as i32)
+        .map(|c| {
+            (
+                c.partition,
+                c.new_leader,
+                c.log_end_offset,
+                c.high_watermark,
+                c.new_leader_log_end_offset,
+            )
+        })
+        .collect();
+    assert_eq!(
+        logged,
+        vec![(0, 3, 120, 118, Some(119)), (1, 2, -1, 118, Some(90))]
+    );
 }
 
 #[test]
@@ -154,6 +217,49 @@ fn an_unclean_election_needs_the_topic_to_allow_it_and_is_recorded_so() {
     assert_eq!(
         after.history().last().unwrap().reason,
         LeaderChangeReason::Unclean as i32
+    );
+}
+
+#[test]
+fn an_unclean_election_waits_for_the_candidates_logs_and_records_what_may_be_lost() {
+    let before = image(&[(1, &[1])], &[("unclean.leader.election.enable", "true")]);
+    let reported = |brokers: &'static [i32]| {
+        move |_: &str, _: i32, broker: i32| {
+            let log_end_offset = match broker {
+                1 => 120,
+                2 => 90,
+                _ => 95,
+            };
+            brokers.contains(&broker).then_some(ReplicaProgress {
+                leader_epoch: 0,
+                log_end_offset,
+                high_watermark: 118,
+            })
+        }
+    };
+    let session_alive = |id: i32| id != 1;
+    let plan_with = |progress: &dyn Fn(&str, i32, i32) -> Option<ReplicaProgress>| {
+        let judge = Judge {
+            controller: 2,
+            now_ms: 1_000,
+            session_alive: &session_alive,
+            unclean_allowed: &|_| true,
+            min_insync_replicas: &|_| 2,
+            replica_progress: progress,
+        };
+        plan(&before, &[], &[], &judge)
+    };
+    // Broker 3 has not reported yet: no election until it has.
+    assert_eq!(plan_with(&reported(&[1, 2])), None);
+    let batch = plan_with(&reported(&[1, 2, 3])).unwrap();
+    let mut after = before.clone();
+    after.apply(&batch, 3).unwrap();
+    assert_eq!(state(&after, 0), (3, 1, vec![3]), "the most caught-up");
+    let change = after.history().last().unwrap();
+    assert_eq!(change.reason, LeaderChangeReason::Unclean as i32);
+    assert_eq!(
+        (change.high_watermark, change.new_leader_log_end_offset),
+        (118, Some(95))
     );
 }
 
@@ -198,6 +304,7 @@ fn a_controlled_shutdown_moves_every_leadership_it_can_to_another_in_sync_replic
         session_alive: &|_| true,
         unclean_allowed: &|_| true,
         min_insync_replicas: &|_| 2,
+        replica_progress: &|_, _, _| None,
     };
     let batch = move_leaderships_off(&before, 1, &judge).unwrap();
     let mut after = before.clone();
@@ -230,6 +337,7 @@ fn a_stalled_leader_hands_over_to_an_in_sync_replica_and_an_old_report_moves_not
         session_alive: &|_| true,
         unclean_allowed: &|_| true,
         min_insync_replicas: &|_| 2,
+        replica_progress: &|_, _, _| None,
     };
     let batch = plan(&before, &[], &[stall(0, 0), stall(1, 0)], &judge).unwrap();
     let mut after = before.clone();
@@ -283,6 +391,7 @@ fn the_rebalance_moves_leadership_back_to_preferred_replicas_past_the_threshold(
             session_alive,
             unclean_allowed: &|_| false,
             min_insync_replicas: &|_| 2,
+            replica_progress: &|_, _, _| None,
         }
     }
     let everyone = |_: i32| true;

@@ -56,6 +56,8 @@ impl MetadataImage {
             log_end_offset: r.log_end_offset,
             high_watermark: r.high_watermark,
             timestamp_ms: r.timestamp_ms,
+            committed_at_ms: 0,
+            new_leader_log_end_offset: r.new_leader_log_end_offset,
         });
         Ok(())
     }
@@ -107,6 +109,8 @@ impl MetadataImage {
                         log_end_offset: -1,
                         high_watermark: -1,
                         timestamp_ms,
+                        committed_at_ms: 0,
+                        new_leader_log_end_offset: None,
                         sequence: 0,
                     });
                 }

@@ -1,8 +1,8 @@
 use super::*;
 use crate::{
     records::{
-        AllocateProducerIds, FenceBroker, RecordBatch, RegisterBroker, SetPartitionLeader,
-        UpdateIsr,
+        AllocateProducerIds, FenceBroker, RecordBatch, RegisterBroker, SetHistoryRetention,
+        SetPartitionLeader, UpdateIsr,
     },
     snapshot,
 };
@@ -57,6 +57,7 @@ fn set_leader(leader: i32, epoch: i32, isr: Vec<i32>) -> MetadataRecord {
         high_watermark: 9,
         timestamp_ms: 77,
         min_insync_replicas: 3,
+        new_leader_log_end_offset: Some(8),
     })
     .into()
 }
@@ -237,6 +238,60 @@ fn the_history_is_bounded() {
         image.history().last().unwrap().sequence,
         HISTORY_RETENTION as u64 + 10
     );
+}
+
+#[test]
+fn the_history_keeps_what_the_controller_set() {
+    let mut image = MetadataImage::default();
+    image.apply(&create("t", 1, 1), 1).unwrap();
+    for epoch in 1..=10 {
+        image
+            .apply(&set_leader(1 + epoch % 3, epoch, vec![1, 2, 3]), 1)
+            .unwrap();
+    }
+    let retain = |entries| Record::SetHistoryRetention(SetHistoryRetention { entries }).into();
+    assert_eq!(
+        image.apply(&retain(0), 1),
+        Err(ApplyError::InvalidHistoryRetention)
+    );
+    image.apply(&retain(4), 1).unwrap();
+    assert_eq!(image.history_retention(), 4);
+    let kept: Vec<u64> = image.history().map(|c| c.sequence).collect();
+    assert_eq!(kept, vec![7, 8, 9, 10], "the newest changes are kept");
+    image.apply(&set_leader(1, 11, vec![1, 2, 3]), 1).unwrap();
+    let kept: Vec<u64> = image.history().map(|c| c.sequence).collect();
+    assert_eq!(kept, vec![8, 9, 10, 11]);
+    image.apply(&retain(100), 1).unwrap();
+    image.apply(&set_leader(2, 12, vec![1, 2, 3]), 1).unwrap();
+    assert_eq!(image.history().count(), 5, "a larger retention keeps more");
+}
+
+#[test]
+fn commit_times_are_stamped_on_the_changes_named() {
+    let mut image = MetadataImage::default();
+    image.apply(&create("t", 1, 1), 1).unwrap();
+    for epoch in 1..=4 {
+        image
+            .apply(&set_leader(1 + epoch % 3, epoch, vec![1, 2, 3]), 1)
+            .unwrap();
+    }
+    let committed = |first_sequence, count, committed_at_ms| {
+        Record::LeadershipChangesCommitted(LeadershipChangesCommitted {
+            first_sequence,
+            count,
+            committed_at_ms,
+        })
+        .into()
+    };
+    image.apply(&committed(2, 2, 90), 1).unwrap();
+    // A second word on the same change does not overwrite the first.
+    image.apply(&committed(3, 1, 95), 1).unwrap();
+    let times: Vec<i64> = image.history().map(|c| c.committed_at_ms).collect();
+    assert_eq!(times, vec![0, 0, 90, 90, 0]);
+    // Changes retention dropped, or not made yet, are skipped.
+    image.apply(&committed(40, 3, 99), 1).unwrap();
+    let times: Vec<i64> = image.history().map(|c| c.committed_at_ms).collect();
+    assert_eq!(times, vec![0, 0, 90, 90, 0]);
 }
 
 #[test]
