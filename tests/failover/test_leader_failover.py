@@ -136,6 +136,37 @@ def test_sigkill_of_a_leader_fails_over_and_loses_nothing(cluster_factory, role)
            [p for p, b in led.items() if b == victim], fault_at)
 
 
+def test_a_killed_leader_is_replaced_at_once_and_its_lease_waited_out(cluster_factory):
+    """With a 5 s session (lease 4.8 s): a leader SIGKILLed is replaced
+    long before its session would lapse (the controller sees its heartbeat
+    connection close and its listener refuse), but its successor takes no
+    write before the lease the dead leader last got has run out, so even a
+    broker wrongly taken for dead could not acknowledge a write beside it."""
+    cluster = cluster_factory(3, extra_args=[*REPLICATION_ARGS, "--broker-session-timeout-ms", "5000"])
+    registered(cluster, 3)
+    create(cluster, "gone", partitions=TOPIC_PARTITIONS)
+    led = leaders(cluster, "gone")
+    victim, survivor = pick(cluster, "leader")
+    writer = Writer(cluster.bootstrap, "gone", request_timeout_ms=10000).start()
+    writer.wait_acked(500)
+
+    killed_at = time.monotonic()
+    cluster.brokers[victim].kill()
+    wait_failed_over(cluster, "gone", victim, survivor)
+    elected_after = time.monotonic() - killed_at
+    writer.wait_acked(len(writer.acked) + 500)
+    writer.stop()
+    victim_partitions = [p for p, b in led.items() if b == victim]
+    resumed = min(at for k, at in writer.acked_at.items()
+                  if writer.acked[k][0] in victim_partitions and at > killed_at + 0.2)
+    print(f"\nnew leader elected {elected_after:.2f} s after the kill; "
+          f"writes resumed after {resumed - killed_at:.2f} s")
+    assert elected_after < 2.5, "the election waited for the session to lapse"
+    assert resumed - killed_at > 4.3, "the successor took writes within the old leader's lease"
+    seen = read_back(cluster.bootstrap, "gone", partitions=TOPIC_PARTITIONS)
+    verify_acknowledged(writer, seen)
+
+
 @pytest.mark.parametrize("role", ["leader", "controller"])
 def test_a_paused_leader_is_deposed_and_acknowledges_nothing_after_it_resumes(cluster_factory, role):
     """SIGSTOP a leader (one that is also the controller, or not) past its

@@ -33,15 +33,21 @@ def produce(bootstrap, count, first):
     assert not failures, failures[:3]
 
 
-def history(broker):
+def history(broker, topic=TOPIC):
+    only = ["--topic", topic] if topic else []
     listed = subprocess.run([str(KEEL), "history", "--server", f"127.0.0.1:{broker.metrics_port}",
-                             "--topic", TOPIC, "--json"],
+                             *only, "--json"],
                             capture_output=True, text=True, timeout=30, check=True)
     return json.loads(listed.stdout)["changes"]
 
 
 def test_an_unclean_election_records_how_many_offsets_may_be_lost(cluster_factory):
-    cluster = cluster_factory(5, extra_args=REPLICATION_ARGS)
+    # Node 1 keeps 3 changes of history, the others 5: the controller's
+    # setting holds cluster-wide, and node 1 controls once the others
+    # hand over.
+    cluster = cluster_factory(5, extra_args=REPLICATION_ARGS,
+                              node_args={i: ["--leadership-history-retention-entries",
+                                             "3" if i == 1 else "5"] for i in range(1, 6)})
     registered(cluster, 5)
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
     topic = NewTopic(TOPIC, num_partitions=1, replica_assignment=[[4, 5]],
@@ -80,3 +86,17 @@ def test_an_unclean_election_records_how_many_offsets_may_be_lost(cluster_factor
 
     # The new leader takes writes again, from where its log ends.
     produce(cluster.bootstrap, 10, first=300)
+
+    # History retention is the active controller's, on every node.
+    controller = cluster.controller().node_id
+    kept = 3 if controller == 1 else 5
+    admin.create_topics([NewTopic("more", num_partitions=6, replication_factor=1)])["more"].result(30)
+    def keeps_the_newest():
+        for broker in cluster.brokers.values():
+            if broker.running:
+                sequences = [c["sequence"] for c in history(broker, topic=None)]
+                newest = sequences[-1] if sequences else -1
+                if newest < 8 or sequences != list(range(newest - kept + 1, newest + 1)):
+                    return False
+        return True
+    wait_for(f"every node keeps the newest {kept} changes", keeps_the_newest)

@@ -68,6 +68,12 @@ struct State {
     liveness: Liveness,
     /// Brokers with an UnfenceBroker in flight.
     unfencing: HashSet<i32>,
+    /// Brokers with a FenceBroker in flight, with when it was decided:
+    /// from the decision on, none of their heartbeats renews a lease, so
+    /// the lease a successor waits out (`lease_left_ms`) is the last one
+    /// they got. A fence not known to have committed is held on to for a
+    /// while: a proposal that timed out may still commit.
+    fencing: HashMap<i32, i64>,
     /// Each broker's latest produce heartbeat: its led partitions where
     /// produce requests wait without progress.
     stalls: BTreeMap<i32, Vec<StalledPartition>>,
@@ -96,6 +102,7 @@ impl Controller {
                 term: None,
                 liveness: Liveness::new(timeout_ms),
                 unfencing: HashSet::new(),
+                fencing: HashMap::new(),
                 stalls: BTreeMap::new(),
                 progress: HashMap::new(),
             }),
@@ -113,6 +120,7 @@ impl Controller {
         if state.term != Some(term) {
             state.liveness.start_term(unfenced(image), now_ms);
             state.unfencing.clear();
+            state.fencing.clear();
             state.stalls.clear();
             state.progress.clear();
             state.term = Some(term);
@@ -147,6 +155,9 @@ impl Controller {
                 .progress
                 .insert(key, (heartbeat.incarnation, progress));
         }
+        if state.fencing.contains_key(&heartbeat.node_id) {
+            return Verdict::Answer(HeartbeatStatus::Fenced);
+        }
         match (renewed, image.broker(heartbeat.node_id)) {
             (Heartbeat::StaleIncarnation { .. }, _) | (_, None) => {
                 Verdict::Answer(HeartbeatStatus::UnknownIncarnation)
@@ -166,6 +177,30 @@ impl Controller {
             }
             (Heartbeat::Renewed, Some(_)) => Verdict::Confirm(heartbeat.leadership_changes),
         }
+    }
+}
+
+impl Controller {
+    /// Whether a heartbeat of `node_id` may still renew its lease: no fence
+    /// of it is decided or committed.
+    fn may_renew(&self, node_id: i32, image: &MetadataImage) -> bool {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        !state.fencing.contains_key(&node_id) && image.broker(node_id).is_some_and(|b| !b.fenced)
+    }
+
+    /// The fences of `node_ids` committed: the image says so from now on.
+    fn fenced(&self, node_ids: &[i32]) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        for id in node_ids {
+            state.fencing.remove(id);
+        }
+    }
+
+    /// `node_id`'s process at `incarnation` is gone: its session lapses
+    /// now, and the next tick fences it and moves its leaderships.
+    fn gone(&self, node_id: i32, incarnation: u64) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.liveness.gone(node_id, incarnation);
     }
 }
 
@@ -189,24 +224,20 @@ fn active_term(broker: &Broker) -> Option<u64> {
 /// after they arrived; one barrier answers every heartbeat that arrived
 /// before it began.
 pub async fn serve_heartbeats(broker: Arc<Broker>, mut calls: mpsc::Receiver<HeartbeatCall>) {
-    let mut waiting: Vec<(u64, oneshot::Sender<HeartbeatReply>)> = Vec::new();
+    let mut waiting: Vec<Waiting> = Vec::new();
     let mut confirming = JoinSet::new();
     loop {
         tokio::select! {
             call = calls.recv() => {
-                let Some(HeartbeatCall { heartbeat, reply }) = call else {
-                    return;
-                };
-                match broker.controller.judge_heartbeat(&broker, &heartbeat) {
-                    Verdict::Answer(status) => {
-                        let _ = reply.send(HeartbeatReply::new(status));
+                match call {
+                    None => return,
+                    Some(HeartbeatCall::Beat { heartbeat, reply }) => {
+                        answer(&broker, &heartbeat, reply, &mut waiting);
                     }
-                    Verdict::Confirm(leadership_changes) => {
-                        waiting.push((leadership_changes, reply));
-                    }
-                    Verdict::Unfence(incarnation) => {
-                        let _ = reply.send(HeartbeatReply::new(HeartbeatStatus::Fenced));
-                        tokio::spawn(unfence(Arc::clone(&broker), heartbeat.node_id, incarnation));
+                    Some(HeartbeatCall::Closed { node_id, incarnation }) => {
+                        if active_term(&broker).is_some() && node_id != broker.config.node_id {
+                            tokio::spawn(probe(Arc::clone(&broker), node_id, incarnation));
+                        }
                     }
                 }
             }
@@ -218,13 +249,72 @@ pub async fn serve_heartbeats(broker: Arc<Broker>, mut calls: mpsc::Receiver<Hea
     }
 }
 
+/// A heartbeat to renew once the quorum confirms this controller: from
+/// which broker, how many leadership changes it has taken, and where the
+/// answer goes.
+type Waiting = (i32, u64, oneshot::Sender<HeartbeatReply>);
+
+fn answer(
+    broker: &Arc<Broker>,
+    heartbeat: &BrokerHeartbeat,
+    reply: oneshot::Sender<HeartbeatReply>,
+    waiting: &mut Vec<Waiting>,
+) {
+    match broker.controller.judge_heartbeat(broker, heartbeat) {
+        Verdict::Answer(status) => {
+            let _ = reply.send(HeartbeatReply::new(status));
+        }
+        Verdict::Confirm(leadership_changes) => {
+            waiting.push((heartbeat.node_id, leadership_changes, reply));
+        }
+        Verdict::Unfence(incarnation) => {
+            let _ = reply.send(HeartbeatReply::new(HeartbeatStatus::Fenced));
+            tokio::spawn(unfence(Arc::clone(broker), heartbeat.node_id, incarnation));
+        }
+    }
+}
+
+/// How long a probe of a broker's listener may take.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The connection `node_id`'s heartbeats came on closed. A process that
+/// dies has its connections closed and its listeners with them, so if its
+/// Kafka listener refuses a connection now, nothing serves there any more:
+/// its session lapses at once instead of a session timeout after its last
+/// heartbeat. Anything else (the listener answers, or the probe times out
+/// as it does across a network partition) leaves the session to run out.
+/// A broker wrongly taken for gone is safe all the same: its successors
+/// wait out the lease it may hold (`lease_left_ms`).
+async fn probe(broker: Arc<Broker>, node_id: i32, incarnation: u64) {
+    let image = broker.image();
+    let Some(target) = image
+        .broker(node_id)
+        .filter(|b| b.incarnation == incarnation && !b.fenced)
+    else {
+        return;
+    };
+    let address = format!("{}:{}", target.host, target.port);
+    let probe = tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(&address));
+    if let Ok(Err(error)) = probe.await {
+        if error.kind() == std::io::ErrorKind::ConnectionRefused {
+            tracing::info!(
+                node_id,
+                %address,
+                "broker's heartbeat connection closed and its listener refuses connections: its process is gone"
+            );
+            broker.controller.gone(node_id, incarnation);
+        }
+    }
+}
+
 /// Answers `replies` Renewed if a read barrier confirms this node still
-/// controls, in the same term, within a lease, and the broker has taken
-/// every leadership change applied here by then; Behind if it has not (a
-/// deposed leader that does not know it yet must not keep its lease);
+/// controls, in the same term, within a lease, the broker has taken every
+/// leadership change applied here by then, and no fence of it was decided
+/// meanwhile; Behind if it has not taken them (a deposed leader that does
+/// not know it yet must not keep its lease); Fenced if it is being fenced;
 /// NotController otherwise. After the barrier, what is applied here
 /// includes every change committed before the heartbeat was sent.
-async fn confirm(broker: Arc<Broker>, replies: Vec<(u64, oneshot::Sender<HeartbeatReply>)>) {
+async fn confirm(broker: Arc<Broker>, replies: Vec<Waiting>) {
     let term = active_term(&broker);
     let lease = broker.config.liveness.lease();
     let confirmed = term.is_some()
@@ -233,10 +323,13 @@ async fn confirm(broker: Arc<Broker>, replies: Vec<(u64, oneshot::Sender<Heartbe
             Ok(Ok(()))
         )
         && active_term(&broker) == term;
-    let committed = broker.image().next_history_sequence();
-    for (leadership_changes, reply) in replies {
+    let image = broker.image();
+    let committed = image.next_history_sequence();
+    for (node_id, leadership_changes, reply) in replies {
         let status = if !confirmed {
             HeartbeatStatus::NotController
+        } else if !broker.controller.may_renew(node_id, &image) {
+            HeartbeatStatus::Fenced
         } else if leadership_changes < committed {
             HeartbeatStatus::Behind
         } else {
@@ -313,6 +406,7 @@ pub async fn elect(broker: Arc<Broker>) {
         match broker.propose(batch.clone(), BATCH_TIMEOUT).await {
             Ok(applied) => {
                 broker.metrics.election_latency.observe(started.elapsed());
+                broker.controller.fenced(&fenced_by(Some(&batch)));
                 report(&broker, &image, &batch);
                 record_commit_time(&broker, &applied, &batch).await;
             }
@@ -390,27 +484,61 @@ fn rebalance_now(broker: &Broker, term: u64, image: &MetadataImage) -> Option<Me
 
 /// Runs `decide` with the sessions as they stand in `term` (brokers
 /// registered since admitted): the lapsed ones, the stalls reported past
-/// the timeout, and the judge that knows who is alive.
-fn with_sessions<R>(
+/// the timeout, and the judge that knows who is alive. The brokers the
+/// batch fences are marked as being fenced before the state is let go.
+fn with_sessions(
     broker: &Broker,
     term: u64,
     image: &MetadataImage,
-    decide: impl FnOnce(&[(i32, u64)], &[Stall], &Judge) -> R,
-) -> R {
+    decide: impl FnOnce(&[(i32, u64)], &[Stall], &Judge) -> Option<MetadataRecord>,
+) -> Option<MetadataRecord> {
     let controller = &broker.controller;
     let now = controller.now_ms();
+    let lease_ms = i64::try_from(broker.config.liveness.lease().as_millis()).unwrap_or(i64::MAX);
     let mut state = controller.state_for(term, image, now);
     state.liveness.admit(unfenced(image), now);
     let lapsed = state.liveness.expired(now);
     let stalled = stalls_past_timeout(broker, &state.stalls);
-    let (liveness, progress) = (&state.liveness, &state.progress);
+    let State {
+        liveness,
+        progress,
+        fencing,
+        ..
+    } = &mut *state;
     let session_alive = |id: i32| liveness.is_candidate(id, now);
     let replica_progress = |topic: &str, partition: i32, replica: i32| {
         reported(image, progress, topic, partition, replica)
     };
-    judging(broker, &session_alive, &replica_progress, |judge| {
-        decide(&lapsed, &stalled, judge)
-    })
+    let lease_left = |id: i32| liveness.lease_left_ms(id, lease_ms, now);
+    let batch = judging(
+        broker,
+        &session_alive,
+        &replica_progress,
+        &lease_left,
+        |judge| decide(&lapsed, &stalled, judge),
+    );
+    let fenced = fenced_by(batch.as_ref());
+    let hold_ms = 2 * i64::try_from(BATCH_TIMEOUT.as_millis()).unwrap_or(i64::MAX);
+    fencing.retain(|id, decided_at| fenced.contains(id) || now - *decided_at < hold_ms);
+    for id in fenced {
+        fencing.insert(id, now);
+    }
+    batch
+}
+
+/// The brokers a batch fences.
+fn fenced_by(batch: Option<&MetadataRecord>) -> Vec<i32> {
+    let Some(Record::Batch(batch)) = batch.and_then(|b| b.record.as_ref()) else {
+        return Vec::new();
+    };
+    batch
+        .records
+        .iter()
+        .filter_map(|r| match &r.record {
+            Some(Record::FenceBroker(fence)) => Some(fence.node_id),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The reported stalls that lasted longer than the stall timeout.
@@ -437,11 +565,13 @@ fn stalls_past_timeout(
 
 /// Runs `decide` with what the leader elector needs to know beside the
 /// image: topic configs from the broker's defaults, sessions from
-/// `session_alive`, replicas' logs from `replica_progress`.
+/// `session_alive`, replicas' logs from `replica_progress`, leases from
+/// `lease_left`.
 fn judging<R>(
     broker: &Broker,
     session_alive: &dyn Fn(i32) -> bool,
     replica_progress: &dyn Fn(&str, i32, i32) -> Option<ReplicaProgress>,
+    lease_left: &dyn Fn(i32) -> i64,
     decide: impl FnOnce(&Judge) -> R,
 ) -> R {
     let defaults = &broker.config.topic_defaults;
@@ -457,6 +587,7 @@ fn judging<R>(
         unclean_allowed: &unclean_allowed,
         min_insync_replicas: &min_insync_replicas,
         replica_progress,
+        lease_left_ms: lease_left,
     })
 }
 
@@ -471,7 +602,9 @@ pub async fn move_leaderships_off(broker: &Broker, timeout: Duration) -> usize {
     let node_id = broker.config.node_id;
     let replica_progress =
         |topic: &str, partition: i32, replica: i32| replica_log(broker, topic, partition, replica);
-    let Some(batch) = judging(broker, &|_| true, &replica_progress, |judge| {
+    // Every leadership moved here is to a live replica, waited for in
+    // the succession rather than timed.
+    let Some(batch) = judging(broker, &|_| true, &replica_progress, &|_| 0, |judge| {
         plan::move_leaderships_off(&image, node_id, judge)
     }) else {
         return 0;

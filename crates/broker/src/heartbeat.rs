@@ -158,7 +158,10 @@ async fn send(
     let timeout = broker.config.liveness.lease();
     let reply = if i32::try_from(controller_id).ok()? == broker.config.node_id {
         let (reply, answer) = oneshot::channel();
-        local.send(HeartbeatCall { heartbeat, reply }).await.ok()?;
+        local
+            .send(HeartbeatCall::Beat { heartbeat, reply })
+            .await
+            .ok()?;
         tokio::time::timeout(timeout, answer).await.ok()?.ok()?
     } else {
         let address = status.controller_address?;

@@ -324,6 +324,7 @@ impl Partition {
             isr: vec![1],
             partition_epoch: 0,
             elr: Vec::new(),
+            predecessor_lease_ms: 0,
         };
         let transition = partition.apply_assignment(
             1,

@@ -409,7 +409,12 @@ impl ReplicaManager {
         let live_others = info.replicas.iter().copied().filter(|&replica| {
             replica != self.node_id && image.broker(replica).is_some_and(|b| !b.fenced)
         });
-        Succession::new(live_others, now_ms, self.succession_wait_ms)
+        Succession::new(
+            live_others,
+            now_ms,
+            self.succession_wait_ms,
+            info.predecessor_lease_ms,
+        )
     }
 
     /// Takes out of the map every replica the image no longer assigns to

@@ -22,6 +22,8 @@ struct Session {
     last_heartbeat_ms: i64,
     /// The latest heartbeat said the broker is stopping.
     stopping: bool,
+    /// The broker's process is known to be gone: its session lapses now.
+    gone: bool,
 }
 
 /// What a heartbeat did.
@@ -57,6 +59,7 @@ impl Liveness {
                     incarnation,
                     last_heartbeat_ms: now_ms,
                     stopping: false,
+                    gone: false,
                 };
                 (id, session)
             })
@@ -72,6 +75,7 @@ impl Liveness {
                 incarnation,
                 last_heartbeat_ms: now_ms,
                 stopping: false,
+                gone: false,
             };
             let session = self.sessions.entry(id).or_insert(fresh);
             if session.incarnation < incarnation {
@@ -93,6 +97,7 @@ impl Liveness {
             incarnation,
             last_heartbeat_ms: now_ms,
             stopping,
+            gone: false,
         });
         if incarnation < session.incarnation {
             return Heartbeat::StaleIncarnation {
@@ -102,14 +107,44 @@ impl Liveness {
         session.incarnation = incarnation;
         session.last_heartbeat_ms = session.last_heartbeat_ms.max(now_ms);
         session.stopping = stopping;
+        session.gone = false;
         Heartbeat::Renewed
+    }
+
+    /// `broker`'s process at `incarnation` is known to be gone (nothing
+    /// listens where it served): its session lapses now rather than a
+    /// session timeout after its last heartbeat. A heartbeat from it after
+    /// all brings the session back.
+    pub fn gone(&mut self, broker: i32, incarnation: u64) {
+        if let Some(session) = self
+            .sessions
+            .get_mut(&broker)
+            .filter(|s| s.incarnation == incarnation)
+        {
+            session.gone = true;
+        }
+    }
+
+    /// How long `broker` may still hold a lease granted from a heartbeat
+    /// this controller received, at `now`: a lease runs at most `lease_ms`
+    /// from the heartbeat's sending, which came before its receipt. A
+    /// broker without a session here (one a predecessor may have renewed
+    /// just now) gets the whole lease.
+    pub fn lease_left_ms(&self, broker: i32, lease_ms: i64, now_ms: i64) -> i64 {
+        self.sessions.get(&broker).map_or(lease_ms, |s| {
+            (s.last_heartbeat_ms.saturating_add(lease_ms) - now_ms).clamp(0, lease_ms)
+        })
     }
 
     /// Whether `broker` holds a session that has not lapsed at `now`.
     pub fn is_alive(&self, broker: i32, now_ms: i64) -> bool {
         self.sessions
             .get(&broker)
-            .is_some_and(|s| now_ms - s.last_heartbeat_ms <= self.session_timeout_ms)
+            .is_some_and(|s| !self.lapsed(s, now_ms))
+    }
+
+    fn lapsed(&self, session: &Session, now_ms: i64) -> bool {
+        session.gone || now_ms - session.last_heartbeat_ms > self.session_timeout_ms
     }
 
     /// Whether `broker` may lead or stay in an ISR at `now`: its session has
@@ -122,7 +157,7 @@ impl Liveness {
     pub fn expired(&self, now_ms: i64) -> Vec<(i32, u64)> {
         self.sessions
             .iter()
-            .filter(|(_, s)| now_ms - s.last_heartbeat_ms > self.session_timeout_ms)
+            .filter(|(_, s)| self.lapsed(s, now_ms))
             .map(|(&id, s)| (id, s.incarnation))
             .collect()
     }
@@ -213,6 +248,30 @@ mod tests {
         liveness.start_term([(1, 7)], 500);
         assert!(liveness.is_candidate(1, 500));
         assert!(!liveness.is_candidate(2, 500), "no session, no candidate");
+    }
+
+    #[test]
+    fn a_broker_known_gone_lapses_at_once_and_its_lease_is_what_is_left() {
+        let mut liveness = Liveness::new(TIMEOUT);
+        liveness.start_term([(1, 7), (2, 7)], 0);
+        liveness.heartbeat(1, 7, false, 100);
+        liveness.gone(1, 6);
+        assert!(liveness.is_alive(1, 150), "an older incarnation's death");
+        liveness.gone(1, 7);
+        assert!(!liveness.is_alive(1, 150));
+        assert_eq!(liveness.expired(150), vec![(1, 7)]);
+        // A lease of 400 ms from a heartbeat received at 100 runs out by
+        // 500 at the latest.
+        assert_eq!(liveness.lease_left_ms(1, 400, 150), 350);
+        assert_eq!(liveness.lease_left_ms(1, 400, 600), 0);
+        assert_eq!(
+            liveness.lease_left_ms(9, 400, 600),
+            400,
+            "unknown: all of it"
+        );
+        // It heartbeats after all: alive again.
+        liveness.heartbeat(1, 7, false, 200);
+        assert!(liveness.is_alive(1, 250));
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct Judge<'a> {
     /// reaches furthest, and the history records the old leader's log and
     /// the new leader's log end offset.
     pub replica_progress: &'a dyn Fn(&str, i32, i32) -> Option<ReplicaProgress>,
+    /// How long a broker may still hold a lease this controller renewed:
+    /// a failed leader's successor takes no write before it ran out.
+    pub lease_left_ms: &'a dyn Fn(i32) -> i64,
 }
 
 /// A replica's log as its broker last reported it in a heartbeat.
@@ -188,6 +191,7 @@ pub fn move_leaderships_off(
                 isr,
                 eligible,
                 reason: LeaderChangeReason::ControlledShutdown,
+                predecessor_lease_ms: 0,
             };
             Some(change.record(topic, partition, judge).into())
         })
@@ -236,6 +240,7 @@ pub fn rebalance(
                     isr: partition.isr.clone(),
                     eligible: partition.isr.clone(),
                     reason: LeaderChangeReason::PreferredRebalance,
+                    predecessor_lease_ms: 0,
                 };
                 change.record(topic, partition, judge).into()
             })
@@ -331,11 +336,19 @@ fn change_for(
             LeaderChangeReason::BrokerFailure,
         ),
     };
+    // The old leader is not live: fenced, or its session lapsed, or its
+    // process was seen gone before its lease ran out.
+    let predecessor_lease_ms = if partition.leader >= 0 {
+        (judge.lease_left_ms)(partition.leader)
+    } else {
+        0
+    };
     let change = Change {
         leader,
         isr,
         eligible,
         reason,
+        predecessor_lease_ms,
     };
     Some(change.record(topic, partition, judge))
 }
@@ -363,6 +376,7 @@ fn move_off_stalled_leader(
                 isr,
                 eligible,
                 reason: LeaderChangeReason::PartitionStall,
+                predecessor_lease_ms: 0,
             };
             Some(change.record(topic, partition, judge))
         }
@@ -376,6 +390,9 @@ struct Change {
     isr: Vec<i32>,
     eligible: Vec<i32>,
     reason: LeaderChangeReason,
+    /// How long the old leader may still hold a lease; 0 when it is live
+    /// and moved away (the new leader waits for it to follow instead).
+    predecessor_lease_ms: i64,
 }
 
 impl Change {
@@ -411,6 +428,7 @@ impl Change {
             timestamp_ms: judge.now_ms,
             min_insync_replicas: (judge.min_insync_replicas)(topic),
             new_leader_log_end_offset,
+            predecessor_lease_ms: self.predecessor_lease_ms,
         })
     }
 }

@@ -128,11 +128,18 @@ impl HeartbeatReply {
     }
 }
 
-/// A heartbeat waiting for the controller's answer.
+/// What the cluster listener hands the heartbeat service.
 #[derive(Debug)]
-pub struct HeartbeatCall {
-    pub heartbeat: BrokerHeartbeat,
-    pub reply: oneshot::Sender<HeartbeatReply>,
+pub enum HeartbeatCall {
+    /// A heartbeat waiting for the controller's answer.
+    Beat {
+        heartbeat: BrokerHeartbeat,
+        reply: oneshot::Sender<HeartbeatReply>,
+    },
+    /// The connection a broker's heartbeats came on was closed, by the
+    /// broker or its host: it may have died (a process that dies has its
+    /// connections closed at once), or only be heartbeating elsewhere.
+    Closed { node_id: i32, incarnation: u64 },
 }
 
 /// A broker's connection to the controller it heartbeats to; reconnects

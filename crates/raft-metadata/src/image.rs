@@ -52,6 +52,9 @@ pub struct PartitionInfo {
     /// Eligible leader replicas (KIP-966): out of the ISR but holding every
     /// committed record. Never overlaps `isr`.
     pub elr: Vec<i32>,
+    /// How long the previous leader may still have held a lease when the
+    /// current leadership was decided (see `SetPartitionLeader`).
+    pub predecessor_lease_ms: i64,
 }
 
 impl From<&PartitionAssignment> for PartitionInfo {
@@ -64,6 +67,7 @@ impl From<&PartitionAssignment> for PartitionInfo {
             isr: a.isr.clone(),
             partition_epoch: a.partition_epoch,
             elr: a.elr.clone(),
+            predecessor_lease_ms: a.predecessor_lease_ms,
         }
     }
 }

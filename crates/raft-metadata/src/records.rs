@@ -140,6 +140,11 @@ pub struct PartitionAssignment {
     /// move without them. Never overlaps the ISR.
     #[prost(int32, repeated, tag = "7")]
     pub elr: Vec<i32>,
+    /// How long the previous leader may still have held a lease when the
+    /// current leadership was decided: the leader takes no write before
+    /// that long after it applied the change (see `SetPartitionLeader`).
+    #[prost(int64, tag = "8")]
+    pub predecessor_lease_ms: i64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -299,6 +304,14 @@ pub struct SetPartitionLeader {
     /// difference.
     #[prost(int64, optional, tag = "13")]
     pub new_leader_log_end_offset: Option<i64>,
+    /// How long the old leader may still hold a lease, as the deciding
+    /// controller reckons from the last heartbeat it renewed: more than 0
+    /// only when the controller moved on before the old leader's lease ran
+    /// out (its process was seen gone). The new leader takes no write
+    /// before that long after it applies this change, so the two never
+    /// accept writes at once even if the old one was alive after all.
+    #[prost(int64, tag = "14")]
+    pub predecessor_lease_ms: i64,
 }
 
 /// A leader's change to its partition's ISR within its own epoch (Kafka's

@@ -113,6 +113,7 @@ pub fn encode(image: &MetadataImage, members: &Members) -> Vec<u8> {
                         isr: p.isr.clone(),
                         partition_epoch: p.partition_epoch,
                         elr: p.elr.clone(),
+                        predecessor_lease_ms: p.predecessor_lease_ms,
                     })
                     .collect(),
                 configs: t.configs.clone(),
@@ -221,6 +222,7 @@ mod tests {
                     isr: vec![3],
                     partition_epoch: 0,
                     elr: vec![],
+                    predecessor_lease_ms: 0,
                 }],
                 configs: [("retention.ms".to_string(), "1".to_string())].into(),
                 timestamp_ms: 1,

@@ -371,6 +371,33 @@ async fn read_peer(
     events: mpsc::Sender<TransportEvent>,
     heartbeats: Option<mpsc::Sender<HeartbeatCall>>,
 ) {
+    let mut heartbeats_from = None;
+    read_frames(
+        &mut stream,
+        peer,
+        &events,
+        heartbeats.as_ref(),
+        &mut heartbeats_from,
+    )
+    .await;
+    if let (Some(service), Some((node_id, incarnation))) = (heartbeats, heartbeats_from) {
+        let _ = service.try_send(HeartbeatCall::Closed {
+            node_id,
+            incarnation,
+        });
+    }
+}
+
+/// Reads and dispatches `peer`'s frames until the connection ends;
+/// `heartbeats_from` is the broker (and incarnation) whose heartbeats it
+/// carried last.
+async fn read_frames(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    events: &mpsc::Sender<TransportEvent>,
+    heartbeats: Option<&mpsc::Sender<HeartbeatCall>>,
+    heartbeats_from: &mut Option<(i32, u64)>,
+) {
     let _ = stream.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
@@ -399,7 +426,8 @@ async fn read_peer(
                 body: Some(Body::Heartbeat(heartbeat)),
                 ..
             }) => {
-                let reply = answer_heartbeat(heartbeats.as_ref(), heartbeat).await;
+                *heartbeats_from = Some((heartbeat.node_id, heartbeat.incarnation));
+                let reply = answer_heartbeat(heartbeats, heartbeat).await;
                 let envelope = Envelope {
                     from: 0,
                     body: Some(Body::HeartbeatReply(reply)),
@@ -437,7 +465,7 @@ async fn answer_heartbeat(
     };
     let (reply, answer) = oneshot::channel();
     if service
-        .try_send(HeartbeatCall { heartbeat, reply })
+        .try_send(HeartbeatCall::Beat { heartbeat, reply })
         .is_err()
     {
         return not_controller;

@@ -98,6 +98,7 @@ async fn grow(
                         replicas,
                         partition_epoch: 0,
                         elr: Vec::new(),
+                        predecessor_lease_ms: 0,
                     })
                 })
                 .collect::<Result<Vec<_>, AdminError>>()?

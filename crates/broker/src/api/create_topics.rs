@@ -175,6 +175,7 @@ fn assignment(partition: i32, replicas: Vec<i32>) -> PartitionAssignment {
         replicas,
         partition_epoch: 0,
         elr: Vec::new(),
+        predecessor_lease_ms: 0,
     }
 }
 

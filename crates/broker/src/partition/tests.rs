@@ -18,6 +18,7 @@ fn info(leader: i32, leader_epoch: i32, isr: &[i32]) -> PartitionInfo {
         isr: isr.to_vec(),
         partition_epoch: leader_epoch,
         elr: Vec::new(),
+        predecessor_lease_ms: 0,
     }
 }
 
@@ -191,7 +192,7 @@ async fn a_new_leader_takes_writes_only_once_the_old_one_follows_it() {
     partition
         .apply_assignment(1, &info(2, 1, &[1, 2]), 1, Succession::default(), 0)
         .unwrap();
-    let succession = Succession::new([2], 1_000, 500);
+    let succession = Succession::new([2], 1_000, 500, 0);
     partition
         .apply_assignment(1, &info(1, 2, &[1, 2]), 1, succession, 1_000)
         .unwrap();
@@ -223,7 +224,7 @@ async fn a_new_leader_takes_writes_only_once_the_old_one_follows_it() {
 fn a_new_leader_takes_writes_after_the_longest_lease_even_unheard() {
     let dir = tempfile::tempdir().unwrap();
     let partition = replica(dir.path());
-    let succession = Succession::new([2], 1_000, 500);
+    let succession = Succession::new([2], 1_000, 500, 0);
     partition
         .apply_assignment(1, &info(1, 2, &[1, 2]), 1, succession, 1_000)
         .unwrap();

@@ -153,6 +153,7 @@ pub async fn move_leader(
         timestamp_ms: now_ms(),
         min_insync_replicas: i32::try_from(min_insync_replicas).unwrap_or(i32::MAX),
         new_leader_log_end_offset,
+        predecessor_lease_ms: 0,
     });
     broker.propose(record.into(), timeout).await?;
     tracing::info!(

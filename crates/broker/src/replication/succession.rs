@@ -14,8 +14,12 @@
 //! holds a lease no longer than one lease past the commit, and this leader
 //! applied the change after the commit.
 //!
-//! Replicas that are fenced hold no lease already. A partition's first
-//! leader (leader epoch 0) has no predecessor.
+//! Replicas that are fenced hold no lease already, with one exception the
+//! controller accounts for: a leader whose process it saw gone is fenced
+//! before its lease ran out, and the change then carries what was left of
+//! that lease; the new leader takes no write before that long after it
+//! applied the change, whoever has fetched. A partition's first leader
+//! (leader epoch 0) has no predecessor.
 //!
 //! Pure: time is passed in.
 
@@ -27,15 +31,25 @@ pub struct Succession {
     awaiting: BTreeSet<i32>,
     /// From when any of them has surely lost its lease.
     until_ms: i64,
+    /// Before this, no write at all: the previous leader, fenced, may
+    /// still hold a lease.
+    not_before_ms: i64,
 }
 
 impl Succession {
     /// The succession of a leader that took over at `now_ms`, waiting for
-    /// `awaiting` (the other live replicas) for at most `wait_ms`.
-    pub fn new(awaiting: impl IntoIterator<Item = i32>, now_ms: i64, wait_ms: i64) -> Self {
+    /// `awaiting` (the other live replicas) for at most `wait_ms`, and in
+    /// any case for `predecessor_lease_ms`.
+    pub fn new(
+        awaiting: impl IntoIterator<Item = i32>,
+        now_ms: i64,
+        wait_ms: i64,
+        predecessor_lease_ms: i64,
+    ) -> Self {
         Self {
             awaiting: awaiting.into_iter().collect(),
             until_ms: now_ms.saturating_add(wait_ms),
+            not_before_ms: now_ms.saturating_add(predecessor_lease_ms.max(0)),
         }
     }
 
@@ -54,7 +68,10 @@ impl Succession {
     /// How much longer writes must wait at `now_ms`, or `None` when they
     /// may be accepted.
     pub fn wait_ms(&self, now_ms: i64) -> Option<i64> {
-        (!self.awaiting.is_empty() && now_ms < self.until_ms).then(|| self.until_ms - now_ms)
+        let awaited =
+            (!self.awaiting.is_empty() && now_ms < self.until_ms).then_some(self.until_ms);
+        let leased = (now_ms < self.not_before_ms).then_some(self.not_before_ms);
+        awaited.max(leased).map(|until| until - now_ms)
     }
 }
 
@@ -64,7 +81,7 @@ mod tests {
 
     #[test]
     fn writes_wait_until_every_live_replica_has_fetched() {
-        let mut succession = Succession::new([2, 3], 1_000, 500);
+        let mut succession = Succession::new([2, 3], 1_000, 500, 0);
         assert_eq!(succession.wait_ms(1_000), Some(500));
         assert!(!succession.fetched(2));
         assert_eq!(succession.wait_ms(1_100), Some(400));
@@ -78,22 +95,35 @@ mod tests {
 
     #[test]
     fn writes_wait_no_longer_than_a_lease_past_the_change() {
-        let succession = Succession::new([2], 1_000, 500);
+        let succession = Succession::new([2], 1_000, 500, 0);
         assert_eq!(succession.wait_ms(1_499), Some(1));
         assert_eq!(succession.wait_ms(1_500), None);
     }
 
     #[test]
     fn a_replica_fenced_meanwhile_is_waited_for_no_more() {
-        let mut succession = Succession::new([2, 3], 1_000, 500);
+        let mut succession = Succession::new([2, 3], 1_000, 500, 0);
         succession.fetched(2);
-        succession.retain_awaited(&Succession::new([2], 1_100, 500));
+        succession.retain_awaited(&Succession::new([2], 1_100, 500, 0));
         assert_eq!(succession.wait_ms(1_100), None);
     }
 
     #[test]
+    fn a_fenced_predecessor_s_lease_is_waited_out_whoever_fetched() {
+        let mut succession = Succession::new([2], 1_000, 500, 300);
+        assert!(succession.fetched(2));
+        assert_eq!(succession.wait_ms(1_100), Some(200));
+        assert_eq!(succession.wait_ms(1_300), None);
+        let alone = Succession::new([], 1_000, 500, 300);
+        assert_eq!(alone.wait_ms(1_000), Some(300));
+        // The longer of the two waits.
+        let both = Succession::new([3], 1_000, 500, 300);
+        assert_eq!(both.wait_ms(1_000), Some(500));
+    }
+
+    #[test]
     fn nothing_to_wait_for_without_live_replicas() {
-        assert_eq!(Succession::new([], 1_000, 500).wait_ms(1_000), None);
+        assert_eq!(Succession::new([], 1_000, 500, 0).wait_ms(1_000), None);
         assert_eq!(Succession::default().wait_ms(0), None);
     }
 }

@@ -78,6 +78,7 @@ fn plan_and_apply(image: &MetadataImage, lapsed: &[i32], alive: &[i32]) -> Metad
         unclean_allowed: &unclean,
         min_insync_replicas: &|_| 2,
         replica_progress: &same_log,
+        lease_left_ms: &|_| 0,
     };
     let mut after = image.clone();
     if let Some(batch) = plan(image, &lapsed, &[], &judge) {
@@ -101,6 +102,7 @@ fn nothing_is_planned_while_every_leader_is_live() {
         unclean_allowed: &|_| false,
         min_insync_replicas: &|_| 2,
         replica_progress: &|_, _, _| None,
+        lease_left_ms: &|_| 0,
     };
     assert_eq!(plan(&image, &[], &[], &judge), None);
 }
@@ -160,6 +162,7 @@ fn the_most_caught_up_candidate_leads_and_the_history_records_both_logs() {
         unclean_allowed: &|_| false,
         min_insync_replicas: &|_| 2,
         replica_progress: &progress,
+        lease_left_ms: &|_| 0,
     };
     let batch = plan(&before, &[(1, INCARNATION)], &[], &judge).unwrap();
     let mut after = before.clone();
@@ -181,6 +184,36 @@ fn the_most_caught_up_candidate_leads_and_the_history_records_both_logs() {
         logged,
         vec![(0, 3, 120, 118, Some(119)), (1, 2, -1, 118, Some(90))]
     );
+}
+
+#[test]
+fn a_failed_leader_s_successor_waits_out_what_is_left_of_its_lease() {
+    let before = image(&[(1, &[1, 2, 3]), (2, &[2, 1, 3])], &[]);
+    let lease_left = |id: i32| if id == 1 { 250 } else { 400 };
+    let session_alive = |id: i32| id != 1;
+    let judge = Judge {
+        controller: 2,
+        now_ms: 1_000,
+        session_alive: &session_alive,
+        unclean_allowed: &|_| false,
+        min_insync_replicas: &|_| 2,
+        replica_progress: &|_, _, _| None,
+        lease_left_ms: &lease_left,
+    };
+    let batch = plan(&before, &[(1, INCARNATION)], &[], &judge).unwrap();
+    let mut after = before.clone();
+    after.apply(&batch, 3).unwrap();
+    let led_by_one = after.topic("t").unwrap().partition(0).unwrap();
+    assert_eq!(
+        (led_by_one.leader, led_by_one.predecessor_lease_ms),
+        (2, 250)
+    );
+    // A live leader moved away is waited for, not timed.
+    let batch = move_leaderships_off(&after, 2, &judge).unwrap();
+    let mut moved = after.clone();
+    moved.apply(&batch, 3).unwrap();
+    let p = moved.topic("t").unwrap().partition(1).unwrap();
+    assert_eq!((p.leader, p.predecessor_lease_ms), (3, 0));
 }
 
 #[test]
@@ -246,6 +279,7 @@ fn an_unclean_election_waits_for_the_candidates_logs_and_records_what_may_be_los
             unclean_allowed: &|_| true,
             min_insync_replicas: &|_| 2,
             replica_progress: progress,
+            lease_left_ms: &|_| 0,
         };
         plan(&before, &[], &[], &judge)
     };
@@ -305,6 +339,7 @@ fn a_controlled_shutdown_moves_every_leadership_it_can_to_another_in_sync_replic
         unclean_allowed: &|_| true,
         min_insync_replicas: &|_| 2,
         replica_progress: &|_, _, _| None,
+        lease_left_ms: &|_| 0,
     };
     let batch = move_leaderships_off(&before, 1, &judge).unwrap();
     let mut after = before.clone();
@@ -338,6 +373,7 @@ fn a_stalled_leader_hands_over_to_an_in_sync_replica_and_an_old_report_moves_not
         unclean_allowed: &|_| true,
         min_insync_replicas: &|_| 2,
         replica_progress: &|_, _, _| None,
+        lease_left_ms: &|_| 0,
     };
     let batch = plan(&before, &[], &[stall(0, 0), stall(1, 0)], &judge).unwrap();
     let mut after = before.clone();
@@ -392,6 +428,7 @@ fn the_rebalance_moves_leadership_back_to_preferred_replicas_past_the_threshold(
             unclean_allowed: &|_| false,
             min_insync_replicas: &|_| 2,
             replica_progress: &|_, _, _| None,
+            lease_left_ms: &|_| 0,
         }
     }
     let everyone = |_: i32| true;

@@ -41,6 +41,7 @@ impl MetadataImage {
         partition.isr = r.isr.clone();
         partition.partition_epoch = next_partition_epoch(current.partition_epoch);
         partition.elr = elr;
+        partition.predecessor_lease_ms = r.predecessor_lease_ms;
         self.record_change(LeadershipChange {
             sequence: 0,
             topic: r.topic.clone(),

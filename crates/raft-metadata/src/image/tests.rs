@@ -16,6 +16,7 @@ fn assignment(partition: i32) -> PartitionAssignment {
         isr: vec![1, 2, 3],
         partition_epoch: 0,
         elr: vec![],
+        predecessor_lease_ms: 0,
     }
 }
 
@@ -58,6 +59,7 @@ fn set_leader(leader: i32, epoch: i32, isr: Vec<i32>) -> MetadataRecord {
         timestamp_ms: 77,
         min_insync_replicas: 3,
         new_leader_log_end_offset: Some(8),
+        predecessor_lease_ms: 0,
     })
     .into()
 }
