@@ -180,7 +180,11 @@ def verify_acknowledged(writer, seen):
     acknowledged at, and records of one partition are in the order sent."""
     missing = sorted(set(writer.acked) - set(seen))
     assert not missing, f"{len(missing)} acknowledged records lost, e.g. {missing[:10]}"
-    moved = [(k, at, seen[k]) for k, at in writer.acked.items() if seen[k] != at]
+    # librdkafka acknowledges a batch whose answer was lost "implicitly",
+    # without an offset (-1001), once a later one of the producer succeeds:
+    # such a record only has to be in its partition.
+    moved = [(k, at, seen[k]) for k, at in writer.acked.items()
+             if seen[k][0] != at[0] or (at[1] >= 0 and seen[k] != at)]
     assert not moved, ("records read at other (partition, offset) than acknowledged: "
                        f"{moved[:10]} (key, acknowledged, read)")
     by_partition = {}

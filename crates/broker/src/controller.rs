@@ -274,17 +274,23 @@ fn answer(
     }
 }
 
-/// How long a probe of a broker's listener may take.
+/// How long one probe of a broker's listener may take.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How many times, and how far apart, a broker's listener is probed: a
+/// process being killed has its sockets closed one after another, so its
+/// listener may still take a connection just after its heartbeat
+/// connection closed.
+const PROBES: usize = 5;
+const PROBE_INTERVAL: Duration = Duration::from_millis(25);
 
 /// The connection `node_id`'s heartbeats came on closed. A process that
 /// dies has its connections closed and its listeners with them, so if its
 /// Kafka listener refuses a connection now, nothing serves there any more:
 /// its session lapses at once instead of a session timeout after its last
-/// heartbeat. Anything else (the listener answers, or the probe times out
-/// as it does across a network partition) leaves the session to run out.
-/// A broker wrongly taken for gone is safe all the same: its successors
-/// wait out the lease it may hold (`lease_left_ms`).
+/// heartbeat. Anything else (the listener keeps answering, or the probe
+/// times out as it does across a network partition) leaves the session to
+/// run out. A broker wrongly taken for gone is safe all the same: its
+/// successors wait out the lease it may hold (`lease_left_ms`).
 async fn probe(broker: Arc<Broker>, node_id: i32, incarnation: u64) {
     let image = broker.image();
     let Some(target) = image
@@ -294,15 +300,23 @@ async fn probe(broker: Arc<Broker>, node_id: i32, incarnation: u64) {
         return;
     };
     let address = format!("{}:{}", target.host, target.port);
-    let probe = tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(&address));
-    if let Ok(Err(error)) = probe.await {
-        if error.kind() == std::io::ErrorKind::ConnectionRefused {
-            tracing::info!(
-                node_id,
-                %address,
-                "broker's heartbeat connection closed and its listener refuses connections: its process is gone"
-            );
-            broker.controller.gone(node_id, incarnation);
+    for attempt in 0..PROBES {
+        if attempt > 0 {
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
+        let connect = tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(&address));
+        match connect.await {
+            Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
+                tracing::info!(
+                    node_id,
+                    %address,
+                    "broker's heartbeat connection closed and its listener refuses connections: its process is gone"
+                );
+                broker.controller.gone(node_id, incarnation);
+                return;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) | Err(_) => return,
         }
     }
 }
@@ -695,7 +709,7 @@ fn report(broker: &Broker, before: &MetadataImage, batch: &MetadataRecord) {
                     node_id = fence.node_id,
                     incarnation = fence.incarnation,
                     session_timeout_ms = timeout_ms,
-                    "fenced broker: no heartbeat within the session timeout"
+                    "fenced broker: its session lapsed (no heartbeat within the session timeout, or its process was seen gone)"
                 );
             }
             Some(Record::SetPartitionLeader(change)) => {
