@@ -196,10 +196,11 @@ impl Controller {
         }
     }
 
-    /// `node_id`'s process at `incarnation` is gone: its session lapses
-    /// now, and the next tick fences it and moves its leaderships.
-    fn gone(&self, node_id: i32, incarnation: u64) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+    /// `node_id`'s process at `incarnation` is gone: its session in `term`
+    /// lapses now, and the next tick fences it and moves its leaderships.
+    fn gone(&self, term: u64, image: &MetadataImage, node_id: i32, incarnation: u64) {
+        let now = self.now_ms();
+        let mut state = self.state_for(term, image, now);
         state.liveness.gone(node_id, incarnation);
     }
 }
@@ -274,6 +275,23 @@ fn answer(
     }
 }
 
+/// A controller that takes over has heard no broker yet, and one of them
+/// may be its predecessor, gone: every other registered broker is probed
+/// as if its heartbeat connection had closed, so a dead one is fenced
+/// without waiting a session (its successors still wait out a whole
+/// lease, for this controller knows nothing of the last one it got).
+fn probe_everyone(broker: &Arc<Broker>, image: &MetadataImage) {
+    for target in image.live_brokers() {
+        if target.node_id != broker.config.node_id {
+            tokio::spawn(probe(
+                Arc::clone(broker),
+                target.node_id,
+                target.incarnation,
+            ));
+        }
+    }
+}
+
 /// How long one probe of a broker's listener may take.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How many times, and how far apart, a broker's listener is probed: a
@@ -312,7 +330,11 @@ async fn probe(broker: Arc<Broker>, node_id: i32, incarnation: u64) {
                     %address,
                     "broker's heartbeat connection closed and its listener refuses connections: its process is gone"
                 );
-                broker.controller.gone(node_id, incarnation);
+                if let Some(term) = active_term(&broker) {
+                    broker
+                        .controller
+                        .gone(term, &broker.image(), node_id, incarnation);
+                }
                 return;
             }
             Ok(Ok(_)) => {}
@@ -389,12 +411,17 @@ pub async fn elect(broker: Arc<Broker>) {
             now,
         )
     });
+    let mut probed_term = None;
     loop {
         tick.tick().await;
         let Some(term) = active_term(&broker) else {
             continue;
         };
         let image = broker.image();
+        if probed_term != Some(term) {
+            probed_term = Some(term);
+            probe_everyone(&broker, &image);
+        }
         if image.history_retention() != broker.config.history_retention as usize {
             set_history_retention(&broker).await;
             continue;
