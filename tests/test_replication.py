@@ -300,6 +300,11 @@ def test_leadership_moved_to_a_slow_follower_keeps_every_acknowledged_write(clus
     slow = cluster.brokers[3]
     slow.extra_args += ["--test-faults", "stall-append:slow:0:100"]
     slow.restart()
+    # The topic must not be created before the restarted broker registers
+    # anew: registering as a new incarnation takes it out of every ISR
+    # (KIP-903), and a follower this slow would not catch up to rejoin.
+    wait_for("the restarted broker holds its lease",
+             lambda: slow.metrics().get("keel_lease_held") == 1)
     registered(cluster, 3)
     create(cluster, "slow")
     reader = Reader(cluster.bootstrap, "slow").start()
