@@ -48,6 +48,13 @@ use crate::{
     topic_config,
 };
 
+mod probe;
+mod reports;
+
+use probe::{probe, probe_everyone};
+pub use reports::replica_log;
+use reports::reported;
+
 /// How long the controller waits for one batch to commit before it plans
 /// again from the image as it then is.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -271,74 +278,6 @@ fn answer(
         Verdict::Unfence(incarnation) => {
             let _ = reply.send(HeartbeatReply::new(HeartbeatStatus::Fenced));
             tokio::spawn(unfence(Arc::clone(broker), heartbeat.node_id, incarnation));
-        }
-    }
-}
-
-/// A controller that takes over has heard no broker yet, and one of them
-/// may be its predecessor, gone: every other registered broker is probed
-/// as if its heartbeat connection had closed, so a dead one is fenced
-/// without waiting a session (its successors still wait out a whole
-/// lease, for this controller knows nothing of the last one it got).
-fn probe_everyone(broker: &Arc<Broker>, image: &MetadataImage) {
-    for target in image.live_brokers() {
-        if target.node_id != broker.config.node_id {
-            tokio::spawn(probe(
-                Arc::clone(broker),
-                target.node_id,
-                target.incarnation,
-            ));
-        }
-    }
-}
-
-/// How long one probe of a broker's listener may take.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
-/// How many times, and how far apart, a broker's listener is probed: a
-/// process being killed has its sockets closed one after another, so its
-/// listener may still take a connection just after its heartbeat
-/// connection closed.
-const PROBES: usize = 5;
-const PROBE_INTERVAL: Duration = Duration::from_millis(25);
-
-/// The connection `node_id`'s heartbeats came on closed. A process that
-/// dies has its connections closed and its listeners with them, so if its
-/// Kafka listener refuses a connection now, nothing serves there any more:
-/// its session lapses at once instead of a session timeout after its last
-/// heartbeat. Anything else (the listener keeps answering, or the probe
-/// times out as it does across a network partition) leaves the session to
-/// run out. A broker wrongly taken for gone is safe all the same: its
-/// successors wait out the lease it may hold (`lease_left_ms`).
-async fn probe(broker: Arc<Broker>, node_id: i32, incarnation: u64) {
-    let image = broker.image();
-    let Some(target) = image
-        .broker(node_id)
-        .filter(|b| b.incarnation == incarnation && !b.fenced)
-    else {
-        return;
-    };
-    let address = format!("{}:{}", target.host, target.port);
-    for attempt in 0..PROBES {
-        if attempt > 0 {
-            tokio::time::sleep(PROBE_INTERVAL).await;
-        }
-        let connect = tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(&address));
-        match connect.await {
-            Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
-                tracing::info!(
-                    node_id,
-                    %address,
-                    "broker's heartbeat connection closed and its listener refuses connections: its process is gone"
-                );
-                if let Some(term) = active_term(&broker) {
-                    broker
-                        .controller
-                        .gone(term, &broker.image(), node_id, incarnation);
-                }
-                return;
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) | Err(_) => return,
         }
     }
 }
@@ -672,47 +611,6 @@ pub async fn move_leaderships_off(broker: &Broker, timeout: Duration) -> usize {
             0
         }
     }
-}
-
-/// What is known here of `replica`'s log of `partition` of `topic`: this
-/// broker's own if it is that replica, else the replica's last report if
-/// this node is the controller that heard it.
-pub fn replica_log(
-    broker: &Broker,
-    topic: &str,
-    partition: i32,
-    replica: i32,
-) -> Option<ReplicaProgress> {
-    if replica == broker.config.node_id {
-        let local = broker.replicas.get(topic, partition)?;
-        return Some(ReplicaProgress {
-            leader_epoch: local.leader_epoch(),
-            log_end_offset: local.log_end_offset(),
-            high_watermark: local.high_watermark(),
-        });
-    }
-    let state = broker
-        .controller
-        .state
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    reported(&broker.image(), &state.progress, topic, partition, replica)
-}
-
-/// `replica`'s last report of its log of `partition` of `topic`, if its
-/// current incarnation made it.
-fn reported(
-    image: &MetadataImage,
-    progress: &HashMap<(String, i32, i32), (u64, ReplicaProgress)>,
-    topic: &str,
-    partition: i32,
-    replica: i32,
-) -> Option<ReplicaProgress> {
-    let incarnation = image.broker(replica)?.incarnation;
-    progress
-        .get(&(topic.to_string(), partition, replica))
-        .filter(|(reported_by, _)| *reported_by == incarnation)
-        .map(|(_, progress)| *progress)
 }
 
 /// One log line per fenced broker and per leadership change, and the

@@ -21,7 +21,10 @@ use keel_raft_metadata::heartbeat::{
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::broker::{Broker, now_ms};
+use crate::{
+    broker::{Broker, now_ms},
+    partition::Partition,
+};
 
 pub async fn run(broker: Arc<Broker>, local: mpsc::Sender<HeartbeatCall>) {
     let liveness = broker.config.liveness;
@@ -58,17 +61,15 @@ pub async fn run(broker: Arc<Broker>, local: mpsc::Sender<HeartbeatCall>) {
 /// requests have waited without progress for a heartbeat interval or more
 /// (the controller judges them against the stall timeout). A broker whose
 /// stall timeout is off neither tracks nor reports them.
-fn stalled_partitions(broker: &Broker) -> Vec<StalledPartition> {
+fn stalled_partitions(broker: &Broker, hosted: &[Arc<Partition>]) -> Vec<StalledPartition> {
     if broker.config.liveness.partition_stall_timeout.is_none() {
         return Vec::new();
     }
     let now = now_ms();
     let worth_telling =
         i64::try_from(broker.config.liveness.heartbeat_interval.as_millis()).unwrap_or(i64::MAX);
-    broker
-        .replicas
-        .all()
-        .into_iter()
+    hosted
+        .iter()
         .filter(|p| p.is_leader())
         .filter_map(|p| {
             let waited_ms = p.progress().stalled_for(now)?;
@@ -102,13 +103,13 @@ impl ProgressReports {
     /// not heard.
     fn changes(
         &self,
-        broker: &Broker,
+        hosted: &[Arc<Partition>],
         controller: (u64, u64),
     ) -> (Progress, Vec<PartitionProgress>) {
         let same_controller = self.controller == Some(controller);
         let mut now = Progress::new();
         let mut changed = Vec::new();
-        for replica in broker.replicas.all() {
+        for replica in hosted {
             let key = (replica.topic_id(), replica.index());
             let state = (
                 replica.leader_epoch(),
@@ -146,11 +147,13 @@ async fn send(
     let status = broker.metadata.status();
     let controller_id = status.core.controller_id?;
     let controller = (controller_id, status.core.term);
-    let (progress, changed) = reports.changes(broker, controller);
+    // One walk over the hosted replicas serves both reports.
+    let hosted = broker.replicas.all();
+    let (progress, changed) = reports.changes(&hosted, controller);
     let heartbeat = BrokerHeartbeat {
         node_id: broker.config.node_id,
         incarnation: broker.incarnation,
-        stalled: stalled_partitions(broker),
+        stalled: stalled_partitions(broker, &hosted),
         leadership_changes: broker.replicas.leadership_changes(),
         shutting_down: broker.is_stopping(),
         progress: changed,
