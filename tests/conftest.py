@@ -2,7 +2,9 @@
 
 Every test gets brokers on free loopback ports with their own data
 directories; `Broker.kill()` sends a real SIGKILL and `restart()` starts a
-new process on the same directory, so recovery is exercised for real.
+new process on the same directory, so recovery is exercised for real. A
+cluster can also run on hosts of its own (`scripts/netns-hosts`), one
+network namespace per broker, so that a test can cut one off.
 """
 
 import itertools
@@ -52,9 +54,12 @@ def free_port() -> int:
 class Broker:
     """One keel process and its data directory."""
 
-    def __init__(self, data_dir: Path, extra_args=(), node_id=1, cluster_port=None):
+    def __init__(self, data_dir: Path, extra_args=(), node_id=1, cluster_port=None,
+                 host="127.0.0.1", namespace=None):
         self.data_dir = data_dir
         self.node_id = node_id
+        self.host = host
+        self.namespace = namespace
         self.port = free_port()
         self.cluster_port = cluster_port or free_port()
         self.metrics_port = free_port()
@@ -66,15 +71,22 @@ class Broker:
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}"
 
     def command(self):
+        # `ip netns exec` execs keel itself: signals reach keel.
+        in_namespace = ["ip", "netns", "exec", self.namespace] if self.namespace else []
         return [
+            *in_namespace,
             str(KEEL),
             "--node-id", str(self.node_id),
             "--listen", self.bootstrap,
-            "--cluster-listen", f"127.0.0.1:{self.cluster_port}",
-            "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
+            "--cluster-listen", f"{self.host}:{self.cluster_port}",
+            "--metrics-listen", f"{self.host}:{self.metrics_port}",
             "--data-dir", str(self.data_dir),
             "--log-level", "info",
             *self.extra_args,
@@ -135,7 +147,7 @@ class Broker:
         """The node's Prometheus gauges and counters by name."""
         import urllib.request
 
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(f"{self.metrics_url}/metrics", timeout=5) as r:
             text = r.read().decode()
         values = {}
         for line in text.splitlines():
@@ -146,16 +158,21 @@ class Broker:
 
 
 class Cluster:
-    """N keel processes sharing one Raft quorum (the first `voters` nodes)."""
+    """N keel processes sharing one Raft quorum (the first `voters` nodes).
+    `hosts` maps a node to the (address, network namespace) it runs in;
+    without it every node runs on loopback."""
 
-    def __init__(self, root: Path, size: int, voters=3, extra_args=(), node_args=None):
+    def __init__(self, root: Path, size: int, voters=3, extra_args=(), node_args=None,
+                 hosts=None):
         ports = {i: free_port() for i in range(1, size + 1)}
-        voter_list = ",".join(f"{i}@127.0.0.1:{ports[i]}" for i in range(1, min(voters, size) + 1))
+        hosts = hosts or {i: ("127.0.0.1", None) for i in range(1, size + 1)}
+        voter_list = ",".join(f"{i}@{hosts[i][0]}:{ports[i]}"
+                              for i in range(1, min(voters, size) + 1))
         node_args = node_args or {}
         self.brokers = {
             i: Broker(root / f"node-{i}",
                       ["--voters", voter_list, *extra_args, *node_args.get(i, ())],
-                      node_id=i, cluster_port=ports[i])
+                      node_id=i, cluster_port=ports[i], host=hosts[i][0], namespace=hosts[i][1])
             for i in range(1, size + 1)
         }
 
@@ -238,9 +255,9 @@ def broker(broker_factory):
 def cluster_factory(tmp_path):
     clusters = []
 
-    def make(size=3, extra_args=(), voters=3, node_args=None):
+    def make(size=3, extra_args=(), voters=3, node_args=None, hosts=None):
         cluster = Cluster(tmp_path, size, voters=voters, extra_args=extra_args,
-                          node_args=node_args)
+                          node_args=node_args, hosts=hosts)
         clusters.append(cluster)
         return cluster.start()
 

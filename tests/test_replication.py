@@ -49,7 +49,7 @@ def describe(cluster, topic):
 def move_leader(broker, topic, partition, to):
     """POST /admin/move-leader: the answer, or the refusal with its code."""
     request = urllib.request.Request(
-        f"http://127.0.0.1:{broker.metrics_port}/admin/move-leader?topic={topic}&partition={partition}&to={to}",
+        f"{broker.metrics_url}/admin/move-leader?topic={topic}&partition={partition}&to={to}",
         method="POST")
     try:
         with urllib.request.urlopen(request, timeout=15) as response:
@@ -193,6 +193,18 @@ def verify_acknowledged(writer, seen):
         by_partition.setdefault(partition, []).append(offset)
     for partition, offsets in by_partition.items():
         assert offsets == sorted(offsets), f"partition {partition} out of order"
+
+
+def lost_writes(writer, seen, successor_first_ack):
+    """The acks=1 writes `writer` saw acknowledged that are not in `seen`,
+    and those of them acknowledged at or after `successor_first_ack` (with
+    how many seconds after): acks=1 may lose what a deposed leader
+    acknowledged before its successor took writes, never what it
+    acknowledged after."""
+    lost = sorted(k for k in writer.acked if k not in seen)
+    split_brain = [(k, round(writer.acked_at[k] - successor_first_ack, 3))
+                   for k in lost if writer.acked_at[k] >= successor_first_ack]
+    return lost, split_brain
 
 
 def test_a_follower_killed_under_acks_all_load_loses_nothing_and_rejoins(cluster_factory):

@@ -79,7 +79,7 @@ def check_history(broker, topic, victim, victim_heartbeated_elsewhere):
     took to commit and, if the victim heartbeated to another controller,
     the log end offset and high watermark it last reported (it had
     acknowledged writes on each)."""
-    server = ["--server", f"127.0.0.1:{broker.metrics_port}", "--topic", topic]
+    server = ["--server", f"{broker.host}:{broker.metrics_port}", "--topic", topic]
     listed = subprocess.run([str(KEEL), "history", *server, "--json"],
                             capture_output=True, text=True, timeout=30, check=True)
     changes = json.loads(listed.stdout)["changes"]
@@ -250,7 +250,7 @@ def test_a_rolling_restart_moves_leaderships_first_and_loses_nothing(cluster_fac
 def assert_no_leadership_while_stopping(broker, stopped):
     """No leader change gave `stopped` a partition after it began moving
     its leaderships away (its last controlled_shutdown changes)."""
-    listed = subprocess.run([str(KEEL), "history", "--server", f"127.0.0.1:{broker.metrics_port}",
+    listed = subprocess.run([str(KEEL), "history", "--server", f"{broker.host}:{broker.metrics_port}",
                              "--json"], capture_output=True, text=True, timeout=30, check=True)
     changes = json.loads(listed.stdout)["changes"]
     moved_off = [c["sequence"] for c in changes
@@ -296,7 +296,7 @@ def test_a_leader_whose_appends_stall_hands_over_and_an_idle_one_stays(cluster_f
     verify_acknowledged(quick, seen)
 
     changes = json.loads(subprocess.run(
-        [str(KEEL), "history", "--server", f"127.0.0.1:{broker.metrics_port}",
+        [str(KEEL), "history", "--server", f"{broker.host}:{broker.metrics_port}",
          "--topic", "stalled", "--json"],
         capture_output=True, text=True, timeout=30, check=True).stdout)["changes"]
     assert any(c["reason"] == "partition_stall" and c["previous_leader"] == victim

@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from test_cluster import registered, wait_for
 from test_replication import (
-    REPLICATION_ARGS, Writer, create, describe, move_leader, read_back)
+    REPLICATION_ARGS, Writer, create, describe, lost_writes, move_leader, read_back)
 
 LATE_MS = 800
 
@@ -59,11 +59,7 @@ def test_a_moved_leader_stops_taking_writes_before_its_successor_starts(cluster_
 
     seen = read_back(successor.bootstrap, topic)
     first_successor_ack = min(new.acked_at.values())
-    lost = sorted(k for k in old.acked if k not in seen)
-    # acks=1 may lose what the old leader acknowledged before its successor
-    # took over; never what it acknowledged after.
-    split_brain = [(k, round(old.acked_at[k] - first_successor_ack, 3))
-                   for k in lost if old.acked_at[k] >= first_successor_ack]
+    lost, split_brain = lost_writes(old, seen, first_successor_ack)
     last_old_ack = max((old.acked_at[k] for k in lost), default=None)
     print(f"old leader: {len(old.acked)} acknowledged, {len(lost)} lost (acks=1), "
           f"{len(old.failed)} refused, lease expiries {late.metrics()['keel_lease_expiries_total']:.0f}; "

@@ -35,7 +35,7 @@ def produce(bootstrap, count, first):
 
 def history(broker, topic=TOPIC):
     only = ["--topic", topic] if topic else []
-    listed = subprocess.run([str(KEEL), "history", "--server", f"127.0.0.1:{broker.metrics_port}",
+    listed = subprocess.run([str(KEEL), "history", "--server", f"{broker.host}:{broker.metrics_port}",
                              *only, "--json"],
                             capture_output=True, text=True, timeout=30, check=True)
     return json.loads(listed.stdout)["changes"]
@@ -79,7 +79,7 @@ def test_an_unclean_election_records_how_many_offsets_may_be_lost(cluster_factor
     assert change["offsets_possibly_lost"] == 200, change
     assert change["commit_latency_ms"] is not None, change
     assert survivor.metrics()['keel_leader_transitions_total{reason="unclean"}'] == 1
-    table = subprocess.run([str(KEEL), "history", "--server", f"127.0.0.1:{survivor.metrics_port}",
+    table = subprocess.run([str(KEEL), "history", "--server", f"{survivor.host}:{survivor.metrics_port}",
                             "--topic", TOPIC], capture_output=True, text=True, timeout=30,
                            check=True).stdout
     assert "unclean" in table and " 200 " in table, table

@@ -127,6 +127,10 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
                     tracing::debug!(%peer, error = %e, "cannot send response");
                     break;
                 }
+                if connection.hangs_up() {
+                    tracing::debug!(%peer, "closing connection: the client should ask another broker");
+                    break;
+                }
             }
             Ok(None) => {}
             Err(e) => {

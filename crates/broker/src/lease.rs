@@ -59,6 +59,18 @@ impl Lease {
             .await;
     }
 
+    /// Resolves once the lease does not hold (at once if it does not now).
+    pub async fn lapsed(&self) {
+        loop {
+            let until = self.until_nanos.load(Ordering::Acquire);
+            let lapses_at = self.origin + Duration::from_nanos(until);
+            if !self.holds(Instant::now()) {
+                return;
+            }
+            tokio::time::sleep_until(lapses_at.into()).await;
+        }
+    }
+
     async fn wait_until(&self, condition: impl Fn() -> bool) {
         loop {
             let renewed = self.renewed.notified();
@@ -99,5 +111,19 @@ mod tests {
         lease.renew(at(200));
         assert!(lease.holds(at(699)));
         assert!(!lease.holds(at(700)));
+    }
+
+    #[tokio::test]
+    async fn lapsed_resolves_once_the_lease_runs_out_and_not_before() {
+        let lease = Lease::new(Duration::from_millis(100), Instant::now());
+        lease.lapsed().await;
+        let renewed_at = Instant::now();
+        lease.renew(renewed_at);
+        tokio::select! {
+            () = lease.lapsed() => {}
+            () = tokio::time::sleep(Duration::from_secs(5)) => panic!("lapsed never resolved"),
+        }
+        assert!(renewed_at.elapsed() >= Duration::from_millis(100));
+        assert!(!lease.holds(Instant::now()));
     }
 }

@@ -37,6 +37,8 @@ mod produce;
 mod sync_group;
 mod topics;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::{
     messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader},
@@ -110,6 +112,9 @@ pub struct Connection {
     client_host: String,
     /// Idempotent batches refused without being appended (see `produce`).
     refused: produce::RefusedBatches,
+    /// Set by a handler whose client is better off asking another broker:
+    /// the connection closes once the response is sent.
+    hang_up: AtomicBool,
 }
 
 impl Connection {
@@ -117,7 +122,17 @@ impl Connection {
         Self {
             client_host,
             refused: produce::RefusedBatches::default(),
+            hang_up: AtomicBool::new(false),
         }
+    }
+
+    fn hang_up_after_response(&self) {
+        self.hang_up.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the connection closes now that the response is sent.
+    pub fn hangs_up(&self) -> bool {
+        self.hang_up.load(Ordering::Relaxed)
     }
 }
 

@@ -18,6 +18,15 @@
 //! REQUEST_TIMED_OUT would be worse than useless: an idempotent librdkafka
 //! producer takes that as "possibly written", bumps its epoch and writes
 //! the batch again.
+//!
+//! An acks=all write still waiting when the lease lapses is answered then
+//! (see `await_committed`). A produce refused because this broker's lease
+//! lapsed, or answered so, closes the connection once answered. Without a lease the broker cannot hear the
+//! controller, so its metadata may name it leader long after a successor
+//! was elected; a client asks the broker it is connected to for metadata
+//! and would be sent back here until the partition heals. Disconnected, it
+//! asks another broker. (Kafka closes the connection for the same reason
+//! after refusing an acks=0 produce.)
 
 use std::{sync::Arc, time::Duration};
 
@@ -40,13 +49,63 @@ use super::{
     topics::leader_replica,
 };
 use crate::{
-    broker::now_ms, error::PartitionError, group::storage::OFFSETS_TOPIC, partition::Partition,
+    broker::{Broker, now_ms},
+    error::PartitionError,
+    group::storage::OFFSETS_TOPIC,
+    partition::Partition,
 };
 use keel_raft_metadata::MetadataImage;
 
 mod refused;
 
 pub(super) use self::refused::RefusedBatches;
+
+/// Waits until the high watermark reaches `required`. A leader that lost
+/// its lease is being deposed; if it was cut off from its followers the
+/// high watermark will not move again, and waiting out the request's
+/// timeout would keep the client from a successor that may already take
+/// writes: the write is answered when the lease lapses, its outcome
+/// unknown (REQUEST_TIMED_OUT) unless it is committed by then.
+async fn await_committed(
+    broker: &Broker,
+    partition: &Partition,
+    leader_epoch: i32,
+    required: i64,
+    deadline: Instant,
+) -> Result<(), PartitionError> {
+    let committed = partition.await_high_watermark(leader_epoch, required, deadline);
+    tokio::pin!(committed);
+    loop {
+        tokio::select! {
+            biased;
+            result = &mut committed => return result,
+            () = broker.lease.lapsed() => {}
+        }
+        if partition.high_watermark() >= required {
+            return Ok(());
+        }
+        if broker.check_lease().is_err() {
+            return Err(PartitionError::LeaseLapsedAfterAppend);
+        }
+        // Alone in its cluster, a broker whose lease lapsed deposes nobody.
+        tokio::select! {
+            biased;
+            result = &mut committed => return result,
+            () = broker.lease.held() => {}
+        }
+    }
+}
+
+/// See the module's comment: without a lease, the client is better off
+/// asking another broker where the partition went.
+fn hang_up_if_lease_lapsed(ctx: &RequestContext<'_>, error: &PartitionError) {
+    if matches!(
+        error,
+        PartitionError::LeaseLapsed | PartitionError::LeaseLapsedAfterAppend
+    ) {
+        ctx.connection.hang_up_after_response();
+    }
+}
 
 /// The first version carrying KIP-951 leader hints.
 const LEADER_HINT_VERSION: i16 = 10;
@@ -133,6 +192,7 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) ->
                     }
                     Err(error) => {
                         tracing::debug!(topic = name, partition = data.index, %error, "produce failed");
+                        hang_up_if_lease_lapsed(ctx, &error);
                         let mut response = failure(
                             data.index,
                             error.code(),
@@ -162,11 +222,17 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) ->
     });
 
     for (topic, index, partition, leader_epoch, outcome) in pending {
-        let committed = partition
-            .await_high_watermark(leader_epoch, outcome.last_offset + 1, deadline)
-            .await;
+        let committed = await_committed(
+            ctx.broker,
+            &partition,
+            leader_epoch,
+            outcome.last_offset + 1,
+            deadline,
+        )
+        .await;
         if let Err(error) = committed {
             tracing::debug!(topic = partition.topic(), partition = partition.index(), %error, "acks=all produce not acknowledged");
+            hang_up_if_lease_lapsed(ctx, &error);
             let response = &mut responses[topic].partition_responses[index];
             *response = failure(
                 response.index,
