@@ -5,6 +5,7 @@
 //! ask DescribeGroups).
 
 use kafka_protocol::{
+    ResponseError,
     messages::{
         ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, TopicName,
         consumer_group_describe_response::{Assignment, DescribedGroup, Member, TopicPartitions},
@@ -32,12 +33,16 @@ pub(super) fn handle(
         .map(|group_id| {
             let described = DescribedGroup::default().with_group_id(group_id.clone());
             match ctx.broker.groups.describe_consumer(group_id) {
-                Err(error) => described
-                    .with_error_code(error.code())
-                    .with_error_message(Some(StrBytes::from_string(format!(
-                        "group {} is not a consumer group",
-                        group_id.as_str()
-                    )))),
+                Err(error) => {
+                    let message = if error == ResponseError::GroupIdNotFound {
+                        format!("group {} is not a consumer group", group_id.as_str())
+                    } else {
+                        error.to_string()
+                    };
+                    described
+                        .with_error_code(error.code())
+                        .with_error_message(Some(StrBytes::from_string(message)))
+                }
                 Ok(group) => described
                     .with_group_state(StrBytes::from_static_str(group.state))
                     .with_group_epoch(group.epoch)
