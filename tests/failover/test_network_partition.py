@@ -127,10 +127,11 @@ def test_a_leader_cut_off_from_its_peers_acknowledges_nothing_after_its_successo
     # What the old leader acknowledged well before the cut had reached its
     # followers.
     assert all(k in seen for k in quick.acked if quick.acked_at[k] < cut_at - 1.0)
-    # An acks=all write the cut-off leader held is answered when its lease
-    # lapses, not at the request's timeout (5 s), and the client is sent to
-    # another broker for metadata rather than told again that the old
-    # leader leads.
+    # An acks=all write the cut-off leader held is answered a session after
+    # its lease lapsed, not at the request's timeout (5 s), and the client
+    # is sent to another broker for metadata rather than told again that
+    # the old leader leads.
     assert unavailability(durable, [0], cut_at) < 4.0
     assert old_leader.metrics()["keel_lease_expiries_total"] >= 1
+    assert old_leader.metrics()["keel_deposed_hang_ups_total"] >= 1
     check_history(survivor, TOPIC, victim, victim_heartbeated_elsewhere=True)

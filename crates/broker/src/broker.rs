@@ -318,6 +318,33 @@ impl Broker {
         }
     }
 
+    /// Whether this broker's lease lapsed at least a session timeout ago:
+    /// a controller that could hear it would have renewed its lease by now
+    /// (a new controller included), so it is cut off, and the controller
+    /// may have elected successors for its partitions. A shorter lapse is
+    /// common while the controller itself fails over.
+    pub fn presumed_deposed(&self) -> bool {
+        let cut_off = self.config.liveness.session_timeout;
+        !self.alone()
+            && self
+                .lease
+                .lapsed_for(std::time::Instant::now())
+                .is_some_and(|lapsed| lapsed >= cut_off)
+    }
+
+    /// Resolves once [`Self::presumed_deposed`] holds.
+    pub async fn until_presumed_deposed(&self) {
+        let cut_off = self.config.liveness.session_timeout;
+        loop {
+            self.lease.lapsed_for_at_least(cut_off).await;
+            if self.presumed_deposed() {
+                return;
+            }
+            // Alone in its cluster: a lapse deposes nobody.
+            self.lease.held().await;
+        }
+    }
+
     fn alone(&self) -> bool {
         let me = self.config.node_id;
         self.config

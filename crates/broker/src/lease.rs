@@ -59,15 +59,26 @@ impl Lease {
             .await;
     }
 
-    /// Resolves once the lease does not hold (at once if it does not now).
-    pub async fn lapsed(&self) {
+    /// How long ago the lease lapsed, if it does not hold at `now` (a lease
+    /// never granted lapsed at the origin).
+    pub fn lapsed_for(&self, now: Instant) -> Option<Duration> {
+        let until = self.until_nanos.load(Ordering::Acquire);
+        (self.nanos(now) >= until).then(|| Duration::from_nanos(self.nanos(now) - until))
+    }
+
+    /// Resolves once the lease has not held for at least `age`.
+    pub async fn lapsed_for_at_least(&self, age: Duration) {
         loop {
-            let until = self.until_nanos.load(Ordering::Acquire);
-            let lapses_at = self.origin + Duration::from_nanos(until);
-            if !self.holds(Instant::now()) {
-                return;
-            }
-            tokio::time::sleep_until(lapses_at.into()).await;
+            let now = Instant::now();
+            let wait = match self.lapsed_for(now) {
+                Some(lapsed) if lapsed >= age => return,
+                Some(lapsed) => age - lapsed,
+                None => {
+                    let until = self.until_nanos.load(Ordering::Acquire);
+                    Duration::from_nanos(until.saturating_sub(self.nanos(now))) + age
+                }
+            };
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -113,17 +124,29 @@ mod tests {
         assert!(!lease.holds(at(700)));
     }
 
+    #[test]
+    fn a_lapsed_lease_tells_how_long_ago_it_lapsed() {
+        let origin = Instant::now();
+        let lease = Lease::new(Duration::from_millis(400), origin);
+        let at = |ms| origin + Duration::from_millis(ms);
+        assert!(lease.lapsed_for(at(0)).is_some(), "a lease never granted");
+        lease.renew(at(100));
+        assert_eq!(lease.lapsed_for(at(499)), None);
+        assert_eq!(lease.lapsed_for(at(500)), Some(Duration::ZERO));
+        assert_eq!(lease.lapsed_for(at(750)), Some(Duration::from_millis(250)));
+    }
+
     #[tokio::test]
-    async fn lapsed_resolves_once_the_lease_runs_out_and_not_before() {
+    async fn lapsed_for_at_least_waits_out_the_lease_and_then_the_age() {
         let lease = Lease::new(Duration::from_millis(100), Instant::now());
-        lease.lapsed().await;
+        lease.lapsed_for_at_least(Duration::ZERO).await;
         let renewed_at = Instant::now();
         lease.renew(renewed_at);
         tokio::select! {
-            () = lease.lapsed() => {}
-            () = tokio::time::sleep(Duration::from_secs(5)) => panic!("lapsed never resolved"),
+            () = lease.lapsed_for_at_least(Duration::from_millis(50)) => {}
+            () = tokio::time::sleep(Duration::from_secs(5)) => panic!("never resolved"),
         }
-        assert!(renewed_at.elapsed() >= Duration::from_millis(100));
-        assert!(!lease.holds(Instant::now()));
+        assert!(renewed_at.elapsed() >= Duration::from_millis(150));
+        assert!(lease.lapsed_for(Instant::now()) >= Some(Duration::from_millis(50)));
     }
 }

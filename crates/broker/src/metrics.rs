@@ -95,6 +95,9 @@ pub struct Metrics {
     pub isr_expands: Counter,
     /// Times this broker's lease lapsed.
     pub lease_expiries: Counter,
+    /// Client connections closed because this broker, presumed deposed,
+    /// sent the client to another broker (see `api::produce`).
+    pub deposed_hang_ups: Counter,
     /// Brokers this node fenced as the active controller.
     pub brokers_fenced: Counter,
     /// From planning an election batch to its commit.
@@ -188,6 +191,12 @@ pub fn render(broker: &Broker) -> String {
         "keel_lease_expiries_total",
         "Times this broker's lease lapsed (the controller did not answer its heartbeats in time).",
         broker.metrics.lease_expiries.get(),
+    );
+    counter(
+        &mut out,
+        "keel_deposed_hang_ups_total",
+        "Producer connections closed because this broker's lease lapsed a session ago (cut off from the controller), so that the client asks another broker where its partitions went.",
+        broker.metrics.deposed_hang_ups.get(),
     );
     counter(
         &mut out,

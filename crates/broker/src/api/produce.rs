@@ -19,14 +19,16 @@
 //! producer takes that as "possibly written", bumps its epoch and writes
 //! the batch again.
 //!
-//! An acks=all write still waiting when the lease lapses is answered then
-//! (see `await_committed`). A produce refused because this broker's lease
-//! lapsed, or answered so, closes the connection once answered. Without a lease the broker cannot hear the
-//! controller, so its metadata may name it leader long after a successor
-//! was elected; a client asks the broker it is connected to for metadata
-//! and would be sent back here until the partition heals. Disconnected, it
-//! asks another broker. (Kafka closes the connection for the same reason
-//! after refusing an acks=0 produce.)
+//! A broker whose lease lapsed a session timeout ago is presumed deposed
+//! (see `Broker::presumed_deposed`): an acks=all write still waiting is
+//! answered then (see `await_committed`), and a produce it refuses or
+//! answers so for its lease closes the connection once answered. Cut off,
+//! the broker cannot hear the controller, so its metadata may name it
+//! leader long after a successor was elected; a client asks the broker it
+//! is connected to for metadata and would be sent back here until the
+//! partition heals. Disconnected, it asks another broker. (Kafka closes the
+//! connection for the same reason after refusing an acks=0 produce.) A
+//! shorter lapse, while the controller fails over, hangs up on nobody.
 
 use std::{sync::Arc, time::Duration};
 
@@ -60,12 +62,13 @@ mod refused;
 
 pub(super) use self::refused::RefusedBatches;
 
-/// Waits until the high watermark reaches `required`. A leader that lost
-/// its lease is being deposed; if it was cut off from its followers the
-/// high watermark will not move again, and waiting out the request's
-/// timeout would keep the client from a successor that may already take
-/// writes: the write is answered when the lease lapses, its outcome
-/// unknown (REQUEST_TIMED_OUT) unless it is committed by then.
+/// Waits until the high watermark reaches `required`. A leader presumed
+/// deposed (see `Broker::presumed_deposed`) was cut off from its
+/// controller, and likely from its followers too, so its high watermark
+/// may never move again; waiting out the request's timeout would keep the
+/// client from a successor that may already take writes. The write is
+/// answered then instead, its outcome unknown (REQUEST_TIMED_OUT) unless
+/// it is committed by then.
 async fn await_committed(
     broker: &Broker,
     partition: &Partition,
@@ -73,37 +76,30 @@ async fn await_committed(
     required: i64,
     deadline: Instant,
 ) -> Result<(), PartitionError> {
-    let committed = partition.await_high_watermark(leader_epoch, required, deadline);
-    tokio::pin!(committed);
-    loop {
-        tokio::select! {
-            biased;
-            result = &mut committed => return result,
-            () = broker.lease.lapsed() => {}
-        }
-        if partition.high_watermark() >= required {
-            return Ok(());
-        }
-        if broker.check_lease().is_err() {
-            return Err(PartitionError::LeaseLapsedAfterAppend);
-        }
-        // Alone in its cluster, a broker whose lease lapsed deposes nobody.
-        tokio::select! {
-            biased;
-            result = &mut committed => return result,
-            () = broker.lease.held() => {}
+    tokio::select! {
+        biased;
+        result = partition.await_high_watermark(leader_epoch, required, deadline) => result,
+        () = broker.until_presumed_deposed() => {
+            if partition.high_watermark() >= required {
+                Ok(())
+            } else {
+                Err(PartitionError::LeaseLapsedAfterAppend)
+            }
         }
     }
 }
 
-/// See the module's comment: without a lease, the client is better off
-/// asking another broker where the partition went.
-fn hang_up_if_lease_lapsed(ctx: &RequestContext<'_>, error: &PartitionError) {
+/// See the module's comment: a broker presumed deposed sends the client
+/// to another broker for metadata.
+fn hang_up_if_presumed_deposed(ctx: &RequestContext<'_>, error: &PartitionError) {
     if matches!(
         error,
         PartitionError::LeaseLapsed | PartitionError::LeaseLapsedAfterAppend
-    ) {
+    ) && ctx.broker.presumed_deposed()
+        && !ctx.connection.hangs_up()
+    {
         ctx.connection.hang_up_after_response();
+        ctx.broker.metrics.deposed_hang_ups.inc_by(1);
     }
 }
 
@@ -192,7 +188,7 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) ->
                     }
                     Err(error) => {
                         tracing::debug!(topic = name, partition = data.index, %error, "produce failed");
-                        hang_up_if_lease_lapsed(ctx, &error);
+                        hang_up_if_presumed_deposed(ctx, &error);
                         let mut response = failure(
                             data.index,
                             error.code(),
@@ -232,7 +228,7 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) ->
         .await;
         if let Err(error) = committed {
             tracing::debug!(topic = partition.topic(), partition = partition.index(), %error, "acks=all produce not acknowledged");
-            hang_up_if_lease_lapsed(ctx, &error);
+            hang_up_if_presumed_deposed(ctx, &error);
             let response = &mut responses[topic].partition_responses[index];
             *response = failure(
                 response.index,
