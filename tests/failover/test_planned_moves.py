@@ -56,6 +56,13 @@ def test_a_moved_leader_stops_taking_writes_before_its_successor_starts(cluster_
     new.stop()
     wait_for("broker 4 follows again, in sync", lambda: (
         describe(cluster, topic)[0].leader == 1 and sorted(describe(cluster, topic)[0].isrs) == [1, 2, 4]))
+    # Broker 4 stays in the ISR while it lags (for up to the replica lag
+    # time), and the high watermark waits for it: read back only once it
+    # covers every offset acknowledged to either writer. (Once broker 4
+    # hangs up on it, the first writer writes to the successor too.)
+    last_acked = max(offset for writer in (old, new) for _, offset in writer.acked.values())
+    wait_for("the high watermark covers every acknowledged offset",
+             lambda: high_watermark(successor.bootstrap, topic) > last_acked)
 
     seen = read_back(successor.bootstrap, topic)
     first_successor_ack = min(new.acked_at.values())

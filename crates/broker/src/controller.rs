@@ -52,8 +52,8 @@ mod probe;
 mod reports;
 
 use probe::{probe, probe_everyone};
+use reports::Reports;
 pub use reports::replica_log;
-use reports::reported;
 
 /// How long the controller waits for one batch to commit before it plans
 /// again from the image as it then is.
@@ -84,10 +84,8 @@ struct State {
     /// Each broker's latest produce heartbeat: its led partitions where
     /// produce requests wait without progress.
     stalls: BTreeMap<i32, Vec<StalledPartition>>,
-    /// Each replica's log as its broker last reported it, by topic,
-    /// partition and broker, with the broker incarnation that reported it:
-    /// a restarted broker's log may have changed.
-    progress: HashMap<(String, i32, i32), (u64, ReplicaProgress)>,
+    /// Each replica's log as its broker last reported it.
+    reports: Reports,
 }
 
 /// What to answer a heartbeat.
@@ -111,7 +109,7 @@ impl Controller {
                 unfencing: HashSet::new(),
                 fencing: HashMap::new(),
                 stalls: BTreeMap::new(),
-                progress: HashMap::new(),
+                reports: Reports::default(),
             }),
         }
     }
@@ -129,10 +127,19 @@ impl Controller {
             state.unfencing.clear();
             state.fencing.clear();
             state.stalls.clear();
-            state.progress.clear();
+            state.reports.clear();
             state.term = Some(term);
         }
         state
+    }
+
+    /// Drops replica reports that `image` makes stale (see `Reports`).
+    fn forget_stale_reports(&self, image: &MetadataImage) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .reports
+            .forget_stale(image);
     }
 
     fn judge_heartbeat(&self, broker: &Broker, heartbeat: &BrokerHeartbeat) -> Verdict {
@@ -151,17 +158,12 @@ impl Controller {
         state
             .stalls
             .insert(heartbeat.node_id, heartbeat.stalled.clone());
-        for p in &heartbeat.progress {
-            let progress = ReplicaProgress {
-                leader_epoch: p.leader_epoch,
-                log_end_offset: p.log_end_offset,
-                high_watermark: p.high_watermark,
-            };
-            let key = (p.topic.clone(), p.partition, heartbeat.node_id);
-            state
-                .progress
-                .insert(key, (heartbeat.incarnation, progress));
-        }
+        state.reports.record(
+            &image,
+            heartbeat.node_id,
+            heartbeat.incarnation,
+            &heartbeat.progress,
+        );
         if state.fencing.contains_key(&heartbeat.node_id) {
             return Verdict::Answer(HeartbeatStatus::Fenced);
         }
@@ -351,12 +353,20 @@ pub async fn elect(broker: Arc<Broker>) {
         )
     });
     let mut probed_term = None;
+    let mut reports_checked_against = None;
     loop {
         tick.tick().await;
         let Some(term) = active_term(&broker) else {
             continue;
         };
         let image = broker.image();
+        if reports_checked_against
+            .as_ref()
+            .is_none_or(|checked| !Arc::ptr_eq(checked, &image))
+        {
+            broker.controller.forget_stale_reports(&image);
+            reports_checked_against = Some(Arc::clone(&image));
+        }
         if probed_term != Some(term) {
             probed_term = Some(term);
             probe_everyone(&broker, &image);
@@ -481,14 +491,13 @@ fn with_sessions(
     let stalled = stalls_past_timeout(broker, &state.stalls);
     let State {
         liveness,
-        progress,
+        reports,
         fencing,
         ..
     } = &mut *state;
     let session_alive = |id: i32| liveness.is_candidate(id, now);
-    let replica_progress = |topic: &str, partition: i32, replica: i32| {
-        reported(image, progress, topic, partition, replica)
-    };
+    let replica_progress =
+        |topic: &str, partition: i32, replica: i32| reports.get(image, topic, partition, replica);
     let lease_left = |id: i32| liveness.lease_left_ms(id, lease_ms, now);
     let batch = judging(
         broker,

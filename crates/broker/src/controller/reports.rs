@@ -5,7 +5,8 @@
 use std::{collections::HashMap, sync::PoisonError};
 
 use keel_leader_elector::plan::ReplicaProgress;
-use keel_raft_metadata::MetadataImage;
+use keel_raft_metadata::{MetadataImage, heartbeat::PartitionProgress};
+use uuid::Uuid;
 
 use crate::broker::Broker;
 
@@ -31,21 +32,181 @@ pub fn replica_log(
         .state
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    reported(&broker.image(), &state.progress, topic, partition, replica)
+    state
+        .reports
+        .get(&broker.image(), topic, partition, replica)
 }
 
-/// `replica`'s last report of its log of `partition` of `topic`, if its
-/// current incarnation made it.
-pub(super) fn reported(
+/// Each replica's log as its broker last reported it, by topic, partition
+/// and broker. A report counts only for the broker incarnation that made
+/// it (a restarted broker's log may have changed) and the topic it was
+/// made for (a topic deleted and created again under its name starts
+/// afresh).
+#[derive(Debug, Default)]
+pub(super) struct Reports(HashMap<(String, i32, i32), Report>);
+
+#[derive(Debug, Clone, Copy)]
+struct Report {
+    incarnation: u64,
+    topic_id: Uuid,
+    progress: ReplicaProgress,
+}
+
+impl Reports {
+    /// Takes what `node_id`'s `incarnation` reported; reports on topics
+    /// the image does not have are dropped.
+    pub(super) fn record(
+        &mut self,
+        image: &MetadataImage,
+        node_id: i32,
+        incarnation: u64,
+        reported: &[PartitionProgress],
+    ) {
+        for p in reported {
+            let Some(topic) = image.topic(&p.topic) else {
+                continue;
+            };
+            let report = Report {
+                incarnation,
+                topic_id: topic.id,
+                progress: ReplicaProgress {
+                    leader_epoch: p.leader_epoch,
+                    log_end_offset: p.log_end_offset,
+                    high_watermark: p.high_watermark,
+                },
+            };
+            self.0
+                .insert((p.topic.clone(), p.partition, node_id), report);
+        }
+    }
+
+    /// `replica`'s last report of its log of `partition` of `topic`, if its
+    /// current incarnation made it about the topic the image has now.
+    pub(super) fn get(
+        &self,
+        image: &MetadataImage,
+        topic: &str,
+        partition: i32,
+        replica: i32,
+    ) -> Option<ReplicaProgress> {
+        let report = self.0.get(&(topic.to_string(), partition, replica))?;
+        current(image, topic, partition, replica, report).then_some(report.progress)
+    }
+
+    /// Drops the reports no longer current: of deleted topics and
+    /// partitions, and of broker incarnations since replaced.
+    pub(super) fn forget_stale(&mut self, image: &MetadataImage) {
+        self.0.retain(|(topic, partition, replica), report| {
+            current(image, topic, *partition, *replica, report)
+        });
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+fn current(
     image: &MetadataImage,
-    progress: &HashMap<(String, i32, i32), (u64, ReplicaProgress)>,
     topic: &str,
     partition: i32,
     replica: i32,
-) -> Option<ReplicaProgress> {
-    let incarnation = image.broker(replica)?.incarnation;
-    progress
-        .get(&(topic.to_string(), partition, replica))
-        .filter(|(reported_by, _)| *reported_by == incarnation)
-        .map(|(_, progress)| *progress)
+    report: &Report,
+) -> bool {
+    image.broker(replica).map(|b| b.incarnation) == Some(report.incarnation)
+        && image
+            .topic(topic)
+            .is_some_and(|t| t.id == report.topic_id && t.partition(partition).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_raft_metadata::{
+        MetadataRecord, PartitionAssignment, Record,
+        records::{CreateTopic, DeleteTopic, RegisterBroker},
+    };
+
+    use super::*;
+
+    fn apply(image: &mut MetadataImage, record: Record) {
+        image.apply(&MetadataRecord::from(record), 1).unwrap();
+    }
+
+    fn register(image: &mut MetadataImage, node_id: i32, incarnation: u64) {
+        apply(
+            image,
+            Record::RegisterBroker(RegisterBroker {
+                node_id,
+                incarnation,
+                ..Default::default()
+            }),
+        );
+    }
+
+    fn create(image: &mut MetadataImage, id: u128) {
+        apply(
+            image,
+            Record::CreateTopic(CreateTopic {
+                name: "t".into(),
+                topic_id: Uuid::from_u128(id).as_bytes().to_vec(),
+                partitions: vec![PartitionAssignment {
+                    partition: 0,
+                    replicas: vec![1, 2],
+                    leader: 1,
+                    isr: vec![1, 2],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        );
+    }
+
+    fn report(topic: &str, log_end_offset: i64) -> PartitionProgress {
+        PartitionProgress {
+            topic: topic.into(),
+            partition: 0,
+            leader_epoch: 0,
+            log_end_offset,
+            high_watermark: log_end_offset,
+        }
+    }
+
+    #[test]
+    fn a_report_counts_for_its_broker_incarnation_and_its_topic_only() {
+        let mut image = MetadataImage::default();
+        register(&mut image, 1, 7);
+        register(&mut image, 2, 7);
+        create(&mut image, 1);
+        let mut reports = Reports::default();
+        reports.record(&image, 2, 7, &[report("t", 40), report("gone", 5)]);
+        assert_eq!(reports.len(), 1, "a report on an unknown topic is dropped");
+        let log_end = |reports: &Reports, image: &MetadataImage| {
+            reports.get(image, "t", 0, 2).map(|p| p.log_end_offset)
+        };
+        assert_eq!(log_end(&reports, &image), Some(40));
+
+        // Broker 2 restarts: its old report no longer counts.
+        let mut restarted = image.clone();
+        register(&mut restarted, 2, 8);
+        assert_eq!(log_end(&reports, &restarted), None);
+
+        // The topic is deleted and created again under its name.
+        let mut recreated = image.clone();
+        apply(
+            &mut recreated,
+            Record::DeleteTopic(DeleteTopic { name: "t".into() }),
+        );
+        create(&mut recreated, 2);
+        assert_eq!(log_end(&reports, &recreated), None);
+
+        reports.forget_stale(&image);
+        assert_eq!(reports.len(), 1);
+        reports.forget_stale(&recreated);
+        assert_eq!(reports.len(), 0);
+    }
 }
