@@ -35,4 +35,6 @@ pub mod partition;
 pub mod replicas;
 pub mod replication;
 pub mod server;
+#[cfg(test)]
+mod test_image;
 pub mod topic_config;

@@ -214,37 +214,16 @@ fn is_internal(name: &str) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use keel_raft_metadata::{
-        MetadataRecord, PartitionAssignment, Record,
-        records::{CreateTopic, RegisterBroker},
-    };
-
     use super::*;
+    use crate::test_image::{create_topic, partition, register};
 
     /// Broker 1, and topics "a" with 3 partitions and "b" with 2.
     fn image() -> MetadataImage {
         let mut image = MetadataImage::default();
-        let mut apply = |record: Record| image.apply(&MetadataRecord::from(record), 1).unwrap();
-        apply(Record::RegisterBroker(RegisterBroker {
-            node_id: 1,
-            incarnation: 1,
-            ..Default::default()
-        }));
+        register(&mut image, 1, 1);
         for (id, name, count) in [(1u128, "a", 3), (2, "b", 2)] {
-            apply(Record::CreateTopic(CreateTopic {
-                name: name.into(),
-                topic_id: uuid::Uuid::from_u128(id).as_bytes().to_vec(),
-                partitions: (0..count)
-                    .map(|partition| PartitionAssignment {
-                        partition,
-                        replicas: vec![1],
-                        leader: 1,
-                        isr: vec![1],
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }));
+            let partitions = (0..count).map(|p| partition(p, &[1], 1, &[1])).collect();
+            create_topic(&mut image, name, id, partitions, 0);
         }
         image
     }

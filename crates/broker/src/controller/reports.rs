@@ -126,44 +126,13 @@ fn current(
 
 #[cfg(test)]
 mod tests {
-    use keel_raft_metadata::{
-        MetadataRecord, PartitionAssignment, Record,
-        records::{CreateTopic, DeleteTopic, RegisterBroker},
-    };
+    use keel_raft_metadata::{Record, records::DeleteTopic};
 
     use super::*;
-
-    fn apply(image: &mut MetadataImage, record: Record) {
-        image.apply(&MetadataRecord::from(record), 1).unwrap();
-    }
-
-    fn register(image: &mut MetadataImage, node_id: i32, incarnation: u64) {
-        apply(
-            image,
-            Record::RegisterBroker(RegisterBroker {
-                node_id,
-                incarnation,
-                ..Default::default()
-            }),
-        );
-    }
+    use crate::test_image::{apply, create_topic, partition, register};
 
     fn create(image: &mut MetadataImage, id: u128) {
-        apply(
-            image,
-            Record::CreateTopic(CreateTopic {
-                name: "t".into(),
-                topic_id: Uuid::from_u128(id).as_bytes().to_vec(),
-                partitions: vec![PartitionAssignment {
-                    partition: 0,
-                    replicas: vec![1, 2],
-                    leader: 1,
-                    isr: vec![1, 2],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-        );
+        create_topic(image, "t", id, vec![partition(0, &[1, 2], 1, &[1, 2])], 0);
     }
 
     fn report(topic: &str, log_end_offset: i64) -> PartitionProgress {

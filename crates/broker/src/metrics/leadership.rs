@@ -128,16 +128,10 @@ impl Counts {
 
 #[cfg(test)]
 mod tests {
-    use keel_raft_metadata::{
-        MetadataRecord, PartitionAssignment, Record,
-        records::{CreateTopic, RegisterBroker, SetPartitionLeader},
-    };
+    use keel_raft_metadata::{Record, records::SetPartitionLeader};
 
     use super::*;
-
-    fn apply(image: &mut MetadataImage, record: Record) {
-        image.apply(&MetadataRecord::from(record), 1).unwrap();
-    }
+    use crate::test_image::{apply, create_topic, partition, register};
 
     fn move_to(image: &mut MetadataImage, leader: i32, leader_epoch: i32, at_ms: i64) {
         let change = SetPartitionLeader {
@@ -157,27 +151,10 @@ mod tests {
     fn tenures_and_reasons_count_from_the_first_image_on() {
         let mut image = MetadataImage::default();
         for node_id in [1, 2] {
-            let register = RegisterBroker {
-                node_id,
-                incarnation: 1,
-                ..Default::default()
-            };
-            apply(&mut image, Record::RegisterBroker(register));
+            register(&mut image, node_id, 1);
         }
-        let create = CreateTopic {
-            name: "t".into(),
-            topic_id: vec![1; 16],
-            partitions: vec![PartitionAssignment {
-                partition: 0,
-                replicas: vec![1, 2],
-                leader: 1,
-                isr: vec![1, 2],
-                ..Default::default()
-            }],
-            timestamp_ms: 1_000,
-            ..Default::default()
-        };
-        apply(&mut image, Record::CreateTopic(create));
+        let partitions = vec![partition(0, &[1, 2], 1, &[1, 2])];
+        create_topic(&mut image, "t", 1, partitions, 1_000);
         let transitions = Transitions::default();
         // Started while leading since 1,000: dated, but not counted.
         transitions.observe(&image, 1);

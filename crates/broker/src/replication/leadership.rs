@@ -169,41 +169,25 @@ pub async fn move_leader(
 
 #[cfg(test)]
 mod tests {
-    use keel_raft_metadata::{
-        MetadataRecord, PartitionAssignment,
-        records::{CreateTopic, FenceBroker, RegisterBroker},
-    };
+    use keel_raft_metadata::records::FenceBroker;
 
     use super::*;
+    use crate::test_image::{apply, create_topic, partition, register};
 
     fn image(isr: &[i32], leader: i32, fenced: &[i32]) -> MetadataImage {
         let mut image = MetadataImage::default();
-        let mut apply = |record: Record| image.apply(&MetadataRecord::from(record), 1).unwrap();
         for id in 1..=3 {
-            apply(Record::RegisterBroker(RegisterBroker {
-                node_id: id,
-                incarnation: 7,
-                ..Default::default()
-            }));
+            register(&mut image, id, 7);
         }
         for &id in fenced {
-            apply(Record::FenceBroker(FenceBroker {
+            let fence = FenceBroker {
                 node_id: id,
                 incarnation: 7,
-            }));
+            };
+            apply(&mut image, Record::FenceBroker(fence));
         }
-        apply(Record::CreateTopic(CreateTopic {
-            name: "t".into(),
-            topic_id: uuid::Uuid::from_u128(1).as_bytes().to_vec(),
-            partitions: vec![PartitionAssignment {
-                partition: 0,
-                replicas: vec![1, 2, 3],
-                leader,
-                isr: isr.to_vec(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }));
+        let partitions = vec![partition(0, &[1, 2, 3], leader, isr)];
+        create_topic(&mut image, "t", 1, partitions, 0);
         image
     }
 
