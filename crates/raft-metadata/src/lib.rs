@@ -11,6 +11,7 @@
 //! - [`node`]: the runtime: a tokio task per node, proposals with request
 //!   ids, forwarding to the leader, learners joining, and [`transport`]
 //!   over TCP.
+//! - [`quorum`]: the quorum as DescribeQuorum reports it.
 //! - [`heartbeat`]: broker heartbeats to the active controller over the
 //!   same transport.
 
@@ -20,6 +21,7 @@ pub mod image;
 mod logger;
 pub mod node;
 mod proposals;
+pub mod quorum;
 pub mod records;
 pub mod snapshot;
 pub mod storage;

@@ -20,6 +20,9 @@
 //! node has applied up to it: the image then holds everything the quorum
 //! had committed when the barrier was asked.
 //!
+//! DescribeQuorum is answered by the leader, which alone knows its peers'
+//! logs: another node passes the question on and waits for the answer.
+//!
 //! A node not in the initial voters asks a voter to add it as a learner
 //! until it finds itself in the configuration; it then receives the log or
 //! a snapshot like any follower.
@@ -46,6 +49,7 @@ use crate::{
     heartbeat::HeartbeatCall,
     image::{ApplyError, MetadataImage},
     proposals::Proposals,
+    quorum::QuorumDescription,
     records::MetadataRecord,
     transport::{self, Transport},
 };
@@ -168,6 +172,7 @@ pub struct NodeStatus {
 
 type Reply = oneshot::Sender<Result<Arc<MetadataImage>, ProposalError>>;
 type BarrierReply = oneshot::Sender<Result<(), ProposalError>>;
+type QuorumReply = oneshot::Sender<Option<QuorumDescription>>;
 
 enum Command {
     Propose {
@@ -176,6 +181,9 @@ enum Command {
     },
     ReadBarrier {
         reply: BarrierReply,
+    },
+    DescribeQuorum {
+        reply: QuorumReply,
     },
     TransferLeadership,
     Shutdown,
@@ -195,6 +203,7 @@ impl std::fmt::Debug for Command {
         match self {
             Self::Propose { .. } => f.write_str("Propose"),
             Self::ReadBarrier { .. } => f.write_str("ReadBarrier"),
+            Self::DescribeQuorum { .. } => f.write_str("DescribeQuorum"),
             Self::TransferLeadership => f.write_str("TransferLeadership"),
             Self::Shutdown => f.write_str("Shutdown"),
         }
@@ -226,6 +235,21 @@ impl MetadataHandle {
             .await
             .map_err(|_| ProposalError::Stopped)?;
         response.await.unwrap_or(Err(ProposalError::Stopped))
+    }
+
+    /// The quorum as its leader describes it, asked of the leader if this
+    /// node does not lead. `None` when no leader answers within `timeout`.
+    pub async fn describe_quorum(&self, timeout: Duration) -> Option<QuorumDescription> {
+        let (reply, response) = oneshot::channel();
+        self.commands
+            .send(Command::DescribeQuorum { reply })
+            .await
+            .ok()?;
+        tokio::time::timeout(timeout, response)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
     }
 
     /// If this node leads the quorum, hands leadership to the most
@@ -345,6 +369,8 @@ pub async fn start(
         proposals: Proposals::new(config.id, incarnation),
         reads: HashMap::new(),
         next_read: incarnation,
+        contacts: Default::default(),
+        quorum_questions: HashMap::new(),
         config,
         core,
         transport,

@@ -1,8 +1,9 @@
 //! TCP between Raft nodes. Each frame is a big-endian `u32` length and a
 //! prost [`Envelope`]: a raft-rs message (protobuf bytes), a proposal
 //! forwarded to the leader, the leader's refusal of one, a node asking
-//! to join as a learner, or a broker heartbeat (see [`crate::heartbeat`]),
-//! the one message answered on the connection it came on.
+//! to join as a learner, a question about the quorum for the leader and
+//! its answer, or a broker heartbeat (see [`crate::heartbeat`]), the one
+//! message answered on the connection it came on.
 //!
 //! Every peer has its own queue and task: a slow or unreachable peer fills
 //! only its own queue, and once that is full its messages are dropped and
@@ -22,7 +23,10 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::heartbeat::{BrokerHeartbeat, HeartbeatCall, HeartbeatReply, HeartbeatStatus};
+use crate::{
+    heartbeat::{BrokerHeartbeat, HeartbeatCall, HeartbeatReply, HeartbeatStatus},
+    quorum::QuorumDescription,
+};
 
 /// Largest frame accepted from a peer (a snapshot of a large cluster).
 const MAX_FRAME: usize = 256 * 1024 * 1024;
@@ -38,7 +42,7 @@ const HEARTBEAT_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) struct Envelope {
     #[prost(uint64, tag = "1")]
     pub(crate) from: u64,
-    #[prost(oneof = "Body", tags = "2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "Body", tags = "2, 3, 4, 5, 6, 7, 8, 9")]
     pub(crate) body: Option<Body>,
 }
 
@@ -57,6 +61,26 @@ pub(crate) enum Body {
     Heartbeat(BrokerHeartbeat),
     #[prost(message, tag = "7")]
     HeartbeatReply(HeartbeatReply),
+    #[prost(message, tag = "8")]
+    DescribeQuorum(QuorumQuestion),
+    #[prost(message, tag = "9")]
+    QuorumDescribed(QuorumAnswer),
+}
+
+/// A node asks the leader to describe the quorum.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct QuorumQuestion {
+    #[prost(uint64, tag = "1")]
+    pub(crate) request_id: u64,
+}
+
+/// The answer; no description if the receiver no longer leads.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct QuorumAnswer {
+    #[prost(uint64, tag = "1")]
+    pub(crate) request_id: u64,
+    #[prost(message, optional, tag = "2")]
+    pub(crate) description: Option<QuorumDescription>,
 }
 
 /// A proposal sent to the leader by the node a client asked.

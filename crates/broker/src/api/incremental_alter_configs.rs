@@ -1,6 +1,7 @@
 //! IncrementalAlterConfigs for topics: SET, DELETE, APPEND and SUBTRACT,
 //! validated as a whole per resource and committed as one metadata record.
-//! Broker settings are static (flags and the config file) and refused here.
+//! Broker settings are static (flags and the config file) and refused here
+//! and in the legacy AlterConfigs, which shares the target and the commit.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,7 +24,7 @@ use crate::{
     error::AdminError,
     topic_config::{self, ConfigType, InvalidConfig},
 };
-use keel_raft_metadata::{Record, records::AlterTopicConfig};
+use keel_raft_metadata::{MetadataImage, Record, TopicInfo, records::AlterTopicConfig};
 
 const SET: i8 = 0;
 const DELETE: i8 = 1;
@@ -34,21 +35,55 @@ pub(super) async fn handle(
     ctx: &RequestContext<'_>,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
-    let mut responses = Vec::with_capacity(request.resources.len());
-    for resource in &request.resources {
-        let response = AlterConfigsResourceResponse::default()
-            .with_resource_type(resource.resource_type)
-            .with_resource_name(resource.resource_name.clone());
+    let resources = &request.resources;
+    let checked = named_once(resources, |r| (r.resource_type, r.resource_name.as_str()));
+    let mut responses = Vec::with_capacity(resources.len());
+    for (resource, checked) in resources.iter().zip(checked) {
+        let outcome = match checked {
+            Ok(()) => alter(ctx.broker, resource, request.validate_only).await,
+            Err(error) => Err(error),
+        };
+        let (error_code, error_message) = error_fields(outcome);
         responses.push(
-            match alter(ctx.broker, resource, request.validate_only).await {
-                Ok(()) => response,
-                Err(error) => response
-                    .with_error_code(error.code().code())
-                    .with_error_message(Some(StrBytes::from_string(error.to_string()))),
-            },
+            AlterConfigsResourceResponse::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone())
+                .with_error_code(error_code)
+                .with_error_message(error_message),
         );
     }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// Kafka refuses every copy of a resource (by `key`: type and name) that a
+/// request names more than once; one outcome per resource.
+pub(super) fn named_once<R>(
+    resources: &[R],
+    key: impl Fn(&R) -> (i8, &str),
+) -> Vec<Result<(), AdminError>> {
+    resources
+        .iter()
+        .map(|resource| {
+            let copies = resources.iter().filter(|r| key(r) == key(resource)).count();
+            if copies > 1 {
+                return Err(AdminError::InvalidRequest(
+                    "Each resource must appear at most once.".into(),
+                ));
+            }
+            Ok(())
+        })
+        .collect()
+}
+
+/// A resource's error code and message, null on success.
+pub(super) fn error_fields(outcome: Result<(), AdminError>) -> (i16, Option<StrBytes>) {
+    match outcome {
+        Ok(()) => (0, None),
+        Err(error) => (
+            error.code().code(),
+            Some(StrBytes::from_string(error.to_string())),
+        ),
+    }
 }
 
 async fn alter(
@@ -56,24 +91,9 @@ async fn alter(
     resource: &AlterConfigsResource,
     validate_only: bool,
 ) -> Result<(), AdminError> {
-    match resource.resource_type {
-        RESOURCE_TOPIC => {}
-        RESOURCE_BROKER => {
-            return Err(AdminError::InvalidRequest(
-                "broker settings are static; change the flag or config file and restart".into(),
-            ));
-        }
-        other => {
-            return Err(AdminError::InvalidRequest(format!(
-                "resource type {other} has no configs to alter"
-            )));
-        }
-    }
     let name = resource.resource_name.to_string();
     let image = broker.image();
-    let topic = image
-        .topic(&name)
-        .ok_or_else(|| AdminError::UnknownTopic(name.clone()))?;
+    let topic = target_topic(&image, resource.resource_type, &name)?;
     let defaults = broker.replicas.defaults();
 
     let mut seen = BTreeSet::new();
@@ -141,6 +161,38 @@ async fn alter(
             }
         }
     }
+    commit(broker, name, set, delete, validate_only).await
+}
+
+/// The topic a config change names; broker settings are static.
+pub(super) fn target_topic<'a>(
+    image: &'a MetadataImage,
+    resource_type: i8,
+    name: &str,
+) -> Result<&'a TopicInfo, AdminError> {
+    match resource_type {
+        RESOURCE_TOPIC => image
+            .topic(name)
+            .map(|topic| &**topic)
+            .ok_or_else(|| AdminError::UnknownTopic(name.to_string())),
+        RESOURCE_BROKER => Err(AdminError::InvalidRequest(
+            "broker settings are static; change the flag or config file and restart".into(),
+        )),
+        other => Err(AdminError::InvalidRequest(format!(
+            "resource type {other} has no configs to alter"
+        ))),
+    }
+}
+
+/// Commits validated changes to a topic's configs as one metadata record,
+/// or only checks them.
+pub(super) async fn commit(
+    broker: &Broker,
+    name: String,
+    set: BTreeMap<String, String>,
+    delete: Vec<String>,
+    validate_only: bool,
+) -> Result<(), AdminError> {
     if validate_only {
         return Ok(());
     }

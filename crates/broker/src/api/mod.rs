@@ -4,6 +4,8 @@
 //! [`SUPPORTED_APIS`] is the single list of what is implemented; ApiVersions
 //! advertises exactly it and dispatch refuses anything outside it.
 
+mod alter_configs;
+mod alter_replica_log_dirs;
 mod api_versions;
 mod consumer_group_describe;
 mod consumer_group_heartbeat;
@@ -15,6 +17,8 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_log_dirs;
+mod describe_quorum;
 mod describe_topic_partitions;
 mod elect_leaders;
 mod fetch;
@@ -26,6 +30,7 @@ mod internal_topic;
 mod join_group;
 mod leader_hint;
 mod leave_group;
+mod list_config_resources;
 mod list_groups;
 mod list_offsets;
 mod metadata;
@@ -60,6 +65,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
@@ -78,6 +84,10 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
     (ApiKey::DescribeTopicPartitions, 0, 0),
+    (ApiKey::AlterReplicaLogDirs, 1, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::DescribeQuorum, 0, 2),
+    (ApiKey::ListConfigResources, 0, 1),
 ];
 
 /// The error code clients get for an API or version outside the list.
@@ -325,6 +335,7 @@ pub async fn handle(
             ctx.encode(&offset_for_leader_epoch::handle(&ctx, r).await)
         }
         RequestKind::DescribeConfigs(r) => ctx.encode(&describe_configs::handle(&ctx, r).await),
+        RequestKind::AlterConfigs(r) => ctx.encode(&alter_configs::handle(&ctx, r).await),
         RequestKind::CreatePartitions(r) => ctx.encode(&create_partitions::handle(&ctx, r).await),
         RequestKind::IncrementalAlterConfigs(r) => {
             ctx.encode(&incremental_alter_configs::handle(&ctx, r).await)
@@ -351,6 +362,10 @@ pub async fn handle(
         RequestKind::DescribeTopicPartitions(r) => {
             ctx.encode(&describe_topic_partitions::handle(&ctx, r))
         }
+        RequestKind::AlterReplicaLogDirs(r) => ctx.encode(&alter_replica_log_dirs::handle(&ctx, r)),
+        RequestKind::DescribeLogDirs(r) => ctx.encode(&describe_log_dirs::handle(&ctx, r)),
+        RequestKind::DescribeQuorum(r) => ctx.encode(&describe_quorum::handle(&ctx, r).await),
+        RequestKind::ListConfigResources(r) => ctx.encode(&list_config_resources::handle(&ctx, r)),
         _ => Ok(unsupported(correlation_id)),
     };
     response.map(Some)

@@ -4,7 +4,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use prost::Message as _;
-use raft::StateRole;
+use raft::{StateRole, eraftpb::MessageType};
 use tokio::{
     sync::{mpsc, watch},
     time::Instant,
@@ -12,14 +12,18 @@ use tokio::{
 
 use super::{
     BarrierReply, Command, JOIN_INTERVAL, NodeConfig, NodeError, NodeStatus, ProposalError,
-    READ_RETRY, Reply,
+    QuorumReply, READ_RETRY, Reply,
 };
 use crate::{
     core::{CoreEvent, ProposeError, RaftCore, Role},
     image::MetadataImage,
     proposals::{Proposals, Stage},
+    quorum::ReplicaContacts,
     records::MetadataRecord,
-    transport::{self, Body, Forward, Join, Rejected, Transport, TransportEvent},
+    transport::{
+        self, Body, Forward, Join, QuorumAnswer, QuorumQuestion, Rejected, Transport,
+        TransportEvent,
+    },
 };
 
 /// A proposal's record and the caller waiting for its outcome.
@@ -44,7 +48,12 @@ pub(super) struct Node {
     pub(super) transport: Transport,
     pub(super) proposals: Proposals<Proposal>,
     pub(super) reads: HashMap<u64, PendingRead>,
+    /// Read barriers and questions to the leader are numbered from here.
     pub(super) next_read: u64,
+    /// While leading: when each peer last answered (for DescribeQuorum).
+    pub(super) contacts: ReplicaContacts,
+    /// Questions passed on to the leader, by request id.
+    pub(super) quorum_questions: HashMap<u64, QuorumReply>,
     pub(super) image_tx: watch::Sender<Arc<MetadataImage>>,
     pub(super) status_tx: watch::Sender<NodeStatus>,
     pub(super) leader_changes: u64,
@@ -70,6 +79,7 @@ impl Node {
                 command = commands.recv() => match command {
                     Some(Command::Propose { record, reply }) => self.submit(record, reply),
                     Some(Command::ReadBarrier { reply }) => self.read_barrier(reply),
+                    Some(Command::DescribeQuorum { reply }) => self.describe_quorum(reply),
                     Some(Command::TransferLeadership) => {
                         if let Some(to) = self.core.transfer_leadership() {
                             tracing::info!(to, "handing metadata leadership over before stopping");
@@ -173,6 +183,30 @@ impl Node {
             }
             self.last_leader = leader;
         }
+        if role == StateRole::Leader {
+            self.contacts.clear();
+        }
+    }
+
+    fn describe_quorum(&mut self, reply: QuorumReply) {
+        if self.core.is_leader() {
+            let _ = reply.send(self.core.describe_quorum(&self.contacts, wall_clock_ms()));
+            return;
+        }
+        let Some(leader) = self.core.leader_id() else {
+            let _ = reply.send(None);
+            return;
+        };
+        let request_id = self.next_read;
+        self.next_read += 1;
+        if self
+            .transport
+            .send(leader, Body::DescribeQuorum(QuorumQuestion { request_id }))
+        {
+            self.quorum_questions.insert(request_id, reply);
+        } else {
+            let _ = reply.send(None);
+        }
     }
 
     fn submit(&mut self, record: MetadataRecord, reply: Reply) {
@@ -262,6 +296,8 @@ impl Node {
                 read.asked = now;
             }
         }
+        // A caller that gave up on the leader's answer has dropped its end.
+        self.quorum_questions.retain(|_, reply| !reply.is_closed());
         self.maybe_join(now);
         if self.core.is_leader() {
             self.core.promote_caught_up_learner(&self.voter_ids);
@@ -303,8 +339,15 @@ impl Node {
         match body {
             Some(Body::Raft(bytes)) => match transport::decode_raft(&bytes) {
                 Some(message) => {
+                    let answer = matches!(
+                        message.get_msg_type(),
+                        MessageType::MsgAppendResponse | MessageType::MsgHeartbeatResponse
+                    ) && !message.reject;
                     if let Err(e) = self.core.step(message) {
                         tracing::debug!(from, error = %e, "ignored a raft message");
+                    } else if let Some(matched) = self.core.matched(from).filter(|_| answer) {
+                        self.contacts
+                            .heard(from, matched, self.core.last_index(), wall_clock_ms());
                     }
                 }
                 None => tracing::warn!(from, "undecodable raft message"),
@@ -345,6 +388,18 @@ impl Node {
                     self.transport.send(leader, Body::Join(join));
                 }
             }
+            Some(Body::DescribeQuorum(question)) => {
+                let answer = QuorumAnswer {
+                    request_id: question.request_id,
+                    description: self.core.describe_quorum(&self.contacts, wall_clock_ms()),
+                };
+                self.transport.send(from, Body::QuorumDescribed(answer));
+            }
+            Some(Body::QuorumDescribed(answer)) => {
+                if let Some(reply) = self.quorum_questions.remove(&answer.request_id) {
+                    let _ = reply.send(answer.description);
+                }
+            }
             // Heartbeats are answered by the listener, never passed on.
             Some(Body::Heartbeat(_) | Body::HeartbeatReply(_)) | None => {}
         }
@@ -383,6 +438,13 @@ impl Node {
 /// leader's commit index is known and this node has applied up to it. A
 /// known index not yet applied is not an answer: the image would not yet
 /// hold what the quorum had committed.
+/// Milliseconds since the epoch, as Kafka reports the quorum's times.
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 fn take_answered(reads: &mut HashMap<u64, PendingRead>, applied: u64) -> Vec<PendingRead> {
     let done: Vec<u64> = reads
         .iter()
