@@ -251,3 +251,45 @@ def test_config_resources_are_listed_by_type(broker):
             admin.list_config_resources(["BROKER_LOGGER"])
     finally:
         admin.close()
+
+
+def test_without_an_authorizer_every_operation_is_authorized(broker):
+    """KIP-430: asked for, the authorized operations are every operation the
+    resource supports, as Kafka answers without an authorizer."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicCollection, TopicPartition
+    from confluent_kafka.admin import AclOperation as Op
+
+    client = AdminClient({"bootstrap.servers": broker.bootstrap})
+    result(client.create_topics([NewTopic("ops", 1, 1)]), "ops")
+
+    described = client.describe_topics(TopicCollection(["ops"]),
+                                       include_authorized_operations=True)
+    assert set(described["ops"].result(timeout=30).authorized_operations) == {
+        Op.READ, Op.WRITE, Op.CREATE, Op.DELETE, Op.ALTER, Op.DESCRIBE,
+        Op.DESCRIBE_CONFIGS, Op.ALTER_CONFIGS}
+    not_asked = client.describe_topics(TopicCollection(["ops"]))
+    assert not not_asked["ops"].result(timeout=30).authorized_operations
+
+    cluster = client.describe_cluster(include_authorized_operations=True).result(timeout=30)
+    assert set(cluster.authorized_operations) == {
+        Op.CREATE, Op.ALTER, Op.DESCRIBE, Op.CLUSTER_ACTION, Op.DESCRIBE_CONFIGS,
+        Op.ALTER_CONFIGS, Op.IDEMPOTENT_WRITE}
+    assert not client.describe_cluster().result(timeout=30).authorized_operations
+
+    # A group with committed offsets and no members.
+    committed = ConsumerGroupTopicPartitions("ops-group", [TopicPartition("ops", 0, 0)])
+    client.alter_consumer_group_offsets([committed])["ops-group"].result(timeout=30)
+    group = client.describe_consumer_groups(
+        ["ops-group"], include_authorized_operations=True)["ops-group"].result(timeout=30)
+    assert set(group.authorized_operations) == {
+        Op.READ, Op.DELETE, Op.DESCRIBE, Op.DESCRIBE_CONFIGS, Op.ALTER_CONFIGS}
+
+    from kafka.admin import KafkaAdminClient
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        kp_group = admin.describe_groups(["ops-group"],
+                                         include_authorized_operations=True)["ops-group"]
+        assert sorted(kp_group["authorized_operations"]) == [
+            "ALTER_CONFIGS", "DELETE", "DESCRIBE", "DESCRIBE_CONFIGS", "READ"], kp_group
+    finally:
+        admin.close()

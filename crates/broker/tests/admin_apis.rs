@@ -316,3 +316,37 @@ async fn the_incremental_form_also_refuses_a_resource_named_twice() {
     assert_eq!(codes, [42, 42], "INVALID_REQUEST for both copies");
     assert!(h.broker.image().topic("twice").unwrap().configs.is_empty());
 }
+
+#[tokio::test]
+async fn metadata_carries_every_operation_when_asked_at_every_version() {
+    use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+    let h = harness().await;
+    h.create_topic("ops", 1).await;
+    for version in versions(ApiKey::Metadata) {
+        for asked in [false, true] {
+            let request = MetadataRequest::default()
+                .with_topics(None)
+                .with_include_cluster_authorized_operations(asked && (8..=10).contains(&version))
+                .with_include_topic_authorized_operations(asked && version >= 8);
+            let response: MetadataResponse = h.call(ApiKey::Metadata, version, &request).await;
+            let topic_operations = if asked && version >= 8 {
+                3576
+            } else {
+                i32::MIN
+            };
+            let cluster_operations = if asked && (8..=10).contains(&version) {
+                8096
+            } else {
+                i32::MIN
+            };
+            assert_eq!(
+                response.topics[0].topic_authorized_operations, topic_operations,
+                "v{version} asked {asked}"
+            );
+            assert_eq!(
+                response.cluster_authorized_operations, cluster_operations,
+                "v{version} asked {asked}"
+            );
+        }
+    }
+}

@@ -125,9 +125,9 @@ async fn every_topic_is_described_in_name_order() {
         let name = topic.name.as_ref().unwrap().to_string();
         assert_eq!(topic.topic_id, h.topic_id(&name), "{name}");
         assert_eq!(topic.is_internal, name == "__consumer_offsets", "{name}");
-        // Keel has no authorizer; like its Metadata answer it leaves the
-        // operations unknown.
-        assert_eq!(topic.topic_authorized_operations, i32::MIN, "{name}");
+        // Without an authorizer every topic operation is authorized; this
+        // API reports them unasked (KIP-430).
+        assert_eq!(topic.topic_authorized_operations, 3576, "{name}");
         for partition in &topic.partitions {
             assert_eq!(partition.error_code, 0);
             assert_eq!(partition.leader_id, BrokerId(1));

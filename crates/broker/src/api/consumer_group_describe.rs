@@ -14,7 +14,7 @@ use kafka_protocol::{
 };
 use keel_raft_metadata::MetadataImage;
 
-use super::RequestContext;
+use super::{RequestContext, authorized_operations};
 use crate::group::consumer::{MemberSnapshot, Partitions};
 
 /// The first version telling the member's protocol.
@@ -44,6 +44,10 @@ pub(super) fn handle(
                         .with_error_message(Some(StrBytes::from_string(message)))
                 }
                 Ok(group) => described
+                    .with_authorized_operations(authorized_operations::if_requested(
+                        request.include_authorized_operations,
+                        authorized_operations::GROUP,
+                    ))
                     .with_group_state(StrBytes::from_static_str(group.state))
                     .with_group_epoch(group.epoch)
                     .with_assignment_epoch(group.assignment_epoch)

@@ -10,7 +10,7 @@ use kafka_protocol::{
     protocol::StrBytes,
 };
 
-use super::{RequestContext, topics::controller_for_clients};
+use super::{RequestContext, authorized_operations, topics::controller_for_clients};
 
 /// Brokers; 2 would ask for controllers, which Keel does not list apart.
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
@@ -43,5 +43,9 @@ pub(super) async fn handle(
             ctx.broker.cluster_id().unwrap_or_default(),
         ))
         .with_controller_id(BrokerId(controller_for_clients(ctx.broker, &image)))
+        .with_cluster_authorized_operations(authorized_operations::if_requested(
+            request.include_cluster_authorized_operations,
+            authorized_operations::CLUSTER,
+        ))
         .with_brokers(brokers)
 }

@@ -10,9 +10,11 @@ use kafka_protocol::{
     protocol::StrBytes,
 };
 
-use super::RequestContext;
+use super::{RequestContext, authorized_operations};
 
 const STATIC_MEMBERSHIP_VERSION: i16 = 4;
+/// The first version that may carry authorized operations (KIP-430).
+const AUTHORIZED_OPERATIONS_VERSION: i16 = 3;
 
 pub(super) fn handle(
     ctx: &RequestContext<'_>,
@@ -26,6 +28,11 @@ pub(super) fn handle(
             match ctx.broker.groups.describe(ctx.broker, group_id) {
                 Err(error) => described.with_error_code(error.code()),
                 Ok(group) => described
+                    .with_authorized_operations(authorized_operations::if_requested(
+                        ctx.version >= AUTHORIZED_OPERATIONS_VERSION
+                            && request.include_authorized_operations,
+                        authorized_operations::GROUP,
+                    ))
                     .with_group_state(StrBytes::from_static_str(group.state))
                     .with_protocol_type(StrBytes::from_string(group.protocol_type))
                     .with_protocol_data(StrBytes::from_string(group.protocol))

@@ -27,7 +27,7 @@ use kafka_protocol::{
 use keel_raft_metadata::{MetadataImage, PartitionInfo, TopicInfo};
 
 use super::{
-    RequestContext,
+    RequestContext, authorized_operations,
     topics::{broker_ids, live_leader, offline_replicas, validate_topic_name},
 };
 use crate::{error::AdminError, group::storage::OFFSETS_TOPIC};
@@ -144,6 +144,7 @@ fn page_of_topic(
         .with_name(Some(topic_name(&topic.name)))
         .with_topic_id(topic.id)
         .with_is_internal(is_internal(&topic.name))
+        .with_topic_authorized_operations(authorized_operations::TOPIC)
         .with_partitions(partitions);
     (described, next)
 }

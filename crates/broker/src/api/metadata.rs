@@ -18,7 +18,7 @@ use kafka_protocol::{
 use uuid::Uuid;
 
 use super::{
-    RequestContext,
+    RequestContext, authorized_operations,
     create_topics::{TopicSpec, create_topic},
     internal_topic::ensure_offsets_topic,
     topics::{
@@ -42,6 +42,10 @@ const CLUSTER_ID_VERSION: i16 = 2;
 const OFFLINE_REPLICAS_VERSION: i16 = 5;
 const LEADER_EPOCH_VERSION: i16 = 7;
 const TOPIC_ID_VERSION: i16 = 10;
+/// The versions that may carry authorized operations (KIP-430): the
+/// cluster's from 8 to 10, each topic's from 8.
+const AUTHORIZED_OPERATIONS_VERSION: i16 = 8;
+const LAST_CLUSTER_OPERATIONS_VERSION: i16 = 10;
 
 enum Wanted {
     All,
@@ -101,7 +105,7 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: MetadataRequest) -
         image = broker.image();
     }
 
-    let topics = match wanted {
+    let topics: Vec<MetadataResponseTopic> = match wanted {
         Wanted::All => image
             .topics()
             .map(|t| describe(&image, t, ctx.version))
@@ -132,7 +136,23 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: MetadataRequest) -
             .collect(),
     };
 
+    let carries_operations = ctx.version >= AUTHORIZED_OPERATIONS_VERSION;
+    let topic_operations = authorized_operations::if_requested(
+        carries_operations && request.include_topic_authorized_operations,
+        authorized_operations::TOPIC,
+    );
+    let topics = topics
+        .into_iter()
+        .map(|t| t.with_topic_authorized_operations(topic_operations))
+        .collect();
+    let cluster_operations = authorized_operations::if_requested(
+        carries_operations
+            && ctx.version <= LAST_CLUSTER_OPERATIONS_VERSION
+            && request.include_cluster_authorized_operations,
+        authorized_operations::CLUSTER,
+    );
     MetadataResponse::default()
+        .with_cluster_authorized_operations(cluster_operations)
         .with_brokers(
             image
                 .live_brokers()

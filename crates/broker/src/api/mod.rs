@@ -7,6 +7,7 @@
 mod alter_configs;
 mod alter_replica_log_dirs;
 mod api_versions;
+mod authorized_operations;
 mod consumer_group_describe;
 mod consumer_group_heartbeat;
 mod create_partitions;
