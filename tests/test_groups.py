@@ -380,3 +380,50 @@ def test_a_compacted_topic_keeps_the_latest_value_of_every_key(broker_factory):
     broker.kill()
     broker.restart()
     assert read_from_beginning(bootstrap, topic) == expected
+
+
+def test_a_session_ends_at_its_deadline(group_broker):
+    """A member's session ends when its timeout has passed since the
+    coordinator last heard from it, not at some later tick: a client that
+    waits out the session timeout after the member's last request can
+    delete the group at once (with Kafka too)."""
+    from kafka.admin import KafkaAdminClient
+    from kafka.protocol.consumer.group import JoinGroupRequest, SyncGroupRequest
+
+    admin = KafkaAdminClient(bootstrap_servers=group_broker.bootstrap)
+
+    def send(request):
+        async def call():
+            return await admin._manager.send(request, node_id=group_broker.node_id)
+        return admin._manager.run(call)
+
+    try:
+        for attempt in range(3):
+            group, instance = f"deadline-{attempt}", f"static-{attempt}"
+            protocol = JoinGroupRequest.JoinGroupRequestProtocol(name="range", metadata=b"")
+            join = JoinGroupRequest(
+                group_id=group, session_timeout_ms=2_000, rebalance_timeout_ms=2_000,
+                member_id="", group_instance_id=instance, protocol_type="consumer",
+                protocols=[protocol])
+            # Finding the coordinator makes __consumer_offsets; the
+            # coordinator then takes a moment to be ready.
+            admin.describe_groups([group])
+            deadline = time.monotonic() + 15
+            while (joined := send(join)).error_code in (14, 15, 16):
+                assert time.monotonic() < deadline, joined
+                time.sleep(0.1)
+            assert joined.error_code == 0, joined
+            synced = send(SyncGroupRequest(
+                group_id=group, generation_id=joined.generation_id, member_id=joined.member_id,
+                group_instance_id=instance, protocol_type="consumer", protocol_name="range",
+                assignments=[]))
+            assert synced.error_code == 0, synced
+            # The coordinator heard from the member last before this moment.
+            # A coordinator that expires sessions on a 100 ms tick still
+            # holds it 25 ms past the timeout most of the time.
+            heard = time.monotonic()
+            time.sleep(heard + 2.025 - time.monotonic())
+            outcome = admin.delete_groups([group])
+            assert outcome == {group: "OK"}, outcome
+    finally:
+        admin.close()

@@ -21,14 +21,17 @@ use crate::{
     partition::{Fetched, ReadLimit},
 };
 
+/// How often the coordinator looks at its groups when no timer is due.
+const TICK: Duration = Duration::from_millis(100);
 /// Bytes read from `__consumer_offsets` per step while loading.
 const LOAD_READ_BYTES: usize = 1 << 20;
 
 impl GroupCoordinator {
     /// Loads and unloads partitions as leadership of `__consumer_offsets`
     /// moves, advances every group's timers, and expires the offsets of
-    /// groups that have been empty for the retention time.
-    pub(crate) fn tick(&self, broker: &Broker) {
+    /// groups that have been empty for the retention time. Returns the
+    /// earliest time (milliseconds since the epoch) a group's timer is due.
+    pub(crate) fn tick(&self, broker: &Broker) -> Option<i64> {
         let image = broker.image();
         if let Some(topic) = image.topic(OFFSETS_TOPIC) {
             let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
@@ -141,6 +144,23 @@ impl GroupCoordinator {
         }
         // Member ids handed out to joins that never came back expire too.
         inner.groups.retain(|_, group| !group.is_vacant());
+        let consumer_settings = &self.config.consumer;
+        inner
+            .groups
+            .values()
+            .flat_map(|group| {
+                let consumer = group.consumer.as_ref();
+                [
+                    group.next_deadline_ms(),
+                    consumer.and_then(|c| c.next_deadline_ms(consumer_settings)),
+                ]
+            })
+            .flatten()
+            // A deadline already passed may wait on something else (a join
+            // phase waits for its members after its initial delay); the
+            // regular tick looks again.
+            .filter(|due| *due > now)
+            .min()
     }
 
     /// Replays a partition of `__consumer_offsets` into groups, to its log
@@ -254,15 +274,27 @@ fn apply_loaded(groups: &mut HashMap<String, Group>, record: Loaded, now: i64) {
 /// Advances group timers and follows `__consumer_offsets` leadership. A
 /// tick reads and writes logs (replaying a partition may read a lot), so
 /// it runs on a blocking thread, not on the runtime serving requests.
+///
+/// It ticks every [`TICK`], and also at the very millisecond a group's
+/// timer is due: a session ends at its deadline, not up to a tick later (a
+/// client that waits out a member's session and then deletes the group
+/// finds it empty, as with Kafka). Every deadline is at least the minimum
+/// session timeout away when it is set, so the next regular tick always
+/// learns of it in time.
 pub(crate) async fn run(broker: Arc<Broker>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
         let ticking = Arc::clone(&broker);
-        if let Err(e) = tokio::task::spawn_blocking(move || ticking.groups.tick(&ticking)).await {
-            tracing::error!(error = %e, "the group coordinator's tick failed");
-        }
+        let due = match tokio::task::spawn_blocking(move || ticking.groups.tick(&ticking)).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::error!(error = %e, "the group coordinator's tick failed");
+                None
+            }
+        };
+        let until_due = due.map(|due_ms| {
+            Duration::from_millis(u64::try_from(due_ms - now_ms()).unwrap_or_default())
+        });
+        tokio::time::sleep(until_due.map_or(TICK, |wait| wait.min(TICK))).await;
     }
 }
 

@@ -510,15 +510,26 @@ impl ConsumerGroup {
         self.members
             .values()
             .filter_map(|m| {
-                if now_ms - m.last_heard_ms > session {
+                if now_ms >= m.last_heard_ms + session {
                     Some((m.id.clone(), "session timeout"))
-                } else if m.revoke_deadline_ms.is_some_and(|d| now_ms > d) {
+                } else if m.revoke_deadline_ms.is_some_and(|d| now_ms >= d) {
                     Some((m.id.clone(), "did not revoke within the rebalance timeout"))
                 } else {
                     None
                 }
             })
             .collect()
+    }
+
+    /// The earliest time a member's session ends or its time to revoke
+    /// runs out.
+    pub(crate) fn next_deadline_ms(&self, settings: &ConsumerSettings) -> Option<i64> {
+        let session = i64::from(settings.session_timeout_ms);
+        self.members
+            .values()
+            .flat_map(|m| [Some(m.last_heard_ms + session), m.revoke_deadline_ms])
+            .flatten()
+            .min()
     }
 
     pub(crate) fn has_expired_members(&self, settings: &ConsumerSettings, now_ms: i64) -> bool {

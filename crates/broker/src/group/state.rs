@@ -121,6 +121,12 @@ impl Member {
             .map(|(_, metadata)| metadata.clone())
             .unwrap_or_default()
     }
+
+    /// When the member's session ends unless it is heard from again; it
+    /// ends at this very millisecond, as Kafka's heartbeat timer fires.
+    pub(crate) fn session_deadline_ms(&self) -> i64 {
+        self.last_heard_ms + i64::from(self.session_timeout_ms)
+    }
 }
 
 /// A JoinGroup as the state machine sees it.

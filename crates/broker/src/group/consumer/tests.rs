@@ -150,9 +150,12 @@ fn silent_members_expire_and_stale_epochs_are_fenced() {
     );
     // a keeps beating, b falls silent.
     beat(&mut group, "a", a.member_epoch, Some(&[0, 1, 2, 3]), 900).unwrap();
-    assert!(!group.tick(&settings, 1_000));
-    assert!(group.tick(&settings, 1_500));
+    // b's session ends at the very millisecond its deadline comes.
+    assert_eq!(group.next_deadline_ms(&settings), Some(1_000));
+    assert!(!group.tick(&settings, 999));
+    assert!(group.tick(&settings, 1_000));
     assert!(!group.members.contains_key("b"));
+    assert_eq!(group.next_deadline_ms(&settings), Some(1_900));
     assert_eq!(
         beat(&mut group, "b", b.member_epoch, None, 1_600),
         Err(ResponseError::UnknownMemberId)

@@ -264,7 +264,7 @@ impl Group {
             .filter(|m| {
                 m.awaiting_join.is_none()
                     && m.awaiting_sync.is_none()
-                    && now_ms - m.last_heard_ms > i64::from(m.session_timeout_ms)
+                    && now_ms >= m.session_deadline_ms()
             })
             .map(|m| m.id.clone())
             .collect();
@@ -277,5 +277,26 @@ impl Group {
         }
         deliveries.append(self.maybe_complete_join(now_ms));
         deliveries
+    }
+
+    /// The earliest time at which [`Self::tick`] has something to do: a
+    /// session or a pending member id that expires, or a join phase that
+    /// ends. A member waiting on a join or a sync has no session deadline
+    /// while it waits.
+    pub(crate) fn next_deadline_ms(&self) -> Option<i64> {
+        let sessions = self
+            .members
+            .values()
+            .filter(|m| m.awaiting_join.is_none() && m.awaiting_sync.is_none())
+            .map(Member::session_deadline_ms);
+        let joining = (self.state == GroupState::PreparingRebalance)
+            .then_some([Some(self.join_deadline_ms), self.initial_delay_until_ms])
+            .into_iter()
+            .flatten()
+            .flatten();
+        sessions
+            .chain(self.pending.values().copied())
+            .chain(joining)
+            .min()
     }
 }

@@ -156,7 +156,7 @@ fn a_member_that_does_not_rejoin_in_time_is_removed() {
     sync(&mut group, &a, 1, vec![], 0).try_recv().unwrap();
     let b = member_id(&mut group, 10);
     let mut b_join = join(&mut group, request(&b, &["range"]), 10);
-    group.tick(&SETTINGS, 10_000).deliver();
+    group.tick(&SETTINGS, 9_999).deliver();
     assert!(b_join.try_recv().is_err());
     // a never rejoins; at the rebalance timeout it is dropped.
     group.tick(&SETTINGS, 30_011).deliver();
@@ -201,6 +201,28 @@ fn silent_members_expire_and_the_group_rebalances() {
         group.heartbeat(claim(&b, generation), 11_500),
         Some(ResponseError::RebalanceInProgress)
     );
+}
+
+#[test]
+fn a_session_ends_at_its_deadline_and_the_group_says_when_that_is() {
+    let mut group = Group::new("g", 0);
+    let a = member_id(&mut group, 0);
+    let generation = join(&mut group, request(&a, &["range"]), 0)
+        .try_recv()
+        .unwrap()
+        .generation;
+    sync(&mut group, &a, generation, vec![], 0)
+        .try_recv()
+        .unwrap();
+    group.heartbeat(claim(&a, generation), 2_000);
+    // Its session of 10 s, counted from the last heartbeat.
+    assert_eq!(group.next_deadline_ms(), Some(12_000));
+    group.tick(&SETTINGS, 11_999).deliver();
+    assert!(group.members.contains_key(&a));
+    group.tick(&SETTINGS, 12_000).deliver();
+    assert!(group.members.is_empty());
+    assert_eq!(group.state, GroupState::Empty);
+    assert_eq!(group.next_deadline_ms(), None);
 }
 
 #[test]
