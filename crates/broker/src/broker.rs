@@ -298,7 +298,10 @@ impl Broker {
             crate::blocking::run(|| self.replicas.reconcile(|| metadata.image(), now_ms()));
         match result {
             Ok(changes) if changes.is_empty() => {}
-            Ok(_) => self.update_fetchers(),
+            Ok(changes) => {
+                self.update_fetchers();
+                self.groups.note_role_changes(&changes);
+            }
             Err(e) => {
                 tracing::error!(error = %e, "failed to apply metadata change to local partitions");
             }

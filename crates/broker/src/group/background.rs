@@ -51,14 +51,18 @@ impl GroupCoordinator {
             .unwrap_or_default();
         let (to_load, to_unload) = {
             let mut inner = self.lock();
-            let loaded: BTreeSet<i32> = inner.partitions.keys().copied().collect();
-            let to_load: Vec<i32> = led.difference(&loaded).copied().collect();
+            let known: BTreeSet<i32> = inner.partitions.keys().copied().collect();
+            let to_load: Vec<i32> = led
+                .iter()
+                .copied()
+                .filter(|p| matches!(inner.partitions.get(p), None | Some(PartitionLoad::Taken)))
+                .collect();
             for partition in &to_load {
                 inner.partitions.insert(*partition, PartitionLoad::Loading);
             }
             (
                 to_load,
-                loaded.difference(&led).copied().collect::<Vec<i32>>(),
+                known.difference(&led).copied().collect::<Vec<i32>>(),
             )
         };
         for partition in to_unload {
@@ -275,7 +279,8 @@ fn apply_loaded(groups: &mut HashMap<String, Group>, record: Loaded, now: i64) {
 /// tick reads and writes logs (replaying a partition may read a lot), so
 /// it runs on a blocking thread, not on the runtime serving requests.
 ///
-/// It ticks every [`TICK`], and also at the very millisecond a group's
+/// It ticks every [`TICK`], at once when this broker takes leadership of a
+/// partition to load, and also at the very millisecond a group's
 /// timer is due: a session ends at its deadline, not up to a tick later (a
 /// client that waits out a member's session and then deletes the group
 /// finds it empty, as with Kafka). Every deadline is at least the minimum
@@ -294,7 +299,10 @@ pub(crate) async fn run(broker: Arc<Broker>) {
         let until_due = due.map(|due_ms| {
             Duration::from_millis(u64::try_from(due_ms - now_ms()).unwrap_or_default())
         });
-        tokio::time::sleep(until_due.map_or(TICK, |wait| wait.min(TICK))).await;
+        tokio::select! {
+            () = tokio::time::sleep(until_due.map_or(TICK, |wait| wait.min(TICK))) => {}
+            () = broker.groups.wake.notified() => {}
+        }
     }
 }
 

@@ -32,7 +32,7 @@ use std::{
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 pub use self::consumer::ConsumerSettings;
 pub(crate) use self::{
@@ -46,6 +46,8 @@ use self::{
 use crate::{
     broker::{Broker, now_ms},
     error::PartitionError,
+    partition::Transition,
+    replicas::RoleChange,
 };
 
 /// How long a write to `__consumer_offsets` may wait for the ISR to hold
@@ -66,8 +68,13 @@ pub struct CoordinatorConfig {
     pub consumer: ConsumerSettings,
 }
 
+/// Where a led partition of `__consumer_offsets` stands. Until it is
+/// loaded, requests for its groups answer COORDINATOR_LOAD_IN_PROGRESS
+/// (retriable), not NOT_COORDINATOR: the client is at the right broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PartitionLoad {
+    /// Leadership taken; the coordinator's next tick loads it.
+    Taken,
     Loading,
     Loaded,
 }
@@ -87,6 +94,9 @@ pub struct GroupCoordinator {
     partition_count: AtomicI32,
     settings: GroupSettings,
     inner: Mutex<Inner>,
+    /// Wakes the coordinator's tick (see `background::run`) before its
+    /// time, when there is a partition to load.
+    wake: Notify,
 }
 
 impl GroupCoordinator {
@@ -100,6 +110,33 @@ impl GroupCoordinator {
             partition_count: AtomicI32::new(config.partitions),
             config,
             inner: Mutex::new(Inner::default()),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Partitions of `__consumer_offsets` this broker just took leadership
+    /// of are loading from now on, and the coordinator starts loading them
+    /// at once.
+    pub(crate) fn note_role_changes(&self, changes: &[RoleChange]) {
+        let partitions: Vec<i32> = changes
+            .iter()
+            .filter(|c| {
+                c.transition == Transition::BecameLeader && c.partition.topic() == OFFSETS_TOPIC
+            })
+            .map(|c| c.partition.index())
+            .collect();
+        if !partitions.is_empty() {
+            self.with_lock(|inner| Self::taken(inner, &partitions));
+            self.wake.notify_one();
+        }
+    }
+
+    fn taken(inner: &mut Inner, partitions: &[i32]) {
+        for partition in partitions {
+            inner
+                .partitions
+                .entry(*partition)
+                .or_insert(PartitionLoad::Taken);
         }
     }
 
@@ -129,7 +166,9 @@ impl GroupCoordinator {
     fn check(inner: &Inner, partition: i32) -> Result<(), ResponseError> {
         match inner.partitions.get(&partition) {
             Some(PartitionLoad::Loaded) => Ok(()),
-            Some(PartitionLoad::Loading) => Err(ResponseError::CoordinatorLoadInProgress),
+            Some(PartitionLoad::Taken | PartitionLoad::Loading) => {
+                Err(ResponseError::CoordinatorLoadInProgress)
+            }
             None => Err(ResponseError::NotCoordinator),
         }
     }
@@ -318,5 +357,28 @@ impl GroupCoordinator {
             Self::settle(broker, partition, group, deliveries);
             Ok(results)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_led_but_not_yet_loaded_answers_load_in_progress() {
+        let mut inner = Inner::default();
+        GroupCoordinator::taken(&mut inner, &[2]);
+        assert_eq!(
+            GroupCoordinator::check(&inner, 2),
+            Err(ResponseError::CoordinatorLoadInProgress)
+        );
+        assert_eq!(
+            GroupCoordinator::check(&inner, 3),
+            Err(ResponseError::NotCoordinator)
+        );
+        // Taking it again once it is loaded changes nothing.
+        inner.partitions.insert(2, PartitionLoad::Loaded);
+        GroupCoordinator::taken(&mut inner, &[2]);
+        assert_eq!(GroupCoordinator::check(&inner, 2), Ok(()));
     }
 }
