@@ -357,3 +357,29 @@ def test_kcat_compression(broker, codec):
     kcat_produce(broker.bootstrap, topic, 5_000, codec=codec)
     finished = int(time.time() * 1000)
     verify_kcat(kcat_read_all(broker.bootstrap, topic), 5_000, started, finished)
+
+
+def test_records_a_topic_refuses_are_named_to_the_producer(broker):
+    """A compacted topic refuses records without a key. The broker names
+    them in the produce response (KIP-467), so librdkafka fails those with
+    INVALID_RECORD and the rest of their batch with "an invalid record in
+    the same batch"; nothing of the batch is stored."""
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic("keyed-only", 1, 1, config={"cleanup.policy": "compact"})])[
+        "keyed-only"].result(timeout=30)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 200})
+    delivered = []
+    for i, key in enumerate([b"a", None, b"c", None]):
+        producer.produce("keyed-only", key=key, value=b"v%d" % i,
+                         on_delivery=lambda e, m: delivered.append((m.key(), e and e.code())))
+    assert producer.flush(30) == 0
+    assert sorted(delivered, key=str) == sorted([
+        (b"a", KafkaError._INVALID_DIFFERENT_RECORD),
+        (None, KafkaError.INVALID_RECORD),
+        (b"c", KafkaError._INVALID_DIFFERENT_RECORD),
+        (None, KafkaError.INVALID_RECORD),
+    ], key=str)
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "keyed-only"})
+    low, high = consumer.get_watermark_offsets(TopicPartition("keyed-only", 0), timeout=10)
+    consumer.close()
+    assert (low, high) == (0, 0)

@@ -1,7 +1,7 @@
 //! The one place where internal errors become Kafka error codes.
 
 use kafka_protocol::error::ResponseError;
-use keel_log::{BatchError, LogError};
+use keel_log::{BatchError, LogError, RejectedRecord};
 
 use keel_raft_metadata::{ApplyError, ProposalError};
 
@@ -75,6 +75,14 @@ pub enum PartitionError {
 }
 
 impl PartitionError {
+    /// The records of a batch the topic refused, when that is why.
+    pub fn rejected_records(&self) -> Option<&[RejectedRecord]> {
+        match self {
+            Self::Log(LogError::Batch(BatchError::RejectedRecords(records))) => Some(records),
+            _ => None,
+        }
+    }
+
     /// Whether a produce batch failing this way was certainly not
     /// appended, and the client may send it again (here or to a new
     /// leader).

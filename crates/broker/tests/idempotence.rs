@@ -10,18 +10,10 @@
 
 mod common;
 
-use bytes::Bytes;
-use kafka_protocol::{
-    messages::{
-        ApiKey, CreateTopicsRequest, CreateTopicsResponse, ProduceRequest, ProduceResponse,
-        create_topics_request::{CreatableTopic, CreatableTopicConfig},
-        produce_request::{PartitionProduceData, TopicProduceData},
-    },
-    protocol::StrBytes,
-};
+use kafka_protocol::messages::{ApiKey, ProduceResponse};
 use keel_log::testing::{BatchSpec, ProducerIdentity, build_batch};
 
-use common::{Harness, harness, name};
+use common::{Harness, harness, produce_request};
 
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const NOT_ENOUGH_REPLICAS: i16 = 19;
@@ -36,18 +28,7 @@ async fn produce(h: &Harness, acks: i16, base_sequence: i32) -> i16 {
         }),
         ..BatchSpec::default()
     });
-    let request = ProduceRequest::default()
-        .with_acks(acks)
-        .with_timeout_ms(1_000)
-        .with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(name("ordered"))
-                .with_partition_data(vec![
-                    PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(Bytes::from(batch))),
-                ]),
-        ]);
+    let request = produce_request("ordered", acks, batch).with_timeout_ms(1_000);
     let response: ProduceResponse = h.call(ApiKey::Produce, 11, &request).await;
     response.responses[0].partition_responses[0].error_code
 }
@@ -57,19 +38,8 @@ async fn a_batch_behind_a_refused_one_is_refused_too_and_both_land_in_order() {
     let h = harness().await;
     // One replica and min.insync.replicas 2: acks=all is refused before
     // anything is appended, acks=1 is not.
-    let request = CreateTopicsRequest::default().with_topics(vec![
-        CreatableTopic::default()
-            .with_name(name("ordered"))
-            .with_num_partitions(1)
-            .with_replication_factor(1)
-            .with_configs(vec![
-                CreatableTopicConfig::default()
-                    .with_name(StrBytes::from_static_str("min.insync.replicas"))
-                    .with_value(Some(StrBytes::from_static_str("2"))),
-            ]),
-    ]);
-    let created: CreateTopicsResponse = h.call(ApiKey::CreateTopics, 7, &request).await;
-    assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0]);
+    h.create_topic_with("ordered", 1, &[("min.insync.replicas", "2")])
+        .await;
 
     assert_eq!(produce(&h, 1, 0).await, 0);
     assert_eq!(produce(&h, -1, 1).await, NOT_ENOUGH_REPLICAS);

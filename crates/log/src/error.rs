@@ -23,8 +23,11 @@ pub enum BatchError {
     },
     #[error("a produce request must carry exactly one batch per partition, got {0}")]
     NotOneBatch(usize),
-    #[error("compacted topics need a key on every record")]
-    MissingKey,
+    /// Records the topic does not accept, by their index in the batch; the
+    /// whole batch is refused, and the producer is told which records were
+    /// at fault (Kafka's record errors, KIP-467).
+    #[error("{} of the batch's records refused: {}", .0.len(), describe(.0))]
+    RejectedRecords(Vec<RejectedRecord>),
     #[error("the batch's records cannot be read within the decompression limit")]
     UndecodableRecords,
     /// A batch copied from a leader that starts below the offset the log
@@ -39,6 +42,30 @@ pub enum BatchError {
         last_offset: i64,
         log_end_offset: i64,
     },
+}
+
+/// One record a topic refused, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RejectedRecord {
+    /// Its index in the batch, from 0.
+    pub batch_index: i32,
+    pub reason: RecordFault,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordFault {
+    /// A compacted topic needs a key on every record.
+    MissingKey,
+}
+
+fn describe(records: &[RejectedRecord]) -> String {
+    records
+        .iter()
+        .map(|r| match r.reason {
+            RecordFault::MissingKey => format!("record {} has no key", r.batch_index),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl BatchError {

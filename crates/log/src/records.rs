@@ -16,7 +16,7 @@ use bytes::{Buf, Bytes};
 
 use crate::{
     batch::{BATCH_HEADER_LEN, BatchHeader},
-    error::BatchError,
+    error::{BatchError, RecordFault, RejectedRecord},
 };
 
 /// The most a single batch may decompress to here.
@@ -57,26 +57,27 @@ fn records_payload(batch: &[u8], header: &BatchHeader) -> Option<Bytes> {
 }
 
 /// Checks that every record of a producer's batch has a key, as a compacted
-/// topic requires. Compressed batches are inflated under the cap; one that
-/// cannot be, or whose records cannot all be walked, is refused as well,
-/// since its keys cannot be checked.
+/// topic requires, and names each one that has none. Compressed batches are
+/// inflated under the cap; one that cannot be, or whose records cannot all
+/// be walked, is refused as well, since its keys cannot be checked.
 pub(crate) fn check_keys(batch: &[u8], header: &BatchHeader) -> Result<(), BatchError> {
     let mut records = records_payload(batch, header).ok_or(BatchError::UndecodableRecords)?;
-    let mut walked = 0i64;
-    let mut null_key = false;
+    let mut walked = 0i32;
+    let mut without_key = Vec::new();
     walk_records(&mut records, header, &mut |position: RecordPosition| {
-        walked += 1;
-        null_key = position.null_key;
-        if null_key {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
+        if position.null_key {
+            without_key.push(RejectedRecord {
+                batch_index: walked,
+                reason: RecordFault::MissingKey,
+            });
         }
+        walked += 1;
+        ControlFlow::Continue(())
     });
-    if null_key {
-        Err(BatchError::MissingKey)
-    } else if walked != i64::from(header.records_count) {
+    if walked != header.records_count {
         Err(BatchError::UndecodableRecords)
+    } else if !without_key.is_empty() {
+        Err(BatchError::RejectedRecords(without_key))
     } else {
         Ok(())
     }

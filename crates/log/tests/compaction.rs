@@ -18,7 +18,7 @@ use common::{
 };
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use keel_log::{
-    BatchError, LogConfig, LogError,
+    BatchError, LogConfig, LogError, RecordFault,
     batch::BatchHeader,
     testing::{BatchSpec, ProducerIdentity, build_keyed_batch},
 };
@@ -347,13 +347,24 @@ fn retention_delete_records_and_truncation_work_on_a_cleaned_log() {
 fn a_compacted_log_refuses_records_without_a_key() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), compact_config());
-    let keyless = [(Some("k"), Some("v")), (None, Some("v"))];
+    let keyless = [
+        (Some("k"), Some("v")),
+        (None, Some("v")),
+        (Some("k"), None),
+        (None, None),
+    ];
     for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
         let batch = build_keyed_batch(&spec(0, compression), &keyless);
-        assert!(matches!(
-            log.append_as_leader(&batch, 0, 0),
-            Err(LogError::Batch(BatchError::MissingKey))
-        ));
+        let refused = log.append_as_leader(&batch, 0, 0);
+        // Each record without a key is named by its index in the batch.
+        let Err(LogError::Batch(BatchError::RejectedRecords(records))) = refused else {
+            panic!("{compression:?}: {refused:?}");
+        };
+        let named: Vec<_> = records.iter().map(|r| (r.batch_index, r.reason)).collect();
+        assert_eq!(
+            named,
+            [(1, RecordFault::MissingKey), (3, RecordFault::MissingKey)]
+        );
     }
     // A batch too large to inflate cannot be checked and is refused too.
     let zeros = "\0".repeat(65 << 20);

@@ -37,12 +37,13 @@ use kafka_protocol::{
     messages::{
         BrokerId, ProduceRequest, ProduceResponse,
         produce_response::{
-            LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+            BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+            TopicProduceResponse,
         },
     },
     protocol::StrBytes,
 };
-use keel_log::{AppendOutcome, BatchError, batch};
+use keel_log::{AppendOutcome, BatchError, RecordFault, RejectedRecord, batch};
 use tokio::time::Instant;
 
 use super::{
@@ -189,12 +190,17 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) ->
                     Err(error) => {
                         tracing::debug!(topic = name, partition = data.index, %error, "produce failed");
                         hang_up_if_presumed_deposed(ctx, &error);
-                        let mut response = failure(
-                            data.index,
-                            error.code(),
-                            Some(error.to_string()),
-                            ctx.version,
-                        );
+                        let mut response = match error.rejected_records() {
+                            Some(records) if ctx.version >= ERROR_MESSAGE_VERSION => {
+                                rejected(name, data.index, records, error.code())
+                            }
+                            _ => failure(
+                                data.index,
+                                error.code(),
+                                Some(error.to_string()),
+                                ctx.version,
+                            ),
+                        };
                         if matches!(error, PartitionError::NotLeader)
                             && ctx.version >= LEADER_HINT_VERSION
                         {
@@ -337,6 +343,48 @@ fn success(index: i32, outcome: &AppendOutcome, version: i16) -> PartitionProduc
         .with_base_offset(outcome.base_offset)
         .with_log_append_time_ms(outcome.log_append_time_ms)
         .with_log_start_offset(log_start_offset)
+}
+
+/// Kafka's answer to a batch holding records the topic refuses (KIP-467):
+/// each such record's index in the batch with the reason, and a summary of
+/// the first three in the partition's error message.
+fn rejected(
+    topic: &str,
+    index: i32,
+    records: &[RejectedRecord],
+    error: kafka_protocol::error::ResponseError,
+) -> PartitionProduceResponse {
+    let record_errors: Vec<BatchIndexAndErrorMessage> = records
+        .iter()
+        .map(|record| {
+            let message = match record.reason {
+                RecordFault::MissingKey => format!(
+                    "Compacted topic cannot accept message without key in topic partition {topic}-{index}."
+                ),
+            };
+            BatchIndexAndErrorMessage::default()
+                .with_batch_index(record.batch_index)
+                .with_batch_index_error_message(Some(StrBytes::from_string(message)))
+        })
+        .collect();
+    let first_three: Vec<String> = record_errors
+        .iter()
+        .take(3)
+        .map(|e| {
+            format!(
+                "RecordError(batchIndex={}, message='{}')",
+                e.batch_index,
+                e.batch_index_error_message.as_deref().unwrap_or_default()
+            )
+        })
+        .collect();
+    let summary = format!(
+        "One or more records have been rejected due to {} record errors in total, and only \
+         showing the first three errors at most: [{}]",
+        record_errors.len(),
+        first_three.join(", ")
+    );
+    failure(index, error, Some(summary), ERROR_MESSAGE_VERSION).with_record_errors(record_errors)
 }
 
 fn failure(

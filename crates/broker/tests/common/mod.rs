@@ -12,7 +12,7 @@ use kafka_protocol::{
     messages::{
         ApiKey, CreateTopicsRequest, CreateTopicsResponse, ProduceRequest, ProduceResponse,
         RequestHeader, ResponseHeader, TopicName,
-        create_topics_request::CreatableTopic,
+        create_topics_request::{CreatableTopic, CreatableTopicConfig},
         produce_request::{PartitionProduceData, TopicProduceData},
     },
     protocol::{Decodable, Encodable, StrBytes},
@@ -59,6 +59,22 @@ pub async fn harness() -> Harness {
 pub fn versions(api: ApiKey) -> std::ops::RangeInclusive<i16> {
     let &(_, min, max) = SUPPORTED_APIS.iter().find(|(k, _, _)| *k == api).unwrap();
     min..=max
+}
+
+/// A produce request of one batch to partition 0 of `topic`.
+pub fn produce_request(topic: &str, acks: i16, batch: Vec<u8>) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(5_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(name(topic))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(Bytes::from(batch))),
+                ]),
+        ])
 }
 
 pub fn name(s: &str) -> TopicName {
@@ -118,11 +134,25 @@ impl Harness {
     }
 
     pub async fn create_topic(&self, topic: &str, partitions: i32) {
+        self.create_topic_with(topic, partitions, &[]).await;
+    }
+
+    /// Creates a topic with these config overrides.
+    pub async fn create_topic_with(&self, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+        let configs = configs
+            .iter()
+            .map(|(key, value)| {
+                CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_string(key.to_string()))
+                    .with_value(Some(StrBytes::from_string(value.to_string())))
+            })
+            .collect();
         let request = CreateTopicsRequest::default().with_topics(vec![
             CreatableTopic::default()
                 .with_name(name(topic))
                 .with_num_partitions(partitions)
-                .with_replication_factor(1),
+                .with_replication_factor(1)
+                .with_configs(configs),
         ]);
         let response: CreateTopicsResponse = self.call(ApiKey::CreateTopics, 7, &request).await;
         assert_eq!(response.topics[0].error_code, 0, "{:?}", response.topics[0]);
@@ -134,19 +164,8 @@ impl Harness {
             first_timestamp: 1_000,
             ..BatchSpec::default()
         });
-        let request = ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(5_000)
-            .with_topic_data(vec![
-                TopicProduceData::default()
-                    .with_name(name(topic))
-                    .with_partition_data(vec![
-                        PartitionProduceData::default()
-                            .with_index(0)
-                            .with_records(Some(Bytes::from(batch))),
-                    ]),
-            ]);
-        self.call(ApiKey::Produce, version, &request).await
+        self.call(ApiKey::Produce, version, &produce_request(topic, -1, batch))
+            .await
     }
 
     pub fn topic_id(&self, topic: &str) -> uuid::Uuid {
