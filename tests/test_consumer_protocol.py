@@ -193,3 +193,41 @@ def test_a_member_subscribed_by_regular_expression_follows_new_topics(consumer_b
     produce(bootstrap, "rx-refunds", later, partitions=2)
     wait_read([member], later, timeout=30)
     assert not any(key.startswith("u") for key in member.keys())
+
+
+def test_a_consumer_that_assigns_by_hand_commits_and_reads_back(consumer_broker):
+    """Under group.protocol=consumer, a consumer that assigns partitions
+    itself commits with its own member id and epoch -1; with no member in
+    the group Kafka takes that commit, and so does Keel."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    bootstrap = consumer_broker.bootstrap
+    topic, group = "by-hand", "by-hand"
+    create_topic(bootstrap, topic)
+    keys = [f"h{i}" for i in range(40)]
+    produce(bootstrap, topic, keys)
+
+    def consumer():
+        return Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "group.protocol": "consumer", "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest"})
+
+    first = consumer()
+    first.assign([TopicPartition(topic, 0, 0)])
+    read = []
+    deadline = time.monotonic() + 20
+    while not read and time.monotonic() < deadline:
+        message = first.poll(0.5)
+        if message is not None and message.error() is None:
+            read.append(message)
+    assert read, "nothing read from partition 0"
+    position = read[-1].offset() + 1
+    [committed_partition] = first.commit(offsets=[TopicPartition(topic, 0, position)],
+                                         asynchronous=False)
+    assert committed_partition.error is None, committed_partition.error
+    first.close()
+
+    second = consumer()
+    [fetched] = second.committed([TopicPartition(topic, 0)], timeout=10)
+    second.close()
+    assert fetched.offset == position

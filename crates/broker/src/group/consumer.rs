@@ -545,12 +545,13 @@ impl ConsumerGroup {
         !expired.is_empty()
     }
 
-    /// Whether a member may commit offsets with this epoch. Epoch -1
-    /// without a member id is a commit outside group management, allowed
-    /// while the group has no members.
+    /// Whether a member may commit offsets with this epoch. Epoch -1 is a
+    /// commit outside group management (an admin client, or a consumer
+    /// that assigns its partitions itself and names its own member id),
+    /// allowed while the group has no members.
     pub(crate) fn check_commit(&self, member_id: &str, member_epoch: i32) -> Option<ResponseError> {
-        if member_id.is_empty() && member_epoch < 0 {
-            return (!self.members.is_empty()).then_some(ResponseError::UnknownMemberId);
+        if member_epoch < 0 && self.members.is_empty() {
+            return None;
         }
         let Some(member) = self.members.get(member_id) else {
             return Some(ResponseError::UnknownMemberId);

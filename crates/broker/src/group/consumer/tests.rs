@@ -182,6 +182,8 @@ fn a_member_that_does_not_revoke_in_time_is_removed() {
 fn commits_need_the_current_member_epoch() {
     let mut group = ConsumerGroup::default();
     assert_eq!(group.check_commit("", -1), None);
+    // A consumer assigning partitions by hand names its own member id.
+    assert_eq!(group.check_commit("manual", -1), None);
     let a = join(&mut group, "a", 0);
     assert_eq!(group.check_commit("a", a.member_epoch), None);
     assert_eq!(
@@ -194,6 +196,10 @@ fn commits_need_the_current_member_epoch() {
     );
     assert_eq!(
         group.check_commit("", -1),
+        Some(ResponseError::UnknownMemberId)
+    );
+    assert_eq!(
+        group.check_commit("manual", -1),
         Some(ResponseError::UnknownMemberId)
     );
 }

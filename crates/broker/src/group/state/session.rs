@@ -158,8 +158,17 @@ impl Group {
         claim: MemberClaim<'_>,
         now_ms: i64,
     ) -> Option<ResponseError> {
-        if claim.generation < 0 && claim.member_id.is_empty() && claim.instance_id.is_none() {
-            return (!self.members.is_empty()).then_some(ResponseError::UnknownMemberId);
+        // Without a generation the commit comes from an admin client or a
+        // consumer that assigns its partitions itself, whatever member id
+        // it names (librdkafka sends its own): Kafka takes it while the
+        // group has no members.
+        if claim.generation < 0 {
+            if self.members.is_empty() {
+                return None;
+            }
+            if claim.member_id.is_empty() && claim.instance_id.is_none() {
+                return Some(ResponseError::UnknownMemberId);
+            }
         }
         if let Err(error) = self.validate(claim, now_ms) {
             return Some(error);

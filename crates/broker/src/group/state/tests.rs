@@ -409,6 +409,11 @@ fn commits_are_checked_against_member_and_generation() {
         None,
         "no members: simple commits allowed"
     );
+    assert_eq!(
+        group.check_commit(claim("manual-assigner", -1), 0),
+        None,
+        "whatever member id a simple commit names"
+    );
     let a = member_id(&mut group, 0);
     let generation = join(&mut group, request(&a, &["range"]), 0)
         .try_recv()
@@ -494,7 +499,7 @@ fn a_group_only_rejected_requests_touched_is_vacant() {
         .unwrap();
     assert_eq!(ghost.error, Some(ResponseError::UnknownMemberId));
     assert_eq!(
-        group.check_commit(claim("ghost", -1), 0),
+        group.check_commit(claim("ghost", 1), 0),
         Some(ResponseError::UnknownMemberId)
     );
     assert!(group.is_vacant());
