@@ -158,22 +158,22 @@ class Broker:
 
 
 class Cluster:
-    """N keel processes sharing one Raft quorum (the first `voters` nodes).
-    `hosts` maps a node to the (address, network namespace) it runs in;
-    without it every node runs on loopback."""
+    """N keel processes sharing one Raft quorum (the first `voters` nodes),
+    with node ids from `first_id` on. `hosts` maps a node to the (address,
+    network namespace) it runs in; without it every node runs on loopback."""
 
     def __init__(self, root: Path, size: int, voters=3, extra_args=(), node_args=None,
-                 hosts=None):
-        ports = {i: free_port() for i in range(1, size + 1)}
-        hosts = hosts or {i: ("127.0.0.1", None) for i in range(1, size + 1)}
-        voter_list = ",".join(f"{i}@{hosts[i][0]}:{ports[i]}"
-                              for i in range(1, min(voters, size) + 1))
+                 hosts=None, first_id=1):
+        ids = list(range(first_id, first_id + size))
+        ports = {i: free_port() for i in ids}
+        hosts = hosts or {i: ("127.0.0.1", None) for i in ids}
+        voter_list = ",".join(f"{i}@{hosts[i][0]}:{ports[i]}" for i in ids[:voters])
         node_args = node_args or {}
         self.brokers = {
             i: Broker(root / f"node-{i}",
                       ["--voters", voter_list, *extra_args, *node_args.get(i, ())],
                       node_id=i, cluster_port=ports[i], host=hosts[i][0], namespace=hosts[i][1])
-            for i in range(1, size + 1)
+            for i in ids
         }
 
     def start(self):
@@ -236,8 +236,8 @@ def pytest_runtest_makereport(item, call):
 def broker_factory(tmp_path):
     brokers = []
 
-    def make(extra_args=(), name="broker"):
-        broker = Broker(tmp_path / name, extra_args)
+    def make(extra_args=(), name="broker", node_id=1):
+        broker = Broker(tmp_path / name, extra_args, node_id=node_id)
         brokers.append(broker)
         return broker.start()
 
@@ -255,9 +255,9 @@ def broker(broker_factory):
 def cluster_factory(tmp_path):
     clusters = []
 
-    def make(size=3, extra_args=(), voters=3, node_args=None, hosts=None):
+    def make(size=3, extra_args=(), voters=3, node_args=None, hosts=None, first_id=1):
         cluster = Cluster(tmp_path, size, voters=voters, extra_args=extra_args,
-                          node_args=node_args, hosts=hosts)
+                          node_args=node_args, hosts=hosts, first_id=first_id)
         clusters.append(cluster)
         return cluster.start()
 

@@ -164,3 +164,31 @@ def test_a_node_outside_the_voters_joins_as_a_learner(cluster_factory):
     admin = AdminClient({"bootstrap.servers": learner.bootstrap})
     admin.create_topics([NewTopic("via-learner", 4, 1)])["via-learner"].result(timeout=30)
     wait_for("all four agree", lambda: agree(cluster))
+
+
+def test_node_ids_may_start_at_zero(cluster_factory, broker_factory):
+    """Kafka's first node is usually node 0 (raft-rs reserves Raft id 0;
+    Keel maps it). Nodes 0, 1 and 2: node 0 registers, leads partitions,
+    and the cluster carries on without it and takes it back. Alone, node 0
+    is its own controller."""
+    cluster = cluster_factory(3, first_id=0, extra_args=["--num-partitions", "3"])
+    registered(cluster, 3)
+    zero = cluster.brokers[0]
+    admin = AdminClient({"bootstrap.servers": zero.bootstrap})
+    admin.create_topics([NewTopic("from-zero", 3, 3)])["from-zero"].result(timeout=30)
+    view = admin.list_topics("from-zero", timeout=10)
+    assert sorted(view.brokers) == [0, 1, 2]
+    leaders = {p.leader for p in view.topics["from-zero"].partitions.values()}
+    assert leaders == {0, 1, 2}, leaders
+    delivered = confluent_produce(zero.bootstrap, "from-zero", 3_000, partitions=3)
+    zero.kill()
+    survivor = cluster.brokers[1].bootstrap
+    verify(confluent_read_all(survivor, "from-zero", 3_000, partitions=3), "confluent", 3_000,
+           delivered, partitions=3)
+    zero.restart()
+    registered(cluster, 3)
+
+    alone = broker_factory(name="zero-alone", node_id=0)
+    assert alone.metrics()["keel_controller_id"] == 0
+    alone_admin = AdminClient({"bootstrap.servers": alone.bootstrap})
+    assert alone_admin.describe_cluster().result(timeout=10).controller.id == 0

@@ -27,7 +27,7 @@ use std::{
 
 use keel_raft_metadata::{
     ApplyError, MetadataHandle, MetadataImage, MetadataRecord, NodeConfig, NodeError,
-    ProposalError, Record,
+    ProposalError, Record, ids,
     records::{AllocateProducerIds, FenceBroker, RegisterBroker, SetClusterId},
 };
 use tokio::{
@@ -145,7 +145,7 @@ impl Broker {
         let recorded_cluster_id = identity.cluster_id;
 
         let mut node_config = NodeConfig::new(
-            config.node_id as u64,
+            ids::raft_id(config.node_id),
             config.cluster_listen,
             config.cluster_advertise.clone(),
             config.voters.clone(),
@@ -353,7 +353,7 @@ impl Broker {
         self.config
             .voters
             .iter()
-            .all(|(id, _)| i32::try_from(*id) == Ok(me))
+            .all(|(id, _)| ids::node_id(*id) == me)
             && self.image().brokers().all(|b| b.node_id == me)
     }
 
@@ -426,7 +426,7 @@ impl Broker {
             .status()
             .core
             .controller_id
-            .map_or(-1, |id| id as i32)
+            .map_or(-1, ids::node_id)
     }
 
     /// A producer id never handed out before, by this or any broker.

@@ -16,6 +16,7 @@ use std::{
 
 use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
 use keel_log::{FlushPolicy, LogConfig};
+use keel_raft_metadata::ids;
 
 /// A configuration problem, in one line naming the key.
 #[derive(Debug, thiserror::Error)]
@@ -392,7 +393,7 @@ fn parse_test_faults(spec: &str) -> Result<TestFaults, ConfigError> {
 }
 
 fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, ConfigError> {
-    at_least("node-id", flags.node_id, 1)?;
+    at_least("node-id", flags.node_id, 0)?;
     at_least("min-insync-replicas", flags.min_insync_replicas, 1)?;
     at_least(
         "default-replication-factor",
@@ -483,7 +484,7 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
         Some(spec) => {
             keel_raft_metadata::node::parse_voters(spec).map_err(|e| invalid("voters", e))?
         }
-        None => vec![(flags.node_id as u64, cluster_advertise.clone())],
+        None => vec![(ids::raft_id(flags.node_id), cluster_advertise.clone())],
     };
     let metrics_listen = flags
         .metrics_listen

@@ -36,6 +36,7 @@ use keel_raft_metadata::{
     heartbeat::{
         BrokerHeartbeat, HeartbeatCall, HeartbeatReply, HeartbeatStatus, StalledPartition,
     },
+    ids,
     records::{LeadershipChangesCommitted, SetHistoryRetention, UnfenceBroker},
 };
 use tokio::{
@@ -225,7 +226,7 @@ fn unfenced(image: &MetadataImage) -> Vec<(i32, u64)> {
 /// The Raft term in which this node is the active controller, if it is.
 fn active_term(broker: &Broker) -> Option<u64> {
     let status = broker.metadata.status();
-    let me = u64::try_from(broker.config.node_id).ok()?;
+    let me = ids::raft_id(broker.config.node_id);
     (status.core.controller_id == Some(me)).then_some(status.core.term)
 }
 

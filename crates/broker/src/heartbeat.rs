@@ -18,6 +18,7 @@ use keel_raft_metadata::heartbeat::{
     BrokerHeartbeat, ControllerConnection, HeartbeatCall, HeartbeatReply, HeartbeatStatus,
     PartitionProgress, StalledPartition,
 };
+use keel_raft_metadata::ids;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -159,7 +160,7 @@ async fn send(
         progress: changed,
     };
     let timeout = broker.config.liveness.lease();
-    let reply = if i32::try_from(controller_id).ok()? == broker.config.node_id {
+    let reply = if ids::node_id(controller_id) == broker.config.node_id {
         let (reply, answer) = oneshot::channel();
         local
             .send(HeartbeatCall::Beat { heartbeat, reply })

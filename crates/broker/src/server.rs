@@ -5,7 +5,7 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use keel_raft_metadata::NodeError;
+use keel_raft_metadata::{NodeError, ids};
 use tokio::{
     net::TcpListener,
     task::{JoinHandle, JoinSet},
@@ -108,7 +108,7 @@ impl Server {
                 .metadata
                 .raft_address()
                 .map_or_else(|| "none (single node)".to_string(), |a| a.to_string()),
-            voters = ?config.voters.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            voters = ?config.voters.iter().map(|(id, _)| ids::node_id(*id)).collect::<Vec<_>>(),
             "keel is ready"
         );
         let mut background = JoinSet::new();

@@ -183,7 +183,7 @@ impl ControllerConnection {
             return Err(io::ErrorKind::NotConnected.into());
         };
         let envelope = Envelope {
-            from: u64::try_from(heartbeat.node_id).unwrap_or(0),
+            from: crate::ids::raft_id(heartbeat.node_id),
             body: Some(Body::Heartbeat(heartbeat)),
         };
         stream.write_all(&frame(&envelope)).await?;

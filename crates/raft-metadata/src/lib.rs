@@ -11,12 +11,14 @@
 //! - [`node`]: the runtime: a tokio task per node, proposals with request
 //!   ids, forwarding to the leader, learners joining, and [`transport`]
 //!   over TCP.
+//! - [`ids`]: node ids as Raft ids (raft-rs reserves 0).
 //! - [`quorum`]: the quorum as DescribeQuorum reports it.
 //! - [`heartbeat`]: broker heartbeats to the active controller over the
 //!   same transport.
 
 pub mod core;
 pub mod heartbeat;
+pub mod ids;
 pub mod image;
 mod logger;
 pub mod node;

@@ -47,6 +47,7 @@ use self::run::Node;
 use crate::{
     core::{CoreConfig, CoreError, CoreStatus, RaftCore},
     heartbeat::HeartbeatCall,
+    ids,
     image::{ApplyError, MetadataImage},
     proposals::Proposals,
     quorum::QuorumDescription,
@@ -417,17 +418,19 @@ pub fn parse_voters(spec: &str) -> Result<Vec<(u64, String)>, String> {
         let (id, address) = item
             .split_once('@')
             .ok_or_else(|| format!("'{item}' is not ID@HOST:PORT"))?;
-        let id: u64 = id
+        let node: i32 = id
             .parse()
-            .map_err(|_| format!("'{id}' in '{item}' is not a node id"))?;
-        if id == 0 {
-            return Err(format!("node id 0 in '{item}' is reserved"));
-        }
+            .ok()
+            .filter(|id| *id >= 0)
+            .ok_or_else(|| format!("'{id}' in '{item}' is not a node id (0 or more)"))?;
         if !address.contains(':') {
             return Err(format!("'{address}' in '{item}' is not HOST:PORT"));
         }
-        if voters.insert(id, address.to_string()).is_some() {
-            return Err(format!("node {id} appears twice"));
+        if voters
+            .insert(ids::raft_id(node), address.to_string())
+            .is_some()
+        {
+            return Err(format!("node {node} appears twice"));
         }
     }
     if voters.is_empty() {
@@ -446,7 +449,15 @@ mod tests {
             parse_voters("1@a:1, 2@b:2").unwrap(),
             vec![(1, "a:1".to_string()), (2, "b:2".to_string())]
         );
-        for bad in ["", "1", "x@a:1", "1@a", "0@a:1", "1@a:1,1@b:2"] {
+        // Node 0 is a voter like any other, under its Raft id.
+        assert_eq!(
+            parse_voters("0@a:1,1@b:2").unwrap(),
+            vec![
+                (1, "b:2".to_string()),
+                (ids::NODE_ZERO_RAFT_ID, "a:1".to_string())
+            ]
+        );
+        for bad in ["", "1", "x@a:1", "1@a", "-1@a:1", "1@a:1,1@b:2"] {
             assert!(parse_voters(bad).is_err(), "{bad:?} accepted");
         }
     }

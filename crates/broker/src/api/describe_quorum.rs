@@ -19,6 +19,7 @@ use kafka_protocol::{
 };
 use keel_raft_metadata::{
     MetadataImage,
+    ids::node_id,
     quorum::{QuorumDescription, ReplicaDescription},
 };
 
@@ -90,10 +91,9 @@ fn refused(error: ResponseError, message: &'static str) -> PartitionData {
 
 fn describe(quorum: &QuorumDescription, version: i16) -> PartitionData {
     let replicas = |replicas: &[ReplicaDescription]| {
-        replicas
-            .iter()
-            .map(|r| replica(r, version))
-            .collect::<Vec<_>>()
+        let mut described: Vec<_> = replicas.iter().map(|r| replica(r, version)).collect();
+        described.sort_by_key(|r| r.replica_id);
+        described
     };
     PartitionData::default()
         .with_leader_id(BrokerId(node_id(quorum.leader_id)))
@@ -131,10 +131,6 @@ fn endpoints(image: &MetadataImage, voters: &[ReplicaState]) -> Vec<Node> {
                 ])
         })
         .collect()
-}
-
-fn node_id(raft_id: u64) -> i32 {
-    i32::try_from(raft_id).unwrap_or(-1)
 }
 
 fn offset(raft_index: u64) -> i64 {

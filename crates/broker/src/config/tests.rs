@@ -56,7 +56,7 @@ fn bad_input_yields_one_line_naming_the_key() {
         (vec!["--listen", "nonsense"], "--listen"),
         (vec!["--log-level", "loud=???"], "--log-level"),
         (vec!["--listen", "0.0.0.0:9092"], "--advertise"),
-        (vec!["--node-id", "0"], "--node-id"),
+        (vec!["--node-id=-1"], "--node-id"),
         (vec!["--voters", "1@a"], "--voters"),
         (vec!["--voters", "1@a:1,1@b:2"], "--voters"),
         (vec!["--raft-election-ticks", "2"], "--raft-election-ticks"),
