@@ -4,6 +4,7 @@ log directories, the metadata quorum and the listing of config resources."""
 
 import asyncio
 import os
+import time
 
 import pytest
 from confluent_kafka import KafkaException
@@ -293,3 +294,66 @@ def test_without_an_authorizer_every_operation_is_authorized(broker):
             "ALTER_CONFIGS", "DELETE", "DESCRIBE", "DESCRIBE_CONFIGS", "READ"], kp_group
     finally:
         admin.close()
+
+
+def test_every_kafka_topic_config_is_accepted_checked_and_described(broker):
+    from confluent_kafka import KafkaError, Producer
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+
+    client = AdminClient({"bootstrap.servers": broker.bootstrap})
+    overrides = {
+        "cleanup.policy": "compact",
+        "compression.zstd.level": "5",
+        "file.delete.delay.ms": "1000",
+        "follower.replication.throttled.replicas": "*",
+        "local.retention.ms": "-2",
+        "max.compaction.lag.ms": "600000",
+        "message.timestamp.after.max.ms": "60000",
+        "message.timestamp.before.max.ms": "86400000",
+        "min.compaction.lag.ms": "1000",
+        "preallocate": "true",
+        "remote.storage.enable": "false",
+        "segment.index.bytes": "1048576",
+        "segment.jitter.ms": "5000",
+    }
+    result(client.create_topics([NewTopic("every-config", 1, 1, config=overrides)]),
+           "every-config")
+    described = describe_topic(client, "every-config")
+    assert len(described) == 33, sorted(described)
+    for key, value in overrides.items():
+        assert described[key].value == value, key
+        assert described[key].source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value, key
+    assert described["message.timestamp.type"].source == ConfigSource.DEFAULT_CONFIG.value
+    assert described["compression.lz4.level"].value == "9"
+
+    def refused(config):
+        resource = ConfigResource(ResourceType.TOPIC, "every-config", incremental_configs=[
+            ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+            for k, v in config.items()])
+        with pytest.raises(KafkaException) as error:
+            result(client.incremental_alter_configs([resource]), resource)
+        assert error.value.args[0].code() == 40, error.value  # INVALID_CONFIG
+        return error.value.args[0].str()
+
+    assert "Tiered Storage" in refused({"remote.storage.enable": "true"})
+    assert "message.format.version" in refused({"message.format.version": "3.0"})
+    assert "conflict" in refused({"min.compaction.lag.ms": "700000"})
+    assert "compression.gzip.level" in refused({"compression.gzip.level": "10"})
+
+    # An empty cleanup policy (Kafka 4): neither retention nor compaction.
+    empty = ConfigResource(ResourceType.TOPIC, "every-config", incremental_configs=[
+        ConfigEntry("cleanup.policy", "", incremental_operation=AlterConfigOpType.SET)])
+    result(client.incremental_alter_configs([empty]), empty)
+    assert describe_topic(client, "every-config")["cleanup.policy"].value == ""
+
+    # Records more than message.timestamp.after.max.ms ahead are refused.
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    delivered = []
+    ahead_ms = int(time.time() * 1000) + 600_000
+    producer.produce("every-config", key=b"k", value=b"v", timestamp=ahead_ms,
+                     on_delivery=lambda e, m: delivered.append(e and e.code()))
+    assert producer.flush(30) == 0
+    producer.produce("every-config", key=b"k", value=b"v",
+                     on_delivery=lambda e, m: delivered.append(e and e.code()))
+    assert producer.flush(30) == 0
+    assert delivered == [KafkaError.INVALID_TIMESTAMP, None]

@@ -1,7 +1,7 @@
 //! The one place where internal errors become Kafka error codes.
 
 use kafka_protocol::error::ResponseError;
-use keel_log::{BatchError, LogError, RejectedRecord};
+use keel_log::{BatchError, LogError, RecordFault, RejectedRecord};
 
 use keel_raft_metadata::{ApplyError, ProposalError};
 
@@ -139,6 +139,13 @@ pub fn log_error_code(error: &LogError) -> ResponseError {
             ResponseError::UnsupportedForMessageFormat
         }
         LogError::Batch(e) if e.is_corruption() => ResponseError::CorruptMessage,
+        LogError::Batch(BatchError::RejectedRecords(records))
+            if records
+                .iter()
+                .any(|r| matches!(r.reason, RecordFault::TimestampOutOfRange { .. })) =>
+        {
+            ResponseError::InvalidTimestamp
+        }
         LogError::Batch(_) => ResponseError::InvalidRecord,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,

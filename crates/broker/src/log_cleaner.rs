@@ -5,10 +5,15 @@
 //! of a compacted topic and cleans it when it is due ([`due`]): never cleaned
 //! since the broker started, or its dirty ratio (the share of its bytes
 //! written since the last cleaning) has reached the topic's
-//! `min.cleanable.dirty.ratio`, or `delete.retention.ms` has passed since the
-//! last cleaning so that expired tombstones go. Without a dirty-offset
-//! checkpoint in the log, the bytes written since are estimated as the growth
-//! of the log since it was last cleaned.
+//! `min.cleanable.dirty.ratio`, or it has been written to and its
+//! `max.compaction.lag.ms` has passed since the last cleaning (whatever the
+//! ratio), or `delete.retention.ms` has passed since the last cleaning so
+//! that expired tombstones go. Without a dirty-offset checkpoint in the log,
+//! the bytes written since are estimated as the growth of the log since it
+//! was last cleaned. The active segment rolls by the maximum compaction lag
+//! (see `topic_config::log_config`), so a record is cleaned within about
+//! that lag after its segment rolled; segments holding records younger than
+//! `min.compaction.lag.ms` are left for a later pass.
 //!
 //! A pass runs on a blocking thread, so the async workers keep serving other
 //! partitions, and holds the partition's log lock only for its two short
@@ -40,13 +45,7 @@ pub struct LastClean {
 }
 
 /// Whether a partition of `size` bytes should be cleaned now.
-pub fn due(
-    last: Option<LastClean>,
-    size: u64,
-    now_ms: i64,
-    min_dirty_ratio: f64,
-    delete_retention_ms: i64,
-) -> bool {
+pub fn due(last: Option<LastClean>, size: u64, now_ms: i64, rules: &CleaningRules) -> bool {
     let Some(last) = last else {
         return size > 0;
     };
@@ -55,7 +54,17 @@ pub fn due(
     }
     let dirty = size.saturating_sub(last.size_after);
     let ratio = dirty as f64 / size as f64;
-    (dirty > 0 && ratio >= min_dirty_ratio) || now_ms - last.at_ms >= delete_retention_ms
+    let since_last = now_ms - last.at_ms;
+    (dirty > 0 && (ratio >= rules.min_dirty_ratio || since_last >= rules.max_compaction_lag_ms))
+        || since_last >= rules.delete_retention_ms
+}
+
+/// A compacted topic's settings that decide when its partitions are due.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CleaningRules {
+    pub min_dirty_ratio: f64,
+    pub max_compaction_lag_ms: i64,
+    pub delete_retention_ms: i64,
 }
 
 /// Runs until the broker stops, cleaning compacted partitions as they
@@ -81,14 +90,12 @@ pub async fn run(broker: Arc<Broker>) {
             seen.push(key);
             let size = crate::blocking::run(|| partition.log().size_in_bytes());
             let now = now_ms();
-            let ratio = topic_config::min_cleanable_dirty_ratio(&topic.configs);
-            if !due(
-                history.get(&key).copied(),
-                size,
-                now,
-                ratio,
-                log_config.delete_retention_ms,
-            ) {
+            let rules = CleaningRules {
+                min_dirty_ratio: topic_config::min_cleanable_dirty_ratio(&topic.configs),
+                max_compaction_lag_ms: topic_config::max_compaction_lag_ms(&topic.configs),
+                delete_retention_ms: log_config.delete_retention_ms,
+            };
+            if !due(history.get(&key).copied(), size, now, &rules) {
                 continue;
             }
             if let Some(size_after) = clean(Arc::clone(&partition), now).await {
@@ -161,22 +168,33 @@ mod tests {
 
     const DAY: i64 = 86_400_000;
 
+    fn rules(min_dirty_ratio: f64) -> CleaningRules {
+        CleaningRules {
+            min_dirty_ratio,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: DAY,
+        }
+    }
+
     #[test]
     fn a_partition_is_cleaned_once_after_start_then_by_dirty_ratio() {
-        assert!(due(None, 100, 0, 0.5, DAY));
+        assert!(due(None, 100, 0, &rules(0.5)));
         assert!(
-            !due(None, 0, 0, 0.5, DAY),
+            !due(None, 0, 0, &rules(0.5)),
             "nothing to clean in an empty log"
         );
         let last = Some(LastClean {
             size_after: 100,
             at_ms: 0,
         });
-        assert!(!due(last, 100, 1_000, 0.5, DAY), "nothing written since");
-        assert!(!due(last, 150, 1_000, 0.5, DAY), "a third dirty");
-        assert!(due(last, 200, 1_000, 0.5, DAY), "half dirty");
-        assert!(due(last, 101, 1_000, 0.0, DAY), "ratio 0 cleans any growth");
-        assert!(!due(last, 80, 1_000, 0.5, DAY), "shrunk by retention");
+        assert!(!due(last, 100, 1_000, &rules(0.5)), "nothing written since");
+        assert!(!due(last, 150, 1_000, &rules(0.5)), "a third dirty");
+        assert!(due(last, 200, 1_000, &rules(0.5)), "half dirty");
+        assert!(
+            due(last, 101, 1_000, &rules(0.0)),
+            "ratio 0 cleans any growth"
+        );
+        assert!(!due(last, 80, 1_000, &rules(0.5)), "shrunk by retention");
     }
 
     #[test]
@@ -185,8 +203,26 @@ mod tests {
             size_after: 100,
             at_ms: 0,
         });
-        assert!(!due(last, 100, DAY - 1, 0.5, DAY));
-        assert!(due(last, 100, DAY, 0.5, DAY));
+        assert!(!due(last, 100, DAY - 1, &rules(0.5)));
+        assert!(due(last, 100, DAY, &rules(0.5)));
+    }
+
+    #[test]
+    fn a_written_partition_is_cleaned_by_its_maximum_compaction_lag_whatever_its_ratio() {
+        let last = Some(LastClean {
+            size_after: 1_000,
+            at_ms: 0,
+        });
+        let lagging = CleaningRules {
+            max_compaction_lag_ms: 5_000,
+            ..rules(0.5)
+        };
+        assert!(
+            !due(last, 1_010, 4_999, &lagging),
+            "a little dirty, lag not reached"
+        );
+        assert!(due(last, 1_010, 5_000, &lagging), "lag reached");
+        assert!(!due(last, 1_000, 9_000, &lagging), "nothing written since");
     }
 
     #[tokio::test]

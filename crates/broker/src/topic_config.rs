@@ -8,16 +8,9 @@ use keel_log::{FlushPolicy, LogConfig};
 
 use crate::config::TopicDefaults;
 
-/// The value types DescribeConfigs reports (Kafka's `ConfigType`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfigType {
-    Boolean = 1,
-    String = 2,
-    Int = 3,
-    Long = 5,
-    Double = 6,
-    List = 7,
-}
+mod definitions;
+
+pub use self::definitions::{ConfigDef, ConfigType, TOPIC_CONFIGS};
 
 /// Where an effective value comes from (Kafka's `ConfigSource`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,132 +19,6 @@ pub enum ConfigSource {
     StaticBroker = 4,
     Default = 5,
 }
-
-/// A topic config key.
-#[derive(Debug)]
-pub struct ConfigDef {
-    pub name: &'static str,
-    pub config_type: ConfigType,
-    pub doc: &'static str,
-    /// The Kafka broker setting that provides the default, reported as a
-    /// synonym by DescribeConfigs.
-    pub broker_synonym: &'static str,
-    /// Checks a value and returns it in canonical form (trimmed, booleans
-    /// lower-cased), which is what gets stored.
-    validate: fn(&str) -> Result<String, String>,
-}
-
-/// Every topic config Keel understands, in Kafka's order (alphabetical).
-pub const TOPIC_CONFIGS: &[ConfigDef] = &[
-    ConfigDef {
-        name: "cleanup.policy",
-        config_type: ConfigType::List,
-        doc: "What happens to old data: 'delete' removes segments by retention.ms and retention.bytes; 'compact' keeps the latest record of every key; both may be given.",
-        broker_synonym: "log.cleanup.policy",
-        validate: validate_cleanup_policy,
-    },
-    ConfigDef {
-        name: "compression.type",
-        config_type: ConfigType::String,
-        doc: "Batches are stored as the producer compressed them ('producer').",
-        broker_synonym: "compression.type",
-        validate: validate_compression_type,
-    },
-    ConfigDef {
-        name: "delete.retention.ms",
-        config_type: ConfigType::Long,
-        doc: "How long a compacted topic keeps a tombstone (a record with a null value).",
-        broker_synonym: "log.cleaner.delete.retention.ms",
-        validate: |v| parse_at_least::<i64>(v, 0),
-    },
-    ConfigDef {
-        name: "flush.messages",
-        config_type: ConfigType::Long,
-        doc: "fsync the log after this many messages; 1 fsyncs every batch before it is acknowledged.",
-        broker_synonym: "log.flush.interval.messages",
-        validate: |v| parse_at_least::<i64>(v, 1),
-    },
-    ConfigDef {
-        name: "flush.ms",
-        config_type: ConfigType::Long,
-        doc: "fsync data at most this many milliseconds after it was appended.",
-        broker_synonym: "log.flush.interval.ms",
-        validate: |v| parse_at_least::<i64>(v, 0),
-    },
-    ConfigDef {
-        name: "index.interval.bytes",
-        config_type: ConfigType::Int,
-        doc: "Bytes of log between two offset index entries.",
-        broker_synonym: "log.index.interval.bytes",
-        validate: |v| parse_at_least::<i32>(v, 0),
-    },
-    ConfigDef {
-        name: "max.message.bytes",
-        config_type: ConfigType::Int,
-        doc: "The largest record batch accepted, in bytes.",
-        broker_synonym: "message.max.bytes",
-        validate: |v| parse_at_least::<i32>(v, 0),
-    },
-    ConfigDef {
-        name: "message.timestamp.type",
-        config_type: ConfigType::String,
-        doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches on append.",
-        broker_synonym: "log.message.timestamp.type",
-        validate: |v| match v.trim() {
-            t @ ("CreateTime" | "LogAppendTime") => Ok(t.to_string()),
-            _ => Err("must be CreateTime or LogAppendTime".into()),
-        },
-    },
-    ConfigDef {
-        name: "min.cleanable.dirty.ratio",
-        config_type: ConfigType::Double,
-        doc: "Clean a compacted partition once this share of its bytes was written since it was last cleaned.",
-        broker_synonym: "log.cleaner.min.cleanable.ratio",
-        validate: validate_ratio,
-    },
-    ConfigDef {
-        name: "min.insync.replicas",
-        config_type: ConfigType::Int,
-        doc: "In-sync replicas an acks=all write needs before it is accepted.",
-        broker_synonym: "min.insync.replicas",
-        validate: |v| parse_at_least::<i32>(v, 1),
-    },
-    ConfigDef {
-        name: "retention.bytes",
-        config_type: ConfigType::Long,
-        doc: "Delete the oldest segments while a partition is larger than this; -1 means no limit.",
-        broker_synonym: "log.retention.bytes",
-        validate: |v| parse_at_least::<i64>(v, -1),
-    },
-    ConfigDef {
-        name: "retention.ms",
-        config_type: ConfigType::Long,
-        doc: "Delete segments whose newest record is older than this; -1 keeps data forever.",
-        broker_synonym: "log.retention.ms",
-        validate: |v| parse_at_least::<i64>(v, -1),
-    },
-    ConfigDef {
-        name: "segment.bytes",
-        config_type: ConfigType::Int,
-        doc: "Roll to a new segment file once the active one reaches this size.",
-        broker_synonym: "log.segment.bytes",
-        validate: |v| parse_at_least::<i32>(v, 14),
-    },
-    ConfigDef {
-        name: "segment.ms",
-        config_type: ConfigType::Long,
-        doc: "Roll to a new segment file once the active one is this old.",
-        broker_synonym: "log.roll.ms",
-        validate: |v| parse_at_least::<i64>(v, 1),
-    },
-    ConfigDef {
-        name: "unclean.leader.election.enable",
-        config_type: ConfigType::Boolean,
-        doc: "Allow a replica outside the ISR to become leader, at the risk of losing data.",
-        broker_synonym: "unclean.leader.election.enable",
-        validate: |v| parse_bool(v),
-    },
-];
 
 /// A rejected topic config: which key and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -181,10 +48,39 @@ pub fn validate(key: &str, value: &str) -> Result<String, InvalidConfig> {
 pub fn validate_all(
     configs: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, String>, InvalidConfig> {
-    configs
+    let canonical = configs
         .iter()
         .map(|(k, v)| Ok((k.clone(), validate(k, v)?)))
-        .collect()
+        .collect::<Result<_, InvalidConfig>>()?;
+    validate_together(&canonical)?;
+    Ok(canonical)
+}
+
+/// Checks what Kafka checks across keys, on a topic's whole set of
+/// overrides (each already valid alone): the minimum compaction lag may not
+/// exceed the maximum.
+pub fn validate_together(configs: &BTreeMap<String, String>) -> Result<(), InvalidConfig> {
+    let long = |key: &str, default: i64| {
+        configs
+            .get(key)
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(default)
+    };
+    let (min_lag, max_lag) = (
+        long("min.compaction.lag.ms", 0),
+        long("max.compaction.lag.ms", i64::MAX),
+    );
+    if min_lag > max_lag {
+        return Err(InvalidConfig {
+            key: "min.compaction.lag.ms".into(),
+            value: min_lag.to_string(),
+            reason: format!(
+                "conflict topic config setting min.compaction.lag.ms ({min_lag}) > \
+                 max.compaction.lag.ms ({max_lag})"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The effective value of `def` and where it comes from.
@@ -226,6 +122,19 @@ fn default_value(name: &str, defaults: &TopicDefaults) -> String {
         "segment.bytes" => log.segment_bytes.to_string(),
         "segment.ms" => log.segment_ms.to_string(),
         "unclean.leader.election.enable" => "false".into(),
+        "compression.gzip.level" => "-1".into(),
+        "compression.lz4.level" => "9".into(),
+        "compression.zstd.level" => "3".into(),
+        "file.delete.delay.ms" => "60000".into(),
+        "local.retention.bytes" | "local.retention.ms" => "-2".into(),
+        "max.compaction.lag.ms" | "message.timestamp.before.max.ms" => i64::MAX.to_string(),
+        "message.timestamp.after.max.ms" => DEFAULT_TIMESTAMP_AFTER_MAX_MS.to_string(),
+        "min.compaction.lag.ms" | "segment.jitter.ms" => "0".into(),
+        "preallocate"
+        | "remote.log.copy.disable"
+        | "remote.log.delete.on.disable"
+        | "remote.storage.enable" => "false".into(),
+        "segment.index.bytes" => "10485760".into(),
         _ => String::new(),
     }
 }
@@ -239,9 +148,17 @@ pub fn log_config(overrides: &BTreeMap<String, String>, defaults: &TopicDefaults
     // compact-only topic keeps the latest record of every key forever.
     let (delete, compact) = cleanup_policy(overrides);
     let unless_compact_only = |limit: i64| if delete { limit } else { -1 };
+    // A compacted topic's active segment rolls by the maximum compaction
+    // lag, so that its records can be cleaned by then (as in Kafka).
+    let segment_ms = long("segment.ms").unwrap_or(base.segment_ms);
+    let segment_ms = if compact {
+        segment_ms.min(max_compaction_lag_ms(overrides))
+    } else {
+        segment_ms
+    };
     LogConfig {
         segment_bytes: long("segment.bytes").map_or(base.segment_bytes, |v| v as u64),
-        segment_ms: long("segment.ms").unwrap_or(base.segment_ms),
+        segment_ms,
         retention_ms: unless_compact_only(long("retention.ms").unwrap_or(base.retention_ms)),
         retention_bytes: unless_compact_only(
             long("retention.bytes").unwrap_or(base.retention_bytes),
@@ -254,6 +171,11 @@ pub fn log_config(overrides: &BTreeMap<String, String>, defaults: &TopicDefaults
         producer_expiration_ms: base.producer_expiration_ms,
         compact,
         delete_retention_ms: long("delete.retention.ms").unwrap_or(base.delete_retention_ms),
+        timestamp_before_max_ms: long("message.timestamp.before.max.ms").unwrap_or(i64::MAX),
+        timestamp_after_max_ms: long("message.timestamp.after.max.ms")
+            .unwrap_or(DEFAULT_TIMESTAMP_AFTER_MAX_MS),
+        min_compaction_lag_ms: long("min.compaction.lag.ms").unwrap_or(0),
+        segment_jitter_ms: long("segment.jitter.ms").unwrap_or(0),
         flush: FlushPolicy {
             messages: long("flush.messages")
                 .map(|v| v as u64)
@@ -268,6 +190,9 @@ pub fn log_config(overrides: &BTreeMap<String, String>, defaults: &TopicDefaults
 }
 
 const DEFAULT_MIN_CLEANABLE_DIRTY_RATIO: f64 = 0.5;
+/// Kafka 4's default: records more than an hour ahead of the broker's
+/// clock are refused.
+const DEFAULT_TIMESTAMP_AFTER_MAX_MS: i64 = 3_600_000;
 
 /// `min.cleanable.dirty.ratio` of a topic.
 pub fn min_cleanable_dirty_ratio(overrides: &BTreeMap<String, String>) -> f64 {
@@ -275,6 +200,15 @@ pub fn min_cleanable_dirty_ratio(overrides: &BTreeMap<String, String>) -> f64 {
         .get("min.cleanable.dirty.ratio")
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_MIN_CLEANABLE_DIRTY_RATIO)
+}
+
+/// `max.compaction.lag.ms` of a topic: the longest a record of a compacted
+/// topic may stay uncleaned.
+pub fn max_compaction_lag_ms(overrides: &BTreeMap<String, String>) -> i64 {
+    overrides
+        .get("max.compaction.lag.ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(i64::MAX)
 }
 
 /// `min.insync.replicas` of a topic.
@@ -295,68 +229,13 @@ pub fn unclean_leader_election(overrides: &BTreeMap<String, String>) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
-fn parse_at_least<T>(value: &str, min: T) -> Result<String, String>
-where
-    T: std::str::FromStr + PartialOrd + std::fmt::Display,
-{
-    let parsed: T = value
-        .trim()
-        .parse()
-        .map_err(|_| "not a number in range".to_string())?;
-    if parsed < min {
-        return Err(format!("must be at least {min}"));
-    }
-    Ok(parsed.to_string())
-}
-
-fn validate_ratio(value: &str) -> Result<String, String> {
-    match value.trim().parse::<f64>() {
-        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio.to_string()),
-        _ => Err("must be a number between 0 and 1".into()),
-    }
-}
-
-fn parse_bool(value: &str) -> Result<String, String> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        b @ ("true" | "false") => Ok(b.to_string()),
-        _ => Err("must be true or false".into()),
-    }
-}
-
-fn validate_cleanup_policy(value: &str) -> Result<String, String> {
-    let (mut delete, mut compact) = (false, false);
-    for policy in value.split(',').map(str::trim) {
-        match policy {
-            "delete" => delete = true,
-            "compact" => compact = true,
-            other => return Err(format!("unknown cleanup policy '{other}'")),
-        }
-    }
-    Ok(match (delete, compact) {
-        (true, true) => "compact,delete",
-        (false, true) => "compact",
-        _ => "delete",
-    }
-    .into())
-}
-
-/// Which of retention (`delete`) and compaction (`compact`) a topic uses.
+/// Which of retention (`delete`) and compaction (`compact`) a topic uses;
+/// an empty policy uses neither.
 pub fn cleanup_policy(overrides: &BTreeMap<String, String>) -> (bool, bool) {
     let policy = overrides
         .get("cleanup.policy")
         .map_or("delete", String::as_str);
     (policy.contains("delete"), policy.contains("compact"))
-}
-
-fn validate_compression_type(value: &str) -> Result<String, String> {
-    match value.trim() {
-        "producer" => Ok("producer".into()),
-        "gzip" | "snappy" | "lz4" | "zstd" | "uncompressed" => Err(
-            "batches are stored as the producer compressed them; only 'producer' is supported"
-                .into(),
-        ),
-        _ => Err("unknown compression type".into()),
-    }
 }
 
 #[cfg(test)]
@@ -388,6 +267,90 @@ mod tests {
             "compact,delete"
         );
         assert!(validate("cleanup.policy", "shred").is_err());
+    }
+
+    #[test]
+    fn every_kafka_topic_config_is_known_and_checked_as_kafka_checks_it() {
+        assert_eq!(TOPIC_CONFIGS.len(), 33);
+        let names: Vec<&str> = TOPIC_CONFIGS.iter().map(|d| d.name).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted, "Kafka lists them alphabetically");
+        // Removed in Kafka 4.
+        for removed in [
+            "message.format.version",
+            "message.downconversion.enable",
+            "message.timestamp.difference.max.ms",
+        ] {
+            assert!(validate(removed, "1").is_err(), "{removed}");
+        }
+        // Every default passes its own validation.
+        for def in TOPIC_CONFIGS {
+            let (value, _) = effective_value(def, &BTreeMap::new(), &defaults());
+            assert!(validate(def.name, &value).is_ok(), "{}={value}", def.name);
+        }
+        assert_eq!(validate("cleanup.policy", "").unwrap(), "");
+        assert_eq!(
+            validate("cleanup.policy", "delete,delete").unwrap(),
+            "delete"
+        );
+        assert!(validate("cleanup.policy", "compact,").is_err());
+        assert_eq!(
+            validate("leader.replication.throttled.replicas", "0:1, 1:2").unwrap(),
+            "0:1,1:2"
+        );
+        assert_eq!(
+            validate("follower.replication.throttled.replicas", "*").unwrap(),
+            "*"
+        );
+        assert!(validate("leader.replication.throttled.replicas", "0-1").is_err());
+        assert!(validate("remote.storage.enable", "false").is_ok());
+        let tiered = validate("remote.storage.enable", "true").unwrap_err();
+        assert!(tiered.reason.contains("Tiered Storage"), "{tiered}");
+        assert_eq!(validate("compression.gzip.level", "-1").unwrap(), "-1");
+        assert!(validate("compression.gzip.level", "0").is_err());
+        assert!(validate("compression.zstd.level", "23").is_err());
+        assert_eq!(validate("retention.bytes", "-5").unwrap(), "-5");
+        let lags: BTreeMap<String, String> = [
+            ("min.compaction.lag.ms".into(), "5000".into()),
+            ("max.compaction.lag.ms".into(), "1000".into()),
+        ]
+        .into();
+        let conflict = validate_all(&lags).unwrap_err();
+        assert!(
+            conflict.reason.contains("> max.compaction.lag.ms (1000)"),
+            "{conflict}"
+        );
+    }
+
+    #[test]
+    fn an_empty_cleanup_policy_neither_deletes_nor_compacts() {
+        let overrides: BTreeMap<String, String> = [("cleanup.policy".into(), String::new())].into();
+        let log = log_config(&overrides, &defaults());
+        assert!(!log.compact);
+        assert_eq!((log.retention_ms, log.retention_bytes), (-1, -1));
+    }
+
+    #[test]
+    fn a_compacted_topic_rolls_by_its_maximum_compaction_lag() {
+        let overrides: BTreeMap<String, String> = [
+            ("cleanup.policy".into(), "compact".into()),
+            ("max.compaction.lag.ms".into(), "60000".into()),
+            ("min.compaction.lag.ms".into(), "1000".into()),
+            ("segment.jitter.ms".into(), "500".into()),
+        ]
+        .into();
+        let log = log_config(&overrides, &defaults());
+        assert_eq!(log.segment_ms, 60_000);
+        assert_eq!(log.min_compaction_lag_ms, 1_000);
+        assert_eq!(log.segment_jitter_ms, 500);
+        // Without compaction the lag does not shorten segments.
+        let mut deleting = overrides.clone();
+        deleting.insert("cleanup.policy".into(), "delete".into());
+        assert_eq!(
+            log_config(&deleting, &defaults()).segment_ms,
+            7 * 24 * 3_600_000
+        );
     }
 
     #[test]

@@ -78,3 +78,67 @@ async fn records_without_a_key_are_named_when_a_compacted_topic_refuses_them() {
         0
     );
 }
+
+#[tokio::test]
+async fn records_outside_the_topics_time_window_are_named() {
+    let h = harness().await;
+    h.create_topic_with("timely", 1, &[("message.timestamp.after.max.ms", "60000")])
+        .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // Two records ten minutes ahead of the broker's clock.
+    let batch = build_keyed_batch(
+        &BatchSpec {
+            first_timestamp: now + 600_000,
+            ..BatchSpec::default()
+        },
+        &[(Some("a"), Some("1")), (Some("b"), Some("2"))],
+    );
+    let response: ProduceResponse = h
+        .call(ApiKey::Produce, 11, &produce_request("timely", 1, batch))
+        .await;
+    let partition = &response.responses[0].partition_responses[0];
+    assert_eq!(partition.error_code, 32, "INVALID_TIMESTAMP");
+    assert_eq!(
+        partition.error_message.as_deref(),
+        Some("One or more records have been rejected due to invalid timestamp")
+    );
+    let named: Vec<_> = partition
+        .record_errors
+        .iter()
+        .map(|e| e.batch_index)
+        .collect();
+    assert_eq!(named, [0, 1]);
+    let message = partition.record_errors[0]
+        .batch_index_error_message
+        .as_deref()
+        .unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "Timestamp {} of message with offset 0 is out of range. The timestamp should be \
+             within [",
+            now + 600_000
+        )),
+        "{message}"
+    );
+    // Kafka's default window reaches an hour ahead: the same batch is fine
+    // on a topic that keeps it.
+    h.create_topic("default-window", 1).await;
+    let batch = build_keyed_batch(
+        &BatchSpec {
+            first_timestamp: now + 600_000,
+            ..BatchSpec::default()
+        },
+        &[(Some("a"), Some("1"))],
+    );
+    let response: ProduceResponse = h
+        .call(
+            ApiKey::Produce,
+            11,
+            &produce_request("default-window", 1, batch),
+        )
+        .await;
+    assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+}

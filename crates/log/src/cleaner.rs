@@ -127,6 +127,9 @@ pub(crate) struct CleanParams {
     pub(crate) now_ms: i64,
     pub(crate) high_watermark: i64,
     pub(crate) delete_retention_ms: i64,
+    /// Segments from the first holding a record younger than this are
+    /// left for a later pass (`min.compaction.lag.ms`).
+    pub(crate) min_compaction_lag_ms: i64,
     pub(crate) index_interval_bytes: u64,
     pub(crate) map_budget: usize,
     /// The producer ids the log tracks.
@@ -142,7 +145,8 @@ pub struct CleanPlan {
     params: CleanParams,
     /// Every segment with a batch below the high watermark, in log order.
     readable: Vec<SegmentSnapshot>,
-    /// The closed segments wholly below the high watermark.
+    /// The closed segments wholly below the high watermark, up to the
+    /// first with a record younger than the minimum compaction lag.
     cleanable: Vec<SegmentSnapshot>,
     /// The active segment, to tell what was appended during the pass.
     active: Option<SegmentSnapshot>,
@@ -173,10 +177,15 @@ pub(crate) fn begin(
         .range(..high_watermark)
         .map(|(_, s)| SegmentSnapshot::of(s))
         .collect();
+    // Without a minimum lag, as in Kafka, a segment's timestamps do not
+    // matter (they may even lie ahead of the broker's clock).
+    let min_lag = plan.params.min_compaction_lag_ms;
+    let youngest_cleanable = plan.params.now_ms.saturating_sub(min_lag);
     plan.cleanable = segments
         .values()
         .filter(|s| Some(s.base_offset()) != active_base)
         .filter(|s| !s.is_empty() && s.next_offset() <= high_watermark)
+        .take_while(|s| min_lag <= 0 || s.max_timestamp() <= youngest_cleanable)
         .map(SegmentSnapshot::of)
         .collect();
     plan

@@ -53,6 +53,18 @@ pub struct LogConfig {
     /// How long the cleaner keeps a tombstone (a record with a null value)
     /// after its timestamp (`delete.retention.ms`).
     pub delete_retention_ms: i64,
+    /// Under CreateTime, records whose timestamp is more than this behind
+    /// (`message.timestamp.before.max.ms`) or ahead of
+    /// (`message.timestamp.after.max.ms`) the broker's clock are refused.
+    pub timestamp_before_max_ms: i64,
+    pub timestamp_after_max_ms: i64,
+    /// The cleaner leaves segments holding records younger than this
+    /// (`min.compaction.lag.ms`).
+    pub min_compaction_lag_ms: i64,
+    /// Each segment rolls up to this much before `segment_ms`, by a share
+    /// of its own (`segment.jitter.ms`), so that partitions created
+    /// together do not all roll at once.
+    pub segment_jitter_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -69,6 +81,10 @@ impl Default for LogConfig {
             flush: FlushPolicy::default(),
             compact: false,
             delete_retention_ms: 24 * 3_600_000,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: i64::MAX,
+            min_compaction_lag_ms: 0,
+            segment_jitter_ms: 0,
         }
     }
 }

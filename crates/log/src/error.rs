@@ -56,6 +56,13 @@ pub struct RejectedRecord {
 pub enum RecordFault {
     /// A compacted topic needs a key on every record.
     MissingKey,
+    /// The record's timestamp is outside `[lowest, highest]`, the window
+    /// the topic accepts around the broker's clock.
+    TimestampOutOfRange {
+        timestamp: i64,
+        lowest: i64,
+        highest: i64,
+    },
 }
 
 fn describe(records: &[RejectedRecord]) -> String {
@@ -63,6 +70,14 @@ fn describe(records: &[RejectedRecord]) -> String {
         .iter()
         .map(|r| match r.reason {
             RecordFault::MissingKey => format!("record {} has no key", r.batch_index),
+            RecordFault::TimestampOutOfRange {
+                timestamp,
+                lowest,
+                highest,
+            } => format!(
+                "record {} has timestamp {timestamp}, outside [{lowest}, {highest}]",
+                r.batch_index
+            ),
         })
         .collect::<Vec<_>>()
         .join(", ")

@@ -42,7 +42,7 @@ use crate::{
     epoch_cache::{EpochEntry, LeaderEpochCache},
     error::{LogError, Result},
     producer_state::{ProducerStateTable, SequenceCheck},
-    records::{check_keys, check_records},
+    records::{check_keys, check_records, check_timestamps},
     segment::{CLEANED_SUFFIX, LOG_SUFFIX, Segment},
 };
 
@@ -337,6 +337,15 @@ impl PartitionLog {
         if self.config.compact {
             check_keys(batch, &header)?;
         }
+        if !self.config.log_append_time {
+            check_timestamps(
+                batch,
+                &header,
+                now_ms,
+                self.config.timestamp_before_max_ms,
+                self.config.timestamp_after_max_ms,
+            )?;
+        }
         if batch.len() > self.config.max_message_bytes {
             return Err(LogError::BatchTooLarge {
                 size: batch.len(),
@@ -438,12 +447,29 @@ impl PartitionLog {
             return Ok(());
         }
         let too_big = active.size() + incoming as u64 > self.config.segment_bytes;
-        let too_old = now_ms - active.created_at_ms() >= self.config.segment_ms;
+        let too_old = now_ms - active.created_at_ms()
+            >= self.config.segment_ms - self.roll_jitter_ms(active.base_offset());
         let positions_overflow = active.size() + incoming as u64 > u64::from(u32::MAX);
         if too_big || too_old || offsets_overflow || positions_overflow {
             self.roll_at(header.base_offset, now_ms)?;
         }
         Ok(())
+    }
+
+    /// How much before `segment_ms` the segment at `base_offset` rolls: a
+    /// share of `segment_jitter_ms` (at most `segment_ms`) that differs
+    /// from partition to partition and segment to segment. It is derived
+    /// from the log's directory and the segment, so it is the same after a
+    /// restart.
+    fn roll_jitter_ms(&self, base_offset: i64) -> i64 {
+        let bound = self.config.segment_jitter_ms.min(self.config.segment_ms);
+        if bound <= 0 {
+            return 0;
+        }
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&(&self.dir, base_offset), &mut hasher);
+        let share = std::hash::Hasher::finish(&hasher) % bound.unsigned_abs();
+        i64::try_from(share).unwrap_or(0)
     }
 
     /// Starts a new active segment at the log end offset. The closed

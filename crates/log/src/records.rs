@@ -83,6 +83,51 @@ pub(crate) fn check_keys(batch: &[u8], header: &BatchHeader) -> Result<(), Batch
     }
 }
 
+/// Checks that every record of a producer's batch has a timestamp at most
+/// `before_ms` behind and `after_ms` ahead of `now_ms` (a record without
+/// one, -1, is not checked), and names each one that has not. Only a batch
+/// whose header says its newest record is too new, or a topic with a
+/// bound behind, has its records inflated and looked at: by default there
+/// is none, and most batches pass on their header alone.
+pub(crate) fn check_timestamps(
+    batch: &[u8],
+    header: &BatchHeader,
+    now_ms: i64,
+    before_ms: i64,
+    after_ms: i64,
+) -> Result<(), BatchError> {
+    let (lowest, highest) = (
+        now_ms.saturating_sub(before_ms),
+        now_ms.saturating_add(after_ms),
+    );
+    if before_ms == i64::MAX && header.max_timestamp <= highest {
+        return Ok(());
+    }
+    let mut records = records_payload(batch, header).ok_or(BatchError::UndecodableRecords)?;
+    let mut index = 0i32;
+    let mut outside = Vec::new();
+    walk_records(&mut records, header, &mut |position: RecordPosition| {
+        let timestamp = position.timestamp;
+        if timestamp != -1 && !(lowest..=highest).contains(&timestamp) {
+            outside.push(RejectedRecord {
+                batch_index: index,
+                reason: RecordFault::TimestampOutOfRange {
+                    timestamp,
+                    lowest,
+                    highest,
+                },
+            });
+        }
+        index += 1;
+        ControlFlow::Continue(())
+    });
+    if outside.is_empty() {
+        Ok(())
+    } else {
+        Err(BatchError::RejectedRecords(outside))
+    }
+}
+
 /// Compressed batches are not inflated on append; their record count is
 /// only held to this many records per payload byte, which no real codec
 /// exceeds for Kafka records but keeps a tiny batch from claiming billions.

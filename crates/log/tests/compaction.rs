@@ -344,6 +344,42 @@ fn retention_delete_records_and_truncation_work_on_a_cleaned_log() {
 }
 
 #[test]
+fn segments_younger_than_the_minimum_compaction_lag_wait_for_a_later_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(
+        dir.path(),
+        LogConfig {
+            segment_bytes: 200,
+            min_compaction_lag_ms: 1_000,
+            ..compact_config()
+        },
+    );
+    // The same key over and over: old records at 0, young ones at 5_000.
+    for round in 0..20 {
+        let at = if round < 10 { 0 } else { 5_000 };
+        let value = format!("v{round}");
+        append(&mut log, &[(Some("k"), Some(value.as_str()))], at);
+    }
+    assert!(log.segment_count() > 4);
+    let count = |log: &keel_log::PartitionLog| read_rows(log, 0).len();
+    let before = count(&log);
+    // At 5_500 the young records are 500 ms old: only the old segments are
+    // cleaned, and the young ones keep every record.
+    log.clean(5_500, log.log_end_offset()).unwrap();
+    let after_young = count(&log);
+    assert!(after_young < before, "the old segments were cleaned");
+    let young: Vec<_> = read_rows(&log, 0)
+        .into_iter()
+        .filter(|(_, _, v)| v.as_deref().is_some_and(|v| v >= "v10"))
+        .collect();
+    assert_eq!(young.len(), 10, "{young:?}");
+    // Once they are old enough, a pass cleans them too (the active segment,
+    // holding the last record, is never cleaned).
+    log.clean(6_000, log.log_end_offset()).unwrap();
+    assert!(count(&log) < after_young);
+}
+
+#[test]
 fn a_compacted_log_refuses_records_without_a_key() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), compact_config());

@@ -477,3 +477,41 @@ fn log_append_time_stamps_the_stored_batch_and_keeps_it_valid() {
     // The producer's buffer is not touched.
     assert_eq!(BatchHeader::parse(&sent).unwrap().max_timestamp, 7);
 }
+
+/// The age at which the first segment of a fresh log in `dir` rolls.
+fn roll_age(dir: &std::path::Path, config: &LogConfig) -> i64 {
+    let (mut log, _) = PartitionLog::open(dir, config.clone(), 0).unwrap();
+    log.append_as_leader(&batch(1, 0), 0, 0).unwrap();
+    for now in 1..=config.segment_ms {
+        log.append_as_leader(&batch(1, now), 0, now).unwrap();
+        if log.segment_count() > 1 {
+            return now;
+        }
+    }
+    panic!("no roll within segment.ms");
+}
+
+#[test]
+fn segment_jitter_spreads_rolls_before_segment_ms_alike_for_the_same_partition() {
+    let steady = LogConfig {
+        segment_ms: 100,
+        ..LogConfig::default()
+    };
+    let root = tempfile::tempdir().unwrap();
+    assert_eq!(roll_age(&root.path().join("steady"), &steady), 100);
+    let jittered = LogConfig {
+        segment_jitter_ms: 1_000,
+        ..steady
+    };
+    let ages: Vec<i64> = (0..16)
+        .map(|i| roll_age(&root.path().join(format!("t-{i}")), &jittered))
+        .collect();
+    assert!(ages.iter().all(|age| (1..=100).contains(age)), "{ages:?}");
+    let distinct: std::collections::BTreeSet<_> = ages.iter().collect();
+    assert!(distinct.len() > 4, "rolls not spread: {ages:?}");
+    // A partition in the same directory gets the same share again.
+    let again = root.path().join("t-again");
+    let first = roll_age(&again, &jittered);
+    std::fs::remove_dir_all(&again).unwrap();
+    assert_eq!(roll_age(&again, &jittered), first);
+}

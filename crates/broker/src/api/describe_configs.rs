@@ -152,7 +152,9 @@ fn topic_entries(broker: &Broker, name: &str) -> Result<Vec<Entry>, (ResponseErr
             if source == ConfigSource::DynamicTopic {
                 synonyms.push((def.name.to_string(), value.clone(), source));
             }
-            synonyms.push((def.broker_synonym.to_string(), default, default_source));
+            if let Some(broker_synonym) = def.broker_synonym {
+                synonyms.push((broker_synonym.to_string(), default, default_source));
+            }
             Entry {
                 name: def.name,
                 value,

@@ -193,6 +193,14 @@ pub(super) async fn commit(
     delete: Vec<String>,
     validate_only: bool,
 ) -> Result<(), AdminError> {
+    if let Some(topic) = broker.image().topic(&name) {
+        let mut merged = topic.configs.clone();
+        for key in &delete {
+            merged.remove(key);
+        }
+        merged.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+        topic_config::validate_together(&merged)?;
+    }
     if validate_only {
         return Ok(());
     }

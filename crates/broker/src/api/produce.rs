@@ -37,13 +37,12 @@ use kafka_protocol::{
     messages::{
         BrokerId, ProduceRequest, ProduceResponse,
         produce_response::{
-            BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
-            TopicProduceResponse,
+            LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
         },
     },
     protocol::StrBytes,
 };
-use keel_log::{AppendOutcome, BatchError, RecordFault, RejectedRecord, batch};
+use keel_log::{AppendOutcome, BatchError, batch};
 use tokio::time::Instant;
 
 use super::{
@@ -59,6 +58,7 @@ use crate::{
 };
 use keel_raft_metadata::MetadataImage;
 
+mod record_errors;
 mod refused;
 
 pub(super) use self::refused::RefusedBatches;
@@ -192,7 +192,7 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) ->
                         hang_up_if_presumed_deposed(ctx, &error);
                         let mut response = match error.rejected_records() {
                             Some(records) if ctx.version >= ERROR_MESSAGE_VERSION => {
-                                rejected(name, data.index, records, error.code())
+                                record_errors::rejected(name, data.index, records, error.code())
                             }
                             _ => failure(
                                 data.index,
@@ -345,49 +345,7 @@ fn success(index: i32, outcome: &AppendOutcome, version: i16) -> PartitionProduc
         .with_log_start_offset(log_start_offset)
 }
 
-/// Kafka's answer to a batch holding records the topic refuses (KIP-467):
-/// each such record's index in the batch with the reason, and a summary of
-/// the first three in the partition's error message.
-fn rejected(
-    topic: &str,
-    index: i32,
-    records: &[RejectedRecord],
-    error: kafka_protocol::error::ResponseError,
-) -> PartitionProduceResponse {
-    let record_errors: Vec<BatchIndexAndErrorMessage> = records
-        .iter()
-        .map(|record| {
-            let message = match record.reason {
-                RecordFault::MissingKey => format!(
-                    "Compacted topic cannot accept message without key in topic partition {topic}-{index}."
-                ),
-            };
-            BatchIndexAndErrorMessage::default()
-                .with_batch_index(record.batch_index)
-                .with_batch_index_error_message(Some(StrBytes::from_string(message)))
-        })
-        .collect();
-    let first_three: Vec<String> = record_errors
-        .iter()
-        .take(3)
-        .map(|e| {
-            format!(
-                "RecordError(batchIndex={}, message='{}')",
-                e.batch_index,
-                e.batch_index_error_message.as_deref().unwrap_or_default()
-            )
-        })
-        .collect();
-    let summary = format!(
-        "One or more records have been rejected due to {} record errors in total, and only \
-         showing the first three errors at most: [{}]",
-        record_errors.len(),
-        first_three.join(", ")
-    );
-    failure(index, error, Some(summary), ERROR_MESSAGE_VERSION).with_record_errors(record_errors)
-}
-
-fn failure(
+pub(super) fn failure(
     index: i32,
     error: kafka_protocol::error::ResponseError,
     message: Option<String>,

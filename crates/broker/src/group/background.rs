@@ -291,6 +291,8 @@ pub(crate) async fn run(broker: Arc<Broker>) {
         let ticking = Arc::clone(&broker);
         let due = match tokio::task::spawn_blocking(move || ticking.groups.tick(&ticking)).await {
             Ok(due) => due,
+            // The runtime is shutting down.
+            Err(e) if e.is_cancelled() => return,
             Err(e) => {
                 tracing::error!(error = %e, "the group coordinator's tick failed");
                 None

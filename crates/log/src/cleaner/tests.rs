@@ -170,6 +170,7 @@ fn params(dir: &Path, high_watermark: i64, budget: usize) -> CleanParams {
         now_ms: 1_000_000,
         high_watermark,
         delete_retention_ms: 1_000,
+        min_compaction_lag_ms: 0,
         index_interval_bytes: 4096,
         map_budget: budget,
         live_producers: HashSet::new(),

@@ -40,6 +40,7 @@ impl PartitionLog {
             now_ms,
             high_watermark: high_watermark.min(self.log_end_offset()),
             delete_retention_ms: self.config.delete_retention_ms,
+            min_compaction_lag_ms: self.config.min_compaction_lag_ms,
             index_interval_bytes: self.config.index_interval_bytes,
             map_budget: OFFSET_MAP_BUDGET,
             live_producers,
