@@ -383,3 +383,39 @@ def test_records_a_topic_refuses_are_named_to_the_producer(broker):
     low, high = consumer.get_watermark_offsets(TopicPartition("keyed-only", 0), timeout=10)
     consumer.close()
     assert (low, high) == (0, 0)
+
+
+def stored_codecs(data_dir, topic, partitions=PARTITIONS):
+    """The codec of every batch in a topic's segment files (the low three
+    bits of a v2 batch's attributes)."""
+    import struct
+    from pathlib import Path
+
+    codecs = []
+    for p in range(partitions):
+        for segment in sorted(Path(data_dir, f"{topic}-{p}").glob("*.log")):
+            data = segment.read_bytes()
+            position = 0
+            while position + 61 <= len(data):
+                (length,) = struct.unpack_from(">i", data, position + 8)
+                (attributes,) = struct.unpack_from(">h", data, position + 21)
+                codecs.append(attributes & 0x07)
+                position += 12 + length
+    return codecs
+
+
+@pytest.mark.parametrize("topic_codec, number", [("zstd", 4), ("uncompressed", 0)])
+def test_a_topic_codec_recompresses_what_every_client_sends(broker, topic_codec, number):
+    """compression.type other than producer: batches sent in any codec are
+    stored in the topic's, and every client reads them back intact."""
+    topic = f"recompressed-{topic_codec}"
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(topic, PARTITIONS, 1,
+                                  config={"compression.type": topic_codec})])[topic].result(30)
+    delivered = confluent_produce(broker.bootstrap, topic, 2_000, **{"compression.type": "gzip"})
+    verify(confluent_read_all(broker.bootstrap, topic, 2_000), "confluent", 2_000, delivered)
+    verify(kafka_python_read_all(broker.bootstrap, topic, 2_000), "confluent", 2_000, delivered)
+    verify(asyncio.run(aiokafka_read_all(broker.bootstrap, topic, 2_000)), "confluent", 2_000,
+           delivered)
+    codecs = stored_codecs(broker.data_dir, topic)
+    assert codecs and set(codecs) == {number}, codecs

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use keel_log::{FlushPolicy, LogConfig};
+use keel_log::{Codec, FlushPolicy, LogConfig, TopicCompression};
 
 use crate::config::TopicDefaults;
 
@@ -175,6 +175,7 @@ pub fn log_config(overrides: &BTreeMap<String, String>, defaults: &TopicDefaults
         timestamp_after_max_ms: long("message.timestamp.after.max.ms")
             .unwrap_or(DEFAULT_TIMESTAMP_AFTER_MAX_MS),
         min_compaction_lag_ms: long("min.compaction.lag.ms").unwrap_or(0),
+        compression: compression(overrides),
         segment_jitter_ms: long("segment.jitter.ms").unwrap_or(0),
         flush: FlushPolicy {
             messages: long("flush.messages")
@@ -200,6 +201,24 @@ pub fn min_cleanable_dirty_ratio(overrides: &BTreeMap<String, String>) -> f64 {
         .get("min.cleanable.dirty.ratio")
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_MIN_CLEANABLE_DIRTY_RATIO)
+}
+
+/// The codec `compression.type` stores batches in, with its level; `None`
+/// for `producer`.
+fn compression(overrides: &BTreeMap<String, String>) -> Option<TopicCompression> {
+    let level = |key: &str| overrides.get(key).and_then(|v| v.parse::<i32>().ok());
+    let (codec, level) = match overrides.get("compression.type").map(String::as_str) {
+        Some("gzip") => (
+            Codec::Gzip,
+            level("compression.gzip.level").filter(|l| *l >= 0),
+        ),
+        Some("snappy") => (Codec::Snappy, None),
+        Some("lz4") => (Codec::Lz4, level("compression.lz4.level")),
+        Some("zstd") => (Codec::Zstd, level("compression.zstd.level")),
+        Some("uncompressed") => (Codec::Uncompressed, None),
+        _ => return None,
+    };
+    Some(TopicCompression { codec, level })
 }
 
 /// `max.compaction.lag.ms` of a topic: the longest a record of a compacted

@@ -216,6 +216,17 @@ pub fn set_log_append_time(header: &mut [u8], records: &[u8], now_ms: i64) {
     header[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Marks a complete batch, whose records were just re-encoded, as
+/// compressed with `codec`, and sets its length and CRC to match.
+pub(crate) fn set_codec(bytes: &mut [u8], codec: i16) {
+    let attributes = (read_i16(bytes, ATTRIBUTES_OFFSET) & !COMPRESSION_MASK) | codec;
+    bytes[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    let batch_length = i32::try_from(bytes.len() - LOG_OVERHEAD).unwrap_or(i32::MAX);
+    bytes[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[ATTRIBUTES_OFFSET..]);
+    bytes[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Rewrites a complete batch's `last_offset_delta` and, for a
 /// LogAppendTime batch, its timestamp type and max timestamp, then
 /// recomputes the CRC. The cleaner uses it after re-encoding a batch.

@@ -1,6 +1,8 @@
 //! Per-partition settings: the topic's configuration resolved against the
 //! broker's defaults.
 
+use crate::recompress::TopicCompression;
+
 /// When appended data is forced to disk with fsync.
 ///
 /// Data written by `append` is in the operating system's page cache at once,
@@ -65,6 +67,9 @@ pub struct LogConfig {
     /// of its own (`segment.jitter.ms`), so that partitions created
     /// together do not all roll at once.
     pub segment_jitter_ms: i64,
+    /// The codec batches are stored in (`compression.type`); `None` keeps
+    /// each as the producer compressed it.
+    pub compression: Option<TopicCompression>,
 }
 
 impl Default for LogConfig {
@@ -85,6 +90,7 @@ impl Default for LogConfig {
             timestamp_after_max_ms: i64::MAX,
             min_compaction_lag_ms: 0,
             segment_jitter_ms: 0,
+            compression: None,
         }
     }
 }

@@ -30,6 +30,9 @@ pub enum BatchError {
     RejectedRecords(Vec<RejectedRecord>),
     #[error("the batch's records cannot be read within the decompression limit")]
     UndecodableRecords,
+    /// Re-encoding a batch in the topic's `compression.type` failed.
+    #[error("cannot recompress the batch as {0}")]
+    Recompression(String),
     /// A batch copied from a leader that starts below the offset the log
     /// ends at (or the batch before it in the same fetch ends at), or whose
     /// offsets run past `i64::MAX`. A follower keeps the leader's offsets,

@@ -40,6 +40,7 @@ mod index;
 mod partition_log;
 mod producer_state;
 mod read;
+mod recompress;
 mod records;
 mod segment;
 pub mod testing;
@@ -56,3 +57,4 @@ pub use partition_log::{
 };
 pub use producer_state::{MAX_CACHED_BATCHES, ProducerBatch, SequenceCheck};
 pub use read::ReadSlice;
+pub use recompress::{Codec, TopicCompression};

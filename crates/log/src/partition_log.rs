@@ -42,6 +42,7 @@ use crate::{
     epoch_cache::{EpochEntry, LeaderEpochCache},
     error::{LogError, Result},
     producer_state::{ProducerStateTable, SequenceCheck},
+    recompress::recompress,
     records::{check_keys, check_records, check_timestamps},
     segment::{CLEANED_SUFFIX, LOG_SUFFIX, Segment},
 };
@@ -366,6 +367,20 @@ impl PartitionLog {
                 },
             });
         }
+        let recompressed = match self.config.compression {
+            Some(target) => recompress(batch, &header, target)?,
+            None => None,
+        };
+        let batch = match &recompressed {
+            Some(recompressed) if recompressed.len() > self.config.max_message_bytes => {
+                return Err(LogError::BatchTooLarge {
+                    size: recompressed.len(),
+                    max: self.config.max_message_bytes,
+                });
+            }
+            Some(recompressed) => recompressed.as_slice(),
+            None => batch,
+        };
         let base_offset = self.log_end_offset();
         let (client_head, records) = batch.split_at(BATCH_HEADER_LEN);
         let mut head = [0u8; BATCH_HEADER_LEN];

@@ -48,7 +48,7 @@ pub(crate) fn visit_records(
 
 /// The uncompressed records of a complete batch, or `None` if they cannot
 /// be had within the cap.
-fn records_payload(batch: &[u8], header: &BatchHeader) -> Option<Bytes> {
+pub(crate) fn records_payload(batch: &[u8], header: &BatchHeader) -> Option<Bytes> {
     let payload = batch.get(BATCH_HEADER_LEN..header.total_len())?;
     match header.compression_codec() {
         0 => Some(Bytes::copy_from_slice(payload)),

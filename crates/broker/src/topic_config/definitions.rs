@@ -7,9 +7,8 @@
 //! each for a reason its documentation gives: replication throttles need
 //! a broker throttle rate Keel does not have, tiered storage is off (so
 //! `remote.storage.enable=true` is refused, as a Kafka broker without it
-//! refuses it), segment files grow as written and are unlinked at once
-//! (open reads keep their file), and compression levels apply only when a
-//! broker recompresses, which Keel does not.
+//! refuses it), and segment files grow as written and are unlinked at once
+//! (open reads keep their file).
 
 /// The value types DescribeConfigs reports (Kafka's `ConfigType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,28 +71,28 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
             Err(_) if v.trim() == "-1" => Ok("-1".into()),
             Err(_) => Err("must be -1 or between 1 and 9".into()),
         },
-        "The compression level if compression.type is gzip; Keel stores batches as compressed by the producer, so it applies to no batch.",
+        "The gzip level batches are recompressed at when compression.type is gzip (-1: the codec's default).",
     ),
     def(
         "compression.lz4.level",
         Int,
         Some("compression.lz4.level"),
         |v| parse_between::<i32>(v, 1, 17),
-        "The compression level if compression.type is lz4; Keel stores batches as compressed by the producer, so it applies to no batch.",
+        "The lz4 level batches are recompressed at when compression.type is lz4.",
     ),
     def(
         "compression.type",
         Str,
         Some("compression.type"),
         validate_compression_type,
-        "Batches are stored as the producer compressed them ('producer').",
+        "The codec batches are stored in: 'producer' keeps each as sent; gzip, snappy, lz4, zstd or uncompressed re-encode a batch sent in another codec.",
     ),
     def(
         "compression.zstd.level",
         Int,
         Some("compression.zstd.level"),
         |v| parse_between::<i32>(v, -131_072, 22),
-        "The compression level if compression.type is zstd; Keel stores batches as compressed by the producer, so it applies to no batch.",
+        "The zstd level batches are recompressed at when compression.type is zstd.",
     ),
     def(
         "delete.retention.ms",
@@ -394,11 +393,7 @@ fn validate_throttled_replicas(value: &str) -> Result<String, String> {
 
 fn validate_compression_type(value: &str) -> Result<String, String> {
     match value.trim() {
-        "producer" => Ok("producer".into()),
-        "gzip" | "snappy" | "lz4" | "zstd" | "uncompressed" => Err(
-            "batches are stored as the producer compressed them; only 'producer' is supported"
-                .into(),
-        ),
-        _ => Err("unknown compression type".into()),
+        t @ ("producer" | "gzip" | "snappy" | "lz4" | "zstd" | "uncompressed") => Ok(t.into()),
+        _ => Err("String must be one of: uncompressed, zstd, lz4, snappy, gzip, producer".into()),
     }
 }
