@@ -28,6 +28,9 @@ def result(futures, key):
     return futures[key].result(timeout=30)
 
 
+@pytest.mark.proves(
+    "confluent-kafka: create, grow and delete topics",
+)
 def test_create_describe_grow_and_delete_topics(broker):
     client = admin(broker)
     futures = client.create_topics([
@@ -64,6 +67,10 @@ def test_create_describe_grow_and_delete_topics(broker):
     assert confluent_read_all(broker.bootstrap, "orders", 0, partitions=1, timeout=5) == []
 
 
+@pytest.mark.proves(
+    "confluent-kafka: describe configs",
+    "confluent-kafka: alter configs (incremental)",
+)
 def test_describe_and_incrementally_alter_topic_configs(broker):
     client = admin(broker)
     result(client.create_topics([NewTopic("configured", 1, 1)]), "configured")
@@ -101,6 +108,9 @@ def test_describe_and_incrementally_alter_topic_configs(broker):
     assert described["num.partitions"].value == "4"
 
 
+@pytest.mark.proves(
+    "confluent-kafka: describe cluster",
+)
 def test_describe_cluster(broker):
     client = admin(broker)
     cluster = client.describe_cluster().result(timeout=10)
@@ -109,6 +119,9 @@ def test_describe_cluster(broker):
     assert cluster.cluster_id
 
 
+@pytest.mark.proves(
+    "confluent-kafka: list offsets, delete records",
+)
 def test_list_offsets_and_delete_records(broker):
     client = admin(broker)
     result(client.create_topics([NewTopic("records", 1, 1)]), "records")
@@ -134,6 +147,10 @@ def test_list_offsets_and_delete_records(broker):
     assert offset(OffsetSpec.latest()) == 100
 
 
+@pytest.mark.proves(
+    "kafka-python: create, grow and delete topics",
+    "kafka-python: describe configs",
+)
 def test_kafka_python_admin(broker):
     from kafka.admin import ConfigResource as KConfigResource, ConfigResourceType, KafkaAdminClient
     from kafka.admin import NewTopic as KNewTopic

@@ -23,6 +23,11 @@ def describe_topic(client, topic):
     return result(client.describe_configs([resource]), resource)
 
 
+@pytest.mark.proves(
+    "confluent-kafka: alter configs (legacy)",
+    "aiokafka: alter configs (legacy)",
+    "kafka-python: alter configs (legacy)",
+)
 def test_legacy_alter_configs_replaces_the_whole_set(broker):
     client = AdminClient({"bootstrap.servers": broker.bootstrap})
     result(client.create_topics([NewTopic("legacy", 1, 1, config={"retention.ms": "60000"})]),
@@ -97,6 +102,9 @@ def test_legacy_alter_configs_replaces_the_whole_set(broker):
     assert described["retention.ms"].value == "120000"
 
 
+@pytest.mark.proves(
+    "kafka-python: describe log dirs, alter replica log dirs",
+)
 def test_log_dirs_are_described_with_sizes_and_moves_within_the_one_dir_succeed(broker):
     from kafka import TopicPartitionReplica
     from kafka.admin import KafkaAdminClient
@@ -143,6 +151,9 @@ def test_log_dirs_are_described_with_sizes_and_moves_within_the_one_dir_succeed(
         admin.close()
 
 
+@pytest.mark.proves(
+    "kafka-python: describe metadata quorum",
+)
 def test_a_cluster_describes_its_quorum_and_log_dirs_from_every_broker(cluster_factory):
     """Four brokers, three of them voters: whichever broker is asked, the
     quorum's answer is the leader's, with every voter and the observer
@@ -232,6 +243,9 @@ def test_a_cluster_describes_its_quorum_and_log_dirs_from_every_broker(cluster_f
         admin.close()
 
 
+@pytest.mark.proves(
+    "kafka-python: list config resources",
+)
 def test_config_resources_are_listed_by_type(broker):
     from kafka.admin import KafkaAdminClient
     from kafka.errors import UnsupportedVersionError
@@ -254,6 +268,10 @@ def test_config_resources_are_listed_by_type(broker):
         admin.close()
 
 
+@pytest.mark.proves(
+    "confluent-kafka: authorized operations (KIP-430)",
+    "kafka-python: authorized operations (KIP-430)",
+)
 def test_without_an_authorizer_every_operation_is_authorized(broker):
     """KIP-430: asked for, the authorized operations are every operation the
     resource supports, as Kafka answers without an authorizer."""
@@ -296,6 +314,9 @@ def test_without_an_authorizer_every_operation_is_authorized(broker):
         admin.close()
 
 
+@pytest.mark.proves(
+    "confluent-kafka: every Kafka 4 topic config",
+)
 def test_every_kafka_topic_config_is_accepted_checked_and_described(broker):
     from confluent_kafka import KafkaError, Producer
     from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
@@ -357,3 +378,62 @@ def test_every_kafka_topic_config_is_accepted_checked_and_described(broker):
                      on_delivery=lambda e, m: delivered.append(e and e.code()))
     assert producer.flush(30) == 0
     assert delivered == [KafkaError.INVALID_TIMESTAMP, None]
+
+
+@pytest.mark.proves(
+    "confluent-kafka: elect leaders",
+    "kafka-python: elect leaders",
+    "kafka-python: describe topic partitions (KIP-966)",
+)
+def test_elect_leaders_and_describe_topic_partitions_through_the_admin_clients(cluster_factory):
+    """Leadership moved off the preferred replicas comes back with a
+    preferred ElectLeaders from kafka-python and from confluent-kafka, and
+    kafka-python's DescribeTopicPartitions pages through the partitions."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka import ElectionType
+    from kafka.admin import KafkaAdminClient
+    from test_replication import REPLICATION_ARGS, create, describe, move_leader
+    from test_cluster import registered, wait_for
+
+    cluster = cluster_factory(3, extra_args=[*REPLICATION_ARGS,
+                                             "--auto-leader-rebalance-enable", "false"])
+    registered(cluster, 3)
+    create(cluster, "elected", partitions=3)
+    preferred = {p: info.replicas[0] for p, info in describe(cluster, "elected").items()}
+
+    def move_away(partition):
+        info = describe(cluster, "elected")[partition]
+        target = next(r for r in info.replicas if r != info.leader)
+        answer = move_leader(cluster.brokers[1], "elected", partition, target)
+        assert answer.startswith(f"leader {target} "), answer
+        wait_for(f"broker {target} leads {partition}",
+                 lambda: describe(cluster, "elected")[partition].leader == target)
+
+    def leaders():
+        return {p: info.leader for p, info in describe(cluster, "elected").items()}
+
+    admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap)
+    try:
+        move_away(0)
+        move_away(1)
+        admin.elect_leaders(0, {"elected": [0, 1]})
+        wait_for("preferred leaders again", lambda: leaders() == preferred)
+
+        move_away(2)
+        client = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        elected = client.elect_leaders(ElectionType.PREFERRED,
+                                       [TopicPartition("elected", 2)]).result(timeout=30)
+        assert all(error is None for error in elected.values()), elected
+        wait_for("preferred leaders again", lambda: leaders() == preferred)
+
+        first = admin.describe_topic_partitions(["elected"], response_partition_limit=2)
+        [topic] = first["topics"]
+        assert [p["partition_index"] for p in topic["partitions"]] == [0, 1]
+        assert first["next_cursor"] == {"topic_name": "elected", "partition_index": 2}
+        rest = admin.describe_topic_partitions(["elected"], cursor=first["next_cursor"])
+        [p2] = rest["topics"][0]["partitions"]
+        assert (p2["partition_index"], p2["leader_id"]) == (2, preferred[2])
+        assert sorted(p2["isr_nodes"]) == [1, 2, 3]
+        assert rest["next_cursor"] is None
+    finally:
+        admin.close()

@@ -134,6 +134,11 @@ def confluent_read_all(bootstrap, topic, count, partitions=PARTITIONS, timeout=6
     return records
 
 
+@pytest.mark.proves(
+    "confluent-kafka: produce",
+    "confluent-kafka: consume",
+    "confluent-kafka: data survives a broker SIGKILL",
+)
 @pytest.mark.slow
 def test_confluent_kafka_100k_round_trip_survives_sigkill(broker):
     topic = "confluent-100k"
@@ -150,6 +155,9 @@ def test_confluent_kafka_100k_round_trip_survives_sigkill(broker):
     assert sorted(first, key=key) == sorted(second, key=key)
 
 
+@pytest.mark.proves(
+    "confluent-kafka: compression codecs",
+)
 @pytest.mark.parametrize("codec", CODECS)
 def test_confluent_kafka_compression(broker, codec):
     topic = f"confluent-{codec}"
@@ -202,6 +210,11 @@ def kafka_python_read_all(bootstrap, topic, count, partitions=PARTITIONS, timeou
     return records
 
 
+@pytest.mark.proves(
+    "kafka-python: produce",
+    "kafka-python: consume",
+    "kafka-python: data survives a broker SIGKILL",
+)
 @pytest.mark.slow
 def test_kafka_python_100k_round_trip_survives_sigkill(broker):
     topic = "kafka-python-100k"
@@ -213,6 +226,9 @@ def test_kafka_python_100k_round_trip_survives_sigkill(broker):
     verify(kafka_python_read_all(broker.bootstrap, topic, N), "kafka-python", N, delivered)
 
 
+@pytest.mark.proves(
+    "kafka-python: compression codecs",
+)
 @pytest.mark.parametrize("codec", CODECS)
 def test_kafka_python_compression(broker, codec):
     topic = f"kafka-python-{codec}"
@@ -268,6 +284,11 @@ async def aiokafka_read_all(bootstrap, topic, count, partitions=PARTITIONS, time
         await consumer.stop()
 
 
+@pytest.mark.proves(
+    "aiokafka: produce",
+    "aiokafka: consume",
+    "aiokafka: data survives a broker SIGKILL",
+)
 @pytest.mark.slow
 def test_aiokafka_100k_round_trip_survives_sigkill(broker):
     topic = "aiokafka-100k"
@@ -279,6 +300,9 @@ def test_aiokafka_100k_round_trip_survives_sigkill(broker):
     verify(asyncio.run(aiokafka_read_all(broker.bootstrap, topic, N)), "aiokafka", N, delivered)
 
 
+@pytest.mark.proves(
+    "aiokafka: compression codecs",
+)
 @pytest.mark.parametrize("codec", CODECS)
 def test_aiokafka_compression(broker, codec):
     topic = f"aiokafka-{codec}"
@@ -332,6 +356,11 @@ def verify_kcat(records, count, started_ms, finished_ms):
     verify(records, "kcat", count, check_timestamps=False, check_headers=False)
 
 
+@pytest.mark.proves(
+    "kcat: produce",
+    "kcat: consume",
+    "kcat: data survives a broker SIGKILL",
+)
 @pytest.mark.slow
 def test_kcat_100k_round_trip_survives_sigkill(broker):
     topic = "kcat-100k"
@@ -349,6 +378,9 @@ def test_kcat_100k_round_trip_survives_sigkill(broker):
     assert sorted(first, key=key) == sorted(second, key=key)
 
 
+@pytest.mark.proves(
+    "kcat: compression codecs",
+)
 @pytest.mark.parametrize("codec", CODECS)
 def test_kcat_compression(broker, codec):
     topic = f"kcat-{codec}"
@@ -359,6 +391,9 @@ def test_kcat_compression(broker, codec):
     verify_kcat(kcat_read_all(broker.bootstrap, topic), 5_000, started, finished)
 
 
+@pytest.mark.proves(
+    "confluent-kafka: per-record errors (KIP-467)",
+)
 def test_records_a_topic_refuses_are_named_to_the_producer(broker):
     """A compacted topic refuses records without a key. The broker names
     them in the produce response (KIP-467), so librdkafka fails those with
@@ -404,6 +439,11 @@ def stored_codecs(data_dir, topic, partitions=PARTITIONS):
     return codecs
 
 
+@pytest.mark.proves(
+    "confluent-kafka: broker recompression (topic compression.type)",
+    "kafka-python: broker recompression (topic compression.type)",
+    "aiokafka: broker recompression (topic compression.type)",
+)
 @pytest.mark.parametrize("topic_codec, number", [("zstd", 4), ("uncompressed", 0)])
 def test_a_topic_codec_recompresses_what_every_client_sends(broker, topic_codec, number):
     """compression.type other than producer: batches sent in any codec are

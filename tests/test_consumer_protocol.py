@@ -37,6 +37,9 @@ def consumer_broker(broker_factory):
     return broker_factory(CONSUMER_PROTOCOL_ARGS)
 
 
+@pytest.mark.proves(
+    "confluent-kafka: consumer group, KIP-848 protocol",
+)
 @pytest.mark.parametrize("assignor", ["uniform", "range"])
 def test_the_broker_assigns_and_members_read_each_record_once(consumer_broker, members, assignor):
     bootstrap = consumer_broker.bootstrap
@@ -152,6 +155,9 @@ def test_members_keep_their_partitions_across_a_broker_kill_and_restart(
     assert sorted(read) == sorted(before + after), "a record was read twice or never"
 
 
+@pytest.mark.proves(
+    "confluent-kafka: static group membership",
+)
 def test_a_static_member_that_restarts_gets_its_partitions_back(consumer_broker, members):
     """A static member leaves for a while when it closes (epoch -2); its
     next incarnation takes its partitions over, and the other member is
@@ -195,6 +201,9 @@ def test_a_member_subscribed_by_regular_expression_follows_new_topics(consumer_b
     assert not any(key.startswith("u") for key in member.keys())
 
 
+@pytest.mark.proves(
+    "confluent-kafka: manual assignment with committed offsets",
+)
 def test_a_consumer_that_assigns_by_hand_commits_and_reads_back(consumer_broker):
     """Under group.protocol=consumer, a consumer that assigns partitions
     itself commits with its own member id and epoch -1; with no member in

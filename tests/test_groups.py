@@ -46,6 +46,9 @@ def group_broker(broker_factory):
     return broker_factory(GROUP_BROKER_ARGS)
 
 
+@pytest.mark.proves(
+    "confluent-kafka: consumer group, classic protocol",
+)
 @pytest.mark.parametrize("assignor", ["range", "roundrobin", "cooperative-sticky"])
 def test_members_split_the_partitions_and_read_each_record_once(group_broker, members, assignor):
     topic = f"split-{assignor}"
@@ -69,6 +72,11 @@ def test_members_split_the_partitions_and_read_each_record_once(group_broker, me
     ("range", ["confluent", "kafka-python", "aiokafka"]),
     ("cooperative-sticky", ["confluent", "kafka-python"]),
 ])
+@pytest.mark.proves(
+    "confluent-kafka: consumer group, classic protocol",
+    "kafka-python: consumer group, classic protocol",
+    "aiokafka: consumer group, classic protocol",
+)
 def test_clients_of_different_libraries_share_a_group(group_broker, members, assignor, clients):
     topic = f"mixed-{assignor}"
     create_topic(group_broker.bootstrap, topic)
@@ -162,6 +170,9 @@ def test_joins_leaves_and_crashes_rebalance_without_losing_records(group_broker,
     assert_read_exactly_once_by_owners([first], keys)
 
 
+@pytest.mark.proves(
+    "confluent-kafka: static group membership",
+)
 def test_a_restarted_static_member_gets_its_partitions_back_without_a_rebalance(
         group_broker, members):
     topic, group = "static", "static"
@@ -237,6 +248,9 @@ def kcat_group(bootstrap, group, topic):
     return [line for line in result.stdout.splitlines() if line]
 
 
+@pytest.mark.proves(
+    "kcat: consumer group, classic protocol",
+)
 def test_kcat_balanced_consumer_commits_where_it_stopped(group_broker):
     topic, group = "kcat-group", "kcat-group"
     bootstrap = group_broker.bootstrap
@@ -250,6 +264,10 @@ def test_kcat_balanced_consumer_commits_where_it_stopped(group_broker):
     assert sorted(kcat_group(bootstrap, group, topic)) == sorted(second)
 
 
+@pytest.mark.proves(
+    "confluent-kafka: list, describe and delete groups",
+    "kafka-python: list, describe and delete groups",
+)
 def test_admin_clients_list_describe_and_delete_groups(group_broker, members):
     topic, group = "admin-groups", "admin-groups"
     bootstrap = group_broker.bootstrap

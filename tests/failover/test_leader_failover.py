@@ -111,6 +111,9 @@ def pick(cluster, role):
     return victim, cluster.brokers[survivor]
 
 
+@pytest.mark.proves(
+    "confluent-kafka: leader failover without loss",
+)
 @pytest.mark.parametrize("role", ["leader", "controller"])
 def test_sigkill_of_a_leader_fails_over_and_loses_nothing(cluster_factory, role):
     cluster, led = setup(cluster_factory, "kill-leader")
