@@ -24,6 +24,7 @@ OPERATIONS = [
     "static group membership",
     "manual assignment with committed offsets",
     "list, describe and delete groups",
+    "group configs",
     "create, grow and delete topics",
     "describe configs",
     "alter configs (incremental)",

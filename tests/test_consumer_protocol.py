@@ -240,3 +240,55 @@ def test_a_consumer_that_assigns_by_hand_commits_and_reads_back(consumer_broker)
     [fetched] = second.committed([TopicPartition(topic, 0)], timeout=10)
     second.close()
     assert fetched.offset == position
+
+
+@pytest.mark.proves(
+    "kafka-python: group configs",
+)
+def test_a_group_config_sets_its_members_session_timeout(consumer_broker, members):
+    """A GROUP resource's consumer.session.timeout.ms is described, altered
+    and applied: with 1.2 s instead of the broker's 4 s, a killed member
+    is gone within 3 s. Share-group keys are refused by name."""
+    from kafka.admin import ConfigResource as KConfigResource
+    from kafka.admin import ConfigResourceType, KafkaAdminClient
+
+    bootstrap = consumer_broker.bootstrap
+    topic, group = "tuned", "tuned"
+    create_topic(bootstrap, topic)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        def described():
+            resource = KConfigResource(ConfigResourceType.GROUP, group)
+            configs = admin.describe_configs([resource], config_filter="all")
+            return {key: (entry["value"], entry["config_source"])
+                    for key, entry in configs["group"][group].items()}
+
+        assert described() == {
+            "consumer.heartbeat.interval.ms": ("500", "STATIC_BROKER_CONFIG"),
+            "consumer.session.timeout.ms": ("4000", "STATIC_BROKER_CONFIG"),
+        }
+        admin.alter_configs([KConfigResource(ConfigResourceType.GROUP, group,
+                                             {"consumer.session.timeout.ms": "1200"})])
+        assert described()["consumer.session.timeout.ms"] == ("1200", "DYNAMIC_GROUP_CONFIG")
+        assert admin.list_config_resources(["GROUP"]) == {"group": [group]}
+        refused = admin.alter_configs(
+            [KConfigResource(ConfigResourceType.GROUP, group,
+                             {"share.record.lock.duration.ms": "1000"})],
+            raise_on_unknown=False)
+        assert "share groups are not implemented" in str(refused), refused
+        too_short = admin.alter_configs(
+            [KConfigResource(ConfigResourceType.GROUP, group,
+                             {"consumer.heartbeat.interval.ms": "1500"})],
+            raise_on_unknown=False)
+        assert "must be less than consumer.session.timeout.ms" in str(too_short), too_short
+    finally:
+        admin.close()
+
+    member = members("confluent", bootstrap, group, topic, protocol="consumer")
+    wait_balanced([member])
+    client = AdminClient({"bootstrap.servers": bootstrap})
+    member.kill()
+    killed = time.monotonic()
+    while client.describe_consumer_groups([group])[group].result(timeout=30).members:
+        assert time.monotonic() - killed < 3.0, "the member outlived the group's session timeout"
+        time.sleep(0.1)

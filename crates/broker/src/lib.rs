@@ -26,6 +26,7 @@ pub mod connection;
 pub mod controller;
 pub mod error;
 pub mod group;
+pub mod group_config;
 pub mod heartbeat;
 pub mod history;
 pub mod lease;

@@ -18,6 +18,7 @@ pub enum ConfigSource {
     DynamicTopic = 1,
     StaticBroker = 4,
     Default = 5,
+    DynamicGroup = 8,
 }
 
 /// A rejected topic config: which key and why.

@@ -170,6 +170,8 @@ pub struct MetadataImage {
     /// lost) is moved aside, never deleted.
     deleted_topics: VecDeque<Uuid>,
     deleted_ids: HashSet<Uuid>,
+    /// Consumer groups' config overrides, by group; no empty entry.
+    group_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl MetadataImage {
@@ -212,7 +214,35 @@ impl MetadataImage {
                 self.record_commit_time(r);
                 Ok(())
             }
+            Record::AlterGroupConfig(r) => {
+                let configs = self.group_configs.entry(r.group.clone()).or_default();
+                for key in &r.delete {
+                    configs.remove(key);
+                }
+                configs.extend(r.set.iter().map(|(k, v)| (k.clone(), v.clone())));
+                if configs.is_empty() {
+                    self.group_configs.remove(&r.group);
+                }
+                Ok(())
+            }
         }
+    }
+
+    /// A consumer group's config overrides, if it has any.
+    pub fn group_configs(&self, group: &str) -> Option<&BTreeMap<String, String>> {
+        self.group_configs.get(group)
+    }
+
+    /// Every group with config overrides, with them, by group name.
+    pub fn all_group_configs(&self) -> &BTreeMap<String, BTreeMap<String, String>> {
+        &self.group_configs
+    }
+
+    pub(crate) fn restore_group_configs(
+        &mut self,
+        configs: BTreeMap<String, BTreeMap<String, String>>,
+    ) {
+        self.group_configs = configs;
     }
 
     /// Stamps the commit time on the changes `r` names that are still kept
@@ -508,6 +538,7 @@ impl MetadataImage {
             history_retention: None,
             deleted_topics: deleted_topics.into(),
             deleted_ids,
+            group_configs: BTreeMap::new(),
         }
     }
 

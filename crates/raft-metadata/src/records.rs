@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 pub struct MetadataRecord {
     #[prost(
         oneof = "Record",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15"
     )]
     pub record: Option<Record>,
 }
@@ -44,6 +44,8 @@ pub enum Record {
     SetHistoryRetention(SetHistoryRetention),
     #[prost(message, tag = "14")]
     LeadershipChangesCommitted(LeadershipChangesCommitted),
+    #[prost(message, tag = "15")]
+    AlterGroupConfig(AlterGroupConfig),
 }
 
 /// Records that apply together or not at all, in one Raft entry: the
@@ -190,6 +192,19 @@ pub struct AlterTopicConfig {
     #[prost(btree_map = "string, string", tag = "2")]
     pub set: BTreeMap<String, String>,
     /// Overrides to remove (back to the broker default).
+    #[prost(string, repeated, tag = "3")]
+    pub delete: Vec<String>,
+}
+
+/// Changes a consumer group's config overrides (Kafka's GROUP resource).
+/// A group needs no other record to have configs: they apply whenever a
+/// group of that name exists, and a group left with none has no entry.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AlterGroupConfig {
+    #[prost(string, tag = "1")]
+    pub group: String,
+    #[prost(btree_map = "string, string", tag = "2")]
+    pub set: BTreeMap<String, String>,
     #[prost(string, repeated, tag = "3")]
     pub delete: Vec<String>,
 }

@@ -38,6 +38,15 @@ struct SnapshotData {
     /// How many leadership changes the history keeps; 0 for the default.
     #[prost(uint32, tag = "10")]
     history_retention: u32,
+    /// Consumer groups' config overrides, by group.
+    #[prost(btree_map = "string, message", tag = "11")]
+    group_configs: BTreeMap<String, GroupConfigEntry>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct GroupConfigEntry {
+    #[prost(btree_map = "string, string", tag = "1")]
+    configs: BTreeMap<String, String>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -132,6 +141,18 @@ pub fn encode(image: &MetadataImage, members: &Members) -> Vec<u8> {
             .deleted_topics()
             .map(|id| id.as_bytes().to_vec())
             .collect(),
+        group_configs: image
+            .all_group_configs()
+            .iter()
+            .map(|(group, configs)| {
+                (
+                    group.clone(),
+                    GroupConfigEntry {
+                        configs: configs.clone(),
+                    },
+                )
+            })
+            .collect(),
     }
     .encode_to_vec()
 }
@@ -181,6 +202,13 @@ pub fn decode(bytes: &[u8]) -> Result<(MetadataImage, Members), SnapshotError> {
     image.restore_history_retention(
         (data.history_retention > 0)
             .then(|| usize::try_from(data.history_retention).unwrap_or(usize::MAX)),
+    );
+    image.restore_group_configs(
+        data.group_configs
+            .into_iter()
+            .filter(|(_, entry)| !entry.configs.is_empty())
+            .map(|(group, entry)| (group, entry.configs))
+            .collect(),
     );
     let members = Members {
         peers: data.peers,
@@ -247,12 +275,22 @@ mod tests {
         });
         image.apply(&delete.into(), 2).unwrap();
         assert!(image.was_deleted(&Uuid::from_u128(6)));
+        let group_config = Record::AlterGroupConfig(crate::records::AlterGroupConfig {
+            group: "g".into(),
+            set: [("consumer.session.timeout.ms".into(), "50000".into())].into(),
+            delete: vec![],
+        });
+        image.apply(&group_config.into(), 2).unwrap();
         let members = Members {
             peers: [(1, "127.0.0.1:1".to_string())].into(),
             rejoined: [(2, 77)].into(),
         };
         let (restored, restored_members) = decode(&encode(&image, &members)).unwrap();
         assert_eq!(restored, image);
+        assert_eq!(
+            restored.group_configs("g").unwrap()["consumer.session.timeout.ms"],
+            "50000"
+        );
         assert_eq!(restored_members, members);
         assert!(decode(b"\xff\xff").is_err());
     }

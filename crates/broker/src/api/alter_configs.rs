@@ -15,6 +15,7 @@ use kafka_protocol::messages::{
 
 use super::{
     RequestContext,
+    group_configs::{self, RESOURCE_GROUP},
     incremental_alter_configs::{commit, error_fields, named_once, target_topic},
 };
 use crate::{broker::Broker, error::AdminError, topic_config};
@@ -48,6 +49,9 @@ async fn replace(
     resource: &AlterConfigsResource,
     validate_only: bool,
 ) -> Result<(), AdminError> {
+    if resource.resource_type == RESOURCE_GROUP {
+        return group_configs::replace(broker, resource, validate_only).await;
+    }
     let name = resource.resource_name.to_string();
     let image = broker.image();
     let topic = target_topic(&image, resource.resource_type, &name)?;

@@ -66,7 +66,9 @@ pub(super) fn handle(
         Ok(outcome) => ConsumerGroupHeartbeatResponse::default()
             .with_member_id(Some(StrBytes::from_string(outcome.member_id)))
             .with_member_epoch(outcome.member_epoch)
-            .with_heartbeat_interval_ms(groups.consumer_heartbeat_interval_ms())
+            .with_heartbeat_interval_ms(
+                groups.consumer_heartbeat_interval_ms(ctx.broker, &request.group_id),
+            )
             .with_assignment(outcome.assignment.map(assignment)),
         Err(error) => refused(error, error.to_string()),
     }

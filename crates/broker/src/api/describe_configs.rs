@@ -14,10 +14,11 @@ use kafka_protocol::{
     protocol::StrBytes,
 };
 
-use super::RequestContext;
+use super::{RequestContext, group_configs::RESOURCE_GROUP};
 use crate::{
     broker::Broker,
     config::BrokerConfig,
+    group_config::{self, GROUP_CONFIGS},
     topic_config::{self, ConfigSource, ConfigType, TOPIC_CONFIGS},
 };
 
@@ -116,6 +117,7 @@ fn entries(
 ) -> Result<Vec<Entry>, (ResponseError, String)> {
     match resource.resource_type {
         RESOURCE_TOPIC => topic_entries(broker, resource.resource_name.as_str()),
+        RESOURCE_GROUP => group_entries(broker, resource.resource_name.as_str()),
         RESOURCE_BROKER => {
             let name = resource.resource_name.as_str();
             if !name.is_empty() && name != broker.config.node_id.to_string() {
@@ -128,7 +130,10 @@ fn entries(
         }
         other => Err((
             ResponseError::InvalidRequest,
-            format!("resource type {other} cannot be described; use 2 (topic) or 4 (broker)"),
+            format!(
+                "resource type {other} cannot be described; use 2 (topic), 4 (broker) or 32 \
+                 (group)"
+            ),
         )),
     }
 }
@@ -160,6 +165,43 @@ fn topic_entries(broker: &Broker, name: &str) -> Result<Vec<Entry>, (ResponseErr
                 value,
                 source,
                 config_type: def.config_type,
+                read_only: false,
+                doc: def.doc,
+                synonyms,
+            }
+        })
+        .collect())
+}
+
+/// A group's configs: its overrides, else the broker's settings. Any group
+/// name may be described, as in Kafka: configs do not need the group.
+fn group_entries(broker: &Broker, name: &str) -> Result<Vec<Entry>, (ResponseError, String)> {
+    if name.is_empty() {
+        return Err((
+            ResponseError::InvalidRequest,
+            "a GROUP resource names a group".into(),
+        ));
+    }
+    let image = broker.image();
+    let overrides = image.group_configs(name);
+    let defaults = broker.groups.consumer_defaults();
+    Ok(GROUP_CONFIGS
+        .iter()
+        .map(|def| {
+            let explicit = broker.config.explicit.contains(def.broker_flag);
+            let (value, source) = group_config::effective_value(def, overrides, defaults, explicit);
+            let (default, default_source) =
+                group_config::effective_value(def, None, defaults, explicit);
+            let mut synonyms = Vec::with_capacity(2);
+            if source == ConfigSource::DynamicGroup {
+                synonyms.push((def.name.to_string(), value.clone(), source));
+            }
+            synonyms.push((def.broker_synonym.to_string(), default, default_source));
+            Entry {
+                name: def.name,
+                value,
+                source,
+                config_type: ConfigType::Int,
                 read_only: false,
                 doc: def.doc,
                 synonyms,

@@ -17,6 +17,7 @@ use kafka_protocol::{
 use super::{
     RequestContext,
     describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC},
+    group_configs::{self, RESOURCE_GROUP},
     topics::admin_timeout,
 };
 use crate::{
@@ -91,6 +92,9 @@ async fn alter(
     resource: &AlterConfigsResource,
     validate_only: bool,
 ) -> Result<(), AdminError> {
+    if resource.resource_type == RESOURCE_GROUP {
+        return group_configs::alter(broker, resource, validate_only).await;
+    }
     let name = resource.resource_name.to_string();
     let image = broker.image();
     let topic = target_topic(&image, resource.resource_type, &name)?;

@@ -1,7 +1,7 @@
 //! ListConfigResources: the resources that have configs, by type, in
 //! Kafka's order (groups, client metrics, brokers, topics). Keel has
 //! configs for topics (every topic, internal ones too), for brokers (each
-//! live broker) and, once set, for groups; it has no client metrics
+//! live broker) and for groups (those with overrides); it has no client metrics
 //! subscriptions, so that type lists nothing. Broker loggers have no
 //! configs here, and asking for them is refused as Kafka refuses a type it
 //! does not support: UNSUPPORTED_VERSION for the whole request.
@@ -18,9 +18,9 @@ use kafka_protocol::{
 use super::{
     RequestContext,
     describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC},
+    group_configs::RESOURCE_GROUP,
 };
 
-const RESOURCE_GROUP: i8 = 32;
 const RESOURCE_CLIENT_METRICS: i8 = 16;
 /// Every type listed when the request names none, in the order listed.
 const SUPPORTED: [i8; 4] = [
@@ -56,6 +56,7 @@ pub(super) fn handle(
                 .map(|b| b.node_id.to_string())
                 .collect(),
             RESOURCE_TOPIC => image.topics().map(|t| t.name.clone()).collect(),
+            RESOURCE_GROUP => image.all_group_configs().keys().cloned().collect(),
             _ => Vec::new(),
         };
         listed.extend(names.into_iter().map(|name| {

@@ -24,6 +24,7 @@ mod describe_topic_partitions;
 mod elect_leaders;
 mod fetch;
 mod find_coordinator;
+mod group_configs;
 mod heartbeat;
 mod incremental_alter_configs;
 mod init_producer_id;

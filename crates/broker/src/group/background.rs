@@ -100,7 +100,7 @@ impl GroupCoordinator {
             let partition = partition_for(&group.id, partitions);
             let deliveries = group.tick(&self.settings, now);
             Self::settle(broker, partition, group, deliveries);
-            let settings = &self.config.consumer;
+            let settings = &self.consumer_settings(&image, &group.id);
             if let Some(consumer) = group.consumer.as_mut() {
                 if consumer.has_expired_members(settings, now) {
                     let before = consumer.snapshot();
@@ -148,15 +148,15 @@ impl GroupCoordinator {
         }
         // Member ids handed out to joins that never came back expire too.
         inner.groups.retain(|_, group| !group.is_vacant());
-        let consumer_settings = &self.config.consumer;
         inner
             .groups
             .values()
             .flat_map(|group| {
                 let consumer = group.consumer.as_ref();
+                let settings = self.consumer_settings(&image, &group.id);
                 [
                     group.next_deadline_ms(),
-                    consumer.and_then(|c| c.next_deadline_ms(consumer_settings)),
+                    consumer.and_then(|c| c.next_deadline_ms(&settings)),
                 ]
             })
             .flatten()

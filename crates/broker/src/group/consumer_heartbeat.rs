@@ -11,7 +11,10 @@ use keel_raft_metadata::MetadataImage;
 
 use super::{
     GroupCoordinator,
-    consumer::{ConsumerGroup, ConsumerHeartbeat, ConsumerOutcome, TopicCatalog, TopicShape},
+    consumer::{
+        ConsumerGroup, ConsumerHeartbeat, ConsumerOutcome, ConsumerSettings, TopicCatalog,
+        TopicShape,
+    },
     state::Group,
     storage::{self, OFFSETS_TOPIC},
 };
@@ -55,9 +58,26 @@ impl GroupCoordinator {
         })
     }
 
-    /// The heartbeat interval members under the consumer protocol are told.
-    pub(crate) fn consumer_heartbeat_interval_ms(&self) -> i32 {
-        self.config.consumer.heartbeat_interval_ms
+    /// The heartbeat interval the group's consumer-protocol members are
+    /// told: its own, or the broker's.
+    pub(crate) fn consumer_heartbeat_interval_ms(&self, broker: &Broker, group_id: &str) -> i32 {
+        self.consumer_settings(&broker.image(), group_id)
+            .heartbeat_interval_ms
+    }
+
+    /// The consumer-protocol timing of a group: its config overrides over
+    /// the broker's settings.
+    pub(crate) fn consumer_settings(
+        &self,
+        image: &MetadataImage,
+        group_id: &str,
+    ) -> ConsumerSettings {
+        crate::group_config::settings(image.group_configs(group_id), &self.config.consumer)
+    }
+
+    /// The broker's consumer-protocol timing, the groups' defaults.
+    pub(crate) fn consumer_defaults(&self) -> &ConsumerSettings {
+        &self.config.consumer
     }
 }
 

@@ -753,3 +753,44 @@ fn a_restarted_leader_with_others_in_sync_stops_leading() {
         (1, -1, 4, LeaderChangeReason::BrokerFailure as i32)
     );
 }
+
+#[test]
+fn group_configs_are_set_and_removed_and_an_emptied_group_has_none() {
+    let mut image = MetadataImage::default();
+    let alter = |set: &[(&str, &str)], delete: &[&str]| -> MetadataRecord {
+        Record::AlterGroupConfig(crate::records::AlterGroupConfig {
+            group: "g".into(),
+            set: set
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            delete: delete.iter().map(|k| k.to_string()).collect(),
+        })
+        .into()
+    };
+    image
+        .apply(
+            &alter(
+                &[
+                    ("consumer.session.timeout.ms", "50000"),
+                    ("consumer.heartbeat.interval.ms", "6000"),
+                ],
+                &[],
+            ),
+            1,
+        )
+        .unwrap();
+    image
+        .apply(&alter(&[], &["consumer.heartbeat.interval.ms"]), 1)
+        .unwrap();
+    let configs = image.group_configs("g").unwrap();
+    assert_eq!(
+        configs.keys().collect::<Vec<_>>(),
+        ["consumer.session.timeout.ms"]
+    );
+    image
+        .apply(&alter(&[], &["consumer.session.timeout.ms"]), 1)
+        .unwrap();
+    assert!(image.group_configs("g").is_none());
+    assert!(image.all_group_configs().is_empty());
+}
