@@ -92,6 +92,16 @@ async fn find_coordinator_at_every_version() {
             assert_eq!(code, 42, "INVALID_REQUEST for a transaction coordinator");
             assert!(message.unwrap().contains("transactions"));
         }
+        if version >= 6 {
+            let share = FindCoordinatorRequest::default()
+                .with_key_type(2)
+                .with_coordinator_keys(vec![text("g:topic-id:0")]);
+            let response: FindCoordinatorResponse =
+                h.call(ApiKey::FindCoordinator, version, &share).await;
+            assert_eq!(response.coordinators[0].error_code, 42);
+            let message = response.coordinators[0].error_message.clone().unwrap();
+            assert!(message.contains("share groups"), "{message}");
+        }
     }
 }
 
@@ -179,6 +189,13 @@ async fn a_group_forms_syncs_heartbeats_and_leaves_at_every_version() {
             h.call(ApiKey::DescribeGroups, version, &request).await;
         assert_eq!(described.groups[0].group_state.as_str(), "Empty");
         assert_eq!(described.groups[1].group_state.as_str(), "Dead");
+        // From version 6 an unknown group also says so (KIP-1043).
+        let unknown = if version >= 6 { 69 } else { 0 };
+        assert_eq!(
+            described.groups[1].error_code, unknown,
+            "v{version}: GROUP_ID_NOT_FOUND"
+        );
+        assert_eq!(described.groups[0].error_code, 0);
     }
     for version in versions(ApiKey::ListGroups) {
         let listed: ListGroupsResponse = h

@@ -232,8 +232,29 @@ async fn list_offsets_at_every_version() {
     let h = harness().await;
     h.create_topic("l", 1).await;
     h.produce("l", 9, 4).await;
+    h.produce("l", 9, 2).await;
+    let deleted = DeleteRecordsRequest::default().with_topics(vec![
+        DeleteRecordsTopic::default()
+            .with_name(name("l"))
+            .with_partitions(vec![
+                DeleteRecordsPartition::default()
+                    .with_partition_index(0)
+                    .with_offset(1),
+            ]),
+    ]);
+    let deleted: DeleteRecordsResponse = h.call(ApiKey::DeleteRecords, 2, &deleted).await;
+    assert_eq!(deleted.topics[0].partitions[0].low_watermark, 1);
     for version in versions(ApiKey::ListOffsets) {
-        for (timestamp, offset) in [(-2, 0), (-1, 4), (1_002, 2), (5_000, -1)] {
+        // -4, the local log's start (v8), is the log start without tiered
+        // storage; -5, the last tiered offset (v9), is none.
+        let mut cases = vec![(-2, 1), (-1, 6), (1_002, 2), (5_000, -1)];
+        if version >= 8 {
+            cases.push((-4, 1));
+        }
+        if version >= 9 {
+            cases.push((-5, -1));
+        }
+        for (timestamp, offset) in cases {
             let request = ListOffsetsRequest::default()
                 .with_replica_id(BrokerId(-1))
                 .with_topics(vec![

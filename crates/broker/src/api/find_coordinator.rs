@@ -18,6 +18,7 @@ use crate::group::storage::OFFSETS_TOPIC;
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
+const KEY_TYPE_SHARE: i8 = 2;
 /// From this version keys come in a list and answers per key.
 const BATCHED_VERSION: i16 = 4;
 /// The first version carrying an error message.
@@ -92,6 +93,12 @@ async fn find(
             return Err((
                 ResponseError::InvalidRequest,
                 "Keel does not support transactions; there is no transaction coordinator".into(),
+            ));
+        }
+        KEY_TYPE_SHARE => {
+            return Err((
+                ResponseError::InvalidRequest,
+                "Keel does not support share groups; there is no share coordinator".into(),
             ));
         }
         other => {

@@ -13,6 +13,11 @@ use crate::{error::PartitionError, partition::Partition};
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
+/// The first offset of the local log (v8, KIP-405): without tiered
+/// storage, the log start offset.
+const EARLIEST_LOCAL: i64 = -4;
+/// The last offset in tiered storage (v9, KIP-1005): none without it.
+const LATEST_TIERED: i64 = -5;
 /// The first version reporting the leader epoch of the offset.
 const LEADER_EPOCH_VERSION: i16 = 4;
 
@@ -78,10 +83,11 @@ fn lookup(replica: &Partition, timestamp: i64) -> Result<(i64, i64, i32), Partit
     };
     let found = match timestamp {
         LATEST => return Ok((-1, high_watermark, log.latest_epoch().unwrap_or(-1))),
-        EARLIEST => {
+        EARLIEST | EARLIEST_LOCAL => {
             let start = log.log_start_offset();
             return Ok((-1, start, epoch_of(start)));
         }
+        LATEST_TIERED => return Ok((-1, -1, -1)),
         MAX_TIMESTAMP => log.max_timestamp_offset()?,
         t if t >= 0 => log.offset_for_timestamp(t)?,
         _ => {

@@ -90,12 +90,7 @@ impl GroupCoordinator {
             let partition = self.partition_of(group_id);
             Self::check(inner, partition)?;
             let Some(group) = inner.groups.get(group_id) else {
-                return Ok(GroupDescription {
-                    state: "Dead",
-                    protocol_type: String::new(),
-                    protocol: String::new(),
-                    members: Vec::new(),
-                });
+                return Err(ResponseError::GroupIdNotFound);
             };
             if let Some(consumer) = group.consumer.as_ref().filter(|_| group.members.is_empty()) {
                 return Ok(describe_consumer_group(consumer, &broker.image()));
