@@ -29,6 +29,8 @@ from group_support import (
 CONSUMER_PROTOCOL_ARGS = GROUP_BROKER_ARGS + [
     "--group-consumer-heartbeat-interval-ms", "500",
     "--group-consumer-session-timeout-ms", "4000",
+    "--group-consumer-min-session-timeout-ms", "1000",
+    "--group-consumer-min-heartbeat-interval-ms", "100",
 ]
 
 

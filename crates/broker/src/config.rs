@@ -350,6 +350,28 @@ fn at_least<T: PartialOrd + std::fmt::Display>(
     Ok(value)
 }
 
+/// Checks that `value` of flag `key` lies within the bounds other flags
+/// set, which must be at least 1 and in order.
+fn within(key: &str, value: i32, min: (&str, i32), max: (&str, i32)) -> Result<(), ConfigError> {
+    at_least(min.0, min.1, 1)?;
+    if max.1 < min.1 {
+        return Err(invalid(
+            max.0,
+            format!("must be at least --{} ({}), got {}", min.0, min.1, max.1),
+        ));
+    }
+    if !(min.1..=max.1).contains(&value) {
+        return Err(invalid(
+            key,
+            format!(
+                "must be between --{} ({}) and --{} ({}), got {value}",
+                min.0, min.1, max.0, max.1
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Parses `--test-faults`: `stall-fsync:TOPIC:PARTITION:MS`,
 /// `stall-append:TOPIC:PARTITION:MS`, `apply-metadata-late:MS` or
 /// `linger-on-stop:MS`, comma-separated.
@@ -564,6 +586,30 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
         flags.group_consumer_heartbeat_interval_ms,
         1,
     )?;
+    within(
+        "group-consumer-session-timeout-ms",
+        flags.group_consumer_session_timeout_ms,
+        (
+            "group-consumer-min-session-timeout-ms",
+            flags.group_consumer_min_session_timeout_ms,
+        ),
+        (
+            "group-consumer-max-session-timeout-ms",
+            flags.group_consumer_max_session_timeout_ms,
+        ),
+    )?;
+    within(
+        "group-consumer-heartbeat-interval-ms",
+        flags.group_consumer_heartbeat_interval_ms,
+        (
+            "group-consumer-min-heartbeat-interval-ms",
+            flags.group_consumer_min_heartbeat_interval_ms,
+        ),
+        (
+            "group-consumer-max-heartbeat-interval-ms",
+            flags.group_consumer_max_heartbeat_interval_ms,
+        ),
+    )?;
     if flags.group_consumer_session_timeout_ms <= flags.group_consumer_heartbeat_interval_ms {
         return Err(invalid(
             "group-consumer-session-timeout-ms",
@@ -645,6 +691,16 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
             consumer: crate::group::ConsumerSettings {
                 session_timeout_ms: flags.group_consumer_session_timeout_ms,
                 heartbeat_interval_ms: flags.group_consumer_heartbeat_interval_ms,
+            },
+            consumer_limits: crate::group::ConsumerLimits {
+                session_timeout_ms: (
+                    flags.group_consumer_min_session_timeout_ms,
+                    flags.group_consumer_max_session_timeout_ms,
+                ),
+                heartbeat_interval_ms: (
+                    flags.group_consumer_min_heartbeat_interval_ms,
+                    flags.group_consumer_max_heartbeat_interval_ms,
+                ),
             },
         },
         num_partitions: flags.num_partitions,

@@ -75,10 +75,13 @@ pub enum PartitionError {
 }
 
 impl PartitionError {
-    /// The records of a batch the topic refused, when that is why.
-    pub fn rejected_records(&self) -> Option<&[RejectedRecord]> {
+    /// The records of a batch the topic refused, when that is why: the
+    /// first ones named, and how many in all.
+    pub fn rejected_records(&self) -> Option<(&[RejectedRecord], usize)> {
         match self {
-            Self::Log(LogError::Batch(BatchError::RejectedRecords(records))) => Some(records),
+            Self::Log(LogError::Batch(BatchError::RejectedRecords { named, total })) => {
+                Some((named, *total))
+            }
             _ => None,
         }
     }
@@ -139,7 +142,7 @@ pub fn log_error_code(error: &LogError) -> ResponseError {
             ResponseError::UnsupportedForMessageFormat
         }
         LogError::Batch(e) if e.is_corruption() => ResponseError::CorruptMessage,
-        LogError::Batch(BatchError::RejectedRecords(records))
+        LogError::Batch(BatchError::RejectedRecords { named: records, .. })
             if records
                 .iter()
                 .any(|r| matches!(r.reason, RecordFault::TimestampOutOfRange { .. })) =>

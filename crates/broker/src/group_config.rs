@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    group::ConsumerSettings,
+    group::{ConsumerLimits, ConsumerSettings},
     topic_config::{ConfigSource, InvalidConfig},
 };
 
@@ -43,8 +43,9 @@ pub const GROUP_CONFIGS: &[GroupConfigDef] = &[
     },
 ];
 
-/// Checks one key and value; returns the value in canonical form.
-pub fn validate(key: &str, value: &str) -> Result<String, InvalidConfig> {
+/// Checks one key and value against the broker's bounds; returns the value
+/// in canonical form.
+pub fn validate(key: &str, value: &str, limits: &ConsumerLimits) -> Result<String, InvalidConfig> {
     let invalid = |reason: &str| InvalidConfig {
         key: key.to_string(),
         value: value.to_string(),
@@ -56,12 +57,16 @@ pub fn validate(key: &str, value: &str) -> Result<String, InvalidConfig> {
     if key.starts_with("streams.") {
         return Err(invalid("streams groups are not implemented in Keel"));
     }
-    if !GROUP_CONFIGS.iter().any(|d| d.name == key) {
-        return Err(invalid("unknown group config"));
-    }
+    let (min, max) = match key {
+        "consumer.session.timeout.ms" => limits.session_timeout_ms,
+        "consumer.heartbeat.interval.ms" => limits.heartbeat_interval_ms,
+        _ => return Err(invalid("unknown group config")),
+    };
     match value.trim().parse::<i32>() {
-        Ok(ms) if ms >= 1 => Ok(ms.to_string()),
-        _ => Err(invalid("must be a number of milliseconds, at least 1")),
+        Ok(ms) if (min..=max).contains(&ms) => Ok(ms.to_string()),
+        _ => Err(invalid(&format!(
+            "must be between {min} and {max} milliseconds (the broker's bounds)"
+        ))),
     }
 }
 
@@ -130,19 +135,27 @@ mod tests {
         session_timeout_ms: 45_000,
         heartbeat_interval_ms: 5_000,
     };
+    const LIMITS: ConsumerLimits = ConsumerLimits {
+        session_timeout_ms: (1_000, 60_000),
+        heartbeat_interval_ms: (500, 15_000),
+    };
 
     #[test]
     fn consumer_keys_are_checked_and_share_and_streams_keys_refused_by_name() {
+        let check = |key, value| validate(key, value, &LIMITS);
         assert_eq!(
-            validate("consumer.session.timeout.ms", " 20000").unwrap(),
+            check("consumer.session.timeout.ms", " 20000").unwrap(),
             "20000"
         );
-        assert!(validate("consumer.session.timeout.ms", "0").is_err());
-        let share = validate("share.record.lock.duration.ms", "1000").unwrap_err();
+        assert!(check("consumer.session.timeout.ms", "999").is_err());
+        assert!(check("consumer.session.timeout.ms", "60001").is_err());
+        let fast = check("consumer.heartbeat.interval.ms", "1").unwrap_err();
+        assert!(fast.reason.contains("between 500 and 15000"), "{fast}");
+        let share = check("share.record.lock.duration.ms", "1000").unwrap_err();
         assert!(share.reason.contains("share groups"), "{share}");
-        let streams = validate("streams.num.standby.replicas", "1").unwrap_err();
+        let streams = check("streams.num.standby.replicas", "1").unwrap_err();
         assert!(streams.reason.contains("streams groups"), "{streams}");
-        assert!(validate("consumer.bogus.ms", "1").is_err());
+        assert!(check("consumer.bogus.ms", "1").is_err());
     }
 
     #[test]

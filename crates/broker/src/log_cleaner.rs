@@ -143,8 +143,13 @@ async fn clean(partition: Arc<Partition>, now: i64) -> Option<u64> {
                     "cleaned compacted partition"
                 );
             }
-            // What was appended during the pass is still dirty.
-            Some(outcome.bytes_after.saturating_sub(outcome.bytes_appended))
+            // What was appended during the pass, and what it left for being
+            // younger than the minimum compaction lag, is still dirty.
+            Some(
+                outcome
+                    .bytes_after
+                    .saturating_sub(outcome.bytes_appended + outcome.bytes_held_back),
+            )
         }
         Ok(Err(e)) => {
             tracing::error!(topic = partition.topic(), partition = partition.index(), error = %e, "log cleaning failed");

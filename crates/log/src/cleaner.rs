@@ -118,6 +118,10 @@ pub struct CleanOutcome {
     /// Bytes appended while the pass ran (part of `bytes_after`, and not
     /// looked at by the pass).
     pub bytes_appended: u64,
+    /// Bytes of closed segments the pass left for later because they hold
+    /// records younger than `min.compaction.lag.ms` (part of `bytes_after`,
+    /// and still dirty).
+    pub bytes_held_back: u64,
 }
 
 /// The inputs of one pass besides the segments.
@@ -151,6 +155,7 @@ pub struct CleanPlan {
     /// The active segment, to tell what was appended during the pass.
     active: Option<SegmentSnapshot>,
     bytes_before: u64,
+    bytes_held_back: u64,
 }
 
 /// Takes the snapshot a pass over `segments` (the last of which is the
@@ -166,6 +171,7 @@ pub(crate) fn begin(
         cleanable: Vec::new(),
         active: active.map(SegmentSnapshot::of),
         bytes_before: total_size(segments),
+        bytes_held_back: 0,
         params,
     };
     if !compact {
@@ -181,12 +187,19 @@ pub(crate) fn begin(
     // matter (they may even lie ahead of the broker's clock).
     let min_lag = plan.params.min_compaction_lag_ms;
     let youngest_cleanable = plan.params.now_ms.saturating_sub(min_lag);
-    plan.cleanable = segments
+    let closed: Vec<&Segment> = segments
         .values()
         .filter(|s| Some(s.base_offset()) != active_base)
         .filter(|s| !s.is_empty() && s.next_offset() <= high_watermark)
-        .take_while(|s| min_lag <= 0 || s.max_timestamp() <= youngest_cleanable)
-        .map(SegmentSnapshot::of)
+        .collect();
+    let young = closed
+        .iter()
+        .position(|s| min_lag > 0 && s.max_timestamp() > youngest_cleanable)
+        .unwrap_or(closed.len());
+    plan.bytes_held_back = closed[young..].iter().map(|s| s.size()).sum();
+    plan.cleanable = closed[..young]
+        .iter()
+        .map(|s| SegmentSnapshot::of(s))
         .collect();
     plan
 }
@@ -203,6 +216,7 @@ impl CleanPlan {
             map_end: None,
             active: self.active,
             bytes_before: self.bytes_before,
+            bytes_held_back: self.bytes_held_back,
             index_interval_bytes: params.index_interval_bytes,
             dir: params.dir.clone(),
         };
@@ -249,6 +263,7 @@ pub struct PreparedClean {
     map_end: Option<MapEnd>,
     active: Option<SegmentSnapshot>,
     bytes_before: u64,
+    bytes_held_back: u64,
     index_interval_bytes: u64,
 }
 

@@ -23,11 +23,17 @@ pub enum BatchError {
     },
     #[error("a produce request must carry exactly one batch per partition, got {0}")]
     NotOneBatch(usize),
-    /// Records the topic does not accept, by their index in the batch; the
-    /// whole batch is refused, and the producer is told which records were
-    /// at fault (Kafka's record errors, KIP-467).
-    #[error("{} of the batch's records refused: {}", .0.len(), describe(.0))]
-    RejectedRecords(Vec<RejectedRecord>),
+    /// Records the topic does not accept, the first [`MAX_NAMED_RECORDS`]
+    /// of them by their index in the batch, and how many in all; the whole
+    /// batch is refused, and the producer is told which records were at
+    /// fault (Kafka's record errors, KIP-467). The names are capped so that
+    /// a small compressed batch of millions of records cannot make a huge
+    /// answer.
+    #[error("{total} of the batch's records refused: {}", describe(named))]
+    RejectedRecords {
+        named: Vec<RejectedRecord>,
+        total: usize,
+    },
     #[error("the batch's records cannot be read within the decompression limit")]
     UndecodableRecords,
     /// Re-encoding a batch in the topic's `compression.type` failed.
@@ -68,9 +74,14 @@ pub enum RecordFault {
     },
 }
 
+/// How many refused records a batch's error names.
+pub const MAX_NAMED_RECORDS: usize = 100;
+
+/// The first three refused records, in words.
 fn describe(records: &[RejectedRecord]) -> String {
     records
         .iter()
+        .take(3)
         .map(|r| match r.reason {
             RecordFault::MissingKey => format!("record {} has no key", r.batch_index),
             RecordFault::TimestampOutOfRange {
@@ -84,6 +95,37 @@ fn describe(records: &[RejectedRecord]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Gathers the records a check refuses, naming at most
+/// [`MAX_NAMED_RECORDS`] of them.
+#[derive(Debug, Default)]
+pub(crate) struct Rejections {
+    named: Vec<RejectedRecord>,
+    total: usize,
+}
+
+impl Rejections {
+    pub(crate) fn add(&mut self, batch_index: i32, reason: RecordFault) {
+        if self.named.len() < MAX_NAMED_RECORDS {
+            self.named.push(RejectedRecord {
+                batch_index,
+                reason,
+            });
+        }
+        self.total += 1;
+    }
+
+    /// The batch's refusal, if a record was refused.
+    pub(crate) fn into_result(self) -> Result<(), BatchError> {
+        if self.total == 0 {
+            return Ok(());
+        }
+        Err(BatchError::RejectedRecords {
+            named: self.named,
+            total: self.total,
+        })
+    }
 }
 
 impl BatchError {

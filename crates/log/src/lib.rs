@@ -50,7 +50,7 @@ pub use cleaner::{CleanOutcome, CleanPlan, PreparedClean};
 pub use config::{FlushPolicy, LogConfig};
 pub use divergence::{Truncation, truncation_point};
 pub use epoch_cache::EpochEntry;
-pub use error::{BatchError, LogError, RecordFault, RejectedRecord, Result};
+pub use error::{BatchError, LogError, MAX_NAMED_RECORDS, RecordFault, RejectedRecord, Result};
 pub use partition_log::{
     AppendOutcome, Faults, FollowerAppend, PartitionLog, PendingFlush, RecoveryCheckpoint,
     RecoveryReport,

@@ -10,7 +10,7 @@ use std::io::Write;
 use crate::{
     batch::{self, BATCH_HEADER_LEN, BatchHeader},
     error::BatchError,
-    records::records_payload,
+    records::{payload_is_consistent, records_payload},
 };
 
 /// The codecs of a batch's attributes.
@@ -45,6 +45,15 @@ pub(crate) fn recompress(
         return Ok(None);
     }
     let records = records_payload(batch, header).ok_or(BatchError::UndecodableRecords)?;
+    // Re-encoded, the records are what the log stores: they must be the
+    // consistent run an uncompressed batch is held to, as Kafka checks
+    // every record it recompresses.
+    if !payload_is_consistent(records.clone(), header) {
+        return Err(BatchError::InvalidRecordCount {
+            records_count: header.records_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
     let payload = compress(target, &records)
         .map_err(|e| BatchError::Recompression(format!("{:?}: {e}", target.codec)))?;
     let mut out = Vec::with_capacity(BATCH_HEADER_LEN + payload.len());

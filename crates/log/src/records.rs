@@ -16,7 +16,7 @@ use bytes::{Buf, Bytes};
 
 use crate::{
     batch::{BATCH_HEADER_LEN, BatchHeader},
-    error::{BatchError, RecordFault, RejectedRecord},
+    error::{BatchError, RecordFault, Rejections},
 };
 
 /// The most a single batch may decompress to here.
@@ -63,32 +63,28 @@ pub(crate) fn records_payload(batch: &[u8], header: &BatchHeader) -> Option<Byte
 pub(crate) fn check_keys(batch: &[u8], header: &BatchHeader) -> Result<(), BatchError> {
     let mut records = records_payload(batch, header).ok_or(BatchError::UndecodableRecords)?;
     let mut walked = 0i32;
-    let mut without_key = Vec::new();
+    let mut without_key = Rejections::default();
     walk_records(&mut records, header, &mut |position: RecordPosition| {
         if position.null_key {
-            without_key.push(RejectedRecord {
-                batch_index: walked,
-                reason: RecordFault::MissingKey,
-            });
+            without_key.add(walked, RecordFault::MissingKey);
         }
         walked += 1;
         ControlFlow::Continue(())
     });
     if walked != header.records_count {
-        Err(BatchError::UndecodableRecords)
-    } else if !without_key.is_empty() {
-        Err(BatchError::RejectedRecords(without_key))
-    } else {
-        Ok(())
+        return Err(BatchError::UndecodableRecords);
     }
+    without_key.into_result()
 }
 
 /// Checks that every record of a producer's batch has a timestamp at most
 /// `before_ms` behind and `after_ms` ahead of `now_ms` (a record without
-/// one, -1, is not checked), and names each one that has not. Only a batch
-/// whose header says its newest record is too new, or a topic with a
-/// bound behind, has its records inflated and looked at: by default there
-/// is none, and most batches pass on their header alone.
+/// one, -1, is not checked), and names each one that has not. An
+/// uncompressed batch's records are always looked at. A compressed one is
+/// inflated for it only when its header says its newest record is too new
+/// or the topic has a bound behind (by default it has none): otherwise its
+/// header's newest timestamp is trusted, as the log trusts it for the time
+/// index, rather than inflate every compressed batch on the produce path.
 pub(crate) fn check_timestamps(
     batch: &[u8],
     header: &BatchHeader,
@@ -100,32 +96,30 @@ pub(crate) fn check_timestamps(
         now_ms.saturating_sub(before_ms),
         now_ms.saturating_add(after_ms),
     );
-    if before_ms == i64::MAX && header.max_timestamp <= highest {
+    let compressed = header.compression_codec() != 0;
+    if compressed && before_ms == i64::MAX && header.max_timestamp <= highest {
         return Ok(());
     }
     let mut records = records_payload(batch, header).ok_or(BatchError::UndecodableRecords)?;
-    let mut index = 0i32;
-    let mut outside = Vec::new();
+    let mut walked = 0i32;
+    let mut outside = Rejections::default();
     walk_records(&mut records, header, &mut |position: RecordPosition| {
         let timestamp = position.timestamp;
         if timestamp != -1 && !(lowest..=highest).contains(&timestamp) {
-            outside.push(RejectedRecord {
-                batch_index: index,
-                reason: RecordFault::TimestampOutOfRange {
-                    timestamp,
-                    lowest,
-                    highest,
-                },
-            });
+            let reason = RecordFault::TimestampOutOfRange {
+                timestamp,
+                lowest,
+                highest,
+            };
+            outside.add(walked, reason);
         }
-        index += 1;
+        walked += 1;
         ControlFlow::Continue(())
     });
-    if outside.is_empty() {
-        Ok(())
-    } else {
-        Err(BatchError::RejectedRecords(outside))
+    if walked != header.records_count {
+        return Err(BatchError::UndecodableRecords);
     }
+    outside.into_result()
 }
 
 /// Compressed batches are not inflated on append; their record count is
@@ -159,7 +153,11 @@ pub(crate) fn records_are_consistent(batch: &[u8], header: &BatchHeader) -> bool
     let Some(payload) = batch.get(BATCH_HEADER_LEN..header.total_len()) else {
         return false;
     };
-    let mut records = Bytes::copy_from_slice(payload);
+    payload_is_consistent(Bytes::copy_from_slice(payload), header)
+}
+
+/// [`records_are_consistent`] for a batch's records already inflated.
+pub(crate) fn payload_is_consistent(mut records: Bytes, header: &BatchHeader) -> bool {
     let mut expected = 0i64;
     let mut consistent = true;
     walk_records(&mut records, header, &mut |position: RecordPosition| {

@@ -34,7 +34,7 @@ fn four(first_timestamp: i64, compression: Compression) -> Vec<u8> {
 
 fn refused(outcome: Result<keel_log::AppendOutcome, LogError>) -> Vec<(i32, i64)> {
     match outcome {
-        Err(LogError::Batch(BatchError::RejectedRecords(records))) => records
+        Err(LogError::Batch(BatchError::RejectedRecords { named: records, .. })) => records
             .iter()
             .map(|r| match r.reason {
                 RecordFault::TimestampOutOfRange { timestamp, .. } => (r.batch_index, timestamp),
@@ -100,4 +100,22 @@ fn a_log_append_time_topic_takes_any_timestamp() {
     log.append_as_leader(&four(NOW * 5, Compression::None), 0, NOW)
         .unwrap();
     assert_eq!(log.log_end_offset(), 4);
+}
+
+#[test]
+fn a_batch_of_many_bad_records_names_a_hundred_and_counts_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), window(0, 0));
+    let many = build_batch(&BatchSpec {
+        records: 5_000,
+        ..spec(NOW + 10, Compression::Zstd)
+    });
+    match log.append_as_leader(&many, 0, NOW) {
+        Err(LogError::Batch(BatchError::RejectedRecords { named, total })) => {
+            assert_eq!(total, 5_000);
+            assert_eq!(named.len(), keel_log::MAX_NAMED_RECORDS);
+            assert_eq!(named[99].batch_index, 99);
+        }
+        other => panic!("{other:?}"),
+    }
 }

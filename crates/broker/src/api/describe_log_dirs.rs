@@ -5,7 +5,10 @@
 //! The offset lag is Kafka's: how far the replica's log end offset trails
 //! its own high watermark, so zero for every replica not being moved.
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::Path,
+};
 
 use kafka_protocol::{
     messages::{
@@ -24,11 +27,16 @@ pub(super) fn handle(
     ctx: &RequestContext<'_>,
     request: DescribeLogDirsRequest,
 ) -> DescribeLogDirsResponse {
-    let wanted = |partition: &Partition| match &request.topics {
-        None => true,
-        Some(topics) => topics.iter().any(|t| {
-            t.topic.as_str() == partition.topic() && t.partitions.contains(&partition.index())
-        }),
+    let asked: Option<HashSet<(&str, i32)>> = request.topics.as_ref().map(|topics| {
+        topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| (t.topic.as_str(), *p)))
+            .collect()
+    });
+    let wanted = |partition: &Partition| {
+        asked
+            .as_ref()
+            .is_none_or(|asked| asked.contains(&(partition.topic(), partition.index())))
     };
     let data_dir = &ctx.broker.config.data_dir;
     let replicas: Vec<_> = ctx

@@ -31,7 +31,8 @@ pub(super) async fn alter(
         let value = change.value.as_deref().unwrap_or_default();
         match change.config_operation {
             SET => {
-                set.insert(key.clone(), group_config::validate(&key, value)?);
+                let limits = broker.groups.consumer_limits();
+                set.insert(key.clone(), group_config::validate(&key, value, limits)?);
             }
             DELETE => delete.push(key),
             _ => {
@@ -60,7 +61,13 @@ pub(super) async fn replace(
         let value = config.value.as_deref().ok_or_else(|| {
             AdminError::InvalidRequest(format!("Null value not supported for : {key}"))
         })?;
-        set.insert(key.clone(), group_config::validate(&key, value)?);
+        let limits = broker.groups.consumer_limits();
+        let canonical = group_config::validate(&key, value, limits)?;
+        if set.insert(key.clone(), canonical).is_some() {
+            return Err(AdminError::InvalidRequest(format!(
+                "Error due to duplicate config keys: '{key}' appears more than once"
+            )));
+        }
     }
     let delete = broker
         .image()

@@ -3,7 +3,7 @@
 //! Broker settings are static (flags and the config file) and refused here
 //! and in the legacy AlterConfigs, which shares the target and the commit.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use kafka_protocol::{
     messages::{
@@ -62,11 +62,14 @@ pub(super) fn named_once<R>(
     resources: &[R],
     key: impl Fn(&R) -> (i8, &str),
 ) -> Vec<Result<(), AdminError>> {
+    let mut copies: HashMap<(i8, &str), usize> = HashMap::new();
+    for resource in resources {
+        *copies.entry(key(resource)).or_default() += 1;
+    }
     resources
         .iter()
         .map(|resource| {
-            let copies = resources.iter().filter(|r| key(r) == key(resource)).count();
-            if copies > 1 {
+            if copies.get(&key(resource)).copied().unwrap_or_default() > 1 {
                 return Err(AdminError::InvalidRequest(
                     "Each resource must appear at most once.".into(),
                 ));

@@ -191,8 +191,14 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) ->
                         tracing::debug!(topic = name, partition = data.index, %error, "produce failed");
                         hang_up_if_presumed_deposed(ctx, &error);
                         let mut response = match error.rejected_records() {
-                            Some(records) if ctx.version >= ERROR_MESSAGE_VERSION => {
-                                record_errors::rejected(name, data.index, records, error.code())
+                            Some((records, total)) if ctx.version >= ERROR_MESSAGE_VERSION => {
+                                record_errors::rejected(
+                                    name,
+                                    data.index,
+                                    records,
+                                    total,
+                                    error.code(),
+                                )
                             }
                             _ => failure(
                                 data.index,

@@ -243,6 +243,36 @@ pub(super) struct Flags {
         default_value_t = 5_000
     )]
     pub(super) group_consumer_heartbeat_interval_ms: i32,
+    /// Shortest session timeout a consumer-protocol group may be given
+    /// (`consumer.session.timeout.ms` of a GROUP resource).
+    #[arg(
+        long,
+        env = "KEEL_GROUP_CONSUMER_MIN_SESSION_TIMEOUT_MS",
+        default_value_t = 45_000
+    )]
+    pub(super) group_consumer_min_session_timeout_ms: i32,
+    /// Longest session timeout a consumer-protocol group may be given.
+    #[arg(
+        long,
+        env = "KEEL_GROUP_CONSUMER_MAX_SESSION_TIMEOUT_MS",
+        default_value_t = 60_000
+    )]
+    pub(super) group_consumer_max_session_timeout_ms: i32,
+    /// Shortest heartbeat interval a consumer-protocol group may be given
+    /// (`consumer.heartbeat.interval.ms` of a GROUP resource).
+    #[arg(
+        long,
+        env = "KEEL_GROUP_CONSUMER_MIN_HEARTBEAT_INTERVAL_MS",
+        default_value_t = 5_000
+    )]
+    pub(super) group_consumer_min_heartbeat_interval_ms: i32,
+    /// Longest heartbeat interval a consumer-protocol group may be given.
+    #[arg(
+        long,
+        env = "KEEL_GROUP_CONSUMER_MAX_HEARTBEAT_INTERVAL_MS",
+        default_value_t = 15_000
+    )]
+    pub(super) group_consumer_max_heartbeat_interval_ms: i32,
     /// Default `max.message.bytes`: the largest record batch accepted.
     #[arg(long, env = "KEEL_MESSAGE_MAX_BYTES", default_value_t = 1_048_588)]
     pub(super) message_max_bytes: i32,

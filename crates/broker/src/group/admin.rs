@@ -88,7 +88,7 @@ impl GroupCoordinator {
     ) -> Result<GroupDescription, ResponseError> {
         self.with_lock(|inner| {
             let partition = self.partition_of(group_id);
-            Self::check(inner, partition)?;
+            self.check(inner, partition)?;
             let Some(group) = inner.groups.get(group_id) else {
                 return Err(ResponseError::GroupIdNotFound);
             };
@@ -120,7 +120,7 @@ impl GroupCoordinator {
     pub(crate) fn delete(&self, broker: &Broker, group_id: &str) -> Option<ResponseError> {
         self.with_lock(|inner| {
             let partition = self.partition_of(group_id);
-            if let Err(error) = Self::check(inner, partition) {
+            if let Err(error) = self.check(inner, partition) {
                 return Some(error);
             }
             let Some(group) = inner.groups.get(group_id) else {
@@ -164,7 +164,7 @@ impl GroupCoordinator {
     ) -> Result<ConsumerGroupView, ResponseError> {
         self.with_lock(|inner| {
             let partition = self.partition_of(group_id);
-            Self::check(inner, partition)?;
+            self.check(inner, partition)?;
             let consumer = inner
                 .groups
                 .get(group_id)

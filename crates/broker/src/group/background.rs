@@ -52,14 +52,13 @@ impl GroupCoordinator {
         let (to_load, to_unload) = {
             let mut inner = self.lock();
             let known: BTreeSet<i32> = inner.partitions.keys().copied().collect();
-            let to_load: Vec<i32> = led
-                .iter()
-                .copied()
-                .filter(|p| matches!(inner.partitions.get(p), None | Some(PartitionLoad::Taken)))
-                .collect();
+            let to_load: Vec<i32> = led.difference(&known).copied().collect();
             for partition in &to_load {
                 inner.partitions.insert(*partition, PartitionLoad::Loading);
             }
+            // Whatever leadership was taken is led and loading or loaded by
+            // now, or was given up again: the marks have served.
+            self.taken_partitions().clear();
             (
                 to_load,
                 known.difference(&led).copied().collect::<Vec<i32>>(),

@@ -98,11 +98,19 @@ pub(crate) struct ConsumerOutcome {
     pub(crate) assignment: Option<Partitions>,
 }
 
-/// Timing shared by every consumer group.
+/// A consumer-protocol group's timing: the broker's, or the group's own
+/// config overrides.
 #[derive(Debug, Clone, Copy)]
 pub struct ConsumerSettings {
     pub session_timeout_ms: i32,
     pub heartbeat_interval_ms: i32,
+}
+
+/// The bounds, inclusive, within which a group's overrides must lie.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumerLimits {
+    pub session_timeout_ms: (i32, i32),
+    pub heartbeat_interval_ms: (i32, i32),
 }
 
 #[derive(Debug, Default)]

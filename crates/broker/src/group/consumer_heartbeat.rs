@@ -12,8 +12,8 @@ use keel_raft_metadata::MetadataImage;
 use super::{
     GroupCoordinator,
     consumer::{
-        ConsumerGroup, ConsumerHeartbeat, ConsumerOutcome, ConsumerSettings, TopicCatalog,
-        TopicShape,
+        ConsumerGroup, ConsumerHeartbeat, ConsumerLimits, ConsumerOutcome, ConsumerSettings,
+        TopicCatalog, TopicShape,
     },
     state::Group,
     storage::{self, OFFSETS_TOPIC},
@@ -31,7 +31,7 @@ impl GroupCoordinator {
         let image = broker.image();
         let catalog = ImageCatalog(&image);
         self.with_lock(|inner| {
-            Self::check(inner, partition)?;
+            self.check(inner, partition)?;
             let now = now_ms();
             let group = inner
                 .groups
@@ -78,6 +78,11 @@ impl GroupCoordinator {
     /// The broker's consumer-protocol timing, the groups' defaults.
     pub(crate) fn consumer_defaults(&self) -> &ConsumerSettings {
         &self.config.consumer
+    }
+
+    /// The bounds of a group's consumer-protocol timing.
+    pub(crate) fn consumer_limits(&self) -> &ConsumerLimits {
+        &self.config.consumer_limits
     }
 }
 

@@ -22,7 +22,7 @@ pub(crate) mod state;
 pub(crate) mod storage;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     sync::{
         Mutex, PoisonError,
         atomic::{AtomicI32, Ordering},
@@ -34,7 +34,7 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use tokio::sync::{Notify, oneshot};
 
-pub use self::consumer::ConsumerSettings;
+pub use self::consumer::{ConsumerLimits, ConsumerSettings};
 pub(crate) use self::{
     background::run,
     state::{MemberClaim, ProtocolClaim},
@@ -66,6 +66,7 @@ pub struct CoordinatorConfig {
     pub min_session_timeout_ms: i32,
     pub max_session_timeout_ms: i32,
     pub consumer: ConsumerSettings,
+    pub consumer_limits: ConsumerLimits,
 }
 
 /// Where a led partition of `__consumer_offsets` stands. Until it is
@@ -73,8 +74,6 @@ pub struct CoordinatorConfig {
 /// (retriable), not NOT_COORDINATOR: the client is at the right broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PartitionLoad {
-    /// Leadership taken; the coordinator's next tick loads it.
-    Taken,
     Loading,
     Loaded,
 }
@@ -94,6 +93,12 @@ pub struct GroupCoordinator {
     partition_count: AtomicI32,
     settings: GroupSettings,
     inner: Mutex<Inner>,
+    /// Partitions whose leadership this broker took since the coordinator's
+    /// last tick: their groups are loading from that moment (see
+    /// [`Self::check`]) until the tick loads them. Kept apart from `inner`,
+    /// whose lock may be held across a write, so that applying metadata
+    /// never waits for it.
+    taken: Mutex<BTreeSet<i32>>,
     /// Wakes the coordinator's tick (see `background::run`) before its
     /// time, when there is a partition to load.
     wake: Notify,
@@ -110,6 +115,7 @@ impl GroupCoordinator {
             partition_count: AtomicI32::new(config.partitions),
             config,
             inner: Mutex::new(Inner::default()),
+            taken: Mutex::new(BTreeSet::new()),
             wake: Notify::new(),
         }
     }
@@ -126,18 +132,13 @@ impl GroupCoordinator {
             .map(|c| c.partition.index())
             .collect();
         if !partitions.is_empty() {
-            self.with_lock(|inner| Self::taken(inner, &partitions));
+            self.taken_partitions().extend(partitions);
             self.wake.notify_one();
         }
     }
 
-    fn taken(inner: &mut Inner, partitions: &[i32]) {
-        for partition in partitions {
-            inner
-                .partitions
-                .entry(*partition)
-                .or_insert(PartitionLoad::Taken);
-        }
+    fn taken_partitions(&self) -> std::sync::MutexGuard<'_, BTreeSet<i32>> {
+        self.taken.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn partitions(&self) -> i32 {
@@ -163,10 +164,11 @@ impl GroupCoordinator {
     }
 
     /// Whether this broker coordinates `group` right now.
-    fn check(inner: &Inner, partition: i32) -> Result<(), ResponseError> {
+    fn check(&self, inner: &Inner, partition: i32) -> Result<(), ResponseError> {
         match inner.partitions.get(&partition) {
             Some(PartitionLoad::Loaded) => Ok(()),
-            Some(PartitionLoad::Taken | PartitionLoad::Loading) => {
+            Some(PartitionLoad::Loading) => Err(ResponseError::CoordinatorLoadInProgress),
+            None if self.taken_partitions().contains(&partition) => {
                 Err(ResponseError::CoordinatorLoadInProgress)
             }
             None => Err(ResponseError::NotCoordinator),
@@ -257,7 +259,7 @@ impl GroupCoordinator {
         let wait = Duration::from_millis(request.rebalance_timeout_ms.max(0) as u64) + WAIT_MARGIN;
         let (waiter, answer) = oneshot::channel();
         let refused = self.with_lock(|inner| {
-            if let Err(error) = Self::check(inner, partition) {
+            if let Err(error) = self.check(inner, partition) {
                 return Some(JoinOutcome::error(error, &member_id));
             }
             let now = now_ms();
@@ -297,7 +299,7 @@ impl GroupCoordinator {
         let partition = self.partition_of(group_id);
         let (waiter, answer) = oneshot::channel();
         let wait = self.with_lock(|inner| {
-            Self::check(inner, partition)?;
+            self.check(inner, partition)?;
             let Some(group) = inner.groups.get_mut(group_id) else {
                 return Err(ResponseError::UnknownMemberId);
             };
@@ -330,7 +332,7 @@ impl GroupCoordinator {
     ) -> Option<ResponseError> {
         self.with_lock(|inner| {
             let partition = self.partition_of(group_id);
-            if let Err(error) = Self::check(inner, partition) {
+            if let Err(error) = self.check(inner, partition) {
                 return Some(error);
             }
             match inner.groups.get_mut(group_id) {
@@ -349,7 +351,7 @@ impl GroupCoordinator {
     ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
         self.with_lock(|inner| {
             let partition = self.partition_of(group_id);
-            Self::check(inner, partition)?;
+            self.check(inner, partition)?;
             let Some(group) = inner.groups.get_mut(group_id) else {
                 return Ok(vec![Some(ResponseError::UnknownMemberId); members.len()]);
             };
@@ -363,22 +365,41 @@ impl GroupCoordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::group::consumer::{ConsumerLimits, ConsumerSettings};
+
+    fn coordinator() -> GroupCoordinator {
+        GroupCoordinator::new(CoordinatorConfig {
+            partitions: 4,
+            offsets_retention_ms: 1,
+            initial_rebalance_delay_ms: 0,
+            min_session_timeout_ms: 1,
+            max_session_timeout_ms: 1,
+            consumer: ConsumerSettings {
+                session_timeout_ms: 2,
+                heartbeat_interval_ms: 1,
+            },
+            consumer_limits: ConsumerLimits {
+                session_timeout_ms: (1, 2),
+                heartbeat_interval_ms: (1, 2),
+            },
+        })
+    }
 
     #[test]
     fn a_partition_led_but_not_yet_loaded_answers_load_in_progress() {
+        let coordinator = coordinator();
+        coordinator.taken_partitions().insert(2);
         let mut inner = Inner::default();
-        GroupCoordinator::taken(&mut inner, &[2]);
         assert_eq!(
-            GroupCoordinator::check(&inner, 2),
+            coordinator.check(&inner, 2),
             Err(ResponseError::CoordinatorLoadInProgress)
         );
         assert_eq!(
-            GroupCoordinator::check(&inner, 3),
+            coordinator.check(&inner, 3),
             Err(ResponseError::NotCoordinator)
         );
-        // Taking it again once it is loaded changes nothing.
+        // Loaded, it is served.
         inner.partitions.insert(2, PartitionLoad::Loaded);
-        GroupCoordinator::taken(&mut inner, &[2]);
-        assert_eq!(GroupCoordinator::check(&inner, 2), Ok(()));
+        assert_eq!(coordinator.check(&inner, 2), Ok(()));
     }
 }

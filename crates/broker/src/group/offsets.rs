@@ -29,7 +29,7 @@ impl GroupCoordinator {
     ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
         self.with_lock(|inner| {
             let partition = self.partition_of(group_id);
-            Self::check(inner, partition)?;
+            self.check(inner, partition)?;
             let now = now_ms();
             if claim.generation >= 0 && !inner.groups.contains_key(group_id) {
                 // A member of a generation of a group that no longer exists.
@@ -84,7 +84,7 @@ impl GroupCoordinator {
     ) -> Result<Vec<(String, i32, Option<CommittedOffset>)>, ResponseError> {
         self.with_lock(|inner| {
             let partition = self.partition_of(group_id);
-            Self::check(inner, partition)?;
+            self.check(inner, partition)?;
             let group = inner.groups.get(group_id);
             // A consumer-protocol member fetches with its current epoch, as it
             // commits.
@@ -132,7 +132,7 @@ impl GroupCoordinator {
     ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
         self.with_lock(|inner| {
             let partition = self.partition_of(group_id);
-            Self::check(inner, partition)?;
+            self.check(inner, partition)?;
             let group = inner
                 .groups
                 .get_mut(group_id)

@@ -39,6 +39,7 @@ pub(crate) fn complete(
 ) -> Result<CleanOutcome> {
     let mut outcome = CleanOutcome {
         bytes_before: prepared.bytes_before,
+        bytes_held_back: prepared.bytes_held_back,
         ..CleanOutcome::default()
     };
     let pending = mem::take(&mut prepared.segments);

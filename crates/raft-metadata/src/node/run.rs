@@ -434,10 +434,6 @@ impl Node {
     }
 }
 
-/// Removes and returns the read barriers that `applied` answers: the
-/// leader's commit index is known and this node has applied up to it. A
-/// known index not yet applied is not an answer: the image would not yet
-/// hold what the quorum had committed.
 /// Milliseconds since the epoch, as Kafka reports the quorum's times.
 fn wall_clock_ms() -> i64 {
     std::time::SystemTime::now()
@@ -445,6 +441,10 @@ fn wall_clock_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// Removes and returns the read barriers that `applied` answers: the
+/// leader's commit index is known and this node has applied up to it. A
+/// known index not yet applied is not an answer: the image would not yet
+/// hold what the quorum had committed.
 fn take_answered(reads: &mut HashMap<u64, PendingRead>, applied: u64) -> Vec<PendingRead> {
     let done: Vec<u64> = reads
         .iter()

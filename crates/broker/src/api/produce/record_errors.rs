@@ -1,6 +1,7 @@
 //! Kafka's answer to a batch holding records the topic refuses (KIP-467):
-//! each such record's index in the batch with Kafka's message for it, and
-//! Kafka's summary as the partition's error message. The whole batch is
+//! each such record's index in the batch with Kafka's message for it (the
+//! first hundred; the log names no more), and Kafka's summary as the
+//! partition's error message. The whole batch is
 //! refused; a client fails the named records and, as librdkafka does, the
 //! rest of the batch with them.
 
@@ -17,6 +18,7 @@ pub(super) fn rejected(
     topic: &str,
     index: i32,
     records: &[RejectedRecord],
+    total: usize,
     error: ResponseError,
 ) -> PartitionProduceResponse {
     let record_errors: Vec<BatchIndexAndErrorMessage> = records
@@ -44,9 +46,8 @@ pub(super) fn rejected(
             })
             .collect();
         format!(
-            "One or more records have been rejected due to {} record errors in total, and only \
-             showing the first three errors at most: [{}]",
-            record_errors.len(),
+            "One or more records have been rejected due to {total} record errors in total, and \
+             only showing the first three errors at most: [{}]",
             first_three.join(", ")
         )
     };
