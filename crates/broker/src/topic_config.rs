@@ -61,15 +61,9 @@ pub fn validate_all(
 /// overrides (each already valid alone): the minimum compaction lag may not
 /// exceed the maximum.
 pub fn validate_together(configs: &BTreeMap<String, String>) -> Result<(), InvalidConfig> {
-    let long = |key: &str, default: i64| {
-        configs
-            .get(key)
-            .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(default)
-    };
     let (min_lag, max_lag) = (
-        long("min.compaction.lag.ms", 0),
-        long("max.compaction.lag.ms", i64::MAX),
+        long_or_default(configs, "min.compaction.lag.ms"),
+        long_or_default(configs, "max.compaction.lag.ms"),
     );
     if min_lag > max_lag {
         return Err(InvalidConfig {
@@ -104,9 +98,7 @@ pub fn effective_value(
 fn default_value(name: &str, defaults: &TopicDefaults) -> String {
     let log = &defaults.log;
     match name {
-        "cleanup.policy" => "delete".into(),
         "delete.retention.ms" => log.delete_retention_ms.to_string(),
-        "compression.type" => "producer".into(),
         "flush.messages" => log.flush.messages.unwrap_or(i64::MAX as u64).to_string(),
         "flush.ms" => log
             .flush
@@ -115,29 +107,49 @@ fn default_value(name: &str, defaults: &TopicDefaults) -> String {
             .to_string(),
         "index.interval.bytes" => log.index_interval_bytes.to_string(),
         "max.message.bytes" => log.max_message_bytes.to_string(),
-        "message.timestamp.type" => "CreateTime".into(),
         "min.cleanable.dirty.ratio" => DEFAULT_MIN_CLEANABLE_DIRTY_RATIO.to_string(),
         "min.insync.replicas" => defaults.min_insync_replicas.to_string(),
         "retention.bytes" => log.retention_bytes.to_string(),
         "retention.ms" => log.retention_ms.to_string(),
         "segment.bytes" => log.segment_bytes.to_string(),
         "segment.ms" => log.segment_ms.to_string(),
-        "unclean.leader.election.enable" => "false".into(),
-        "compression.gzip.level" => "-1".into(),
-        "compression.lz4.level" => "9".into(),
-        "compression.zstd.level" => "3".into(),
-        "file.delete.delay.ms" => "60000".into(),
-        "local.retention.bytes" | "local.retention.ms" => "-2".into(),
-        "max.compaction.lag.ms" | "message.timestamp.before.max.ms" => i64::MAX.to_string(),
-        "message.timestamp.after.max.ms" => DEFAULT_TIMESTAMP_AFTER_MAX_MS.to_string(),
-        "min.compaction.lag.ms" | "segment.jitter.ms" => "0".into(),
-        "preallocate"
+        other => kafka_default(other).to_string(),
+    }
+}
+
+/// Kafka 4's default of a key no broker flag sets: what DescribeConfigs
+/// reports and what the log runs with when the topic does not set it.
+fn kafka_default(name: &str) -> &'static str {
+    match name {
+        "cleanup.policy" => "delete",
+        "compression.type" => "producer",
+        "message.timestamp.type" => "CreateTime",
+        "unclean.leader.election.enable"
+        | "preallocate"
         | "remote.log.copy.disable"
         | "remote.log.delete.on.disable"
-        | "remote.storage.enable" => "false".into(),
-        "segment.index.bytes" => "10485760".into(),
-        _ => String::new(),
+        | "remote.storage.enable" => "false",
+        "compression.gzip.level" => "-1",
+        "compression.lz4.level" => "9",
+        "compression.zstd.level" => "3",
+        "file.delete.delay.ms" => "60000",
+        "local.retention.bytes" | "local.retention.ms" => "-2",
+        // i64::MAX: no bound.
+        "max.compaction.lag.ms" | "message.timestamp.before.max.ms" => "9223372036854775807",
+        // Records more than an hour ahead of the broker's clock are refused.
+        "message.timestamp.after.max.ms" => "3600000",
+        "min.compaction.lag.ms" | "segment.jitter.ms" => "0",
+        "segment.index.bytes" => "10485760",
+        _ => "",
     }
+}
+
+/// A key's value as a number: the topic's override, else Kafka's default.
+fn long_or_default(overrides: &BTreeMap<String, String>, key: &str) -> i64 {
+    overrides
+        .get(key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| kafka_default(key).parse().unwrap_or_default())
 }
 
 /// The partition log settings for a topic with these overrides.
@@ -153,7 +165,7 @@ pub fn log_config(overrides: &BTreeMap<String, String>, defaults: &TopicDefaults
     // lag, so that its records can be cleaned by then (as in Kafka).
     let segment_ms = long("segment.ms").unwrap_or(base.segment_ms);
     let segment_ms = if compact {
-        segment_ms.min(max_compaction_lag_ms(overrides))
+        segment_ms.min(long_or_default(overrides, "max.compaction.lag.ms"))
     } else {
         segment_ms
     };
@@ -172,12 +184,11 @@ pub fn log_config(overrides: &BTreeMap<String, String>, defaults: &TopicDefaults
         producer_expiration_ms: base.producer_expiration_ms,
         compact,
         delete_retention_ms: long("delete.retention.ms").unwrap_or(base.delete_retention_ms),
-        timestamp_before_max_ms: long("message.timestamp.before.max.ms").unwrap_or(i64::MAX),
-        timestamp_after_max_ms: long("message.timestamp.after.max.ms")
-            .unwrap_or(DEFAULT_TIMESTAMP_AFTER_MAX_MS),
-        min_compaction_lag_ms: long("min.compaction.lag.ms").unwrap_or(0),
+        timestamp_before_max_ms: long_or_default(overrides, "message.timestamp.before.max.ms"),
+        timestamp_after_max_ms: long_or_default(overrides, "message.timestamp.after.max.ms"),
+        min_compaction_lag_ms: long_or_default(overrides, "min.compaction.lag.ms"),
         compression: compression(overrides),
-        segment_jitter_ms: long("segment.jitter.ms").unwrap_or(0),
+        segment_jitter_ms: long_or_default(overrides, "segment.jitter.ms"),
         flush: FlushPolicy {
             messages: long("flush.messages")
                 .map(|v| v as u64)
@@ -192,9 +203,6 @@ pub fn log_config(overrides: &BTreeMap<String, String>, defaults: &TopicDefaults
 }
 
 const DEFAULT_MIN_CLEANABLE_DIRTY_RATIO: f64 = 0.5;
-/// Kafka 4's default: records more than an hour ahead of the broker's
-/// clock are refused.
-const DEFAULT_TIMESTAMP_AFTER_MAX_MS: i64 = 3_600_000;
 
 /// `min.cleanable.dirty.ratio` of a topic.
 pub fn min_cleanable_dirty_ratio(overrides: &BTreeMap<String, String>) -> f64 {
@@ -225,10 +233,7 @@ fn compression(overrides: &BTreeMap<String, String>) -> Option<TopicCompression>
 /// `max.compaction.lag.ms` of a topic: the longest a record of a compacted
 /// topic may stay uncleaned.
 pub fn max_compaction_lag_ms(overrides: &BTreeMap<String, String>) -> i64 {
-    overrides
-        .get("max.compaction.lag.ms")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(i64::MAX)
+    long_or_default(overrides, "max.compaction.lag.ms")
 }
 
 /// `min.insync.replicas` of a topic.

@@ -130,3 +130,36 @@ fn a_batch_too_large_once_recompressed_is_refused() {
     ));
     assert_eq!(log.log_end_offset(), 0);
 }
+
+#[test]
+fn a_compressed_batch_whose_records_do_not_match_its_header_is_not_recompressed() {
+    // Five records behind a header that claims six: the header alone is
+    // plausible, and only the records, once inflated, tell.
+    let mut five = build_batch(&BatchSpec {
+        records: 5,
+        compression: Compression::Zstd,
+        ..BatchSpec::default()
+    });
+    five[23..27].copy_from_slice(&5i32.to_be_bytes());
+    five[57..61].copy_from_slice(&6i32.to_be_bytes());
+    let crc = crc32c::crc32c(&five[21..]);
+    five[17..21].copy_from_slice(&crc.to_be_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(
+        dir.path(),
+        LogConfig {
+            compression: Some(TopicCompression {
+                codec: Codec::Gzip,
+                level: None,
+            }),
+            ..LogConfig::default()
+        },
+    );
+    assert!(matches!(
+        log.append_as_leader(&five, 0, 0),
+        Err(LogError::Batch(
+            keel_log::BatchError::InvalidRecordCount { .. }
+        ))
+    ));
+    assert_eq!(log.log_end_offset(), 0);
+}

@@ -150,27 +150,47 @@ fn topic_entries(broker: &Broker, name: &str) -> Result<Vec<Entry>, (ResponseErr
     Ok(TOPIC_CONFIGS
         .iter()
         .map(|def| {
-            let (value, source) = topic_config::effective_value(def, &topic.configs, defaults);
-            let (default, default_source) =
-                topic_config::effective_value(def, &Default::default(), defaults);
-            let mut synonyms = Vec::with_capacity(2);
-            if source == ConfigSource::DynamicTopic {
-                synonyms.push((def.name.to_string(), value.clone(), source));
-            }
-            if let Some(broker_synonym) = def.broker_synonym {
-                synonyms.push((broker_synonym.to_string(), default, default_source));
-            }
-            Entry {
-                name: def.name,
-                value,
-                source,
-                config_type: def.config_type,
-                read_only: false,
-                doc: def.doc,
-                synonyms,
-            }
+            overridable(
+                (def.name, def.config_type, def.doc),
+                topic_config::effective_value(def, &topic.configs, defaults),
+                def.broker_synonym.map(|synonym| {
+                    (
+                        synonym,
+                        topic_config::effective_value(def, &Default::default(), defaults),
+                    )
+                }),
+            )
         })
         .collect())
+}
+
+/// An entry a resource may override: its override is reported as a
+/// synonym of its own when it has one, then the broker setting it would
+/// otherwise take (`broker_default`, if it has one).
+fn overridable(
+    (name, config_type, doc): (&'static str, ConfigType, &'static str),
+    (value, source): (String, ConfigSource),
+    broker_default: Option<(&str, (String, ConfigSource))>,
+) -> Entry {
+    let mut synonyms = Vec::with_capacity(2);
+    if matches!(
+        source,
+        ConfigSource::DynamicTopic | ConfigSource::DynamicGroup
+    ) {
+        synonyms.push((name.to_string(), value.clone(), source));
+    }
+    if let Some((synonym, (default, default_source))) = broker_default {
+        synonyms.push((synonym.to_string(), default, default_source));
+    }
+    Entry {
+        name,
+        value,
+        source,
+        config_type,
+        read_only: false,
+        doc,
+        synonyms,
+    }
 }
 
 /// A group's configs: its overrides, else the broker's settings. Any group
@@ -189,23 +209,14 @@ fn group_entries(broker: &Broker, name: &str) -> Result<Vec<Entry>, (ResponseErr
         .iter()
         .map(|def| {
             let explicit = broker.config.explicit.contains(def.broker_flag);
-            let (value, source) = group_config::effective_value(def, overrides, defaults, explicit);
-            let (default, default_source) =
-                group_config::effective_value(def, None, defaults, explicit);
-            let mut synonyms = Vec::with_capacity(2);
-            if source == ConfigSource::DynamicGroup {
-                synonyms.push((def.name.to_string(), value.clone(), source));
-            }
-            synonyms.push((def.broker_synonym.to_string(), default, default_source));
-            Entry {
-                name: def.name,
-                value,
-                source,
-                config_type: ConfigType::Int,
-                read_only: false,
-                doc: def.doc,
-                synonyms,
-            }
+            overridable(
+                (def.name, ConfigType::Int, def.doc),
+                group_config::effective_value(def, overrides, defaults, explicit),
+                Some((
+                    def.broker_synonym,
+                    group_config::effective_value(def, None, defaults, explicit),
+                )),
+            )
         })
         .collect())
 }
