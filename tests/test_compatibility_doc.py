@@ -36,6 +36,7 @@ OPERATIONS = [
     "describe cluster",
     "describe topic partitions (KIP-966)",
     "elect leaders",
+    "partition reassignment",
     "describe log dirs, alter replica log dirs",
     "describe metadata quorum",
     "list config resources",

@@ -7,7 +7,8 @@
 //! broker on a fresh session: it knows nothing of the heartbeats its
 //! predecessor saw. Every tick it asks the leader elector's plan what
 //! lapsed sessions and leaderless partitions call for, and commits that as
-//! one batch: fences, elections and ISR removals in one Raft entry.
+//! one batch: fences, elections and ISR removals in one Raft entry; and
+//! carries partition reassignments forward when nothing else is due.
 //!
 //! A heartbeat is answered `Renewed` only once a read barrier begun after
 //! it arrived confirmed that this node still leads the quorum: no other
@@ -336,8 +337,9 @@ async fn unfence(broker: Arc<Broker>, node_id: i32, incarnation: u64) {
 
 /// The elector: every half heartbeat interval, while this node controls,
 /// commits what lapsed sessions, stalls and leaderless partitions call
-/// for; every leader imbalance check interval, when that is nothing, the
-/// moves back to preferred replicas (never within a session of taking
+/// for; when that is nothing, the next step of each partition
+/// reassignment; every leader imbalance check interval, when that is
+/// nothing either, the moves back to preferred replicas (never within a session of taking
 /// over, see `RebalanceSchedule`). It also keeps the history's retention
 /// at this node's setting, and records when each batch committed.
 pub async fn elect(broker: Arc<Broker>) {
@@ -382,13 +384,16 @@ pub async fn elect(broker: Arc<Broker>) {
             .is_some_and(|schedule| schedule.due(term, now));
         let batch = match plan_now(&broker, term, &image) {
             Some(batch) => Some(batch),
-            None if due => {
-                if let Some(schedule) = rebalances.as_mut() {
-                    schedule.checked(now);
+            None => match reassign_now(&broker, term, &image) {
+                Some(batch) => Some(batch),
+                None if due => {
+                    if let Some(schedule) = rebalances.as_mut() {
+                        schedule.checked(now);
+                    }
+                    rebalance_now(&broker, term, &image)
                 }
-                rebalance_now(&broker, term, &image)
-            }
-            None => None,
+                None => None,
+            },
         };
         let Some(batch) = batch else {
             continue;
@@ -461,6 +466,13 @@ async fn record_commit_time(broker: &Broker, applied: &MetadataImage, batch: &Me
 fn plan_now(broker: &Broker, term: u64, image: &MetadataImage) -> Option<MetadataRecord> {
     with_sessions(broker, term, image, |lapsed, stalled, judge| {
         plan(image, lapsed, stalled, judge)
+    })
+}
+
+/// The next step of every partition reassignment that can take one.
+fn reassign_now(broker: &Broker, term: u64, image: &MetadataImage) -> Option<MetadataRecord> {
+    with_sessions(broker, term, image, |_, _, judge| {
+        plan::reassignments(image, judge)
     })
 }
 
@@ -665,6 +677,13 @@ fn report(broker: &Broker, before: &MetadataImage, batch: &MetadataRecord) {
                     "partition leader elected"
                 );
             }
+            Some(Record::ChangePartitionReplicas(change)) => tracing::info!(
+                topic = change.topic,
+                partition = change.partition,
+                replicas = ?change.replicas,
+                isr = ?change.isr,
+                "partition reassignment completed"
+            ),
             Some(Record::UpdateIsr(update)) => tracing::debug!(
                 topic = update.topic,
                 partition = update.partition,

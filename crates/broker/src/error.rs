@@ -3,7 +3,7 @@
 use kafka_protocol::error::ResponseError;
 use keel_log::{BatchError, LogError, RecordFault, RejectedRecord};
 
-use keel_raft_metadata::{ApplyError, ProposalError};
+use keel_raft_metadata::{ApplyError, ProposalError, image::reassignment::ReassignmentError};
 
 use crate::topic_config::InvalidConfig;
 
@@ -243,6 +243,43 @@ impl ElectionError {
             Self::NotEligible(_) | Self::NoLiveReplica => {
                 ResponseError::EligibleLeadersNotAvailable
             }
+            Self::Metadata(error) => AdminError::Metadata(error.clone()).code(),
+        }
+    }
+}
+
+/// Why a partition's reassignment could not be started or cancelled
+/// (AlterPartitionReassignments).
+#[derive(Debug, thiserror::Error)]
+pub enum ReassignError {
+    #[error("Unable to find a topic named {0}.")]
+    UnknownTopic(String),
+    #[error("Unable to find partition {topic}:{partition}.")]
+    UnknownPartition { topic: String, partition: i32 },
+    #[error(transparent)]
+    Refused(#[from] ReassignmentError),
+    #[error(transparent)]
+    Metadata(#[from] ProposalError),
+}
+
+impl ReassignError {
+    pub fn code(&self) -> ResponseError {
+        match self {
+            Self::UnknownTopic(_) | Self::UnknownPartition { .. } => {
+                ResponseError::UnknownTopicOrPartition
+            }
+            Self::Refused(ReassignmentError::ReplicationFactorChanged { .. }) => {
+                ResponseError::InvalidReplicationFactor
+            }
+            Self::Refused(ReassignmentError::NotInProgress) => {
+                ResponseError::NoReassignmentInProgress
+            }
+            Self::Refused(
+                ReassignmentError::EmptyReplicas
+                | ReassignmentError::DuplicateReplica(_)
+                | ReassignmentError::UnknownBroker(_)
+                | ReassignmentError::RevertNeedsUncleanElection { .. },
+            ) => ResponseError::InvalidReplicaAssignment,
             Self::Metadata(error) => AdminError::Metadata(error.clone()).code(),
         }
     }

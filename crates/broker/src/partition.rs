@@ -325,6 +325,8 @@ impl Partition {
             partition_epoch: 0,
             elr: Vec::new(),
             predecessor_lease_ms: 0,
+            adding_replicas: vec![],
+            removing_replicas: vec![],
         };
         let transition = partition.apply_assignment(
             1,

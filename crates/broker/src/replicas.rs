@@ -7,15 +7,15 @@
 //!
 //! Nothing is deleted on a guess. A partition directory is removed only
 //! when the image says its topic id was deleted (the image remembers
-//! deletions). Any other directory the image does not name — the image may
-//! be stale, or built from a wiped or new metadata log — is left where it
-//! is until this broker has caught up with the quorum's commit index
-//! ([`ReplicaManager::set_caught_up`]); it is then moved aside as
-//! `<name>.<uuid>-stray` with a warning naming the path, as Kafka marks
-//! stray replicas, and kept for the operator to inspect or remove. A log
-//! that stops being hosted for another reason than a deletion, or a
-//! directory holding an earlier topic of a re-used name, goes aside the
-//! same way.
+//! deletions), or, once this broker has caught up with the quorum's commit
+//! index ([`ReplicaManager::set_caught_up`]), when the image says a
+//! reassignment moved the partition to other brokers. Any other directory
+//! the image does not name — the image may be stale, or built from a wiped
+//! or new metadata log — is left where it is until this broker has caught
+//! up; it is then moved aside as `<name>.<uuid>-stray` with a warning
+//! naming the path, as Kafka marks stray replicas, and kept for the
+//! operator to inspect or remove. A directory holding an earlier topic of a
+//! re-used name goes aside the same way.
 
 mod high_watermarks;
 
@@ -223,7 +223,7 @@ impl ReplicaManager {
                     .is_some_and(|p| p.topic_id() == identity.topic_id);
             if !hosted {
                 let why = "the caught-up metadata does not name it";
-                dispose(&path, &identity, image, true, why);
+                dispose(&path, &identity, image, self.node_id, true, why);
             }
         }
     }
@@ -259,6 +259,7 @@ impl ReplicaManager {
         now_ms: i64,
     ) -> Result<Vec<RoleChange>, LogError> {
         let caught_up = reconciled.caught_up;
+        let mut changes = Vec::new();
         for partition in self.remove_unwanted(image) {
             // Closed first, so nothing in flight writes into the directory
             // once it is renamed (or into a new one of the same name).
@@ -278,9 +279,14 @@ impl ReplicaManager {
                 &dir,
                 &identity,
                 image,
+                self.node_id,
                 caught_up,
                 "this broker no longer hosts it",
             );
+            changes.push(RoleChange {
+                partition,
+                transition: Transition::Removed,
+            });
         }
 
         let previous = reconciled.applied.take();
@@ -290,7 +296,6 @@ impl ReplicaManager {
                 .and_then(|p| p.topic(&topic.name))
                 .is_some_and(|before| Arc::ptr_eq(before, topic))
         };
-        let mut changes = Vec::new();
         for topic in image.topics().filter(|t| !unchanged(t)) {
             self.apply_topic(image, topic, caught_up, now_ms, &mut changes)?;
         }
@@ -349,7 +354,7 @@ impl ReplicaManager {
                     partition
                 }
             };
-            let succession = self.succession(image, info, now_ms);
+            let succession = self.succession(image, info, &partition, now_ms);
             let transition = partition.apply_assignment(
                 self.node_id,
                 info,
@@ -402,15 +407,31 @@ impl ReplicaManager {
     /// leadership of `info` now: every other live replica's fetch in the
     /// new epoch (see `replication::succession`). A first leadership
     /// (leader epoch 0) has no predecessor.
-    fn succession(&self, image: &MetadataImage, info: &PartitionInfo, now_ms: i64) -> Succession {
+    ///
+    /// For a leadership `partition` has already taken, who may still be
+    /// waited for: every live broker but this one. A broker fenced since
+    /// holds no lease; one that merely left the replicas (a reassignment
+    /// removes a leader it moved away from) may still lead until it applies
+    /// the change, and is waited for as before.
+    fn succession(
+        &self,
+        image: &MetadataImage,
+        info: &PartitionInfo,
+        partition: &Partition,
+        now_ms: i64,
+    ) -> Succession {
         if info.leader != self.node_id || info.leader_epoch == 0 {
             return Succession::default();
         }
-        let live_others = info.replicas.iter().copied().filter(|&replica| {
-            replica != self.node_id && image.broker(replica).is_some_and(|b| !b.fenced)
-        });
+        let live = |id: &i32| *id != self.node_id && image.broker(*id).is_some_and(|b| !b.fenced);
+        let taken = partition.is_leader() && partition.leader_epoch() == info.leader_epoch;
+        let awaiting: Vec<i32> = if taken {
+            image.brokers().map(|b| b.node_id).filter(live).collect()
+        } else {
+            info.replicas.iter().copied().filter(live).collect()
+        };
         Succession::new(
-            live_others,
+            awaiting,
             now_ms,
             self.succession_wait_ms,
             info.predecessor_lease_ms,
@@ -464,7 +485,7 @@ impl ReplicaManager {
             Some(found) if found == identity => {}
             Some(found) => {
                 let why = "a topic of the same name replaced it";
-                if !dispose(&dir, &found, image, caught_up, why) {
+                if !dispose(&dir, &found, image, self.node_id, caught_up, why) {
                     tracing::info!(
                         dir = %dir.display(),
                         found = %found.topic_id,
@@ -581,22 +602,44 @@ fn write_identity(dir: &Path, identity: &DirIdentity) -> Result<(), LogError> {
 
 /// Gets a directory this broker does not host out of the way, if it may be
 /// judged: deleted if the image says its topic id was deleted; otherwise,
-/// once the broker has caught up with the quorum (`caught_up`), moved aside
-/// as stray and reported with `why` it is not hosted; otherwise left where
-/// it is. Returns whether it was judged (and so moved).
+/// once the broker (`node_id`) has caught up with the quorum (`caught_up`),
+/// deleted if a reassignment moved the partition to other brokers, else
+/// moved aside as stray and reported with `why` it is not hosted;
+/// otherwise left where it is. Returns whether it was judged (and so
+/// moved).
+///
+/// A reassignment completes only once every replica it keeps is in the
+/// ISR, so the replica it removed holds nothing they lack. An image that
+/// is still catching up may show a removal that a later entry undid, with
+/// this log then the one that counts: it is judged only once caught up.
 fn dispose(
     dir: &Path,
     identity: &DirIdentity,
     image: &MetadataImage,
+    node_id: i32,
     caught_up: bool,
     why: &str,
 ) -> bool {
-    if image.was_deleted(&identity.topic_id) {
+    let reassigned_away = || {
+        image
+            .topic_by_id(&identity.topic_id)
+            .and_then(|t| t.partition(identity.partition))
+            .is_some_and(|p| !p.replicas.contains(&node_id))
+    };
+    let deleted_because = if image.was_deleted(&identity.topic_id) {
+        Some("its topic was deleted")
+    } else if caught_up && reassigned_away() {
+        Some("a reassignment moved the partition to other brokers")
+    } else {
+        None
+    };
+    if let Some(reason) = deleted_because {
         tracing::info!(
             dir = %dir.display(),
             topic = identity.topic,
             partition = identity.partition,
-            "deleting the log of a deleted topic"
+            reason,
+            "deleting a partition log"
         );
         if let Some(doomed) = rename_aside(dir, DELETE_SUFFIX) {
             remove_in_background(doomed);

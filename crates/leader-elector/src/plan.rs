@@ -29,6 +29,10 @@ use keel_raft_metadata::{
 
 use crate::policy::{self, Election, Source};
 
+mod reassignments;
+
+pub use reassignments::reassignments;
+
 /// What the controller knows beside the image.
 #[allow(missing_debug_implementations)]
 pub struct Judge<'a> {

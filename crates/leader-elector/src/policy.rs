@@ -116,6 +116,8 @@ mod tests {
             partition_epoch: 9,
             elr: elr.to_vec(),
             predecessor_lease_ms: 0,
+            adding_replicas: vec![],
+            removing_replicas: vec![],
         }
     }
 

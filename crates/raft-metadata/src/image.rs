@@ -4,9 +4,11 @@
 //! applies the same entries in the same order holds the same image, and a
 //! record that does not fit (an unknown topic, a stale leader epoch, a stale
 //! producer id block) is rejected identically everywhere. Leader and ISR
-//! changes to existing partitions live in `partitions`.
+//! changes to existing partitions live in `partitions`, replica set changes
+//! in `reassignment`.
 
 mod partitions;
+pub mod reassignment;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
@@ -55,6 +57,10 @@ pub struct PartitionInfo {
     /// How long the previous leader may still have held a lease when the
     /// current leadership was decided (see `SetPartitionLeader`).
     pub predecessor_lease_ms: i64,
+    /// While a reassignment is in progress, the replicas it adds and the
+    /// ones it removes; both are in `replicas` (see `reassignment`).
+    pub adding_replicas: Vec<i32>,
+    pub removing_replicas: Vec<i32>,
 }
 
 impl From<&PartitionAssignment> for PartitionInfo {
@@ -68,6 +74,25 @@ impl From<&PartitionAssignment> for PartitionInfo {
             partition_epoch: a.partition_epoch,
             elr: a.elr.clone(),
             predecessor_lease_ms: a.predecessor_lease_ms,
+            adding_replicas: a.adding_replicas.clone(),
+            removing_replicas: a.removing_replicas.clone(),
+        }
+    }
+}
+
+impl From<&PartitionInfo> for PartitionAssignment {
+    fn from(p: &PartitionInfo) -> Self {
+        Self {
+            partition: p.partition,
+            replicas: p.replicas.clone(),
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            isr: p.isr.clone(),
+            partition_epoch: p.partition_epoch,
+            elr: p.elr.clone(),
+            predecessor_lease_ms: p.predecessor_lease_ms,
+            adding_replicas: p.adding_replicas.clone(),
+            removing_replicas: p.removing_replicas.clone(),
         }
     }
 }
@@ -138,6 +163,12 @@ pub enum ApplyError {
     DuplicateIsrMember(i32),
     #[error("replica {0} is not in the partition's replica set")]
     NotAReplica(i32),
+    #[error("a partition needs at least one replica")]
+    NoReplicas,
+    #[error("broker {0} is listed twice")]
+    DuplicateReplica(i32),
+    #[error("replica {0} cannot be both added and removed")]
+    AddedAndRemoved(i32),
     #[error("the cluster already has an id")]
     ClusterIdSet,
     #[error("a batch cannot hold a batch")]
@@ -192,6 +223,7 @@ impl MetadataImage {
             Record::AllocateProducerIds(r) => self.allocate_producer_ids(r),
             Record::SetPartitionLeader(r) => self.set_partition_leader(r, term),
             Record::UpdateIsr(r) => self.update_isr(r),
+            Record::ChangePartitionReplicas(r) => self.change_partition_replicas(r),
             Record::SetClusterId(SetClusterId { cluster_id }) => {
                 if self.cluster_id.is_some() {
                     return Err(ApplyError::ClusterIdSet);

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 pub struct MetadataRecord {
     #[prost(
         oneof = "Record",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16"
     )]
     pub record: Option<Record>,
 }
@@ -46,6 +46,8 @@ pub enum Record {
     LeadershipChangesCommitted(LeadershipChangesCommitted),
     #[prost(message, tag = "15")]
     AlterGroupConfig(AlterGroupConfig),
+    #[prost(message, tag = "16")]
+    ChangePartitionReplicas(ChangePartitionReplicas),
 }
 
 /// Records that apply together or not at all, in one Raft entry: the
@@ -147,6 +149,14 @@ pub struct PartitionAssignment {
     /// that long after it applied the change (see `SetPartitionLeader`).
     #[prost(int64, tag = "8")]
     pub predecessor_lease_ms: i64,
+    /// While a reassignment is in progress: the replicas it adds, which
+    /// are in `replicas` but not yet known to be caught up...
+    #[prost(int32, repeated, tag = "9")]
+    pub adding_replicas: Vec<i32>,
+    /// ...and the replicas it removes, which stay in `replicas` (and may
+    /// lead) until the target replicas are all in the ISR.
+    #[prost(int32, repeated, tag = "10")]
+    pub removing_replicas: Vec<i32>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -209,6 +219,31 @@ pub struct AlterGroupConfig {
     pub delete: Vec<String>,
 }
 
+/// A partition's replica set as a reassignment changes it (Kafka's
+/// PartitionChangeRecord for AlterPartitionReassignments): started,
+/// cancelled, or completed once every target replica is in the ISR. The
+/// leader and its epoch stay: a leader being removed is moved first, by a
+/// `SetPartitionLeader` (reason `reassignment`). Computed from the
+/// partition at `partition_epoch`, and refused if it has changed since.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ChangePartitionReplicas {
+    #[prost(string, tag = "1")]
+    pub topic: String,
+    #[prost(int32, tag = "2")]
+    pub partition: i32,
+    #[prost(int32, tag = "3")]
+    pub partition_epoch: i32,
+    #[prost(int32, repeated, tag = "4")]
+    pub replicas: Vec<i32>,
+    #[prost(int32, repeated, tag = "5")]
+    pub adding_replicas: Vec<i32>,
+    #[prost(int32, repeated, tag = "6")]
+    pub removing_replicas: Vec<i32>,
+    /// The ISR afterwards: the current one, less replicas that leave.
+    #[prost(int32, repeated, tag = "7")]
+    pub isr: Vec<i32>,
+}
+
 /// Hands the block `[start, start + size)` of producer ids to a broker.
 /// Applies only if `start` is the next unallocated id, so two brokers asking
 /// at once cannot get the same block.
@@ -255,6 +290,9 @@ pub enum LeaderChangeReason {
     Manual = 6,
     /// A replica outside the ISR and ELR took over: records may be lost.
     Unclean = 7,
+    /// A reassignment removes the leader: a target replica in the ISR
+    /// takes over before the old one leaves.
+    Reassignment = 8,
 }
 
 impl LeaderChangeReason {
@@ -274,6 +312,7 @@ impl LeaderChangeReason {
             Self::PreferredRebalance => "preferred_rebalance",
             Self::Manual => "manual",
             Self::Unclean => "unclean",
+            Self::Reassignment => "reassignment",
         }
     }
 }

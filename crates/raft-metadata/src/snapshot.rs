@@ -111,20 +111,7 @@ pub fn encode(image: &MetadataImage, members: &Members) -> Vec<u8> {
             .map(|t| TopicEntry {
                 name: t.name.clone(),
                 id: t.id.as_bytes().to_vec(),
-                partitions: t
-                    .partitions
-                    .iter()
-                    .map(|p| PartitionAssignment {
-                        partition: p.partition,
-                        replicas: p.replicas.clone(),
-                        leader: p.leader,
-                        leader_epoch: p.leader_epoch,
-                        isr: p.isr.clone(),
-                        partition_epoch: p.partition_epoch,
-                        elr: p.elr.clone(),
-                        predecessor_lease_ms: p.predecessor_lease_ms,
-                    })
-                    .collect(),
+                partitions: t.partitions.iter().map(PartitionAssignment::from).collect(),
                 configs: t.configs.clone(),
             })
             .collect(),
@@ -239,6 +226,15 @@ mod tests {
                 timestamp_ms: 0,
             })
             .into(),
+            Record::RegisterBroker(RegisterBroker {
+                node_id: 4,
+                host: "h".into(),
+                port: 2,
+                rack: None,
+                incarnation: 1,
+                timestamp_ms: 0,
+            })
+            .into(),
             Record::CreateTopic(CreateTopic {
                 name: "t".into(),
                 topic_id: Uuid::from_u128(5).as_bytes().to_vec(),
@@ -251,6 +247,8 @@ mod tests {
                     partition_epoch: 0,
                     elr: vec![],
                     predecessor_lease_ms: 0,
+                    adding_replicas: vec![],
+                    removing_replicas: vec![],
                 }],
                 configs: [("retention.ms".to_string(), "1".to_string())].into(),
                 timestamp_ms: 1,
@@ -281,6 +279,12 @@ mod tests {
             delete: vec![],
         });
         image.apply(&group_config.into(), 2).unwrap();
+        let partition = &image.topic("t").unwrap().partitions[0];
+        let reassign = crate::image::reassignment::start("t", partition, &[3, 4]).unwrap();
+        image
+            .apply(&Record::ChangePartitionReplicas(reassign).into(), 2)
+            .unwrap();
+        assert!(image.topic("t").unwrap().partitions[0].is_reassigning());
         let members = Members {
             peers: [(1, "127.0.0.1:1".to_string())].into(),
             rejoined: [(2, 77)].into(),

@@ -14,12 +14,12 @@ use kafka_protocol::{
 
 use super::{
     RequestContext,
-    create_topics::{MAX_PARTITIONS_PER_REQUEST, check_replica_list, place_replicas},
+    create_topics::{MAX_PARTITIONS_PER_REQUEST, assignment, check_replica_list, place_replicas},
     internal_topic::refuse_client_change,
     topics::admin_timeout,
 };
 use crate::{broker::Broker, error::AdminError};
-use keel_raft_metadata::{PartitionAssignment, Record, records::CreatePartitions};
+use keel_raft_metadata::{Record, records::CreatePartitions};
 
 pub(super) async fn handle(
     ctx: &RequestContext<'_>,
@@ -90,16 +90,7 @@ async fn grow(
                             replicas.len()
                         )));
                     }
-                    Ok(PartitionAssignment {
-                        partition: existing + i as i32,
-                        leader: replicas[0],
-                        leader_epoch: 0,
-                        isr: replicas.clone(),
-                        replicas,
-                        partition_epoch: 0,
-                        elr: Vec::new(),
-                        predecessor_lease_ms: 0,
-                    })
+                    Ok(assignment(existing + i as i32, replicas))
                 })
                 .collect::<Result<Vec<_>, AdminError>>()?
         }

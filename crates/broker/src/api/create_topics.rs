@@ -166,16 +166,14 @@ fn rack_alternating(image: &MetadataImage) -> Vec<i32> {
         .collect()
 }
 
-fn assignment(partition: i32, replicas: Vec<i32>) -> PartitionAssignment {
+/// A new partition on `replicas`, led by the first.
+pub(super) fn assignment(partition: i32, replicas: Vec<i32>) -> PartitionAssignment {
     PartitionAssignment {
         partition,
         leader: replicas[0],
-        leader_epoch: 0,
         isr: replicas.clone(),
         replicas,
-        partition_epoch: 0,
-        elr: Vec::new(),
-        predecessor_lease_ms: 0,
+        ..PartitionAssignment::default()
     }
 }
 

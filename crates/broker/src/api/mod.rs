@@ -5,6 +5,7 @@
 //! advertises exactly it and dispatch refuses anything outside it.
 
 mod alter_configs;
+mod alter_partition_reassignments;
 mod alter_replica_log_dirs;
 mod api_versions;
 mod authorized_operations;
@@ -35,6 +36,7 @@ mod leave_group;
 mod list_config_resources;
 mod list_groups;
 mod list_offsets;
+mod list_partition_reassignments;
 mod metadata;
 mod offset_commit;
 mod offset_delete;
@@ -72,6 +74,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
@@ -344,6 +348,12 @@ pub async fn handle(
         }
         RequestKind::DescribeCluster(r) => ctx.encode(&describe_cluster::handle(&ctx, r).await),
         RequestKind::ElectLeaders(r) => ctx.encode(&elect_leaders::handle(&ctx, r).await),
+        RequestKind::AlterPartitionReassignments(r) => {
+            ctx.encode(&alter_partition_reassignments::handle(&ctx, r).await)
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            ctx.encode(&list_partition_reassignments::handle(&ctx, r))
+        }
         RequestKind::FindCoordinator(r) => ctx.encode(&find_coordinator::handle(&ctx, r).await),
         RequestKind::JoinGroup(r) => ctx.encode(&join_group::handle(&ctx, r).await),
         RequestKind::SyncGroup(r) => ctx.encode(&sync_group::handle(&ctx, r).await),

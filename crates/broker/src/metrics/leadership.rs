@@ -11,7 +11,7 @@ use std::{
 use keel_raft_metadata::{MetadataImage, records::LeaderChangeReason};
 
 /// The reasons a partition's leader changes, as the history labels them.
-const REASONS: [LeaderChangeReason; 7] = [
+const REASONS: [LeaderChangeReason; 8] = [
     LeaderChangeReason::TopicCreated,
     LeaderChangeReason::BrokerFailure,
     LeaderChangeReason::PartitionStall,
@@ -19,6 +19,7 @@ const REASONS: [LeaderChangeReason; 7] = [
     LeaderChangeReason::PreferredRebalance,
     LeaderChangeReason::Manual,
     LeaderChangeReason::Unclean,
+    LeaderChangeReason::Reassignment,
 ];
 
 /// Upper bounds of the tenure buckets, in seconds: a leadership that lasts

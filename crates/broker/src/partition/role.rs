@@ -42,7 +42,11 @@ pub(super) enum Role {
 pub enum Transition {
     Unchanged,
     BecameLeader,
-    BecameFollower { leader: i32 },
+    BecameFollower {
+        leader: i32,
+    },
+    /// No longer hosted here: its log is closed.
+    Removed,
 }
 
 /// Where a follower fetches from: its own log's end, and the epoch of its

@@ -19,6 +19,8 @@ fn info(leader: i32, leader_epoch: i32, isr: &[i32]) -> PartitionInfo {
         partition_epoch: leader_epoch,
         elr: Vec::new(),
         predecessor_lease_ms: 0,
+        adding_replicas: vec![],
+        removing_replicas: vec![],
     }
 }
 

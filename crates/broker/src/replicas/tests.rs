@@ -8,7 +8,7 @@ use keel_raft_metadata::{
 use keel_log::LogConfig;
 
 use super::*;
-use crate::config::BrokerConfig;
+use crate::{config::BrokerConfig, error::PartitionError};
 
 fn create(name: &str, id: u128) -> MetadataRecord {
     Record::CreateTopic(CreateTopic {
@@ -166,4 +166,119 @@ fn an_image_still_catching_up_never_moves_a_live_log_aside() {
     assert_eq!(replicas.get("x", 0).unwrap().log().log_end_offset(), 1);
     replicas.set_caught_up(|| current, 0).unwrap();
     assert_eq!(entries(dir.path()), ["x-0"]);
+}
+
+/// Brokers 1 and 2, and topic `r` on 2 and 1 led by 2; with `moved`, a
+/// reassignment has moved it to 2 alone.
+fn reassigned(moved: bool) -> Arc<MetadataImage> {
+    let mut records: Vec<MetadataRecord> = (1..=2)
+        .map(|node_id| {
+            Record::RegisterBroker(keel_raft_metadata::records::RegisterBroker {
+                node_id,
+                incarnation: 1,
+                ..Default::default()
+            })
+            .into()
+        })
+        .collect();
+    records.push(
+        Record::CreateTopic(CreateTopic {
+            name: "r".into(),
+            topic_id: Uuid::from_u128(5).as_bytes().to_vec(),
+            partitions: vec![PartitionAssignment {
+                replicas: vec![2, 1],
+                leader: 2,
+                isr: vec![2, 1],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .into(),
+    );
+    let mut image = image(&records);
+    if moved {
+        let partition = &image.topic("r").unwrap().partitions[0];
+        let change = keel_raft_metadata::image::reassignment::start("r", partition, &[2]).unwrap();
+        Arc::make_mut(&mut image)
+            .apply(&Record::ChangePartitionReplicas(change).into(), 1)
+            .unwrap();
+    }
+    image
+}
+
+#[test]
+fn a_replica_reassigned_away_is_deleted_but_only_by_a_caught_up_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let replicas = manager(dir.path());
+    replicas.set_caught_up(|| reassigned(false), 0).unwrap();
+    assert_eq!(entries(dir.path()), ["r-0"]);
+    let changes = replicas.reconcile(|| reassigned(true), 0).unwrap();
+    assert!(
+        changes.iter().any(|c| c.transition == Transition::Removed),
+        "the fetchers hear of it"
+    );
+    assert!(replicas.get("r", 0).is_none());
+    let names = entries(dir.path());
+    assert!(
+        names.iter().all(|n| n.ends_with(DELETE_SUFFIX)),
+        "{names:?}"
+    );
+
+    // Replaying the metadata after a restart, an image that shows the
+    // removal leaves the log where it is: a later entry may have added the
+    // replica back, with this log the one that counts.
+    let dir = tempfile::tempdir().unwrap();
+    manager(dir.path())
+        .reconcile(|| reassigned(false), 0)
+        .unwrap();
+    let replicas = manager(dir.path());
+    replicas.reconcile(|| reassigned(false), 0).unwrap();
+    replicas.reconcile(|| reassigned(true), 0).unwrap();
+    assert_eq!(entries(dir.path()), ["r-0"]);
+    replicas.set_caught_up(|| reassigned(true), 0).unwrap();
+    let names = entries(dir.path());
+    assert!(
+        names.iter().all(|n| n.ends_with(DELETE_SUFFIX)),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn a_new_leader_waits_for_its_predecessor_even_once_a_reassignment_removed_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let defaults = BrokerConfig::for_tests(dir.path()).topic_defaults;
+    let replicas = ReplicaManager::new(1, dir.path(), defaults, Duration::from_secs(60));
+    // Broker 2 led; leadership moved to this broker (1), which takes no
+    // write until 2 has fetched in the new epoch.
+    let mut image = Arc::unwrap_or_clone(reassigned(false));
+    let moved = Record::SetPartitionLeader(keel_raft_metadata::records::SetPartitionLeader {
+        topic: "r".into(),
+        partition: 0,
+        leader: 1,
+        leader_epoch: 1,
+        isr: vec![2, 1],
+        ..Default::default()
+    });
+    image.apply(&moved.into(), 1).unwrap();
+    replicas
+        .set_caught_up(|| Arc::new(image.clone()), 0)
+        .unwrap();
+    let partition = replicas.get("r", 0).unwrap();
+    assert!(matches!(
+        partition.append_as_leader(&batch(), None, 0),
+        Err(PartitionError::AwaitingSuccession(_))
+    ));
+    // The reassignment to this broker alone completes at once, and 2 is
+    // no longer a replica; it may still think it leads.
+    let info = image.topic("r").unwrap().partitions[0].clone();
+    let change = keel_raft_metadata::image::reassignment::start("r", &info, &[1]).unwrap();
+    image
+        .apply(&Record::ChangePartitionReplicas(change).into(), 1)
+        .unwrap();
+    assert_eq!(image.topic("r").unwrap().partitions[0].replicas, vec![1]);
+    replicas.reconcile(|| Arc::new(image), 0).unwrap();
+    assert!(matches!(
+        partition.append_as_leader(&batch(), None, 0),
+        Err(PartitionError::AwaitingSuccession(_))
+    ));
 }

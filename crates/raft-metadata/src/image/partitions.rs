@@ -180,7 +180,11 @@ impl MetadataImage {
         Err(ApplyError::IneligibleIsrMember { node_id, reason })
     }
 
-    fn partition_info(&self, topic: &str, partition: i32) -> Result<&PartitionInfo, ApplyError> {
+    pub(super) fn partition_info(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<&PartitionInfo, ApplyError> {
         self.topic(topic)
             .ok_or_else(|| ApplyError::UnknownTopic(topic.to_string()))?
             .partition(partition)
@@ -190,7 +194,7 @@ impl MetadataImage {
             })
     }
 
-    fn partition_mut(
+    pub(super) fn partition_mut(
         &mut self,
         topic: &str,
         partition: i32,
@@ -215,6 +219,8 @@ pub(super) fn new_partition(a: &PartitionAssignment) -> PartitionInfo {
     PartitionInfo {
         partition_epoch: 0,
         elr: Vec::new(),
+        adding_replicas: Vec::new(),
+        removing_replicas: Vec::new(),
         ..PartitionInfo::from(a)
     }
 }
@@ -241,7 +247,7 @@ fn must_forget(partition: &PartitionInfo, node_id: i32) -> bool {
         || (partition.isr.contains(&node_id) && partition.isr.len() > 1)
 }
 
-fn first_duplicate(ids: &[i32]) -> Option<i32> {
+pub(super) fn first_duplicate(ids: &[i32]) -> Option<i32> {
     ids.iter()
         .enumerate()
         .find(|(i, id)| ids[..*i].contains(id))
@@ -250,7 +256,7 @@ fn first_duplicate(ids: &[i32]) -> Option<i32> {
 
 /// Wraps instead of overflowing: only equality with the epoch an update
 /// names is ever checked, and an apply must not panic.
-fn next_partition_epoch(epoch: i32) -> i32 {
+pub(super) fn next_partition_epoch(epoch: i32) -> i32 {
     epoch.wrapping_add(1)
 }
 

@@ -17,6 +17,8 @@ fn assignment(partition: i32) -> PartitionAssignment {
         partition_epoch: 0,
         elr: vec![],
         predecessor_lease_ms: 0,
+        adding_replicas: vec![],
+        removing_replicas: vec![],
     }
 }
 
