@@ -32,7 +32,8 @@ async fn records_without_a_key_are_named_when_a_compacted_topic_refuses_them() {
             (None, Some("4")),
         ],
     );
-    let request = produce_request("compacted", 1, batch);
+    let mut request = produce_request("compacted", 1, batch);
+    request.topic_data[0].topic_id = h.topic_id("compacted");
     let record_message =
         "Compacted topic cannot accept message without key in topic partition compacted-0.";
     for version in versions(ApiKey::Produce) {

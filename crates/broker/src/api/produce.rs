@@ -19,6 +19,9 @@
 //! producer takes that as "possibly written", bumps its epoch and writes
 //! the batch again.
 //!
+//! From v13 topics are named by id (KIP-516); an id the image does not
+//! know is answered UNKNOWN_TOPIC_ID.
+//!
 //! A broker whose lease lapsed a session timeout ago is presumed deposed
 //! (see `Broker::presumed_deposed`): an acks=all write still waiting is
 //! answered then (see `await_committed`), and a produce it refuses or
@@ -35,7 +38,7 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use kafka_protocol::{
     messages::{
-        BrokerId, ProduceRequest, ProduceResponse,
+        BrokerId, ProduceRequest, ProduceResponse, TopicName,
         produce_response::{
             LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
         },
@@ -110,9 +113,17 @@ const LEADER_HINT_VERSION: i16 = 10;
 const LOG_START_VERSION: i16 = 5;
 /// The first version carrying error messages.
 const ERROR_MESSAGE_VERSION: i16 = 8;
+/// The first version naming topics by id (KIP-516).
+const TOPIC_ID_VERSION: i16 = 13;
 
-pub(super) async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) -> ProduceResponse {
+pub(super) async fn handle(
+    ctx: &RequestContext<'_>,
+    mut request: ProduceRequest,
+) -> ProduceResponse {
     let deadline = Instant::now() + Duration::from_millis(request.timeout_ms.max(0) as u64);
+    if ctx.version >= TOPIC_ID_VERSION {
+        name_topics_by_id(&ctx.broker.image(), &mut request);
+    }
     // A leadership just taken holds writes back for a moment, until no
     // earlier leader can take any (see `replication::succession`): they
     // wait here rather than be refused.
@@ -138,6 +149,16 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) ->
             let name = topic.name.0.as_str();
             let mut partitions = Vec::with_capacity(topic.partition_data.len());
             for data in topic.partition_data {
+                if name.is_empty() && ctx.version >= TOPIC_ID_VERSION {
+                    let error = PartitionError::UnknownTopicId;
+                    partitions.push(failure(
+                        data.index,
+                        error.code(),
+                        Some(error.to_string()),
+                        ctx.version,
+                    ));
+                    continue;
+                }
                 let idempotent = data
                     .records
                     .as_deref()
@@ -224,6 +245,7 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) ->
             responses.push(
                 TopicProduceResponse::default()
                     .with_name(topic.name)
+                    .with_topic_id(topic.topic_id)
                     .with_partition_responses(partitions),
             );
         }
@@ -265,6 +287,18 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: ProduceRequest) ->
                 })
                 .collect(),
         )
+}
+
+/// From the version naming topics by id, gives each topic of `request` its
+/// name; a topic whose id `image` does not know keeps an empty name, which
+/// names no topic (its partitions are answered UNKNOWN_TOPIC_ID).
+fn name_topics_by_id(image: &MetadataImage, request: &mut ProduceRequest) {
+    for topic in &mut request.topic_data {
+        topic.name = image
+            .topic_by_id(&topic.topic_id)
+            .map(|t| TopicName(StrBytes::from_string(t.name.clone())))
+            .unwrap_or_default();
+    }
 }
 
 /// Appends one partition's batch; returns the replica, the leader epoch it

@@ -164,8 +164,17 @@ impl Harness {
             first_timestamp: 1_000,
             ..BatchSpec::default()
         });
-        self.call(ApiKey::Produce, version, &produce_request(topic, -1, batch))
-            .await
+        let mut request = produce_request(topic, -1, batch);
+        request.topic_data[0].topic_id = self.topic_id_if_known(topic);
+        self.call(ApiKey::Produce, version, &request).await
+    }
+
+    /// The id of `topic`, or the nil id (which names no topic).
+    pub fn topic_id_if_known(&self, topic: &str) -> uuid::Uuid {
+        self.broker
+            .image()
+            .topic(topic)
+            .map_or(uuid::Uuid::nil(), |t| t.id)
     }
 
     pub fn topic_id(&self, topic: &str) -> uuid::Uuid {
