@@ -19,7 +19,7 @@ from kafka.errors import (
 from conftest import KEEL
 from test_cluster import wait_for
 from test_replication import (
-    REPLICATION_ARGS, Writer, create, describe, read_back, start, verify_acknowledged)
+    Writer, create, describe, move_leader, read_back, start, verify_acknowledged)
 
 
 def admin(cluster):
@@ -125,3 +125,34 @@ def test_a_reassignment_waits_for_its_target_survives_a_controller_failover_and_
     client = admin(cluster)
     assert client.list_partition_reassignments() == {}
     client.close()
+
+
+@pytest.mark.proves("kafka-python: partition reassignment")
+def test_a_cancel_moves_leadership_off_a_replica_being_added_before_dropping_it(cluster_factory):
+    cluster = start(cluster_factory, size=4)
+    topic = "reverted"
+    create(cluster, topic, replicas=(1, 2, 3))
+    writer = Writer(cluster.brokers[2].bootstrap, topic).start()
+    writer.wait_acked(200)
+    # Broker 3 is down: the reassignment to 4, 2, 3 waits for it, with 4
+    # in sync meanwhile, and 4 is made leader by hand.
+    cluster.brokers[3].stop()
+    tp = KTopicPartition(topic, 0)
+    client = admin(cluster)
+    assert client.alter_partition_reassignments({tp: [4, 2, 3]}) == {tp: None}
+    wait_for("4 is in sync", lambda: 4 in describe(cluster, topic)[0].isrs)
+    assert "leader" in move_leader(cluster.brokers[1], topic, 0, to=4)
+    wait_for("4 leads", lambda: describe(cluster, topic)[0].leader == 4)
+    writer.wait_acked(len(writer.acked) + 200)
+
+    # The cancel hands leadership to an original replica, then drops 4.
+    assert client.alter_partition_reassignments({tp: None}) == {tp: None}
+    wait_for("the partition is back on 2, 3, 1 without 4",
+             lambda: placed(cluster, topic, [2, 3, 1], isr=[1, 2]))
+    assert client.list_partition_reassignments() == {}
+    client.close()
+    moves = [c for c in history(cluster.brokers[2], topic) if c["reason"] == "reassignment"]
+    assert [(c["previous_leader"], c["new_leader"]) for c in moves] == [(4, 2)], moves
+    writer.wait_acked(len(writer.acked) + 200)
+    writer.stop()
+    verify_acknowledged(writer, read_back(cluster.brokers[1].bootstrap, topic))

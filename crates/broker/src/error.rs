@@ -278,7 +278,8 @@ impl ReassignError {
                 ReassignmentError::EmptyReplicas
                 | ReassignmentError::DuplicateReplica(_)
                 | ReassignmentError::UnknownBroker(_)
-                | ReassignmentError::RevertNeedsUncleanElection { .. },
+                | ReassignmentError::RevertNeedsUncleanElection { .. }
+                | ReassignmentError::LeaderBeingAdded { .. },
             ) => ResponseError::InvalidReplicaAssignment,
             Self::Metadata(error) => AdminError::Metadata(error.clone()).code(),
         }

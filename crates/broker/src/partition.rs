@@ -327,6 +327,7 @@ impl Partition {
             predecessor_lease_ms: 0,
             adding_replicas: vec![],
             removing_replicas: vec![],
+            previous_leader: None,
         };
         let transition = partition.apply_assignment(
             1,

@@ -7,15 +7,16 @@
 //!
 //! Nothing is deleted on a guess. A partition directory is removed only
 //! when the image says its topic id was deleted (the image remembers
-//! deletions), or, once this broker has caught up with the quorum's commit
-//! index ([`ReplicaManager::set_caught_up`]), when the image says a
-//! reassignment moved the partition to other brokers. Any other directory
-//! the image does not name — the image may be stale, or built from a wiped
-//! or new metadata log — is left where it is until this broker has caught
-//! up; it is then moved aside as `<name>.<uuid>-stray` with a warning
-//! naming the path, as Kafka marks stray replicas, and kept for the
-//! operator to inspect or remove. A directory holding an earlier topic of a
-//! re-used name goes aside the same way.
+//! deletions), or when a replica this broker hosts is reassigned to other
+//! brokers while its image has caught up with the quorum's commit index
+//! ([`ReplicaManager::set_caught_up`]). Any other directory the image does
+//! not name — the image may be stale, or built from a wiped or new
+//! metadata log — is left where it is until this broker has caught up; it
+//! is then moved aside as `<name>.<uuid>-stray` with a warning naming the
+//! path, as Kafka marks stray replicas, and kept for the operator to
+//! inspect or remove. A log that stops being hosted for another reason, or
+//! a directory holding an earlier topic of a re-used name, goes aside the
+//! same way.
 
 mod high_watermarks;
 
@@ -223,7 +224,7 @@ impl ReplicaManager {
                     .is_some_and(|p| p.topic_id() == identity.topic_id);
             if !hosted {
                 let why = "the caught-up metadata does not name it";
-                dispose(&path, &identity, image, self.node_id, true, why);
+                dispose(&path, &identity, image, true, why);
             }
         }
     }
@@ -275,14 +276,29 @@ impl ReplicaManager {
                 topic_id: partition.topic_id(),
                 partition: partition.index(),
             };
-            dispose(
-                &dir,
-                &identity,
-                image,
-                self.node_id,
-                caught_up,
-                "this broker no longer hosts it",
-            );
+            // A reassignment completes only once every replica it keeps is
+            // in the ISR, so the replica it removed holds nothing they
+            // lack. An image still catching up may show a removal that a
+            // later entry undid, with this log the one that counts.
+            let reassigned_away = image
+                .topic_by_id(&identity.topic_id)
+                .and_then(|t| t.partition(identity.partition))
+                .is_some_and(|p| !p.replicas.contains(&self.node_id));
+            if caught_up && reassigned_away {
+                delete(
+                    &dir,
+                    &identity,
+                    "a reassignment moved the partition to other brokers",
+                );
+            } else {
+                dispose(
+                    &dir,
+                    &identity,
+                    image,
+                    caught_up,
+                    "this broker no longer hosts it",
+                );
+            }
             changes.push(RoleChange {
                 partition,
                 transition: Transition::Removed,
@@ -408,11 +424,12 @@ impl ReplicaManager {
     /// new epoch (see `replication::succession`). A first leadership
     /// (leader epoch 0) has no predecessor.
     ///
-    /// For a leadership `partition` has already taken, who may still be
-    /// waited for: every live broker but this one. A broker fenced since
-    /// holds no lease; one that merely left the replicas (a reassignment
-    /// removes a leader it moved away from) may still lead until it applies
-    /// the change, and is waited for as before.
+    /// The previous leader is waited for even when it is no longer a
+    /// replica (a reassignment removed it): it may still lead until it
+    /// applies the change. For a leadership `partition` has already taken,
+    /// who may still be waited for: every live broker but this one. A
+    /// broker fenced since holds no lease; one that merely left the
+    /// replicas may still lead, and is waited for as before.
     fn succession(
         &self,
         image: &MetadataImage,
@@ -428,7 +445,12 @@ impl ReplicaManager {
         let awaiting: Vec<i32> = if taken {
             image.brokers().map(|b| b.node_id).filter(live).collect()
         } else {
-            info.replicas.iter().copied().filter(live).collect()
+            info.replicas
+                .iter()
+                .copied()
+                .chain(info.previous_leader)
+                .filter(live)
+                .collect()
         };
         Succession::new(
             awaiting,
@@ -485,7 +507,7 @@ impl ReplicaManager {
             Some(found) if found == identity => {}
             Some(found) => {
                 let why = "a topic of the same name replaced it";
-                if !dispose(&dir, &found, image, self.node_id, caught_up, why) {
+                if !dispose(&dir, &found, image, caught_up, why) {
                     tracing::info!(
                         dir = %dir.display(),
                         found = %found.topic_id,
@@ -602,48 +624,18 @@ fn write_identity(dir: &Path, identity: &DirIdentity) -> Result<(), LogError> {
 
 /// Gets a directory this broker does not host out of the way, if it may be
 /// judged: deleted if the image says its topic id was deleted; otherwise,
-/// once the broker (`node_id`) has caught up with the quorum (`caught_up`),
-/// deleted if a reassignment moved the partition to other brokers, else
-/// moved aside as stray and reported with `why` it is not hosted;
-/// otherwise left where it is. Returns whether it was judged (and so
-/// moved).
-///
-/// A reassignment completes only once every replica it keeps is in the
-/// ISR, so the replica it removed holds nothing they lack. An image that
-/// is still catching up may show a removal that a later entry undid, with
-/// this log then the one that counts: it is judged only once caught up.
+/// once the broker has caught up with the quorum (`caught_up`), moved aside
+/// as stray and reported with `why` it is not hosted; otherwise left where
+/// it is. Returns whether it was judged (and so moved).
 fn dispose(
     dir: &Path,
     identity: &DirIdentity,
     image: &MetadataImage,
-    node_id: i32,
     caught_up: bool,
     why: &str,
 ) -> bool {
-    let reassigned_away = || {
-        image
-            .topic_by_id(&identity.topic_id)
-            .and_then(|t| t.partition(identity.partition))
-            .is_some_and(|p| !p.replicas.contains(&node_id))
-    };
-    let deleted_because = if image.was_deleted(&identity.topic_id) {
-        Some("its topic was deleted")
-    } else if caught_up && reassigned_away() {
-        Some("a reassignment moved the partition to other brokers")
-    } else {
-        None
-    };
-    if let Some(reason) = deleted_because {
-        tracing::info!(
-            dir = %dir.display(),
-            topic = identity.topic,
-            partition = identity.partition,
-            reason,
-            "deleting a partition log"
-        );
-        if let Some(doomed) = rename_aside(dir, DELETE_SUFFIX) {
-            remove_in_background(doomed);
-        }
+    if image.was_deleted(&identity.topic_id) {
+        delete(dir, identity, "its topic was deleted");
         return true;
     }
     if !caught_up {
@@ -662,6 +654,21 @@ fn dispose(
         );
     }
     true
+}
+
+/// Deletes a partition's directory: renamed at once, removed in the
+/// background.
+fn delete(dir: &Path, identity: &DirIdentity, reason: &str) {
+    tracing::info!(
+        dir = %dir.display(),
+        topic = identity.topic,
+        partition = identity.partition,
+        reason,
+        "deleting a partition log"
+    );
+    if let Some(doomed) = rename_aside(dir, DELETE_SUFFIX) {
+        remove_in_background(doomed);
+    }
 }
 
 /// Renames `dir` to `<dir>.<uuid><suffix>`, at once, so that a partition

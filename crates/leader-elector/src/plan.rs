@@ -433,6 +433,7 @@ impl Change {
             min_insync_replicas: (judge.min_insync_replicas)(topic),
             new_leader_log_end_offset,
             predecessor_lease_ms: self.predecessor_lease_ms,
+            partition_epoch: Some(partition.partition_epoch),
         })
     }
 }

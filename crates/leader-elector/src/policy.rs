@@ -118,6 +118,7 @@ mod tests {
             predecessor_lease_ms: 0,
             adding_replicas: vec![],
             removing_replicas: vec![],
+            previous_leader: None,
         }
     }
 

@@ -17,6 +17,7 @@ use std::{
 
 use uuid::Uuid;
 
+pub use self::partitions::PartitionInfo;
 use self::partitions::{check_leader_and_isr, new_partition};
 use crate::records::{
     AllocateProducerIds, AlterTopicConfig, CreatePartitions, CreateTopic, DeleteTopic,
@@ -39,62 +40,6 @@ pub struct BrokerInfo {
     pub incarnation: u64,
     /// A fenced broker leads nothing and gets no new partitions.
     pub fenced: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionInfo {
-    pub partition: i32,
-    pub replicas: Vec<i32>,
-    pub leader: i32,
-    pub leader_epoch: i32,
-    pub isr: Vec<i32>,
-    /// Bumped by every leader or ISR change; an ISR update must name the
-    /// current one.
-    pub partition_epoch: i32,
-    /// Eligible leader replicas (KIP-966): out of the ISR but holding every
-    /// committed record. Never overlaps `isr`.
-    pub elr: Vec<i32>,
-    /// How long the previous leader may still have held a lease when the
-    /// current leadership was decided (see `SetPartitionLeader`).
-    pub predecessor_lease_ms: i64,
-    /// While a reassignment is in progress, the replicas it adds and the
-    /// ones it removes; both are in `replicas` (see `reassignment`).
-    pub adding_replicas: Vec<i32>,
-    pub removing_replicas: Vec<i32>,
-}
-
-impl From<&PartitionAssignment> for PartitionInfo {
-    fn from(a: &PartitionAssignment) -> Self {
-        Self {
-            partition: a.partition,
-            replicas: a.replicas.clone(),
-            leader: a.leader,
-            leader_epoch: a.leader_epoch,
-            isr: a.isr.clone(),
-            partition_epoch: a.partition_epoch,
-            elr: a.elr.clone(),
-            predecessor_lease_ms: a.predecessor_lease_ms,
-            adding_replicas: a.adding_replicas.clone(),
-            removing_replicas: a.removing_replicas.clone(),
-        }
-    }
-}
-
-impl From<&PartitionInfo> for PartitionAssignment {
-    fn from(p: &PartitionInfo) -> Self {
-        Self {
-            partition: p.partition,
-            replicas: p.replicas.clone(),
-            leader: p.leader,
-            leader_epoch: p.leader_epoch,
-            isr: p.isr.clone(),
-            partition_epoch: p.partition_epoch,
-            elr: p.elr.clone(),
-            predecessor_lease_ms: p.predecessor_lease_ms,
-            adding_replicas: p.adding_replicas.clone(),
-            removing_replicas: p.removing_replicas.clone(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -157,6 +157,9 @@ pub struct PartitionAssignment {
     /// lead) until the target replicas are all in the ISR.
     #[prost(int32, repeated, tag = "10")]
     pub removing_replicas: Vec<i32>,
+    /// Who led before the current leader, if anyone did.
+    #[prost(int32, optional, tag = "11")]
+    pub previous_leader: Option<i32>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -366,6 +369,13 @@ pub struct SetPartitionLeader {
     /// accept writes at once even if the old one was alive after all.
     #[prost(int64, tag = "14")]
     pub predecessor_lease_ms: i64,
+    /// The partition epoch the change was decided at; a change decided
+    /// from an older state of the partition (its ISR changed since, or a
+    /// replica restarted) is refused, so a replica that left the ISR
+    /// meanwhile is never elected on the strength of the old ISR. Absent
+    /// from records written before it existed.
+    #[prost(int32, optional, tag = "15")]
+    pub partition_epoch: Option<i32>,
 }
 
 /// A leader's change to its partition's ISR within its own epoch (Kafka's

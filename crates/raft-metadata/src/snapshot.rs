@@ -249,6 +249,7 @@ mod tests {
                     predecessor_lease_ms: 0,
                     adding_replicas: vec![],
                     removing_replicas: vec![],
+                    previous_leader: None,
                 }],
                 configs: [("retention.ms".to_string(), "1".to_string())].into(),
                 timestamp_ms: 1,

@@ -7,6 +7,8 @@
 //! `keel_leader_elector::plan::reassignments`): new replicas catch up into
 //! the ISR, a leaving leader hands over, the reassignment completes.
 
+use std::time::Duration;
+
 use kafka_protocol::{
     messages::{
         AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse,
@@ -19,35 +21,41 @@ use kafka_protocol::{
 use keel_raft_metadata::{
     ApplyError, MetadataImage, MetadataRecord, ProposalError, Record,
     image::reassignment,
-    records::{ChangePartitionReplicas, RecordBatch},
+    records::{ChangePartitionReplicas, LeaderChangeReason, RecordBatch},
 };
 
 use super::{RequestContext, topics::admin_timeout};
-use crate::error::ReassignError;
-
-/// How many times the changes are decided again when a partition changed
-/// between deciding and committing (an ISR update, say).
-const ATTEMPTS: usize = 3;
+use crate::{
+    broker::Broker,
+    error::ReassignError,
+    replication::leadership::{Target, move_leader},
+};
 
 pub(super) async fn handle(
     ctx: &RequestContext<'_>,
     request: AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
     let timeout = admin_timeout(request.timeout_ms);
-    let mut attempt = 1;
+    let deadline = tokio::time::Instant::now() + timeout;
+    hand_over_from_leaders_being_added(ctx.broker, &request, timeout).await;
+    // A partition that changed between deciding and committing (an ISR
+    // update, say) makes the batch stale: decided again, until the
+    // request's timeout, after which the client is told to retry.
     let outcomes = loop {
         let (outcomes, records) = decide(&ctx.broker.image(), &request);
         if records.is_empty() {
             break outcomes;
         }
         let batch = Record::Batch(RecordBatch { records }).into();
-        match ctx.broker.propose(batch, timeout).await {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match ctx.broker.propose(batch, left).await {
             Ok(_) => break outcomes,
             Err(ProposalError::Rejected(ApplyError::InBatch { error, .. }))
-                if matches!(*error, ApplyError::StalePartitionEpoch { .. })
-                    && attempt < ATTEMPTS =>
+                if matches!(*error, ApplyError::StalePartitionEpoch { .. }) =>
             {
-                attempt += 1;
+                if tokio::time::Instant::now() >= deadline {
+                    break fail_changes(outcomes, &ProposalError::Timeout);
+                }
             }
             Err(error) => break fail_changes(outcomes, &error),
         }
@@ -80,6 +88,54 @@ pub(super) async fn handle(
     AlterPartitionReassignmentsResponse::default()
         .with_allow_replication_factor_change(request.allow_replication_factor_change)
         .with_responses(responses)
+}
+
+/// Before a cancel, a leader that is one of the replicas being added hands
+/// over to the first live original replica in the ISR, in a leader change
+/// of its own (reason `reassignment`): the revert then removes a replica
+/// that no longer leads, and its successor waits for it to follow. A
+/// partition none can take over is left to `reassignment::cancel` to
+/// refuse.
+async fn hand_over_from_leaders_being_added(
+    broker: &Broker,
+    request: &AlterPartitionReassignmentsRequest,
+    timeout: Duration,
+) {
+    let mut cancels = Vec::new();
+    for topic in &request.topics {
+        for partition in topic.partitions.iter().filter(|p| p.replicas.is_none()) {
+            cancels.push((topic.name.0.to_string(), partition.partition_index));
+        }
+    }
+    for (topic, index) in cancels {
+        let topic = topic.as_str();
+        let image = broker.image();
+        let Some(info) = image.topic(topic).and_then(|t| t.partition(index)) else {
+            continue;
+        };
+        if !info.adding_replicas.contains(&info.leader) {
+            continue;
+        }
+        let live = |id: &i32| image.broker(*id).is_some_and(|b| !b.fenced);
+        let successor = info
+            .original_replicas()
+            .into_iter()
+            .find(|id| info.isr.contains(id) && live(id));
+        if let Some(successor) = successor {
+            let moved = move_leader(
+                broker,
+                topic,
+                index,
+                Target::Broker(successor),
+                LeaderChangeReason::Reassignment,
+                timeout,
+            )
+            .await;
+            if let Err(error) = moved {
+                tracing::info!(topic, partition = index, %error, "the leader being added did not hand over");
+            }
+        }
+    }
 }
 
 /// What became of one partition of the request.

@@ -21,6 +21,7 @@ fn info(leader: i32, leader_epoch: i32, isr: &[i32]) -> PartitionInfo {
         predecessor_lease_ms: 0,
         adding_replicas: vec![],
         removing_replicas: vec![],
+        previous_leader: None,
     }
 }
 

@@ -207,7 +207,7 @@ fn reassigned(moved: bool) -> Arc<MetadataImage> {
 }
 
 #[test]
-fn a_replica_reassigned_away_is_deleted_but_only_by_a_caught_up_image() {
+fn a_replica_reassigned_away_is_deleted_only_while_hosted_and_caught_up() {
     let dir = tempfile::tempdir().unwrap();
     let replicas = manager(dir.path());
     replicas.set_caught_up(|| reassigned(false), 0).unwrap();
@@ -226,7 +226,8 @@ fn a_replica_reassigned_away_is_deleted_but_only_by_a_caught_up_image() {
 
     // Replaying the metadata after a restart, an image that shows the
     // removal leaves the log where it is: a later entry may have added the
-    // replica back, with this log the one that counts.
+    // replica back, with this log the one that counts. Once caught up, a
+    // log the broker did not host in this run is only moved aside.
     let dir = tempfile::tempdir().unwrap();
     manager(dir.path())
         .reconcile(|| reassigned(false), 0)
@@ -238,18 +239,20 @@ fn a_replica_reassigned_away_is_deleted_but_only_by_a_caught_up_image() {
     replicas.set_caught_up(|| reassigned(true), 0).unwrap();
     let names = entries(dir.path());
     assert!(
-        names.iter().all(|n| n.ends_with(DELETE_SUFFIX)),
+        names.len() == 1 && names[0].ends_with(STRAY_SUFFIX),
         "{names:?}"
     );
 }
 
-#[test]
-fn a_new_leader_waits_for_its_predecessor_even_once_a_reassignment_removed_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let defaults = BrokerConfig::for_tests(dir.path()).topic_defaults;
-    let replicas = ReplicaManager::new(1, dir.path(), defaults, Duration::from_secs(60));
-    // Broker 2 led; leadership moved to this broker (1), which takes no
-    // write until 2 has fetched in the new epoch.
+/// A manager for broker 1 whose new leaderships wait up to a minute for
+/// their predecessors.
+fn patient_manager(dir: &Path) -> ReplicaManager {
+    let defaults = BrokerConfig::for_tests(dir).topic_defaults;
+    ReplicaManager::new(1, dir, defaults, Duration::from_secs(60))
+}
+
+/// Topic `r` on 2 and 1, whose leadership moved from 2 to 1.
+fn moved_from_2_to_1() -> MetadataImage {
     let mut image = Arc::unwrap_or_clone(reassigned(false));
     let moved = Record::SetPartitionLeader(keel_raft_metadata::records::SetPartitionLeader {
         topic: "r".into(),
@@ -260,6 +263,25 @@ fn a_new_leader_waits_for_its_predecessor_even_once_a_reassignment_removed_it() 
         ..Default::default()
     });
     image.apply(&moved.into(), 1).unwrap();
+    image
+}
+
+/// Reassigns `r` to broker 1 alone (it completes at once).
+fn reassign_to_1(image: &mut MetadataImage) {
+    let info = image.topic("r").unwrap().partitions[0].clone();
+    let change = keel_raft_metadata::image::reassignment::start("r", &info, &[1]).unwrap();
+    image
+        .apply(&Record::ChangePartitionReplicas(change).into(), 1)
+        .unwrap();
+}
+
+#[test]
+fn a_new_leader_waits_for_its_predecessor_even_once_a_reassignment_removed_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let replicas = patient_manager(dir.path());
+    // Broker 2 led; leadership moved to this broker (1), which takes no
+    // write until 2 has fetched in the new epoch.
+    let mut image = moved_from_2_to_1();
     replicas
         .set_caught_up(|| Arc::new(image.clone()), 0)
         .unwrap();
@@ -270,15 +292,73 @@ fn a_new_leader_waits_for_its_predecessor_even_once_a_reassignment_removed_it() 
     ));
     // The reassignment to this broker alone completes at once, and 2 is
     // no longer a replica; it may still think it leads.
-    let info = image.topic("r").unwrap().partitions[0].clone();
-    let change = keel_raft_metadata::image::reassignment::start("r", &info, &[1]).unwrap();
-    image
-        .apply(&Record::ChangePartitionReplicas(change).into(), 1)
-        .unwrap();
+    reassign_to_1(&mut image);
     assert_eq!(image.topic("r").unwrap().partitions[0].replicas, vec![1]);
     replicas.reconcile(|| Arc::new(image), 0).unwrap();
     assert!(matches!(
         partition.append_as_leader(&batch(), None, 0),
+        Err(PartitionError::AwaitingSuccession(_))
+    ));
+}
+
+#[test]
+fn a_new_leader_stops_waiting_for_a_predecessor_fenced_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let replicas = patient_manager(dir.path());
+    let mut image = moved_from_2_to_1();
+    replicas
+        .set_caught_up(|| Arc::new(image.clone()), 0)
+        .unwrap();
+    let partition = replicas.get("r", 0).unwrap();
+    assert!(matches!(
+        partition.append_as_leader(&batch(), None, 0),
+        Err(PartitionError::AwaitingSuccession(_))
+    ));
+    // Fenced, broker 2 holds no lease: nothing is left to wait for. The
+    // controller fences a broker and takes it out of the ISRs together.
+    let partition_epoch = image.topic("r").unwrap().partitions[0].partition_epoch;
+    let fence = Record::Batch(keel_raft_metadata::records::RecordBatch {
+        records: vec![
+            Record::FenceBroker(keel_raft_metadata::records::FenceBroker {
+                node_id: 2,
+                incarnation: 1,
+            })
+            .into(),
+            Record::UpdateIsr(keel_raft_metadata::records::UpdateIsr {
+                topic: "r".into(),
+                partition: 0,
+                leader_epoch: 1,
+                isr: vec![1],
+                partition_epoch,
+                isr_incarnations: vec![1],
+                min_insync_replicas: 1,
+            })
+            .into(),
+        ],
+    });
+    image.apply(&fence.into(), 1).unwrap();
+    replicas.reconcile(|| Arc::new(image), 0).unwrap();
+    partition.append_as_leader(&batch(), None, 0).unwrap();
+}
+
+#[test]
+fn a_leader_that_learns_of_its_leadership_and_the_removal_at_once_still_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let replicas = patient_manager(dir.path());
+    // Broker 2 led; leadership moved to this broker (1) and a reassignment
+    // removed 2, before this broker applied either.
+    let mut image = moved_from_2_to_1();
+    reassign_to_1(&mut image);
+    assert_eq!(
+        image.topic("r").unwrap().partitions[0].previous_leader,
+        Some(2)
+    );
+    replicas.set_caught_up(|| Arc::new(image), 0).unwrap();
+    assert!(matches!(
+        replicas
+            .get("r", 0)
+            .unwrap()
+            .append_as_leader(&batch(), None, 0),
         Err(PartitionError::AwaitingSuccession(_))
     ));
 }

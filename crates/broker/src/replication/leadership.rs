@@ -154,6 +154,7 @@ pub async fn move_leader(
         min_insync_replicas: i32::try_from(min_insync_replicas).unwrap_or(i32::MAX),
         new_leader_log_end_offset,
         predecessor_lease_ms: 0,
+        partition_epoch: Some(current.partition_epoch),
     });
     broker.propose(record.into(), timeout).await?;
     tracing::info!(

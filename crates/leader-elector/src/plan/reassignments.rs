@@ -2,9 +2,15 @@
 //! `keel_raft_metadata::image::reassignment`): once every target replica of
 //! a partition is in its ISR, a leader that is leaving hands over to a live
 //! target replica in the ISR (reason `reassignment`), and a partition whose
-//! leader stays completes. Everything it needs is in the image, so a
-//! controller that takes over mid-reassignment goes on where its
-//! predecessor stopped.
+//! leader stays completes. Everything it needs is in the image and the
+//! replicas' reports, so a controller that takes over mid-reassignment goes
+//! on where its predecessor stopped.
+//!
+//! A reassignment completes only once every live replica it removes has
+//! reported the current leader epoch: the leader it moved away from has
+//! then stopped leading. A successor that applies the leader move and the
+//! completion at once (a broker behind on the metadata) no longer sees the
+//! old leader among the replicas to wait for, and need not.
 
 use keel_raft_metadata::{
     MetadataImage, MetadataRecord, PartitionInfo, Record, TopicInfo,
@@ -17,6 +23,12 @@ use super::{Batch, Change, Judge, is_live};
 /// The batch that moves every reassignment that can move now one step on,
 /// or `None` when none can.
 pub fn reassignments(image: &MetadataImage, judge: &Judge) -> Option<MetadataRecord> {
+    let any = image
+        .topics()
+        .any(|t| t.partitions.iter().any(PartitionInfo::is_reassigning));
+    if !any {
+        return None;
+    }
     let mut batch = Batch {
         scratch: image.clone(),
         records: Vec::new(),
@@ -46,7 +58,13 @@ fn step(
     judge: &Judge,
 ) -> Option<Record> {
     if let Some(complete) = reassignment::complete(&topic.name, partition) {
-        return Some(Record::ChangePartitionReplicas(complete));
+        let learnt = |id: i32| {
+            !is_live(image, judge, id)
+                || (judge.replica_progress)(&topic.name, partition.partition, id)
+                    .is_some_and(|p| p.leader_epoch >= partition.leader_epoch)
+        };
+        let leaving_learnt = partition.removing_replicas.iter().all(|&id| learnt(id));
+        return leaving_learnt.then_some(Record::ChangePartitionReplicas(complete));
     }
     let target = partition.target_replicas();
     let leaving = partition.leader >= 0 && !target.contains(&partition.leader);
@@ -54,16 +72,17 @@ fn step(
     if !(leaving && in_sync) {
         return None;
     }
-    let successor = target
-        .iter()
-        .copied()
-        .find(|&id| is_live(image, judge, id))?;
+    let eligible: Vec<i32> = target
+        .into_iter()
+        .filter(|&id| is_live(image, judge, id))
+        .collect();
+    let successor = *eligible.first()?;
     // The leaving leader stays a replica and in the ISR until the
     // reassignment completes: its successor waits for it to follow.
     let change = Change {
         leader: successor,
         isr: partition.isr.clone(),
-        eligible: target,
+        eligible,
         reason: LeaderChangeReason::Reassignment,
         predecessor_lease_ms: 0,
     };
@@ -79,6 +98,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::plan::ReplicaProgress;
 
     /// Brokers 1 to 4, topic `t` with one partition on 1, 2, 3 led by 1,
     /// being reassigned to `target`.
@@ -129,16 +149,24 @@ mod tests {
         image.apply(&update.into(), 1).unwrap();
     }
 
-    /// One step with brokers `alive`, applied.
-    fn step(image: &mut MetadataImage, alive: &[i32]) -> bool {
+    /// One step with brokers `alive`, each reporting leader epoch `learnt`
+    /// (`None`: no report), applied.
+    fn step_having_learnt(image: &mut MetadataImage, alive: &[i32], learnt: Option<i32>) -> bool {
         let session_alive = |id: i32| alive.contains(&id);
+        let reported = |_: &str, _: i32, _: i32| {
+            learnt.map(|leader_epoch| ReplicaProgress {
+                leader_epoch,
+                log_end_offset: 0,
+                high_watermark: 0,
+            })
+        };
         let judge = Judge {
             controller: 1,
             now_ms: 0,
             session_alive: &session_alive,
             unclean_allowed: &|_| false,
             min_insync_replicas: &|_| 2,
-            replica_progress: &|_, _, _| None,
+            replica_progress: &reported,
             lease_left_ms: &|_| 0,
         };
         match reassignments(image, &judge) {
@@ -148,6 +176,13 @@ mod tests {
             }
             None => false,
         }
+    }
+
+    /// One step with brokers `alive`, every replica knowing the current
+    /// leader epoch.
+    fn step(image: &mut MetadataImage, alive: &[i32]) -> bool {
+        let epoch = partition(image).leader_epoch;
+        step_having_learnt(image, alive, Some(epoch))
     }
 
     #[test]
@@ -181,6 +216,11 @@ mod tests {
             LeaderChangeReason::Reassignment as i32,
             "recorded with its reason"
         );
+        assert!(
+            !step_having_learnt(&mut image, &[1, 2, 3], Some(0)),
+            "1 has not learnt that it no longer leads"
+        );
+        assert!(!step_having_learnt(&mut image, &[1, 2, 3], None));
         assert!(step(&mut image, &[1, 2, 3]));
         let p = partition(&image);
         assert_eq!(p.replicas, vec![4, 2, 3]);

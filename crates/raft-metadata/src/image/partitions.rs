@@ -5,10 +5,72 @@
 //! that leave the ISR while it is below min.insync.replicas stay eligible to
 //! lead (KIP-966).
 
-use super::{ApplyError, MetadataImage, PartitionInfo};
+use super::{ApplyError, MetadataImage};
 use crate::records::{
     LeaderChangeReason, LeadershipChange, PartitionAssignment, SetPartitionLeader, UpdateIsr,
 };
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub partition: i32,
+    pub replicas: Vec<i32>,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub isr: Vec<i32>,
+    /// Bumped by every leader or ISR change; an ISR update must name the
+    /// current one.
+    pub partition_epoch: i32,
+    /// Eligible leader replicas (KIP-966): out of the ISR but holding every
+    /// committed record. Never overlaps `isr`.
+    pub elr: Vec<i32>,
+    /// How long the previous leader may still have held a lease when the
+    /// current leadership was decided (see `SetPartitionLeader`).
+    pub predecessor_lease_ms: i64,
+    /// While a reassignment is in progress, the replicas it adds and the
+    /// ones it removes; both are in `replicas` (see `reassignment`).
+    pub adding_replicas: Vec<i32>,
+    pub removing_replicas: Vec<i32>,
+    /// Who led before the current leader took over, if anyone did: until
+    /// it has followed, it may not know it no longer leads, even once a
+    /// reassignment has removed it from the replicas.
+    pub previous_leader: Option<i32>,
+}
+
+impl From<&PartitionAssignment> for PartitionInfo {
+    fn from(a: &PartitionAssignment) -> Self {
+        Self {
+            partition: a.partition,
+            replicas: a.replicas.clone(),
+            leader: a.leader,
+            leader_epoch: a.leader_epoch,
+            isr: a.isr.clone(),
+            partition_epoch: a.partition_epoch,
+            elr: a.elr.clone(),
+            predecessor_lease_ms: a.predecessor_lease_ms,
+            adding_replicas: a.adding_replicas.clone(),
+            removing_replicas: a.removing_replicas.clone(),
+            previous_leader: a.previous_leader,
+        }
+    }
+}
+
+impl From<&PartitionInfo> for PartitionAssignment {
+    fn from(p: &PartitionInfo) -> Self {
+        Self {
+            partition: p.partition,
+            replicas: p.replicas.clone(),
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            isr: p.isr.clone(),
+            partition_epoch: p.partition_epoch,
+            elr: p.elr.clone(),
+            predecessor_lease_ms: p.predecessor_lease_ms,
+            adding_replicas: p.adding_replicas.clone(),
+            removing_replicas: p.removing_replicas.clone(),
+            previous_leader: p.previous_leader,
+        }
+    }
+}
 
 impl MetadataImage {
     pub(super) fn set_partition_leader(
@@ -21,6 +83,14 @@ impl MetadataImage {
             return Err(ApplyError::StaleLeaderEpoch {
                 expected: current.leader_epoch + 1,
                 got: r.leader_epoch,
+            });
+        }
+        if let Some(decided_at) = r.partition_epoch
+            && decided_at != current.partition_epoch
+        {
+            return Err(ApplyError::StalePartitionEpoch {
+                expected: current.partition_epoch,
+                got: decided_at,
             });
         }
         check_leader_and_isr(&current.replicas, r.leader, &r.isr)?;
@@ -42,6 +112,9 @@ impl MetadataImage {
         partition.partition_epoch = next_partition_epoch(current.partition_epoch);
         partition.elr = elr;
         partition.predecessor_lease_ms = r.predecessor_lease_ms;
+        partition.previous_leader = (current.leader >= 0 && current.leader != r.leader)
+            .then_some(current.leader)
+            .or(current.previous_leader);
         self.record_change(LeadershipChange {
             sequence: 0,
             topic: r.topic.clone(),
@@ -221,6 +294,7 @@ pub(super) fn new_partition(a: &PartitionAssignment) -> PartitionInfo {
         elr: Vec::new(),
         adding_replicas: Vec::new(),
         removing_replicas: Vec::new(),
+        previous_leader: None,
         ..PartitionInfo::from(a)
     }
 }

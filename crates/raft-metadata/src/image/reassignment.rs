@@ -15,10 +15,11 @@
 //!    leave the ISR and the ELR.
 //!
 //! A cancel reverts to the original replicas: the ones being added leave
-//! the ISR at once. Kafka may elect a new leader in the same change; here a
-//! leader that is itself being added is removed like a leaving leader
-//! (steps 2 and 3), and a cancel that would leave no original replica in
-//! the ISR is refused, as Kafka refuses it without unclean election.
+//! the ISR at once. Where Kafka elects a new leader in the same change, a
+//! leader that is itself being added hands over to an original replica in
+//! the ISR first, by a leader change of its own; a cancel that would leave
+//! no original replica in the ISR is refused, as Kafka refuses it without
+//! unclean election.
 //!
 //! The decisions are pure functions of the partition ([`start`],
 //! [`complete`], [`cancel`]); a `ChangePartitionReplicas` record carries
@@ -57,6 +58,15 @@ pub enum ReassignmentError {
          an unclean leader election."
     )]
     RevertNeedsUncleanElection { topic: String, partition: i32 },
+    #[error(
+        "Unable to revert partition assignment for {topic}:{partition}: its leader {leader} is a \
+         replica being added, and no live original replica in the ISR could take over."
+    )]
+    LeaderBeingAdded {
+        topic: String,
+        partition: i32,
+        leader: i32,
+    },
 }
 
 impl PartitionInfo {
@@ -79,33 +89,38 @@ impl PartitionInfo {
 }
 
 impl MetadataImage {
-    /// Checks a reassignment's target as Kafka does: non-empty, no broker
-    /// twice, every broker registered; with `allow_replication_factor_change`
-    /// false (KIP-860), as many replicas as the partition had before any
-    /// reassignment in progress.
+    /// Checks a reassignment's target as Kafka does, in Kafka's order: with
+    /// `allow_replication_factor_change` false (KIP-860), as many replicas
+    /// as the partition is heading for (its target, if a reassignment is in
+    /// progress); then non-empty, and, broker by broker in id order,
+    /// registered and not named twice.
     pub fn check_reassignment_target(
         &self,
         partition: &PartitionInfo,
         target: &[i32],
         allow_replication_factor_change: bool,
     ) -> Result<(), ReassignmentError> {
-        if target.is_empty() {
-            return Err(ReassignmentError::EmptyReplicas);
-        }
-        let mut sorted = target.to_vec();
-        sorted.sort_unstable();
-        if let Some(unknown) = sorted.iter().find(|id| self.broker(**id).is_none()) {
-            return Err(ReassignmentError::UnknownBroker(*unknown));
-        }
-        if let Some(twice) = sorted.windows(2).find(|w| w[0] == w[1]) {
-            return Err(ReassignmentError::DuplicateReplica(twice[0]));
-        }
-        let from = partition.original_replicas().len();
+        let from = partition.target_replicas().len();
         if !allow_replication_factor_change && from != target.len() {
             return Err(ReassignmentError::ReplicationFactorChanged {
                 from,
                 to: target.len(),
             });
+        }
+        if target.is_empty() {
+            return Err(ReassignmentError::EmptyReplicas);
+        }
+        let mut sorted = target.to_vec();
+        sorted.sort_unstable();
+        let mut previous = None;
+        for id in sorted {
+            if self.broker(id).is_none() {
+                return Err(ReassignmentError::UnknownBroker(id));
+            }
+            if previous == Some(id) {
+                return Err(ReassignmentError::DuplicateReplica(id));
+            }
+            previous = Some(id);
         }
         Ok(())
     }
@@ -182,15 +197,28 @@ impl MetadataImage {
 /// The change that moves `partition` of `topic` to `target` (checked with
 /// [`MetadataImage::check_reassignment_target`]), completed at once when
 /// the ISR already allows it; `None` when the replicas are already the
-/// target and nothing is in progress. The adding replicas are the target
-/// replicas that were not replicas before any reassignment in progress.
+/// target and nothing is in progress.
+///
+/// Measured from the replicas before any reassignment in progress: the
+/// adding replicas are the target's new ones, the removing replicas the
+/// original ones the target leaves out. A replica an earlier reassignment
+/// was adding that the new target leaves out is dropped at once, from the
+/// ISR too (nothing depended on it), unless it leads: then it leaves like a
+/// removed leader.
 pub fn start(
     topic: &str,
     partition: &PartitionInfo,
     target: &[i32],
 ) -> Option<ChangePartitionReplicas> {
     let original = partition.original_replicas();
-    let mut removing = without(&partition.replicas, target);
+    let abandoned: Vec<i32> = without(&partition.adding_replicas, target)
+        .into_iter()
+        .filter(|&id| id != partition.leader)
+        .collect();
+    let mut removing: Vec<i32> = without(&partition.replicas, target)
+        .into_iter()
+        .filter(|id| !abandoned.contains(id))
+        .collect();
     removing.sort_unstable();
     let mut adding = without(target, &original);
     adding.sort_unstable();
@@ -204,6 +232,7 @@ pub fn start(
         replicas,
         adding_replicas: adding,
         removing_replicas: removing,
+        isr: without(&partition.isr, &abandoned),
         ..partition.clone()
     };
     Some(complete(topic, &started).unwrap_or_else(|| change(topic, &started, started.isr.clone())))
@@ -236,7 +265,9 @@ pub fn complete(topic: &str, partition: &PartitionInfo) -> Option<ChangePartitio
 
 /// The change that cancels the reassignment in progress: back to the
 /// original replicas, without the ones being added in the ISR. A leader
-/// that is being added stays until it is moved like a leaving leader.
+/// that is being added must hand over to an original replica first
+/// ([`ReassignmentError::LeaderBeingAdded`]), by a leader change of its
+/// own, so its successor waits for it to follow.
 pub fn cancel(
     topic: &str,
     partition: &PartitionInfo,
@@ -244,31 +275,24 @@ pub fn cancel(
     if !partition.is_reassigning() {
         return Err(ReassignmentError::NotInProgress);
     }
-    let mut replicas = partition.original_replicas();
-    let isr_kept = without(&partition.isr, &partition.adding_replicas);
-    if isr_kept.is_empty() {
+    if partition.adding_replicas.contains(&partition.leader) {
+        return Err(ReassignmentError::LeaderBeingAdded {
+            topic: topic.to_string(),
+            partition: partition.partition,
+            leader: partition.leader,
+        });
+    }
+    let isr = without(&partition.isr, &partition.adding_replicas);
+    if isr.is_empty() {
         return Err(ReassignmentError::RevertNeedsUncleanElection {
             topic: topic.to_string(),
             partition: partition.partition,
         });
     }
-    let leader_added = partition.adding_replicas.contains(&partition.leader);
-    let (isr, removing) = if leader_added {
-        replicas.push(partition.leader);
-        let isr = partition
-            .isr
-            .iter()
-            .copied()
-            .filter(|id| *id == partition.leader || !partition.adding_replicas.contains(id))
-            .collect();
-        (isr, vec![partition.leader])
-    } else {
-        (isr_kept, Vec::new())
-    };
     let reverted = PartitionInfo {
-        replicas,
+        replicas: partition.original_replicas(),
         adding_replicas: Vec::new(),
-        removing_replicas: removing,
+        removing_replicas: Vec::new(),
         ..partition.clone()
     };
     Ok(change(topic, &reverted, isr))

@@ -19,6 +19,7 @@ fn assignment(partition: i32) -> PartitionAssignment {
         predecessor_lease_ms: 0,
         adding_replicas: vec![],
         removing_replicas: vec![],
+        previous_leader: None,
     }
 }
 
@@ -62,6 +63,7 @@ fn set_leader(leader: i32, epoch: i32, isr: Vec<i32>) -> MetadataRecord {
         min_insync_replicas: 3,
         new_leader_log_end_offset: Some(8),
         predecessor_lease_ms: 0,
+        partition_epoch: None,
     })
     .into()
 }
@@ -226,6 +228,32 @@ fn leader_changes_need_the_next_epoch_and_are_recorded() {
     // No candidate: the partition goes offline at the next epoch.
     image.apply(&set_leader(-1, 2, vec![]), 4).unwrap();
     assert_eq!(image.topic("t").unwrap().partition(0).unwrap().leader, -1);
+}
+
+#[test]
+fn a_leader_change_decided_before_the_isr_changed_is_refused() {
+    let mut image = MetadataImage::default();
+    for id in 1..=3 {
+        image.apply(&register(id, 10), 1).unwrap();
+    }
+    image.apply(&create("t", 1, 1), 1).unwrap();
+    // Decided while 3 was in the ISR; then the leader took 3 out, and
+    // acknowledged writes 3 does not have.
+    let mut decided = set_leader(3, 1, vec![1, 2, 3]);
+    if let Some(Record::SetPartitionLeader(change)) = &mut decided.record {
+        change.partition_epoch = Some(0);
+    }
+    image
+        .apply(&update_isr(0, 0, &[(1, 10), (2, 10)], 2), 1)
+        .unwrap();
+    assert_eq!(
+        image.apply(&decided, 1),
+        Err(ApplyError::StalePartitionEpoch {
+            expected: 1,
+            got: 0
+        })
+    );
+    assert_eq!(image.topic("t").unwrap().partition(0).unwrap().leader, 1);
 }
 
 #[test]

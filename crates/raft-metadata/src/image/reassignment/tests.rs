@@ -116,14 +116,45 @@ fn a_target_the_isr_already_covers_completes_at_once() {
 }
 
 #[test]
-fn a_new_target_keeps_replicas_still_being_added_as_adding() {
+fn a_new_target_is_measured_from_the_original_replicas() {
     let mut image = image();
     let change = start("t", &partition(&image), &[4, 5, 1]).unwrap();
     apply(&mut image, change);
+    join_isr(&mut image, &[1, 2, 3, 5]);
     let again = start("t", &partition(&image), &[1, 2, 4]).unwrap();
-    assert_eq!(again.replicas, vec![1, 2, 4, 3, 5]);
+    // 5 was being added and is not wanted any more: it goes at once.
+    assert_eq!(again.replicas, vec![1, 2, 4, 3]);
     assert_eq!(again.adding_replicas, vec![4]);
-    assert_eq!(again.removing_replicas, vec![3, 5]);
+    assert_eq!(again.removing_replicas, vec![3]);
+    assert_eq!(again.isr, vec![1, 2, 3]);
+    apply(&mut image, again);
+    // A cancel now goes back to the replicas before either.
+    let reverted = cancel("t", &partition(&image)).unwrap();
+    assert_eq!(reverted.replicas, vec![1, 2, 3]);
+    // KIP-860 counts the replicas the partition is heading for.
+    let p = partition(&image);
+    assert_eq!(
+        image.check_reassignment_target(&p, &[1, 2, 5], false),
+        Ok(())
+    );
+    assert_eq!(
+        image.check_reassignment_target(&p, &[1, 2], false),
+        Err(ReassignmentError::ReplicationFactorChanged { from: 3, to: 2 })
+    );
+}
+
+#[test]
+fn a_replica_being_added_that_leads_leaves_like_a_removed_leader() {
+    let mut p = partition(&image());
+    p.replicas = vec![4, 5, 1, 2, 3];
+    p.adding_replicas = vec![4, 5];
+    p.removing_replicas = vec![2, 3];
+    p.isr = vec![1, 2, 3, 4];
+    p.leader = 4;
+    let again = start("t", &p, &[1, 2, 3]).unwrap();
+    assert_eq!(again.replicas, vec![1, 2, 3, 4]);
+    assert_eq!(again.removing_replicas, vec![4]);
+    assert_eq!(again.isr, vec![1, 2, 3, 4]);
 }
 
 #[test]
@@ -152,7 +183,7 @@ fn a_cancel_that_would_leave_the_isr_without_an_original_replica_is_refused() {
     p.adding_replicas = vec![4];
     p.removing_replicas = vec![1];
     p.isr = vec![4];
-    p.leader = 4;
+    p.leader = -1;
     assert!(matches!(
         cancel("t", &p),
         Err(ReassignmentError::RevertNeedsUncleanElection { .. })
@@ -160,17 +191,20 @@ fn a_cancel_that_would_leave_the_isr_without_an_original_replica_is_refused() {
 }
 
 #[test]
-fn a_cancel_keeps_a_leader_that_was_being_added_until_it_is_moved() {
+fn a_cancel_waits_for_a_leader_being_added_to_hand_over() {
     let mut p = partition(&image());
     p.replicas = vec![4, 1, 2];
     p.adding_replicas = vec![4];
     p.removing_replicas = vec![2];
     p.isr = vec![4, 1, 2];
     p.leader = 4;
+    assert!(matches!(
+        cancel("t", &p),
+        Err(ReassignmentError::LeaderBeingAdded { leader: 4, .. })
+    ));
+    p.leader = 1;
     let change = cancel("t", &p).unwrap();
-    assert_eq!(change.replicas, vec![1, 2, 4]);
-    assert_eq!(change.removing_replicas, vec![4]);
-    assert_eq!(change.isr, vec![4, 1, 2]);
+    assert_eq!((change.replicas, change.isr), (vec![1, 2], vec![1, 2]));
 }
 
 #[test]
@@ -186,6 +220,16 @@ fn targets_are_checked_as_kafka_checks_them() {
     assert_eq!(
         check(&[2, 1, 2], true),
         Err(ReassignmentError::DuplicateReplica(2))
+    );
+    assert_eq!(
+        check(&[2, 2, 9], true),
+        Err(ReassignmentError::DuplicateReplica(2)),
+        "in id order, as Kafka checks"
+    );
+    assert_eq!(
+        check(&[], false),
+        Err(ReassignmentError::ReplicationFactorChanged { from: 3, to: 0 }),
+        "the replication factor first"
     );
     assert_eq!(
         check(&[1, 2], false),
