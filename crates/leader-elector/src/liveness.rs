@@ -111,6 +111,20 @@ impl Liveness {
         Heartbeat::Renewed
     }
 
+    /// `broker` at `incarnation` is stopping, as its controlled shutdown's
+    /// leadership moves show before its next heartbeat can say so: from now
+    /// on it is no candidate, so nothing moves leadership straight back.
+    /// Its heartbeats remain the authority: the next one says so too.
+    pub fn stopping(&mut self, broker: i32, incarnation: u64) {
+        if let Some(session) = self
+            .sessions
+            .get_mut(&broker)
+            .filter(|s| s.incarnation == incarnation)
+        {
+            session.stopping = true;
+        }
+    }
+
     /// `broker`'s process at `incarnation` is known to be gone (nothing
     /// listens where it served): its session lapses now rather than a
     /// session timeout after its last heartbeat. A heartbeat from it after
@@ -280,5 +294,17 @@ mod tests {
         liveness.start_term([(1, 7)], 1_000);
         liveness.heartbeat(1, 7, false, 900);
         assert!(liveness.is_alive(1, 1_600));
+    }
+
+    #[test]
+    fn a_broker_seen_moving_its_leaderships_off_is_no_candidate() {
+        let mut liveness = Liveness::new(TIMEOUT);
+        liveness.start_term([(1, 7)], 0);
+        liveness.stopping(1, 6);
+        assert!(liveness.is_candidate(1, 10), "an older incarnation's stop");
+        liveness.stopping(1, 7);
+        assert!(liveness.is_alive(1, 10) && !liveness.is_candidate(1, 10));
+        liveness.heartbeat(1, 8, false, 40);
+        assert!(liveness.is_candidate(1, 50), "restarted");
     }
 }
