@@ -358,3 +358,64 @@ async fn unfence(broker: Arc<Broker>, node_id: i32, incarnation: u64) {
         .unwrap_or_else(PoisonError::into_inner);
     state.unfencing.remove(&node_id);
 }
+
+#[cfg(test)]
+mod tests {
+    use keel_raft_metadata::records::SetPartitionLeader;
+
+    use super::*;
+    use crate::test_image::{apply, create_topic, partition, register};
+
+    /// Brokers 1 and 2 at incarnation 7; broker 2 led `t`-0 and, stopping,
+    /// moved it to 1 (history sequence 1).
+    fn moved_off_2() -> MetadataImage {
+        let mut image = MetadataImage::default();
+        register(&mut image, 1, 7);
+        register(&mut image, 2, 7);
+        create_topic(
+            &mut image,
+            "t",
+            1,
+            vec![partition(0, &[2, 1], 2, &[2, 1])],
+            0,
+        );
+        let moved = SetPartitionLeader {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            leader_epoch: 1,
+            isr: vec![2, 1],
+            reason: LeaderChangeReason::ControlledShutdown as i32,
+            ..Default::default()
+        };
+        apply(&mut image, Record::SetPartitionLeader(moved));
+        image
+    }
+
+    fn candidate(controller: &Controller, term: u64, image: &MetadataImage, id: i32) -> bool {
+        let now = controller.now_ms();
+        controller
+            .state_for(term, image, now)
+            .liveness
+            .is_candidate(id, now)
+    }
+
+    #[test]
+    fn a_broker_seen_moving_its_leaderships_off_is_no_candidate_before_it_heartbeats() {
+        let controller = Controller::new(Duration::from_secs(10));
+        let image = moved_off_2();
+        assert!(candidate(&controller, 3, &image, 2));
+        let next = controller.note_controlled_shutdowns(3, &image, 1);
+        assert_eq!(next, image.next_history_sequence());
+        assert!(!candidate(&controller, 3, &image, 2));
+        assert!(candidate(&controller, 3, &image, 1));
+    }
+
+    #[test]
+    fn controlled_shutdowns_already_seen_mark_nobody_again() {
+        let controller = Controller::new(Duration::from_secs(10));
+        let image = moved_off_2();
+        controller.note_controlled_shutdowns(3, &image, image.next_history_sequence());
+        assert!(candidate(&controller, 3, &image, 2));
+    }
+}
