@@ -306,11 +306,17 @@ impl ReplicaManager {
         }
 
         let previous = reconciled.applied.take();
+        // A broker fenced since may be a predecessor that a new leader
+        // here waits for: its topic is looked at again, though unchanged.
+        let brokers_changed = previous
+            .as_ref()
+            .is_none_or(|p| !p.brokers().eq(image.brokers()));
         let unchanged = |topic: &Arc<TopicInfo>| {
             previous
                 .as_ref()
                 .and_then(|p| p.topic(&topic.name))
                 .is_some_and(|before| Arc::ptr_eq(before, topic))
+                && !(brokers_changed && self.awaits_succession(&topic.name))
         };
         for topic in image.topics().filter(|t| !unchanged(t)) {
             self.apply_topic(image, topic, caught_up, now_ms, &mut changes)?;
@@ -393,6 +399,15 @@ impl ReplicaManager {
             }
         }
         Ok(())
+    }
+
+    /// Whether a partition of `topic` hosted here leads and takes no write
+    /// yet, waiting for earlier leaders to stop.
+    fn awaits_succession(&self, topic: &str) -> bool {
+        let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
+        topics
+            .get(topic)
+            .is_some_and(|t| t.partitions.values().any(|p| p.awaits_succession()))
     }
 
     /// Every local replica learns the leader epoch `image` names for it,

@@ -205,6 +205,12 @@ impl Partition {
         Ok(outcome)
     }
 
+    /// Whether this replica leads and takes no write yet, waiting for
+    /// earlier leaders to stop.
+    pub fn awaits_succession(&self) -> bool {
+        self.succession_pending.load(Ordering::Acquire)
+    }
+
     /// How much longer this leader must wait before taking writes, for
     /// earlier leaders to stop (see `replication::succession`); `None`
     /// when it may take them, or does not lead. The first call that finds

@@ -275,13 +275,9 @@ fn reassign_to_1(image: &mut MetadataImage) {
         .unwrap();
 }
 
-#[test]
-fn a_new_leader_waits_for_its_predecessor_even_once_a_reassignment_removed_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let replicas = patient_manager(dir.path());
-    // Broker 2 led; leadership moved to this broker (1), which takes no
-    // write until 2 has fetched in the new epoch.
-    let mut image = moved_from_2_to_1();
+/// Broker 1's replica of `r` once `replicas` has applied `image`: it leads
+/// and takes no write yet.
+fn awaiting_leader(replicas: &ReplicaManager, image: &MetadataImage) -> Arc<Partition> {
     replicas
         .set_caught_up(|| Arc::new(image.clone()), 0)
         .unwrap();
@@ -290,6 +286,17 @@ fn a_new_leader_waits_for_its_predecessor_even_once_a_reassignment_removed_it() 
         partition.append_as_leader(&batch(), None, 0),
         Err(PartitionError::AwaitingSuccession(_))
     ));
+    partition
+}
+
+#[test]
+fn a_new_leader_waits_for_its_predecessor_even_once_a_reassignment_removed_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let replicas = patient_manager(dir.path());
+    // Broker 2 led; leadership moved to this broker (1), which takes no
+    // write until 2 has fetched in the new epoch.
+    let mut image = moved_from_2_to_1();
+    let partition = awaiting_leader(&replicas, &image);
     // The reassignment to this broker alone completes at once, and 2 is
     // no longer a replica; it may still think it leads.
     reassign_to_1(&mut image);
@@ -306,14 +313,7 @@ fn a_new_leader_stops_waiting_for_a_predecessor_fenced_meanwhile() {
     let dir = tempfile::tempdir().unwrap();
     let replicas = patient_manager(dir.path());
     let mut image = moved_from_2_to_1();
-    replicas
-        .set_caught_up(|| Arc::new(image.clone()), 0)
-        .unwrap();
-    let partition = replicas.get("r", 0).unwrap();
-    assert!(matches!(
-        partition.append_as_leader(&batch(), None, 0),
-        Err(PartitionError::AwaitingSuccession(_))
-    ));
+    let partition = awaiting_leader(&replicas, &image);
     // Fenced, broker 2 holds no lease: nothing is left to wait for. The
     // controller fences a broker and takes it out of the ISRs together.
     let partition_epoch = image.topic("r").unwrap().partitions[0].partition_epoch;
@@ -361,4 +361,32 @@ fn a_leader_that_learns_of_its_leadership_and_the_removal_at_once_still_waits() 
             .append_as_leader(&batch(), None, 0),
         Err(PartitionError::AwaitingSuccession(_))
     ));
+}
+
+#[test]
+fn a_new_leader_stops_waiting_for_a_predecessor_fenced_outside_the_isr() {
+    let dir = tempfile::tempdir().unwrap();
+    let replicas = patient_manager(dir.path());
+    // Broker 2 led, and left the ISR before its fence: the fence changes
+    // no partition.
+    let mut image = moved_from_2_to_1();
+    let partition_epoch = image.topic("r").unwrap().partitions[0].partition_epoch;
+    let shrink = Record::UpdateIsr(keel_raft_metadata::records::UpdateIsr {
+        topic: "r".into(),
+        partition: 0,
+        leader_epoch: 1,
+        isr: vec![1],
+        partition_epoch,
+        isr_incarnations: vec![1],
+        min_insync_replicas: 1,
+    });
+    image.apply(&shrink.into(), 1).unwrap();
+    let partition = awaiting_leader(&replicas, &image);
+    let fence = Record::FenceBroker(keel_raft_metadata::records::FenceBroker {
+        node_id: 2,
+        incarnation: 1,
+    });
+    image.apply(&fence.into(), 1).unwrap();
+    replicas.reconcile(|| Arc::new(image), 0).unwrap();
+    partition.append_as_leader(&batch(), None, 0).unwrap();
 }
