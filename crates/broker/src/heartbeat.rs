@@ -177,7 +177,12 @@ async fn send(
             }
         }
     };
-    if reply.status() != HeartbeatStatus::NotController {
+    // A controller that did not know this incarnation yet may drop what it
+    // reported: sent again with the next heartbeat.
+    if !matches!(
+        reply.status(),
+        HeartbeatStatus::NotController | HeartbeatStatus::UnknownIncarnation
+    ) {
         reports.heard(controller, progress);
     }
     Some(reply)

@@ -281,7 +281,9 @@ mod tests {
         });
         image.apply(&group_config.into(), 2).unwrap();
         let partition = &image.topic("t").unwrap().partitions[0];
-        let reassign = crate::image::reassignment::start("t", partition, &[3, 4]).unwrap();
+        let reassign = crate::image::reassignment::start("t", partition, &[3, 4])
+            .unwrap()
+            .unwrap();
         image
             .apply(&Record::ChangePartitionReplicas(reassign).into(), 2)
             .unwrap();

@@ -7,8 +7,6 @@
 //! `keel_leader_elector::plan::reassignments`): new replicas catch up into
 //! the ISR, a leaving leader hands over, the reassignment completes.
 
-use std::time::Duration;
-
 use kafka_protocol::{
     messages::{
         AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse,
@@ -37,11 +35,11 @@ pub(super) async fn handle(
 ) -> AlterPartitionReassignmentsResponse {
     let timeout = admin_timeout(request.timeout_ms);
     let deadline = tokio::time::Instant::now() + timeout;
-    hand_over_from_leaders_being_added(ctx.broker, &request, timeout).await;
     // A partition that changed between deciding and committing (an ISR
     // update, say) makes the batch stale: decided again, until the
     // request's timeout, after which the client is told to retry.
     let outcomes = loop {
+        hand_over_from_leaders_that_leave(ctx.broker, &request, deadline).await;
         let (outcomes, records) = decide(&ctx.broker.image(), &request);
         if records.is_empty() {
             break outcomes;
@@ -90,50 +88,56 @@ pub(super) async fn handle(
         .with_responses(responses)
 }
 
-/// Before a cancel, a leader that is one of the replicas being added hands
-/// over to the first live original replica in the ISR, in a leader change
-/// of its own (reason `reassignment`): the revert then removes a replica
+/// A leader that is one of the replicas being added, and that the change
+/// asked for drops (a cancel, or a new target without it), first hands
+/// over to the first live replica in the ISR that stays, in a leader change
+/// of its own (reason `reassignment`): the change then removes a replica
 /// that no longer leads, and its successor waits for it to follow. A
-/// partition none can take over is left to `reassignment::cancel` to
-/// refuse.
-async fn hand_over_from_leaders_being_added(
+/// partition none can take over is left to `reassignment` to refuse.
+async fn hand_over_from_leaders_that_leave(
     broker: &Broker,
     request: &AlterPartitionReassignmentsRequest,
-    timeout: Duration,
+    deadline: tokio::time::Instant,
 ) {
-    let mut cancels = Vec::new();
+    let mut asked = Vec::new();
     for topic in &request.topics {
-        for partition in topic.partitions.iter().filter(|p| p.replicas.is_none()) {
-            cancels.push((topic.name.0.to_string(), partition.partition_index));
+        for p in &topic.partitions {
+            let target: Option<Vec<i32>> = p
+                .replicas
+                .as_ref()
+                .map(|ids| ids.iter().map(|id| id.0).collect());
+            asked.push((topic.name.0.to_string(), p.partition_index, target));
         }
     }
-    for (topic, index) in cancels {
+    for (topic, index, target) in asked {
         let topic = topic.as_str();
         let image = broker.image();
         let Some(info) = image.topic(topic).and_then(|t| t.partition(index)) else {
             continue;
         };
-        if !info.adding_replicas.contains(&info.leader) {
+        let staying = target.unwrap_or_else(|| info.original_replicas());
+        if !info.adding_replicas.contains(&info.leader) || staying.contains(&info.leader) {
             continue;
         }
         let live = |id: &i32| image.broker(*id).is_some_and(|b| !b.fenced);
-        let successor = info
-            .original_replicas()
+        let Some(successor) = staying
             .into_iter()
-            .find(|id| info.isr.contains(id) && live(id));
-        if let Some(successor) = successor {
-            let moved = move_leader(
-                broker,
-                topic,
-                index,
-                Target::Broker(successor),
-                LeaderChangeReason::Reassignment,
-                timeout,
-            )
-            .await;
-            if let Err(error) = moved {
-                tracing::info!(topic, partition = index, %error, "the leader being added did not hand over");
-            }
+            .find(|id| info.isr.contains(id) && live(id))
+        else {
+            continue;
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let reason = LeaderChangeReason::Reassignment;
+        let moved = move_leader(
+            broker,
+            topic,
+            index,
+            Target::Broker(successor),
+            reason,
+            left,
+        );
+        if let Err(error) = moved.await {
+            tracing::info!(topic, partition = index, %error, "the leader being added did not hand over");
         }
     }
 }
@@ -219,7 +223,7 @@ fn change_for(
         None => Ok(Some(reassignment::cancel(topic, info)?)),
         Some(target) => {
             image.check_reassignment_target(info, target, allow_replication_factor_change)?;
-            Ok(reassignment::start(topic, info, target))
+            Ok(reassignment::start(topic, info, target)?)
         }
     }
 }

@@ -16,7 +16,7 @@ use keel_leader_elector::{
     schedule::RebalanceSchedule,
 };
 use keel_raft_metadata::{
-    MetadataImage, MetadataRecord, Record, TopicInfo,
+    ApplyError, MetadataImage, MetadataRecord, ProposalError, Record, TopicInfo,
     heartbeat::StalledPartition,
     records::{LeaderChangeReason, LeadershipChangesCommitted, SetHistoryRetention},
 };
@@ -299,37 +299,46 @@ fn judging<R>(
 /// judge; registered and unfenced is what any broker knows; the logs
 /// moved off are this broker's own. Returns how many leaderships moved.
 pub async fn move_leaderships_off(broker: &Broker, timeout: Duration) -> usize {
-    let image = broker.image();
     let node_id = broker.config.node_id;
     let replica_progress =
         |topic: &str, partition: i32, replica: i32| replica_log(broker, topic, partition, replica);
-    // Every leadership moved here is to a live replica, waited for in
-    // the succession rather than timed.
-    let Some(batch) = judging(broker, &|_| true, &replica_progress, &|_| 0, |judge| {
-        plan::move_leaderships_off(&image, node_id, judge)
-    }) else {
-        return 0;
-    };
-    let moves = match &batch.record {
-        Some(Record::Batch(batch)) => batch.records.len(),
-        _ => 0,
-    };
     let started = Instant::now();
-    match broker.propose(batch, timeout).await {
-        Ok(_) => {
-            tracing::info!(
-                partitions = moves,
-                elapsed_ms = started.elapsed().as_millis(),
-                "moved leaderships to other in-sync replicas before stopping"
-            );
-            moves
-        }
-        Err(error) => {
-            tracing::warn!(
-                %error,
-                "could not move leaderships before stopping; the controller will once this broker is fenced"
-            );
-            0
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let image = broker.image();
+        // Every leadership moved here is to a live replica, waited for in
+        // the succession rather than timed.
+        let Some(batch) = judging(broker, &|_| true, &replica_progress, &|_| 0, |judge| {
+            plan::move_leaderships_off(&image, node_id, judge)
+        }) else {
+            return 0;
+        };
+        let moves = match &batch.record {
+            Some(Record::Batch(batch)) => batch.records.len(),
+            _ => 0,
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match broker.propose(batch, left).await {
+            Ok(_) => {
+                tracing::info!(
+                    partitions = moves,
+                    elapsed_ms = started.elapsed().as_millis(),
+                    "moved leaderships to other in-sync replicas before stopping"
+                );
+                return moves;
+            }
+            // An ISR changed since the image the moves were decided on (a
+            // restarted broker rejoining, say): decided again.
+            Err(ProposalError::Rejected(ApplyError::InBatch { error, .. }))
+                if matches!(*error, ApplyError::StalePartitionEpoch { .. })
+                    && tokio::time::Instant::now() < deadline => {}
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    "could not move leaderships before stopping; the controller will once this broker is fenced"
+                );
+                return 0;
+            }
         }
     }
 }

@@ -198,7 +198,9 @@ fn reassigned(moved: bool) -> Arc<MetadataImage> {
     let mut image = image(&records);
     if moved {
         let partition = &image.topic("r").unwrap().partitions[0];
-        let change = keel_raft_metadata::image::reassignment::start("r", partition, &[2]).unwrap();
+        let change = keel_raft_metadata::image::reassignment::start("r", partition, &[2])
+            .unwrap()
+            .unwrap();
         Arc::make_mut(&mut image)
             .apply(&Record::ChangePartitionReplicas(change).into(), 1)
             .unwrap();
@@ -269,7 +271,9 @@ fn moved_from_2_to_1() -> MetadataImage {
 /// Reassigns `r` to broker 1 alone (it completes at once).
 fn reassign_to_1(image: &mut MetadataImage) {
     let info = image.topic("r").unwrap().partitions[0].clone();
-    let change = keel_raft_metadata::image::reassignment::start("r", &info, &[1]).unwrap();
+    let change = keel_raft_metadata::image::reassignment::start("r", &info, &[1])
+        .unwrap()
+        .unwrap();
     image
         .apply(&Record::ChangePartitionReplicas(change).into(), 1)
         .unwrap();

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use keel_leader_elector::policy::{self, Election, Source};
 use keel_raft_metadata::{
-    MetadataImage, PartitionInfo, Record,
+    ApplyError, MetadataImage, PartitionInfo, ProposalError, Record,
     records::{LeaderChangeReason, SetPartitionLeader},
 };
 
@@ -115,12 +115,51 @@ pub async fn move_leader(
     reason: LeaderChangeReason,
     timeout: Duration,
 ) -> Result<(i32, i32), ElectionError> {
-    let image = broker.image();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (record, reason) = decide(broker, &broker.image(), topic, partition, target, reason)?;
+        let (leader, leader_epoch) = (record.leader, record.leader_epoch);
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match broker
+            .propose(Record::SetPartitionLeader(record).into(), left)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(
+                    topic,
+                    partition,
+                    leader,
+                    leader_epoch,
+                    reason = reason.label(),
+                    "moved partition leadership"
+                );
+                return Ok((leader, leader_epoch));
+            }
+            // The partition changed since the image the move was decided
+            // on (an ISR update, say): decided again from the newer one.
+            Err(ProposalError::Rejected(ApplyError::StalePartitionEpoch { .. }))
+                if tokio::time::Instant::now() < deadline => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// The leader change that moves `partition` of `topic` to `target` as
+/// `image` stands, and its reason (`unclean` for a choice from outside the
+/// ISR and ELR).
+fn decide(
+    broker: &Broker,
+    image: &MetadataImage,
+    topic: &str,
+    partition: i32,
+    target: Target,
+    reason: LeaderChangeReason,
+) -> Result<(SetPartitionLeader, LeaderChangeReason), ElectionError> {
     let Choice {
         leader,
         isr,
         unclean,
-    } = choose_leader(&image, topic, partition, target)?;
+    } = choose_leader(image, topic, partition, target)?;
     let reason = if unclean {
         LeaderChangeReason::Unclean
     } else {
@@ -132,18 +171,17 @@ pub async fn move_leader(
     let current = info
         .partition(partition)
         .ok_or(ElectionError::UnknownTopicOrPartition)?;
-    let leader_epoch = current.leader_epoch + 1;
     let old_leader = controller::replica_log(broker, topic, partition, current.leader)
         .filter(|p| p.leader_epoch == current.leader_epoch);
     let new_leader_log_end_offset =
         controller::replica_log(broker, topic, partition, leader).map(|p| p.log_end_offset);
     let min_insync_replicas =
         topic_config::min_insync_replicas(&info.configs, &broker.config.topic_defaults);
-    let record = Record::SetPartitionLeader(SetPartitionLeader {
+    let record = SetPartitionLeader {
         topic: topic.to_string(),
         partition,
         leader,
-        leader_epoch,
+        leader_epoch: current.leader_epoch + 1,
         isr: isr.clone(),
         reason: reason as i32,
         controller: broker.controller_id(),
@@ -155,17 +193,8 @@ pub async fn move_leader(
         new_leader_log_end_offset,
         predecessor_lease_ms: 0,
         partition_epoch: Some(current.partition_epoch),
-    });
-    broker.propose(record.into(), timeout).await?;
-    tracing::info!(
-        topic,
-        partition,
-        leader,
-        leader_epoch,
-        reason = reason.label(),
-        "moved partition leadership"
-    );
-    Ok((leader, leader_epoch))
+    };
+    Ok((record, reason))
 }
 
 #[cfg(test)]

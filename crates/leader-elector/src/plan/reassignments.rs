@@ -124,7 +124,9 @@ mod tests {
             ..Default::default()
         });
         image.apply(&create.into(), 1).unwrap();
-        let start = reassignment::start("t", partition(&image), target).unwrap();
+        let start = reassignment::start("t", partition(&image), target)
+            .unwrap()
+            .unwrap();
         image
             .apply(&Record::ChangePartitionReplicas(start).into(), 1)
             .unwrap();

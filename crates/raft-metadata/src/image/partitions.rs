@@ -167,6 +167,8 @@ impl MetadataImage {
                 partition.elr.retain(|id| *id != node_id);
                 partition.partition_epoch = next_partition_epoch(partition.partition_epoch);
                 if partition.leader == node_id && !partition.isr.contains(&node_id) {
+                    // Restarted, it leads nothing: no successor waits for it.
+                    partition.previous_leader = None;
                     partition.leader = -1;
                     partition.leader_epoch += 1;
                     changes.push(LeadershipChange {

@@ -59,8 +59,8 @@ pub enum ReassignmentError {
     )]
     RevertNeedsUncleanElection { topic: String, partition: i32 },
     #[error(
-        "Unable to revert partition assignment for {topic}:{partition}: its leader {leader} is a \
-         replica being added, and no live original replica in the ISR could take over."
+        "Unable to change the replicas of {topic}:{partition}: its leader {leader}, a replica \
+         being added, would leave, and no live replica in the ISR that stays could take over."
     )]
     LeaderBeingAdded {
         topic: String,
@@ -203,18 +203,18 @@ impl MetadataImage {
 /// adding replicas are the target's new ones, the removing replicas the
 /// original ones the target leaves out. A replica an earlier reassignment
 /// was adding that the new target leaves out is dropped at once, from the
-/// ISR too (nothing depended on it), unless it leads: then it leaves like a
-/// removed leader.
+/// ISR too (nothing depended on it); if it leads, it must hand over first
+/// ([`ReassignmentError::LeaderBeingAdded`]).
 pub fn start(
     topic: &str,
     partition: &PartitionInfo,
     target: &[i32],
-) -> Option<ChangePartitionReplicas> {
+) -> Result<Option<ChangePartitionReplicas>, ReassignmentError> {
+    let abandoned = without(&partition.adding_replicas, target);
+    if abandoned.contains(&partition.leader) {
+        return Err(leader_being_added(topic, partition));
+    }
     let original = partition.original_replicas();
-    let abandoned: Vec<i32> = without(&partition.adding_replicas, target)
-        .into_iter()
-        .filter(|&id| id != partition.leader)
-        .collect();
     let mut removing: Vec<i32> = without(&partition.replicas, target)
         .into_iter()
         .filter(|id| !abandoned.contains(id))
@@ -226,7 +226,7 @@ pub fn start(
     replicas.extend(&removing);
     let unchanged = replicas == partition.replicas && adding.is_empty() && removing.is_empty();
     if unchanged && !partition.is_reassigning() {
-        return None;
+        return Ok(None);
     }
     let started = PartitionInfo {
         replicas,
@@ -235,7 +235,9 @@ pub fn start(
         isr: without(&partition.isr, &abandoned),
         ..partition.clone()
     };
-    Some(complete(topic, &started).unwrap_or_else(|| change(topic, &started, started.isr.clone())))
+    let change =
+        complete(topic, &started).unwrap_or_else(|| change(topic, &started, started.isr.clone()));
+    Ok(Some(change))
 }
 
 /// The change that completes the reassignment in progress, if it may
@@ -276,11 +278,7 @@ pub fn cancel(
         return Err(ReassignmentError::NotInProgress);
     }
     if partition.adding_replicas.contains(&partition.leader) {
-        return Err(ReassignmentError::LeaderBeingAdded {
-            topic: topic.to_string(),
-            partition: partition.partition,
-            leader: partition.leader,
-        });
+        return Err(leader_being_added(topic, partition));
     }
     let isr = without(&partition.isr, &partition.adding_replicas);
     if isr.is_empty() {
@@ -309,6 +307,14 @@ fn change(topic: &str, to: &PartitionInfo, isr: Vec<i32>) -> ChangePartitionRepl
         adding_replicas: to.adding_replicas.clone(),
         removing_replicas: to.removing_replicas.clone(),
         isr,
+    }
+}
+
+fn leader_being_added(topic: &str, partition: &PartitionInfo) -> ReassignmentError {
+    ReassignmentError::LeaderBeingAdded {
+        topic: topic.to_string(),
+        partition: partition.partition,
+        leader: partition.leader,
     }
 }
 
