@@ -192,7 +192,7 @@ impl Controller {
     /// of it is decided or committed.
     fn may_renew(&self, node_id: i32, image: &MetadataImage) -> bool {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        !state.fencing.contains_key(&node_id) && image.broker(node_id).is_some_and(|b| !b.fenced)
+        !state.fencing.contains_key(&node_id) && image.is_unfenced(node_id)
     }
 
     /// The fences of `node_ids` committed: the image says so from now on.
@@ -214,6 +214,10 @@ impl Controller {
         image: &MetadataImage,
         from_sequence: u64,
     ) -> u64 {
+        let next = image.next_history_sequence();
+        if from_sequence >= next {
+            return next;
+        }
         let now = self.now_ms();
         let mut state = self.state_for(term, image, now);
         let moved_off = image
@@ -228,7 +232,7 @@ impl Controller {
                     .stopping(stopping.node_id, stopping.incarnation);
             }
         }
-        image.next_history_sequence()
+        next
     }
 
     /// `node_id`'s process at `incarnation` is gone: its session in `term`

@@ -455,7 +455,7 @@ impl ReplicaManager {
         if info.leader != self.node_id || info.leader_epoch == 0 {
             return Succession::default();
         }
-        let live = |id: &i32| *id != self.node_id && image.broker(*id).is_some_and(|b| !b.fenced);
+        let live = |id: &i32| *id != self.node_id && image.is_unfenced(*id);
         let taken = partition.is_leader() && partition.leader_epoch() == info.leader_epoch;
         let awaiting: Vec<i32> = if taken {
             image.brokers().map(|b| b.node_id).filter(live).collect()

@@ -271,12 +271,12 @@ impl Batch {
 
 /// A broker that may lead or stay in an ISR.
 fn is_live(image: &MetadataImage, judge: &Judge, id: i32) -> bool {
-    image.broker(id).is_some_and(|b| !b.fenced) && (judge.session_alive)(id)
+    image.is_unfenced(id) && (judge.session_alive)(id)
 }
 
 /// Registered and not fenced, session or not.
 fn registered(image: &MetadataImage, id: i32) -> bool {
-    image.broker(id).is_some_and(|b| !b.fenced)
+    image.is_unfenced(id)
 }
 
 /// The change one partition needs, if any.

@@ -127,6 +127,19 @@ pub enum ApplyError {
     },
 }
 
+impl ApplyError {
+    /// Whether the record (or a record of the batch) was decided from an
+    /// older state of its partition: decided again from the newer image,
+    /// it may well apply.
+    pub fn is_stale_partition_epoch(&self) -> bool {
+        match self {
+            Self::StalePartitionEpoch { .. } => true,
+            Self::InBatch { error, .. } => error.is_stale_partition_epoch(),
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetadataImage {
     cluster_id: Option<String>,
@@ -438,6 +451,11 @@ impl MetadataImage {
 
     pub fn broker(&self, node_id: i32) -> Option<&BrokerInfo> {
         self.brokers.get(&node_id)
+    }
+
+    /// Whether `node_id` is registered and not fenced.
+    pub fn is_unfenced(&self, node_id: i32) -> bool {
+        self.broker(node_id).is_some_and(|b| !b.fenced)
     }
 
     pub fn topics(&self) -> impl Iterator<Item = &Arc<TopicInfo>> {

@@ -10,6 +10,7 @@
 use kafka_protocol::{
     messages::{
         AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse,
+        alter_partition_reassignments_request::ReassignablePartition,
         alter_partition_reassignments_response::{
             ReassignablePartitionResponse, ReassignableTopicResponse,
         },
@@ -17,7 +18,7 @@ use kafka_protocol::{
     protocol::StrBytes,
 };
 use keel_raft_metadata::{
-    ApplyError, MetadataImage, MetadataRecord, ProposalError, Record,
+    MetadataImage, MetadataRecord, ProposalError, Record,
     image::reassignment,
     records::{ChangePartitionReplicas, LeaderChangeReason, RecordBatch},
 };
@@ -48,9 +49,7 @@ pub(super) async fn handle(
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match ctx.broker.propose(batch, left).await {
             Ok(_) => break outcomes,
-            Err(ProposalError::Rejected(ApplyError::InBatch { error, .. }))
-                if matches!(*error, ApplyError::StalePartitionEpoch { .. }) =>
-            {
+            Err(ProposalError::Rejected(error)) if error.is_stale_partition_epoch() => {
                 if tokio::time::Instant::now() >= deadline {
                     break fail_changes(outcomes, &ProposalError::Timeout);
                 }
@@ -102,11 +101,7 @@ async fn hand_over_from_leaders_that_leave(
     let mut asked = Vec::new();
     for topic in &request.topics {
         for p in &topic.partitions {
-            let target: Option<Vec<i32>> = p
-                .replicas
-                .as_ref()
-                .map(|ids| ids.iter().map(|id| id.0).collect());
-            asked.push((topic.name.0.to_string(), p.partition_index, target));
+            asked.push((topic.name.0.to_string(), p.partition_index, target(p)));
         }
     }
     for (topic, index, target) in asked {
@@ -119,10 +114,9 @@ async fn hand_over_from_leaders_that_leave(
         if !info.adding_replicas.contains(&info.leader) || staying.contains(&info.leader) {
             continue;
         }
-        let live = |id: &i32| image.broker(*id).is_some_and(|b| !b.fenced);
         let Some(successor) = staying
             .into_iter()
-            .find(|id| info.isr.contains(id) && live(id))
+            .find(|&id| info.isr.contains(&id) && image.is_unfenced(id))
         else {
             continue;
         };
@@ -168,15 +162,11 @@ fn decide(
                 .partitions
                 .iter()
                 .map(|p| {
-                    let target = p
-                        .replicas
-                        .as_ref()
-                        .map(|ids| ids.iter().map(|id| id.0).collect::<Vec<i32>>());
                     let decided = change_for(
                         &scratch,
                         &topic.name.0,
                         p.partition_index,
-                        target.as_deref(),
+                        target(p).as_deref(),
                         request.allow_replication_factor_change,
                     );
                     match decided {
@@ -201,6 +191,14 @@ fn decide(
         })
         .collect();
     (outcomes, records)
+}
+
+/// The replicas a partition of the request is to move to; `None` cancels.
+fn target(partition: &ReassignablePartition) -> Option<Vec<i32>> {
+    partition
+        .replicas
+        .as_ref()
+        .map(|ids| ids.iter().map(|id| id.0).collect())
 }
 
 /// The change one partition asks for: to `target`, or a cancel (`None`).

@@ -15,20 +15,17 @@
 
 use std::collections::BTreeSet;
 
-use kafka_protocol::{
-    messages::{
-        BrokerId, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, TopicName,
-        describe_topic_partitions_response::{
-            Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
-        },
+use kafka_protocol::messages::{
+    BrokerId, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse,
+    describe_topic_partitions_response::{
+        Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
     },
-    protocol::StrBytes,
 };
 use keel_raft_metadata::{MetadataImage, PartitionInfo, TopicInfo};
 
 use super::{
     RequestContext, authorized_operations,
-    topics::{broker_ids, live_leader, offline_replicas, validate_topic_name},
+    topics::{broker_ids, live_leader, offline_replicas, topic_name, validate_topic_name},
 };
 use crate::{error::AdminError, group::storage::OFFSETS_TOPIC};
 
@@ -201,10 +198,6 @@ fn next_cursor(topic: &str, partition: i32) -> Cursor {
     Cursor::default()
         .with_topic_name(topic_name(topic))
         .with_partition_index(partition)
-}
-
-fn topic_name(name: &str) -> TopicName {
-    TopicName(StrBytes::from_string(name.to_string()))
 }
 
 fn is_internal(name: &str) -> bool {

@@ -4,14 +4,17 @@
 //! left out, as Kafka leaves them out.
 
 use kafka_protocol::messages::{
-    BrokerId, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, TopicName,
+    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
     list_partition_reassignments_response::{
         OngoingPartitionReassignment, OngoingTopicReassignment,
     },
 };
 use keel_raft_metadata::{PartitionInfo, TopicInfo};
 
-use super::RequestContext;
+use super::{
+    RequestContext,
+    topics::{broker_ids, topic_name},
+};
 
 pub(super) fn handle(
     ctx: &RequestContext<'_>,
@@ -43,22 +46,19 @@ fn ongoing<'a>(
     topic: &TopicInfo,
     partitions: impl Iterator<Item = &'a PartitionInfo>,
 ) -> Option<OngoingTopicReassignment> {
-    let brokers = |ids: &[i32]| ids.iter().copied().map(BrokerId).collect::<Vec<_>>();
     let partitions: Vec<OngoingPartitionReassignment> = partitions
         .filter(|p| p.is_reassigning())
         .map(|p| {
             OngoingPartitionReassignment::default()
                 .with_partition_index(p.partition)
-                .with_replicas(brokers(&p.replicas))
-                .with_adding_replicas(brokers(&p.adding_replicas))
-                .with_removing_replicas(brokers(&p.removing_replicas))
+                .with_replicas(broker_ids(&p.replicas))
+                .with_adding_replicas(broker_ids(&p.adding_replicas))
+                .with_removing_replicas(broker_ids(&p.removing_replicas))
         })
         .collect();
     (!partitions.is_empty()).then(|| {
         OngoingTopicReassignment::default()
-            .with_name(TopicName::from(
-                kafka_protocol::protocol::StrBytes::from_string(topic.name.clone()),
-            ))
+            .with_name(topic_name(&topic.name))
             .with_partitions(partitions)
     })
 }

@@ -38,7 +38,7 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use kafka_protocol::{
     messages::{
-        BrokerId, ProduceRequest, ProduceResponse, TopicName,
+        BrokerId, ProduceRequest, ProduceResponse,
         produce_response::{
             LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
         },
@@ -51,7 +51,7 @@ use tokio::time::Instant;
 use super::{
     RequestContext,
     leader_hint::{Endpoints, current_leader},
-    topics::leader_replica,
+    topics::{leader_replica, topic_name},
 };
 use crate::{
     broker::{Broker, now_ms},
@@ -296,7 +296,7 @@ fn name_topics_by_id(image: &MetadataImage, request: &mut ProduceRequest) {
     for topic in &mut request.topic_data {
         topic.name = image
             .topic_by_id(&topic.topic_id)
-            .map(|t| TopicName(StrBytes::from_string(t.name.clone())))
+            .map(|t| topic_name(&t.name))
             .unwrap_or_default();
     }
 }

@@ -4,7 +4,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use kafka_protocol::messages::BrokerId;
+use kafka_protocol::{
+    messages::{BrokerId, TopicName},
+    protocol::StrBytes,
+};
 
 use crate::{broker::Broker, error::PartitionError, partition::Partition};
 use keel_raft_metadata::{MetadataImage, PartitionInfo};
@@ -71,7 +74,7 @@ pub(crate) fn colliding_topic<'a>(image: &'a MetadataImage, name: &str) -> Optio
 /// an admin request here that would hold up every later request of their
 /// connection until it times out.
 pub(crate) fn controller_for_clients(broker: &Broker, image: &MetadataImage) -> i32 {
-    let live = |id: i32| image.broker(id).is_some_and(|b| !b.fenced);
+    let live = |id: i32| image.is_unfenced(id);
     let controller = broker.controller_id();
     if controller < 0 || live(controller) {
         controller
@@ -87,8 +90,7 @@ pub(crate) fn controller_for_clients(broker: &Broker, image: &MetadataImage) -> 
 /// controller elects one.
 pub(crate) fn live_leader(image: &MetadataImage, partition: &PartitionInfo) -> Option<i32> {
     image
-        .broker(partition.leader)
-        .is_some_and(|b| !b.fenced)
+        .is_unfenced(partition.leader)
         .then_some(partition.leader)
 }
 
@@ -100,6 +102,11 @@ pub(crate) fn offline_replicas(image: &MetadataImage, partition: &PartitionInfo)
         .filter(|id| image.broker(**id).is_none_or(|b| b.fenced))
         .map(|id| BrokerId(*id))
         .collect()
+}
+
+/// A topic name as the protocol carries it.
+pub(crate) fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
 }
 
 /// Broker ids as the protocol carries them.

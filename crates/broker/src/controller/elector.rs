@@ -16,7 +16,7 @@ use keel_leader_elector::{
     schedule::RebalanceSchedule,
 };
 use keel_raft_metadata::{
-    ApplyError, MetadataImage, MetadataRecord, ProposalError, Record, TopicInfo,
+    MetadataImage, MetadataRecord, ProposalError, Record, TopicInfo,
     heartbeat::StalledPartition,
     records::{LeaderChangeReason, LeadershipChangesCommitted, SetHistoryRetention},
 };
@@ -329,9 +329,8 @@ pub async fn move_leaderships_off(broker: &Broker, timeout: Duration) -> usize {
             }
             // An ISR changed since the image the moves were decided on (a
             // restarted broker rejoining, say): decided again.
-            Err(ProposalError::Rejected(ApplyError::InBatch { error, .. }))
-                if matches!(*error, ApplyError::StalePartitionEpoch { .. })
-                    && tokio::time::Instant::now() < deadline => {}
+            Err(ProposalError::Rejected(error))
+                if error.is_stale_partition_epoch() && tokio::time::Instant::now() < deadline => {}
             Err(error) => {
                 tracing::warn!(
                     %error,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use keel_leader_elector::policy::{self, Election, Source};
 use keel_raft_metadata::{
-    ApplyError, MetadataImage, PartitionInfo, ProposalError, Record,
+    MetadataImage, PartitionInfo, ProposalError, Record,
     records::{LeaderChangeReason, SetPartitionLeader},
 };
 
@@ -68,7 +68,7 @@ pub fn choose_leader(
     if info.leader == wanted {
         return Err(ElectionError::NotNeeded(wanted));
     }
-    let live = image.broker(wanted).is_some_and(|b| !b.fenced);
+    let live = image.is_unfenced(wanted);
     if !(live && info.isr.contains(&wanted)) {
         return Err(match target {
             Target::Preferred => ElectionError::PreferredNotAvailable(wanted),
@@ -87,7 +87,7 @@ fn unclean_choice(image: &MetadataImage, info: &PartitionInfo) -> Result<Choice,
     if info.leader >= 0 {
         return Err(ElectionError::NotNeeded(info.leader));
     }
-    let live = |id: i32| image.broker(id).is_some_and(|b| !b.fenced);
+    let live = |id: i32| image.is_unfenced(id);
     match policy::elect(info, -1, live, |_| None, true) {
         Election::Leader {
             leader,
@@ -137,8 +137,8 @@ pub async fn move_leader(
             }
             // The partition changed since the image the move was decided
             // on (an ISR update, say): decided again from the newer one.
-            Err(ProposalError::Rejected(ApplyError::StalePartitionEpoch { .. }))
-                if tokio::time::Instant::now() < deadline => {}
+            Err(ProposalError::Rejected(error))
+                if error.is_stale_partition_epoch() && tokio::time::Instant::now() < deadline => {}
             Err(error) => return Err(error.into()),
         }
     }
