@@ -610,6 +610,10 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
             flags.group_consumer_max_heartbeat_interval_ms,
         ),
     )?;
+    let migration_policy: crate::group::MigrationPolicy = flags
+        .group_consumer_migration_policy
+        .parse()
+        .map_err(|problem| invalid("group-consumer-migration-policy", problem))?;
     if flags.group_consumer_session_timeout_ms <= flags.group_consumer_heartbeat_interval_ms {
         return Err(invalid(
             "group-consumer-session-timeout-ms",
@@ -692,6 +696,7 @@ fn validate(flags: Flags, explicit: HashSet<String>) -> Result<BrokerConfig, Con
                 session_timeout_ms: flags.group_consumer_session_timeout_ms,
                 heartbeat_interval_ms: flags.group_consumer_heartbeat_interval_ms,
             },
+            migration_policy,
             consumer_limits: crate::group::ConsumerLimits {
                 session_timeout_ms: (
                     flags.group_consumer_min_session_timeout_ms,

@@ -9,15 +9,15 @@ mod common;
 
 use common::{
     groups::{
-        commit, coordinator_ready, fetch_committed, fetch_request, group, join_request, text,
+        commit, consumer_heartbeat, coordinator_ready, fetch_committed, fetch_request, group,
+        join_request, text,
     },
     harness, name, versions,
 };
 use kafka_protocol::messages::{
     ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
-    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, JoinGroupResponse,
-    ListGroupsRequest, ListGroupsResponse, OffsetCommitResponse, OffsetDeleteRequest,
-    OffsetDeleteResponse, OffsetFetchResponse,
+    ConsumerGroupHeartbeatResponse, JoinGroupResponse, ListGroupsRequest, ListGroupsResponse,
+    OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchResponse,
     offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic},
 };
 
@@ -28,18 +28,6 @@ const FENCED_MEMBER_EPOCH: i16 = 110;
 const UNSUPPORTED_ASSIGNOR: i16 = 112;
 const STALE_MEMBER_EPOCH: i16 = 113;
 const INVALID_REGULAR_EXPRESSION: i16 = 128;
-
-fn consumer_heartbeat(
-    group_id: &str,
-    member_id: &str,
-    epoch: i32,
-) -> ConsumerGroupHeartbeatRequest {
-    ConsumerGroupHeartbeatRequest::default()
-        .with_group_id(group(group_id))
-        .with_member_id(text(member_id))
-        .with_member_epoch(epoch)
-        .with_rebalance_timeout_ms(10_000)
-}
 
 #[tokio::test]
 async fn the_consumer_protocol_assigns_fences_and_lets_members_leave_at_every_version() {
@@ -105,6 +93,8 @@ async fn the_consumer_protocol_assigns_fences_and_lets_members_leave_at_every_ve
         fetch.groups[0].member_epoch = joined.member_epoch;
         let fetched: OffsetFetchResponse = h.call(ApiKey::OffsetFetch, 9, &fetch).await;
         assert_eq!(fetch_committed(&fetched, 9), (3, -1));
+        // A classic member may join a consumer group (see group_migration.rs),
+        // but only with a consumer subscription the coordinator can read.
         let classic: JoinGroupResponse = h
             .call(ApiKey::JoinGroup, 9, &join_request(9, &group_id, "c"))
             .await;

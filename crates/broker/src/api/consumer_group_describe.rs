@@ -1,8 +1,9 @@
 //! ConsumerGroupDescribe (KIP-848): a group under the consumer protocol
 //! with its epochs, assignor and members, each with its subscription,
-//! current assignment and target. A group that does not exist, or whose
-//! members use the classic protocol, gets GROUP_ID_NOT_FOUND (clients then
-//! ask DescribeGroups).
+//! current assignment and target, and (v1) whether it speaks the classic
+//! or the consumer protocol. A group that does not exist, or whose members
+//! all use the classic protocol, gets GROUP_ID_NOT_FOUND (clients then ask
+//! DescribeGroups).
 
 use kafka_protocol::{
     ResponseError,
@@ -19,6 +20,8 @@ use crate::group::consumer::{MemberSnapshot, Partitions};
 
 /// The first version telling the member's protocol.
 const MEMBER_TYPE_VERSION: i16 = 1;
+/// `member_type` of a member under the classic protocol.
+const CLASSIC_MEMBER: i8 = 0;
 /// `member_type` of a consumer-protocol member.
 const CONSUMER_MEMBER: i8 = 1;
 
@@ -83,7 +86,11 @@ fn member(member: &MemberSnapshot, image: &MetadataImage, version: i16) -> Membe
         .with_assignment(assignment(&member.assigned, image))
         .with_target_assignment(assignment(&member.target, image));
     if version >= MEMBER_TYPE_VERSION {
-        described.with_member_type(CONSUMER_MEMBER)
+        described.with_member_type(if member.classic.is_some() {
+            CLASSIC_MEMBER
+        } else {
+            CONSUMER_MEMBER
+        })
     } else {
         described
     }

@@ -3,17 +3,13 @@
 
 use std::collections::BTreeSet;
 
-use bytes::Buf;
-use kafka_protocol::{
-    messages::{
-        ConsumerProtocolSubscription, OffsetDeleteRequest, OffsetDeleteResponse,
-        offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic},
-    },
-    protocol::Decodable,
+use kafka_protocol::messages::{
+    OffsetDeleteRequest, OffsetDeleteResponse,
+    offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic},
 };
 
 use super::RequestContext;
-use crate::group::state::Group;
+use crate::group::{embedded, state::Group};
 
 /// Topics the members of a consumer group subscribe to, from their
 /// subscription metadata.
@@ -22,15 +18,8 @@ fn subscribed_topics(group: &Group) -> BTreeSet<String> {
     group
         .members
         .values()
-        .filter_map(|m| {
-            let mut bytes = m.metadata_for(&protocol);
-            if bytes.remaining() < 2 {
-                return None;
-            }
-            let version = bytes.get_i16();
-            ConsumerProtocolSubscription::decode(&mut bytes, version.clamp(0, 3)).ok()
-        })
-        .flat_map(|s| s.topics.into_iter().map(|t| t.to_string()))
+        .filter_map(|m| embedded::decode_subscription(&m.metadata_for(&protocol)))
+        .flat_map(|s| s.topics)
         .collect()
 }
 

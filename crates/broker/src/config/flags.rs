@@ -243,6 +243,16 @@ pub(super) struct Flags {
         default_value_t = 5_000
     )]
     pub(super) group_consumer_heartbeat_interval_ms: i32,
+    /// Which ways a group with members may move between the classic and
+    /// the consumer protocol (KIP-848 online migration): bidirectional,
+    /// upgrade, downgrade or disabled.
+    #[arg(
+        long,
+        env = "KEEL_GROUP_CONSUMER_MIGRATION_POLICY",
+        default_value = "bidirectional",
+        value_name = "POLICY"
+    )]
+    pub(super) group_consumer_migration_policy: String,
     /// Shortest session timeout a consumer-protocol group may be given
     /// (`consumer.session.timeout.ms` of a GROUP resource).
     #[arg(

@@ -1,20 +1,15 @@
 //! What the admin APIs see of groups: ListGroups, DescribeGroups and
 //! DeleteGroups.
 
-use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::{
-    error::ResponseError,
-    messages::{
-        ConsumerProtocolAssignment, ConsumerProtocolSubscription, TopicName,
-        consumer_protocol_assignment::TopicPartition,
-    },
-    protocol::{Encodable, StrBytes},
-};
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use keel_raft_metadata::MetadataImage;
 
 use super::{
     GroupCoordinator,
-    consumer::{Assignor, ConsumerGroup, ConsumerMember, MemberSnapshot},
+    consumer::{Assignor, ConsumerGroup, ConsumerMember, MemberSnapshot, to_names},
+    consumer_heartbeat::ImageCatalog,
+    embedded,
     offsets::CONSUMER_PROTOCOL_TYPE,
     storage::{self, Entry},
 };
@@ -207,43 +202,13 @@ fn describe_consumer_group(group: &ConsumerGroup, image: &MetadataImage) -> Grou
 /// The member's subscription and assignment as the classic consumer
 /// protocol encodes them (version 0, topics by name).
 fn describe_consumer_member(member: &ConsumerMember, image: &MetadataImage) -> MemberDescription {
-    let subscription = ConsumerProtocolSubscription::default().with_topics(
-        member
-            .subscribed_topics
-            .iter()
-            .map(|t| StrBytes::from_string(t.clone()))
-            .collect(),
-    );
-    let assignment = ConsumerProtocolAssignment::default().with_assigned_partitions(
-        member
-            .assigned
-            .iter()
-            .filter_map(|(topic_id, partitions)| {
-                image.topic_by_id(topic_id).map(|topic| {
-                    TopicPartition::default()
-                        .with_topic(TopicName(StrBytes::from_string(topic.name.clone())))
-                        .with_partitions(partitions.iter().copied().collect())
-                })
-            })
-            .collect(),
-    );
+    let assigned = to_names(&member.assigned, &ImageCatalog(image));
     MemberDescription {
         member_id: member.id.clone(),
         instance_id: member.instance_id.clone(),
         client_id: member.client_id.clone(),
         client_host: member.client_host.clone(),
-        metadata: versioned(&subscription),
-        assignment: versioned(&assignment),
-    }
-}
-
-fn versioned(message: &impl Encodable) -> Bytes {
-    let mut out = BytesMut::new();
-    out.put_i16(0);
-    // Encoding a message built here at version 0 cannot fail; an empty
-    // description is the fallback all the same.
-    match message.encode(&mut out, 0) {
-        Ok(()) => out.freeze(),
-        Err(_) => Bytes::new(),
+        metadata: embedded::encode_subscription(member.subscribed_topics.iter().cloned().collect()),
+        assignment: embedded::encode_assignment(0, assigned),
     }
 }

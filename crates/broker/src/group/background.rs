@@ -13,6 +13,7 @@ use std::{
 use super::{
     GroupCoordinator, PartitionLoad,
     consumer::ConsumerGroup,
+    consumer_heartbeat::ImageCatalog,
     state::{Group, GroupState},
     storage::{self, Entry, Loaded, OFFSETS_TOPIC, partition_for},
 };
@@ -103,14 +104,25 @@ impl GroupCoordinator {
             if let Some(consumer) = group.consumer.as_mut() {
                 if consumer.has_expired_members(settings, now) {
                     let before = consumer.snapshot();
+                    let speaking_consumer = consumer.has_consumer_protocol_members();
                     consumer.tick(settings, now);
-                    if !group.is_consumer_group() {
+                    let downgrading = speaking_consumer
+                        && consumer.all_classic()
+                        && self.config.migration_policy.downgrades();
+                    if downgrading {
+                        let catalog = ImageCatalog(&image);
+                        // Nobody waits on a group that was a consumer group.
+                        group
+                            .downgrade(true, &catalog, &self.settings, now)
+                            .deliver();
+                    }
+                    if group.is_empty() {
                         group.empty_since_ms = now;
                     }
                     // A failed write is logged; the members are gone from
                     // memory either way and a later change of theirs is
                     // never written.
-                    let entries = storage::consumer_entries(group, &before);
+                    let entries = storage::consumer_entries(group, &before, downgrading);
                     let _ = Self::persist(broker, partition, &entries);
                 }
             }
@@ -376,7 +388,7 @@ mod tests {
         group.consumer = Some(consumer);
 
         // Each member is a record of its own beside the group record.
-        let entries = storage::consumer_entries(&group, &ConsumerSnapshot::default());
+        let entries = storage::consumer_entries(&group, &ConsumerSnapshot::default(), false);
         assert_eq!(entries.len(), 3);
         let mut groups = replay(&entries, 50_000);
         assert!(groups["kip"].is_consumer_group());
@@ -402,7 +414,7 @@ mod tests {
             ..ConsumerHeartbeat::default()
         };
         consumer.heartbeat(leave, &topic, 60).unwrap();
-        let later = storage::consumer_entries(&group, &before);
+        let later = storage::consumer_entries(&group, &before, false);
         let all: Vec<Entry> = entries.iter().chain(&later).cloned().collect();
         let groups = replay(&all, 70_000);
         let members: Vec<&String> = groups["kip"]
@@ -413,5 +425,72 @@ mod tests {
             .keys()
             .collect();
         assert_eq!(members, ["a"]);
+    }
+
+    #[test]
+    fn a_group_moved_between_the_protocols_loads_as_it_was_left() {
+        use crate::group::{
+            consumer::{ConsumerHeartbeat, ConsumerSnapshot},
+            state::{
+                GroupSettings,
+                migration::tests::{Catalog, consumer_join, held, stable_classic_group},
+            },
+        };
+
+        let mut group = stable_classic_group();
+        let mut consumer = group.to_consumer_group(&Catalog, 5).unwrap();
+        consumer.heartbeat(consumer_join("c"), &Catalog, 5).unwrap();
+        group.upgrade(consumer).deliver();
+        let upgraded = group.consumer.as_ref().unwrap().snapshot();
+        assert_eq!(
+            upgraded
+                .members
+                .iter()
+                .filter(|m| m.classic.is_some())
+                .count(),
+            2
+        );
+        let entries = storage::consumer_entries(&group, &ConsumerSnapshot::default(), true);
+        let groups = replay(&entries, 50_000);
+        let loaded = &groups["g"];
+        assert!(
+            loaded.members.is_empty(),
+            "no classic members are left behind"
+        );
+        assert_eq!(loaded.consumer.as_ref().unwrap().snapshot(), upgraded);
+
+        // c leaves and the group goes back to the classic protocol.
+        let consumer = group.consumer.as_mut().unwrap();
+        let leave = ConsumerHeartbeat {
+            member_id: "c".into(),
+            member_epoch: -1,
+            ..ConsumerHeartbeat::default()
+        };
+        consumer.heartbeat(leave, &Catalog, 6).unwrap();
+        let settings = GroupSettings {
+            initial_rebalance_delay_ms: 0,
+            min_session_timeout_ms: 1_000,
+            max_session_timeout_ms: 60_000,
+        };
+        group.downgrade(true, &Catalog, &settings, 6).deliver();
+        let later = storage::consumer_entries(&group, &upgraded, true);
+        let all: Vec<Entry> = entries.iter().chain(&later).cloned().collect();
+        let groups = replay(&all, 70_000);
+        let loaded = &groups["g"];
+        assert!(!loaded.is_consumer_group());
+        assert_eq!(loaded.generation, group.generation);
+        assert_eq!(loaded.state, GroupState::Stable);
+        let assignments: Vec<(String, Vec<i32>)> = loaded
+            .members
+            .values()
+            .map(|m| (m.id.clone(), held(&m.assignment)))
+            .collect();
+        let expected: Vec<(String, Vec<i32>)> = group
+            .members
+            .values()
+            .map(|m| (m.id.clone(), held(&m.assignment)))
+            .collect();
+        assert_eq!(assignments, expected);
+        assert_eq!(assignments.len(), 2);
     }
 }

@@ -16,6 +16,7 @@
 //!   `assignment_epoch`.
 
 mod assignor;
+mod classic;
 mod snapshot;
 mod subscription;
 
@@ -26,6 +27,7 @@ use uuid::Uuid;
 
 pub(crate) use self::{
     assignor::Assignor,
+    classic::{ClassicMember, ClassicProtocols, ClassicSeat, to_ids, to_names},
     snapshot::{ConsumerSnapshot, MemberSnapshot},
     subscription::{Subscription, TopicCatalog},
 };
@@ -70,6 +72,52 @@ pub(crate) struct ConsumerMember {
     last_heard_ms: i64,
     /// The assignment last sent, so that only changes are sent.
     sent: Option<Partitions>,
+    /// Set while the member speaks the classic protocol.
+    pub(crate) classic: Option<ClassicMember>,
+}
+
+impl ConsumerMember {
+    /// A member that holds nothing yet, at epoch 0.
+    fn new(
+        id: String,
+        instance_id: Option<String>,
+        client_id: String,
+        client_host: String,
+        rebalance_timeout_ms: i32,
+        now_ms: i64,
+    ) -> Self {
+        Self {
+            id,
+            instance_id,
+            client_id,
+            client_host,
+            subscription: Subscription::default(),
+            subscribed_topics: BTreeSet::new(),
+            server_assignor: None,
+            rebalance_timeout_ms,
+            member_epoch: 0,
+            previous_epoch: 0,
+            assigned: Partitions::new(),
+            revoking: Partitions::new(),
+            revoke_deadline_ms: None,
+            away: false,
+            last_heard_ms: now_ms,
+            sent: None,
+            classic: None,
+        }
+    }
+
+    /// How long the member's session lasts without a word from it: its
+    /// own classic session timeout, or the group's.
+    fn session_timeout_ms(&self, settings: &ConsumerSettings) -> i64 {
+        i64::from(
+            self.classic
+                .as_ref()
+                .map_or(settings.session_timeout_ms, |c| {
+                    c.protocols.session_timeout_ms
+                }),
+        )
+    }
 }
 
 /// A ConsumerGroupHeartbeat as the state machine sees it; `None` fields
@@ -194,6 +242,8 @@ impl ConsumerGroup {
         };
         member.last_heard_ms = now_ms;
         member.away = false;
+        // Whoever heartbeats speaks the consumer protocol from now on.
+        member.classic = None;
         if request.rebalance_timeout_ms > 0 {
             member.rebalance_timeout_ms = request.rebalance_timeout_ms;
         }
@@ -277,27 +327,18 @@ impl ConsumerGroup {
         }
         // A member joining again with its id has given up what it held.
         self.target.remove(&member_id);
-        self.members.insert(
+        let mut member = ConsumerMember::new(
             member_id.clone(),
-            ConsumerMember {
-                id: member_id.clone(),
-                instance_id: request.instance_id.clone(),
-                client_id: request.client_id.clone(),
-                client_host: request.client_host.clone(),
-                subscribed_topics: subscription.topics(),
-                subscription,
-                server_assignor: request.server_assignor.clone(),
-                rebalance_timeout_ms: request.rebalance_timeout_ms,
-                member_epoch: 0,
-                previous_epoch: 0,
-                assigned: Partitions::new(),
-                revoking: Partitions::new(),
-                revoke_deadline_ms: None,
-                away: false,
-                last_heard_ms: now_ms,
-                sent: None,
-            },
+            request.instance_id.clone(),
+            request.client_id.clone(),
+            request.client_host.clone(),
+            request.rebalance_timeout_ms,
+            now_ms,
         );
+        member.subscribed_topics = subscription.topics();
+        member.subscription = subscription;
+        member.server_assignor = request.server_assignor.clone();
+        self.members.insert(member_id.clone(), member);
         self.epoch += 1;
         tracing::info!(
             member = member_id,
@@ -461,9 +502,11 @@ impl ConsumerGroup {
         let Some(member) = self.members.get_mut(member_id) else {
             return;
         };
+        // A revocation is over once the member says it owns none of it.
+        let released =
+            |revoking: &Partitions| owned.is_some_and(|owned| !intersects(owned, revoking));
         if !member.revoking.is_empty() {
-            let released = owned.is_some_and(|owned| !intersects(owned, &member.revoking));
-            if !released {
+            if !released(&member.revoking) {
                 return;
             }
             member.revoking.clear();
@@ -473,10 +516,16 @@ impl ConsumerGroup {
             let revoke = difference(&member.assigned, &target);
             if !revoke.is_empty() {
                 member.assigned = intersection(&member.assigned, &target);
-                member.revoking = revoke;
-                member.revoke_deadline_ms =
-                    Some(now_ms + i64::from(member.rebalance_timeout_ms.max(0)));
-                return;
+                if !released(&revoke) {
+                    // A classic member is held to its rebalance timeout by
+                    // having to rejoin instead.
+                    if member.classic.is_none() {
+                        member.revoke_deadline_ms =
+                            Some(now_ms + i64::from(member.rebalance_timeout_ms.max(0)));
+                    }
+                    member.revoking = revoke;
+                    return;
+                }
             }
             member.previous_epoch = member.member_epoch;
             member.member_epoch = assignment_epoch;
@@ -514,29 +563,49 @@ impl ConsumerGroup {
     /// Members whose session expired or who did not revoke in time, with
     /// the reason.
     fn expired(&self, settings: &ConsumerSettings, now_ms: i64) -> Vec<(String, &'static str)> {
-        let session = i64::from(settings.session_timeout_ms);
         self.members
             .values()
             .filter_map(|m| {
-                if now_ms >= m.last_heard_ms + session {
-                    Some((m.id.clone(), "session timeout"))
-                } else if m.revoke_deadline_ms.is_some_and(|d| now_ms >= d) {
-                    Some((m.id.clone(), "did not revoke within the rebalance timeout"))
-                } else {
-                    None
-                }
+                let why = Self::deadlines(m, settings)
+                    .into_iter()
+                    .flatten()
+                    .find(|(deadline, _)| now_ms >= *deadline)?
+                    .1;
+                Some((m.id.clone(), why))
             })
             .collect()
     }
 
-    /// The earliest time a member's session ends or its time to revoke
-    /// runs out.
+    /// When each of a member's timers runs out, and what it means then.
+    fn deadlines(
+        member: &ConsumerMember,
+        settings: &ConsumerSettings,
+    ) -> [Option<(i64, &'static str)>; 4] {
+        let [rejoin, sync] = member
+            .classic
+            .as_ref()
+            .map_or([None, None], ClassicMember::deadlines);
+        [
+            Some((
+                member.last_heard_ms + member.session_timeout_ms(settings),
+                "session timeout",
+            )),
+            member
+                .revoke_deadline_ms
+                .map(|d| (d, "did not revoke within the rebalance timeout")),
+            rejoin,
+            sync,
+        ]
+    }
+
+    /// The earliest time a member's session ends or one of its other
+    /// timers runs out.
     pub(crate) fn next_deadline_ms(&self, settings: &ConsumerSettings) -> Option<i64> {
-        let session = i64::from(settings.session_timeout_ms);
         self.members
             .values()
-            .flat_map(|m| [Some(m.last_heard_ms + session), m.revoke_deadline_ms])
+            .flat_map(|m| Self::deadlines(m, settings))
             .flatten()
+            .map(|(deadline, _)| deadline)
             .min()
     }
 
@@ -564,7 +633,14 @@ impl ConsumerGroup {
         let Some(member) = self.members.get(member_id) else {
             return Some(ResponseError::UnknownMemberId);
         };
-        (member_epoch != member.member_epoch).then_some(ResponseError::StaleMemberEpoch)
+        // A classic member commits with its generation, which is its
+        // member epoch.
+        let stale = if member.classic.is_some() {
+            ResponseError::IllegalGeneration
+        } else {
+            ResponseError::StaleMemberEpoch
+        };
+        (member_epoch != member.member_epoch).then_some(stale)
     }
 }
 

@@ -2,9 +2,10 @@
 //! protocol's state machine. Topic shapes come from the metadata image;
 //! every heartbeat that changes what a restarted coordinator would need
 //! (members, epochs, assignments) writes the records of what changed
-//! before the answer. A group has members of one protocol at a time: a
-//! consumer-protocol member cannot join a group whose members use the
-//! classic protocol, and the other way round.
+//! before the answer. A member joining a classic group of consumers moves
+//! it to the consumer protocol, and the last consumer-protocol member
+//! leaving a group of classic members moves it back, as the migration
+//! policy allows (see `state::migration`).
 
 use kafka_protocol::error::ResponseError;
 use keel_raft_metadata::MetadataImage;
@@ -15,7 +16,7 @@ use super::{
         ConsumerGroup, ConsumerHeartbeat, ConsumerLimits, ConsumerOutcome, ConsumerSettings,
         TopicCatalog, TopicShape,
     },
-    state::Group,
+    state::{Deliveries, Group},
     storage::{self, OFFSETS_TOPIC},
 };
 use crate::broker::{Broker, now_ms};
@@ -30,6 +31,7 @@ impl GroupCoordinator {
         let partition = self.partition_of(group_id);
         let image = broker.image();
         let catalog = ImageCatalog(&image);
+        let policy = self.config.migration_policy;
         self.with_lock(|inner| {
             self.check(inner, partition)?;
             let now = now_ms();
@@ -37,22 +39,55 @@ impl GroupCoordinator {
                 .groups
                 .entry(group_id.to_string())
                 .or_insert_with(|| Group::new(group_id, now));
-            if !group.members.is_empty() {
-                return Err(ResponseError::GroupIdNotFound);
-            }
+            let before = group
+                .consumer
+                .as_ref()
+                .map(ConsumerGroup::snapshot)
+                .unwrap_or_default();
+            let mut deliveries = Deliveries::default();
+            let upgrading = !group.members.is_empty();
             let had_members = group.is_consumer_group();
-            let consumer = group.consumer.get_or_insert_with(ConsumerGroup::default);
-            let before = consumer.snapshot();
-            let outcome = consumer.heartbeat(request, &catalog, now);
-            if had_members && !group.is_consumer_group() {
+            let speaking_consumer = group
+                .consumer
+                .as_ref()
+                .is_some_and(ConsumerGroup::has_consumer_protocol_members);
+            let outcome = if upgrading {
+                // Only a joining member moves a classic group over, and
+                // only if it may join: a refused member changes nothing.
+                if request.member_epoch != 0 || !policy.upgrades() {
+                    return Err(ResponseError::GroupIdNotFound);
+                }
+                let mut consumer = group.to_consumer_group(&catalog, now)?;
+                let outcome = consumer.heartbeat(request, &catalog, now)?;
+                deliveries = group.upgrade(consumer);
+                Ok(outcome)
+            } else {
+                group
+                    .consumer
+                    .get_or_insert_with(ConsumerGroup::default)
+                    .heartbeat(request, &catalog, now)
+            };
+            let downgrading = speaking_consumer
+                && group
+                    .consumer
+                    .as_ref()
+                    .is_some_and(ConsumerGroup::all_classic)
+                && policy.downgrades();
+            if downgrading {
+                deliveries.append(group.downgrade(true, &catalog, &self.settings, now));
+            }
+            if had_members && group.is_empty() {
                 group.empty_since_ms = now;
             }
             // What changed is durable before the member acts on it.
             let persisted = Self::persist(
                 broker,
                 partition,
-                &storage::consumer_entries(group, &before),
+                &storage::consumer_entries(group, &before, upgrading || downgrading),
             );
+            // Classic members told to rejoin are told so either way: their
+            // waiting requests belong to a state that is gone.
+            deliveries.deliver();
             Self::drop_if_vacant(inner, group_id);
             persisted.and(outcome)
         })
@@ -87,7 +122,7 @@ impl GroupCoordinator {
 }
 
 /// The topics of the metadata image, for the consumer protocol.
-struct ImageCatalog<'a>(&'a MetadataImage);
+pub(super) struct ImageCatalog<'a>(pub(super) &'a MetadataImage);
 
 impl TopicCatalog for ImageCatalog<'_> {
     fn shape(&self, name: &str) -> Option<TopicShape> {
@@ -103,5 +138,9 @@ impl TopicCatalog for ImageCatalog<'_> {
             .filter(|t| t.name != OFFSETS_TOPIC)
             .map(|t| t.name.clone())
             .collect()
+    }
+
+    fn name_of(&self, id: &uuid::Uuid) -> Option<String> {
+        self.0.topic_by_id(id).map(|t| t.name.clone())
     }
 }

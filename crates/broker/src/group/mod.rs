@@ -15,8 +15,10 @@
 
 mod admin;
 mod background;
+mod classic_members;
 pub(crate) mod consumer;
 mod consumer_heartbeat;
+pub(crate) mod embedded;
 mod offsets;
 pub(crate) mod state;
 pub(crate) mod storage;
@@ -34,12 +36,16 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use tokio::sync::{Notify, oneshot};
 
-pub use self::consumer::{ConsumerLimits, ConsumerSettings};
 pub(crate) use self::{
     background::run,
     state::{MemberClaim, ProtocolClaim},
 };
+pub use self::{
+    consumer::{ConsumerLimits, ConsumerSettings},
+    state::MigrationPolicy,
+};
 use self::{
+    consumer_heartbeat::ImageCatalog,
     state::{Deliveries, Group, GroupSettings, JoinOutcome, JoinRequest, SyncOutcome},
     storage::{Entry, OFFSETS_TOPIC, partition_for},
 };
@@ -67,6 +73,9 @@ pub struct CoordinatorConfig {
     pub max_session_timeout_ms: i32,
     pub consumer: ConsumerSettings,
     pub consumer_limits: ConsumerLimits,
+    /// Which ways a group with members may move between the classic and
+    /// the consumer protocol (`group.consumer.migration.policy`).
+    pub migration_policy: MigrationPolicy,
 }
 
 /// Where a led partition of `__consumer_offsets` stands. Until it is
@@ -268,10 +277,9 @@ impl GroupCoordinator {
                 .entry(group_id.to_string())
                 .or_insert_with(|| Group::new(group_id, now));
             if group.is_consumer_group() {
-                return Some(JoinOutcome::error(
-                    ResponseError::InconsistentGroupProtocol,
-                    &member_id,
-                ));
+                return Some(
+                    self.classic_join_to_consumer_group(broker, partition, group, &request, now),
+                );
             }
             let deliveries = group.join(request, waiter, &self.settings, now);
             Self::settle(broker, partition, group, deliveries);
@@ -299,10 +307,17 @@ impl GroupCoordinator {
         let partition = self.partition_of(group_id);
         let (waiter, answer) = oneshot::channel();
         let wait = self.with_lock(|inner| {
-            self.check(inner, partition)?;
+            self.check(inner, partition).map_err(SyncOutcome::error)?;
             let Some(group) = inner.groups.get_mut(group_id) else {
-                return Err(ResponseError::UnknownMemberId);
+                return Err(SyncOutcome::error(ResponseError::UnknownMemberId));
             };
+            if let Some(consumer) = group.consumer.as_mut().filter(|_| group.members.is_empty()) {
+                if !consumer.members.is_empty() {
+                    let image = broker.image();
+                    let catalog = ImageCatalog(&image);
+                    return Err(consumer.classic_sync(claim, protocol, &catalog, now_ms()));
+                }
+            }
             let wait = group
                 .members
                 .get(claim.member_id)
@@ -316,7 +331,7 @@ impl GroupCoordinator {
         });
         let wait = match wait {
             Ok(wait) => wait,
-            Err(error) => return SyncOutcome::error(error),
+            Err(answer) => return answer,
         };
         match tokio::time::timeout(wait, answer).await {
             Ok(Ok(outcome)) => outcome,
@@ -336,6 +351,10 @@ impl GroupCoordinator {
                 return Some(error);
             }
             match inner.groups.get_mut(group_id) {
+                Some(group) if group.is_consumer_group() => group
+                    .consumer
+                    .as_mut()
+                    .and_then(|consumer| consumer.classic_heartbeat(claim, now_ms())),
                 Some(group) => group.heartbeat(claim, now_ms()),
                 None => Some(ResponseError::UnknownMemberId),
             }
@@ -355,6 +374,9 @@ impl GroupCoordinator {
             let Some(group) = inner.groups.get_mut(group_id) else {
                 return Ok(vec![Some(ResponseError::UnknownMemberId); members.len()]);
             };
+            if group.is_consumer_group() {
+                return self.classic_leave_consumer_group(broker, partition, group, members);
+            }
             let (results, deliveries) = group.leave(members, &self.settings, now_ms());
             Self::settle(broker, partition, group, deliveries);
             Ok(results)
@@ -382,6 +404,7 @@ mod tests {
                 session_timeout_ms: (1, 2),
                 heartbeat_interval_ms: (1, 2),
             },
+            migration_policy: MigrationPolicy::Bidirectional,
         })
     }
 

@@ -193,7 +193,7 @@ impl Deliveries {
         }
     }
 
-    fn append(&mut self, other: Deliveries) {
+    pub(crate) fn append(&mut self, other: Deliveries) {
         self.joins.extend(other.joins);
         self.syncs.extend(other.syncs);
         self.persist_group |= other.persist_group;
@@ -325,6 +325,9 @@ pub(crate) struct RestoredMember {
 }
 
 mod join;
+pub(crate) mod migration;
 mod session;
+
+pub use self::migration::MigrationPolicy;
 #[cfg(test)]
 mod tests;

@@ -5,8 +5,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::{
     messages::{
-        ApiKey, FindCoordinatorRequest, FindCoordinatorResponse, GroupId, JoinGroupRequest,
-        OffsetCommitRequest, OffsetFetchRequest, OffsetFetchResponse,
+        ApiKey, ConsumerGroupHeartbeatRequest, FindCoordinatorRequest, FindCoordinatorResponse,
+        GroupId, JoinGroupRequest, OffsetCommitRequest, OffsetFetchRequest, OffsetFetchResponse,
         join_group_request::JoinGroupRequestProtocol,
         offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic},
         offset_fetch_request::{
@@ -57,6 +57,19 @@ pub async fn coordinator_ready(h: &Harness, group_id: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the coordinator of {group_id} never became ready");
+}
+
+/// A ConsumerGroupHeartbeat of `member_id` at `epoch`.
+pub fn consumer_heartbeat(
+    group_id: &str,
+    member_id: &str,
+    epoch: i32,
+) -> ConsumerGroupHeartbeatRequest {
+    ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(group(group_id))
+        .with_member_id(text(member_id))
+        .with_member_epoch(epoch)
+        .with_rebalance_timeout_ms(10_000)
 }
 
 pub fn join_request(version: i16, group_id: &str, member_id: &str) -> JoinGroupRequest {

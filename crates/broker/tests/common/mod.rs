@@ -44,10 +44,15 @@ impl From<Arc<Broker>> for Harness {
 }
 
 pub async fn harness() -> Harness {
+    harness_with(|_| {}).await
+}
+
+/// A broker whose test configuration `configure` changed first.
+pub async fn harness_with(configure: impl FnOnce(&mut BrokerConfig)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let (broker, _) = Broker::open(BrokerConfig::for_tests(dir.path()))
-        .await
-        .unwrap();
+    let mut config = BrokerConfig::for_tests(dir.path());
+    configure(&mut config);
+    let (broker, _) = Broker::open(config).await.unwrap();
     broker.ready().await;
     Harness {
         broker,

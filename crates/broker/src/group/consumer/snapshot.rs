@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use super::{ConsumerGroup, ConsumerMember, Partitions, Subscription, TopicShape};
+use super::{
+    ClassicMember, ClassicProtocols, ConsumerGroup, ConsumerMember, Partitions, Subscription,
+    TopicShape,
+};
 
 /// What of a consumer group survives a coordinator restart: the epochs,
 /// the members with their subscriptions, epochs and assignments, and the
@@ -40,6 +43,8 @@ pub(crate) struct MemberSnapshot {
     pub(crate) revoking: Partitions,
     pub(crate) target: Partitions,
     pub(crate) away: bool,
+    /// What a member under the classic protocol declared.
+    pub(crate) classic: Option<ClassicProtocols>,
 }
 
 impl ConsumerGroup {
@@ -75,6 +80,7 @@ impl ConsumerGroup {
                     revoking: m.revoking.clone(),
                     target: self.target.get(&m.id).cloned().unwrap_or_default(),
                     away: m.away,
+                    classic: m.classic.as_ref().map(|c| c.protocols.clone()),
                 })
                 .collect(),
             ..self.header()
@@ -118,6 +124,7 @@ impl ConsumerGroup {
                 away: m.away,
                 last_heard_ms: now_ms,
                 sent: None,
+                classic: m.classic.map(ClassicMember::new),
             },
         );
     }

@@ -17,6 +17,11 @@ pub(crate) trait TopicCatalog {
     fn names(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// The name of a topic by id.
+    fn name_of(&self, _id: &uuid::Uuid) -> Option<String> {
+        None
+    }
 }
 
 impl<F: Fn(&str) -> Option<super::TopicShape>> TopicCatalog for F {

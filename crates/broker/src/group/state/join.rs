@@ -390,7 +390,7 @@ impl Group {
     /// Kafka's vote: among protocols every member supports, each member
     /// votes for the first in its own preference order; the most votes win,
     /// ties going to the first candidate in the leader's order.
-    fn select_protocol(&self) -> Option<String> {
+    pub(super) fn select_protocol(&self) -> Option<String> {
         let first = self
             .leader
             .as_ref()

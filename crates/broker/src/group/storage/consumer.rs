@@ -5,12 +5,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bytes::Bytes;
 use prost::Message;
 use uuid::Uuid;
 
 use super::{Entry, KeyKind, StoredKey, group_entry, versioned};
 use crate::group::{
-    consumer::{ConsumerGroup, ConsumerSnapshot, MemberSnapshot, Partitions, TopicShape},
+    consumer::{
+        ClassicProtocols, ConsumerGroup, ConsumerSnapshot, MemberSnapshot, Partitions, TopicShape,
+    },
     state::Group,
 };
 
@@ -74,6 +77,25 @@ struct ConsumerMemberValue {
     subscribed_names: Vec<String>,
     #[prost(string, optional, tag = "15")]
     subscribed_regex: Option<String>,
+    /// Set for a member under the classic protocol.
+    #[prost(message, optional, tag = "16")]
+    classic: Option<ClassicProtocolsValue>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ClassicProtocolsValue {
+    #[prost(int32, tag = "1")]
+    session_timeout_ms: i32,
+    #[prost(message, repeated, tag = "2")]
+    protocols: Vec<ClassicProtocolValue>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ClassicProtocolValue {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(bytes = "bytes", tag = "2")]
+    metadata: Bytes,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -170,6 +192,17 @@ fn member_entry(group: &str, member_id: &str, member: Option<&MemberSnapshot>) -
                 away: m.away,
                 subscribed_names: m.subscribed_names.clone(),
                 subscribed_regex: m.subscribed_regex.clone(),
+                classic: m.classic.as_ref().map(|c| ClassicProtocolsValue {
+                    session_timeout_ms: c.session_timeout_ms,
+                    protocols: c
+                        .protocols
+                        .iter()
+                        .map(|(name, metadata)| ClassicProtocolValue {
+                            name: name.clone(),
+                            metadata: metadata.clone(),
+                        })
+                        .collect(),
+                }),
             })
         }),
     }
@@ -193,14 +226,27 @@ pub(super) fn decode_member(bytes: &[u8]) -> Option<MemberSnapshot> {
         away: m.away,
         subscribed_names: m.subscribed_names,
         subscribed_regex: m.subscribed_regex,
+        classic: m.classic.map(|c| ClassicProtocols {
+            session_timeout_ms: c.session_timeout_ms,
+            protocols: c
+                .protocols
+                .into_iter()
+                .map(|p| (p.name, p.metadata))
+                .collect(),
+        }),
     })
 }
 
 /// The records that take the stored group from `before` to what `group`
 /// holds now: each new or changed member, a tombstone for each member
-/// gone, and the group record if its epochs or topics moved (a tombstone
-/// if nothing is left of the group).
-pub(crate) fn consumer_entries(group: &Group, before: &ConsumerSnapshot) -> Vec<Entry> {
+/// gone, and the group record if its epochs or topics moved or
+/// `migrated` says the group moved between the protocols (a tombstone if
+/// nothing is left of the group).
+pub(crate) fn consumer_entries(
+    group: &Group,
+    before: &ConsumerSnapshot,
+    migrated: bool,
+) -> Vec<Entry> {
     let after = group
         .consumer
         .as_ref()
@@ -224,7 +270,7 @@ pub(crate) fn consumer_entries(group: &Group, before: &ConsumerSnapshot) -> Vec<
         != (after.epoch, after.assignment_epoch, &after.topics);
     if group.is_vacant() {
         entries.push(group_entry(group, true));
-    } else if moved {
+    } else if moved || migrated {
         entries.push(group_entry(group, false));
     }
     entries
