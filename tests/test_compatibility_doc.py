@@ -21,6 +21,7 @@ OPERATIONS = [
     "leader failover without loss",
     "consumer group, classic protocol",
     "consumer group, KIP-848 protocol",
+    "consumer group, online migration between protocols",
     "static group membership",
     "manual assignment with committed offsets",
     "list, describe and delete groups",

@@ -22,6 +22,10 @@ fn defaults_match_the_documented_contract() {
     assert_eq!(config.cluster_listen.to_string(), "127.0.0.1:9093");
     assert_eq!(config.voters, vec![(1, "127.0.0.1:9093".to_string())]);
     assert!(config.auto_create_topics);
+    assert_eq!(
+        config.groups.migration_policy,
+        crate::group::MigrationPolicy::Bidirectional
+    );
     assert!(config.explicit.is_empty());
 }
 
@@ -60,6 +64,10 @@ fn bad_input_yields_one_line_naming_the_key() {
         (vec!["--voters", "1@a"], "--voters"),
         (vec!["--voters", "1@a:1,1@b:2"], "--voters"),
         (vec!["--raft-election-ticks", "2"], "--raft-election-ticks"),
+        (
+            vec!["--group-consumer-migration-policy", "sideways"],
+            "--group-consumer-migration-policy",
+        ),
     ] {
         let error = run(&args).unwrap_err();
         assert!(!error.contains('\n'), "multi-line error: {error}");
