@@ -276,11 +276,15 @@ fn apply_loaded(groups: &mut HashMap<String, Group>, record: Loaded, now: i64) {
                 GroupState::Stable
             };
             entry.empty_since_ms = loaded.empty_since_ms;
-            if let Some(snapshot) = loaded.consumer {
-                entry
+            match loaded.consumer {
+                Some(snapshot) => entry
                     .consumer
                     .get_or_insert_with(ConsumerGroup::default)
-                    .restore_epochs(&snapshot);
+                    .restore_epochs(&snapshot),
+                // A classic group record is the whole group: member
+                // records before it belong to a consumer group it
+                // replaced.
+                None => entry.consumer = None,
             }
         }
     }
@@ -473,11 +477,17 @@ mod tests {
             max_session_timeout_ms: 60_000,
         };
         group.downgrade(true, &Catalog, &settings, 6).deliver();
-        let later = storage::consumer_entries(&group, &upgraded, true);
+        // Say the tombstone of one member was never written (a failed
+        // write): the classic group record still replaces the consumer
+        // group whole.
+        let mut missing_one = upgraded.clone();
+        missing_one.members.retain(|m| m.id != "a");
+        let later = storage::consumer_entries(&group, &missing_one, true);
         let all: Vec<Entry> = entries.iter().chain(&later).cloned().collect();
         let groups = replay(&all, 70_000);
         let loaded = &groups["g"];
         assert!(!loaded.is_consumer_group());
+        assert!(loaded.consumer.is_none(), "as it was left");
         assert_eq!(loaded.generation, group.generation);
         assert_eq!(loaded.state, GroupState::Stable);
         let assignments: Vec<(String, Vec<i32>)> = loaded

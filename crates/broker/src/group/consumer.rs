@@ -11,7 +11,8 @@
 //! Invariants:
 //! - A partition is held (assigned, or being revoked) by at most one member
 //!   at a time: it reaches its new owner only after the previous one has
-//!   reported it revoked, left, or been removed.
+//!   reported it revoked (in a heartbeat, or for a classic member in a
+//!   JoinGroup, that no longer lists it as owned), left, or been removed.
 //! - `assignment_epoch <= epoch`, and every member's epoch is at most
 //!   `assignment_epoch`.
 
@@ -311,11 +312,14 @@ impl ConsumerGroup {
             request.member_id.clone()
         };
         if let Some(instance) = request.instance_id.as_deref() {
+            // A classic member never says it is leaving for a while: its
+            // instance joining under the consumer protocol replaces it, as
+            // in Kafka.
             let holder = self
                 .members
                 .values()
                 .find(|m| m.instance_id.as_deref() == Some(instance) && m.id != member_id)
-                .map(|m| (m.id.clone(), m.away));
+                .map(|m| (m.id.clone(), m.away || m.classic.is_some()));
             match holder {
                 Some((old_id, true)) => {
                     self.take_over(&old_id, &member_id, now_ms);

@@ -57,12 +57,8 @@ pub(crate) fn decode_subscription(bytes: &Bytes) -> Option<EmbeddedSubscription>
     })
 }
 
-/// Reads an assignment; empty bytes (a member that has not synced yet)
-/// assign nothing. `None` if the bytes are not an assignment.
+/// Reads an assignment; `None` if the bytes are not one.
 pub(crate) fn decode_assignment(bytes: &Bytes) -> Option<NamedPartitions> {
-    if bytes.is_empty() {
-        return Some(Vec::new());
-    }
     let mut bytes = bytes.clone();
     let version = version_of(&mut bytes)?;
     let assignment = ConsumerProtocolAssignment::decode(&mut bytes, version).ok()?;
@@ -142,13 +138,13 @@ mod tests {
     }
 
     #[test]
-    fn an_assignment_round_trips_and_empty_bytes_assign_nothing() {
+    fn an_assignment_round_trips_and_empty_bytes_are_none() {
         let bytes = encode_assignment(3, vec![("t".into(), vec![1, 3])]);
         assert_eq!(
             decode_assignment(&bytes),
             Some(vec![("t".into(), vec![1, 3])])
         );
-        assert_eq!(decode_assignment(&Bytes::new()), Some(Vec::new()));
+        assert_eq!(decode_assignment(&Bytes::new()), None);
     }
 
     #[test]

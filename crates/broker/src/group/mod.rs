@@ -78,6 +78,15 @@ pub struct CoordinatorConfig {
     pub migration_policy: MigrationPolicy,
 }
 
+/// Where a SyncGroup stands once the group has seen it.
+enum SyncStep {
+    /// Answered at once (an error, or a classic member of a consumer
+    /// group, whose assignment the coordinator made).
+    Answered(SyncOutcome),
+    /// The answer comes on the waiter, within this time.
+    Waiting(Duration),
+}
+
 /// Where a led partition of `__consumer_offsets` stands. Until it is
 /// loaded, requests for its groups answer COORDINATOR_LOAD_IN_PROGRESS
 /// (retriable), not NOT_COORDINATOR: the client is at the right broker.
@@ -306,16 +315,19 @@ impl GroupCoordinator {
     ) -> SyncOutcome {
         let partition = self.partition_of(group_id);
         let (waiter, answer) = oneshot::channel();
-        let wait = self.with_lock(|inner| {
-            self.check(inner, partition).map_err(SyncOutcome::error)?;
+        let step = self.with_lock(|inner| {
+            if let Err(error) = self.check(inner, partition) {
+                return SyncStep::Answered(SyncOutcome::error(error));
+            }
             let Some(group) = inner.groups.get_mut(group_id) else {
-                return Err(SyncOutcome::error(ResponseError::UnknownMemberId));
+                return SyncStep::Answered(SyncOutcome::error(ResponseError::UnknownMemberId));
             };
-            if let Some(consumer) = group.consumer.as_mut().filter(|_| group.members.is_empty()) {
-                if !consumer.members.is_empty() {
+            if group.is_consumer_group() {
+                if let Some(consumer) = group.consumer.as_mut() {
                     let image = broker.image();
                     let catalog = ImageCatalog(&image);
-                    return Err(consumer.classic_sync(claim, protocol, &catalog, now_ms()));
+                    let outcome = consumer.classic_sync(claim, protocol, &catalog, now_ms());
+                    return SyncStep::Answered(outcome);
                 }
             }
             let wait = group
@@ -327,11 +339,11 @@ impl GroupCoordinator {
                 + WAIT_MARGIN;
             let deliveries = group.sync(claim, protocol, assignments, waiter, now_ms());
             Self::settle(broker, partition, group, deliveries);
-            Ok(wait)
+            SyncStep::Waiting(wait)
         });
-        let wait = match wait {
-            Ok(wait) => wait,
-            Err(answer) => return answer,
+        let wait = match step {
+            SyncStep::Waiting(wait) => wait,
+            SyncStep::Answered(outcome) => return outcome,
         };
         match tokio::time::timeout(wait, answer).await {
             Ok(Ok(outcome)) => outcome,

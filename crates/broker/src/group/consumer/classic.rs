@@ -16,6 +16,8 @@
 //! Its session runs on its own JoinGroup session timeout; told to rejoin
 //! it must do so, and once joined sync, within its rebalance timeout.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use uuid::Uuid;
@@ -145,11 +147,21 @@ impl ConsumerGroup {
     /// just left no longer has a share).
     pub(crate) fn into_classic_seats(mut self) -> Vec<ClassicSeat> {
         self.compute_target();
+        // A partition another member still holds is not handed out: its
+        // owner gives it up through the classic rebalance first.
+        let mut free_targets: BTreeMap<String, Partitions> = self
+            .members
+            .keys()
+            .map(|id| {
+                let target = self.target.get(id).cloned().unwrap_or_default();
+                (id.clone(), difference(&target, &self.held_by_others(id)))
+            })
+            .collect();
         let members = std::mem::take(&mut self.members);
         members
             .into_values()
             .map(|m| ClassicSeat {
-                partitions: self.target.remove(&m.id).unwrap_or_default(),
+                partitions: free_targets.remove(&m.id).unwrap_or_default(),
                 protocols: m.classic.map(|c| c.protocols).unwrap_or_default(),
                 subscribed_topics: m.subscribed_topics.into_iter().collect(),
                 id: m.id,
@@ -210,6 +222,8 @@ impl ConsumerGroup {
         };
         member.last_heard_ms = now_ms;
         member.away = false;
+        // Rejoining is how a classic member keeps to its rebalance timeout.
+        member.revoke_deadline_ms = None;
         member.client_id.clone_from(&request.client_id);
         member.client_host.clone_from(&request.client_host);
         if request.rebalance_timeout_ms > 0 {

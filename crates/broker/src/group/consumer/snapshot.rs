@@ -99,8 +99,9 @@ impl ConsumerGroup {
 
     pub(crate) fn restore_member(&mut self, m: MemberSnapshot, now_ms: i64) {
         self.target.insert(m.id.clone(), m.target);
-        let revoke_deadline_ms =
-            (!m.revoking.is_empty()).then(|| now_ms + i64::from(m.rebalance_timeout_ms.max(0)));
+        // A classic member keeps to its rebalance timeout by rejoining.
+        let revoke_deadline_ms = (!m.revoking.is_empty() && m.classic.is_none())
+            .then(|| now_ms + i64::from(m.rebalance_timeout_ms.max(0)));
         self.members.insert(
             m.id.clone(),
             ConsumerMember {

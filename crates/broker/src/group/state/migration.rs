@@ -75,8 +75,8 @@ impl fmt::Display for MigrationPolicy {
 impl Group {
     /// The consumer group this classic group of consumers becomes. Refused
     /// with GROUP_ID_NOT_FOUND, as Kafka refuses it, when the group is not
-    /// one of consumers or a member's subscription or assignment cannot be
-    /// read.
+    /// one of consumers, or a member's subscription or assignment cannot be
+    /// read or is not known yet (a generation is forming).
     pub(crate) fn to_consumer_group(
         &self,
         topics: &dyn TopicCatalog,
@@ -90,12 +90,17 @@ impl Group {
         for member in self.members.values() {
             let metadata = member.metadata_for(&protocol);
             let subscription = embedded::decode_subscription(&metadata);
+            // No assignment bytes: the member joined a generation whose
+            // assignment it has not received (the bytes are cleared when
+            // a generation forms), while it may still consume what it
+            // owned before. What it holds is unknown, so, as in Kafka,
+            // the group is not upgraded until the generation settles.
             let assignment = embedded::decode_assignment(&member.assignment);
             let (Some(subscription), Some(assignment)) = (subscription, assignment) else {
                 tracing::warn!(
                     group = self.id,
                     member = member.id,
-                    "cannot move the group to the consumer protocol: a member's embedded consumer protocol is malformed"
+                    "cannot move the group to the consumer protocol yet: a member's assignment is not settled or its embedded consumer protocol is malformed"
                 );
                 return Err(ResponseError::GroupIdNotFound);
             };

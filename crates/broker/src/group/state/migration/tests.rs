@@ -86,6 +86,10 @@ fn assignment(partitions: &[i32]) -> Bytes {
     embedded::encode_assignment(1, vec![("t".into(), partitions.to_vec())])
 }
 
+fn partitions(of: &[i32]) -> Partitions {
+    Partitions::from([(TOPIC, of.iter().copied().collect())])
+}
+
 pub(crate) fn held(bytes: &Bytes) -> Vec<i32> {
     embedded::decode_assignment(bytes)
         .unwrap()
@@ -320,6 +324,54 @@ fn a_group_that_is_not_one_of_consumers_or_cannot_be_read_is_not_upgraded() {
         group.to_consumer_group(&Catalog, 5).err(),
         Some(ResponseError::GroupIdNotFound)
     );
+
+    // A generation is forming: the members' assignments are not known (a
+    // cooperative member still consumes what it owned), so nothing could
+    // be handed out safely yet.
+    let mut group = stable_classic_group();
+    group.state = GroupState::CompletingRebalance;
+    group.generation = 2;
+    for member in group.members.values_mut() {
+        member.assignment = Bytes::new();
+    }
+    assert_eq!(
+        group.to_consumer_group(&Catalog, 5).err(),
+        Some(ResponseError::GroupIdNotFound)
+    );
+}
+
+#[test]
+fn a_static_member_restarted_under_the_consumer_protocol_replaces_its_classic_self() {
+    let mut group = stable_classic_group();
+    let mut consumer = group.to_consumer_group(&Catalog, 5).unwrap();
+    let mut restarted = consumer_join("a-again");
+    restarted.instance_id = Some("a".into());
+    let joined = consumer.heartbeat(restarted, &Catalog, 5).unwrap();
+    group.upgrade(consumer).deliver();
+    let consumer = group.consumer.as_ref().unwrap();
+    assert!(!consumer.members.contains_key("a"));
+    let member = &consumer.members["a-again"];
+    assert!(member.classic.is_none());
+    // It keeps what its instance held; nothing moved.
+    assert_eq!(assigned(consumer, "a-again"), vec![0, 1]);
+    assert_eq!(joined.member_epoch, 1);
+    assert_exclusive(consumer);
+}
+
+#[test]
+fn a_downgrade_hands_out_no_partition_another_member_still_holds() {
+    let group = stable_classic_group();
+    let mut consumer = group.to_consumer_group(&Catalog, 5).unwrap();
+    // a is to take partition 2 from b, which has not given it up yet.
+    consumer.target.insert("a".into(), partitions(&[0, 1, 2]));
+    consumer.target.insert("b".into(), partitions(&[3]));
+    let seats = consumer.into_classic_seats();
+    let held: BTreeMap<String, Vec<i32>> = seats
+        .into_iter()
+        .map(|s| (s.id, s.partitions.values().flatten().copied().collect()))
+        .collect();
+    assert_eq!(held["a"], vec![0, 1]);
+    assert_eq!(held["b"], vec![3]);
 }
 
 #[test]
