@@ -17,34 +17,36 @@ use std::{
     io::Read,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::atomic::{AtomicUsize, Ordering},
 };
 
 use crate::error::{LogError, Result};
 
 /// Fixed-size entries stored back to back in a file and mirrored in memory.
+///
+/// No descriptor is held between writes: a broker hosting thousands of
+/// partitions would otherwise hold two per segment for its indexes alone.
+/// New entries live in memory until the next [`EntryFile::sync`] or
+/// [`EntryFile::write_pending`] (a flush, a roll, a close) appends them;
+/// an index file that lacks its newest entries is still a consistent
+/// prefix, and readers and recovery walk the segment from its last entry.
 #[derive(Debug)]
 struct EntryFile<const N: usize> {
     path: PathBuf,
-    /// Shared with flushes that fsync it outside the log's lock.
-    file: Arc<File>,
     entries: Vec<[u8; N]>,
+    /// How many entries the file holds. Atomic because flushes write
+    /// pending entries while holding the log only for reading.
+    written: AtomicUsize,
 }
 
 impl<const N: usize> EntryFile<N> {
     fn open(path: &Path) -> Result<Self> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| LogError::io("opening index", path, e))?;
+        let mut file = Self::open_file(path)?;
         let mut raw = Vec::new();
         file.read_to_end(&mut raw)
             .map_err(|e| LogError::io("reading index", path, e))?;
         let whole = raw.len() / N * N;
-        let entries = raw[..whole]
+        let entries: Vec<[u8; N]> = raw[..whole]
             .chunks_exact(N)
             .map(|chunk| {
                 let mut entry = [0u8; N];
@@ -54,7 +56,7 @@ impl<const N: usize> EntryFile<N> {
             .collect();
         let mut this = Self {
             path: path.to_path_buf(),
-            file: Arc::new(file),
+            written: AtomicUsize::new(entries.len()),
             entries,
         };
         if whole != raw.len() {
@@ -63,26 +65,52 @@ impl<const N: usize> EntryFile<N> {
         Ok(this)
     }
 
-    fn push(&mut self, entry: [u8; N]) -> Result<()> {
-        let position = (self.entries.len() * N) as u64;
-        self.file
-            .write_all_at(&entry, position)
-            .map_err(|e| LogError::io("appending to index", &self.path, e))?;
+    fn open_file(path: &Path) -> Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| LogError::io("opening index", path, e))
+    }
+
+    fn push(&mut self, entry: [u8; N]) {
         self.entries.push(entry);
-        Ok(())
     }
 
     fn truncate_entries(&mut self, keep: usize) -> Result<()> {
         self.entries.truncate(keep);
-        self.file
+        Self::open_file(&self.path)?
             .set_len((keep * N) as u64)
-            .map_err(|e| LogError::io("truncating index", &self.path, e))
+            .map_err(|e| LogError::io("truncating index", &self.path, e))?;
+        self.written.fetch_min(keep, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Appends the entries the file lacks; returns the open file, for a
+    /// caller that fsyncs it and then lets it close.
+    fn write_pending(&self) -> Result<File> {
+        let file = Self::open_file(&self.path)?;
+        let written = self.written.load(Ordering::Relaxed).min(self.entries.len());
+        if written < self.entries.len() {
+            let pending = self.entries[written..].concat();
+            file.write_all_at(&pending, (written * N) as u64)
+                .map_err(|e| LogError::io("appending to index", &self.path, e))?;
+            self.written.store(self.entries.len(), Ordering::Relaxed);
+        }
+        Ok(file)
     }
 
     fn sync(&self) -> Result<()> {
-        self.file
+        self.write_pending()?
             .sync_data()
             .map_err(|e| LogError::io("syncing index", &self.path, e))
+    }
+
+    /// Whether entries wait to be written.
+    fn has_pending(&self) -> bool {
+        self.written.load(Ordering::Relaxed) < self.entries.len()
     }
 }
 
@@ -128,7 +156,8 @@ impl OffsetIndex {
         let mut entry = [0u8; 8];
         entry[..4].copy_from_slice(&relative.to_be_bytes());
         entry[4..].copy_from_slice(&position.to_be_bytes());
-        self.inner.push(entry)
+        self.inner.push(entry);
+        Ok(())
     }
 
     /// The last entry as (file position, absolute offset).
@@ -159,9 +188,14 @@ impl OffsetIndex {
         self.inner.sync()
     }
 
-    /// A handle that can fsync the index without holding the log.
-    pub(crate) fn file(&self) -> Arc<File> {
-        Arc::clone(&self.inner.file)
+    /// Writes the entries the file lacks and returns it open, for a flush
+    /// that fsyncs it without holding the log.
+    pub(crate) fn write_pending(&self) -> Result<File> {
+        self.inner.write_pending()
+    }
+
+    pub(crate) fn has_pending(&self) -> bool {
+        self.inner.has_pending()
     }
 }
 
@@ -218,7 +252,8 @@ impl TimeIndex {
         let mut entry = [0u8; 12];
         entry[..8].copy_from_slice(&timestamp.to_be_bytes());
         entry[8..].copy_from_slice(&((offset - self.base_offset) as u32).to_be_bytes());
-        self.inner.push(entry)
+        self.inner.push(entry);
+        Ok(())
     }
 
     /// Offset of the last indexed batch whose timestamp is below `timestamp`:
@@ -240,9 +275,14 @@ impl TimeIndex {
         self.inner.sync()
     }
 
-    /// A handle that can fsync the index without holding the log.
-    pub(crate) fn file(&self) -> Arc<File> {
-        Arc::clone(&self.inner.file)
+    /// Writes the entries the file lacks and returns it open, for a flush
+    /// that fsyncs it without holding the log.
+    pub(crate) fn write_pending(&self) -> Result<File> {
+        self.inner.write_pending()
+    }
+
+    pub(crate) fn has_pending(&self) -> bool {
+        self.inner.has_pending()
     }
 }
 
@@ -274,10 +314,39 @@ mod tests {
             for i in 0..10 {
                 index.append(i * 10, (i * 100) as u32).unwrap();
             }
+            index.sync().unwrap();
         }
         let index = OffsetIndex::open(&path, 0).unwrap();
         assert_eq!(index.lookup(1000), 900);
         assert_eq!(index.last_entry(), Some((900, 90)));
+    }
+
+    #[test]
+    fn entries_reach_the_file_when_written_and_a_cut_keeps_a_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i");
+        let len = || std::fs::metadata(&path).unwrap().len();
+        let mut index = OffsetIndex::open(&path, 0).unwrap();
+        for i in 1..=4 {
+            index.append(i * 10, (i * 100) as u32).unwrap();
+        }
+        assert_eq!(len(), 0, "appends stay in memory");
+        assert!(index.has_pending());
+        drop(index.write_pending().unwrap());
+        assert_eq!(len(), 32);
+        assert!(!index.has_pending());
+        // A rebuild (after a truncation) starts the file over: what is
+        // written next follows the new entries, never stale ones.
+        index.clear().unwrap();
+        assert_eq!(len(), 0);
+        for (offset, position) in [(10, 100), (20, 200), (30, 250)] {
+            index.append(offset, position).unwrap();
+        }
+        index.sync().unwrap();
+        let reopened = OffsetIndex::open(&path, 0).unwrap();
+        assert_eq!(reopened.last_entry(), Some((250, 30)));
+        assert_eq!(reopened.lookup(29), 200);
+        assert_eq!(len(), 24);
     }
 
     #[test]
@@ -287,6 +356,7 @@ mod tests {
         {
             let mut index = OffsetIndex::open(&path, 0).unwrap();
             index.append(5, 10).unwrap();
+            index.sync().unwrap();
         }
         let mut raw = std::fs::read(&path).unwrap();
         raw.extend([1, 2, 3]);

@@ -373,9 +373,33 @@ impl Segment {
         Arc::clone(&self.file)
     }
 
-    /// Handles that can fsync the indexes without holding the log.
-    pub(crate) fn index_files(&self) -> [Arc<File>; 2] {
-        [self.offset_index.file(), self.time_index.file()]
+    /// The index files with every entry written, open so that a flush
+    /// can fsync them without holding the log (they close when it is
+    /// done). An index that cannot be written is left out: it is a
+    /// consistent prefix all the same, and the segment is the truth.
+    pub(crate) fn index_files(&self) -> Vec<Arc<File>> {
+        [
+            self.offset_index.write_pending(),
+            self.time_index.write_pending(),
+        ]
+        .into_iter()
+        .filter_map(|written| match written {
+            Ok(file) => Some(Arc::new(file)),
+            Err(error) => {
+                tracing::warn!(%error, "cannot write a segment index; it will be walked from its last entry");
+                None
+            }
+        })
+        .collect()
+    }
+
+    /// Writes index entries that wait in memory, without an fsync (the
+    /// active segment's indexes are not synced: a restart after a crash
+    /// rebuilds them above the recovery point).
+    pub(crate) fn write_pending_indexes(&self) {
+        if self.offset_index.has_pending() || self.time_index.has_pending() {
+            drop(self.index_files());
+        }
     }
 
     /// Deletes the segment's files. Readers holding the file keep reading

@@ -178,6 +178,8 @@ impl PartitionLog {
             // next open trusts its indexes.
             if base != active {
                 files.extend(segment.index_files());
+            } else {
+                segment.write_pending_indexes();
             }
         }
         Some(PendingFlush {
