@@ -67,6 +67,9 @@ class Broker:
         self.process = None
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
         self.starts = 0
+        # (soft, hard) limit on open files for the process, as `ulimit -n`
+        # sets it; None keeps the test runner's.
+        self.open_files = None
         STARTED.append(self)
 
     @property
@@ -102,7 +105,13 @@ class Broker:
         log = open(self.log_path, "a")
         log.write(f"--- start {self.starts}\n")
         log.flush()
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=log)
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=log,
+                                        preexec_fn=self._limit_open_files)
+
+    def _limit_open_files(self):
+        if self.open_files:
+            import resource
+            resource.setrlimit(resource.RLIMIT_NOFILE, self.open_files)
 
     def wait_ready(self, timeout=30.0):
         deadline = time.monotonic() + timeout

@@ -38,8 +38,15 @@ use tokio::{
 mod identity;
 
 use crate::{
-    config::BrokerConfig, controller::Controller, error::PartitionError, group::GroupCoordinator,
-    lease::Lease, metrics::Metrics, replicas::ReplicaManager, replication::fetcher::Fetchers,
+    config::BrokerConfig,
+    controller::Controller,
+    error::PartitionError,
+    group::GroupCoordinator,
+    lease::Lease,
+    metrics::Metrics,
+    open_files::{self, OpenFileLimit},
+    replicas::ReplicaManager,
+    replication::fetcher::Fetchers,
 };
 
 const METADATA_DIR: &str = "__cluster_metadata";
@@ -86,6 +93,8 @@ pub enum StartError {
     Metadata(#[from] NodeError),
     #[error("opening partition logs: {0}")]
     Log(#[from] keel_log::LogError),
+    #[error("{0}")]
+    OpenFileLimit(String),
 }
 
 #[derive(Debug)]
@@ -104,6 +113,8 @@ pub struct Broker {
     /// controller.
     pub controller: Controller,
     pub groups: GroupCoordinator,
+    /// The open-file limit this broker runs under.
+    pub open_files: OpenFileLimit,
     /// Distinguishes this run of the broker from earlier ones.
     pub incarnation: u64,
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
@@ -141,6 +152,12 @@ impl Broker {
             dir: data_dir.display().to_string(),
             source,
         })?;
+        let open_files = open_files::raise();
+        open_files::check_start(
+            open_files,
+            open_files::segments_on_disk(&data_dir, METADATA_DIR),
+        )
+        .map_err(StartError::OpenFileLimit)?;
         let identity = identity::check(&data_dir, config.node_id)?;
         let recorded_cluster_id = identity.cluster_id;
 
@@ -222,6 +239,7 @@ impl Broker {
             lease,
             controller,
             groups,
+            open_files,
             incarnation: now_ms() as u64,
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             recorded_cluster_id: Mutex::new(recorded_cluster_id),
@@ -653,6 +671,7 @@ async fn register(broker: Arc<Broker>) {
         rack: config.rack.clone(),
         incarnation: broker.incarnation,
         timestamp_ms: now_ms(),
+        max_replicas: broker.open_files.max_replicas(),
     };
     loop {
         let record = Record::RegisterBroker(registration.clone());

@@ -205,6 +205,9 @@ impl AdminError {
             Self::Metadata(ProposalError::Rejected(ApplyError::UnknownTopic(_))) => {
                 ResponseError::UnknownTopicOrPartition
             }
+            Self::Metadata(ProposalError::Rejected(ApplyError::ReplicaCapacity { .. })) => {
+                ResponseError::PolicyViolation
+            }
             Self::Metadata(ProposalError::Rejected(_)) => ResponseError::InvalidRequest,
             // Retriable: the client tries again, as it would against a Kafka
             // controller that is being elected.

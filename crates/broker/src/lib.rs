@@ -32,6 +32,7 @@ pub mod history;
 pub mod lease;
 pub mod log_cleaner;
 pub mod metrics;
+pub mod open_files;
 pub mod partition;
 pub mod replicas;
 pub mod replication;

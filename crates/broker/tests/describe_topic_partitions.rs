@@ -268,6 +268,7 @@ async fn eligible_leader_replicas_and_offline_replicas_come_from_the_image() {
                 rack: None,
                 incarnation: 1,
                 timestamp_ms: 0,
+                max_replicas: None,
             }),
         )
         .await;

@@ -64,6 +64,7 @@ async fn a_replica_fetch_from_a_broker_that_is_no_follower_gets_an_error() {
             rack: None,
             incarnation: 5,
             timestamp_ms: 0,
+            max_replicas: None,
         });
     h.broker
         .propose(register.into(), std::time::Duration::from_secs(5))

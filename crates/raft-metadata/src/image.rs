@@ -7,6 +7,7 @@
 //! changes to existing partitions live in `partitions`, replica set changes
 //! in `reassignment`.
 
+mod capacity;
 mod partitions;
 pub mod reassignment;
 
@@ -40,6 +41,9 @@ pub struct BrokerInfo {
     pub incarnation: u64,
     /// A fenced broker leads nothing and gets no new partitions.
     pub fenced: bool,
+    /// How many partition replicas it can keep open (see
+    /// `RegisterBroker::max_replicas`).
+    pub max_replicas: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +72,17 @@ pub enum ApplyError {
     Undecodable,
     #[error("topic '{0}' already exists")]
     TopicExists(String),
+    #[error(
+        "broker {broker} can keep {max} partition replicas open under its open file limit; it \
+         hosts {hosting} and this would add {adding}: raise its limit (ulimit -n) or place the \
+         partitions elsewhere"
+    )]
+    ReplicaCapacity {
+        broker: i32,
+        hosting: u64,
+        adding: u64,
+        max: u64,
+    },
     #[error("topic id {0} is already in use")]
     TopicIdInUse(Uuid),
     #[error("topic id must be 16 bytes")]
@@ -295,6 +310,7 @@ impl MetadataImage {
                 rack: r.rack.clone(),
                 incarnation: r.incarnation,
                 fenced: false,
+                max_replicas: r.max_replicas,
             },
         );
         Ok(())
@@ -333,6 +349,7 @@ impl MetadataImage {
         for p in &r.partitions {
             check_leader_and_isr(&p.replicas, p.leader, &p.isr)?;
         }
+        self.check_replica_capacity(&r.partitions)?;
         let topic = TopicInfo {
             name: r.name.clone(),
             id,
@@ -393,6 +410,7 @@ impl MetadataImage {
         for p in &r.partitions {
             check_leader_and_isr(&p.replicas, p.leader, &p.isr)?;
         }
+        self.check_replica_capacity(&r.partitions)?;
         self.topic_mut(&r.name)?
             .partitions
             .extend(r.partitions.iter().map(new_partition));

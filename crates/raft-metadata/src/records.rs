@@ -118,6 +118,10 @@ pub struct RegisterBroker {
     /// a restart takes it off.
     #[prost(int64, tag = "6")]
     pub timestamp_ms: i64,
+    /// How many partition replicas the broker can keep open under its
+    /// open-file limit; `None` when unlimited.
+    #[prost(uint64, optional, tag = "7")]
+    pub max_replicas: Option<u64>,
 }
 
 /// Where a partition's replicas live and who leads it.

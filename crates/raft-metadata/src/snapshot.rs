@@ -63,6 +63,8 @@ struct BrokerEntry {
     incarnation: u64,
     #[prost(bool, tag = "6")]
     fenced: bool,
+    #[prost(uint64, optional, tag = "7")]
+    max_replicas: Option<u64>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -104,6 +106,7 @@ pub fn encode(image: &MetadataImage, members: &Members) -> Vec<u8> {
                 rack: b.rack.clone(),
                 incarnation: b.incarnation,
                 fenced: b.fenced,
+                max_replicas: b.max_replicas,
             })
             .collect(),
         topics: image
@@ -157,6 +160,7 @@ pub fn decode(bytes: &[u8]) -> Result<(MetadataImage, Members), SnapshotError> {
             rack: b.rack,
             incarnation: b.incarnation,
             fenced: b.fenced,
+            max_replicas: b.max_replicas,
         })
         .collect();
     let topics = data
@@ -224,6 +228,7 @@ mod tests {
                 rack: Some("r1".into()),
                 incarnation: 8,
                 timestamp_ms: 0,
+                max_replicas: Some(768),
             })
             .into(),
             Record::RegisterBroker(RegisterBroker {
@@ -233,6 +238,7 @@ mod tests {
                 rack: None,
                 incarnation: 1,
                 timestamp_ms: 0,
+                max_replicas: None,
             })
             .into(),
             Record::CreateTopic(CreateTopic {

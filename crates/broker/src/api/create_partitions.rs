@@ -14,7 +14,9 @@ use kafka_protocol::{
 
 use super::{
     RequestContext,
-    create_topics::{MAX_PARTITIONS_PER_REQUEST, assignment, check_replica_list, place_replicas},
+    create_topics::{
+        MAX_PARTITIONS_PER_REQUEST, assignment, check_capacity, check_replica_list, place_replicas,
+    },
     internal_topic::refuse_client_change,
     topics::admin_timeout,
 };
@@ -96,6 +98,7 @@ async fn grow(
         }
         None => place_replicas(&image, existing, added, replication_factor)?,
     };
+    check_capacity(&image, &partitions)?;
     if validate_only {
         return Ok(());
     }

@@ -77,6 +77,7 @@ pub(crate) async fn create_topic(
     } else {
         explicit_assignments(&image, &spec)?
     };
+    check_capacity(&image, &partitions)?;
     let record = CreateTopic {
         name: spec.name.clone(),
         topic_id: Uuid::new_v4().as_bytes().to_vec(),
@@ -164,6 +165,18 @@ fn rack_alternating(image: &MetadataImage) -> Vec<i32> {
     (0..longest)
         .flat_map(|i| by_rack.values().filter_map(move |ids| ids.get(i).copied()))
         .collect()
+}
+
+/// Refuses partitions that would give a broker more replicas than its
+/// open-file limit lets it keep open (also checked when the record is
+/// applied, against requests racing this one).
+pub(crate) fn check_capacity(
+    image: &MetadataImage,
+    partitions: &[PartitionAssignment],
+) -> Result<(), AdminError> {
+    image
+        .check_replica_capacity(partitions)
+        .map_err(|e| AdminError::PolicyViolation(e.to_string()))
 }
 
 /// A new partition on `replicas`, led by the first.
@@ -381,6 +394,7 @@ mod tests {
                 rack: rack.map(str::to_string),
                 incarnation: 1,
                 timestamp_ms: 0,
+                max_replicas: None,
             });
             image.apply(&record.into(), 1).unwrap();
         }

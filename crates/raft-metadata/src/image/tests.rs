@@ -43,6 +43,7 @@ fn register(node_id: i32, incarnation: u64) -> MetadataRecord {
         rack: None,
         incarnation,
         timestamp_ms: 0,
+        max_replicas: None,
     })
     .into()
 }

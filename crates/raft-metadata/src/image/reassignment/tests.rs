@@ -18,6 +18,7 @@ fn image() -> MetadataImage {
             rack: None,
             incarnation: 1,
             timestamp_ms: 0,
+            max_replicas: None,
         });
         image.apply(&register.into(), 1).unwrap();
     }
