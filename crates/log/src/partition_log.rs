@@ -525,8 +525,15 @@ impl PartitionLog {
         // A checkpoint still in flight finishes before this returns, and
         // none is written after: the directory may be renamed next.
         self.stop_checkpoints();
-        for segment in self.segments.values() {
-            segment.sync()?;
+        // The flush made every segment durable up to the log end, and the
+        // indexes of every closed segment with it; what is left is the
+        // indexes a restart will trust without reading the segments: the
+        // active segment's, and any with entries still in memory.
+        let active = self.active_segment().base_offset();
+        for (&base, segment) in &self.segments {
+            if base == active || segment.has_pending_index_entries() {
+                segment.sync_indexes()?;
+            }
         }
         let snapshot = self.producers.encode_snapshot(self.log_end_offset());
         write_atomically(&self.dir.join(PRODUCER_STATE_FILE), &snapshot)?;

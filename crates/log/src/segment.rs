@@ -360,12 +360,16 @@ impl Segment {
         Ok(removed)
     }
 
-    pub(crate) fn sync(&self) -> Result<()> {
-        self.file
-            .sync_data()
-            .map_err(|e| LogError::io("syncing", self.log_path(), e))?;
+    /// Writes the index entries that wait in memory and fsyncs both index
+    /// files (the segment file itself is a flush's to sync).
+    pub(crate) fn sync_indexes(&self) -> Result<()> {
         self.offset_index.sync()?;
         self.time_index.sync()
+    }
+
+    /// Whether index entries wait in memory.
+    pub(crate) fn has_pending_index_entries(&self) -> bool {
+        self.offset_index.has_pending() || self.time_index.has_pending()
     }
 
     /// A handle that can fsync the segment without holding the log.
@@ -397,7 +401,7 @@ impl Segment {
     /// active segment's indexes are not synced: a restart after a crash
     /// rebuilds them above the recovery point).
     pub(crate) fn write_pending_indexes(&self) {
-        if self.offset_index.has_pending() || self.time_index.has_pending() {
+        if self.has_pending_index_entries() {
             drop(self.index_files());
         }
     }

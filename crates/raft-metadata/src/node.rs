@@ -258,8 +258,11 @@ impl MetadataHandle {
     /// node leads: a controller about to stop spares the cluster an
     /// election timeout without a controller.
     pub async fn transfer_leadership(&self, timeout: Duration) {
-        let me = self.status().core.id;
-        if self.status().core.leader_id != Some(me) {
+        let core = self.status().core;
+        let me = core.id;
+        // A voter alone has nobody to hand over to.
+        let others = core.voters.iter().any(|voter| *voter != me);
+        if core.leader_id != Some(me) || !others {
             return;
         }
         if self
