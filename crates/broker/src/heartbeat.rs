@@ -97,44 +97,85 @@ struct ProgressReports {
 
 /// Each hosted replica's (leader epoch, log end offset, high watermark),
 /// by topic id and partition.
-type Progress = HashMap<(Uuid, i32), (i32, i64, i64)>;
+type Progress = HashMap<ReplicaKey, ReplicaProgress>;
+type ReplicaKey = (Uuid, i32);
+/// (leader epoch, log end offset, high watermark).
+type ReplicaProgress = (i32, i64, i64);
+
+/// What the controller will have heard once it acknowledges a heartbeat.
+enum Heard {
+    /// Everything, from scratch: another controller, or replicas came or
+    /// went since.
+    All(Progress),
+    /// What changed since the last acknowledged heartbeat; the rest stands.
+    Changed(Vec<(ReplicaKey, ReplicaProgress)>),
+}
 
 impl ProgressReports {
     /// Every hosted replica's log now, and the entries `controller` has
-    /// not heard.
+    /// not heard. Ten heartbeats a second walk every hosted replica, so
+    /// the usual case (same controller, same replicas) only looks each one
+    /// up and builds nothing but what changed.
     fn changes(
         &self,
         hosted: &[Arc<Partition>],
         controller: (u64, u64),
-    ) -> (Progress, Vec<PartitionProgress>) {
-        let same_controller = self.controller == Some(controller);
-        let mut now = Progress::new();
-        let mut changed = Vec::new();
-        for replica in hosted {
-            let key = (replica.topic_id(), replica.index());
-            let state = (
+    ) -> (Heard, Vec<PartitionProgress>) {
+        let state_of = |replica: &Partition| {
+            (
                 replica.leader_epoch(),
                 replica.log_end_offset(),
                 replica.high_watermark(),
-            );
-            if !same_controller || self.heard.get(&key) != Some(&state) {
-                changed.push(PartitionProgress {
-                    topic: replica.topic().to_string(),
-                    partition: replica.index(),
-                    leader_epoch: state.0,
-                    log_end_offset: state.1,
-                    high_watermark: state.2,
-                });
+            )
+        };
+        let report = |replica: &Partition, state: ReplicaProgress| PartitionProgress {
+            topic: replica.topic().to_string(),
+            partition: replica.index(),
+            leader_epoch: state.0,
+            log_end_offset: state.1,
+            high_watermark: state.2,
+        };
+        if self.controller == Some(controller) && hosted.len() == self.heard.len() {
+            let mut updates = Vec::new();
+            let mut changed = Vec::new();
+            // The same number of replicas, each of them heard: the same ones.
+            let same_replicas = hosted.iter().all(|replica| {
+                let key = (replica.topic_id(), replica.index());
+                let state = state_of(replica);
+                match self.heard.get(&key) {
+                    Some(heard) if *heard == state => true,
+                    Some(_) => {
+                        updates.push((key, state));
+                        changed.push(report(replica, state));
+                        true
+                    }
+                    None => false,
+                }
+            });
+            if same_replicas {
+                return (Heard::Changed(updates), changed);
+            }
+        }
+        let mut now = Progress::with_capacity(hosted.len());
+        let mut changed = Vec::new();
+        for replica in hosted {
+            let key = (replica.topic_id(), replica.index());
+            let state = state_of(replica);
+            if self.controller != Some(controller) || self.heard.get(&key) != Some(&state) {
+                changed.push(report(replica, state));
             }
             now.insert(key, state);
         }
-        (now, changed)
+        (Heard::All(now), changed)
     }
 
-    /// `controller` answered a heartbeat that carried `progress`.
-    fn heard(&mut self, controller: (u64, u64), progress: Progress) {
+    /// `controller` answered a heartbeat that carried `heard`.
+    fn heard(&mut self, controller: (u64, u64), heard: Heard) {
         self.controller = Some(controller);
-        self.heard = progress;
+        match heard {
+            Heard::All(progress) => self.heard = progress,
+            Heard::Changed(updates) => self.heard.extend(updates),
+        }
     }
 }
 
