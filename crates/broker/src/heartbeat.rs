@@ -228,3 +228,90 @@ async fn send(
     }
     Some(reply)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use keel_log::{LogConfig, PartitionLog};
+    use keel_raft_metadata::PartitionInfo;
+
+    use super::*;
+    use crate::replication::succession::Succession;
+
+    fn replica(dir: &std::path::Path, index: i32) -> Arc<Partition> {
+        let (log, _) =
+            PartitionLog::open(&dir.join(index.to_string()), LogConfig::default(), 0).unwrap();
+        Arc::new(Partition::new("t".into(), Uuid::nil(), index, log, None))
+    }
+
+    /// Makes this broker (1) the replica's leader at `leader_epoch`.
+    fn lead(replica: &Partition, leader_epoch: i32) {
+        let info = PartitionInfo {
+            partition: replica.index(),
+            replicas: vec![1],
+            leader: 1,
+            leader_epoch,
+            isr: vec![1],
+            partition_epoch: leader_epoch,
+            elr: Vec::new(),
+            predecessor_lease_ms: 0,
+            adding_replicas: vec![],
+            removing_replicas: vec![],
+            previous_leader: None,
+        };
+        replica
+            .apply_assignment(1, &info, 1, Succession::default(), 0)
+            .unwrap();
+    }
+
+    fn beat(
+        reports: &mut ProgressReports,
+        hosted: &[Arc<Partition>],
+        controller: (u64, u64),
+    ) -> Vec<(i32, i32)> {
+        let (heard, changed) = reports.changes(hosted, controller);
+        reports.heard(controller, heard);
+        changed
+            .iter()
+            .map(|p| (p.partition, p.leader_epoch))
+            .collect()
+    }
+
+    #[test]
+    fn a_heartbeat_reports_what_the_controller_has_not_heard_and_only_that() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hosted = vec![replica(dir.path(), 0), replica(dir.path(), 1)];
+        for replica in &hosted {
+            lead(replica, 0);
+        }
+        let mut reports = ProgressReports::default();
+        let controller = (1, 1);
+        assert_eq!(beat(&mut reports, &hosted, controller), [(0, 0), (1, 0)]);
+        assert!(beat(&mut reports, &hosted, controller).is_empty());
+
+        // One replica moves on: it alone is reported, and once heard, not
+        // again.
+        lead(&hosted[1], 3);
+        assert_eq!(beat(&mut reports, &hosted, controller), [(1, 3)]);
+        assert!(beat(&mut reports, &hosted, controller).is_empty());
+
+        // A replica comes: it is reported, the others stand.
+        hosted.push(replica(dir.path(), 2));
+        lead(&hosted[2], 5);
+        assert_eq!(beat(&mut reports, &hosted, controller), [(2, 5)]);
+        assert!(beat(&mut reports, &hosted, controller).is_empty());
+
+        // Another controller, or a new term, has heard nothing.
+        assert_eq!(
+            beat(&mut reports, &hosted, (1, 2)),
+            [(0, 0), (1, 3), (2, 5)]
+        );
+        // A replica goes and another with the same count comes: the new
+        // one is reported.
+        hosted.remove(0);
+        hosted.push(replica(dir.path(), 3));
+        lead(&hosted[2], 1);
+        assert_eq!(beat(&mut reports, &hosted, (1, 2)), [(3, 1)]);
+    }
+}
