@@ -147,6 +147,22 @@ def produce(bootstrap, topic, keys, partitions=PARTITIONS):
     return delivered
 
 
+class Rounds:
+    """Rounds of 120 keyed records produced to `topic` (see `produce`), each
+    key named after its round; `produced` keeps every key so far."""
+
+    def __init__(self, bootstrap, topic):
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.produced = []
+
+    def produce(self, tag):
+        keys = [f"{tag}-{i}" for i in range(120)]
+        produce(self.bootstrap, self.topic, keys)
+        self.produced.extend(keys)
+        return keys
+
+
 def all_records(group_members):
     return [r for m in group_members for r in m.record_list()]
 

@@ -15,6 +15,7 @@ from confluent_kafka.admin import AdminClient
 from group_support import (
     GROUP_BROKER_ARGS,
     PARTITIONS,
+    Rounds,
     all_records,
     assert_read_exactly_once_by_owners,
     assert_static_restart_moved_nothing,
@@ -81,13 +82,8 @@ def test_leaves_and_crashes_move_partitions_without_skipping_records(consumer_br
     bootstrap = consumer_broker.bootstrap
     topic, group = "kip848-churn", "kip848-churn"
     create_topic(bootstrap, topic)
-    produced = []
-
-    def produce_round(tag):
-        keys = [f"{tag}-{i}" for i in range(120)]
-        produce(bootstrap, topic, keys)
-        produced.extend(keys)
-        return keys
+    rounds = Rounds(bootstrap, topic)
+    produce_round, produced = rounds.produce, rounds.produced
 
     def member():
         return members("confluent", bootstrap, group, topic, protocol="consumer")

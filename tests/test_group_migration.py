@@ -16,12 +16,12 @@ from confluent_kafka.admin import AdminClient
 
 from group_support import (
     PARTITIONS,
+    Rounds,
     all_records,
     assert_read_exactly_once_by_owners,
     balanced,
     committed,
     create_topic,
-    produce,
     wait_balanced,
     wait_read,
     wait_until,
@@ -54,13 +54,8 @@ def test_classic_members_move_to_the_consumer_protocol_and_back(
     bootstrap = migration_broker.bootstrap
     topic = group = f"migrate-{client}-{assignor}"
     create_topic(bootstrap, topic)
-    produced = []
-
-    def produce_round(tag):
-        keys = [f"{tag}-{i}" for i in range(120)]
-        produce(bootstrap, topic, keys)
-        produced.extend(keys)
-        return keys
+    rounds = Rounds(bootstrap, topic)
+    produce_round, produced = rounds.produce, rounds.produced
 
     classic = [members(client, bootstrap, group, topic, assignor=assignor) for _ in range(2)]
     wait_balanced(classic)

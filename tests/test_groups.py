@@ -28,6 +28,7 @@ from confluent_kafka.admin import AdminClient
 from group_support import (
     GROUP_BROKER_ARGS,
     PARTITIONS,
+    Rounds,
     all_records,
     assert_read_exactly_once_by_owners,
     assert_static_restart_moved_nothing,
@@ -125,13 +126,8 @@ def test_joins_leaves_and_crashes_rebalance_without_losing_records(group_broker,
     topic, group = "churn", "churn"
     create_topic(group_broker.bootstrap, topic)
     bootstrap = group_broker.bootstrap
-    produced = []
-
-    def produce_round(tag):
-        keys = [f"{tag}-{i}" for i in range(120)]
-        produce(bootstrap, topic, keys)
-        produced.extend(keys)
-        return keys
+    rounds = Rounds(bootstrap, topic)
+    produce_round, produced = rounds.produce, rounds.produced
 
     first = members("confluent", bootstrap, group, topic, session_timeout_ms=30_000)
     wait_balanced([first])

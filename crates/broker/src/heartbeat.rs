@@ -12,7 +12,11 @@
 //! (see `ProgressReports`): the controller elects the most caught-up
 //! candidate with them, and the leadership history records them.
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Instant,
+};
 
 use keel_raft_metadata::heartbeat::{
     BrokerHeartbeat, ControllerConnection, HeartbeatCall, HeartbeatReply, HeartbeatStatus,
@@ -102,79 +106,62 @@ type ReplicaKey = (Uuid, i32);
 /// (leader epoch, log end offset, high watermark).
 type ReplicaProgress = (i32, i64, i64);
 
-/// What the controller will have heard once it acknowledges a heartbeat.
-enum Heard {
-    /// Everything, from scratch: another controller, or replicas came or
-    /// went since.
-    All(Progress),
-    /// What changed since the last acknowledged heartbeat; the rest stands.
-    Changed(Vec<(ReplicaKey, ReplicaProgress)>),
-}
+/// What changed since the controller last heard: the entries a heartbeat
+/// carries, and what the controller will have heard once it acknowledges
+/// it.
+type Updates = Vec<(ReplicaKey, ReplicaProgress)>;
 
 impl ProgressReports {
-    /// Every hosted replica's log now, and the entries `controller` has
-    /// not heard. Ten heartbeats a second walk every hosted replica, so
-    /// the usual case (same controller, same replicas) only looks each one
-    /// up and builds nothing but what changed.
+    /// The hosted replicas whose log `controller` has not heard as it is
+    /// now (every one, for a controller or term that heard nothing yet).
+    /// Ten heartbeats a second walk every hosted replica, so only what
+    /// changed is built.
     fn changes(
         &self,
         hosted: &[Arc<Partition>],
         controller: (u64, u64),
-    ) -> (Heard, Vec<PartitionProgress>) {
-        let state_of = |replica: &Partition| {
-            (
-                replica.leader_epoch(),
-                replica.log_end_offset(),
-                replica.high_watermark(),
-            )
-        };
-        let report = |replica: &Partition, state: ReplicaProgress| PartitionProgress {
-            topic: replica.topic().to_string(),
-            partition: replica.index(),
-            leader_epoch: state.0,
-            log_end_offset: state.1,
-            high_watermark: state.2,
-        };
-        if self.controller == Some(controller) && hosted.len() == self.heard.len() {
-            let mut updates = Vec::new();
-            let mut changed = Vec::new();
-            // The same number of replicas, each of them heard: the same ones.
-            let same_replicas = hosted.iter().all(|replica| {
-                let key = (replica.topic_id(), replica.index());
-                let state = state_of(replica);
-                match self.heard.get(&key) {
-                    Some(heard) if *heard == state => true,
-                    Some(_) => {
-                        updates.push((key, state));
-                        changed.push(report(replica, state));
-                        true
-                    }
-                    None => false,
-                }
-            });
-            if same_replicas {
-                return (Heard::Changed(updates), changed);
-            }
-        }
-        let mut now = Progress::with_capacity(hosted.len());
+    ) -> (Updates, Vec<PartitionProgress>) {
+        let same_controller = self.controller == Some(controller);
+        let mut updates = Vec::new();
         let mut changed = Vec::new();
         for replica in hosted {
             let key = (replica.topic_id(), replica.index());
-            let state = state_of(replica);
-            if self.controller != Some(controller) || self.heard.get(&key) != Some(&state) {
-                changed.push(report(replica, state));
+            let state = (
+                replica.leader_epoch(),
+                replica.log_end_offset(),
+                replica.high_watermark(),
+            );
+            if !same_controller || self.heard.get(&key) != Some(&state) {
+                updates.push((key, state));
+                changed.push(PartitionProgress {
+                    topic: replica.topic().to_string(),
+                    partition: replica.index(),
+                    leader_epoch: state.0,
+                    log_end_offset: state.1,
+                    high_watermark: state.2,
+                });
             }
-            now.insert(key, state);
         }
-        (Heard::All(now), changed)
+        (updates, changed)
     }
 
-    /// `controller` answered a heartbeat that carried `heard`.
-    fn heard(&mut self, controller: (u64, u64), heard: Heard) {
+    /// `controller` answered a heartbeat that carried `updates` while
+    /// `hosted` were the hosted replicas.
+    fn heard(&mut self, controller: (u64, u64), updates: Updates, hosted: &[Arc<Partition>]) {
+        if self.controller != Some(controller) {
+            self.heard.clear();
+        }
         self.controller = Some(controller);
-        match heard {
-            Heard::All(progress) => self.heard = progress,
-            Heard::Changed(updates) => self.heard.extend(updates),
+        self.heard.extend(updates);
+        // Every hosted replica is heard now (one the controller had not
+        // heard of was an update), so more entries than replicas are
+        // replicas no longer hosted here.
+        if self.heard.len() > hosted.len() {
+            let hosted: HashSet<ReplicaKey> = hosted
+                .iter()
+                .map(|replica| (replica.topic_id(), replica.index()))
+                .collect();
+            self.heard.retain(|key, _| hosted.contains(key));
         }
     }
 }
@@ -191,7 +178,7 @@ async fn send(
     let controller = (controller_id, status.core.term);
     // One walk over the hosted replicas serves both reports.
     let hosted = broker.replicas.all();
-    let (progress, changed) = reports.changes(&hosted, controller);
+    let (updates, changed) = reports.changes(&hosted, controller);
     let heartbeat = BrokerHeartbeat {
         node_id: broker.config.node_id,
         incarnation: broker.incarnation,
@@ -224,7 +211,7 @@ async fn send(
         reply.status(),
         HeartbeatStatus::NotController | HeartbeatStatus::UnknownIncarnation
     ) {
-        reports.heard(controller, progress);
+        reports.heard(controller, updates, &hosted);
     }
     Some(reply)
 }
@@ -270,8 +257,8 @@ mod tests {
         hosted: &[Arc<Partition>],
         controller: (u64, u64),
     ) -> Vec<(i32, i32)> {
-        let (heard, changed) = reports.changes(hosted, controller);
-        reports.heard(controller, heard);
+        let (updates, changed) = reports.changes(hosted, controller);
+        reports.heard(controller, updates, hosted);
         changed
             .iter()
             .map(|p| (p.partition, p.leader_epoch))

@@ -106,16 +106,16 @@ impl GroupCoordinator {
                     let before = consumer.snapshot();
                     let speaking_consumer = consumer.has_consumer_protocol_members();
                     consumer.tick(settings, now);
-                    let downgrading = speaking_consumer
-                        && consumer.all_classic()
-                        && self.config.migration_policy.downgrades();
-                    if downgrading {
-                        let catalog = ImageCatalog(&image);
-                        // Nobody waits on a group that was a consumer group.
-                        group
-                            .downgrade(true, &catalog, &self.settings, now)
-                            .deliver();
-                    }
+                    // Nobody waits on a group that was a consumer group.
+                    let downgraded = group.downgrade_if_only_classic_left(
+                        speaking_consumer,
+                        self.config.migration_policy,
+                        true,
+                        &ImageCatalog(&image),
+                        &self.settings,
+                        now,
+                    );
+                    let downgrading = downgraded.is_some();
                     if group.is_empty() {
                         group.empty_since_ms = now;
                     }
@@ -435,9 +435,8 @@ mod tests {
     fn a_group_moved_between_the_protocols_loads_as_it_was_left() {
         use crate::group::{
             consumer::{ConsumerHeartbeat, ConsumerSnapshot},
-            state::{
-                GroupSettings,
-                migration::tests::{Catalog, consumer_join, held, stable_classic_group},
+            state::migration::tests::{
+                Catalog, SETTINGS, consumer_join, held, stable_classic_group,
             },
         };
 
@@ -471,12 +470,7 @@ mod tests {
             ..ConsumerHeartbeat::default()
         };
         consumer.heartbeat(leave, &Catalog, 6).unwrap();
-        let settings = GroupSettings {
-            initial_rebalance_delay_ms: 0,
-            min_session_timeout_ms: 1_000,
-            max_session_timeout_ms: 60_000,
-        };
-        group.downgrade(true, &Catalog, &settings, 6).deliver();
+        group.downgrade(true, &Catalog, &SETTINGS, 6).deliver();
         // Say the tombstone of one member was never written (a failed
         // write): the classic group record still replaces the consumer
         // group whole.

@@ -28,9 +28,7 @@ impl GroupCoordinator {
         now: i64,
     ) -> JoinOutcome {
         let settings = &self.settings;
-        if request.session_timeout_ms < settings.min_session_timeout_ms
-            || request.session_timeout_ms > settings.max_session_timeout_ms
-        {
+        if !settings.allows_session_timeout(request.session_timeout_ms) {
             return JoinOutcome::error(ResponseError::InvalidSessionTimeout, &request.member_id);
         }
         let Some(consumer) = group.consumer.as_mut() else {
@@ -41,13 +39,16 @@ impl GroupCoordinator {
         let before = consumer.snapshot();
         let speaking_consumer = consumer.has_consumer_protocol_members();
         let outcome = consumer.classic_join(request, &catalog, now);
-        let downgrading = speaking_consumer
-            && consumer.all_classic()
-            && self.config.migration_policy.downgrades();
-        if downgrading {
-            group.downgrade(false, &catalog, settings, now).deliver();
-        }
-        let entries = storage::consumer_entries(group, &before, downgrading);
+        // Nobody waits on a group that was a consumer group.
+        let downgraded = group.downgrade_if_only_classic_left(
+            speaking_consumer,
+            self.config.migration_policy,
+            false,
+            &catalog,
+            settings,
+            now,
+        );
+        let entries = storage::consumer_entries(group, &before, downgraded.is_some());
         match Self::persist(broker, partition, &entries) {
             Ok(()) => outcome,
             Err(error) => JoinOutcome::error(error, &outcome.member_id),
@@ -67,7 +68,7 @@ impl GroupCoordinator {
         };
         let before = consumer.snapshot();
         let results = consumer.classic_leave(members);
-        if !group.is_consumer_group() {
+        if group.is_empty() {
             group.empty_since_ms = crate::broker::now_ms();
         }
         Self::persist(

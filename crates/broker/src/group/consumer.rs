@@ -108,6 +108,12 @@ impl ConsumerMember {
         }
     }
 
+    /// When a rebalance step the member must take from `now_ms` on (give
+    /// partitions up, rejoin, sync) runs out of time.
+    fn rebalance_deadline_ms(&self, now_ms: i64) -> i64 {
+        now_ms + i64::from(self.rebalance_timeout_ms.max(0))
+    }
+
     /// How long the member's session lasts without a word from it: its
     /// own classic session timeout, or the group's.
     fn session_timeout_ms(&self, settings: &ConsumerSettings) -> i64 {
@@ -396,12 +402,10 @@ impl ConsumerGroup {
     }
 
     fn leave(&mut self, request: &ConsumerHeartbeat) -> Result<ConsumerOutcome, ResponseError> {
-        let by_instance = request.instance_id.as_deref().and_then(|instance| {
-            self.members
-                .values()
-                .find(|m| m.instance_id.as_deref() == Some(instance))
-                .map(|m| m.id.clone())
-        });
+        let by_instance = request
+            .instance_id
+            .as_deref()
+            .and_then(|instance| self.member_of_instance(instance));
         let member_id = match by_instance {
             // The instance now belongs to another member.
             Some(owner) if !request.member_id.is_empty() && owner != request.member_id => {
@@ -426,6 +430,14 @@ impl ConsumerGroup {
             member_epoch: request.member_epoch,
             assignment: None,
         })
+    }
+
+    /// The member of a static instance.
+    fn member_of_instance(&self, instance: &str) -> Option<String> {
+        self.members
+            .values()
+            .find(|m| m.instance_id.as_deref() == Some(instance))
+            .map(|m| m.id.clone())
     }
 
     /// Removes a member; what it held is free for the others at once.
@@ -524,8 +536,7 @@ impl ConsumerGroup {
                     // A classic member is held to its rebalance timeout by
                     // having to rejoin instead.
                     if member.classic.is_none() {
-                        member.revoke_deadline_ms =
-                            Some(now_ms + i64::from(member.rebalance_timeout_ms.max(0)));
+                        member.revoke_deadline_ms = Some(member.rebalance_deadline_ms(now_ms));
                     }
                     member.revoking = revoke;
                     return;

@@ -67,15 +67,16 @@ impl GroupCoordinator {
                     .get_or_insert_with(ConsumerGroup::default)
                     .heartbeat(request, &catalog, now)
             };
-            let downgrading = speaking_consumer
-                && group
-                    .consumer
-                    .as_ref()
-                    .is_some_and(ConsumerGroup::all_classic)
-                && policy.downgrades();
-            if downgrading {
-                deliveries.append(group.downgrade(true, &catalog, &self.settings, now));
-            }
+            let downgraded = group.downgrade_if_only_classic_left(
+                speaking_consumer,
+                policy,
+                true,
+                &catalog,
+                &self.settings,
+                now,
+            );
+            let downgrading = downgraded.is_some();
+            deliveries.append(downgraded.unwrap_or_default());
             if had_members && group.is_empty() {
                 group.empty_since_ms = now;
             }

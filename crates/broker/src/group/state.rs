@@ -122,6 +122,18 @@ impl Member {
             .unwrap_or_default()
     }
 
+    /// Answers a JoinGroup or SyncGroup the member waits on with `error`.
+    pub(super) fn fail_waiters(&mut self, error: ResponseError, deliveries: &mut Deliveries) {
+        if let Some(waiter) = self.awaiting_join.take() {
+            deliveries
+                .joins
+                .push((waiter, JoinOutcome::error(error, &self.id)));
+        }
+        if let Some(waiter) = self.awaiting_sync.take() {
+            deliveries.syncs.push((waiter, SyncOutcome::error(error)));
+        }
+    }
+
     /// When the member's session ends unless it is heard from again; it
     /// ends at this very millisecond, as Kafka's heartbeat timer fires.
     pub(crate) fn session_deadline_ms(&self) -> i64 {
@@ -208,6 +220,14 @@ pub(crate) struct GroupSettings {
     pub(crate) initial_rebalance_delay_ms: i64,
     pub(crate) min_session_timeout_ms: i32,
     pub(crate) max_session_timeout_ms: i32,
+}
+
+impl GroupSettings {
+    /// Whether a JoinGroup's session timeout lies within the bounds
+    /// (INVALID_SESSION_TIMEOUT otherwise).
+    pub(crate) fn allows_session_timeout(&self, session_timeout_ms: i32) -> bool {
+        (self.min_session_timeout_ms..=self.max_session_timeout_ms).contains(&session_timeout_ms)
+    }
 }
 
 #[derive(Debug)]

@@ -191,9 +191,8 @@ impl ConsumerGroup {
         topics: &dyn TopicCatalog,
         now_ms: i64,
     ) -> JoinOutcome {
-        let new_id = || Uuid::new_v4().to_string();
         let requested_id = if request.member_id.is_empty() {
-            new_id()
+            Uuid::new_v4().to_string()
         } else {
             request.member_id.clone()
         };
@@ -234,7 +233,7 @@ impl ConsumerGroup {
             session_timeout_ms: request.session_timeout_ms,
             protocols: request.protocols.clone(),
         });
-        classic.sync_deadline_ms = Some(now_ms + i64::from(member.rebalance_timeout_ms.max(0)));
+        classic.sync_deadline_ms = Some(member.rebalance_deadline_ms(now_ms));
         member.classic = Some(classic);
         let owned = to_ids(&subscription.owned, topics);
         self.refresh_topics(topics);
@@ -324,7 +323,7 @@ impl ConsumerGroup {
             Ok(member) => member,
             Err(error) => return SyncOutcome::error(error),
         };
-        let Some(classic) = member.classic.as_mut() else {
+        let Some(classic) = member.classic.as_ref() else {
             return SyncOutcome::error(ResponseError::UnknownMemberId);
         };
         let protocol_name = classic.protocols.protocol_name();
@@ -335,19 +334,18 @@ impl ConsumerGroup {
         if type_differs || name_differs {
             return SyncOutcome::error(ResponseError::InconsistentGroupProtocol);
         }
-        member.last_heard_ms = now_ms;
-        if epoch > member.member_epoch && member.revoking.is_empty() {
-            classic
-                .rejoin_deadline_ms
-                .get_or_insert(now_ms + i64::from(member.rebalance_timeout_ms.max(0)));
-            return SyncOutcome::error(ResponseError::RebalanceInProgress);
-        }
-        classic.sync_deadline_ms = None;
         let version = classic
             .protocols
             .protocols
             .first()
             .map_or(0, |(_, metadata)| embedded::subscription_version(metadata));
+        member.last_heard_ms = now_ms;
+        if epoch > member.member_epoch && member.revoking.is_empty() {
+            return SyncOutcome::error(member.ask_to_rejoin(now_ms));
+        }
+        if let Some(classic) = member.classic.as_mut() {
+            classic.sync_deadline_ms = None;
+        }
         SyncOutcome {
             error: None,
             protocol_type: Some(CONSUMER_PROTOCOL_TYPE.to_string()),
@@ -380,14 +378,7 @@ impl ConsumerGroup {
         };
         member.last_heard_ms = now_ms;
         let rejoin = member.member_epoch < epoch || !member.revoking.is_empty() || released;
-        if !rejoin {
-            return None;
-        }
-        let deadline = now_ms + i64::from(member.rebalance_timeout_ms.max(0));
-        if let Some(classic) = member.classic.as_mut() {
-            classic.rejoin_deadline_ms.get_or_insert(deadline);
-        }
-        Some(ResponseError::RebalanceInProgress)
+        rejoin.then(|| member.ask_to_rejoin(now_ms))
     }
 
     /// LeaveGroup for classic members, by member id or instance id; the
@@ -444,12 +435,17 @@ impl ConsumerGroup {
         }
         Ok(member)
     }
+}
 
-    fn member_of_instance(&self, instance: &str) -> Option<String> {
-        self.members
-            .values()
-            .find(|m| m.instance_id.as_deref() == Some(instance))
-            .map(|m| m.id.clone())
+impl ConsumerMember {
+    /// Tells a classic member to rejoin: REBALANCE_IN_PROGRESS, and it must
+    /// within its rebalance timeout from the first time it was told.
+    fn ask_to_rejoin(&mut self, now_ms: i64) -> ResponseError {
+        let deadline = self.rebalance_deadline_ms(now_ms);
+        if let Some(classic) = self.classic.as_mut() {
+            classic.rejoin_deadline_ms.get_or_insert(deadline);
+        }
+        ResponseError::RebalanceInProgress
     }
 }
 

@@ -100,34 +100,34 @@ impl ConsumerGroup {
     pub(crate) fn restore_member(&mut self, m: MemberSnapshot, now_ms: i64) {
         self.target.insert(m.id.clone(), m.target);
         // A classic member keeps to its rebalance timeout by rejoining.
-        let revoke_deadline_ms = (!m.revoking.is_empty() && m.classic.is_none())
-            .then(|| now_ms + i64::from(m.rebalance_timeout_ms.max(0)));
-        self.members.insert(
-            m.id.clone(),
-            ConsumerMember {
-                id: m.id,
-                instance_id: m.instance_id,
-                client_id: m.client_id,
-                client_host: m.client_host,
-                subscription: Subscription::restore(
-                    m.subscribed_names.into_iter().collect(),
-                    m.subscribed_regex,
-                    m.subscribed_topics.iter().cloned().collect(),
-                ),
-                subscribed_topics: m.subscribed_topics.into_iter().collect(),
-                server_assignor: m.server_assignor,
-                rebalance_timeout_ms: m.rebalance_timeout_ms,
-                member_epoch: m.member_epoch,
-                previous_epoch: m.previous_epoch,
-                assigned: m.assigned,
-                revoking: m.revoking,
-                revoke_deadline_ms,
-                away: m.away,
-                last_heard_ms: now_ms,
-                sent: None,
-                classic: m.classic.map(ClassicMember::new),
-            },
-        );
+        let revoking = !m.revoking.is_empty() && m.classic.is_none();
+        let mut member = ConsumerMember {
+            id: m.id,
+            instance_id: m.instance_id,
+            client_id: m.client_id,
+            client_host: m.client_host,
+            subscription: Subscription::restore(
+                m.subscribed_names.into_iter().collect(),
+                m.subscribed_regex,
+                m.subscribed_topics.iter().cloned().collect(),
+            ),
+            subscribed_topics: m.subscribed_topics.into_iter().collect(),
+            server_assignor: m.server_assignor,
+            rebalance_timeout_ms: m.rebalance_timeout_ms,
+            member_epoch: m.member_epoch,
+            previous_epoch: m.previous_epoch,
+            assigned: m.assigned,
+            revoking: m.revoking,
+            revoke_deadline_ms: None,
+            away: m.away,
+            last_heard_ms: now_ms,
+            sent: None,
+            classic: m.classic.map(ClassicMember::new),
+        };
+        if revoking {
+            member.revoke_deadline_ms = Some(member.rebalance_deadline_ms(now_ms));
+        }
+        self.members.insert(member.id.clone(), member);
     }
 
     /// Drops a member whose record was deleted.

@@ -22,9 +22,7 @@ impl Group {
         now_ms: i64,
     ) -> Deliveries {
         let mut deliveries = Deliveries::default();
-        if request.session_timeout_ms < settings.min_session_timeout_ms
-            || request.session_timeout_ms > settings.max_session_timeout_ms
-        {
+        if !settings.allows_session_timeout(request.session_timeout_ms) {
             deliveries.joins.push((
                 waiter,
                 JoinOutcome::error(ResponseError::InvalidSessionTimeout, &request.member_id),
@@ -63,19 +61,8 @@ impl Group {
                     let new_id =
                         Self::new_member_id(request.instance_id.as_deref().unwrap_or("member"));
                     if let Some(mut member) = self.members.remove(&old_id) {
+                        member.fail_waiters(ResponseError::FencedInstanceId, &mut deliveries);
                         member.id = new_id.clone();
-                        if let Some(waiter) = member.awaiting_join.take() {
-                            deliveries.joins.push((
-                                waiter,
-                                JoinOutcome::error(ResponseError::FencedInstanceId, &old_id),
-                            ));
-                        }
-                        if let Some(waiter) = member.awaiting_sync.take() {
-                            deliveries.syncs.push((
-                                waiter,
-                                SyncOutcome::error(ResponseError::FencedInstanceId),
-                            ));
-                        }
                         self.members.insert(new_id.clone(), member);
                     }
                     if self.leader.as_deref() == Some(old_id.as_str()) {

@@ -19,7 +19,7 @@ use std::{fmt, str::FromStr};
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 
-use super::{Deliveries, Group, GroupSettings, GroupState, JoinOutcome, Member, SyncOutcome};
+use super::{Deliveries, Group, GroupSettings, GroupState, Member};
 use crate::group::{
     consumer::{ClassicProtocols, ClassicSeat, ConsumerGroup, TopicCatalog, to_ids, to_names},
     embedded,
@@ -138,18 +138,7 @@ impl Group {
     pub(crate) fn upgrade(&mut self, consumer: ConsumerGroup) -> Deliveries {
         let mut deliveries = Deliveries::default();
         for member in self.members.values_mut() {
-            if let Some(waiter) = member.awaiting_join.take() {
-                deliveries.joins.push((
-                    waiter,
-                    JoinOutcome::error(ResponseError::RebalanceInProgress, &member.id),
-                ));
-            }
-            if let Some(waiter) = member.awaiting_sync.take() {
-                deliveries.syncs.push((
-                    waiter,
-                    SyncOutcome::error(ResponseError::RebalanceInProgress),
-                ));
-            }
+            member.fail_waiters(ResponseError::RebalanceInProgress, &mut deliveries);
         }
         self.consumer = Some(consumer);
         self.members.clear();
@@ -161,10 +150,32 @@ impl Group {
         deliveries
     }
 
+    /// Turns this consumer group back into a classic group when a change
+    /// took its last consumer-protocol member (`spoke_consumer`: it had
+    /// one before) and left only classic members, as `policy` allows; says
+    /// whether it did. With `rebalance` (a member left) the classic group
+    /// prepares a rebalance at once; a static member that replaced the
+    /// last consumer-protocol member leaves it stable.
+    pub(crate) fn downgrade_if_only_classic_left(
+        &mut self,
+        spoke_consumer: bool,
+        policy: MigrationPolicy,
+        rebalance: bool,
+        topics: &dyn TopicCatalog,
+        settings: &GroupSettings,
+        now_ms: i64,
+    ) -> Option<Deliveries> {
+        let only_classic = self
+            .consumer
+            .as_ref()
+            .is_some_and(ConsumerGroup::all_classic);
+        (spoke_consumer && only_classic && policy.downgrades())
+            .then(|| self.downgrade(rebalance, topics, settings, now_ms))
+    }
+
     /// Turns this consumer group, whose members all speak the classic
-    /// protocol, back into a classic group. With `rebalance` (a member
-    /// left) it prepares a rebalance at once; a static member that replaced
-    /// the last consumer-protocol member leaves it stable.
+    /// protocol, back into a classic group (see
+    /// [`Self::downgrade_if_only_classic_left`]).
     pub(crate) fn downgrade(
         &mut self,
         rebalance: bool,

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 
 use super::{
-    Deliveries, Group, GroupSettings, GroupState, JoinOutcome, Member, MemberClaim, ProtocolClaim,
-    SyncOutcome, SyncWaiter,
+    Deliveries, Group, GroupSettings, GroupState, Member, MemberClaim, ProtocolClaim, SyncOutcome,
+    SyncWaiter,
 };
 
 impl Group {
@@ -207,17 +207,7 @@ impl Group {
             };
             match id.and_then(|id| self.members.remove(&id)) {
                 Some(mut member) => {
-                    if let Some(waiter) = member.awaiting_join.take() {
-                        deliveries.joins.push((
-                            waiter,
-                            JoinOutcome::error(ResponseError::UnknownMemberId, &member.id),
-                        ));
-                    }
-                    if let Some(waiter) = member.awaiting_sync.take() {
-                        deliveries
-                            .syncs
-                            .push((waiter, SyncOutcome::error(ResponseError::UnknownMemberId)));
-                    }
+                    member.fail_waiters(ResponseError::UnknownMemberId, &mut deliveries);
                     removed = true;
                     results.push(None);
                 }

@@ -23,7 +23,7 @@ use crate::group::{
 
 const TOPIC: Uuid = Uuid::from_u128(7);
 
-const SETTINGS: GroupSettings = GroupSettings {
+pub(crate) const SETTINGS: GroupSettings = GroupSettings {
     initial_rebalance_delay_ms: 0,
     min_session_timeout_ms: 1_000,
     max_session_timeout_ms: 60_000,
