@@ -2,28 +2,35 @@
 //! strictly one request at a time, so responses leave in request order and
 //! a pipelining producer's batches are appended in the order it sent them.
 //!
-//! A frame is only buffered as its bytes arrive: an announced length above
-//! the configured maximum closes the connection before anything is
-//! allocated for it, and a length above [`FRAME_CHUNK`] grows the buffer in
-//! steps rather than up front, so a client announcing a huge frame and
-//! sending nothing costs at most one chunk.
+//! Frames are read into one buffer per connection that is reused from one
+//! request to the next, so a produce request's bytes land in memory that
+//! is already mapped: a request is decoded from, and its batches appended
+//! from, the bytes as received. A frame is only buffered as its bytes
+//! arrive: an announced length above the configured maximum closes the
+//! connection before anything is allocated for it, and a large frame grows
+//! the buffer in steps rather than up front, so a client announcing a huge
+//! frame and sending nothing costs at most one chunk. A buffer grown past
+//! [`RETAINED_CAPACITY`] for a large frame is given back once that frame
+//! has been handled.
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
 
 use crate::{api, broker::Broker};
 
-/// The most a frame gets before its bytes arrive. Produce requests of up
-/// to this size (librdkafka's default batch is 1 MB) are read into one
-/// allocation without reallocating as they grow.
+/// The most a frame's buffer grows by before its bytes arrive.
 const FRAME_CHUNK: usize = 1024 * 1024;
-/// Read buffer of the connection's socket.
-const READ_BUFFER: usize = 64 * 1024;
+/// The least a read asks for, so small requests sent together are read
+/// together.
+const READ_CHUNK: usize = 64 * 1024;
+/// The buffer a connection keeps between requests: room for a produce
+/// request of librdkafka's default size (1 MB) and what follows it.
+const RETAINED_CAPACITY: usize = FRAME_CHUNK + READ_CHUNK;
 /// How long a new connection's requests wait for the broker to be known to
 /// the cluster.
 const JOIN_WAIT: Duration = Duration::from_secs(10);
@@ -38,40 +45,72 @@ enum FrameError {
     Io(#[from] io::Error),
 }
 
-/// Reads one frame; `Ok(None)` on a clean end of stream between frames.
-async fn read_frame<R: AsyncRead + Unpin>(
-    reader: &mut R,
+/// Length-prefixed frames from a byte stream, read into a reused buffer.
+struct FrameReader<R> {
+    reader: R,
+    buf: BytesMut,
     max_frame_bytes: usize,
-) -> Result<Option<Bytes>, FrameError> {
-    let mut prefix = [0u8; 4];
-    match reader.read_exact(&mut prefix).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
-    }
-    let len = i32::from_be_bytes(prefix);
-    let len = usize::try_from(len).map_err(|_| FrameError::Negative(len))?;
-    if len > max_frame_bytes {
-        return Err(FrameError::TooLarge {
-            len,
-            max: max_frame_bytes,
-        });
-    }
-    let mut frame = BytesMut::with_capacity(len.min(FRAME_CHUNK));
-    while frame.len() < len {
-        if frame.capacity() == frame.len() {
-            frame.reserve((len - frame.len()).min(frame.len().max(FRAME_CHUNK)));
-        }
-        let want = len - frame.len();
-        let read = (&mut *reader)
-            .take(want as u64)
-            .read_buf(&mut frame)
-            .await?;
-        if read == 0 {
-            return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    fn new(reader: R, max_frame_bytes: usize) -> Self {
+        Self {
+            reader,
+            buf: BytesMut::new(),
+            max_frame_bytes,
         }
     }
-    Ok(Some(frame.freeze()))
+
+    /// The next frame; `Ok(None)` on a clean end of stream between frames.
+    async fn next(&mut self) -> Result<Option<Bytes>, FrameError> {
+        loop {
+            let announced = self.announced_len()?;
+            if let Some(len) = announced {
+                if self.buf.len() >= 4 + len {
+                    self.buf.advance(4);
+                    return Ok(Some(self.buf.split_to(len).freeze()));
+                }
+            }
+            let missing = announced.map_or(4, |len| 4 + len) - self.buf.len();
+            self.make_room(missing);
+            if self.reader.read_buf(&mut self.buf).await? == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+            }
+        }
+    }
+
+    /// The length of the frame at the front of the buffer, once its prefix
+    /// is in.
+    fn announced_len(&self) -> Result<Option<usize>, FrameError> {
+        let Some(prefix) = self.buf.first_chunk::<4>() else {
+            return Ok(None);
+        };
+        let len = i32::from_be_bytes(*prefix);
+        let len = usize::try_from(len).map_err(|_| FrameError::Negative(len))?;
+        if len > self.max_frame_bytes {
+            return Err(FrameError::TooLarge {
+                len,
+                max: self.max_frame_bytes,
+            });
+        }
+        Ok(Some(len))
+    }
+
+    /// Makes room to read `missing` more bytes of the frame being read, or
+    /// as much of them as the buffer may grow by before they arrive. Once
+    /// the frames read before were dropped, this reuses their memory.
+    fn make_room(&mut self, missing: usize) {
+        let step = missing.min(FRAME_CHUNK.max(self.buf.len())).max(READ_CHUNK);
+        self.buf.reserve(step);
+        if self.buf.capacity() > RETAINED_CAPACITY && self.buf.len() + step <= RETAINED_CAPACITY {
+            let mut retained = BytesMut::with_capacity(RETAINED_CAPACITY);
+            retained.extend_from_slice(&self.buf);
+            self.buf = retained;
+        }
+    }
 }
 
 /// Serves requests until the client disconnects, sends something that
@@ -81,7 +120,6 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
         tracing::debug!(%peer, error = %e, "cannot disable Nagle's algorithm");
     }
     let (reader, mut writer) = stream.into_split();
-    let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
     let mut shutdown = broker.shutdown_signal();
     // A broker that is not yet in the metadata answers Metadata with no
     // brokers and no controller, which clients take as the cluster's
@@ -98,7 +136,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
         _ = tokio::time::timeout(JOIN_WAIT, ready) => {}
         _ = shutdown.changed() => return,
     }
-    let max_frame_bytes = broker.config.max_frame_bytes as usize;
+    let mut frames = FrameReader::new(reader, broker.config.max_frame_bytes as usize);
     // Kafka describes a member's host as "/address".
     let connection = api::Connection::new(format!("/{}", peer.ip()));
     loop {
@@ -106,7 +144,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
             break;
         }
         let frame = tokio::select! {
-            frame = read_frame(&mut reader, max_frame_bytes) => frame,
+            frame = frames.next() => frame,
             _ = shutdown.changed() => break,
         };
         let frame = match frame {
@@ -123,7 +161,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
         };
         match api::handle(&broker, frame, &connection).await {
             Ok(Some(response)) => {
-                if let Err(e) = writer.write_all(&response).await {
+                if let Err(e) = response.send(&mut writer).await {
                     tracing::debug!(%peer, error = %e, "cannot send response");
                     break;
                 }
@@ -148,28 +186,71 @@ mod tests {
 
     #[tokio::test]
     async fn frames_are_read_whole_and_oversized_ones_refused() {
-        let mut input: &[u8] = &[0, 0, 0, 3, b'a', b'b', b'c', 0, 0, 0, 0];
+        let input: &[u8] = &[0, 0, 0, 3, b'a', b'b', b'c', 0, 0, 0, 0];
+        let mut frames = FrameReader::new(input, 10);
         assert_eq!(
-            read_frame(&mut input, 10).await.unwrap().unwrap(),
+            frames.next().await.unwrap().unwrap(),
             Bytes::from_static(b"abc")
         );
-        assert_eq!(read_frame(&mut input, 10).await.unwrap().unwrap().len(), 0);
-        assert!(read_frame(&mut input, 10).await.unwrap().is_none());
+        assert_eq!(frames.next().await.unwrap().unwrap().len(), 0);
+        assert!(frames.next().await.unwrap().is_none());
 
-        let mut huge: &[u8] = &[0x7f, 0xff, 0xff, 0xff];
+        let huge: &[u8] = &[0x7f, 0xff, 0xff, 0xff];
         assert!(matches!(
-            read_frame(&mut huge, 100 << 20).await,
+            FrameReader::new(huge, 100 << 20).next().await,
             Err(FrameError::TooLarge { .. })
         ));
-        let mut negative: &[u8] = &[0xff, 0xff, 0xff, 0xff];
+        let negative: &[u8] = &[0xff, 0xff, 0xff, 0xff];
         assert!(matches!(
-            read_frame(&mut negative, 10).await,
+            FrameReader::new(negative, 10).next().await,
             Err(FrameError::Negative(-1))
         ));
-        let mut truncated: &[u8] = &[0, 0, 0, 9, 1, 2];
+        let truncated: &[u8] = &[0, 0, 0, 9, 1, 2];
         assert!(matches!(
-            read_frame(&mut truncated, 10).await,
+            FrameReader::new(truncated, 10).next().await,
             Err(FrameError::Io(_))
         ));
+    }
+
+    /// Frames of every size, sent together and in pieces, come out whole
+    /// and in order, the buffer never grows past the largest frame and a
+    /// step, and a large frame's memory is given back.
+    #[tokio::test]
+    async fn frames_of_every_size_come_whole_and_a_large_buffer_is_given_back() {
+        let sizes = [
+            0,
+            1,
+            100,
+            READ_CHUNK + 7,
+            FRAME_CHUNK + 3,
+            3 * FRAME_CHUNK,
+            5,
+        ];
+        let frames: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| (0..len).map(|b| (b * 31 + i) as u8).collect())
+            .collect();
+        let mut stream = Vec::new();
+        for frame in &frames {
+            stream.extend_from_slice(&(frame.len() as i32).to_be_bytes());
+            stream.extend_from_slice(frame);
+        }
+        let (mut client, server) = tokio::io::duplex(4096);
+        let writer = tokio::spawn(async move {
+            for piece in stream.chunks(10_000) {
+                client.write_all(piece).await.unwrap();
+            }
+        });
+        let mut reader = FrameReader::new(server, 4 * FRAME_CHUNK);
+        for expected in &frames {
+            let frame = reader.next().await.unwrap().unwrap();
+            assert_eq!(&frame[..], &expected[..]);
+            drop(frame);
+            assert!(reader.buf.capacity() <= 4 * FRAME_CHUNK + READ_CHUNK);
+        }
+        assert!(reader.next().await.unwrap().is_none());
+        assert!(reader.buf.capacity() <= RETAINED_CAPACITY);
+        writer.await.unwrap();
     }
 }

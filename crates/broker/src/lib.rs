@@ -36,6 +36,7 @@ pub mod open_files;
 pub mod partition;
 pub mod replicas;
 pub mod replication;
+pub mod response;
 pub mod server;
 #[cfg(test)]
 mod test_image;

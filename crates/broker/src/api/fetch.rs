@@ -7,6 +7,9 @@
 //! `min_bytes` waits up to `max_wait_ms` for appends. Incremental fetch
 //! sessions are declined: every response is full and has session id 0.
 //!
+//! Record bytes are not read here: each partition's records stay in their
+//! segment file and are sent from it (see `response`).
+//!
 //! Consumers read up to the high watermark. A follower replica (a request
 //! with a replica id) reads up to the log end, and only as a registered
 //! broker, at its registered incarnation, that is a replica of the
@@ -38,6 +41,7 @@ use crate::{
     broker::now_ms,
     error::PartitionError,
     partition::{Fetched, Partition, PartitionOffsets, ReadLimit},
+    response::FileRecords,
 };
 use keel_raft_metadata::MetadataImage;
 
@@ -71,14 +75,21 @@ struct Follower {
     incarnation: Option<u64>,
 }
 
-pub(super) async fn handle(ctx: &RequestContext<'_>, request: FetchRequest) -> FetchResponse {
+/// Answers a fetch. The response's records fields stand in for the
+/// returned file records, which stay in their segment files until sent.
+pub(super) async fn handle(
+    ctx: &RequestContext<'_>,
+    request: FetchRequest,
+) -> (FetchResponse, FileRecords) {
     if request.session_id != 0 {
-        return FetchResponse::default()
-            .with_error_code(ResponseError::FetchSessionIdNotFound.code());
+        let response =
+            FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());
+        return (response, FileRecords::default());
     }
     if request.session_epoch != INITIAL_EPOCH && request.session_epoch != FINAL_EPOCH {
-        return FetchResponse::default()
+        let response = FetchResponse::default()
             .with_error_code(ResponseError::InvalidFetchSessionEpoch.code());
+        return (response, FileRecords::default());
     }
     let image = ctx.broker.image();
     let (replica_id, replica_epoch) = if ctx.version >= REPLICA_STATE_VERSION {
@@ -158,7 +169,7 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: FetchRequest) -> F
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
     let mut shutdown = ctx.broker.shutdown_signal();
     let notify = Arc::new(Notify::new());
-    let (partitions, endpoints) = loop {
+    let gathered = loop {
         // Register before reading, so an append in between still wakes us.
         for replica in targets.iter().filter_map(|t| t.replica.as_ref().ok()) {
             replica.register_waiter(&notify, read_limit);
@@ -169,7 +180,7 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: FetchRequest) -> F
             || Instant::now() >= deadline
             || ctx.broker.is_shutting_down();
         if done {
-            break (gathered.partitions, gathered.endpoints);
+            break gathered;
         }
         tokio::select! {
             () = notify.notified() => {}
@@ -186,16 +197,17 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: FetchRequest) -> F
                 .with_topic_id(topic_id)
         })
         .collect();
-    for (target, data) in targets.iter().zip(partitions) {
+    for (target, data) in targets.iter().zip(gathered.partitions) {
         responses[target.topic].partitions.push(data);
     }
-    FetchResponse::default()
+    let response = FetchResponse::default()
         .with_responses(responses)
         .with_node_endpoints(if ctx.version >= LEADER_HINT_VERSION {
-            node_endpoints(endpoints)
+            node_endpoints(gathered.endpoints)
         } else {
             Vec::new()
-        })
+        });
+    (response, gathered.records)
 }
 
 struct Limits {
@@ -227,6 +239,7 @@ fn check_follower(image: &MetadataImage, follower: Follower) -> Result<(), Parti
 struct Gathered {
     partitions: Vec<PartitionData>,
     endpoints: Endpoints,
+    records: FileRecords,
     bytes: usize,
     has_error: bool,
 }
@@ -240,6 +253,7 @@ fn gather(
     let mut gathered = Gathered {
         partitions: Vec::with_capacity(targets.len()),
         endpoints: Endpoints::default(),
+        records: FileRecords::default(),
         bytes: 0,
         has_error: false,
     };
@@ -302,7 +316,7 @@ fn read_partition(
                     )?;
                 }
                 let records = slice
-                    .map(|s| s.read())
+                    .map(|s| gathered.records.field(s))
                     .transpose()
                     .map_err(PartitionError::Storage)?;
                 Ok((Read::Records(records.unwrap_or_default()), offsets))

@@ -51,10 +51,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::{
     messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader},
-    protocol::{Decodable, Encodable},
+    protocol::{Decodable, Encodable, buf::ByteBufMut},
 };
 
-use crate::broker::Broker;
+use crate::{
+    broker::Broker,
+    response::{FileRecords, ResponseFrame},
+};
 
 /// Every API implemented, with the versions implemented.
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
@@ -169,9 +172,52 @@ pub(crate) struct RequestContext<'a> {
 
 impl RequestContext<'_> {
     /// Frames a response: length, response header, body.
-    fn encode<R: Encodable>(&self, response: &R) -> Result<BytesMut, RequestError> {
-        encode_frame(self.api_key, self.version, self.correlation_id, response)
+    fn encode<R: Encodable>(&self, response: &R) -> Result<ResponseFrame, RequestError> {
+        self.encode_with_records(response, FileRecords::default())
     }
+
+    /// Frames a response whose records fields stand in for `records`,
+    /// which stay in their files until sent.
+    fn encode_with_records<R: Encodable>(
+        &self,
+        response: &R,
+        records: FileRecords,
+    ) -> Result<ResponseFrame, RequestError> {
+        encode_response(
+            self.api_key,
+            self.version,
+            self.correlation_id,
+            response,
+            records,
+        )
+    }
+}
+
+/// Room for the encoded parts of a response whose records stay in files:
+/// headers and offsets, a few dozen bytes per partition.
+const ENCODED_CAPACITY: usize = 4096;
+
+/// Frames a response: length, response header, body, with the records
+/// fields that stand in for `records` left in their files.
+pub(crate) fn encode_response<R: Encodable>(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &R,
+    records: FileRecords,
+) -> Result<ResponseFrame, RequestError> {
+    if records.is_empty() {
+        return encode_frame(api_key, version, correlation_id, response).map(Into::into);
+    }
+    let header = ResponseFrameHeader::new(api_key, version, correlation_id);
+    header
+        .size(response)
+        .and_then(|size| {
+            ResponseFrame::encode_with(records, ENCODED_CAPACITY, |buf| {
+                header.encode(buf, size, response)
+            })
+        })
+        .map_err(|e| encode_error(api_key, version, e))
 }
 
 fn encode_frame<R: Encodable>(
@@ -180,29 +226,58 @@ fn encode_frame<R: Encodable>(
     correlation_id: i32,
     response: &R,
 ) -> Result<BytesMut, RequestError> {
-    let encode_error = |e: anyhow::Error| RequestError::Encode {
-        api: api_key,
+    let header = ResponseFrameHeader::new(api_key, version, correlation_id);
+    let encoded = header.size(response).and_then(|size| {
+        let mut frame = BytesMut::with_capacity(4 + size as usize);
+        header.encode(&mut frame, size, response)?;
+        Ok(frame)
+    });
+    encoded.map_err(|e| encode_error(api_key, version, e))
+}
+
+fn encode_error(api: ApiKey, version: i16, error: anyhow::Error) -> RequestError {
+    RequestError::Encode {
+        api,
         version,
-        reason: e.to_string(),
-    };
-    let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let header_version = api_key.response_header_version(version);
-    let size = header
-        .compute_size(header_version)
-        .and_then(|h| Ok(h + response.compute_size(version)?))
-        .map_err(encode_error)?;
-    let size = i32::try_from(size).map_err(|_| RequestError::Encode {
-        api: api_key,
-        version,
-        reason: format!("a {size}-byte response does not fit a frame"),
-    })?;
-    let mut frame = BytesMut::with_capacity(4 + size as usize);
-    frame.put_i32(size);
-    header
-        .encode(&mut frame, header_version)
-        .and_then(|()| response.encode(&mut frame, version))
-        .map_err(encode_error)?;
-    Ok(frame)
+        reason: error.to_string(),
+    }
+}
+
+/// What precedes a response body in its frame.
+struct ResponseFrameHeader {
+    header: ResponseHeader,
+    header_version: i16,
+    version: i16,
+}
+
+impl ResponseFrameHeader {
+    fn new(api_key: ApiKey, version: i16, correlation_id: i32) -> Self {
+        Self {
+            header: ResponseHeader::default().with_correlation_id(correlation_id),
+            header_version: api_key.response_header_version(version),
+            version,
+        }
+    }
+
+    /// The frame's length, which its 4-byte prefix holds.
+    fn size<R: Encodable>(&self, response: &R) -> anyhow::Result<i32> {
+        let size =
+            self.header.compute_size(self.header_version)? + response.compute_size(self.version)?;
+        i32::try_from(size)
+            .map_err(|_| anyhow::anyhow!("a {size}-byte response does not fit a frame"))
+    }
+
+    /// Writes the whole frame into `frame`: length, header, body.
+    fn encode<B: ByteBufMut, R: Encodable>(
+        &self,
+        frame: &mut B,
+        size: i32,
+        response: &R,
+    ) -> anyhow::Result<()> {
+        frame.put_i32(size);
+        self.header.encode(frame, self.header_version)?;
+        response.encode(frame, self.version)
+    }
 }
 
 fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -290,9 +365,9 @@ pub async fn handle(
     broker: &Broker,
     frame: Bytes,
     connection: &Connection,
-) -> Result<Option<BytesMut>, RequestError> {
+) -> Result<Option<ResponseFrame>, RequestError> {
     let (api_key, version, correlation_id, client_id, request) = match decode(frame)? {
-        Decoded::Immediate(reply) => return Ok(Some(reply)),
+        Decoded::Immediate(reply) => return Ok(Some(reply.into())),
         Decoded::Request {
             api_key,
             version,
@@ -329,7 +404,10 @@ pub async fn handle(
             }
             ctx.encode(&response)
         }
-        RequestKind::Fetch(r) => ctx.encode(&fetch::handle(&ctx, r).await),
+        RequestKind::Fetch(r) => {
+            let (response, records) = fetch::handle(&ctx, r).await;
+            ctx.encode_with_records(&response, records)
+        }
         RequestKind::ListOffsets(r) => ctx.encode(&list_offsets::handle(&ctx, r).await),
         RequestKind::Metadata(r) => ctx.encode(&metadata::handle(&ctx, r).await),
         RequestKind::ApiVersions(r) => ctx.encode(&api_versions::handle(&ctx, r).await),
@@ -378,7 +456,7 @@ pub async fn handle(
         RequestKind::DescribeLogDirs(r) => ctx.encode(&describe_log_dirs::handle(&ctx, r)),
         RequestKind::DescribeQuorum(r) => ctx.encode(&describe_quorum::handle(&ctx, r).await),
         RequestKind::ListConfigResources(r) => ctx.encode(&list_config_resources::handle(&ctx, r)),
-        _ => Ok(unsupported(correlation_id)),
+        _ => Ok(unsupported(correlation_id).into()),
     };
     response.map(Some)
 }

@@ -111,7 +111,7 @@ impl Harness {
         api::handle(&self.broker, frame, &self.connection)
             .await
             .unwrap()
-            .map(BytesMut::freeze)
+            .map(|response| response.to_bytes().expect("the records are readable"))
     }
 
     pub async fn call<Req: Encodable, Resp: Decodable>(
