@@ -48,7 +48,7 @@ pub(crate) fn recompress(
     // Re-encoded, the records are what the log stores: they must be the
     // consistent run an uncompressed batch is held to, as Kafka checks
     // every record it recompresses.
-    if !payload_is_consistent(records.clone(), header) {
+    if !payload_is_consistent(&records, header) {
         return Err(BatchError::InvalidRecordCount {
             records_count: header.records_count,
             last_offset_delta: header.last_offset_delta,

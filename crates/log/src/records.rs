@@ -10,9 +10,9 @@
 //! offset_delta varint, key_length varint, ...` and only those leading
 //! fields are read.
 
-use std::{io::Read, ops::ControlFlow};
+use std::{borrow::Cow, io::Read, ops::ControlFlow};
 
-use bytes::{Buf, Bytes};
+use bytes::Buf;
 
 use crate::{
     batch::{BATCH_HEADER_LEN, BatchHeader},
@@ -41,18 +41,18 @@ pub(crate) fn visit_records(
     header: &BatchHeader,
     mut visit: impl FnMut(RecordPosition) -> ControlFlow<()>,
 ) -> Option<()> {
-    let mut records = records_payload(batch, header)?;
-    walk_records(&mut records, header, &mut visit);
+    let records = records_payload(batch, header)?;
+    walk_records(&mut &records[..], header, &mut visit);
     Some(())
 }
 
 /// The uncompressed records of a complete batch, or `None` if they cannot
-/// be had within the cap.
-pub(crate) fn records_payload(batch: &[u8], header: &BatchHeader) -> Option<Bytes> {
+/// be had within the cap. An uncompressed batch's are borrowed, not copied.
+pub(crate) fn records_payload<'a>(batch: &'a [u8], header: &BatchHeader) -> Option<Cow<'a, [u8]>> {
     let payload = batch.get(BATCH_HEADER_LEN..header.total_len())?;
     match header.compression_codec() {
-        0 => Some(Bytes::copy_from_slice(payload)),
-        codec => decompress(codec, payload).map(Bytes::from),
+        0 => Some(Cow::Borrowed(payload)),
+        codec => decompress(codec, payload).map(Cow::Owned),
     }
 }
 
@@ -61,16 +61,20 @@ pub(crate) fn records_payload(batch: &[u8], header: &BatchHeader) -> Option<Byte
 /// inflated under the cap; one that cannot be, or whose records cannot all
 /// be walked, is refused as well, since its keys cannot be checked.
 pub(crate) fn check_keys(batch: &[u8], header: &BatchHeader) -> Result<(), BatchError> {
-    let mut records = records_payload(batch, header).ok_or(BatchError::UndecodableRecords)?;
+    let records = records_payload(batch, header).ok_or(BatchError::UndecodableRecords)?;
     let mut walked = 0i32;
     let mut without_key = Rejections::default();
-    walk_records(&mut records, header, &mut |position: RecordPosition| {
-        if position.null_key {
-            without_key.add(walked, RecordFault::MissingKey);
-        }
-        walked += 1;
-        ControlFlow::Continue(())
-    });
+    walk_records(
+        &mut &records[..],
+        header,
+        &mut |position: RecordPosition| {
+            if position.null_key {
+                without_key.add(walked, RecordFault::MissingKey);
+            }
+            walked += 1;
+            ControlFlow::Continue(())
+        },
+    );
     if walked != header.records_count {
         return Err(BatchError::UndecodableRecords);
     }
@@ -100,22 +104,26 @@ pub(crate) fn check_timestamps(
     if compressed && before_ms == i64::MAX && header.max_timestamp <= highest {
         return Ok(());
     }
-    let mut records = records_payload(batch, header).ok_or(BatchError::UndecodableRecords)?;
+    let records = records_payload(batch, header).ok_or(BatchError::UndecodableRecords)?;
     let mut walked = 0i32;
     let mut outside = Rejections::default();
-    walk_records(&mut records, header, &mut |position: RecordPosition| {
-        let timestamp = position.timestamp;
-        if timestamp != -1 && !(lowest..=highest).contains(&timestamp) {
-            let reason = RecordFault::TimestampOutOfRange {
-                timestamp,
-                lowest,
-                highest,
-            };
-            outside.add(walked, reason);
-        }
-        walked += 1;
-        ControlFlow::Continue(())
-    });
+    walk_records(
+        &mut &records[..],
+        header,
+        &mut |position: RecordPosition| {
+            let timestamp = position.timestamp;
+            if timestamp != -1 && !(lowest..=highest).contains(&timestamp) {
+                let reason = RecordFault::TimestampOutOfRange {
+                    timestamp,
+                    lowest,
+                    highest,
+                };
+                outside.add(walked, reason);
+            }
+            walked += 1;
+            ControlFlow::Continue(())
+        },
+    );
     if walked != header.records_count {
         return Err(BatchError::UndecodableRecords);
     }
@@ -153,11 +161,11 @@ pub(crate) fn records_are_consistent(batch: &[u8], header: &BatchHeader) -> bool
     let Some(payload) = batch.get(BATCH_HEADER_LEN..header.total_len()) else {
         return false;
     };
-    payload_is_consistent(Bytes::copy_from_slice(payload), header)
+    payload_is_consistent(payload, header)
 }
 
 /// [`records_are_consistent`] for a batch's records already inflated.
-pub(crate) fn payload_is_consistent(mut records: Bytes, header: &BatchHeader) -> bool {
+pub(crate) fn payload_is_consistent(mut records: &[u8], header: &BatchHeader) -> bool {
     let mut expected = 0i64;
     let mut consistent = true;
     walk_records(&mut records, header, &mut |position: RecordPosition| {
@@ -222,7 +230,7 @@ fn snappy(payload: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn walk_records(
-    records: &mut Bytes,
+    records: &mut &[u8],
     header: &BatchHeader,
     visit: &mut impl FnMut(RecordPosition) -> ControlFlow<()>,
 ) {
@@ -236,7 +244,8 @@ fn walk_records(
         if length > records.remaining() {
             return;
         }
-        let mut record = records.split_to(length);
+        let (mut record, rest) = records.split_at(length);
+        *records = rest;
         if record.remaining() < 1 {
             return;
         }
@@ -265,7 +274,7 @@ fn walk_records(
 }
 
 /// Reads a zigzag-encoded varint of up to 64 bits.
-fn read_varint(buf: &mut Bytes) -> Option<i64> {
+fn read_varint(buf: &mut &[u8]) -> Option<i64> {
     let mut raw: u64 = 0;
     for shift in (0..64).step_by(7) {
         if !buf.has_remaining() {
@@ -348,11 +357,8 @@ mod tests {
 
     #[test]
     fn varints_decode_negative_and_multi_byte_values() {
-        assert_eq!(read_varint(&mut Bytes::from_static(&[0x01])), Some(-1));
-        assert_eq!(
-            read_varint(&mut Bytes::from_static(&[0xac, 0x02])),
-            Some(150)
-        );
-        assert_eq!(read_varint(&mut Bytes::from_static(&[0x80])), None);
+        assert_eq!(read_varint(&mut &[0x01][..]), Some(-1));
+        assert_eq!(read_varint(&mut &[0xac, 0x02][..]), Some(150));
+        assert_eq!(read_varint(&mut &[0x80][..]), None);
     }
 }
