@@ -74,6 +74,68 @@ measure() {
   echo "  broker cpu $(echo "$after - $before" | bc) s, broker peak RSS $(broker_peak_rss_mib) MiB"
 }
 
+# Runs the load generator (the arguments after BYTES, which it moves) and
+# prints its line with the broker's CPU-seconds per GB; leaves the
+# throughput in LAST_MB_PER_S and the CPU per GB in LAST_CPU_PER_GB.
+measure_broker() {
+  local bytes=$1
+  shift
+  local before after line
+  before=$(broker_cpu_seconds)
+  line=$("$@")
+  after=$(broker_cpu_seconds)
+  echo "  $line"
+  LAST_MB_PER_S=$(mb_per_s "$line")
+  LAST_CPU_PER_GB=$(echo "scale=3; ($after - $before) / ($bytes / 1000000000)" | bc)
+  echo "  broker cpu $(echo "$after - $before" | bc) s, $LAST_CPU_PER_GB cpu-s/GB, broker peak RSS $(broker_peak_rss_mib) MiB"
+}
+
+# Measures the machine's ceiling for KIND (produce or fetch) over BYTES on
+# the broker's disk; prints its line and leaves MB/s in LAST_CEILING.
+measure_ceiling() {
+  local line
+  line=$("$KEEL_BENCH" "ceiling-$1" --bytes "$2" --dir "$BENCH_DIR/ceiling")
+  echo "  $line"
+  LAST_CEILING=$(mb_per_s "$line")
+}
+
+# The "N MB/s" figure of a load generator's line.
+mb_per_s() {
+  echo "$1" | sed -n 's/.* \([0-9.]*\) MB\/s.*/\1/p'
+}
+
+# The median of the numbers given.
+median() {
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+}
+
+# Runs ROUNDS rounds of: the ceiling for KIND over BYTES, then the load
+# generator with the remaining arguments, where {topic} stands for a topic
+# of the round's own (TOPIC_PREFIX-ROUND). Prints each round and the
+# medians: throughput, its fraction of the ceiling, broker CPU-s per GB.
+rounds_against_ceiling() {
+  local kind=$1 rounds=$2 bytes=$3 topic_prefix=$4
+  shift 4
+  local round ratio a args=() throughputs=() ceilings=() ratios=() cpus=()
+  for round in $(seq 1 "$rounds"); do
+    echo "round $round:"
+    # Each step starts with no dirty pages left by the one before.
+    sync
+    measure_ceiling "$kind" "$bytes"
+    args=()
+    for a in "$@"; do args+=("${a//\{topic\}/$topic_prefix-$round}"); done
+    sync
+    measure_broker "$bytes" "$KEEL_BENCH" "${args[@]}"
+    ratio=$(echo "scale=3; $LAST_MB_PER_S / $LAST_CEILING" | bc)
+    echo "  keel at $ratio of the ceiling"
+    throughputs+=("$LAST_MB_PER_S")
+    ceilings+=("$LAST_CEILING")
+    ratios+=("$ratio")
+    cpus+=("$LAST_CPU_PER_GB")
+  done
+  echo "$kind, medians of $rounds rounds: keel $(median "${throughputs[@]}") MB/s, ceiling $(median "${ceilings[@]}") MB/s, fraction $(median "${ratios[@]}"), broker $(median "${cpus[@]}") cpu-s/GB"
+}
+
 bench_teardown() {
   if [ -n "${KEEL_PID:-}" ] && kill -0 "$KEEL_PID" 2>/dev/null; then
     kill -TERM "$KEEL_PID"

@@ -2,6 +2,8 @@
 //! reports throughput, produce latency percentiles and the client's own CPU
 //! time.
 
+mod ceiling;
+
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -59,6 +61,21 @@ enum Command {
     },
     /// Read `messages` records of partition 0 from the beginning.
     Fetch,
+    /// The machine's ceiling for produce: `bytes` from a socket to a file.
+    CeilingProduce {
+        #[arg(long)]
+        bytes: u64,
+        /// Where the file goes (the broker's disk).
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
+    /// The machine's ceiling for fetch: `bytes` from a file to a socket.
+    CeilingFetch {
+        #[arg(long)]
+        bytes: u64,
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Default)]
@@ -271,5 +288,11 @@ fn main() {
             linger_ms,
         } => produce(&args, *partitions, *size, acks, *rate, *linger_ms),
         Command::Fetch => fetch(&args),
+        Command::CeilingProduce { bytes, dir } => {
+            ceiling::produce(*bytes, dir);
+        }
+        Command::CeilingFetch { bytes, dir } => {
+            ceiling::fetch(*bytes, dir);
+        }
     }
 }
