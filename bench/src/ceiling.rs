@@ -23,6 +23,9 @@ use std::{
 };
 
 const CHUNK: usize = 1024 * 1024;
+/// The files are left for the caller to delete: on a file system mounted
+/// with `discard` (this machine's), deleting gigabytes slows the writes
+/// that follow for a while, and the broker's runs delete nothing.
 const FSYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 fn connected() -> (TcpStream, TcpStream) {
@@ -35,7 +38,7 @@ fn connected() -> (TcpStream, TcpStream) {
 /// Socket to file with fsync: `bytes` bytes; prints and returns MB/s.
 pub fn produce(bytes: u64, dir: &Path) -> f64 {
     std::fs::create_dir_all(dir).expect("ceiling directory");
-    let path = dir.join("ceiling-produce");
+    let path = unused_path(dir, "ceiling-produce");
     let mut file = OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -63,8 +66,6 @@ pub fn produce(bytes: u64, dir: &Path) -> f64 {
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = thread_cpu_seconds() - cpu_before;
     sender.join().expect("sender");
-    drop(file);
-    std::fs::remove_file(&path).expect("remove the ceiling file");
     report(
         "produce ceiling (socket to file, fsync every second)",
         bytes,
@@ -76,7 +77,7 @@ pub fn produce(bytes: u64, dir: &Path) -> f64 {
 /// File to socket with sendfile: `bytes` bytes; prints and returns MB/s.
 pub fn fetch(bytes: u64, dir: &Path) -> f64 {
     std::fs::create_dir_all(dir).expect("ceiling directory");
-    let path = dir.join("ceiling-fetch");
+    let path = unused_path(dir, "ceiling-fetch");
     write_bytes(&mut File::create(&path).expect("ceiling file"), bytes);
     let file = File::open(&path).expect("ceiling file");
     let (mut client, server) = connected();
@@ -101,13 +102,20 @@ pub fn fetch(bytes: u64, dir: &Path) -> f64 {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = sender.join().expect("sender");
-    std::fs::remove_file(&path).expect("remove the ceiling file");
     report(
         "fetch ceiling (file to socket, sendfile)",
         bytes,
         elapsed,
         cpu,
     )
+}
+
+/// `dir/name-N` for the first N not taken.
+fn unused_path(dir: &Path, name: &str) -> std::path::PathBuf {
+    (1..)
+        .map(|n| dir.join(format!("{name}-{n}")))
+        .find(|path| !path.exists())
+        .expect("a free name")
 }
 
 /// Writes `bytes` bytes to `out`, a chunk at a time.

@@ -3,6 +3,7 @@
 //! time.
 
 mod ceiling;
+mod raw;
 
 use std::{
     sync::{Arc, Mutex},
@@ -13,7 +14,7 @@ use clap::{Parser, Subcommand};
 use rdkafka::{
     ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
-    error::KafkaError,
+    error::{KafkaError, RDKafkaErrorCode},
     message::DeliveryResult,
     producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer},
 };
@@ -61,6 +62,13 @@ enum Command {
     },
     /// Read `messages` records of partition 0 from the beginning.
     Fetch,
+    /// Produce `messages` values of `size` bytes to partition 0 with a
+    /// minimal client (one request encoded once, sent over and over) that
+    /// costs about what a socket writer costs, acks=1.
+    ProduceRaw {
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+    },
     /// The machine's ceiling for produce: `bytes` from a socket to a file.
     CeilingProduce {
         #[arg(long)]
@@ -143,7 +151,10 @@ fn create(args: &Args, partitions: i32, replication_factor: i32, min_isr: Option
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = futures_executor(admin.create_topics([&topic], &options));
     for result in results.expect("create topics") {
-        result.unwrap_or_else(|(topic, e)| panic!("creating {topic}: {e}"));
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, e)) => panic!("creating {topic}: {e}"),
+        }
     }
 }
 
@@ -288,6 +299,11 @@ fn main() {
             linger_ms,
         } => produce(&args, *partitions, *size, acks, *rate, *linger_ms),
         Command::Fetch => fetch(&args),
+        Command::ProduceRaw { size } => {
+            // The minimal client only produces: the topic must exist.
+            create(&args, 1, 1, None);
+            raw::produce(&args.bootstrap, &args.topic, args.messages, *size)
+        }
         Command::CeilingProduce { bytes, dir } => {
             ceiling::produce(*bytes, dir);
         }
