@@ -6,6 +6,7 @@ soft limit to the hard one at start; and it refuses to start, naming the
 numbers, when its data needs more files than the limit allows.
 """
 
+import os
 import re
 
 import pytest
@@ -93,7 +94,7 @@ def test_a_broker_whose_data_needs_more_files_than_its_limit_says_so(tmp_path):
     broker.start_async()
     assert broker.process.wait(timeout=30) != 0
     log = broker.log().split(f"--- start {broker.starts}\n")[-1]
-    assert "holds 200 segment files" in log, log
+    assert "holds 200 partition logs" in log, log
     assert "the open file limit is 300" in log, log
     assert "at least 456" in log, log
 
@@ -101,6 +102,54 @@ def test_a_broker_whose_data_needs_more_files_than_its_limit_says_so(tmp_path):
     broker.open_files = (LIMIT, LIMIT)
     broker.start()
     assert served_topics(broker.bootstrap) == 20
+
+
+def test_older_segments_hold_no_file_open(tmp_path):
+    """Partitions with many segments: only each one's active segment keeps
+    a file open, so a broker whose segments far outnumber its limit stops
+    and starts again, cleanly and after SIGKILL, with every record."""
+    broker = Broker(tmp_path / "broker")
+    broker.open_files = (300, 300)
+    broker.start()
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    create(admin, [NewTopic("many", 10, 1, config={"segment.bytes": "1024"})])
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all",
+                         "linger.ms": 0})
+    rounds = 40
+    for i in range(rounds):
+        for partition in range(10):
+            # Two records do not fit a segment: every one rolls it.
+            producer.produce("many", b"%04d" % i * 150, partition=partition)
+        assert producer.flush(30) == 0
+    segments = len(list((tmp_path / "broker").glob("many-*/*.log")))
+    assert segments >= 300, segments
+    assert len(os.listdir(f"/proc/{broker.process.pid}/fd")) < 300
+
+    assert broker.stop() == 0
+    broker.start()
+    assert read_counts(broker.bootstrap, "many", 10) == [rounds] * 10
+    broker.kill()
+    broker.start()
+    assert read_counts(broker.bootstrap, "many", 10) == [rounds] * 10
+
+
+def read_counts(bootstrap, topic, partitions):
+    """How many records each partition of `topic` holds, read from offset 0
+    and checked to be consecutive."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    next_offsets = [0] * partitions
+    idle = 0
+    while idle < 3:
+        messages = consumer.consume(num_messages=500, timeout=2)
+        idle = 0 if messages else idle + 1
+        for message in messages:
+            assert message.error() is None, message.error()
+            assert message.offset() == next_offsets[message.partition()]
+            next_offsets[message.partition()] += 1
+    consumer.close()
+    return next_offsets
 
 
 def served_topics(bootstrap):

@@ -155,7 +155,7 @@ impl Broker {
         let open_files = open_files::raise();
         open_files::check_start(
             open_files,
-            open_files::segments_on_disk(&data_dir, METADATA_DIR),
+            open_files::partition_logs_on_disk(&data_dir, METADATA_DIR),
         )
         .map_err(StartError::OpenFileLimit)?;
         let identity = identity::check(&data_dir, config.node_id)?;

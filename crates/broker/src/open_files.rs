@@ -1,14 +1,16 @@
 //! The open-file limit a broker runs under, and the partition replicas it
 //! can therefore keep.
 //!
-//! Every segment of every hosted partition keeps its log file open (its
-//! indexes do not: see `keel_log::index`); connections, the Raft log and
-//! short-lived files (index writes, checkpoints, directory syncs) need the
-//! rest. A broker that accepted more partitions than it can open again
-//! would not come back after a restart, so:
+//! Every hosted partition keeps one file open, its active segment's log;
+//! its other segments open theirs only while they are read or hold data not
+//! yet flushed, and no index stays open (see `keel_log::segment::file` and
+//! `keel_log::index`). Connections, the Raft log and short-lived files
+//! (reads of older segments, index writes, checkpoints, directory syncs)
+//! need the rest. A broker that accepted more partitions than it can open
+//! again would not come back after a restart, so:
 //!
 //! - at start the soft limit is raised to the hard limit;
-//! - a data directory holding more segments than the limit allows is
+//! - a data directory holding more partition logs than the limit allows is
 //!   refused at start, with the numbers and how to raise the limit;
 //! - a broker registers how many partition replicas it can keep
 //!   ([`max_replicas`]), and CreateTopics and CreatePartitions refuse to
@@ -18,8 +20,9 @@ use std::path::Path;
 
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
-/// Descriptors kept for everything but segment files: client and cluster
-/// connections, the Raft log, and files opened for a moment.
+/// Descriptors kept for everything but the partitions' active segments:
+/// client and cluster connections, the Raft log, and files opened for a
+/// moment.
 pub const RESERVED: u64 = 256;
 
 /// The limits before and after [`raise`].
@@ -63,10 +66,10 @@ pub fn raise() -> OpenFileLimit {
     }
 }
 
-/// Segment files in the partition directories under `data_dir` (not the
-/// metadata directory, `metadata_dir`, whose log is part of what
-/// [`RESERVED`] covers): the descriptors opening them all takes.
-pub fn segments_on_disk(data_dir: &Path, metadata_dir: &str) -> u64 {
+/// Partition logs (directories holding a segment) under `data_dir`, not
+/// counting the metadata directory, `metadata_dir`, whose log is part of
+/// what [`RESERVED`] covers: one open file each.
+pub fn partition_logs_on_disk(data_dir: &Path, metadata_dir: &str) -> u64 {
     let Ok(entries) = std::fs::read_dir(data_dir) else {
         return 0;
     };
@@ -75,24 +78,28 @@ pub fn segments_on_disk(data_dir: &Path, metadata_dir: &str) -> u64 {
         .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
         .filter(|entry| entry.file_name() != metadata_dir)
         .filter_map(|entry| std::fs::read_dir(entry.path()).ok())
-        .flat_map(|files| files.flatten())
-        .filter(|file| file.file_name().to_string_lossy().ends_with(".log"))
+        .map(|files| {
+            files
+                .flatten()
+                .any(|file| file.file_name().to_string_lossy().ends_with(".log"))
+        })
+        .filter(|&holds_a_segment| holds_a_segment)
         .count() as u64
 }
 
-/// Refuses to start when the segments on disk need more descriptors than
-/// the limit leaves for them: the broker would fail part way through
+/// Refuses to start when the partition logs on disk need more descriptors
+/// than the limit leaves for them: the broker would fail part way through
 /// opening them.
-pub fn check_start(limit: OpenFileLimit, segments: u64) -> Result<(), String> {
+pub fn check_start(limit: OpenFileLimit, logs: u64) -> Result<(), String> {
     match limit.soft {
-        Some(soft) if segments + RESERVED > soft => Err(format!(
-            "the data directory holds {segments} segment files, which need about {} open files \
+        Some(soft) if logs + RESERVED > soft => Err(format!(
+            "the data directory holds {logs} partition logs, which need about {} open files \
              with what the broker keeps for connections, but the open file limit is {soft} \
              (hard limit {}); raise it (ulimit -n, LimitNOFILE= in systemd, --ulimit nofile= \
              in Docker) to at least {}",
-            segments + RESERVED,
+            logs + RESERVED,
             limit.hard.map_or("unlimited".into(), |n| n.to_string()),
-            segments + RESERVED,
+            logs + RESERVED,
         )),
         _ => Ok(()),
     }
@@ -128,14 +135,14 @@ mod tests {
     }
 
     #[test]
-    fn a_start_that_could_not_open_every_segment_is_refused_with_the_numbers() {
+    fn a_start_that_could_not_open_every_partition_is_refused_with_the_numbers() {
         let limit = OpenFileLimit {
             soft: Some(1_024),
             hard: Some(1_024),
         };
         assert!(check_start(limit, 768).is_ok());
         let refused = check_start(limit, 769).unwrap_err();
-        assert!(refused.contains("769 segment files"), "{refused}");
+        assert!(refused.contains("769 partition logs"), "{refused}");
         assert!(refused.contains("limit is 1024"), "{refused}");
         assert!(refused.contains("at least 1025"), "{refused}");
         let unlimited = OpenFileLimit {
@@ -146,7 +153,7 @@ mod tests {
     }
 
     #[test]
-    fn segments_are_counted_in_partition_directories() {
+    fn partition_logs_are_counted_once_whatever_their_segments() {
         let dir = tempfile::tempdir().unwrap();
         for (partition, segments) in [("t-0", 2), ("t-1", 1)] {
             let path = dir.path().join(partition);
@@ -159,6 +166,7 @@ mod tests {
         std::fs::write(dir.path().join("stray.log"), b"").unwrap();
         std::fs::create_dir(dir.path().join("meta")).unwrap();
         std::fs::write(dir.path().join("meta").join("raft.log"), b"").unwrap();
-        assert_eq!(segments_on_disk(dir.path(), "meta"), 3);
+        std::fs::create_dir(dir.path().join("empty")).unwrap();
+        assert_eq!(partition_logs_on_disk(dir.path(), "meta"), 2);
     }
 }

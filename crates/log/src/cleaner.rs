@@ -160,29 +160,30 @@ pub struct CleanPlan {
 
 /// Takes the snapshot a pass over `segments` (the last of which is the
 /// active one) works from; with `compact` false the plan does nothing.
+/// The snapshot holds the files it reads open until the pass ends.
 pub(crate) fn begin(
     segments: &BTreeMap<i64, Segment>,
     params: CleanParams,
     compact: bool,
-) -> CleanPlan {
+) -> Result<CleanPlan> {
     let active = segments.values().next_back();
     let mut plan = CleanPlan {
         readable: Vec::new(),
         cleanable: Vec::new(),
-        active: active.map(SegmentSnapshot::of),
+        active: active.map(SegmentSnapshot::of).transpose()?,
         bytes_before: total_size(segments),
         bytes_held_back: 0,
         params,
     };
     if !compact {
-        return plan;
+        return Ok(plan);
     }
     let high_watermark = plan.params.high_watermark;
     let active_base = active.map(Segment::base_offset);
     plan.readable = segments
         .range(..high_watermark)
         .map(|(_, s)| SegmentSnapshot::of(s))
-        .collect();
+        .collect::<Result<_>>()?;
     // Without a minimum lag, as in Kafka, a segment's timestamps do not
     // matter (they may even lie ahead of the broker's clock).
     let min_lag = plan.params.min_compaction_lag_ms;
@@ -200,8 +201,8 @@ pub(crate) fn begin(
     plan.cleanable = closed[..young]
         .iter()
         .map(|s| SegmentSnapshot::of(s))
-        .collect();
-    plan
+        .collect::<Result<_>>()?;
+    Ok(plan)
 }
 
 impl CleanPlan {

@@ -217,10 +217,14 @@ impl PartitionLog {
         log.load_producer_state(clean_shutdown, now_ms)?;
         if !clean_shutdown {
             // Whatever survived is now made durable, so the next recovery
-            // starts from here.
+            // starts from here. What lies below the first segment recovered
+            // was fsynced before the checkpoint that says so.
+            log.recovery_point = first_to_recover;
             log.flush()?;
         }
         log.recovery_point = log_end_offset;
+        log.pin_unflushed()?;
+        log.unpin_flushed();
 
         report.segments = log.segments.len();
         report.log_start_offset = log.log_start_offset;

@@ -26,8 +26,10 @@ use crate::{
 };
 
 mod cleaned;
+mod file;
 
 pub(crate) use self::cleaned::{CleanedIndexes, cleaned_file, remove_cleaned_files};
+use self::file::SegmentFile;
 
 pub(crate) const LOG_SUFFIX: &str = "log";
 const INDEX_SUFFIX: &str = "index";
@@ -49,7 +51,7 @@ pub(crate) struct LocatedBatch {
 pub(crate) struct Segment {
     base_offset: i64,
     dir: PathBuf,
-    file: Arc<File>,
+    file: SegmentFile,
     size: u64,
     next_offset: i64,
     offset_index: OffsetIndex,
@@ -87,7 +89,7 @@ impl Segment {
         Ok(Self {
             base_offset,
             dir: dir.to_path_buf(),
-            file: Arc::new(file),
+            file: SegmentFile::new(log_path, file),
             size: 0,
             next_offset: base_offset,
             offset_index,
@@ -111,11 +113,7 @@ impl Segment {
         now_ms: i64,
     ) -> Result<(Self, ScanOutcome)> {
         let log_path = dir.join(file_name(base_offset, LOG_SUFFIX));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&log_path)
-            .map_err(|e| LogError::io("opening segment", &log_path, e))?;
+        let file = file::open(&log_path)?;
         let file_len = file
             .metadata()
             .map_err(|e| LogError::io("reading metadata of", &log_path, e))?
@@ -135,7 +133,7 @@ impl Segment {
         let mut segment = Self {
             base_offset,
             dir: dir.to_path_buf(),
-            file: Arc::new(file),
+            file: SegmentFile::new(log_path, file),
             size: file_len,
             next_offset: base_offset,
             offset_index,
@@ -154,6 +152,9 @@ impl Segment {
             Some(outcome) => outcome,
             None => segment.scan_and_rebuild(true, index_interval_bytes)?,
         };
+        // Closed once scanned, so opening a log of many segments holds one
+        // file at a time; the log pins what takes appends or awaits a flush.
+        segment.file.unpin();
         Ok((segment, outcome))
     }
 
@@ -211,6 +212,7 @@ impl Segment {
         self.bytes_since_index_entry = 0;
         self.max_timestamp = -1;
         self.offset_of_max_timestamp = -1;
+        let file = self.file.handle()?;
         let file_len = self.size;
         let mut position = 0u64;
         let mut body = Vec::new();
@@ -225,8 +227,7 @@ impl Segment {
             }
             if verify {
                 body.resize(header.total_len(), 0);
-                self.file
-                    .read_exact_at(&mut body, position)
+                file.read_exact_at(&mut body, position)
                     .map_err(|e| LogError::io("reading segment", self.log_path(), e))?;
                 if verify_crc(&header, &body).is_err() {
                     break;
@@ -238,8 +239,7 @@ impl Segment {
         }
         let truncated_bytes = file_len - position;
         if truncated_bytes > 0 {
-            self.file
-                .set_len(position)
+            file.set_len(position)
                 .map_err(|e| LogError::io("truncating torn tail of", self.log_path(), e))?;
         }
         self.size = position;
@@ -253,6 +253,7 @@ impl Segment {
         }
         let mut raw = [0u8; BATCH_HEADER_LEN];
         self.file
+            .handle()?
             .read_exact_at(&mut raw, position)
             .map_err(|e| LogError::io("reading segment", self.log_path(), e))?;
         Ok(BatchHeader::parse(&raw).ok())
@@ -290,11 +291,12 @@ impl Segment {
         parts: &[&[u8]],
         index_interval_bytes: u64,
     ) -> Result<()> {
+        self.file.pin()?;
+        let file = self.file.handle()?;
         let position = self.size;
         let mut at = position;
         for part in parts {
-            self.file
-                .write_all_at(part, at)
+            file.write_all_at(part, at)
                 .map_err(|e| LogError::io("appending to", self.log_path(), e))?;
             at += part.len() as u64;
         }
@@ -305,6 +307,8 @@ impl Segment {
 
     /// The first batch whose last offset is at or past `offset`, if any.
     pub(crate) fn find_batch(&self, offset: i64) -> Result<Option<LocatedBatch>> {
+        // Held across the walk, so the file opens once.
+        let _file = self.file.handle()?;
         let mut position = u64::from(self.offset_index.lookup(offset));
         while let Some(header) = self.read_header_at(position, self.size)? {
             if header.last_offset() >= offset {
@@ -340,6 +344,7 @@ impl Segment {
     pub(crate) fn read_bytes(&self, position: u64, len: usize) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; len];
         self.file
+            .handle()?
             .read_exact_at(&mut buf, position)
             .map_err(|e| LogError::io("reading segment", self.log_path(), e))?;
         Ok(buf)
@@ -353,6 +358,7 @@ impl Segment {
         let cut = batch.position;
         let removed = self.size - cut;
         self.file
+            .handle()?
             .set_len(cut)
             .map_err(|e| LogError::io("truncating", self.log_path(), e))?;
         self.size = cut;
@@ -372,23 +378,40 @@ impl Segment {
         self.offset_index.has_pending() || self.time_index.has_pending()
     }
 
-    /// A handle that can fsync the segment without holding the log.
-    pub(crate) fn file(&self) -> Arc<File> {
-        Arc::clone(&self.file)
+    /// The segment's file, to read or fsync without holding the log;
+    /// opened if no one holds it open (see `file`).
+    pub(crate) fn file(&self) -> Result<Arc<File>> {
+        self.file.handle()
     }
 
-    /// The index files with every entry written, open so that a flush
-    /// can fsync them without holding the log (they close when it is
-    /// done). An index that cannot be written is left out: it is a
-    /// consistent prefix all the same, and the segment is the truth.
-    pub(crate) fn index_files(&self) -> Vec<Arc<File>> {
+    /// Which file the segment is; another once the cleaner rewrote it.
+    pub(crate) fn file_id(&self) -> u64 {
+        self.file.id()
+    }
+
+    /// Keeps the segment's file open: it takes appends or holds data not
+    /// yet flushed.
+    pub(crate) fn pin_file(&mut self) -> Result<()> {
+        self.file.pin()
+    }
+
+    /// Lets the segment's file close between reads.
+    pub(crate) fn unpin_file(&mut self) {
+        self.file.unpin();
+    }
+
+    /// Writes every index entry waiting in memory and returns the index
+    /// files, for a flush to fsync one at a time without holding the log.
+    /// An index that cannot be written is left out: it is a consistent
+    /// prefix all the same, and the segment is the truth.
+    pub(crate) fn index_files_to_sync(&self) -> Vec<PathBuf> {
         [
-            self.offset_index.write_pending(),
-            self.time_index.write_pending(),
+            (self.offset_index.write_pending(), INDEX_SUFFIX),
+            (self.time_index.write_pending(), TIME_INDEX_SUFFIX),
         ]
         .into_iter()
-        .filter_map(|written| match written {
-            Ok(file) => Some(Arc::new(file)),
+        .filter_map(|(written, suffix)| match written {
+            Ok(_) => Some(self.dir.join(file_name(self.base_offset, suffix))),
             Err(error) => {
                 tracing::warn!(%error, "cannot write a segment index; it will be walked from its last entry");
                 None
@@ -402,7 +425,7 @@ impl Segment {
     /// rebuilds them above the recovery point).
     pub(crate) fn write_pending_indexes(&self) {
         if self.has_pending_index_entries() {
-            drop(self.index_files());
+            self.index_files_to_sync();
         }
     }
 
@@ -425,7 +448,7 @@ impl Segment {
     }
 
     pub(crate) fn log_path(&self) -> PathBuf {
-        self.dir.join(file_name(self.base_offset, LOG_SUFFIX))
+        self.file.path().to_path_buf()
     }
 
     pub(crate) fn base_offset(&self) -> i64 {

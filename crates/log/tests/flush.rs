@@ -212,3 +212,60 @@ fn a_checkpoint_taken_before_a_truncation_is_not_written_after_it() {
     checkpoint.write().unwrap();
     assert_eq!(recovery_point(dir.path()), 4);
 }
+
+/// Descriptors this process holds on files under `dir`.
+fn open_files_under(dir: &std::path::Path) -> usize {
+    fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|fd| fs::read_link(fd.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
+}
+
+/// A log keeps its active segment's file open, and the files of segments
+/// that hold data not yet flushed; older segments open theirs while read.
+/// A crash leaves the same behind once the log is open again.
+#[test]
+fn only_the_active_and_unflushed_segments_keep_their_files_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().canonicalize().unwrap();
+    let policy = FlushPolicy {
+        messages: None,
+        interval_ms: None,
+    };
+    let (mut log, _) = PartitionLog::open(&dir, config(policy), 0).unwrap();
+    while log.segment_count() < 20 {
+        log.append_as_leader(&batch(2, 0), 0, 0).unwrap();
+    }
+    assert_eq!(open_files_under(&dir), 20, "nothing flushed yet");
+    log.flush().unwrap();
+    assert_eq!(open_files_under(&dir), 1);
+
+    let slice = log
+        .read(0, 100, log.log_end_offset(), true)
+        .unwrap()
+        .unwrap();
+    let again = log
+        .read(1, 100, log.log_end_offset(), true)
+        .unwrap()
+        .unwrap();
+    assert_eq!(open_files_under(&dir), 2, "readers of one segment share");
+    assert_eq!(slice.read().unwrap(), again.read().unwrap());
+    drop((slice, again));
+    assert_eq!(open_files_under(&dir), 1);
+
+    log.append_as_leader(&batch(2, 0), 0, 0).unwrap();
+    let end = log.log_end_offset();
+    drop(log);
+    let (mut log, report) = PartitionLog::open(&dir, config(policy), 0).unwrap();
+    assert!(!report.clean_shutdown);
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(open_files_under(&dir), 1);
+    log.close().unwrap();
+    drop(log);
+    let (log, report) = PartitionLog::open(&dir, config(policy), 0).unwrap();
+    assert!(report.clean_shutdown);
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(open_files_under(&dir), 1);
+}

@@ -22,7 +22,6 @@
 use std::{
     collections::{BTreeMap, HashMap},
     path::Path,
-    sync::Arc,
 };
 
 use super::{
@@ -149,8 +148,7 @@ impl MapEnd {
             return Ok(false);
         };
         let len = self.header.total_len() as u64;
-        if !Arc::ptr_eq(&segment.file(), &self.segment.file) || segment.size() < self.position + len
-        {
+        if segment.file_id() != self.segment.file_id || segment.size() < self.position + len {
             return Ok(false);
         }
         let now = segment.read_bytes(self.position, BATCH_HEADER_LEN)?;

@@ -24,25 +24,28 @@ pub(super) const READ_CHUNK: u64 = if cfg!(test) { 200 } else { 1 << 20 };
 pub(super) struct SegmentSnapshot {
     pub(super) base_offset: i64,
     pub(super) file: Arc<File>,
+    /// Which file `file` is (see `Segment::file_id`).
+    pub(super) file_id: u64,
     pub(super) size: u64,
     pub(super) next_offset: i64,
 }
 
 impl SegmentSnapshot {
-    pub(super) fn of(segment: &Segment) -> Self {
-        Self {
+    pub(super) fn of(segment: &Segment) -> Result<Self> {
+        Ok(Self {
             base_offset: segment.base_offset(),
-            file: segment.file(),
+            file: segment.file()?,
+            file_id: segment.file_id(),
             size: segment.size(),
             next_offset: segment.next_offset(),
-        }
+        })
     }
 
     /// Whether `segment` is still this one: same base offset, same file,
     /// same size and next offset.
     pub(super) fn is(&self, segment: &Segment) -> bool {
         segment.base_offset() == self.base_offset
-            && Arc::ptr_eq(&segment.file(), &self.file)
+            && segment.file_id() == self.file_id
             && segment.size() == self.size
             && segment.next_offset() == self.next_offset
     }

@@ -5,7 +5,7 @@
 //! still in place (same file, same header at the same position). If not, a
 //! truncation cut records the map counted, and the whole pass is dropped.
 //! Then each prepared segment must still be the segment that was read:
-//! same base offset, same file handle (`Arc::ptr_eq`), same size and next
+//! same base offset, same file (`Segment::file_id`), same size and next
 //! offset, and not the active segment. Retention, DeleteRecords, a
 //! truncation or another pass may have deleted or replaced it meanwhile;
 //! then its `.cleaned` files are deleted and it is skipped
@@ -18,7 +18,7 @@
 //! lock only renames, syncs, the new index files and one batch header (the
 //! map's end) are read or written; no segment data is scanned.
 
-use std::{collections::BTreeMap, mem, path::Path, sync::Arc};
+use std::{collections::BTreeMap, mem, path::Path};
 
 use super::{Change, CleanOutcome, PreparedClean, snapshot::SegmentSnapshot, total_size};
 use crate::{
@@ -105,7 +105,7 @@ fn appended_since(segments: &BTreeMap<i64, Segment>, active: &SegmentSnapshot) -
     segments
         .range(active.base_offset..)
         .map(|(&base, s)| {
-            if base == active.base_offset && Arc::ptr_eq(&s.file(), &active.file) {
+            if base == active.base_offset && s.file_id() == active.file_id {
                 s.size().saturating_sub(active.size)
             } else {
                 s.size()

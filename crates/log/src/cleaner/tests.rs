@@ -179,7 +179,7 @@ fn params(dir: &Path, high_watermark: i64, budget: usize) -> CleanParams {
 
 fn run(segments: &mut BTreeMap<i64, Segment>, dir: &Path, budget: usize) -> CleanOutcome {
     let end = segments.values().map(Segment::next_offset).max().unwrap();
-    let plan = begin(segments, params(dir, end, budget), true);
+    let plan = begin(segments, params(dir, end, budget), true).unwrap();
     let prepared = plan.prepare().unwrap();
     complete(segments, prepared, 0, &dir.join("log-start-offset")).unwrap()
 }

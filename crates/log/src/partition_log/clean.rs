@@ -45,7 +45,7 @@ impl PartitionLog {
             map_budget: OFFSET_MAP_BUDGET,
             live_producers,
         };
-        Ok(cleaner::begin(&self.segments, params, self.config.compact))
+        cleaner::begin(&self.segments, params, self.config.compact)
     }
 
     /// Ends a cleaning pass: swaps in each prepared replacement whose

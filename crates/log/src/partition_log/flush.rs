@@ -27,6 +27,10 @@ use crate::{
 pub struct PendingFlush {
     dir: PathBuf,
     files: Vec<Arc<File>>,
+    /// Indexes of segments closed since the last flush, opened one at a
+    /// time to be synced: an index is rebuilt from its segment if it is
+    /// found wanting, so one that cannot be synced fails nothing.
+    index_files: Vec<PathBuf>,
     /// A segment was created since the last flush: its directory entry
     /// must be made durable too.
     sync_dir: bool,
@@ -39,6 +43,8 @@ pub struct PendingFlush {
     /// [`Faults`]).
     stall: Duration,
     fail: bool,
+    /// Why a segment file to sync could not be had.
+    unavailable: Option<String>,
 }
 
 impl PendingFlush {
@@ -55,10 +61,24 @@ impl PendingFlush {
                 std::io::Error::other("injected fsync failure"),
             ));
         }
+        if let Some(reason) = &self.unavailable {
+            return Err(LogError::io(
+                "syncing",
+                self.dir.clone(),
+                std::io::Error::other(reason.clone()),
+            ));
+        }
         self.files
             .iter()
             .try_for_each(|f| f.sync_data())
             .map_err(|e| LogError::io("syncing", self.dir.clone(), e))?;
+        for path in &self.index_files {
+            if let Err(error) = File::open(path).and_then(|index| index.sync_data()) {
+                if error.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), %error, "cannot sync a segment index; it will be checked against its segment if needed");
+                }
+            }
+        }
         if self.sync_dir {
             sync_dir(&self.dir)?;
         }
@@ -172,12 +192,20 @@ impl PartitionLog {
             .map_or(i64::MIN, |(&base, _)| base);
         let active = self.active_segment().base_offset();
         let mut files = Vec::new();
+        let mut index_files = Vec::new();
+        let mut unavailable = None;
         for (&base, segment) in self.segments.range(from..) {
-            files.push(segment.file());
+            // Segments with data not yet flushed keep their files open
+            // (see `settle_open_files`): this only fails if that broke, and
+            // then the flush fails rather than call the data durable.
+            match segment.file() {
+                Ok(file) => files.push(file),
+                Err(error) => unavailable = Some(error.to_string()),
+            }
             // A closed segment falls below the recovery point, where the
             // next open trusts its indexes.
             if base != active {
-                files.extend(segment.index_files());
+                index_files.extend(segment.index_files_to_sync());
             } else {
                 segment.write_pending_indexes();
             }
@@ -185,6 +213,7 @@ impl PartitionLog {
         Some(PendingFlush {
             dir: self.dir.clone(),
             files,
+            index_files,
             sync_dir: rolled,
             up_to_offset: log_end_offset,
             appended_messages: self.appended_messages,
@@ -192,6 +221,7 @@ impl PartitionLog {
             truncations: self.truncations,
             stall: self.faults.fsync_stall,
             fail: self.faults.fsync_fails,
+            unavailable,
         })
     }
 
@@ -211,12 +241,38 @@ impl PartitionLog {
             return None;
         }
         self.recovery_point = flushed.up_to_offset;
+        self.unpin_flushed();
         Some(RecoveryCheckpoint {
             path: self.dir.join(RECOVERY_POINT_FILE),
             offset: self.recovery_point,
             truncations: self.truncations,
             shared: Arc::clone(&self.recovery_checkpoint),
         })
+    }
+
+    /// Lets the files of segments wholly below the recovery point, but
+    /// the active one, close between reads (see `segment::file`).
+    pub(super) fn unpin_flushed(&mut self) {
+        let active = self.active_segment().base_offset();
+        let recovery_point = self.recovery_point;
+        for (&base, segment) in &mut self.segments {
+            if base != active && segment.next_offset() <= recovery_point {
+                segment.unpin_file();
+            }
+        }
+    }
+
+    /// Keeps open the files of the active segment and of every segment
+    /// holding data not yet flushed, so a flush always finds them.
+    pub(super) fn pin_unflushed(&mut self) -> Result<()> {
+        let active = self.active_segment().base_offset();
+        let recovery_point = self.recovery_point;
+        for (&base, segment) in &mut self.segments {
+            if base == active || segment.next_offset() > recovery_point {
+                segment.pin_file()?;
+            }
+        }
+        Ok(())
     }
 
     /// Stops the log taking writes: a write or fsync failed (see
@@ -254,7 +310,8 @@ impl PartitionLog {
         self.recovery_point = offset;
         write_offset(&self.dir.join(RECOVERY_POINT_FILE), offset)?;
         shared.written = offset;
-        Ok(())
+        drop(shared);
+        self.pin_unflushed()
     }
 
     /// No recovery point checkpoint is written after this (the log is

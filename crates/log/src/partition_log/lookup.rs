@@ -45,6 +45,8 @@ impl PartitionLog {
         if len > max_bytes && !min_one_batch {
             return Ok(None);
         }
+        // Held across the walk, so the segment's file opens once.
+        let file = segment.file()?;
         let mut last_offset = first.header.last_offset();
         let mut current = first;
         while let Some(next) = segment.next_batch(&current)? {
@@ -57,7 +59,7 @@ impl PartitionLog {
             current = next;
         }
         Ok(Some(ReadSlice::new(
-            segment.file(),
+            file,
             first.position,
             len,
             first.header.base_offset,

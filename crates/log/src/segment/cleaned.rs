@@ -3,9 +3,8 @@
 //! while writing it, and the swap that puts it in the segment's place.
 
 use std::{
-    fs::{self, OpenOptions},
+    fs,
     path::{Path, PathBuf},
-    sync::Arc,
 };
 
 use super::{CLEANED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, file_name};
@@ -168,16 +167,12 @@ impl Segment {
         self.time_index.sync()?;
         rename(&self.cleaned_path(), &log_path)?;
         sync_dir(&self.dir)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&log_path)
-            .map_err(|e| LogError::io("opening segment", &log_path, e))?;
+        let file = super::file::open(&log_path)?;
         let size = file
             .metadata()
             .map_err(|e| LogError::io("reading metadata of", &log_path, e))?
             .len();
-        self.file = Arc::new(file);
+        self.file.replace(file);
         self.size = size;
         self.next_offset = cleaned.next_offset;
         self.max_timestamp = cleaned.max_timestamp;
