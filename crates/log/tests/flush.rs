@@ -264,8 +264,15 @@ fn only_the_active_and_unflushed_segments_keep_their_files_open() {
     assert_eq!(open_files_under(&dir), 1);
     log.close().unwrap();
     drop(log);
-    let (log, report) = PartitionLog::open(&dir, config(policy), 0).unwrap();
+    let (mut log, report) = PartitionLog::open(&dir, config(policy), 0).unwrap();
     assert!(report.clean_shutdown);
     assert_eq!(log.log_end_offset(), end);
+    assert_eq!(open_files_under(&dir), 1);
+
+    // A truncation into an older segment makes it the active one.
+    log.truncate_to(5, 0).unwrap();
+    assert!(log.segment_count() < 20);
+    assert_eq!(open_files_under(&dir), 1);
+    log.append_as_leader(&batch(2, 0), 0, 0).unwrap();
     assert_eq!(open_files_under(&dir), 1);
 }

@@ -304,13 +304,13 @@ impl PartitionLog {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         shared.truncations = self.truncations;
-        if offset == self.recovery_point && shared.written == offset {
-            return Ok(());
+        if offset != self.recovery_point || shared.written != offset {
+            self.recovery_point = offset;
+            write_offset(&self.dir.join(RECOVERY_POINT_FILE), offset)?;
+            shared.written = offset;
         }
-        self.recovery_point = offset;
-        write_offset(&self.dir.join(RECOVERY_POINT_FILE), offset)?;
-        shared.written = offset;
         drop(shared);
+        // The truncation may have made an older segment the active one.
         self.pin_unflushed()
     }
 
