@@ -96,10 +96,11 @@ impl From<BytesMut> for ResponseFrame {
     }
 }
 
-/// A stand-in was met that does not match the records it stands for.
+/// The records fields encoded and the file ranges kept for them do not
+/// match: a stand-in was met twice, with another length, or never.
 #[derive(Debug, thiserror::Error)]
-#[error("a records field was encoded that no file range was kept for")]
-pub struct UnknownStandIn;
+#[error("the records fields encoded do not match the file ranges kept for them")]
+pub struct UnmatchedStandIn;
 
 impl ResponseFrame {
     /// Encodes a response through `encode`, which writes the whole frame
@@ -119,7 +120,7 @@ impl ResponseFrame {
         };
         encode(&mut buf)?;
         if buf.failed || buf.records.iter().any(Option::is_some) {
-            return Err(UnknownStandIn.into());
+            return Err(UnmatchedStandIn.into());
         }
         buf.end_encoded();
         Ok(Self { parts: buf.parts })
