@@ -224,7 +224,7 @@ mod tests {
     use keel_raft_metadata::PartitionInfo;
 
     use super::*;
-    use crate::replication::succession::Succession;
+    use crate::{replication::succession::Succession, test_image};
 
     fn replica(dir: &std::path::Path, index: i32) -> Arc<Partition> {
         let (log, _) =
@@ -235,17 +235,9 @@ mod tests {
     /// Makes this broker (1) the replica's leader at `leader_epoch`.
     fn lead(replica: &Partition, leader_epoch: i32) {
         let info = PartitionInfo {
-            partition: replica.index(),
-            replicas: vec![1],
-            leader: 1,
             leader_epoch,
-            isr: vec![1],
             partition_epoch: leader_epoch,
-            elr: Vec::new(),
-            predecessor_lease_ms: 0,
-            adding_replicas: vec![],
-            removing_replicas: vec![],
-            previous_leader: None,
+            ..PartitionInfo::from(&test_image::partition(replica.index(), &[1], 1, &[1]))
         };
         replica
             .apply_assignment(1, &info, 1, Succession::default(), 0)

@@ -251,6 +251,8 @@ impl PartitionLog {
     fn rebuild_producer_state(&mut self) -> Result<()> {
         self.producers.clear();
         for segment in self.segments.values() {
+            // Held across the walk: an older segment's file opens once.
+            let _file = segment.file()?;
             let mut located = segment.find_batch(segment.base_offset())?;
             while let Some(batch) = located {
                 // The write time is unknown; the batch timestamp stands in.

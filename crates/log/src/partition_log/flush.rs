@@ -196,7 +196,7 @@ impl PartitionLog {
         let mut unavailable = None;
         for (&base, segment) in self.segments.range(from..) {
             // Segments with data not yet flushed keep their files open
-            // (see `settle_open_files`): this only fails if that broke, and
+            // (see `pin_unflushed`): this only fails if that broke, and
             // then the flush fails rather than call the data durable.
             match segment.file() {
                 Ok(file) => files.push(file),

@@ -88,6 +88,8 @@ impl PartitionLog {
             if segment.max_timestamp() < timestamp {
                 continue;
             }
+            // Held across the walk: an older segment's file opens once.
+            let _file = segment.file()?;
             let mut located = segment.find_batch_by_timestamp(timestamp)?;
             while let Some(batch) = located {
                 if batch.header.last_offset() >= self.log_start_offset {
