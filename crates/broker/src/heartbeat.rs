@@ -13,8 +13,7 @@
 //! candidate with them, and the leadership history records them.
 
 use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
+    sync::{Arc, PoisonError},
     time::Instant,
 };
 
@@ -24,7 +23,6 @@ use keel_raft_metadata::heartbeat::{
 };
 use keel_raft_metadata::ids;
 use tokio::sync::{mpsc, oneshot};
-use uuid::Uuid;
 
 use crate::{
     broker::{Broker, now_ms},
@@ -62,106 +60,83 @@ pub async fn run(broker: Arc<Broker>, local: mpsc::Sender<HeartbeatCall>) {
     }
 }
 
-/// The produce heartbeat: the partitions this broker leads whose produce
-/// requests have waited without progress for a heartbeat interval or more
-/// (the controller judges them against the stall timeout). A broker whose
-/// stall timeout is off neither tracks nor reports them.
-fn stalled_partitions(broker: &Broker, hosted: &[Arc<Partition>]) -> Vec<StalledPartition> {
-    if broker.config.liveness.partition_stall_timeout.is_none() {
-        return Vec::new();
+/// The produce heartbeat: whether `replica` is a partition this broker
+/// leads whose produce requests have waited without progress for a
+/// heartbeat interval or more (the controller judges them against the
+/// stall timeout). A broker whose stall timeout is off neither tracks nor
+/// reports them.
+fn stalled(broker: &Broker, replica: &Partition, now_ms: i64) -> Option<StalledPartition> {
+    broker.config.liveness.partition_stall_timeout?;
+    if !replica.is_leader() {
+        return None;
     }
-    let now = now_ms();
     let worth_telling =
         i64::try_from(broker.config.liveness.heartbeat_interval.as_millis()).unwrap_or(i64::MAX);
-    hosted
-        .iter()
-        .filter(|p| p.is_leader())
-        .filter_map(|p| {
-            let waited_ms = p.progress().stalled_for(now)?;
-            (waited_ms >= worth_telling).then(|| StalledPartition {
-                topic: p.topic().to_string(),
-                partition: p.index(),
-                leader_epoch: p.leader_epoch(),
-                waited_ms,
-            })
-        })
-        .collect()
+    let waited_ms = replica.progress().stalled_for(now_ms)?;
+    (waited_ms >= worth_telling).then(|| StalledPartition {
+        topic: replica.topic().to_string(),
+        partition: replica.index(),
+        leader_epoch: replica.leader_epoch(),
+        waited_ms,
+    })
 }
 
-/// The hosted replicas' logs as the active controller has heard of them.
-/// A heartbeat carries only what changed since the controller last
-/// answered one as the controller; a new controller (another node, or the
-/// same in a new term: it starts afresh too) hears everything.
+/// What the active controller has heard of the hosted replicas' logs. A
+/// heartbeat carries only the replicas that changed since the controller
+/// last answered one as the controller; a new controller (another node,
+/// or the same in a new term: it starts afresh too) hears everything.
+/// What was heard of each replica is kept with it
+/// (`Partition::heard_progress`): ten heartbeats a second walk every
+/// hosted replica, and an unchanged one costs a comparison, no lookup.
 #[derive(Debug, Default)]
 struct ProgressReports {
-    /// The controller and its Raft term that acknowledged `heard`.
+    /// The controller and its Raft term that acknowledged the last report.
     controller: Option<(u64, u64)>,
-    heard: Progress,
 }
 
-/// Each hosted replica's (leader epoch, log end offset, high watermark),
-/// by topic id and partition.
-type Progress = HashMap<ReplicaKey, ReplicaProgress>;
-type ReplicaKey = (Uuid, i32);
 /// (leader epoch, log end offset, high watermark).
 type ReplicaProgress = (i32, i64, i64);
 
-/// What changed since the controller last heard: the entries a heartbeat
-/// carries, and what the controller will have heard once it acknowledges
-/// it.
-type Updates = Vec<(ReplicaKey, ReplicaProgress)>;
+/// The replicas a heartbeat reports, with what it reports of them: what
+/// the controller will have heard once it acknowledges it.
+type Updates = Vec<(Arc<Partition>, ReplicaProgress)>;
 
 impl ProgressReports {
-    /// The hosted replicas whose log `controller` has not heard as it is
-    /// now (every one, for a controller or term that heard nothing yet).
-    /// Ten heartbeats a second walk every hosted replica, so only what
-    /// changed is built.
-    fn changes(
+    /// Adds `replica` to the report for `controller` if that controller
+    /// has not heard its log as it is now.
+    fn add_if_unheard(
         &self,
-        hosted: &[Arc<Partition>],
+        replica: &Arc<Partition>,
         controller: (u64, u64),
-    ) -> (Updates, Vec<PartitionProgress>) {
-        let same_controller = self.controller == Some(controller);
-        let mut updates = Vec::new();
-        let mut changed = Vec::new();
-        for replica in hosted {
-            let key = (replica.topic_id(), replica.index());
-            let state = (
-                replica.leader_epoch(),
-                replica.log_end_offset(),
-                replica.high_watermark(),
-            );
-            if !same_controller || self.heard.get(&key) != Some(&state) {
-                updates.push((key, state));
-                changed.push(PartitionProgress {
-                    topic: replica.topic().to_string(),
-                    partition: replica.index(),
-                    leader_epoch: state.0,
-                    log_end_offset: state.1,
-                    high_watermark: state.2,
-                });
-            }
+        updates: &mut Updates,
+        changed: &mut Vec<PartitionProgress>,
+    ) {
+        let state = replica.replication_progress();
+        let heard = *replica
+            .heard_progress()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.controller == Some(controller) && heard == Some(state) {
+            return;
         }
-        (updates, changed)
+        updates.push((Arc::clone(replica), state));
+        changed.push(PartitionProgress {
+            topic: replica.topic().to_string(),
+            partition: replica.index(),
+            leader_epoch: state.0,
+            log_end_offset: state.1,
+            high_watermark: state.2,
+        });
     }
 
-    /// `controller` answered a heartbeat that carried `updates` while
-    /// `hosted` were the hosted replicas.
-    fn heard(&mut self, controller: (u64, u64), updates: Updates, hosted: &[Arc<Partition>]) {
-        if self.controller != Some(controller) {
-            self.heard.clear();
-        }
+    /// `controller` answered a heartbeat that carried `updates`.
+    fn heard(&mut self, controller: (u64, u64), updates: Updates) {
         self.controller = Some(controller);
-        self.heard.extend(updates);
-        // Every hosted replica is heard now (one the controller had not
-        // heard of was an update), so more entries than replicas are
-        // replicas no longer hosted here.
-        if self.heard.len() > hosted.len() {
-            let hosted: HashSet<ReplicaKey> = hosted
-                .iter()
-                .map(|replica| (replica.topic_id(), replica.index()))
-                .collect();
-            self.heard.retain(|key, _| hosted.contains(key));
+        for (replica, state) in updates {
+            *replica
+                .heard_progress()
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(state);
         }
     }
 }
@@ -177,12 +152,16 @@ async fn send(
     let controller_id = status.core.controller_id?;
     let controller = (controller_id, status.core.term);
     // One walk over the hosted replicas serves both reports.
-    let hosted = broker.replicas.all();
-    let (updates, changed) = reports.changes(&hosted, controller);
+    let (mut updates, mut changed, mut stalled_partitions) = (Vec::new(), Vec::new(), Vec::new());
+    let now = now_ms();
+    broker.replicas.for_each(|replica| {
+        reports.add_if_unheard(replica, controller, &mut updates, &mut changed);
+        stalled_partitions.extend(stalled(broker, replica, now));
+    });
     let heartbeat = BrokerHeartbeat {
         node_id: broker.config.node_id,
         incarnation: broker.incarnation,
-        stalled: stalled_partitions(broker, &hosted),
+        stalled: stalled_partitions,
         leadership_changes: broker.replicas.leadership_changes(),
         shutting_down: broker.is_stopping(),
         progress: changed,
@@ -211,7 +190,7 @@ async fn send(
         reply.status(),
         HeartbeatStatus::NotController | HeartbeatStatus::UnknownIncarnation
     ) {
-        reports.heard(controller, updates, &hosted);
+        reports.heard(controller, updates);
     }
     Some(reply)
 }
@@ -222,6 +201,7 @@ mod tests {
 
     use keel_log::{LogConfig, PartitionLog};
     use keel_raft_metadata::PartitionInfo;
+    use uuid::Uuid;
 
     use super::*;
     use crate::{replication::succession::Succession, test_image};
@@ -249,8 +229,11 @@ mod tests {
         hosted: &[Arc<Partition>],
         controller: (u64, u64),
     ) -> Vec<(i32, i32)> {
-        let (updates, changed) = reports.changes(hosted, controller);
-        reports.heard(controller, updates, hosted);
+        let (mut updates, mut changed) = (Vec::new(), Vec::new());
+        for replica in hosted {
+            reports.add_if_unheard(replica, controller, &mut updates, &mut changed);
+        }
+        reports.heard(controller, updates);
         changed
             .iter()
             .map(|p| (p.partition, p.leader_epoch))

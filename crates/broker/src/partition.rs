@@ -98,6 +98,11 @@ pub struct Partition {
     committed: Waiters,
     /// Whether the produce appends waiting here make progress.
     progress: Progress,
+    /// This replica's (leader epoch, log end offset, high watermark) as
+    /// the active controller last acknowledged hearing it in a heartbeat
+    /// (see `heartbeat`), so a heartbeat compares each replica with what
+    /// was heard without looking it up.
+    heard_progress: Mutex<Option<(i32, i64, i64)>>,
 }
 
 impl Partition {
@@ -134,12 +139,29 @@ impl Partition {
             appended: Waiters::default(),
             committed: Waiters::default(),
             progress: Progress::default(),
+            heard_progress: Mutex::new(None),
         }
     }
 
     /// The produce heartbeat: whether produce appends make progress.
     pub fn progress(&self) -> &Progress {
         &self.progress
+    }
+
+    /// This replica's (leader epoch, log end offset, high watermark)
+    /// now.
+    pub fn replication_progress(&self) -> (i32, i64, i64) {
+        (
+            self.leader_epoch(),
+            self.log_end_offset(),
+            self.high_watermark(),
+        )
+    }
+
+    /// What the active controller last heard of
+    /// [`Self::replication_progress`], kept by the heartbeat.
+    pub fn heard_progress(&self) -> &Mutex<Option<(i32, i64, i64)>> {
+        &self.heard_progress
     }
 
     pub fn topic(&self) -> &str {

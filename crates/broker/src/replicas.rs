@@ -154,6 +154,15 @@ impl ReplicaManager {
         topics.get(topic)?.partitions.get(&partition).cloned()
     }
 
+    /// Calls `f` with every hosted replica, holding the replica map's
+    /// read lock: for walks too frequent to copy the map each time.
+    pub fn for_each(&self, mut f: impl FnMut(&Arc<Partition>)) {
+        let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
+        for partition in topics.values().flat_map(|t| t.partitions.values()) {
+            f(partition);
+        }
+    }
+
     pub fn all(&self) -> Vec<Arc<Partition>> {
         let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
         topics

@@ -245,16 +245,17 @@ async fn every(broker: Arc<Broker>, period: Duration, what: &'static str, pass: 
 /// under one partition delays no other's flush.
 fn start_flushes(broker: &Broker) {
     let now = now_ms();
-    for partition in broker.replicas.all() {
+    broker.replicas.for_each(|partition| {
         let Some(pending) = partition.begin_flush_if_due(now) else {
-            continue;
+            return;
         };
+        let partition = Arc::clone(partition);
         tokio::task::spawn_blocking(move || {
             if let Err(e) = partition.complete_background_flush(pending) {
                 tracing::error!(topic = partition.topic(), partition = partition.index(), error = %e, "flush failed");
             }
         });
-    }
+    });
 }
 
 fn checkpoint_high_watermarks(broker: &Broker) {
