@@ -33,6 +33,7 @@ OPERATIONS = [
     "every Kafka 4 topic config",
     "broker recompression (topic compression.type)",
     "per-record errors (KIP-467)",
+    "incremental fetch sessions (KIP-227)",
     "list offsets, delete records",
     "describe cluster",
     "describe topic partitions (KIP-966)",

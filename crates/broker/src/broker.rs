@@ -19,7 +19,7 @@
 
 use std::{
     sync::{
-        Arc, Mutex, PoisonError, Weak,
+        Arc, Mutex, MutexGuard, PoisonError, Weak,
         atomic::{AtomicBool, AtomicI64, Ordering},
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -35,12 +35,15 @@ use tokio::{
     task::JoinHandle,
 };
 
+use uuid::Uuid;
+
 mod identity;
 
 use crate::{
     config::BrokerConfig,
     controller::Controller,
     error::PartitionError,
+    fetch_session::{self, SessionCache},
     group::GroupCoordinator,
     lease::Lease,
     metrics::Metrics,
@@ -130,6 +133,8 @@ pub struct Broker {
     /// Set when the broker begins to stop, before its leaderships move:
     /// its heartbeats then tell the controller not to elect it.
     stopping: AtomicBool,
+    /// Incremental fetch sessions (KIP-227) of this broker's fetchers.
+    fetch_sessions: Mutex<SessionCache>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -247,6 +252,10 @@ impl Broker {
             shutdown,
             last_produce_ms: AtomicI64::new(0),
             stopping: AtomicBool::new(false),
+            fetch_sessions: Mutex::new(SessionCache::new(
+                fetch_session::MAX_SESSIONS,
+                Uuid::new_v4().as_u128() as u32,
+            )),
             background: Mutex::new(Vec::new()),
         });
         let opening = Arc::clone(&broker);
@@ -556,6 +565,14 @@ impl Broker {
 
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
+    }
+
+    /// The incremental fetch sessions, locked. Held only to decide or
+    /// record a session's step, never across a fetch's wait.
+    pub fn fetch_sessions(&self) -> MutexGuard<'_, SessionCache> {
+        self.fetch_sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A produce request arrived at `now_ms`.

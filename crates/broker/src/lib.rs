@@ -25,6 +25,7 @@ pub mod config;
 pub mod connection;
 pub mod controller;
 pub mod error;
+pub mod fetch_session;
 pub mod group;
 pub mod group_config;
 pub mod heartbeat;

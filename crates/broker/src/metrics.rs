@@ -198,6 +198,31 @@ pub fn render(broker: &Broker) -> String {
         "Producer connections closed because this broker's lease lapsed a session ago (cut off from the controller), so that the client asks another broker where its partitions went.",
         broker.metrics.deposed_hang_ups.get(),
     );
+    let sessions = broker.fetch_sessions().stats();
+    gauge(
+        &mut out,
+        "keel_fetch_sessions",
+        "Incremental fetch sessions (KIP-227) this broker holds for its fetchers, followers and consumers.",
+        sessions.sessions,
+    );
+    gauge(
+        &mut out,
+        "keel_fetch_session_partitions",
+        "Partitions held by those sessions.",
+        sessions.partitions,
+    );
+    counter(
+        &mut out,
+        "keel_fetch_session_evictions_total",
+        "Fetch sessions evicted to make room for new ones (the cache holds 1000).",
+        sessions.evictions,
+    );
+    counter(
+        &mut out,
+        "keel_incremental_fetches_total",
+        "Incremental fetches served: requests naming only the partitions whose fetch changed.",
+        sessions.incremental_fetches,
+    );
     counter(
         &mut out,
         "keel_controller_fenced_brokers_total",

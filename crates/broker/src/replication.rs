@@ -5,7 +5,7 @@
 //! - [`leader`] is the leader's view of its followers, a pure state
 //!   machine with time passed in.
 //! - [`fetcher`] runs this broker's follower fetches, one task per leader,
-//!   over [`client`] connections.
+//!   over [`client`] connections, each in an incremental fetch [`session`].
 //! - [`isr`] turns the leaders' ISR proposals into committed metadata.
 //! - [`leadership`] moves leadership by hand (ElectLeaders, operators).
 //! - [`succession`] holds a new leader's writes until no earlier leader
@@ -20,4 +20,5 @@ pub mod fetcher;
 pub mod isr;
 pub mod leader;
 pub mod leadership;
+pub mod session;
 pub mod succession;

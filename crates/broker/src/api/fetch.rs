@@ -4,8 +4,10 @@
 //! partition at most `partition_max_bytes`, except that the first batch of
 //! the first partition with data is returned whole even if larger, so a
 //! consumer can always make progress. A request that finds fewer than
-//! `min_bytes` waits up to `max_wait_ms` for appends. Incremental fetch
-//! sessions are declined: every response is full and has session id 0.
+//! `min_bytes` waits up to `max_wait_ms` for appends. A fetcher may keep an
+//! incremental fetch session (KIP-227, see `fetch_session`): it then names
+//! only the partitions whose fetch changed, every partition of the session
+//! is read, and the response carries only those with something new.
 //!
 //! Record bytes are not read here: each partition's records stay in their
 //! segment file and are sent from it (see `response`).
@@ -18,12 +20,11 @@
 //! match the leader's log at the fetch offset gets the DivergingEpoch to
 //! truncate to instead of records (KIP-320), consumer or follower.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use kafka_protocol::{
-    error::ResponseError,
     messages::{
-        BrokerId, FetchRequest, FetchResponse,
+        BrokerId, FetchRequest, FetchResponse, TopicName,
         fetch_response::{
             EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
         },
@@ -31,6 +32,7 @@ use kafka_protocol::{
     protocol::StrBytes,
 };
 use tokio::{sync::Notify, time::Instant};
+use uuid::Uuid;
 
 use super::{
     RequestContext,
@@ -40,6 +42,7 @@ use super::{
 use crate::{
     broker::now_ms,
     error::PartitionError,
+    fetch_session::{Answered, FetchContext, FetchParams, PartitionKey, TopicKey},
     partition::{Fetched, Partition, PartitionOffsets, ReadLimit},
     response::FileRecords,
 };
@@ -54,16 +57,14 @@ const LEADER_HINT_VERSION: i16 = 16;
 /// The first version reporting the log start offset.
 const LOG_START_VERSION: i16 = 5;
 const READ_COMMITTED: i8 = 1;
-const INITIAL_EPOCH: i32 = 0;
-const FINAL_EPOCH: i32 = -1;
 
-/// One requested partition, resolved once per request.
+/// One partition to read, resolved once per request.
 struct Target {
+    /// Its topic's place in the response.
     topic: usize,
     name: String,
-    index: i32,
-    fetch_offset: i64,
-    last_fetched_epoch: i32,
+    key: PartitionKey,
+    params: FetchParams,
     partition_max_bytes: usize,
     replica: Result<Arc<Partition>, PartitionError>,
 }
@@ -81,16 +82,6 @@ pub(super) async fn handle(
     ctx: &RequestContext<'_>,
     request: FetchRequest,
 ) -> (FetchResponse, FileRecords) {
-    if request.session_id != 0 {
-        let response =
-            FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code());
-        return (response, FileRecords::default());
-    }
-    if request.session_epoch != INITIAL_EPOCH && request.session_epoch != FINAL_EPOCH {
-        let response = FetchResponse::default()
-            .with_error_code(ResponseError::InvalidFetchSessionEpoch.code());
-        return (response, FileRecords::default());
-    }
     let image = ctx.broker.image();
     let (replica_id, replica_epoch) = if ctx.version >= REPLICA_STATE_VERSION {
         (
@@ -111,49 +102,74 @@ pub(super) async fn handle(
     };
     let read_committed = request.isolation_level == READ_COMMITTED;
 
-    let mut topics = Vec::with_capacity(request.topics.len());
-    let mut targets = Vec::new();
-    for (topic_index, topic) in request.topics.into_iter().enumerate() {
-        let name = if ctx.version >= TOPIC_ID_VERSION {
-            image.topic_by_id(&topic.topic_id).map(|t| t.name.clone())
-        } else {
-            Some(topic.topic.0.to_string())
-        };
-        for partition in topic.partitions {
-            let replica = match &name {
-                None => Err(PartitionError::UnknownTopicId),
-                Some(name) => follower
-                    .map_or(Ok(()), |f| {
-                        check_follower(&image, f)?;
-                        // A leader without a lease serves no follower: its
-                        // successor may be elected, and what it would hand
-                        // out could diverge from the successor's log.
-                        ctx.broker.check_lease()
-                    })
-                    .and_then(|()| {
-                        leader_replica(
-                            ctx.broker,
-                            &image,
-                            name,
-                            partition.partition,
-                            partition.current_leader_epoch,
-                        )
-                    }),
-            };
-            targets.push(Target {
-                topic: topic_index,
-                name: name.clone().unwrap_or_default(),
-                index: partition.partition,
-                fetch_offset: partition.fetch_offset,
-                last_fetched_epoch: partition.last_fetched_epoch,
-                partition_max_bytes: partition
-                    .partition_max_bytes
-                    .clamp(0, ctx.broker.config.fetch_max_bytes)
-                    as usize,
-                replica,
-            });
+    let uses_topic_ids = ctx.version >= TOPIC_ID_VERSION;
+    let requested = requested_partitions(&request, uses_topic_ids);
+    let forgotten = forgotten_partitions(&request, uses_topic_ids);
+    let context = ctx.broker.fetch_sessions().context(
+        request.session_id,
+        request.session_epoch,
+        uses_topic_ids,
+        &requested,
+        &forgotten,
+        now_ms(),
+    );
+    let (context, partitions) = match context {
+        Ok(FetchContext::Incremental {
+            id,
+            epoch,
+            partitions,
+        }) => (Session::Incremental { id, epoch }, partitions),
+        Ok(FetchContext::NewSession) => (Session::New, requested),
+        Ok(FetchContext::Sessionless) => (Session::None, requested),
+        Err(error) => {
+            let response = FetchResponse::default().with_error_code(error.code());
+            return (response, FileRecords::default());
         }
-        topics.push((topic.topic, topic.topic_id));
+    };
+
+    let mut topics: Vec<TopicKey> = Vec::new();
+    let mut topic_places: HashMap<TopicKey, usize> = HashMap::new();
+    let mut targets = Vec::with_capacity(partitions.len());
+    for (key, params) in partitions {
+        let topic = *topic_places.entry(key.topic.clone()).or_insert_with(|| {
+            topics.push(key.topic.clone());
+            topics.len() - 1
+        });
+        let name = match &key.topic {
+            TopicKey::Id(id) => image.topic_by_id(id).map(|t| t.name.clone()),
+            TopicKey::Name(name) => Some(name.clone()),
+        };
+        let replica = match &name {
+            None => Err(PartitionError::UnknownTopicId),
+            Some(name) => follower
+                .map_or(Ok(()), |f| {
+                    check_follower(&image, f)?;
+                    // A leader without a lease serves no follower: its
+                    // successor may be elected, and what it would hand
+                    // out could diverge from the successor's log.
+                    ctx.broker.check_lease()
+                })
+                .and_then(|()| {
+                    leader_replica(
+                        ctx.broker,
+                        &image,
+                        name,
+                        key.partition,
+                        params.current_leader_epoch,
+                    )
+                }),
+        };
+        targets.push(Target {
+            topic,
+            name: name.unwrap_or_default(),
+            key,
+            params,
+            partition_max_bytes: params
+                .partition_max_bytes
+                .clamp(0, ctx.broker.config.fetch_max_bytes)
+                as usize,
+            replica,
+        });
     }
 
     let limits = Limits {
@@ -189,25 +205,136 @@ pub(super) async fn handle(
         }
     };
 
+    let Gathered {
+        partitions,
+        endpoints,
+        records,
+        ..
+    } = gathered;
+    let answered = targets.iter().zip(&partitions);
+    let (session_id, carried) = match context {
+        Session::None => (0, None),
+        Session::New => {
+            let answered = answered
+                .map(|(t, data)| (t.key.clone(), t.params, answer_of(data)))
+                .collect();
+            let id = ctx.broker.fetch_sessions().create(
+                follower.is_some(),
+                uses_topic_ids,
+                answered,
+                now_ms(),
+            );
+            (id, None)
+        }
+        Session::Incremental { id, epoch } => {
+            let answered: Vec<_> = answered
+                .map(|(t, data)| (t.key.clone(), answer_of(data)))
+                .collect();
+            match ctx
+                .broker
+                .fetch_sessions()
+                .answer_incremental(id, epoch, &answered)
+            {
+                Ok(carried) => (id, Some(carried)),
+                Err(error) => {
+                    let response = FetchResponse::default().with_error_code(error.code());
+                    return (response, FileRecords::default());
+                }
+            }
+        }
+    };
+
     let mut responses: Vec<FetchableTopicResponse> = topics
         .into_iter()
-        .map(|(topic, topic_id)| {
-            FetchableTopicResponse::default()
-                .with_topic(topic)
-                .with_topic_id(topic_id)
+        .map(|topic| match topic {
+            TopicKey::Id(id) => FetchableTopicResponse::default().with_topic_id(id),
+            TopicKey::Name(name) => {
+                FetchableTopicResponse::default().with_topic(TopicName(StrBytes::from_string(name)))
+            }
         })
         .collect();
-    for (target, data) in targets.iter().zip(gathered.partitions) {
-        responses[target.topic].partitions.push(data);
+    for (index, (target, data)) in targets.iter().zip(partitions).enumerate() {
+        if carried.as_ref().is_none_or(|carried| carried[index]) {
+            responses[target.topic].partitions.push(data);
+        }
     }
+    responses.retain(|topic| !topic.partitions.is_empty() || carried.is_none());
     let response = FetchResponse::default()
+        .with_session_id(session_id)
         .with_responses(responses)
         .with_node_endpoints(if ctx.version >= LEADER_HINT_VERSION {
-            node_endpoints(gathered.endpoints)
+            node_endpoints(endpoints)
         } else {
             Vec::new()
         });
-    (response, gathered.records)
+    (response, records)
+}
+
+/// Which session, if any, a fetch is served in.
+enum Session {
+    None,
+    New,
+    Incremental { id: i32, epoch: i32 },
+}
+
+fn requested_partitions(
+    request: &FetchRequest,
+    uses_topic_ids: bool,
+) -> Vec<(PartitionKey, FetchParams)> {
+    request
+        .topics
+        .iter()
+        .flat_map(|topic| {
+            let key = topic_key(uses_topic_ids, topic.topic_id, &topic.topic);
+            topic.partitions.iter().map(move |p| {
+                let params = FetchParams {
+                    fetch_offset: p.fetch_offset,
+                    last_fetched_epoch: p.last_fetched_epoch,
+                    current_leader_epoch: p.current_leader_epoch,
+                    log_start_offset: p.log_start_offset,
+                    partition_max_bytes: p.partition_max_bytes,
+                };
+                let key = PartitionKey {
+                    topic: key.clone(),
+                    partition: p.partition,
+                };
+                (key, params)
+            })
+        })
+        .collect()
+}
+
+fn forgotten_partitions(request: &FetchRequest, uses_topic_ids: bool) -> Vec<PartitionKey> {
+    request
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|topic| {
+            let key = topic_key(uses_topic_ids, topic.topic_id, &topic.topic);
+            topic.partitions.iter().map(move |&partition| PartitionKey {
+                topic: key.clone(),
+                partition,
+            })
+        })
+        .collect()
+}
+
+fn topic_key(uses_topic_ids: bool, id: Uuid, name: &TopicName) -> TopicKey {
+    if uses_topic_ids {
+        TopicKey::Id(id)
+    } else {
+        TopicKey::Name(name.0.to_string())
+    }
+}
+
+/// What a session needs to know of a partition's answer.
+fn answer_of(data: &PartitionData) -> Answered {
+    Answered {
+        has_records: data.records.as_ref().is_some_and(|r| !r.is_empty()),
+        has_error: data.error_code != 0,
+        diverged: data.diverging_epoch.epoch >= 0 || data.diverging_epoch.end_offset >= 0,
+        high_watermark: data.high_watermark,
+        log_start_offset: data.log_start_offset,
+    }
 }
 
 struct Limits {
@@ -262,10 +389,11 @@ fn gather(
             Ok(replica) => read_partition(target, replica, limits, &mut gathered),
             Err(error) => {
                 gathered.has_error = true;
-                let mut data = empty(target.index, limits).with_error_code(error.code().code());
+                let mut data =
+                    empty(target.key.partition, limits).with_error_code(error.code().code());
                 if matches!(error, PartitionError::NotLeader) && ctx.version >= LEADER_HINT_VERSION
                 {
-                    let (leader, epoch) = current_leader(image, &target.name, target.index);
+                    let (leader, epoch) = current_leader(image, &target.name, target.key.partition);
                     gathered.endpoints.add(image, leader);
                     data.current_leader = LeaderIdAndEpoch::default()
                         .with_leader_id(BrokerId(leader))
@@ -290,8 +418,8 @@ fn read_partition(
     let first_data = gathered.bytes == 0;
     let result = replica
         .read(
-            target.fetch_offset,
-            target.last_fetched_epoch,
+            target.params.fetch_offset,
+            target.params.last_fetched_epoch,
             max_bytes,
             limits.read_limit,
             first_data,
@@ -310,7 +438,7 @@ fn read_partition(
                 if let Some(follower) = limits.follower {
                     replica.record_follower_fetch(
                         follower.id,
-                        target.fetch_offset,
+                        target.params.fetch_offset,
                         follower.incarnation,
                         now_ms(),
                     )?;
@@ -325,19 +453,24 @@ fn read_partition(
     match result {
         Ok((Read::Records(records), offsets)) => {
             gathered.bytes += records.len();
-            with_offsets(empty(target.index, limits), offsets, limits).with_records(Some(records))
+            with_offsets(empty(target.key.partition, limits), offsets, limits)
+                .with_records(Some(records))
         }
         Ok((Read::Diverged(diverging), offsets)) => {
             // Nothing to wait for: the fetcher must truncate first.
             gathered.has_error = true;
-            with_offsets(empty(target.index, limits), offsets, limits)
+            with_offsets(empty(target.key.partition, limits), offsets, limits)
                 .with_diverging_epoch(diverging)
         }
         Err(error) => {
-            tracing::debug!(topic = replica.topic(), partition = target.index, %error, "fetch failed");
+            tracing::debug!(topic = replica.topic(), partition = target.key.partition, %error, "fetch failed");
             gathered.has_error = true;
-            with_offsets(empty(target.index, limits), replica.offsets(), limits)
-                .with_error_code(error.code().code())
+            with_offsets(
+                empty(target.key.partition, limits),
+                replica.offsets(),
+                limits,
+            )
+            .with_error_code(error.code().code())
         }
     }
 }

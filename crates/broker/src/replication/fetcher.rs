@@ -11,6 +11,10 @@
 //! as the leader sent them; a DivergingEpoch truncates the log to where it
 //! agrees with the leader before the next fetch.
 //!
+//! Each fetcher keeps an incremental fetch session with its leader (see
+//! `session`), so a request names only the partitions whose fetch changed
+//! and an answer carries only those with something new.
+//!
 //! Fetching never blocks client traffic: requests go out on their own
 //! connection, and appends run in the same blocking sections as a
 //! producer's.
@@ -25,16 +29,20 @@ use kafka_protocol::{
     error::ResponseError,
     messages::{
         BrokerId, FetchRequest, FetchResponse,
-        fetch_request::{FetchPartition, FetchTopic, ReplicaState},
+        fetch_request::{FetchPartition, FetchTopic, ForgottenTopic, ReplicaState},
         fetch_response::PartitionData,
     },
 };
 use tokio::{sync::Notify, task::JoinHandle};
 use uuid::Uuid;
 
-use super::client::{ClientError, LeaderConnection};
+use super::{
+    client::{ClientError, LeaderConnection},
+    session::{FollowerSession, NextRequest},
+};
 use crate::{
     broker::{Broker, now_ms},
+    fetch_session::FetchParams,
     partition::{FollowerState, Partition},
 };
 
@@ -119,6 +127,7 @@ impl Fetchers {
 /// it.
 async fn run(broker: Arc<Broker>, leader: i32, followed: Arc<Followed>) {
     let mut connection: Option<LeaderConnection> = None;
+    let mut session = FollowerSession::default();
     let mut backoff = BACKOFF_MIN;
     loop {
         let changed = followed.changed.notified();
@@ -138,10 +147,11 @@ async fn run(broker: Arc<Broker>, leader: i32, followed: Arc<Followed>) {
         });
         if states.is_empty() {
             connection = None;
+            session.reset();
             changed.await;
             continue;
         }
-        match fetch_once(&broker, leader, &mut connection, &states).await {
+        match fetch_once(&broker, leader, &mut connection, &mut session, &states).await {
             Ok(response) => {
                 let now = now_ms();
                 let all_well = crate::blocking::run(|| apply_response(&states, &response, now));
@@ -153,6 +163,7 @@ async fn run(broker: Arc<Broker>, leader: i32, followed: Arc<Followed>) {
             Err(error) => {
                 tracing::debug!(leader, %error, "fetch from leader failed");
                 connection = None;
+                session.reset();
             }
         }
         tokio::time::sleep(backoff).await;
@@ -164,6 +175,7 @@ async fn fetch_once(
     broker: &Broker,
     leader: i32,
     connection: &mut Option<LeaderConnection>,
+    session: &mut FollowerSession,
     states: &[(Arc<Partition>, FollowerState)],
 ) -> Result<FetchResponse, ClientError> {
     let config = &broker.config;
@@ -183,31 +195,57 @@ async fn fetch_once(
         unreachable!("connected above");
     };
     let wait = Duration::from_millis(config.replica_fetch_wait_max_ms.max(0) as u64);
-    let request = request(broker, states);
-    leader_connection
+    let wanted = states
+        .iter()
+        .map(|(partition, state)| {
+            let params = FetchParams {
+                fetch_offset: state.fetch_offset,
+                last_fetched_epoch: state.last_fetched_epoch,
+                current_leader_epoch: state.leader_epoch,
+                log_start_offset: state.log_start_offset,
+                partition_max_bytes: PARTITION_MAX_BYTES,
+            };
+            ((partition.topic_id(), partition.index()), params)
+        })
+        .collect();
+    let next = session.next_request(wanted);
+    let request = request(broker, &next);
+    let response = leader_connection
         .fetch(&request, wait + NETWORK_TIMEOUT)
-        .await
+        .await?;
+    if response.error_code == 0 {
+        session.answered(next, response.session_id);
+    } else {
+        session.reset();
+    }
+    Ok(response)
 }
 
-fn request(broker: &Broker, states: &[(Arc<Partition>, FollowerState)]) -> FetchRequest {
+fn request(broker: &Broker, next: &NextRequest) -> FetchRequest {
     let mut topics: Vec<FetchTopic> = Vec::new();
-    for (partition, state) in states {
+    let mut places: HashMap<Uuid, usize> = HashMap::new();
+    for &((topic_id, partition), params) in &next.partitions {
         let fetch = FetchPartition::default()
-            .with_partition(partition.index())
-            .with_current_leader_epoch(state.leader_epoch)
-            .with_fetch_offset(state.fetch_offset)
-            .with_last_fetched_epoch(state.last_fetched_epoch)
-            .with_log_start_offset(state.log_start_offset)
-            .with_partition_max_bytes(PARTITION_MAX_BYTES);
-        match topics
-            .iter_mut()
-            .find(|t| t.topic_id == partition.topic_id())
-        {
-            Some(topic) => topic.partitions.push(fetch),
-            None => topics.push(
-                FetchTopic::default()
-                    .with_topic_id(partition.topic_id())
-                    .with_partitions(vec![fetch]),
+            .with_partition(partition)
+            .with_current_leader_epoch(params.current_leader_epoch)
+            .with_fetch_offset(params.fetch_offset)
+            .with_last_fetched_epoch(params.last_fetched_epoch)
+            .with_log_start_offset(params.log_start_offset)
+            .with_partition_max_bytes(params.partition_max_bytes);
+        let place = *places.entry(topic_id).or_insert_with(|| {
+            topics.push(FetchTopic::default().with_topic_id(topic_id));
+            topics.len() - 1
+        });
+        topics[place].partitions.push(fetch);
+    }
+    let mut forgotten: Vec<ForgottenTopic> = Vec::new();
+    for &(topic_id, partition) in &next.forgotten {
+        match forgotten.iter_mut().find(|t| t.topic_id == topic_id) {
+            Some(topic) => topic.partitions.push(partition),
+            None => forgotten.push(
+                ForgottenTopic::default()
+                    .with_topic_id(topic_id)
+                    .with_partitions(vec![partition]),
             ),
         }
     }
@@ -220,9 +258,10 @@ fn request(broker: &Broker, states: &[(Arc<Partition>, FollowerState)]) -> Fetch
         .with_max_wait_ms(broker.config.replica_fetch_wait_max_ms)
         .with_min_bytes(1)
         .with_max_bytes(RESPONSE_MAX_BYTES)
-        .with_session_id(0)
-        .with_session_epoch(-1)
+        .with_session_id(next.session_id)
+        .with_session_epoch(next.epoch)
         .with_topics(topics)
+        .with_forgotten_topics_data(forgotten)
 }
 
 /// Appends what the leader sent, or truncates where it says the logs
