@@ -610,7 +610,6 @@ impl Broker {
         let fence = Record::FenceBroker(FenceBroker {
             node_id: self.config.node_id,
             incarnation: self.incarnation,
-            failed_at_ms: 0,
         });
         if let Err(e) = tokio::time::timeout(timeout, self.metadata.propose(fence.into())).await {
             tracing::info!(error = %e, "could not fence this broker before stopping");

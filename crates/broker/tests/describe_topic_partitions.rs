@@ -324,7 +324,6 @@ async fn eligible_leader_replicas_and_offline_replicas_come_from_the_image() {
         Record::FenceBroker(FenceBroker {
             node_id: 3,
             incarnation: 1,
-            failed_at_ms: 0,
         }),
     )
     .await;

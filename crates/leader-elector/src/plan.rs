@@ -110,7 +110,6 @@ pub fn plan(
         .map(|&(node_id, incarnation)| FenceBroker {
             node_id,
             incarnation,
-            failed_at_ms: judge.now_ms,
         })
         .collect();
     let idle = fences.is_empty()

@@ -41,10 +41,6 @@ pub struct BrokerInfo {
     pub incarnation: u64,
     /// A fenced broker leads nothing and gets no new partitions.
     pub fenced: bool,
-    /// When the controller fenced it for a failure (wall clock, ms), as
-    /// the FenceBroker record says; `None` while unfenced or after a clean
-    /// stop.
-    pub failed_at_ms: Option<i64>,
     /// How many partition replicas it can keep open (see
     /// `RegisterBroker::max_replicas`).
     pub max_replicas: Option<u64>,
@@ -188,14 +184,11 @@ impl MetadataImage {
     pub fn apply(&mut self, record: &MetadataRecord, term: u64) -> Result<(), ApplyError> {
         match record.record.as_ref().ok_or(ApplyError::Empty)? {
             Record::RegisterBroker(r) => self.register_broker(r, term),
-            Record::FenceBroker(r) => {
-                let failed_at_ms = Some(r.failed_at_ms).filter(|&ms| ms > 0);
-                self.set_fenced(r.node_id, r.incarnation, true, failed_at_ms)
-            }
+            Record::FenceBroker(r) => self.set_fenced(r.node_id, r.incarnation, true),
             Record::UnfenceBroker(UnfenceBroker {
                 node_id,
                 incarnation,
-            }) => self.set_fenced(*node_id, *incarnation, false, None),
+            }) => self.set_fenced(*node_id, *incarnation, false),
             Record::CreateTopic(r) => self.create_topic(r, term),
             Record::DeleteTopic(r) => self.delete_topic(r),
             Record::CreatePartitions(r) => self.create_partitions(r),
@@ -317,7 +310,6 @@ impl MetadataImage {
                 rack: r.rack.clone(),
                 incarnation: r.incarnation,
                 fenced: false,
-                failed_at_ms: None,
                 max_replicas: r.max_replicas,
             },
         );
@@ -329,7 +321,6 @@ impl MetadataImage {
         node_id: i32,
         incarnation: u64,
         fenced: bool,
-        failed_at_ms: Option<i64>,
     ) -> Result<(), ApplyError> {
         let broker = self
             .brokers
@@ -343,7 +334,6 @@ impl MetadataImage {
             });
         }
         broker.fenced = fenced;
-        broker.failed_at_ms = failed_at_ms;
         Ok(())
     }
 
@@ -475,26 +465,6 @@ impl MetadataImage {
     /// Registered brokers that are not fenced.
     pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerInfo> {
         self.brokers.values().filter(|b| !b.fenced)
-    }
-
-    /// The brokers Metadata lists at wall-clock time `now_ms`: the live
-    /// ones, and those fenced for a failure less than `grace_ms` ago.
-    ///
-    /// Kafka lists live brokers only. But the fence of a failed broker
-    /// commits together with the elections of its partitions, so a client
-    /// learns both from one answer, and librdkafka then handles the
-    /// broker's removal before the partitions' move: it forgets the new
-    /// leader and waits for its next one-second scan of unavailable
-    /// partitions. Listed a little longer, the failed broker loses its
-    /// partitions first and is dropped by a later answer. The grace is
-    /// short so that a client does not keep the failed broker's reconnect
-    /// backoff growing for long (it doubles up to librdkafka's 10 s). The
-    /// failure time is the controller's clock and `now_ms` this node's: a
-    /// skew between them only lengthens or shortens the grace.
-    pub fn listed_brokers(&self, now_ms: i64, grace_ms: i64) -> impl Iterator<Item = &BrokerInfo> {
-        self.brokers
-            .values()
-            .filter(move |b| !b.fenced || b.failed_at_ms.is_some_and(|at| now_ms - at < grace_ms))
     }
 
     pub fn broker(&self, node_id: i32) -> Option<&BrokerInfo> {

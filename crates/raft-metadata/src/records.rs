@@ -274,12 +274,6 @@ pub struct FenceBroker {
     /// does not hit the restarted broker.
     #[prost(uint64, tag = "2")]
     pub incarnation: u64,
-    /// When the controller decided that the broker failed (wall clock, ms);
-    /// 0 for a broker that fenced itself on a clean stop. Metadata keeps
-    /// listing a failed broker for a short while after this time (see
-    /// `MetadataImage::listed_brokers`).
-    #[prost(int64, tag = "3")]
-    pub failed_at_ms: i64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -65,8 +65,6 @@ struct BrokerEntry {
     fenced: bool,
     #[prost(uint64, optional, tag = "7")]
     max_replicas: Option<u64>,
-    #[prost(int64, optional, tag = "8")]
-    failed_at_ms: Option<i64>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -109,7 +107,6 @@ pub fn encode(image: &MetadataImage, members: &Members) -> Vec<u8> {
                 incarnation: b.incarnation,
                 fenced: b.fenced,
                 max_replicas: b.max_replicas,
-                failed_at_ms: b.failed_at_ms,
             })
             .collect(),
         topics: image
@@ -164,7 +161,6 @@ pub fn decode(bytes: &[u8]) -> Result<(MetadataImage, Members), SnapshotError> {
             incarnation: b.incarnation,
             fenced: b.fenced,
             max_replicas: b.max_replicas,
-            failed_at_ms: b.failed_at_ms,
         })
         .collect();
     let topics = data
@@ -290,12 +286,6 @@ mod tests {
             delete: vec![],
         });
         image.apply(&group_config.into(), 2).unwrap();
-        let fence = Record::FenceBroker(crate::records::FenceBroker {
-            node_id: 4,
-            incarnation: 1,
-            failed_at_ms: 1_000,
-        });
-        image.apply(&fence.into(), 2).unwrap();
         let partition = &image.topic("t").unwrap().partitions[0];
         let reassign = crate::image::reassignment::start("t", partition, &[3, 4])
             .unwrap()

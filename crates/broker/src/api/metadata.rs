@@ -32,12 +32,6 @@ use keel_raft_metadata::{MetadataImage, TopicInfo};
 /// before answering LEADER_NOT_AVAILABLE for it.
 const AUTO_CREATE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a broker fenced for a failure stays listed (see
-/// `MetadataImage::listed_brokers`): long enough for clients that write to
-/// its partitions to learn their new leaders first, which takes them one
-/// or two metadata requests after the election.
-const FAILED_BROKER_LISTING_GRACE_MS: i64 = 3_000;
-
 /// Before this version `allow_auto_topic_creation` did not exist and was
 /// implicitly true.
 const AUTO_CREATE_FLAG_VERSION: i16 = 4;
@@ -161,7 +155,7 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: MetadataRequest) -
         .with_cluster_authorized_operations(cluster_operations)
         .with_brokers(
             image
-                .listed_brokers(crate::broker::now_ms(), FAILED_BROKER_LISTING_GRACE_MS)
+                .live_brokers()
                 .map(|b| {
                     MetadataResponseBroker::default()
                         .with_node_id(BrokerId(b.node_id))

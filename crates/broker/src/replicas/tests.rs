@@ -326,7 +326,6 @@ fn a_new_leader_stops_waiting_for_a_predecessor_fenced_meanwhile() {
             Record::FenceBroker(keel_raft_metadata::records::FenceBroker {
                 node_id: 2,
                 incarnation: 1,
-                failed_at_ms: 0,
             })
             .into(),
             Record::UpdateIsr(keel_raft_metadata::records::UpdateIsr {
@@ -390,7 +389,6 @@ fn a_new_leader_stops_waiting_for_a_predecessor_fenced_outside_the_isr() {
     let fence = Record::FenceBroker(keel_raft_metadata::records::FenceBroker {
         node_id: 2,
         incarnation: 1,
-        failed_at_ms: 0,
     });
     image.apply(&fence.into(), 1).unwrap();
     replicas.reconcile(|| Arc::new(image), 0).unwrap();

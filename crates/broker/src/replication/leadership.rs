@@ -213,7 +213,6 @@ mod tests {
             let fence = FenceBroker {
                 node_id: id,
                 incarnation: 7,
-                failed_at_ms: 0,
             };
             apply(&mut image, Record::FenceBroker(fence));
         }

@@ -312,7 +312,6 @@ fn a_leader_that_fenced_itself_is_replaced_without_waiting_for_its_session() {
     let fence = Record::FenceBroker(FenceBroker {
         node_id: 1,
         incarnation: INCARNATION,
-        failed_at_ms: 0,
     });
     before.apply(&fence.into(), 1).unwrap();
     let after = plan_and_apply(&before, &[], &[1, 2, 3]);

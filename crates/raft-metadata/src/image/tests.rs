@@ -179,7 +179,6 @@ fn brokers_register_fence_and_unfence_by_incarnation() {
         Record::FenceBroker(FenceBroker {
             node_id: 1,
             incarnation,
-            failed_at_ms: 0,
         })
         .into()
     };
@@ -200,43 +199,6 @@ fn brokers_register_fence_and_unfence_by_incarnation() {
         Err(ApplyError::StaleIncarnation { .. })
     ));
     assert!(image.apply(&fence(99), 1).is_err());
-}
-
-#[test]
-fn a_broker_fenced_for_a_failure_stays_listed_for_the_grace_only() {
-    let mut image = MetadataImage::default();
-    for node_id in 1..=3 {
-        image.apply(&register(node_id, 10), 1).unwrap();
-    }
-    let fence_at = |node_id, failed_at_ms| -> MetadataRecord {
-        Record::FenceBroker(FenceBroker {
-            node_id,
-            incarnation: 10,
-            failed_at_ms,
-        })
-        .into()
-    };
-    image.apply(&fence_at(1, 5_000), 1).unwrap();
-    // A clean stop fences with no failure time: never listed again.
-    image.apply(&fence_at(2, 0), 1).unwrap();
-    let listed = |image: &MetadataImage, now_ms| {
-        image
-            .listed_brokers(now_ms, 3_000)
-            .map(|b| b.node_id)
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(listed(&image, 5_000), vec![1, 3]);
-    assert_eq!(listed(&image, 7_999), vec![1, 3]);
-    assert_eq!(listed(&image, 8_000), vec![3]);
-    assert_eq!(
-        image.live_brokers().map(|b| b.node_id).collect::<Vec<_>>(),
-        vec![3]
-    );
-    // Unfenced, the failure time is forgotten: a later clean fence does
-    // not bring it back.
-    image.apply(&fence(1, 10, false), 1).unwrap();
-    image.apply(&fence_at(1, 0), 1).unwrap();
-    assert_eq!(listed(&image, 5_000), vec![3]);
 }
 
 #[test]
@@ -450,7 +412,6 @@ fn fence(node_id: i32, incarnation: u64, fenced: bool) -> MetadataRecord {
         Record::FenceBroker(FenceBroker {
             node_id,
             incarnation,
-            failed_at_ms: 0,
         })
         .into()
     } else {
@@ -710,7 +671,6 @@ fn a_batch_applies_whole_or_not_at_all() {
         MetadataRecord::from(Record::FenceBroker(FenceBroker {
             node_id,
             incarnation: 10,
-            failed_at_ms: 0,
         }))
     };
     let batch =
