@@ -23,6 +23,7 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use kafka_protocol::{
+    error::ResponseError,
     messages::{
         BrokerId, FetchRequest, FetchResponse, TopicName,
         fetch_response::{
@@ -127,50 +128,7 @@ pub(super) async fn handle(
         }
     };
 
-    let mut topics: Vec<TopicKey> = Vec::new();
-    let mut topic_places: HashMap<TopicKey, usize> = HashMap::new();
-    let mut targets = Vec::with_capacity(partitions.len());
-    for (key, params) in partitions {
-        let topic = *topic_places.entry(key.topic.clone()).or_insert_with(|| {
-            topics.push(key.topic.clone());
-            topics.len() - 1
-        });
-        let name = match &key.topic {
-            TopicKey::Id(id) => image.topic_by_id(id).map(|t| t.name.clone()),
-            TopicKey::Name(name) => Some(name.clone()),
-        };
-        let replica = match &name {
-            None => Err(PartitionError::UnknownTopicId),
-            Some(name) => follower
-                .map_or(Ok(()), |f| {
-                    check_follower(&image, f)?;
-                    // A leader without a lease serves no follower: its
-                    // successor may be elected, and what it would hand
-                    // out could diverge from the successor's log.
-                    ctx.broker.check_lease()
-                })
-                .and_then(|()| {
-                    leader_replica(
-                        ctx.broker,
-                        &image,
-                        name,
-                        key.partition,
-                        params.current_leader_epoch,
-                    )
-                }),
-        };
-        targets.push(Target {
-            topic,
-            name: name.unwrap_or_default(),
-            key,
-            params,
-            partition_max_bytes: params
-                .partition_max_bytes
-                .clamp(0, ctx.broker.config.fetch_max_bytes)
-                as usize,
-            replica,
-        });
-    }
+    let (topics, targets) = resolve(ctx, &image, follower, partitions);
 
     let limits = Limits {
         report_log_start: ctx.version >= LOG_START_VERSION,
@@ -211,36 +169,17 @@ pub(super) async fn handle(
         records,
         ..
     } = gathered;
-    let answered = targets.iter().zip(&partitions);
-    let (session_id, carried) = match context {
-        Session::None => (0, None),
-        Session::New => {
-            let answered = answered
-                .map(|(t, data)| (t.key.clone(), t.params, answer_of(data)))
-                .collect();
-            let id = ctx.broker.fetch_sessions().create(
-                follower.is_some(),
-                uses_topic_ids,
-                answered,
-                now_ms(),
-            );
-            (id, None)
-        }
-        Session::Incremental { id, epoch } => {
-            let answered: Vec<_> = answered
-                .map(|(t, data)| (t.key.clone(), answer_of(data)))
-                .collect();
-            match ctx
-                .broker
-                .fetch_sessions()
-                .answer_incremental(id, epoch, &answered)
-            {
-                Ok(carried) => (id, Some(carried)),
-                Err(error) => {
-                    let response = FetchResponse::default().with_error_code(error.code());
-                    return (response, FileRecords::default());
-                }
-            }
+    let answered = Answer {
+        follower: follower.is_some(),
+        uses_topic_ids,
+        targets: &targets,
+        partitions: &partitions,
+    };
+    let (session_id, carried) = match session_step(ctx, context, answered) {
+        Ok(step) => step,
+        Err(error) => {
+            let response = FetchResponse::default().with_error_code(error.code());
+            return (response, FileRecords::default());
         }
     };
 
@@ -270,11 +209,110 @@ pub(super) async fn handle(
     (response, records)
 }
 
+/// Finds each partition's local replica, or why it cannot be read, and
+/// the topics of the response in the order they first appear.
+fn resolve(
+    ctx: &RequestContext<'_>,
+    image: &MetadataImage,
+    follower: Option<Follower>,
+    partitions: Vec<(PartitionKey, FetchParams)>,
+) -> (Vec<TopicKey>, Vec<Target>) {
+    let mut topics: Vec<TopicKey> = Vec::new();
+    let mut topic_places: HashMap<TopicKey, usize> = HashMap::new();
+    let mut targets = Vec::with_capacity(partitions.len());
+    for (key, params) in partitions {
+        let topic = *topic_places.entry(key.topic.clone()).or_insert_with(|| {
+            topics.push(key.topic.clone());
+            topics.len() - 1
+        });
+        let name = match &key.topic {
+            TopicKey::Id(id) => image.topic_by_id(id).map(|t| t.name.clone()),
+            TopicKey::Name(name) => Some(name.clone()),
+        };
+        let replica = match &name {
+            None => Err(PartitionError::UnknownTopicId),
+            Some(name) => follower
+                .map_or(Ok(()), |f| {
+                    check_follower(image, f)?;
+                    // A leader without a lease serves no follower: its
+                    // successor may be elected, and what it would hand
+                    // out could diverge from the successor's log.
+                    ctx.broker.check_lease()
+                })
+                .and_then(|()| {
+                    leader_replica(
+                        ctx.broker,
+                        image,
+                        name,
+                        key.partition,
+                        params.current_leader_epoch,
+                    )
+                }),
+        };
+        targets.push(Target {
+            topic,
+            name: name.unwrap_or_default(),
+            key,
+            params,
+            partition_max_bytes: params
+                .partition_max_bytes
+                .clamp(0, ctx.broker.config.fetch_max_bytes)
+                as usize,
+            replica,
+        });
+    }
+    (topics, targets)
+}
+
 /// Which session, if any, a fetch is served in.
 enum Session {
     None,
     New,
     Incremental { id: i32, epoch: i32 },
+}
+
+/// What a fetch read, for its session.
+struct Answer<'a> {
+    follower: bool,
+    uses_topic_ids: bool,
+    targets: &'a [Target],
+    partitions: &'a [PartitionData],
+}
+
+/// Records what a fetch answered in its session: the session id the
+/// response carries, and for an incremental fetch which partitions it
+/// carries (all of them otherwise).
+fn session_step(
+    ctx: &RequestContext<'_>,
+    session: Session,
+    answer: Answer<'_>,
+) -> Result<(i32, Option<Vec<bool>>), ResponseError> {
+    let answered = answer.targets.iter().zip(answer.partitions);
+    match session {
+        Session::None => Ok((0, None)),
+        Session::New => {
+            let answered = answered
+                .map(|(t, data)| (t.key.clone(), t.params, answer_of(data)))
+                .collect();
+            let id = ctx.broker.fetch_sessions().create(
+                answer.follower,
+                answer.uses_topic_ids,
+                answered,
+                now_ms(),
+            );
+            Ok((id, None))
+        }
+        Session::Incremental { id, epoch } => {
+            let answered: Vec<_> = answered
+                .map(|(t, data)| (t.key.clone(), answer_of(data)))
+                .collect();
+            let carried = ctx
+                .broker
+                .fetch_sessions()
+                .answer_incremental(id, epoch, &answered)?;
+            Ok((id, Some(carried)))
+        }
+    }
 }
 
 fn requested_partitions(
