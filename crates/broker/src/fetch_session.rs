@@ -28,6 +28,12 @@
 //! is full a session idle for two minutes is evicted for a new one, and a
 //! follower's new session may evict a consumer's.
 //!
+//! A session belongs to the fetcher that created it: a follower's to that
+//! broker at that incarnation, a consumer's to consumers. An incremental
+//! fetch from anyone else is answered FETCH_SESSION_ID_NOT_FOUND, so that
+//! no broker's fetch is ever taken for another's (a follower's fetch
+//! offsets move the high watermark).
+//!
 //! Everything here is a plain function of the requests, the responses and
 //! the time passed in.
 
@@ -112,14 +118,28 @@ impl CachedPartition {
     }
 }
 
+/// Who fetches in a session: a follower's (replica id, replica epoch), or
+/// `None` for a consumer.
+pub type Owner = Option<(i32, i64)>;
+
 #[derive(Debug)]
 struct Session {
     /// The epoch the next incremental request must carry.
     epoch: i32,
-    follower: bool,
+    owner: Owner,
     uses_topic_ids: bool,
     partitions: IndexMap<PartitionKey, CachedPartition>,
     last_used_ms: i64,
+}
+
+/// What a fetch request says of its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionRequest {
+    pub id: i32,
+    pub epoch: i32,
+    pub owner: Owner,
+    /// Whether the request names topics by id (Fetch v13+).
+    pub uses_topic_ids: bool,
 }
 
 /// How a fetch request is served.
@@ -171,17 +191,21 @@ impl SessionCache {
         }
     }
 
-    /// Decides how to serve a request with `session_id` and
-    /// `session_epoch` naming `requested` and forgetting `forgotten`.
+    /// Decides how to serve a request in `request`'s session naming
+    /// `requested` and forgetting `forgotten`.
     pub fn context(
         &mut self,
-        session_id: i32,
-        session_epoch: i32,
-        uses_topic_ids: bool,
+        request: SessionRequest,
         requested: &[(PartitionKey, FetchParams)],
         forgotten: &[PartitionKey],
         now_ms: i64,
     ) -> Result<FetchContext, ResponseError> {
+        let SessionRequest {
+            id: session_id,
+            epoch: session_epoch,
+            owner,
+            uses_topic_ids,
+        } = request;
         if session_epoch == INITIAL_EPOCH || session_epoch == FINAL_EPOCH {
             if session_id != 0 {
                 self.sessions.remove(&session_id);
@@ -195,6 +219,7 @@ impl SessionCache {
         let session = self
             .sessions
             .get_mut(&session_id)
+            .filter(|s| s.owner == owner)
             .ok_or(ResponseError::FetchSessionIdNotFound)?;
         if session.epoch != session_epoch {
             return Err(ResponseError::InvalidFetchSessionEpoch);
@@ -230,17 +255,18 @@ impl SessionCache {
         })
     }
 
-    /// Keeps a session for a full fetch that asked for one, once answered:
-    /// `answered` are its partitions with what the response told of each.
+    /// Keeps a session for a full fetch by `owner` that asked for one, once
+    /// answered: `answered` are its partitions with what the response told
+    /// of each.
     /// Returns the new session's id, or 0 when there is no room.
     pub fn create(
         &mut self,
-        follower: bool,
+        owner: Owner,
         uses_topic_ids: bool,
         answered: Vec<(PartitionKey, FetchParams, Answered)>,
         now_ms: i64,
     ) -> i32 {
-        if answered.is_empty() || !self.make_room(follower, now_ms) {
+        if answered.is_empty() || !self.make_room(owner.is_some(), now_ms) {
             return 0;
         }
         let partitions = answered
@@ -256,7 +282,7 @@ impl SessionCache {
             id,
             Session {
                 epoch: next_epoch(INITIAL_EPOCH),
-                follower,
+                owner,
                 uses_topic_ids,
                 partitions,
                 last_used_ms: now_ms,
@@ -323,7 +349,7 @@ impl SessionCache {
                 .then(|| {
                     self.sessions
                         .iter()
-                        .filter(|(_, s)| !s.follower)
+                        .filter(|(_, s)| s.owner.is_none())
                         .min_by_key(|(_, s)| s.last_used_ms)
                         .map(|(&id, _)| id)
                 })

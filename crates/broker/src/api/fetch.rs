@@ -43,7 +43,9 @@ use super::{
 use crate::{
     broker::now_ms,
     error::PartitionError,
-    fetch_session::{Answered, FetchContext, FetchParams, PartitionKey, TopicKey},
+    fetch_session::{
+        Answered, FetchContext, FetchParams, Owner, PartitionKey, SessionRequest, TopicKey,
+    },
     partition::{Fetched, Partition, PartitionOffsets, ReadLimit},
     response::FileRecords,
 };
@@ -106,14 +108,17 @@ pub(super) async fn handle(
     let uses_topic_ids = ctx.version >= TOPIC_ID_VERSION;
     let requested = requested_partitions(&request, uses_topic_ids);
     let forgotten = forgotten_partitions(&request, uses_topic_ids);
-    let context = ctx.broker.fetch_sessions().context(
-        request.session_id,
-        request.session_epoch,
+    let owner = follower.map(|f| (f.id, replica_epoch));
+    let session = SessionRequest {
+        id: request.session_id,
+        epoch: request.session_epoch,
+        owner,
         uses_topic_ids,
-        &requested,
-        &forgotten,
-        now_ms(),
-    );
+    };
+    let context = ctx
+        .broker
+        .fetch_sessions()
+        .context(session, &requested, &forgotten, now_ms());
     let (context, partitions) = match context {
         Ok(FetchContext::Incremental {
             id,
@@ -170,7 +175,7 @@ pub(super) async fn handle(
         ..
     } = gathered;
     let answered = Answer {
-        follower: follower.is_some(),
+        owner,
         uses_topic_ids,
         targets: &targets,
         partitions: &partitions,
@@ -273,7 +278,7 @@ enum Session {
 
 /// What a fetch read, for its session.
 struct Answer<'a> {
-    follower: bool,
+    owner: Owner,
     uses_topic_ids: bool,
     targets: &'a [Target],
     partitions: &'a [PartitionData],
@@ -295,7 +300,7 @@ fn session_step(
                 .map(|(t, data)| (t.key.clone(), t.params, answer_of(data)))
                 .collect();
             let id = ctx.broker.fetch_sessions().create(
-                answer.follower,
+                answer.owner,
                 answer.uses_topic_ids,
                 answered,
                 now_ms(),
