@@ -48,8 +48,10 @@ pub const MAX_SESSIONS: usize = 1000;
 /// Kafka's min.incremental.fetch.session.eviction.ms.
 pub const EVICTION_IDLE_MS: i64 = 120_000;
 
-const INITIAL_EPOCH: i32 = 0;
-const FINAL_EPOCH: i32 = -1;
+/// The epoch of a full fetch that asks for a session.
+pub const INITIAL_EPOCH: i32 = 0;
+/// The epoch of a full fetch that wants none.
+pub const FINAL_EPOCH: i32 = -1;
 
 /// A partition as a session names it: by topic id from Fetch v13, by
 /// topic name before.
@@ -140,6 +142,14 @@ pub struct SessionRequest {
     pub owner: Owner,
     /// Whether the request names topics by id (Fetch v13+).
     pub uses_topic_ids: bool,
+}
+
+impl SessionRequest {
+    /// A full fetch without a session that names none to close: the
+    /// cache has nothing to do with it (most consumers' fetches).
+    pub fn is_sessionless(&self) -> bool {
+        self.id == 0 && self.epoch == FINAL_EPOCH
+    }
 }
 
 /// How a fetch request is served.
@@ -300,7 +310,7 @@ impl SessionCache {
         &mut self,
         id: i32,
         epoch: i32,
-        answered: &[(PartitionKey, Answered)],
+        answered: &[(&PartitionKey, Answered)],
     ) -> Result<Vec<bool>, ResponseError> {
         let session = self
             .sessions
@@ -308,7 +318,7 @@ impl SessionCache {
             .filter(|s| s.epoch == epoch)
             .ok_or(ResponseError::InvalidFetchSessionEpoch)?;
         let mut carried = Vec::with_capacity(answered.len());
-        for (key, answer) in answered {
+        for &(key, ref answer) in answered {
             let must = session
                 .partitions
                 .get_mut(key)

@@ -60,18 +60,21 @@ pub async fn run(broker: Arc<Broker>, local: mpsc::Sender<HeartbeatCall>) {
     }
 }
 
-/// The produce heartbeat: whether `replica` is a partition this broker
-/// leads whose produce requests have waited without progress for a
-/// heartbeat interval or more (the controller judges them against the
-/// stall timeout). A broker whose stall timeout is off neither tracks nor
-/// reports them.
-fn stalled(broker: &Broker, replica: &Partition, now_ms: i64) -> Option<StalledPartition> {
+/// The produce heartbeat: how long produce requests must have waited
+/// without progress to be worth telling the controller (a heartbeat
+/// interval; the controller judges them against the stall timeout), or
+/// `None` when the stall timeout is off: then nothing is reported.
+fn worth_telling_ms(broker: &Broker) -> Option<i64> {
     broker.config.liveness.partition_stall_timeout?;
+    Some(i64::try_from(broker.config.liveness.heartbeat_interval.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Whether `replica` is a partition this broker leads whose produce
+/// requests have waited without progress for `worth_telling` ms or more.
+fn stalled(replica: &Partition, now_ms: i64, worth_telling: i64) -> Option<StalledPartition> {
     if !replica.is_leader() {
         return None;
     }
-    let worth_telling =
-        i64::try_from(broker.config.liveness.heartbeat_interval.as_millis()).unwrap_or(i64::MAX);
     let waited_ms = replica.progress().stalled_for(now_ms)?;
     (waited_ms >= worth_telling).then(|| StalledPartition {
         topic: replica.topic().to_string(),
@@ -154,9 +157,12 @@ async fn send(
     // One walk over the hosted replicas serves both reports.
     let (mut updates, mut changed, mut stalled_partitions) = (Vec::new(), Vec::new(), Vec::new());
     let now = now_ms();
+    let worth_telling = worth_telling_ms(broker);
     broker.replicas.for_each(|replica| {
         reports.add_if_unheard(replica, controller, &mut updates, &mut changed);
-        stalled_partitions.extend(stalled(broker, replica, now));
+        if let Some(worth_telling) = worth_telling {
+            stalled_partitions.extend(stalled(replica, now, worth_telling));
+        }
     });
     let heartbeat = BrokerHeartbeat {
         node_id: broker.config.node_id,

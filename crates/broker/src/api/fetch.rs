@@ -115,10 +115,13 @@ pub(super) async fn handle(
         owner,
         uses_topic_ids,
     };
-    let context = ctx
-        .broker
-        .fetch_sessions()
-        .context(session, &requested, &forgotten, now_ms());
+    let context = if session.is_sessionless() {
+        Ok(FetchContext::Sessionless)
+    } else {
+        ctx.broker
+            .fetch_sessions()
+            .context(session, &requested, &forgotten, now_ms())
+    };
     let (context, partitions) = match context {
         Ok(FetchContext::Incremental {
             id,
@@ -226,10 +229,14 @@ fn resolve(
     let mut topic_places: HashMap<TopicKey, usize> = HashMap::new();
     let mut targets = Vec::with_capacity(partitions.len());
     for (key, params) in partitions {
-        let topic = *topic_places.entry(key.topic.clone()).or_insert_with(|| {
-            topics.push(key.topic.clone());
-            topics.len() - 1
-        });
+        let topic = match topic_places.get(&key.topic) {
+            Some(&place) => place,
+            None => {
+                topics.push(key.topic.clone());
+                topic_places.insert(key.topic.clone(), topics.len() - 1);
+                topics.len() - 1
+            }
+        };
         let name = match &key.topic {
             TopicKey::Id(id) => image.topic_by_id(id).map(|t| t.name.clone()),
             TopicKey::Name(name) => Some(name.clone()),
@@ -309,7 +316,7 @@ fn session_step(
         }
         Session::Incremental { id, epoch } => {
             let answered: Vec<_> = answered
-                .map(|(t, data)| (t.key.clone(), answer_of(data)))
+                .map(|(t, data)| (&t.key, answer_of(data)))
                 .collect();
             let carried = ctx
                 .broker

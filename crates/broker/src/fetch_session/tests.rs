@@ -137,12 +137,13 @@ fn a_response_carries_only_partitions_with_news() {
     let mut cache = SessionCache::new(10, 7);
     let id = session(&mut cache, 4, FOLLOWER, 0);
     let (epoch, _) = incremental(&mut cache, FOLLOWER, id, 1, vec![], &[]);
+    let keys: Vec<PartitionKey> = (0..4).map(key).collect();
     let answered = [
-        (key(0), quiet(10)),
-        (key(1), with_records(10)),
-        (key(2), quiet(11)),
+        (&keys[0], quiet(10)),
+        (&keys[1], with_records(10)),
+        (&keys[2], quiet(11)),
         (
-            key(3),
+            &keys[3],
             Answered {
                 has_error: true,
                 ..quiet(10)
@@ -159,10 +160,10 @@ fn a_response_carries_only_partitions_with_news() {
     let order: Vec<i32> = partitions.iter().map(|(k, _)| k.partition).collect();
     assert_eq!(order, [0, 2, 3, 1], "partitions with records go last");
     let answered = [
-        (key(0), quiet(10)),
-        (key(2), quiet(11)),
-        (key(3), quiet(10)),
-        (key(1), quiet(10)),
+        (&keys[0], quiet(10)),
+        (&keys[2], quiet(11)),
+        (&keys[3], quiet(10)),
+        (&keys[1], quiet(10)),
     ];
     assert_eq!(
         cache.answer_incremental(id, epoch, &answered).unwrap(),
@@ -195,7 +196,7 @@ fn a_wrong_epoch_or_an_unknown_session_is_refused() {
     );
     incremental(&mut cache, CONSUMER, id, epoch, vec![], &[]);
     assert_eq!(
-        cache.answer_incremental(id, epoch, &[(key(0), quiet(10))]),
+        cache.answer_incremental(id, epoch, &[(&key(0), quiet(10))]),
         Err(ResponseError::InvalidFetchSessionEpoch)
     );
     // A full fetch naming the session closes it.

@@ -15,9 +15,7 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use crate::fetch_session::{FetchParams, next_epoch};
-
-const INITIAL_EPOCH: i32 = 0;
+use crate::fetch_session::{FetchParams, INITIAL_EPOCH, next_epoch};
 
 /// A partition as the follower names it in requests.
 pub type Key = (Uuid, i32);
