@@ -195,6 +195,38 @@ def verify_acknowledged(writer, seen):
         assert offsets == sorted(offsets), f"partition {partition} out of order"
 
 
+def epoch_start_offset(bootstrap, topic, leader_epoch, partition=0, timeout=60):
+    """The offset of the first record of `topic` appended in `leader_epoch`
+    or later (a batch carries the epoch it was appended under): where that
+    leader's writes begin."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"epochs-{time.monotonic()}",
+                         "enable.auto.commit": False})
+    try:
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        consumer.assign([TopicPartition(topic, partition, 0)])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            if message.leader_epoch() is not None and message.leader_epoch() >= leader_epoch:
+                return message.offset()
+            if message.offset() + 1 >= high:
+                break
+        raise AssertionError(f"no record of leader epoch {leader_epoch} below offset {high}")
+    finally:
+        consumer.close()
+
+
+def when_successor_took_writes(writers, seen, first_offset):
+    """When a successor acknowledged its first write: the earliest answer,
+    to any of `writers`, for a record read back at the offset it was
+    acknowledged with, from `first_offset` (the successor's first) on. A
+    writer's first answers may well come from the old leader, and be lost."""
+    return min(writer.acked_at[k] for writer in writers for k, at in writer.acked.items()
+               if at[1] >= first_offset and seen.get(k) == at)
+
+
 def lost_writes(writer, seen, successor_first_ack):
     """The acks=1 writes `writer` saw acknowledged that are not in `seen`,
     and those of them acknowledged at or after `successor_first_ack` (with

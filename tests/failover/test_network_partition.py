@@ -23,22 +23,21 @@ from conftest import REPO
 from test_cluster import registered, wait_for
 from test_leader_failover import check_history, leaders_from, unavailability
 from test_replication import (
-    REPLICATION_ARGS, Writer, create, describe, lost_writes, read_back, verify_acknowledged)
+    REPLICATION_ARGS, Writer, create, describe, epoch_start_offset, lost_writes, read_back,
+    verify_acknowledged, when_successor_took_writes)
 
 NETNS_HOSTS = REPO / "scripts" / "netns-hosts"
 TOPIC = "partitioned"
 
 
-def successor_first_offset(broker, victim):
-    """The log end offset of the leader elected when `victim` was cut off,
-    as the leadership history recorded it: its first offset as leader."""
+def failover_epoch(broker, victim):
+    """The leader epoch of the leader elected when `victim` was cut off, as
+    the leadership history recorded it."""
     with urllib.request.urlopen(f"{broker.metrics_url}/v1/leadership-history?topic={TOPIC}",
                                 timeout=10) as response:
         changes = json.load(response)["changes"]
-    failover = next(c for c in changes
-                    if c["reason"] == "broker_failure" and c["previous_leader"] == victim)
-    assert failover["new_leader_log_end_offset"] is not None, failover
-    return failover["new_leader_log_end_offset"]
+    return next(c["leader_epoch"] for c in changes
+                if c["reason"] == "broker_failure" and c["previous_leader"] == victim)
 
 
 @pytest.fixture
@@ -108,9 +107,8 @@ def test_a_leader_cut_off_from_its_peers_acknowledges_nothing_after_its_successo
     # by the successor: the first of them acknowledged marks when it took
     # writes (the old leader's answers after the cut may still have been
     # for records it had made durable before).
-    first_offset = successor_first_offset(survivor, victim)
-    successor_first_ack = min(writer.acked_at[k] for writer in (durable, quick)
-                              for k in writer.acked if k in seen and seen[k][1] >= first_offset)
+    first_offset = epoch_start_offset(survivor.bootstrap, TOPIC, failover_epoch(survivor, victim))
+    successor_first_ack = when_successor_took_writes((durable, quick), seen, first_offset)
     lost, split_brain = lost_writes(quick, seen, successor_first_ack)
     acked_while_cut = [k for k in lost if cut_at < quick.acked_at[k] < successor_first_ack]
     last_lost_ack = max((quick.acked_at[k] for k in lost), default=cut_at)
