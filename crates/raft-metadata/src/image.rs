@@ -144,12 +144,13 @@ pub enum ApplyError {
 
 impl ApplyError {
     /// Whether the record (or a record of the batch) was decided from an
-    /// older state of its partition: decided again from the newer image,
-    /// it may well apply.
-    pub fn is_stale_partition_epoch(&self) -> bool {
+    /// older state of its partition, before a leader change or an ISR
+    /// change that it did not see: decided again from the newer image, it
+    /// may well apply.
+    pub fn is_stale(&self) -> bool {
         match self {
-            Self::StalePartitionEpoch { .. } => true,
-            Self::InBatch { error, .. } => error.is_stale_partition_epoch(),
+            Self::StaleLeaderEpoch { .. } | Self::StalePartitionEpoch { .. } => true,
+            Self::InBatch { error, .. } => error.is_stale(),
             _ => false,
         }
     }

@@ -49,7 +49,7 @@ pub(super) async fn handle(
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match ctx.broker.propose(batch, left).await {
             Ok(_) => break outcomes,
-            Err(ProposalError::Rejected(error)) if error.is_stale_partition_epoch() => {
+            Err(ProposalError::Rejected(error)) if error.is_stale() => {
                 if tokio::time::Instant::now() >= deadline {
                     break fail_changes(outcomes, &ProposalError::Timeout);
                 }

@@ -327,10 +327,11 @@ pub async fn move_leaderships_off(broker: &Broker, timeout: Duration) -> usize {
                 );
                 return moves;
             }
-            // An ISR changed since the image the moves were decided on (a
-            // restarted broker rejoining, say): decided again.
+            // A partition changed since the image the moves were decided
+            // on (a restarted broker rejoining an ISR, or the rebalancer
+            // handing it a leadership back): decided again.
             Err(ProposalError::Rejected(error))
-                if error.is_stale_partition_epoch() && tokio::time::Instant::now() < deadline => {}
+                if error.is_stale() && tokio::time::Instant::now() < deadline => {}
             Err(error) => {
                 tracing::warn!(
                     %error,

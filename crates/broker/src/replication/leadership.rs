@@ -136,9 +136,10 @@ pub async fn move_leader(
                 return Ok((leader, leader_epoch));
             }
             // The partition changed since the image the move was decided
-            // on (an ISR update, say): decided again from the newer one.
+            // on (an ISR update or another move, say): decided again from
+            // the newer one.
             Err(ProposalError::Rejected(error))
-                if error.is_stale_partition_epoch() && tokio::time::Instant::now() < deadline => {}
+                if error.is_stale() && tokio::time::Instant::now() < deadline => {}
             Err(error) => return Err(error.into()),
         }
     }

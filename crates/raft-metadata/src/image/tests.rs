@@ -258,6 +258,25 @@ fn a_leader_change_decided_before_the_isr_changed_is_refused() {
 }
 
 #[test]
+fn a_batch_decided_before_another_leader_change_may_be_decided_again() {
+    let mut image = MetadataImage::default();
+    image.apply(&create("t", 1, 1), 1).unwrap();
+    let batch =
+        |records: Vec<MetadataRecord>| MetadataRecord::from(Record::Batch(RecordBatch { records }));
+    // Decided on the image before this move (a controlled shutdown racing
+    // the rebalancer, say): stale, worth deciding again.
+    image.apply(&set_leader(2, 1, vec![1, 2, 3]), 1).unwrap();
+    let stale = image
+        .apply(&batch(vec![set_leader(3, 1, vec![1, 2, 3])]), 1)
+        .unwrap_err();
+    assert!(stale.is_stale(), "{stale}");
+    let not_a_replica = image
+        .apply(&batch(vec![set_leader(9, 2, vec![1, 2, 3])]), 1)
+        .unwrap_err();
+    assert!(!not_a_replica.is_stale(), "{not_a_replica}");
+}
+
+#[test]
 fn the_history_is_bounded() {
     let mut image = MetadataImage::default();
     image.apply(&create("t", 1, 1), 1).unwrap();
