@@ -27,9 +27,22 @@ use keel_log::{LogConfig, LogError, PartitionLog, PendingFlush, ReadSlice};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use crate::error::PartitionError;
+
 pub use self::progress::Progress;
 pub use self::role::{FollowerState, Transition};
 use self::{role::Role, waiters::Waiters};
+
+/// A request leader epoch compared with the partition's: -1 skips the check.
+pub(crate) fn check_leader_epoch(request: i32, current: i32) -> Result<(), PartitionError> {
+    if request < 0 || request == current {
+        Ok(())
+    } else if request < current {
+        Err(PartitionError::FencedLeaderEpoch { request, current })
+    } else {
+        Err(PartitionError::UnknownLeaderEpoch { request, current })
+    }
+}
 
 /// How far a reader may read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

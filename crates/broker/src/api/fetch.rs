@@ -488,6 +488,7 @@ fn read_partition(
                 if let Some(follower) = limits.follower {
                     replica.record_follower_fetch(
                         follower.id,
+                        target.params.current_leader_epoch,
                         target.params.fetch_offset,
                         follower.incarnation,
                         now_ms(),

@@ -9,7 +9,11 @@ use kafka_protocol::{
     protocol::StrBytes,
 };
 
-use crate::{broker::Broker, error::PartitionError, partition::Partition};
+use crate::{
+    broker::Broker,
+    error::PartitionError,
+    partition::{Partition, check_leader_epoch},
+};
 use keel_raft_metadata::{MetadataImage, PartitionInfo};
 
 /// How long an admin change waits for the metadata quorum when the request
@@ -114,17 +118,6 @@ pub(crate) fn broker_ids(ids: &[i32]) -> Vec<BrokerId> {
     ids.iter().map(|id| BrokerId(*id)).collect()
 }
 
-/// A request leader epoch compared with the partition's: -1 skips the check.
-pub(crate) fn check_leader_epoch(request: i32, current: i32) -> Result<(), PartitionError> {
-    if request < 0 || request == current {
-        Ok(())
-    } else if request < current {
-        Err(PartitionError::FencedLeaderEpoch { request, current })
-    } else {
-        Err(PartitionError::UnknownLeaderEpoch { request, current })
-    }
-}
-
 /// The local replica of a partition this broker leads.
 pub(crate) fn leader_replica(
     broker: &Broker,
@@ -160,19 +153,5 @@ mod tests {
         for bad in ["", ".", "..", "a b", "ü", &"x".repeat(250)] {
             assert!(validate_topic_name(bad).is_err(), "{bad:?} accepted");
         }
-    }
-
-    #[test]
-    fn epochs_are_fenced_in_both_directions() {
-        assert!(check_leader_epoch(-1, 5).is_ok());
-        assert!(check_leader_epoch(5, 5).is_ok());
-        assert!(matches!(
-            check_leader_epoch(4, 5),
-            Err(PartitionError::FencedLeaderEpoch { .. })
-        ));
-        assert!(matches!(
-            check_leader_epoch(6, 5),
-            Err(PartitionError::UnknownLeaderEpoch { .. })
-        ));
     }
 }

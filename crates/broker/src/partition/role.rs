@@ -17,7 +17,7 @@ use keel_log::{AppendOutcome, BatchError, FollowerAppend, LogError};
 use keel_raft_metadata::PartitionInfo;
 use tokio::{sync::Notify, time::Instant};
 
-use super::Partition;
+use super::{Partition, check_leader_epoch};
 use crate::{
     error::PartitionError,
     replication::{
@@ -357,24 +357,30 @@ impl Partition {
         ))
     }
 
-    /// A follower's fetch reached `fetch_offset` (its log end offset).
+    /// A follower's fetch, in `leader_epoch` as it named it, reached
+    /// `fetch_offset` (its log end offset). It counts only for the
+    /// leadership it names: a successor waits for its predecessor's fetch
+    /// in the successor's own epoch (see `replication::succession`).
     pub fn record_follower_fetch(
         &self,
         replica: i32,
+        leader_epoch: i32,
         fetch_offset: i64,
         incarnation: Option<u64>,
         now_ms: i64,
     ) -> Result<(), PartitionError> {
         match &mut *self.role() {
-            Role::Leader(view) => view
-                .record_fetch(
+            Role::Leader(view) => {
+                check_leader_epoch(leader_epoch, view.leader_epoch())?;
+                view.record_fetch(
                     replica,
                     fetch_offset,
                     self.log_end_offset(),
                     incarnation,
                     now_ms,
                 )
-                .map_err(|e| PartitionError::NotAReplica(e.0))?,
+                .map_err(|e| PartitionError::NotAReplica(e.0))?;
+            }
             _ => return Err(PartitionError::NotLeader),
         }
         self.succession_wait_ms(now_ms);

@@ -121,7 +121,9 @@ async fn acks_all_waits_for_the_follower_and_fails_when_leadership_moves() {
     assert_eq!(partition.high_watermark(), 0, "follower 2 has not fetched");
     let deadline = Instant::now() + Duration::from_secs(5);
 
-    partition.record_follower_fetch(2, 3, Some(9), 1).unwrap();
+    partition
+        .record_follower_fetch(2, 0, 3, Some(9), 1)
+        .unwrap();
     assert_eq!(partition.high_watermark(), 3);
     partition
         .await_high_watermark(0, outcome.last_offset + 1, deadline)
@@ -204,6 +206,17 @@ async fn a_new_leader_takes_writes_only_once_the_old_one_follows_it() {
         Err(PartitionError::AwaitingSuccession(400))
     ));
 
+    // A fetch naming the old epoch (parameters a fetch session kept, say)
+    // is refused and ends nothing.
+    assert!(matches!(
+        partition.record_follower_fetch(2, 1, 0, None, 1_150),
+        Err(PartitionError::FencedLeaderEpoch { .. })
+    ));
+    assert!(matches!(
+        partition.append_as_leader(&batch(1, 0), Some(2), 1_150),
+        Err(PartitionError::AwaitingSuccession(350))
+    ));
+
     // A produce parked meanwhile is let through by the old leader's fetch
     // in the new epoch.
     fn clock() -> i64 {
@@ -212,7 +225,9 @@ async fn a_new_leader_takes_writes_only_once_the_old_one_follows_it() {
     let parked = partition.await_succession(Instant::now() + Duration::from_secs(30), clock);
     let fetched = async {
         tokio::task::yield_now().await;
-        partition.record_follower_fetch(2, 0, None, 1_200).unwrap();
+        partition
+            .record_follower_fetch(2, 2, 0, None, 1_200)
+            .unwrap();
     };
     tokio::time::timeout(Duration::from_secs(5), async {
         tokio::join!(parked, fetched)
@@ -241,4 +256,18 @@ fn a_new_leader_takes_writes_after_the_longest_lease_even_unheard() {
             .append_as_leader(&batch(1, 0), Some(2), 1_500)
             .is_ok()
     );
+}
+
+#[test]
+fn epochs_are_fenced_in_both_directions() {
+    assert!(check_leader_epoch(-1, 5).is_ok());
+    assert!(check_leader_epoch(5, 5).is_ok());
+    assert!(matches!(
+        check_leader_epoch(4, 5),
+        Err(PartitionError::FencedLeaderEpoch { .. })
+    ));
+    assert!(matches!(
+        check_leader_epoch(6, 5),
+        Err(PartitionError::UnknownLeaderEpoch { .. })
+    ));
 }
