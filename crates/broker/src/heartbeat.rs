@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     broker::{Broker, now_ms},
-    partition::Partition,
+    partition::{Partition, Walk},
 };
 
 pub async fn run(broker: Arc<Broker>, local: mpsc::Sender<HeartbeatCall>) {
@@ -89,12 +89,15 @@ fn stalled(replica: &Partition, now_ms: i64, worth_telling: i64) -> Option<Stall
 /// last answered one as the controller; a new controller (another node,
 /// or the same in a new term: it starts afresh too) hears everything.
 /// What was heard of each replica is kept with it
-/// (`Partition::heard_progress`): ten heartbeats a second walk every
-/// hosted replica, and an unchanged one costs a comparison, no lookup.
+/// (`Partition::heard_progress`): a heartbeat that walks every hosted
+/// replica pays a comparison for an unchanged one, no lookup. It walks
+/// none while no replica changed since a walk that left every report
+/// heard and no produce waiting (see `partition::activity`).
 #[derive(Debug, Default)]
 struct ProgressReports {
     /// The controller and its Raft term that acknowledged the last report.
     controller: Option<(u64, u64)>,
+    walk: Walk,
 }
 
 /// (leader epoch, log end offset, high watermark).
@@ -158,12 +161,18 @@ async fn send(
     let (mut updates, mut changed, mut stalled_partitions) = (Vec::new(), Vec::new(), Vec::new());
     let now = now_ms();
     let worth_telling = worth_telling_ms(broker);
-    broker.replicas.for_each(|replica| {
-        reports.add_if_unheard(replica, controller, &mut updates, &mut changed);
-        if let Some(worth_telling) = worth_telling {
-            stalled_partitions.extend(stalled(replica, now, worth_telling));
-        }
-    });
+    let began = broker.replicas.activity().count();
+    let walks = reports.controller != Some(controller) || !reports.walk.may_skip(began);
+    let mut produce_waiting = false;
+    if walks {
+        broker.replicas.for_each(|replica| {
+            reports.add_if_unheard(replica, controller, &mut updates, &mut changed);
+            produce_waiting |= replica.progress().stalled_for(now).is_some();
+            if let Some(worth_telling) = worth_telling {
+                stalled_partitions.extend(stalled(replica, now, worth_telling));
+            }
+        });
+    }
     let heartbeat = BrokerHeartbeat {
         node_id: broker.config.node_id,
         incarnation: broker.incarnation,
@@ -192,11 +201,15 @@ async fn send(
     };
     // A controller that did not know this incarnation yet may drop what it
     // reported: sent again with the next heartbeat.
-    if !matches!(
+    let heard = !matches!(
         reply.status(),
         HeartbeatStatus::NotController | HeartbeatStatus::UnknownIncarnation
-    ) {
+    );
+    if heard {
         reports.heard(controller, updates);
+    }
+    if walks {
+        reports.walk.walked(began, heard && !produce_waiting);
     }
     Some(reply)
 }
@@ -215,7 +228,14 @@ mod tests {
     fn replica(dir: &std::path::Path, index: i32) -> Arc<Partition> {
         let (log, _) =
             PartitionLog::open(&dir.join(index.to_string()), LogConfig::default(), 0).unwrap();
-        Arc::new(Partition::new("t".into(), Uuid::nil(), index, log, None))
+        Arc::new(Partition::new(
+            "t".into(),
+            Uuid::nil(),
+            index,
+            log,
+            None,
+            Arc::default(),
+        ))
     }
 
     /// Makes this broker (1) the replica's leader at `leader_epoch`.

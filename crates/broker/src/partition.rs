@@ -14,6 +14,7 @@
 //! directory and checkpoints of retention, DeleteRecords and truncation, a
 //! new leader epoch's checkpoint, and a compaction's swap.
 
+mod activity;
 mod progress;
 mod role;
 mod waiters;
@@ -29,7 +30,8 @@ use uuid::Uuid;
 
 use crate::error::PartitionError;
 
-pub use self::progress::Progress;
+pub use self::activity::{Activity, Walk};
+pub use self::progress::{Progress, Waiting};
 pub use self::role::{FollowerState, Transition};
 use self::{role::Role, waiters::Waiters};
 
@@ -116,6 +118,20 @@ pub struct Partition {
     /// (see `heartbeat`), so a heartbeat compares each replica with what
     /// was heard without looking it up.
     heard_progress: Mutex<Option<(i32, i64, i64)>>,
+    /// The broker-wide count of replica changes this replica adds to.
+    activity: Arc<Activity>,
+}
+
+/// What [`Partition::begin_flush_if_due`] found.
+#[derive(Debug)]
+pub enum FlushCheck {
+    /// A flush is due and begun: complete it off the log's lock.
+    Begun(PendingFlush),
+    /// Data is not durable yet, but no flush is due (or one is running,
+    /// or the log is busy): look again later.
+    NotYet,
+    /// Everything appended is durable.
+    Durable,
 }
 
 impl Partition {
@@ -128,6 +144,7 @@ impl Partition {
         index: i32,
         log: PartitionLog,
         high_watermark: Option<i64>,
+        activity: Arc<Activity>,
     ) -> Self {
         let log_end_offset = log.log_end_offset();
         let high_watermark = high_watermark
@@ -153,12 +170,19 @@ impl Partition {
             committed: Waiters::default(),
             progress: Progress::default(),
             heard_progress: Mutex::new(None),
+            activity,
         }
     }
 
     /// The produce heartbeat: whether produce appends make progress.
     pub fn progress(&self) -> &Progress {
         &self.progress
+    }
+
+    /// A produce append begins at `now_ms` (see [`Progress::begin`]).
+    pub fn begin_produce(&self, now_ms: i64, clock: fn() -> i64) -> Waiting<'_> {
+        self.activity.note();
+        self.progress.begin(now_ms, clock)
     }
 
     /// This replica's (leader epoch, log end offset, high watermark)
@@ -241,18 +265,21 @@ impl Partition {
     /// append in progress, perhaps on a slow disk) is left for the next
     /// look rather than waited for. Complete it with
     /// [`Self::complete_background_flush`].
-    pub fn begin_flush_if_due(&self, now_ms: i64) -> Option<PendingFlush> {
+    pub fn begin_flush_if_due(&self, now_ms: i64) -> FlushCheck {
         if self.flushing.load(Ordering::Acquire) {
-            return None;
+            return FlushCheck::NotYet;
         }
         let log = match self.log.try_lock() {
             Ok(log) => log,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return None,
+            Err(TryLockError::WouldBlock) => return FlushCheck::NotYet,
         };
+        if !log.has_unflushed() {
+            return FlushCheck::Durable;
+        }
         let pending = log.flush_due(now_ms).then(|| log.begin_flush()).flatten();
         self.flushing.store(pending.is_some(), Ordering::Release);
-        pending
+        pending.map_or(FlushCheck::NotYet, FlushCheck::Begun)
     }
 
     /// Completes a flush begun by [`Self::begin_flush_if_due`].
@@ -287,6 +314,7 @@ impl Partition {
     fn advance_high_watermark(&self, to: i64) {
         let previous = self.high_watermark.fetch_max(to, Ordering::AcqRel);
         if to > previous {
+            self.activity.note();
             self.committed.wake_all();
         }
     }
@@ -350,7 +378,7 @@ mod tests;
 impl Partition {
     /// A partition led by broker 1, its only replica.
     pub(crate) fn leading_alone(log: PartitionLog) -> Arc<Self> {
-        let partition = Self::new("t".into(), Uuid::nil(), 0, log, None);
+        let partition = Self::new("t".into(), Uuid::nil(), 0, log, None, Arc::default());
         let info = keel_raft_metadata::PartitionInfo {
             partition: 0,
             replicas: vec![1],

@@ -31,12 +31,12 @@ use std::{
     time::Duration,
 };
 
-use keel_log::{LogError, PartitionLog, write_atomically};
+use keel_log::{LogError, PartitionLog, PendingFlush, write_atomically};
 use uuid::Uuid;
 
 use crate::{
     config::TopicDefaults,
-    partition::{Partition, Transition},
+    partition::{Activity, FlushCheck, Partition, Transition, Walk},
     replication::succession::Succession,
     topic_config,
 };
@@ -76,6 +76,10 @@ pub struct ReplicaManager {
     /// every partition has learnt: how many leadership changes this
     /// broker has taken.
     leadership_changes: AtomicU64,
+    /// Every hosted replica's changes, counted for the walks over them.
+    activity: Arc<Activity>,
+    /// The flusher's walk (see `partition::activity`).
+    flush_walk: Walk,
 }
 
 #[derive(Debug, Default)]
@@ -130,11 +134,43 @@ impl ReplicaManager {
             last_checkpoint: Mutex::new(None),
             succession_wait_ms: i64::try_from(succession_wait.as_millis()).unwrap_or(i64::MAX),
             leadership_changes: AtomicU64::new(0),
+            activity: Arc::default(),
+            flush_walk: Walk::default(),
         }
     }
 
     /// How many leadership changes this broker's partitions have taken
     /// (what its heartbeats tell the controller).
+    /// The count of changes to hosted replicas (see `partition::activity`).
+    pub fn activity(&self) -> &Activity {
+        &self.activity
+    }
+
+    /// Begins the flushes due at `now_ms` (see
+    /// [`Partition::begin_flush_if_due`]), for the caller to complete off
+    /// this thread. Once every log is durable, no log is looked at again
+    /// until a replica changes (see `partition::activity`).
+    pub fn begin_due_flushes(&self, now_ms: i64) -> Vec<(Arc<Partition>, PendingFlush)> {
+        let began = self.activity.count();
+        if self.flush_walk.may_skip(began) {
+            return Vec::new();
+        }
+        let mut settled = true;
+        let mut begun = Vec::new();
+        self.for_each(|partition| match partition.begin_flush_if_due(now_ms) {
+            FlushCheck::Durable => {}
+            FlushCheck::NotYet => settled = false,
+            // Completed off this walk: the next one finds the log durable
+            // (or failed, with nothing more to flush).
+            FlushCheck::Begun(pending) => {
+                settled = false;
+                begun.push((Arc::clone(partition), pending));
+            }
+        });
+        self.flush_walk.walked(began, settled);
+        begun
+    }
+
     pub fn leadership_changes(&self) -> u64 {
         self.leadership_changes.load(Ordering::Acquire)
     }
@@ -579,6 +615,7 @@ impl ReplicaManager {
             index,
             log,
             high_watermark,
+            Arc::clone(&self.activity),
         )))
     }
 

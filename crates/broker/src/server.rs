@@ -244,18 +244,13 @@ async fn every(broker: Arc<Broker>, period: Duration, what: &'static str, pass: 
 /// flush) and runs each on a blocking thread of its own, so a slow disk
 /// under one partition delays no other's flush.
 fn start_flushes(broker: &Broker) {
-    let now = now_ms();
-    broker.replicas.for_each(|partition| {
-        let Some(pending) = partition.begin_flush_if_due(now) else {
-            return;
-        };
-        let partition = Arc::clone(partition);
+    for (partition, pending) in broker.replicas.begin_due_flushes(now_ms()) {
         tokio::task::spawn_blocking(move || {
             if let Err(e) = partition.complete_background_flush(pending) {
                 tracing::error!(topic = partition.topic(), partition = partition.index(), error = %e, "flush failed");
             }
         });
-    });
+    }
 }
 
 fn checkpoint_high_watermarks(broker: &Broker) {

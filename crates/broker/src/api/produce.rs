@@ -334,7 +334,7 @@ fn append(
     }
     let outcome = {
         let watched = ctx.broker.config.liveness.partition_stall_timeout.is_some();
-        let _waiting = watched.then(|| partition.progress().begin(now, now_ms));
+        let _waiting = watched.then(|| partition.begin_produce(now, now_ms));
         partition.append_as_leader(&records, Some(leader_epoch), now)?
     };
     Ok((partition, leader_epoch, outcome))

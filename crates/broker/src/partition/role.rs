@@ -141,6 +141,7 @@ impl Partition {
             self.leader_epoch
                 .store(info.leader_epoch, Ordering::Release);
             self.leading.store(true, Ordering::Release);
+            self.activity.note();
             drop(log);
             self.update_high_watermark();
             return Ok(Transition::BecameLeader);
@@ -153,6 +154,7 @@ impl Partition {
             .store(info.leader_epoch, Ordering::Release);
         self.high_watermark
             .fetch_min(log.log_end_offset(), Ordering::AcqRel);
+        self.activity.note();
         drop(log);
         // Produces waiting for acknowledgement learn they lost it.
         self.committed.wake_all();
@@ -192,6 +194,7 @@ impl Partition {
             let outcome = log.append_as_leader(batch, epoch, now_ms)?;
             self.log_end_offset
                 .store(log.log_end_offset(), Ordering::Release);
+            self.activity.note();
             let flush = log.flush_before_ack().then(|| log.begin_flush()).flatten();
             (outcome, flush)
         };
@@ -491,6 +494,7 @@ impl Partition {
         self.log_end_offset.store(log_end_offset, Ordering::Release);
         self.high_watermark
             .fetch_min(log_end_offset, Ordering::AcqRel);
+        self.activity.note();
         Ok(result?)
     }
 
@@ -554,7 +558,9 @@ impl Partition {
     /// A follower's high watermark: the leader's, as far as its log reaches.
     pub fn follow_high_watermark(&self, leader_high_watermark: i64) {
         let reachable = leader_high_watermark.min(self.log_end_offset());
-        self.high_watermark.fetch_max(reachable, Ordering::AcqRel);
+        if self.high_watermark.fetch_max(reachable, Ordering::AcqRel) < reachable {
+            self.activity.note();
+        }
     }
 
     /// Truncates where the leader said this log diverges from its own

@@ -28,7 +28,7 @@ fn info(leader: i32, leader_epoch: i32, isr: &[i32]) -> PartitionInfo {
 /// Broker 1's replica of a partition on brokers 1 and 2.
 fn replica(dir: &std::path::Path) -> Partition {
     let (log, _) = PartitionLog::open(dir, LogConfig::default(), 0).unwrap();
-    Partition::new("t".into(), Uuid::nil(), 0, log, None)
+    Partition::new("t".into(), Uuid::nil(), 0, log, None, Arc::default())
 }
 
 #[test]
@@ -270,4 +270,54 @@ fn epochs_are_fenced_in_both_directions() {
         check_leader_epoch(6, 5),
         Err(PartitionError::UnknownLeaderEpoch { .. })
     ));
+}
+
+#[test]
+fn every_change_a_background_walk_looks_for_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = PartitionLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+    let activity = Arc::new(Activity::default());
+    let partition = Partition::new("t".into(), Uuid::nil(), 0, log, None, Arc::clone(&activity));
+    let mut seen = activity.count();
+    let mut counted = |what: &str| {
+        let now = activity.count();
+        assert!(now > seen, "{what} was not counted");
+        seen = now;
+    };
+
+    partition
+        .apply_assignment(1, &info(1, 0, &[1, 2]), 1, Succession::default(), 0)
+        .unwrap();
+    counted("becoming leader");
+    drop(partition.begin_produce(0, || 0));
+    counted("a produce append beginning");
+    partition
+        .append_as_leader(&batch(2, 0), Some(0), 0)
+        .unwrap();
+    counted("an append as leader");
+    partition.record_follower_fetch(2, 0, 2, None, 1).unwrap();
+    counted("the high watermark moving");
+
+    partition
+        .apply_assignment(1, &info(2, 1, &[1, 2]), 1, Succession::default(), 2)
+        .unwrap();
+    counted("becoming a follower");
+    // The new leader's log: the same two records, then one of its own.
+    let leader_dir = tempfile::tempdir().unwrap();
+    let (mut leader_log, _) =
+        PartitionLog::open(leader_dir.path(), LogConfig::default(), 0).unwrap();
+    leader_log.append_as_leader(&batch(2, 0), 0, 0).unwrap();
+    leader_log.append_as_leader(&batch(1, 0), 1, 0).unwrap();
+    let slice = leader_log
+        .read(2, 1 << 20, i64::MAX, true)
+        .unwrap()
+        .unwrap();
+    partition
+        .append_as_follower(1, 2, &slice.read().unwrap(), 2, 3)
+        .unwrap();
+    counted("an append as follower");
+    partition.follow_high_watermark(3);
+    counted("the leader's high watermark reaching the follower");
+    partition.truncate_on_divergence(1, 0, 2, 4).unwrap();
+    counted("a truncation");
 }

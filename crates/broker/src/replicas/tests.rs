@@ -394,3 +394,43 @@ fn a_new_leader_stops_waiting_for_a_predecessor_fenced_outside_the_isr() {
     replicas.reconcile(|| Arc::new(image), 0).unwrap();
     partition.append_as_leader(&batch(), None, 0).unwrap();
 }
+
+#[test]
+fn the_flusher_looks_again_only_once_a_replica_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let replicas = manager(dir.path());
+    // Two replicas: an append alone (no high watermark move) must count.
+    let mut topic = create("t", 1);
+    if let Some(Record::CreateTopic(create)) = &mut topic.record {
+        create.partitions[0].replicas = vec![1, 2];
+        create.partitions[0].isr = vec![1, 2];
+    }
+    replicas.reconcile(|| image(&[topic.clone()]), 0).unwrap();
+    let partition = replicas.get("t", 0).unwrap();
+    let flush_ms = partition.log().config().flush.interval_ms.unwrap() as i64;
+    let flush_all = |now_ms: i64| {
+        let begun = replicas.begin_due_flushes(now_ms);
+        let count = begun.len();
+        for (partition, pending) in begun {
+            partition.complete_background_flush(pending).unwrap();
+        }
+        count
+    };
+
+    partition.append_as_leader(&batch(), None, 0).unwrap();
+    assert_eq!(flush_all(0), 0, "not due yet");
+    assert_eq!(flush_all(flush_ms), 1);
+    assert_eq!(flush_all(flush_ms), 0, "durable");
+    assert_eq!(
+        flush_all(flush_ms),
+        0,
+        "nothing changed: not even looked at"
+    );
+
+    // Appended after a walk that found every log durable: looked at again.
+    partition
+        .append_as_leader(&batch(), None, flush_ms)
+        .unwrap();
+    assert_eq!(flush_all(3 * flush_ms), 1);
+    assert!(!partition.log().has_unflushed());
+}

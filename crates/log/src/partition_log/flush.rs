@@ -174,17 +174,23 @@ impl PartitionLog {
             .is_some_and(|every| self.unflushed_messages() >= every)
     }
 
+    /// Whether anything appended (or a segment rolled) is not durable yet.
+    /// A failed log has nothing more to flush: it takes no writes.
+    pub fn has_unflushed(&self) -> bool {
+        !self.failed
+            && (self.recovery_point < self.log_end_offset()
+                || self.unflushed_messages() > 0
+                || self.rolls > self.flushed_rolls)
+    }
+
     /// Collects the files holding unflushed data so they can be fsynced
     /// without holding the log; `None` when everything is durable.
     pub fn begin_flush(&self) -> Option<PendingFlush> {
-        if self.failed {
+        if !self.has_unflushed() {
             return None;
         }
         let log_end_offset = self.log_end_offset();
         let rolled = self.rolls > self.flushed_rolls;
-        if self.recovery_point >= log_end_offset && self.unflushed_messages() == 0 && !rolled {
-            return None;
-        }
         let from = self
             .segments
             .range(..=self.recovery_point)

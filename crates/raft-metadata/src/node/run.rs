@@ -152,10 +152,16 @@ impl Node {
                 } => self.on_role_change(role, leader_id, term),
             }
         }
-        let image = Arc::new(self.core.image().clone());
-        if image_changed {
+        // Most events (read barriers, rejected proposals) change nothing:
+        // the image published last is the one to answer with, and copying
+        // the whole image at every one of them would be the idle cost.
+        let image = if image_changed {
+            let image = Arc::new(self.core.image().clone());
             self.image_tx.send_replace(Arc::clone(&image));
-        }
+            image
+        } else {
+            Arc::clone(&self.image_tx.borrow())
+        };
         for (reply, result) in completed {
             let _ = reply.send(
                 result
