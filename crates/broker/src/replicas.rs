@@ -146,6 +146,13 @@ impl ReplicaManager {
         &self.activity
     }
 
+    /// Whether every log was durable at the last look and no replica
+    /// changed since: [`Self::begin_due_flushes`] would find nothing.
+    /// Lock-free.
+    pub fn nothing_to_flush(&self) -> bool {
+        self.flush_walk.may_skip(self.activity.count())
+    }
+
     /// Begins the flushes due at `now_ms` (see
     /// [`Partition::begin_flush_if_due`]), for the caller to complete off
     /// this thread. Once every log is durable, no log is looked at again

@@ -117,6 +117,7 @@ impl Server {
             FLUSH_TICK,
             "flusher",
             start_flushes,
+            |broker| broker.replicas.nothing_to_flush(),
         ));
         let retention_period = Duration::from_millis(config.retention_check_interval_ms);
         background.spawn(every(
@@ -124,12 +125,14 @@ impl Server {
             retention_period,
             "retention",
             enforce_retention,
+            |_| false,
         ));
         background.spawn(every(
             Arc::clone(&broker),
             HIGH_WATERMARK_CHECKPOINT_INTERVAL,
             "high watermark checkpoint",
             checkpoint_high_watermarks,
+            |_| false,
         ));
         background.spawn(log_cleaner::run(Arc::clone(&broker)));
         if let Some(address) = config.metrics_listen {
@@ -225,13 +228,24 @@ async fn wait_for_producers_to_move(broker: &Broker) {
 }
 
 /// Runs `pass` every `period` on a blocking thread, for as long as the
-/// broker runs: passes over the logs take their locks (which a slow append
-/// may hold) and do disk IO, so they stay off the async workers.
-async fn every(broker: Arc<Broker>, period: Duration, what: &'static str, pass: fn(&Broker)) {
+/// broker runs, unless `nothing_to_do` (asked on the async worker, so it
+/// must not block) says it would find nothing: passes over the logs take
+/// their locks (which a slow append may hold) and do disk IO, so they stay
+/// off the async workers.
+async fn every(
+    broker: Arc<Broker>,
+    period: Duration,
+    what: &'static str,
+    pass: fn(&Broker),
+    nothing_to_do: fn(&Broker) -> bool,
+) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if nothing_to_do(&broker) {
+            continue;
+        }
         let running = Arc::clone(&broker);
         if let Err(e) = tokio::task::spawn_blocking(move || pass(&running)).await {
             tracing::error!(error = %e, task = what, "background task failed");

@@ -53,6 +53,7 @@ pub async fn elect(broker: Arc<Broker>) {
     loop {
         tick.tick().await;
         let Some(term) = active_term(&broker) else {
+            until_controlling(&broker).await;
             continue;
         };
         let image = broker.image();
@@ -108,6 +109,19 @@ pub async fn elect(broker: Arc<Broker>) {
             Err(error) => {
                 tracing::warn!(%error, "leader election batch not committed; planning again");
             }
+        }
+    }
+}
+
+/// Resolves once this node is the active controller: until then the
+/// elector has nothing to decide, and an idle broker is not woken twenty
+/// times a second for it.
+async fn until_controlling(broker: &Broker) {
+    let mut status = broker.metadata.watch_status();
+    while active_term(broker).is_none() {
+        if status.changed().await.is_err() {
+            // The metadata node stopped: so does the broker.
+            std::future::pending::<()>().await;
         }
     }
 }

@@ -426,11 +426,13 @@ fn the_flusher_looks_again_only_once_a_replica_changed() {
         0,
         "nothing changed: not even looked at"
     );
+    assert!(replicas.nothing_to_flush());
 
     // Appended after a walk that found every log durable: looked at again.
     partition
         .append_as_leader(&batch(), None, flush_ms)
         .unwrap();
+    assert!(!replicas.nothing_to_flush());
     assert_eq!(flush_all(3 * flush_ms), 1);
     assert!(!partition.log().has_unflushed());
 }
