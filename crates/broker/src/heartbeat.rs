@@ -69,14 +69,10 @@ fn worth_telling_ms(broker: &Broker) -> Option<i64> {
     Some(i64::try_from(broker.config.liveness.heartbeat_interval.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Whether `replica` is a partition this broker leads whose produce
-/// requests have waited without progress for `worth_telling` ms or more.
-fn stalled(replica: &Partition, now_ms: i64, worth_telling: i64) -> Option<StalledPartition> {
-    if !replica.is_leader() {
-        return None;
-    }
-    let waited_ms = replica.progress().stalled_for(now_ms)?;
-    (waited_ms >= worth_telling).then(|| StalledPartition {
+/// The stall report of `replica`, whose produce requests have waited
+/// `waited_ms` without progress, if it leads and that is `worth_telling`.
+fn stalled(replica: &Partition, waited_ms: i64, worth_telling: i64) -> Option<StalledPartition> {
+    (replica.is_leader() && waited_ms >= worth_telling).then(|| StalledPartition {
         topic: replica.topic().to_string(),
         partition: replica.index(),
         leader_epoch: replica.leader_epoch(),
@@ -167,9 +163,10 @@ async fn send(
     if walks {
         broker.replicas.for_each(|replica| {
             reports.add_if_unheard(replica, controller, &mut updates, &mut changed);
-            produce_waiting |= replica.progress().stalled_for(now).is_some();
-            if let Some(worth_telling) = worth_telling {
-                stalled_partitions.extend(stalled(replica, now, worth_telling));
+            if let Some(waited_ms) = replica.progress().stalled_for(now) {
+                produce_waiting = true;
+                stalled_partitions
+                    .extend(worth_telling.and_then(|w| stalled(replica, waited_ms, w)));
             }
         });
     }

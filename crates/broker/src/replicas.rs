@@ -139,8 +139,6 @@ impl ReplicaManager {
         }
     }
 
-    /// How many leadership changes this broker's partitions have taken
-    /// (what its heartbeats tell the controller).
     /// The count of changes to hosted replicas (see `partition::activity`).
     pub fn activity(&self) -> &Activity {
         &self.activity
@@ -178,6 +176,8 @@ impl ReplicaManager {
         begun
     }
 
+    /// How many leadership changes this broker's partitions have taken
+    /// (what its heartbeats tell the controller).
     pub fn leadership_changes(&self) -> u64 {
         self.leadership_changes.load(Ordering::Acquire)
     }

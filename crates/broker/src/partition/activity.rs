@@ -18,9 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Activity(AtomicU64);
 
 impl Activity {
-    /// A replica changed in a way some walk looks for.
+    /// A replica changed in a way some walk looks for. Release, after the
+    /// change: a walk that reads the new count sees the change.
     pub fn note(&self) {
-        self.0.fetch_add(1, Ordering::AcqRel);
+        self.0.fetch_add(1, Ordering::Release);
     }
 
     /// The count, read before a walk begins.
