@@ -114,6 +114,15 @@ impl LivenessConfig {
             .saturating_sub(2 * self.heartbeat_interval)
     }
 
+    /// How old the quorum's confirmation of the controller may be when it
+    /// renews a lease: heartbeats that arrive within this of a round of
+    /// Raft heartbeats share it instead of each sending one. The broker
+    /// starts the renewed lease that much earlier (see `Lease::renew`),
+    /// so the lease never outlasts a controller deposed after the round.
+    pub fn confirmation_max_age(&self) -> Duration {
+        self.heartbeat_interval / 2
+    }
+
     /// The longest a new leader waits for earlier leaders to stop taking
     /// writes (see `replication::succession`): a lease, plus a heartbeat
     /// interval for clocks that run at slightly different rates.

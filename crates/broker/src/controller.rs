@@ -260,9 +260,9 @@ fn active_term(broker: &Broker) -> Option<u64> {
 }
 
 /// Answers heartbeats, from other brokers through the cluster listener and
-/// from this one directly. Those to renew wait for one read barrier begun
-/// after they arrived; one barrier answers every heartbeat that arrived
-/// before it began.
+/// from this one directly. Those to renew wait for one confirmation that
+/// this node controls (see `confirm`); one confirmation answers every
+/// heartbeat that arrived before it was asked for.
 pub async fn serve_heartbeats(broker: Arc<Broker>, mut calls: mpsc::Receiver<HeartbeatCall>) {
     let mut waiting: Vec<Waiting> = Vec::new();
     let mut confirming = JoinSet::new();
@@ -289,10 +289,14 @@ pub async fn serve_heartbeats(broker: Arc<Broker>, mut calls: mpsc::Receiver<Hea
     }
 }
 
-/// A heartbeat to renew once the quorum confirms this controller: from
-/// which broker, how many leadership changes it has taken, and where the
-/// answer goes.
-type Waiting = (i32, u64, oneshot::Sender<HeartbeatReply>);
+/// A heartbeat to renew once the quorum confirms this controller.
+struct Waiting {
+    node_id: i32,
+    /// How many leadership changes the broker has taken.
+    leadership_changes: u64,
+    arrived: Instant,
+    reply: oneshot::Sender<HeartbeatReply>,
+}
 
 fn answer(
     broker: &Arc<Broker>,
@@ -304,9 +308,12 @@ fn answer(
         Verdict::Answer(status) => {
             let _ = reply.send(HeartbeatReply::new(status));
         }
-        Verdict::Confirm(leadership_changes) => {
-            waiting.push((heartbeat.node_id, leadership_changes, reply));
-        }
+        Verdict::Confirm(leadership_changes) => waiting.push(Waiting {
+            node_id: heartbeat.node_id,
+            leadership_changes,
+            arrived: Instant::now(),
+            reply,
+        }),
         Verdict::Unfence(incarnation) => {
             let _ = reply.send(HeartbeatReply::new(HeartbeatStatus::Fenced));
             tokio::spawn(unfence(Arc::clone(broker), heartbeat.node_id, incarnation));
@@ -314,35 +321,68 @@ fn answer(
     }
 }
 
-/// Answers `replies` Renewed if a read barrier confirms this node still
+/// Answers `replies` Renewed if the quorum confirms this node still
 /// controls, in the same term, within a lease, the broker has taken every
 /// leadership change applied here by then, and no fence of it was decided
 /// meanwhile; Behind if it has not taken them (a deposed leader that does
 /// not know it yet must not keep its lease); Fenced if it is being fenced;
-/// NotController otherwise. After the barrier, what is applied here
-/// includes every change committed before the heartbeat was sent.
+/// NotController otherwise.
+///
+/// The confirmation may come from a round of Raft heartbeats begun a
+/// little before a heartbeat arrived ([`LivenessConfig::confirmation_max_age`]):
+/// three brokers heartbeating ten times a second then share a few rounds
+/// instead of sending thirty. No controller elected after that round can
+/// have fenced the broker before it, and the broker's lease is renewed
+/// from that much before it sent the heartbeat, so it lapses as early as
+/// if the round had begun when the heartbeat arrived. What is applied here
+/// afterwards includes every change this controller had committed when
+/// the heartbeat arrived.
+///
+/// [`LivenessConfig::confirmation_max_age`]: crate::config::LivenessConfig::confirmation_max_age
 async fn confirm(broker: Arc<Broker>, replies: Vec<Waiting>) {
     let term = active_term(&broker);
-    let lease = broker.config.liveness.lease();
-    let confirmed = term.is_some()
-        && matches!(
-            tokio::time::timeout(lease, broker.metadata.read_barrier()).await,
-            Ok(Ok(()))
+    let liveness = broker.config.liveness;
+    let confirmed = match term {
+        Some(_) => tokio::time::timeout(
+            liveness.lease(),
+            broker
+                .metadata
+                .confirm_leadership(liveness.confirmation_max_age()),
         )
-        && active_term(&broker) == term;
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .filter(|_| active_term(&broker) == term),
+        None => None,
+    };
     let image = broker.image();
     let committed = image.next_history_sequence();
-    for (node_id, leadership_changes, reply) in replies {
-        let status = if !confirmed {
-            HeartbeatStatus::NotController
-        } else if !broker.controller.may_renew(node_id, &image) {
-            HeartbeatStatus::Fenced
-        } else if leadership_changes < committed {
-            HeartbeatStatus::Behind
-        } else {
-            HeartbeatStatus::Renewed
-        };
-        let _ = reply.send(HeartbeatReply::new(status));
+    for waiting in replies {
+        let may_renew = broker.controller.may_renew(waiting.node_id, &image);
+        let reply = reply_to(&waiting, confirmed, may_renew, committed);
+        let _ = waiting.reply.send(reply);
+    }
+}
+
+/// The answer to `waiting` once this controller was confirmed by a round
+/// begun at `confirmed` (`None`: not confirmed), when `may_renew` says no
+/// fence of the broker is under way and `committed` leadership changes are
+/// applied here.
+fn reply_to(
+    waiting: &Waiting,
+    confirmed: Option<Instant>,
+    may_renew: bool,
+    committed: u64,
+) -> HeartbeatReply {
+    match confirmed {
+        None => HeartbeatReply::new(HeartbeatStatus::NotController),
+        Some(_) if !may_renew => HeartbeatReply::new(HeartbeatStatus::Fenced),
+        Some(_) if waiting.leadership_changes < committed => {
+            HeartbeatReply::new(HeartbeatStatus::Behind)
+        }
+        Some(round_began) => {
+            HeartbeatReply::renewed(waiting.arrived.saturating_duration_since(round_began))
+        }
     }
 }
 
@@ -421,5 +461,43 @@ mod tests {
         let image = moved_off_2();
         controller.note_controlled_shutdowns(3, &image, image.next_history_sequence());
         assert!(candidate(&controller, 3, &image, 2));
+    }
+
+    fn waiting(leadership_changes: u64, arrived: Instant) -> Waiting {
+        Waiting {
+            node_id: 1,
+            leadership_changes,
+            arrived,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn a_lease_renewed_on_an_earlier_confirmation_starts_that_much_earlier() {
+        let round_began = Instant::now();
+        let arrived = round_began + Duration::from_millis(30);
+        let reply = reply_to(&waiting(1, arrived), Some(round_began), true, 1);
+        assert_eq!(reply.status(), HeartbeatStatus::Renewed);
+        assert_eq!(reply.confirmed_earlier(), Duration::from_millis(30));
+
+        let reply = reply_to(&waiting(1, round_began), Some(arrived), true, 1);
+        assert_eq!(reply.status(), HeartbeatStatus::Renewed);
+        assert_eq!(
+            reply.confirmed_earlier(),
+            Duration::ZERO,
+            "confirmed after it arrived"
+        );
+    }
+
+    #[test]
+    fn only_a_confirmed_controller_renews_a_broker_that_is_not_fenced_nor_behind() {
+        let now = Instant::now();
+        let status = |confirmed, may_renew, changes| {
+            reply_to(&waiting(changes, now), confirmed, may_renew, 2).status()
+        };
+        assert_eq!(status(None, true, 2), HeartbeatStatus::NotController);
+        assert_eq!(status(Some(now), false, 2), HeartbeatStatus::Fenced);
+        assert_eq!(status(Some(now), true, 1), HeartbeatStatus::Behind);
+        assert_eq!(status(Some(now), true, 2), HeartbeatStatus::Renewed);
     }
 }

@@ -39,11 +39,10 @@ pub async fn run(broker: Arc<Broker>, local: mpsc::Sender<HeartbeatCall>) {
     loop {
         tick.tick().await;
         let sent_at = Instant::now();
-        let answer = send(&broker, &local, &mut connection, &mut reports)
-            .await
-            .map(|reply| reply.status());
-        if answer == Some(HeartbeatStatus::Renewed) {
-            broker.lease.renew(sent_at);
+        let reply = send(&broker, &local, &mut connection, &mut reports).await;
+        let answer = reply.as_ref().map(HeartbeatReply::status);
+        if let Some(since) = reply.as_ref().and_then(|r| renewed_since(sent_at, r)) {
+            broker.lease.renew(since);
         }
         let holds = broker.lease.holds(Instant::now());
         if held && !holds {
@@ -58,6 +57,16 @@ pub async fn run(broker: Arc<Broker>, local: mpsc::Sender<HeartbeatCall>) {
         }
         held = holds;
     }
+}
+
+/// From when `reply`, to a heartbeat sent at `sent_at`, renews the lease:
+/// the controller may have been confirmed a little before the heartbeat
+/// reached it, and the lease starts no later than that. `None` if it does
+/// not renew.
+fn renewed_since(sent_at: Instant, reply: &HeartbeatReply) -> Option<Instant> {
+    (reply.status() == HeartbeatStatus::Renewed)
+        .then(|| sent_at.checked_sub(reply.confirmed_earlier()))
+        .flatten()
 }
 
 /// The produce heartbeat: how long produce requests must have waited
@@ -215,6 +224,8 @@ async fn send(
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use std::time::Duration;
+
     use keel_log::{LogConfig, PartitionLog};
     use keel_raft_metadata::PartitionInfo;
     use uuid::Uuid;
@@ -298,5 +309,15 @@ mod tests {
         hosted.push(replica(dir.path(), 3));
         lead(&hosted[2], 1);
         assert_eq!(beat(&mut reports, &hosted, (1, 2)), [(3, 1)]);
+    }
+
+    #[test]
+    fn a_renewed_lease_starts_as_much_before_the_heartbeat_as_the_confirmation_was() {
+        let sent_at = Instant::now() + Duration::from_secs(1);
+        let earlier = Duration::from_millis(30);
+        let renewed = HeartbeatReply::renewed(earlier);
+        assert_eq!(renewed_since(sent_at, &renewed), Some(sent_at - earlier));
+        let behind = HeartbeatReply::new(HeartbeatStatus::Behind);
+        assert_eq!(renewed_since(sent_at, &behind), None);
     }
 }

@@ -1,7 +1,8 @@
 //! The broker's lease on its leaderships.
 //!
 //! Each heartbeat the controller answers `Renewed` extends the lease to the
-//! moment the heartbeat was sent plus the lease duration, which is shorter
+//! moment the heartbeat was sent plus the lease duration (less how long
+//! before it arrived the controller was last confirmed), which is shorter
 //! than the controller's session timeout: by the time the controller could
 //! fence this broker and elect a successor, the lease has lapsed and the
 //! broker has stopped taking writes and serving its followers as leader.
@@ -39,10 +40,12 @@ impl Lease {
         }
     }
 
-    /// A heartbeat sent at `sent_at` was answered `Renewed`. A late answer
-    /// to an older heartbeat never shortens the lease.
-    pub fn renew(&self, sent_at: Instant) {
-        let until = self.nanos(sent_at + self.duration);
+    /// A heartbeat was answered `Renewed`: the lease runs from `since`, the
+    /// moment it was sent or, if the controller's leadership was confirmed
+    /// before the heartbeat reached it, that much earlier. A late answer to
+    /// an older heartbeat never shortens the lease.
+    pub fn renew(&self, since: Instant) {
+        let until = self.nanos(since + self.duration);
         self.until_nanos.fetch_max(until, Ordering::AcqRel);
         self.renewed.notify_waiters();
     }

@@ -602,6 +602,14 @@ impl RaftCore {
         self.applied
     }
 
+    pub fn commit_index(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
     pub fn status(&self) -> CoreStatus {
         let conf_state = self.storage.conf_state();
         CoreStatus {

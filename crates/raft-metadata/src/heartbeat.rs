@@ -118,13 +118,34 @@ pub enum HeartbeatStatus {
 pub struct HeartbeatReply {
     #[prost(enumeration = "HeartbeatStatus", tag = "1")]
     pub status: i32,
+    /// For `Renewed`: how long before the heartbeat reached the controller
+    /// the quorum last confirmed it, in microseconds. The broker's lease
+    /// runs from that long before it sent the heartbeat.
+    #[prost(uint64, tag = "2")]
+    pub confirmed_earlier_micros: u64,
 }
 
 impl HeartbeatReply {
     pub fn new(status: HeartbeatStatus) -> Self {
         Self {
             status: status as i32,
+            confirmed_earlier_micros: 0,
         }
+    }
+
+    /// `Renewed`, on a confirmation of the controller `confirmed_earlier`
+    /// than the heartbeat arrived.
+    pub fn renewed(confirmed_earlier: Duration) -> Self {
+        Self {
+            status: HeartbeatStatus::Renewed as i32,
+            confirmed_earlier_micros: u64::try_from(confirmed_earlier.as_micros())
+                .unwrap_or(u64::MAX),
+        }
+    }
+
+    /// How much earlier than the heartbeat was sent a renewed lease starts.
+    pub fn confirmed_earlier(&self) -> Duration {
+        Duration::from_micros(self.confirmed_earlier_micros)
     }
 }
 

@@ -18,7 +18,10 @@
 //! A read barrier ([`MetadataHandle::read_barrier`]) asks the leader for
 //! its commit index through raft-rs's ReadIndex and resolves once this
 //! node has applied up to it: the image then holds everything the quorum
-//! had committed when the barrier was asked.
+//! had committed when the barrier was asked. The leader remembers when a
+//! quorum last confirmed it (see `confirmation`), and a caller content with
+//! a slightly older confirmation ([`MetadataHandle::confirm_leadership`])
+//! is answered from its own commit index without a new round.
 //!
 //! DescribeQuorum is answered by the leader, which alone knows its peers'
 //! logs: another node passes the question on and waits for the answer.
@@ -41,9 +44,10 @@ use tokio::{
     task::JoinHandle,
 };
 
+mod confirmation;
 mod run;
 
-use self::run::Node;
+use self::{confirmation::Confirmation, run::Node};
 use crate::{
     core::{CoreConfig, CoreError, CoreStatus, RaftCore},
     heartbeat::HeartbeatCall,
@@ -172,7 +176,9 @@ pub struct NodeStatus {
 }
 
 type Reply = oneshot::Sender<Result<Arc<MetadataImage>, ProposalError>>;
-type BarrierReply = oneshot::Sender<Result<(), ProposalError>>;
+/// A read barrier's answer: when the round of heartbeats that confirmed
+/// the leader began (see [`MetadataHandle::confirm_leadership`]).
+type BarrierReply = oneshot::Sender<Result<tokio::time::Instant, ProposalError>>;
 type QuorumReply = oneshot::Sender<Option<QuorumDescription>>;
 
 enum Command {
@@ -182,6 +188,9 @@ enum Command {
     },
     ReadBarrier {
         reply: BarrierReply,
+        /// How old a confirmation of the leader may be; `None`: a round
+        /// begun after the barrier was asked.
+        max_age: Option<Duration>,
     },
     DescribeQuorum {
         reply: QuorumReply,
@@ -230,9 +239,32 @@ impl MetadataHandle {
     /// committed when it was called. It waits for as long as there is no
     /// leader to ask; only a stopping node makes it fail.
     pub async fn read_barrier(&self) -> Result<(), ProposalError> {
+        self.barrier(None).await.map(|_| ())
+    }
+
+    /// A read barrier that a leader may answer without a new round of
+    /// heartbeats if a quorum confirmed its leadership in a round begun at
+    /// most `max_age` before the call. Resolves once this node's image
+    /// holds everything committed when it was called, with the moment the
+    /// confirming round began: no other leader was elected before it. A
+    /// node that does not lead, or has no recent enough confirmation, asks
+    /// for a new round, and the moment is that of the call.
+    pub async fn confirm_leadership(
+        &self,
+        max_age: Duration,
+    ) -> Result<std::time::Instant, ProposalError> {
+        self.barrier(Some(max_age))
+            .await
+            .map(tokio::time::Instant::into_std)
+    }
+
+    async fn barrier(
+        &self,
+        max_age: Option<Duration>,
+    ) -> Result<tokio::time::Instant, ProposalError> {
         let (reply, response) = oneshot::channel();
         self.commands
-            .send(Command::ReadBarrier { reply })
+            .send(Command::ReadBarrier { reply, max_age })
             .await
             .map_err(|_| ProposalError::Stopped)?;
         response.await.unwrap_or(Err(ProposalError::Stopped))
@@ -372,6 +404,7 @@ pub async fn start(
         voter_ids: config.voters.iter().map(|(id, _)| *id).collect(),
         proposals: Proposals::new(config.id, incarnation),
         reads: HashMap::new(),
+        confirmation: Confirmation::default(),
         next_read: incarnation,
         contacts: Default::default(),
         quorum_questions: HashMap::new(),

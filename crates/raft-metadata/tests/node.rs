@@ -58,6 +58,19 @@ async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     panic!("timed out waiting until {what}");
 }
 
+/// Starts every voter and waits until one of them leads.
+async fn launch_voters(voters: &[(u64, String)], dir: &std::path::Path) -> Vec<TestNode> {
+    let mut nodes = Vec::new();
+    for (id, address) in voters {
+        nodes.push(launch(*id, address, voters, dir).await);
+    }
+    wait_until("a leader is elected", || {
+        nodes.iter().any(|n| n.handle.status().core.leader_ready)
+    })
+    .await;
+    nodes
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_commits_through_any_node_survives_its_leader_and_adds_a_learner() {
     let dir = tempfile::tempdir().unwrap();
@@ -65,14 +78,7 @@ async fn a_cluster_commits_through_any_node_survives_its_leader_and_adds_a_learn
     let voters: Vec<(u64, String)> = (1..=3)
         .map(|id| (id, addresses[id as usize - 1].clone()))
         .collect();
-    let mut nodes = Vec::new();
-    for (id, address) in &voters {
-        nodes.push(launch(*id, address, &voters, dir.path()).await);
-    }
-    wait_until("a leader is elected", || {
-        nodes.iter().any(|n| n.handle.status().core.leader_ready)
-    })
-    .await;
+    let nodes = launch_voters(&voters, dir.path()).await;
 
     // Proposals through every node, followers forwarding to the leader.
     let mut next = 0;
@@ -168,4 +174,66 @@ async fn a_single_node_leads_and_commits_at_once() {
     let image = node.handle.propose(allocate(0)).await.unwrap();
     assert_eq!(image.next_producer_id(), 10);
     assert!(node.handle.status().core.leader_ready);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_shares_a_recent_confirmation_and_never_answers_from_an_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let addresses: Vec<String> = (0..3).map(|_| free_address()).collect();
+    let voters: Vec<(u64, String)> = (1..=3)
+        .map(|id| (id, addresses[id as usize - 1].clone()))
+        .collect();
+    let nodes = launch_voters(&voters, dir.path()).await;
+    let leader = nodes
+        .iter()
+        .position(|n| n.handle.status().core.leader_ready)
+        .unwrap();
+    let handle = nodes[leader].handle.clone();
+    let long_ago = Duration::from_secs(60);
+
+    // The first confirmation needs a round of its own, begun when asked.
+    let asked = std::time::Instant::now();
+    let first = handle.confirm_leadership(long_ago).await.unwrap();
+    assert!(first >= asked, "a new round begins when it is asked for");
+
+    // A caller content with an older one shares it, and still sees what
+    // was committed before it asked.
+    handle.propose(allocate(0)).await.unwrap();
+    let shared = handle.confirm_leadership(long_ago).await.unwrap();
+    assert_eq!(shared, first, "no new round");
+    assert_eq!(handle.image().next_producer_id(), 10);
+
+    // One that is not content gets a round begun after its call.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let asked = std::time::Instant::now();
+    let fresh = handle
+        .confirm_leadership(Duration::from_millis(10))
+        .await
+        .unwrap();
+    assert!(fresh >= asked, "a round begun after the call");
+
+    // Cut off from its followers, the leader answers only callers content
+    // with the round it had, and with that round's start: never one of
+    // the moment it is asked.
+    for (i, node) in nodes.iter().enumerate() {
+        if i != leader {
+            node.handle.shutdown().await;
+            node.task.abort();
+        }
+    }
+    let old = handle.confirm_leadership(long_ago).await;
+    assert!(
+        matches!(old, Ok(began) if began == fresh) || old.is_err(),
+        "an old confirmation is reported as old: {old:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let unconfirmable = tokio::time::timeout(
+        Duration::from_secs(2),
+        handle.confirm_leadership(Duration::from_millis(10)),
+    )
+    .await;
+    assert!(
+        !matches!(unconfirmable, Ok(Ok(_))),
+        "no quorum, no recent confirmation: {unconfirmable:?}"
+    );
 }

@@ -375,14 +375,18 @@ impl Partition {
         match &mut *self.role() {
             Role::Leader(view) => {
                 check_leader_epoch(leader_epoch, view.leader_epoch())?;
-                view.record_fetch(
-                    replica,
-                    fetch_offset,
-                    self.log_end_offset(),
-                    incarnation,
-                    now_ms,
-                )
-                .map_err(|e| PartitionError::NotAReplica(e.0))?;
+                let moved = view
+                    .record_fetch(
+                        replica,
+                        fetch_offset,
+                        self.log_end_offset(),
+                        incarnation,
+                        now_ms,
+                    )
+                    .map_err(|e| PartitionError::NotAReplica(e.0))?;
+                if moved {
+                    self.activity.note();
+                }
             }
             _ => return Err(PartitionError::NotLeader),
         }
@@ -418,6 +422,7 @@ impl Partition {
         if let Role::Leader(view) = &mut *self.role() {
             if view.leader_epoch() == leader_epoch {
                 view.proposal_failed();
+                self.activity.note();
             }
         }
     }

@@ -233,7 +233,9 @@ impl LeaderView {
     /// ends at `leader_log_end_offset` (Kafka's rule: caught up now if it
     /// reached the log end, or as of its previous fetch if it reached what
     /// the log end was then). A fetch in this leader's epoch also shows the
-    /// follower no longer leads (the succession).
+    /// follower no longer leads (the succession). Returns whether the
+    /// follower's log end offset or incarnation changed: what could let it
+    /// join the ISR.
     pub fn record_fetch(
         &mut self,
         replica: i32,
@@ -241,11 +243,13 @@ impl LeaderView {
         leader_log_end_offset: i64,
         incarnation: Option<u64>,
         now_ms: i64,
-    ) -> Result<(), NotAReplica> {
+    ) -> Result<bool, NotAReplica> {
         let progress = self
             .followers
             .get_mut(&replica)
             .ok_or(NotAReplica(replica))?;
+        let moved = progress.log_end_offset != fetch_offset
+            || (incarnation.is_some() && progress.incarnation != incarnation);
         if fetch_offset >= leader_log_end_offset {
             progress.last_caught_up_ms = progress.last_caught_up_ms.max(now_ms);
         } else if fetch_offset >= progress.last_fetch_leader_log_end_offset
@@ -260,7 +264,7 @@ impl LeaderView {
         if incarnation.is_some() {
             progress.incarnation = incarnation;
         }
-        Ok(())
+        Ok(moved)
     }
 
     /// The members the high watermark must wait for: the committed ISR and

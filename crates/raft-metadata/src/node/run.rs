@@ -1,7 +1,7 @@
 //! The node's thread: the loop that owns the [`RaftCore`] and the
 //! transport, and what it does on each tick, command, message and Ready.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use prost::Message as _;
 use raft::{StateRole, eraftpb::MessageType};
@@ -11,8 +11,8 @@ use tokio::{
 };
 
 use super::{
-    BarrierReply, Command, JOIN_INTERVAL, NodeConfig, NodeError, NodeStatus, ProposalError,
-    QuorumReply, READ_RETRY, Reply,
+    BarrierReply, Command, Confirmation, JOIN_INTERVAL, NodeConfig, NodeError, NodeStatus,
+    ProposalError, QuorumReply, READ_RETRY, Reply,
 };
 use crate::{
     core::{CoreEvent, ProposeError, RaftCore, Role},
@@ -37,7 +37,10 @@ pub(super) struct Proposal {
 pub(super) struct PendingRead {
     pub(super) reply: BarrierReply,
     pub(super) index: Option<u64>,
+    /// When the leader was last asked (again, if it did not answer).
     pub(super) asked: Instant,
+    /// No round that answers this read began before this.
+    pub(super) began: Instant,
 }
 
 pub(super) struct Node {
@@ -48,6 +51,8 @@ pub(super) struct Node {
     pub(super) transport: Transport,
     pub(super) proposals: Proposals<Proposal>,
     pub(super) reads: HashMap<u64, PendingRead>,
+    /// While leading: when a quorum last confirmed it.
+    pub(super) confirmation: Confirmation,
     /// Read barriers and questions to the leader are numbered from here.
     pub(super) next_read: u64,
     /// While leading: when each peer last answered (for DescribeQuorum).
@@ -78,7 +83,9 @@ impl Node {
                 }
                 command = commands.recv() => match command {
                     Some(Command::Propose { record, reply }) => self.submit(record, reply),
-                    Some(Command::ReadBarrier { reply }) => self.read_barrier(reply),
+                    Some(Command::ReadBarrier { reply, max_age }) => {
+                        self.read_barrier(reply, max_age);
+                    }
                     Some(Command::DescribeQuorum { reply }) => self.describe_quorum(reply),
                     Some(Command::TransferLeadership) => {
                         if let Some(to) = self.core.transfer_leadership() {
@@ -143,6 +150,9 @@ impl Node {
                 CoreEvent::ReadIndex { context, index } => {
                     if let Some(read) = self.reads.get_mut(&context) {
                         read.index.get_or_insert(index);
+                        if self.core.is_leader() {
+                            self.confirmation.confirmed(self.core.term(), read.began);
+                        }
                     }
                 }
                 CoreEvent::RoleChanged {
@@ -259,18 +269,32 @@ impl Node {
         self.proposals.set_stage(request_id, stage);
     }
 
-    fn read_barrier(&mut self, reply: BarrierReply) {
+    fn read_barrier(&mut self, reply: BarrierReply, max_age: Option<Duration>) {
         let context = self.next_read;
         self.next_read = self.next_read.wrapping_add(1);
-        self.core.read_index(context);
-        self.reads.insert(
-            context,
-            PendingRead {
+        let now = Instant::now();
+        let recent = max_age
+            .filter(|_| self.core.is_leader())
+            .and_then(|max_age| self.confirmation.since(self.core.term(), now, max_age));
+        if let Some(began) = recent {
+            let read = PendingRead {
                 reply,
-                index: None,
-                asked: Instant::now(),
-            },
-        );
+                index: Some(self.core.commit_index()),
+                asked: now,
+                began,
+            };
+            self.reads.insert(context, read);
+            self.complete_reads();
+            return;
+        }
+        self.core.read_index(context);
+        let read = PendingRead {
+            reply,
+            index: None,
+            asked: now,
+            began: now,
+        };
+        self.reads.insert(context, read);
     }
 
     /// Answers the read barriers this node has applied far enough for,
@@ -278,7 +302,7 @@ impl Node {
     fn complete_reads(&mut self) {
         self.reads.retain(|_, read| !read.reply.is_closed());
         for read in take_answered(&mut self.reads, self.core.applied_index()) {
-            let _ = read.reply.send(Ok(()));
+            let _ = read.reply.send(Ok(read.began));
         }
     }
 
@@ -475,6 +499,7 @@ mod tests {
             reply: oneshot::channel().0,
             index,
             asked: Instant::now(),
+            began: Instant::now(),
         }
     }
 

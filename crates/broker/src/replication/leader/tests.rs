@@ -30,6 +30,24 @@ fn the_high_watermark_waits_for_the_slowest_isr_member() {
 }
 
 #[test]
+fn a_fetch_tells_whether_the_follower_moved() {
+    let mut view = leader(2);
+    assert_eq!(view.record_fetch(2, 90, 100, Some(7), 10), Ok(true));
+    assert_eq!(
+        view.record_fetch(2, 90, 100, Some(7), 20),
+        Ok(false),
+        "idle"
+    );
+    assert_eq!(view.record_fetch(2, 90, 100, None, 30), Ok(false));
+    assert_eq!(view.record_fetch(2, 100, 100, Some(7), 40), Ok(true));
+    assert_eq!(
+        view.record_fetch(2, 100, 100, Some(8), 50),
+        Ok(true),
+        "restarted"
+    );
+}
+
+#[test]
 fn a_fetch_from_a_non_replica_is_refused() {
     let mut view = leader(1);
     assert_eq!(view.record_fetch(9, 0, 100, None, 0), Err(NotAReplica(9)));
