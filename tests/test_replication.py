@@ -88,7 +88,10 @@ class Writer:
     def _delivered(self, error, message):
         if error is None:
             key = int(message.key())
-            self.acked[key] = (message.partition(), message.offset())
+            # An answer that came "implicitly" (see verify_acknowledged) has no
+            # offset: confluent-kafka gives None, librdkafka's -1001.
+            offset = message.offset()
+            self.acked[key] = (message.partition(), -1001 if offset is None else offset)
             self.acked_at[key] = time.monotonic()
         else:
             self.failed.append(error)
