@@ -246,9 +246,10 @@ impl MetadataHandle {
     /// heartbeats if a quorum confirmed its leadership in a round begun at
     /// most `max_age` before the call. Resolves once this node's image
     /// holds everything committed when it was called, with the moment the
-    /// confirming round began: no other leader was elected before it. A
-    /// node that does not lead, or has no recent enough confirmation, asks
-    /// for a new round, and the moment is that of the call.
+    /// confirming round began: no leader of a later term was elected
+    /// before it. A node that does not lead (or has not applied an entry of
+    /// its term yet), or has no recent enough confirmation, asks for a new
+    /// round, and the moment is that of the call.
     pub async fn confirm_leadership(
         &self,
         max_age: Duration,

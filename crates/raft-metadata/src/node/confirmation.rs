@@ -2,16 +2,17 @@
 //!
 //! A read barrier on the leader sends a round of Raft heartbeats and is
 //! answered once a quorum acknowledges one sent after it was asked: no
-//! other node can have been elected before that round began. The leader
-//! remembers the latest such round, per term, so that a caller content
-//! with a confirmation a little older than its call (a controller renewing
-//! broker leases many times a second) can share one round with others.
+//! leader of a later term can have been elected before that round began.
+//! The leader remembers the latest such round, per term, so that a caller
+//! content with a confirmation a little older than its call (a controller
+//! renewing broker leases many times a second) can share one round with
+//! others.
 //!
-//! A confirmation counts only in the term it was made in. raft-rs answers
-//! a read barrier only once the leader has committed an entry of its term,
-//! so a leader holding a confirmation knows every entry committed before
-//! its term began: its commit index is as good as the one a new round
-//! would return.
+//! A confirmation counts only in the term it was recorded in, and only a
+//! leader that has applied an entry of its term answers from one (see
+//! `Node::read_barrier`): it then knows every entry committed before its
+//! term, so its commit index is as good as the one a new round would
+//! return.
 //!
 //! Pure: time is passed in.
 

@@ -273,8 +273,12 @@ impl Node {
         let context = self.next_read;
         self.next_read = self.next_read.wrapping_add(1);
         let now = Instant::now();
+        // Only a leader that has applied an entry of its term knows every
+        // entry committed before it: its commit index then answers as a
+        // round would.
+        let serving = self.core.controller_id() == Some(self.core.id());
         let recent = max_age
-            .filter(|_| self.core.is_leader())
+            .filter(|_| serving)
             .and_then(|max_age| self.confirmation.since(self.core.term(), now, max_age));
         if let Some(began) = recent {
             let read = PendingRead {
