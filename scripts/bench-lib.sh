@@ -144,11 +144,12 @@ bench_teardown() {
   rm -rf "$BENCH_DIR"
 }
 
-# Starts a three-node cluster (scripts/cluster) of the release build in
-# $BENCH_DIR/cluster-NAME, every node with the remaining arguments, and
-# waits until it has a controller. One cluster runs at a time.
+# Starts a three-node cluster (scripts/cluster) of the release build (or
+# of $CLUSTER_KEEL_BIN) in $BENCH_DIR/cluster-NAME, every node with the
+# remaining arguments, and waits until it has a controller. One cluster
+# runs at a time.
 cluster_start() {
-  export KEEL_BIN="$PWD/target/release/keel"
+  export KEEL_BIN="${CLUSTER_KEEL_BIN:-$PWD/target/release/keel}"
   export KEEL_CLUSTER_DIR="$BENCH_DIR/cluster-$1"
   export KEEL_CLUSTER_BASE_PORT="${KEEL_CLUSTER_BASE_PORT:-19490}"
   shift
