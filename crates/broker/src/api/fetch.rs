@@ -152,9 +152,12 @@ pub(super) async fn handle(
     let mut shutdown = ctx.broker.shutdown_signal();
     let notify = Arc::new(Notify::new());
     let gathered = loop {
-        // Register before reading, so an append in between still wakes us.
-        for replica in targets.iter().filter_map(|t| t.replica.as_ref().ok()) {
-            replica.register_waiter(&notify, read_limit);
+        // Register before reading, so an append in between still wakes us;
+        // a look once the wait is over is the last, and needs no waking.
+        if Instant::now() < deadline {
+            for replica in targets.iter().filter_map(|t| t.replica.as_ref().ok()) {
+                replica.register_waiter(&notify, read_limit);
+            }
         }
         let gathered = crate::blocking::run(|| gather(ctx, &image, &targets, &limits));
         let done = gathered.bytes >= min_bytes

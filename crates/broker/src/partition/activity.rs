@@ -1,10 +1,12 @@
 //! How the background walks over every hosted replica (the heartbeat's
-//! progress report, the flusher) tell that a walk would find nothing new.
+//! progress report, the flusher, the ISR check) tell that a walk would find
+//! nothing new.
 //!
 //! Every hosted replica counts, on one counter its broker shares, each
 //! change such a walk looks for: an append, a truncation, a move of the
 //! high watermark, a change of role or leader epoch, a produce append
-//! beginning. A walk reads the count before it starts; if it then left
+//! beginning; and, for a leader, a follower's fetch that moves it, an ISR
+//! change applied or refused. A walk reads the count before it starts; if it then left
 //! nothing pending (every report heard, every log durable, nobody
 //! waiting), the next walk at the same count would find the same and is
 //! skipped. A change made during a walk moves the count past what the

@@ -101,6 +101,8 @@ impl Partition {
                     view.set_min_insync_replicas(min_insync_replicas);
                     view.settle_succession(&succession);
                     drop(role);
+                    // A committed ISR change may call for the next one.
+                    self.activity.note();
                     self.succession_wait_ms(now_ms);
                     self.update_high_watermark();
                     return Ok(Transition::Unchanged);

@@ -297,6 +297,10 @@ fn every_change_a_background_walk_looks_for_is_counted() {
     counted("an append as leader");
     partition.record_follower_fetch(2, 0, 2, None, 1).unwrap();
     counted("the high watermark moving");
+    partition
+        .apply_assignment(1, &info(1, 0, &[1]), 1, Succession::default(), 1)
+        .unwrap();
+    counted("an ISR change committed");
 
     partition
         .apply_assignment(1, &info(2, 1, &[1, 2]), 1, Succession::default(), 2)
