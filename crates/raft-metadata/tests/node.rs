@@ -58,6 +58,21 @@ async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     panic!("timed out waiting until {what}");
 }
 
+/// Voters 1, 2 and 3 at the first three of `addresses`.
+fn three_voters(addresses: &[String]) -> Vec<(u64, String)> {
+    (1..=3)
+        .map(|id| (id, addresses[id as usize - 1].clone()))
+        .collect()
+}
+
+/// Where in `nodes` the ready leader is.
+fn leader_of(nodes: &[TestNode]) -> usize {
+    nodes
+        .iter()
+        .position(|n| n.handle.status().core.leader_ready)
+        .unwrap()
+}
+
 /// Starts every voter and waits until one of them leads.
 async fn launch_voters(voters: &[(u64, String)], dir: &std::path::Path) -> Vec<TestNode> {
     let mut nodes = Vec::new();
@@ -75,9 +90,7 @@ async fn launch_voters(voters: &[(u64, String)], dir: &std::path::Path) -> Vec<T
 async fn a_cluster_commits_through_any_node_survives_its_leader_and_adds_a_learner() {
     let dir = tempfile::tempdir().unwrap();
     let addresses: Vec<String> = (0..4).map(|_| free_address()).collect();
-    let voters: Vec<(u64, String)> = (1..=3)
-        .map(|id| (id, addresses[id as usize - 1].clone()))
-        .collect();
+    let voters = three_voters(&addresses);
     let nodes = launch_voters(&voters, dir.path()).await;
 
     // Proposals through every node, followers forwarding to the leader.
@@ -110,10 +123,7 @@ async fn a_cluster_commits_through_any_node_survives_its_leader_and_adds_a_learn
     assert!(learner.handle.status().core.learners.contains(&4));
 
     // Stop the leader: another voter takes over and commits continue.
-    let leader = nodes
-        .iter()
-        .position(|n| n.handle.status().core.leader_ready)
-        .unwrap();
+    let leader = leader_of(&nodes);
     nodes[leader].handle.shutdown().await;
     nodes[leader].task.abort();
     let survivors: Vec<&TestNode> = nodes
@@ -152,9 +162,7 @@ async fn a_cluster_commits_through_any_node_survives_its_leader_and_adds_a_learn
 async fn without_a_quorum_proposals_fail_in_time_and_the_image_stays_readable() {
     let dir = tempfile::tempdir().unwrap();
     let addresses: Vec<String> = (0..3).map(|_| free_address()).collect();
-    let voters: Vec<(u64, String)> = (1..=3)
-        .map(|id| (id, addresses[id as usize - 1].clone()))
-        .collect();
+    let voters = three_voters(&addresses);
     // Only one of three voters runs.
     let lonely = launch(1, &voters[0].1, &voters, dir.path()).await;
     let started = std::time::Instant::now();
@@ -180,14 +188,9 @@ async fn a_single_node_leads_and_commits_at_once() {
 async fn a_leader_shares_a_recent_confirmation_and_never_answers_from_an_old_one() {
     let dir = tempfile::tempdir().unwrap();
     let addresses: Vec<String> = (0..3).map(|_| free_address()).collect();
-    let voters: Vec<(u64, String)> = (1..=3)
-        .map(|id| (id, addresses[id as usize - 1].clone()))
-        .collect();
+    let voters = three_voters(&addresses);
     let nodes = launch_voters(&voters, dir.path()).await;
-    let leader = nodes
-        .iter()
-        .position(|n| n.handle.status().core.leader_ready)
-        .unwrap();
+    let leader = leader_of(&nodes);
     let handle = nodes[leader].handle.clone();
     let long_ago = Duration::from_secs(60);
 

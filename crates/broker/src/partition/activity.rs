@@ -6,10 +6,10 @@
 //! change such a walk looks for: an append, a truncation, a move of the
 //! high watermark, a change of role or leader epoch, a produce append
 //! beginning; and, for a leader, a follower's fetch that moves it, an ISR
-//! change applied or refused. A walk reads the count before it starts; if it then left
-//! nothing pending (every report heard, every log durable, nobody
-//! waiting), the next walk at the same count would find the same and is
-//! skipped. A change made during a walk moves the count past what the
+//! change applied or refused. A walk reads the count before it starts; if
+//! it then left nothing pending (every report heard, every log durable,
+//! nobody waiting), the next walk at the same count would find the same
+//! and is skipped. A change made during a walk moves the count past what the
 //! walk read, so the next walk runs. An idle broker with a thousand
 //! replicas thus walks none of them ten times a second.
 

@@ -30,13 +30,7 @@ impl Confirmation {
     /// A quorum answered, in `term`, a round begun no earlier than
     /// `began`.
     pub(super) fn confirmed(&mut self, term: u64, began: Instant) {
-        let newer = match self.latest {
-            Some((latest_term, latest_began)) => {
-                term > latest_term || (term == latest_term && began > latest_began)
-            }
-            None => true,
-        };
-        if newer {
+        if self.latest.is_none_or(|latest| (term, began) > latest) {
             self.latest = Some((term, began));
         }
     }

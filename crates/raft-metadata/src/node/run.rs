@@ -280,23 +280,24 @@ impl Node {
         let recent = max_age
             .filter(|_| serving)
             .and_then(|max_age| self.confirmation.since(self.core.term(), now, max_age));
-        if let Some(began) = recent {
-            let read = PendingRead {
-                reply,
-                index: Some(self.core.commit_index()),
-                asked: now,
-                began,
-            };
-            self.reads.insert(context, read);
-            self.complete_reads();
+        let began = recent.unwrap_or(now);
+        let index = match recent {
+            Some(_) => Some(self.core.commit_index()),
+            None => {
+                self.core.read_index(context);
+                None
+            }
+        };
+        // With a recent confirmation, answered here if already applied.
+        if index.is_some_and(|index| index <= self.core.applied_index()) {
+            let _ = reply.send(Ok(began));
             return;
         }
-        self.core.read_index(context);
         let read = PendingRead {
             reply,
-            index: None,
+            index,
             asked: now,
-            began: now,
+            began,
         };
         self.reads.insert(context, read);
     }
