@@ -274,7 +274,8 @@ def test_a_leader_whose_appends_stall_hands_over_and_an_idle_one_stays(cluster_f
     that partition once producers have waited past the stall timeout, with
     reason partition_stall; the acks=1 write stuck in its append finishes
     after the move and is not acknowledged. A partition it leads that
-    nobody writes to stays with it."""
+    nobody writes to stays with it, and the stall does not cost the broker
+    its lease."""
     cluster = start(cluster_factory)
     controller = cluster.controller().node_id
     victim = next(b for b in (1, 2, 3) if b != controller)
@@ -310,6 +311,10 @@ def test_a_leader_whose_appends_stall_hands_over_and_an_idle_one_stays(cluster_f
     assert any(c["reason"] == "partition_stall" and c["previous_leader"] == victim
                for c in changes), changes
     assert leaders(cluster, "idle")[0] == victim, "an idle partition was failed over"
+    # The deposed leader learnt the new leader epoch while its
+    # reconciliation waited for the stalled log, so its heartbeats kept
+    # confirming the leadership changes and its lease never lapsed.
+    assert broker.metrics()["keel_lease_expiries_total"] == 0
     print(f"\npartition stall: {len(durable.acked) + len(quick.acked)} acknowledged records "
           "all read back")
 
