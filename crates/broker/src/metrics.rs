@@ -98,8 +98,10 @@ pub struct Metrics {
     /// Client connections closed because this broker, presumed deposed,
     /// sent the client to another broker (see `api::produce`).
     pub deposed_hang_ups: Counter,
-    /// Brokers this node fenced as the active controller.
-    pub brokers_fenced: Counter,
+    /// Brokers this node fenced as the active controller after their
+    /// sessions ran out, and after their processes were seen gone.
+    pub brokers_fenced_session_timeout: Counter,
+    pub brokers_fenced_process_gone: Counter,
     /// From planning an election batch to its commit.
     pub election_latency: Histogram,
     pub leader_transitions: Transitions,
@@ -223,11 +225,13 @@ pub fn render(broker: &Broker) -> String {
         "Incremental fetches served: requests naming only the partitions whose fetch changed.",
         sessions.incremental_fetches,
     );
-    counter(
-        &mut out,
-        "keel_controller_fenced_brokers_total",
-        "Brokers this node fenced as the active controller after their sessions lapsed.",
-        broker.metrics.brokers_fenced.get(),
+    let name = "keel_controller_fenced_brokers_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Brokers this node fenced as the active controller, by what ended their sessions: no heartbeat within the session timeout, or the process seen gone (its listener refused connections once its heartbeat connection closed).\n# TYPE {name} counter\n\
+         {name}{{cause=\"session_timeout\"}} {}\n{name}{{cause=\"process_gone\"}} {}",
+        broker.metrics.brokers_fenced_session_timeout.get(),
+        broker.metrics.brokers_fenced_process_gone.get(),
     );
     broker.metrics.leader_transitions.render(&mut out);
     broker.metrics.election_latency.render(

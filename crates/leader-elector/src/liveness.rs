@@ -139,6 +139,12 @@ impl Liveness {
         }
     }
 
+    /// Whether `broker`'s session lapsed because its process was seen gone
+    /// ([`Self::gone`]) rather than by the session timeout.
+    pub fn seen_gone(&self, broker: i32) -> bool {
+        self.sessions.get(&broker).is_some_and(|s| s.gone)
+    }
+
     /// How long `broker` may still hold a lease granted from a heartbeat
     /// this controller received, at `now`: a lease runs at most `lease_ms`
     /// from the heartbeat's sending, which came before its receipt. A
@@ -271,9 +277,11 @@ mod tests {
         liveness.heartbeat(1, 7, false, 100);
         liveness.gone(1, 6);
         assert!(liveness.is_alive(1, 150), "an older incarnation's death");
+        assert!(!liveness.seen_gone(1));
         liveness.gone(1, 7);
         assert!(!liveness.is_alive(1, 150));
         assert_eq!(liveness.expired(150), vec![(1, 7)]);
+        assert!(liveness.seen_gone(1) && !liveness.seen_gone(2));
         // A lease of 400 ms from a heartbeat received at 100 runs out by
         // 500 at the latest.
         assert_eq!(liveness.lease_left_ms(1, 400, 150), 350);
@@ -286,6 +294,7 @@ mod tests {
         // It heartbeats after all: alive again.
         liveness.heartbeat(1, 7, false, 200);
         assert!(liveness.is_alive(1, 250));
+        assert!(!liveness.seen_gone(1));
     }
 
     #[test]

@@ -372,13 +372,22 @@ fn report(broker: &Broker, before: &MetadataImage, batch: &MetadataRecord) {
     for record in &batch.records {
         match &record.record {
             Some(Record::FenceBroker(fence)) => {
-                broker.metrics.brokers_fenced.inc_by(1);
+                let (counter, cause) = if state.liveness.seen_gone(fence.node_id) {
+                    (&broker.metrics.brokers_fenced_process_gone, "process_gone")
+                } else {
+                    (
+                        &broker.metrics.brokers_fenced_session_timeout,
+                        "session_timeout",
+                    )
+                };
+                counter.inc_by(1);
                 state.liveness.forget(fence.node_id);
                 tracing::warn!(
                     node_id = fence.node_id,
                     incarnation = fence.incarnation,
                     session_timeout_ms = timeout_ms,
-                    "fenced broker: its session lapsed (no heartbeat within the session timeout, or its process was seen gone)"
+                    cause,
+                    "fenced broker: its session lapsed"
                 );
             }
             Some(Record::SetPartitionLeader(change)) => {
