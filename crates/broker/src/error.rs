@@ -137,7 +137,11 @@ impl PartitionError {
 
 pub fn log_error_code(error: &LogError) -> ResponseError {
     match error {
-        LogError::Io { .. } | LogError::Failed { .. } => ResponseError::KafkaStorageError,
+        // A read that may not wait is retried where it may: `WouldWait`
+        // reaches no client, and would be a retriable storage error if it did.
+        LogError::Io { .. } | LogError::Failed { .. } | LogError::WouldWait => {
+            ResponseError::KafkaStorageError
+        }
         LogError::Batch(BatchError::UnsupportedMagic(_)) => {
             ResponseError::UnsupportedForMessageFormat
         }

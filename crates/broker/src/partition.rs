@@ -24,7 +24,7 @@ use std::sync::{
     atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering},
 };
 
-use keel_log::{LogConfig, LogError, PartitionLog, PendingFlush, ReadSlice};
+use keel_log::{LogConfig, LogError, PartitionLog, PendingFlush, ReadMode, ReadSlice};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -234,7 +234,25 @@ impl Partition {
     /// must not hold the guard across an `.await`, and must not call this
     /// on an async worker (see `blocking`).
     pub fn log(&self) -> MutexGuard<'_, PartitionLog> {
-        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        self.with_current_config(log)
+    }
+
+    /// The log if its lock is free now: whoever holds it may be waiting on
+    /// the disk.
+    fn try_log(&self) -> Option<MutexGuard<'_, PartitionLog>> {
+        let log = match self.log.try_lock() {
+            Ok(log) => log,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        Some(self.with_current_config(log))
+    }
+
+    fn with_current_config<'a>(
+        &self,
+        mut log: MutexGuard<'a, PartitionLog>,
+    ) -> MutexGuard<'a, PartitionLog> {
         if self.config_changed.swap(false, Ordering::AcqRel) {
             let config = self.config.lock().unwrap_or_else(PoisonError::into_inner);
             log.set_config(config.clone());
@@ -328,6 +346,10 @@ impl Partition {
     /// its log diverges from this one when that epoch ends here before
     /// `offset` or is older than any epoch here at or below it (KIP-320,
     /// Kafka's rule). The check and the read are one look under the lock.
+    ///
+    /// With [`ReadMode::CachedOnly`] nothing waits: a log whose lock is
+    /// held, or a read that needs the disk, fails with
+    /// [`LogError::WouldWait`].
     pub fn read(
         &self,
         offset: i64,
@@ -335,8 +357,12 @@ impl Partition {
         max_bytes: usize,
         limit: ReadLimit,
         min_one_batch: bool,
+        mode: ReadMode,
     ) -> Result<(Fetched, PartitionOffsets), LogError> {
-        let log = self.log();
+        let log = match mode {
+            ReadMode::MayWait => self.log(),
+            ReadMode::CachedOnly => self.try_log().ok_or(LogError::WouldWait)?,
+        };
         let offsets = PartitionOffsets {
             log_start_offset: log.log_start_offset(),
             high_watermark: self.high_watermark(),
@@ -356,7 +382,7 @@ impl Partition {
             ReadLimit::HighWatermark => offsets.high_watermark,
             ReadLimit::LogEnd => offsets.log_end_offset,
         };
-        let slice = log.read(offset, max_bytes, upper_bound, min_one_batch)?;
+        let slice = log.read_in(offset, max_bytes, upper_bound, min_one_batch, mode)?;
         Ok((Fetched::Records(slice), offsets))
     }
 

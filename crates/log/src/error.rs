@@ -175,6 +175,10 @@ pub enum LogError {
     },
     #[error("log is closed")]
     Closed,
+    /// A read that may not wait (`ReadMode::CachedOnly`) needed the disk:
+    /// a file not open, or a page not in the page cache.
+    #[error("the read needs the disk")]
+    WouldWait,
     /// A write or fsync of this log failed: what is on disk past the last
     /// successful flush is unknown (and a later fsync may report success
     /// for pages that were lost), so the log takes no more writes until

@@ -56,5 +56,5 @@ pub use partition_log::{
     RecoveryReport,
 };
 pub use producer_state::{MAX_CACHED_BATCHES, ProducerBatch, SequenceCheck};
-pub use read::ReadSlice;
+pub use read::{ReadMode, ReadSlice};
 pub use recompress::{Codec, TopicCompression};

@@ -23,6 +23,7 @@ use crate::{
     batch::{BATCH_HEADER_LEN, BatchHeader, verify_crc},
     error::{LogError, Result},
     index::{OffsetIndex, TimeIndex},
+    read::{ReadMode, read_exact_at},
 };
 
 mod cleaned;
@@ -262,14 +263,26 @@ impl Segment {
     }
 
     fn read_header_at(&self, position: u64, limit: u64) -> Result<Option<BatchHeader>> {
+        self.read_header_in(position, limit, ReadMode::MayWait)
+    }
+
+    fn read_header_in(
+        &self,
+        position: u64,
+        limit: u64,
+        mode: ReadMode,
+    ) -> Result<Option<BatchHeader>> {
         if position + BATCH_HEADER_LEN as u64 > limit {
             return Ok(None);
         }
         let mut raw = [0u8; BATCH_HEADER_LEN];
-        self.file
-            .handle()?
-            .read_exact_at(&mut raw, position)
-            .map_err(|e| LogError::io("reading segment", self.log_path(), e))?;
+        read_exact_at(&*self.file_in(mode)?, &mut raw, position, mode).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                LogError::WouldWait
+            } else {
+                LogError::io("reading segment", self.log_path(), e)
+            }
+        })?;
         Ok(BatchHeader::parse(&raw).ok())
     }
 
@@ -327,10 +340,18 @@ impl Segment {
 
     /// The first batch whose last offset is at or past `offset`, if any.
     pub(crate) fn find_batch(&self, offset: i64) -> Result<Option<LocatedBatch>> {
+        self.find_batch_in(offset, ReadMode::MayWait)
+    }
+
+    pub(crate) fn find_batch_in(
+        &self,
+        offset: i64,
+        mode: ReadMode,
+    ) -> Result<Option<LocatedBatch>> {
         // Held across the walk, so the file opens once.
-        let _file = self.file.handle()?;
+        let _file = self.file_in(mode)?;
         let mut position = u64::from(self.offset_index.lookup(offset));
-        while let Some(header) = self.read_header_at(position, self.size)? {
+        while let Some(header) = self.read_header_in(position, self.size, mode)? {
             if header.last_offset() >= offset {
                 return Ok(Some(LocatedBatch { position, header }));
             }
@@ -341,9 +362,17 @@ impl Segment {
 
     /// The batch that starts right after `batch`, if any.
     pub(crate) fn next_batch(&self, batch: &LocatedBatch) -> Result<Option<LocatedBatch>> {
+        self.next_batch_in(batch, ReadMode::MayWait)
+    }
+
+    pub(crate) fn next_batch_in(
+        &self,
+        batch: &LocatedBatch,
+        mode: ReadMode,
+    ) -> Result<Option<LocatedBatch>> {
         let position = batch.position + batch.header.total_len() as u64;
         Ok(self
-            .read_header_at(position, self.size)?
+            .read_header_in(position, self.size, mode)?
             .map(|header| LocatedBatch { position, header }))
     }
 
@@ -402,6 +431,14 @@ impl Segment {
     /// opened if no one holds it open (see `file`).
     pub(crate) fn file(&self) -> Result<Arc<File>> {
         self.file.handle()
+    }
+
+    /// The segment's file, opened only if `mode` may wait for that.
+    pub(crate) fn file_in(&self, mode: ReadMode) -> Result<Arc<File>> {
+        match mode {
+            ReadMode::MayWait => self.file.handle(),
+            ReadMode::CachedOnly => self.file.open_handle().ok_or(LogError::WouldWait),
+        }
     }
 
     /// Which file the segment is; another once the cleaner rewrote it.

@@ -7,7 +7,7 @@ use std::fs;
 
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use keel_log::{
-    LogConfig, LogError, PartitionLog,
+    LogConfig, LogError, PartitionLog, ReadMode,
     batch::BatchHeader,
     testing::{BatchSpec, ProducerIdentity, batch, build_batch},
 };
@@ -60,6 +60,40 @@ fn appends_get_consecutive_offsets_and_read_back_across_segments() {
     // A read from the middle of a batch returns that whole batch.
     let slice = log.read(4, 1 << 20, i64::MAX, true).unwrap().unwrap();
     assert_eq!(slice.first_offset(), 3);
+}
+
+#[test]
+fn a_read_that_may_not_wait_takes_only_open_files_and_cached_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), small_segments());
+    for i in 0..20 {
+        log.append_as_leader(&batch(3, i * 10), 0, 0).unwrap();
+    }
+    let cached_read = |log: &PartitionLog, offset| {
+        log.read_in(offset, 1 << 20, i64::MAX, true, ReadMode::CachedOnly)
+    };
+
+    // At the log end: the active segment is open, its pages cached.
+    let tail = log.log_end_offset() - 3;
+    let waited = log.read(tail, 1 << 20, i64::MAX, true).unwrap().unwrap();
+    let cached = cached_read(&log, tail).unwrap().unwrap();
+    assert_eq!(cached.first_offset(), waited.first_offset());
+    assert_eq!(cached.read_cached().unwrap(), Some(waited.read().unwrap()));
+
+    // Flushed, the first segment's file closes: opening it may wait.
+    log.flush().unwrap();
+    assert!(matches!(cached_read(&log, 0), Err(LogError::WouldWait)));
+    let first = log.read(0, 1 << 20, i64::MAX, true).unwrap().unwrap();
+    // While a reader holds it open, its cached pages are read.
+    let again = cached_read(&log, 0).unwrap().unwrap();
+    assert_eq!(again.read_cached().unwrap(), Some(first.read().unwrap()));
+
+    // Pages dropped from the page cache are not read without waiting.
+    let segment = fs::File::open(dir.path().join(format!("{:020}.log", 0))).unwrap();
+    rustix::fs::fadvise(&segment, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    assert_eq!(first.read_cached().unwrap(), None);
+    assert!(matches!(cached_read(&log, 0), Err(LogError::WouldWait)));
+    assert_eq!(first.read().unwrap().len(), first.len());
 }
 
 #[test]

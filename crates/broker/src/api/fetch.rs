@@ -49,6 +49,8 @@ use crate::{
     partition::{Fetched, Partition, PartitionOffsets, ReadLimit},
     response::FileRecords,
 };
+use bytes::Bytes;
+use keel_log::{LogError, ReadMode};
 use keel_raft_metadata::MetadataImage;
 
 /// From this version topics are named by id.
@@ -159,7 +161,14 @@ pub(super) async fn handle(
                 replica.register_waiter(&notify, read_limit);
             }
         }
-        let gathered = crate::blocking::run(|| gather(ctx, &image, &targets, &limits));
+        // A look on this worker first: at the log end, where followers
+        // and caught-up consumers read, everything is in memory, and a
+        // hand-off to a blocking thread would cost more than the look.
+        let mut gathered = gather(ctx, &image, &targets, &limits, ReadMode::CachedOnly);
+        if gathered.would_wait {
+            gathered =
+                crate::blocking::run(|| gather(ctx, &image, &targets, &limits, ReadMode::MayWait));
+        }
         let done = gathered.bytes >= min_bytes
             || gathered.has_error
             || Instant::now() >= deadline
@@ -422,13 +431,25 @@ struct Gathered {
     records: FileRecords,
     bytes: usize,
     has_error: bool,
+    /// A look that may not wait stopped where it would have: nothing of it
+    /// is to be answered.
+    would_wait: bool,
 }
 
+/// Most record bytes a look that may not wait copies from the page cache
+/// into the response. More go out with `sendfile` from a blocking thread,
+/// where the hand-off costs less than the copy.
+const CACHED_COPY_MAX_BYTES: usize = 256 * 1024;
+
+/// Reads every target's records, waiting on the disk only if `mode` allows
+/// it; with [`ReadMode::CachedOnly`] it stops at the first read that would
+/// wait and says so (`would_wait`).
 fn gather(
     ctx: &RequestContext<'_>,
     image: &MetadataImage,
     targets: &[Target],
     limits: &Limits,
+    mode: ReadMode,
 ) -> Gathered {
     let mut gathered = Gathered {
         partitions: Vec::with_capacity(targets.len()),
@@ -436,10 +457,11 @@ fn gather(
         records: FileRecords::default(),
         bytes: 0,
         has_error: false,
+        would_wait: false,
     };
     for target in targets {
         let data = match &target.replica {
-            Ok(replica) => read_partition(target, replica, limits, &mut gathered),
+            Ok(replica) => read_partition(target, replica, limits, mode, &mut gathered),
             Err(error) => {
                 gathered.has_error = true;
                 let mut data =
@@ -455,6 +477,9 @@ fn gather(
                 data
             }
         };
+        if gathered.would_wait {
+            break;
+        }
         gathered.partitions.push(data);
     }
     gathered
@@ -464,6 +489,7 @@ fn read_partition(
     target: &Target,
     replica: &Partition,
     limits: &Limits,
+    mode: ReadMode,
     gathered: &mut Gathered,
 ) -> PartitionData {
     let remaining = limits.max_bytes.saturating_sub(gathered.bytes);
@@ -476,6 +502,7 @@ fn read_partition(
             max_bytes,
             limits.read_limit,
             first_data,
+            mode,
         )
         .map_err(PartitionError::from)
         .and_then(|(fetched, offsets)| match fetched {
@@ -497,11 +524,22 @@ fn read_partition(
                         now_ms(),
                     )?;
                 }
-                let records = slice
-                    .map(|s| gathered.records.field(s))
-                    .transpose()
-                    .map_err(PartitionError::Storage)?;
-                Ok((Read::Records(records.unwrap_or_default()), offsets))
+                let records = match (slice, mode) {
+                    (None, _) => Bytes::new(),
+                    (Some(slice), ReadMode::MayWait) => gathered
+                        .records
+                        .field(slice)
+                        .map_err(PartitionError::Storage)?,
+                    (Some(slice), ReadMode::CachedOnly) => {
+                        let cached = if gathered.bytes + slice.len() <= CACHED_COPY_MAX_BYTES {
+                            slice.read_cached().map_err(PartitionError::Storage)?
+                        } else {
+                            None
+                        };
+                        cached.ok_or(PartitionError::Log(LogError::WouldWait))?
+                    }
+                };
+                Ok((Read::Records(records), offsets))
             }
         });
     match result {
@@ -515,6 +553,12 @@ fn read_partition(
             gathered.has_error = true;
             with_offsets(empty(target.key.partition, limits), offsets, limits)
                 .with_diverging_epoch(diverging)
+        }
+        // Answering an error reads the log's offsets under its lock: the
+        // look that may wait does it.
+        Err(_) if mode == ReadMode::CachedOnly => {
+            gathered.would_wait = true;
+            empty(target.key.partition, limits)
         }
         Err(error) => {
             tracing::debug!(topic = replica.topic(), partition = target.key.partition, %error, "fetch failed");

@@ -21,6 +21,7 @@ use crate::{
     broker::{Broker, now_ms},
     partition::{Fetched, ReadLimit},
 };
+use keel_log::ReadMode;
 
 /// How often the coordinator looks at its groups when no timer is due.
 const TICK: Duration = Duration::from_millis(100);
@@ -194,7 +195,14 @@ impl GroupCoordinator {
         let now = now_ms();
         let mut offset = replica.offsets().log_start_offset;
         loop {
-            let read = replica.read(offset, -1, LOAD_READ_BYTES, ReadLimit::LogEnd, true);
+            let read = replica.read(
+                offset,
+                -1,
+                LOAD_READ_BYTES,
+                ReadLimit::LogEnd,
+                true,
+                ReadMode::MayWait,
+            );
             let slice = match read {
                 Ok((Fetched::Records(Some(slice)), _)) => slice,
                 Ok(_) => break,

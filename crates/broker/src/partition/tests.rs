@@ -325,3 +325,46 @@ fn every_change_a_background_walk_looks_for_is_counted() {
     partition.truncate_on_divergence(1, 0, 2, 4).unwrap();
     counted("a truncation");
 }
+
+#[test]
+fn a_read_that_may_not_wait_declines_while_the_log_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let partition = replica(dir.path());
+    partition
+        .apply_assignment(1, &info(1, 0, &[1]), 1, Succession::default(), 0)
+        .unwrap();
+    partition
+        .append_as_leader(&batch(3, 0), Some(0), 0)
+        .unwrap();
+    let read = |mode| partition.read(0, -1, 1 << 20, ReadLimit::LogEnd, true, mode);
+
+    // An append (or a flush) holding the lock may be waiting on the disk.
+    // The holder lets go when told, or after a while should a read wait
+    // for it after all.
+    let (done, told) = std::sync::mpsc::channel::<()>();
+    let (locked, holding) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let partition = &partition;
+        scope.spawn(move || {
+            let _held = partition.log();
+            locked.send(()).unwrap();
+            let _ = told.recv_timeout(Duration::from_secs(2));
+        });
+        holding.recv().unwrap();
+        let declined = matches!(read(ReadMode::CachedOnly), Err(LogError::WouldWait))
+            && matches!(
+                partition.follower_state(ReadMode::CachedOnly),
+                Err(LogError::WouldWait)
+            );
+        done.send(()).unwrap();
+        assert!(declined, "a read that may not wait waited for the lock");
+    });
+
+    let Ok((Fetched::Records(Some(cached)), _)) = read(ReadMode::CachedOnly) else {
+        panic!("the lock is free and the records are cached");
+    };
+    let Ok((Fetched::Records(Some(waited)), _)) = read(ReadMode::MayWait) else {
+        panic!("records to read");
+    };
+    assert_eq!(cached.read_cached().unwrap(), Some(waited.read().unwrap()));
+}

@@ -33,6 +33,7 @@ use kafka_protocol::{
         fetch_response::PartitionData,
     },
 };
+use keel_log::{LogError, ReadMode};
 use tokio::{sync::Notify, task::JoinHandle};
 use uuid::Uuid;
 
@@ -136,15 +137,13 @@ async fn run(broker: Arc<Broker>, leader: i32, followed: Arc<Followed>) {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let states: Vec<(Arc<Partition>, FollowerState)> = crate::blocking::run(|| {
-            partitions
-                .into_iter()
-                .filter_map(|p| {
-                    let state = p.follower_state().filter(|s| s.leader == leader)?;
-                    Some((p, state))
-                })
-                .collect()
-        });
+        // On this worker unless a log's lock is held (by an append or a
+        // flush that may be waiting on the disk).
+        let states = match following(&partitions, leader, ReadMode::CachedOnly) {
+            Ok(states) => states,
+            Err(_) => crate::blocking::run(|| following(&partitions, leader, ReadMode::MayWait))
+                .unwrap_or_default(),
+        };
         if states.is_empty() {
             connection = None;
             session.reset();
@@ -169,6 +168,24 @@ async fn run(broker: Arc<Broker>, leader: i32, followed: Arc<Followed>) {
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
+}
+
+/// What each of `partitions` that follows `leader` fetches next.
+fn following(
+    partitions: &[Arc<Partition>],
+    leader: i32,
+    mode: ReadMode,
+) -> Result<Vec<(Arc<Partition>, FollowerState)>, LogError> {
+    let mut states = Vec::with_capacity(partitions.len());
+    for partition in partitions {
+        if let Some(state) = partition
+            .follower_state(mode)?
+            .filter(|s| s.leader == leader)
+        {
+            states.push((Arc::clone(partition), state));
+        }
+    }
+    Ok(states)
 }
 
 async fn fetch_once(

@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 use super::PartitionLog;
 use crate::{
     error::{LogError, Result},
-    read::ReadSlice,
+    read::{ReadMode, ReadSlice},
     records::visit_records,
     segment::{LocatedBatch, Segment},
 };
@@ -22,6 +22,26 @@ impl PartitionLog {
         upper_bound: i64,
         min_one_batch: bool,
     ) -> Result<Option<ReadSlice>> {
+        self.read_in(
+            offset,
+            max_bytes,
+            upper_bound,
+            min_one_batch,
+            ReadMode::MayWait,
+        )
+    }
+
+    /// [`Self::read`], waiting on the disk only if `mode` allows it: with
+    /// [`ReadMode::CachedOnly`] a read that needs a file opened or a page
+    /// not cached fails with [`LogError::WouldWait`].
+    pub fn read_in(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound: i64,
+        min_one_batch: bool,
+        mode: ReadMode,
+    ) -> Result<Option<ReadSlice>> {
         let log_end_offset = self.log_end_offset();
         if offset < self.log_start_offset || offset > log_end_offset {
             return Err(LogError::OffsetOutOfRange {
@@ -34,7 +54,7 @@ impl PartitionLog {
         if offset >= upper_bound {
             return Ok(None);
         }
-        let Some(first) = self.locate(offset)? else {
+        let Some(first) = self.locate(offset, mode)? else {
             return Ok(None);
         };
         let (segment, first) = first;
@@ -46,10 +66,10 @@ impl PartitionLog {
             return Ok(None);
         }
         // Held across the walk, so the segment's file opens once.
-        let file = segment.file()?;
+        let file = segment.file_in(mode)?;
         let mut last_offset = first.header.last_offset();
         let mut current = first;
-        while let Some(next) = segment.next_batch(&current)? {
+        while let Some(next) = segment.next_batch_in(&current, mode)? {
             let next_len = next.header.total_len();
             if next.header.base_offset >= upper_bound || len + next_len > max_bytes {
                 break;
@@ -68,14 +88,14 @@ impl PartitionLog {
     }
 
     /// The segment and batch holding `offset`, or the first batch after it.
-    fn locate(&self, offset: i64) -> Result<Option<(&Segment, LocatedBatch)>> {
+    fn locate(&self, offset: i64, mode: ReadMode) -> Result<Option<(&Segment, LocatedBatch)>> {
         let floor = self
             .segments
             .range(..=offset)
             .next_back()
             .map_or(i64::MIN, |(&base, _)| base);
         for segment in self.segments.range(floor..).map(|(_, s)| s) {
-            if let Some(batch) = segment.find_batch(offset)? {
+            if let Some(batch) = segment.find_batch_in(offset, mode)? {
                 return Ok(Some((segment, batch)));
             }
         }

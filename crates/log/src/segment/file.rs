@@ -57,6 +57,18 @@ impl SegmentFile {
         Ok(file)
     }
 
+    /// The file if it is open now (pinned, or held by a reader): opening
+    /// it may wait on the disk.
+    pub(crate) fn open_handle(&self) -> Option<Arc<File>> {
+        if let Some(file) = &self.pinned {
+            return Some(Arc::clone(file));
+        }
+        self.shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .upgrade()
+    }
+
     /// Keeps the file open from now on.
     pub(crate) fn pin(&mut self) -> Result<()> {
         if self.pinned.is_none() {
