@@ -137,10 +137,15 @@ def test_sigkill_of_a_leader_fails_over_and_loses_nothing(cluster_factory, role)
     wait_failed_over(cluster, "kill-leader", victim, survivor)
     writer.wait_acked(len(writer.acked) + 1000)
     assert cluster.controller().node_id != victim
-    # Seen gone at once, not after a session: by the controller its
-    # heartbeat connection closed on, or by a new controller's probe of
-    # every broker it knows nothing of yet.
-    assert fences(cluster) == {"process_gone": 1, "session_timeout": 0}
+    causes = fences(cluster)
+    assert sum(causes.values()) == 1, causes
+    if role == "controller":
+        # A new controller knows nothing of the heartbeats its predecessor
+        # saw: its probe of every broker finds the dead one at once,
+        # rather than after a session. (The probe the controller makes
+        # when a heartbeat connection closes is best effort: a process
+        # being torn down may still take connections for a while.)
+        assert causes["process_gone"] == 1, causes
     check_history(survivor, "kill-leader", victim, victim_heartbeated_elsewhere=role == "leader")
     # Leases lapse for a moment while the controller fails over; that
     # sends no client away (only a lapse of a whole session does).
