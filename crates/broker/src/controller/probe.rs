@@ -73,7 +73,20 @@ pub(super) async fn probe(broker: Arc<Broker>, node_id: i32, incarnation: u64) {
                 return;
             }
             Ok(Ok(_)) => {}
-            Ok(Err(_)) | Err(_) => return,
+            Ok(Err(error)) => {
+                tracing::info!(node_id, %address, %error, "broker's heartbeat connection closed and its listener cannot be reached: its session is left to run out");
+                return;
+            }
+            Err(_) => {
+                tracing::info!(node_id, %address, "broker's heartbeat connection closed and its listener does not answer: its session is left to run out");
+                return;
+            }
         }
     }
+    tracing::info!(
+        node_id,
+        %address,
+        probes = PROBES,
+        "broker's heartbeat connection closed but its listener still takes connections: its session is left to run out"
+    );
 }
