@@ -86,6 +86,47 @@ impl Counter {
     }
 }
 
+/// What ended the session of a broker the controller fenced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FenceCause {
+    /// No heartbeat within the session timeout.
+    SessionTimeout,
+    /// Its heartbeat connection closed and its listener refused
+    /// connections.
+    ProcessGone,
+}
+
+impl FenceCause {
+    const ALL: [Self; 2] = [Self::SessionTimeout, Self::ProcessGone];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::SessionTimeout => "session_timeout",
+            Self::ProcessGone => "process_gone",
+        }
+    }
+}
+
+/// Brokers this node fenced as the active controller, by cause.
+#[derive(Debug, Default)]
+pub struct Fences([Counter; FenceCause::ALL.len()]);
+
+impl Fences {
+    pub fn count(&self, cause: FenceCause) {
+        self.0[cause as usize].inc_by(1);
+    }
+
+    fn render(&self, out: &mut String) {
+        labelled_counter(
+            out,
+            "keel_controller_fenced_brokers_total",
+            "Brokers this node fenced as the active controller, by what ended their sessions: no heartbeat within the session timeout, or the process seen gone (its listener refused connections once its heartbeat connection closed).",
+            "cause",
+            FenceCause::ALL.map(|cause| (cause.label(), self.0[cause as usize].get())),
+        );
+    }
+}
+
 /// Metrics recorded as events happen.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -98,10 +139,7 @@ pub struct Metrics {
     /// Client connections closed because this broker, presumed deposed,
     /// sent the client to another broker (see `api::produce`).
     pub deposed_hang_ups: Counter,
-    /// Brokers this node fenced as the active controller after their
-    /// sessions ran out, and after their processes were seen gone.
-    pub brokers_fenced_session_timeout: Counter,
-    pub brokers_fenced_process_gone: Counter,
+    pub fences: Fences,
     /// From planning an election batch to its commit.
     pub election_latency: Histogram,
     pub leader_transitions: Transitions,
@@ -119,6 +157,20 @@ fn counter(out: &mut String, name: &str, help: &str, value: impl std::fmt::Displ
         out,
         "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
     );
+}
+
+/// A counter with one series per value of `label`.
+fn labelled_counter<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    series: impl IntoIterator<Item = (&'a str, u64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (value, count) in series {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {count}");
+    }
 }
 
 /// Renders every metric.
@@ -225,14 +277,7 @@ pub fn render(broker: &Broker) -> String {
         "Incremental fetches served: requests naming only the partitions whose fetch changed.",
         sessions.incremental_fetches,
     );
-    let name = "keel_controller_fenced_brokers_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Brokers this node fenced as the active controller, by what ended their sessions: no heartbeat within the session timeout, or the process seen gone (its listener refused connections once its heartbeat connection closed).\n# TYPE {name} counter\n\
-         {name}{{cause=\"session_timeout\"}} {}\n{name}{{cause=\"process_gone\"}} {}",
-        broker.metrics.brokers_fenced_session_timeout.get(),
-        broker.metrics.brokers_fenced_process_gone.get(),
-    );
+    broker.metrics.fences.render(&mut out);
     broker.metrics.leader_transitions.render(&mut out);
     broker.metrics.election_latency.render(
         &mut out,

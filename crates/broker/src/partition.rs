@@ -238,15 +238,19 @@ impl Partition {
         self.with_current_config(log)
     }
 
-    /// The log if its lock is free now: whoever holds it may be waiting on
-    /// the disk.
-    fn try_log(&self) -> Option<MutexGuard<'_, PartitionLog>> {
+    /// The log, waiting for its lock only if `mode` allows it: with
+    /// [`ReadMode::CachedOnly`] a held lock (whoever holds it may be
+    /// waiting on the disk) is [`LogError::WouldWait`].
+    fn log_in(&self, mode: ReadMode) -> Result<MutexGuard<'_, PartitionLog>, LogError> {
+        if mode == ReadMode::MayWait {
+            return Ok(self.log());
+        }
         let log = match self.log.try_lock() {
             Ok(log) => log,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return None,
+            Err(TryLockError::WouldBlock) => return Err(LogError::WouldWait),
         };
-        Some(self.with_current_config(log))
+        Ok(self.with_current_config(log))
     }
 
     fn with_current_config<'a>(
@@ -359,10 +363,7 @@ impl Partition {
         min_one_batch: bool,
         mode: ReadMode,
     ) -> Result<(Fetched, PartitionOffsets), LogError> {
-        let log = match mode {
-            ReadMode::MayWait => self.log(),
-            ReadMode::CachedOnly => self.try_log().ok_or(LogError::WouldWait)?,
-        };
+        let log = self.log_in(mode)?;
         let offsets = PartitionOffsets {
             log_start_offset: log.log_start_offset(),
             high_watermark: self.high_watermark(),

@@ -24,6 +24,7 @@ use keel_raft_metadata::{
 use super::{BATCH_TIMEOUT, State, active_term, probe::probe_everyone, replica_log, unfenced};
 use crate::{
     broker::{Broker, now_ms},
+    metrics::FenceCause,
     topic_config,
 };
 
@@ -372,21 +373,18 @@ fn report(broker: &Broker, before: &MetadataImage, batch: &MetadataRecord) {
     for record in &batch.records {
         match &record.record {
             Some(Record::FenceBroker(fence)) => {
-                let (counter, cause) = if state.liveness.seen_gone(fence.node_id) {
-                    (&broker.metrics.brokers_fenced_process_gone, "process_gone")
+                let cause = if state.liveness.seen_gone(fence.node_id) {
+                    FenceCause::ProcessGone
                 } else {
-                    (
-                        &broker.metrics.brokers_fenced_session_timeout,
-                        "session_timeout",
-                    )
+                    FenceCause::SessionTimeout
                 };
-                counter.inc_by(1);
+                broker.metrics.fences.count(cause);
                 state.liveness.forget(fence.node_id);
                 tracing::warn!(
                     node_id = fence.node_id,
                     incarnation = fence.incarnation,
                     session_timeout_ms = timeout_ms,
-                    cause,
+                    cause = cause.label(),
                     "fenced broker: its session lapsed"
                 );
             }

@@ -53,6 +53,7 @@ pub(super) async fn probe(broker: Arc<Broker>, node_id: i32, incarnation: u64) {
         return;
     };
     let address = format!("{}:{}", target.host, target.port);
+    let mut listener = String::from("still takes connections");
     for attempt in 0..PROBES {
         if attempt > 0 {
             tokio::time::sleep(PROBE_INTERVAL).await;
@@ -72,21 +73,16 @@ pub(super) async fn probe(broker: Arc<Broker>, node_id: i32, incarnation: u64) {
                 }
                 return;
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => {
-                tracing::info!(node_id, %address, %error, "broker's heartbeat connection closed and its listener cannot be reached: its session is left to run out");
-                return;
-            }
-            Err(_) => {
-                tracing::info!(node_id, %address, "broker's heartbeat connection closed and its listener does not answer: its session is left to run out");
-                return;
-            }
+            Ok(Ok(_)) => continue,
+            Ok(Err(error)) => listener = format!("cannot be reached: {error}"),
+            Err(_) => listener = String::from("does not answer"),
         }
+        break;
     }
     tracing::info!(
         node_id,
         %address,
-        probes = PROBES,
-        "broker's heartbeat connection closed but its listener still takes connections: its session is left to run out"
+        listener,
+        "broker's heartbeat connection closed but its listener is not known to refuse connections: its session is left to run out"
     );
 }

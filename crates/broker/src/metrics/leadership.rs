@@ -87,15 +87,16 @@ impl Transitions {
 
     pub fn render(&self, out: &mut String) {
         let counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let name = "keel_leader_transitions_total";
-        let _ = writeln!(
+        super::labelled_counter(
             out,
-            "# HELP {name} Partition leader changes this node applied, by reason.\n# TYPE {name} counter"
+            "keel_leader_transitions_total",
+            "Partition leader changes this node applied, by reason.",
+            "reason",
+            REASONS.map(|reason| {
+                let count = counts.by_reason.get(&(reason as i32)).copied().unwrap_or(0);
+                (reason.label(), count)
+            }),
         );
-        for reason in REASONS {
-            let count = counts.by_reason.get(&(reason as i32)).copied().unwrap_or(0);
-            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {count}", reason.label());
-        }
         let name = "keel_leadership_tenure_seconds";
         let _ = writeln!(
             out,

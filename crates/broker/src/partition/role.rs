@@ -474,10 +474,7 @@ impl Partition {
     /// With [`ReadMode::CachedOnly`] it does not wait for the log's lock:
     /// `Err(LogError::WouldWait)` while someone holds it.
     pub fn follower_state(&self, mode: ReadMode) -> Result<Option<FollowerState>, LogError> {
-        let log = match mode {
-            ReadMode::MayWait => self.log(),
-            ReadMode::CachedOnly => self.try_log().ok_or(LogError::WouldWait)?,
-        };
+        let log = self.log_in(mode)?;
         let leader = match &*self.role() {
             Role::Follower { leader } if *leader >= 0 => *leader,
             _ => return Ok(None),
