@@ -86,6 +86,21 @@ struct State {
     reports: Reports,
 }
 
+impl State {
+    /// The controller decided, at `now_ms`, to fence `fenced`: from now on
+    /// none of their heartbeats renews a lease. Earlier decisions not in
+    /// this batch are held on to for two batch timeouts, for a proposal
+    /// that timed out may still commit.
+    fn decided_fences(&mut self, fenced: &[i32], now_ms: i64) {
+        let hold_ms = 2 * i64::try_from(BATCH_TIMEOUT.as_millis()).unwrap_or(i64::MAX);
+        self.fencing
+            .retain(|id, decided_at| fenced.contains(id) || now_ms - *decided_at < hold_ms);
+        for &id in fenced {
+            self.fencing.insert(id, now_ms);
+        }
+    }
+}
+
 /// What to answer a heartbeat.
 enum Verdict {
     Answer(HeartbeatStatus),
@@ -140,13 +155,19 @@ impl Controller {
             .forget_stale(image);
     }
 
-    fn judge_heartbeat(&self, broker: &Broker, heartbeat: &BrokerHeartbeat) -> Verdict {
-        let Some(term) = active_term(broker) else {
+    /// What to answer `heartbeat` while this node controls in `term`
+    /// (`None`: it does not) with `image` applied.
+    fn judge_heartbeat(
+        &self,
+        term: Option<u64>,
+        image: &MetadataImage,
+        heartbeat: &BrokerHeartbeat,
+    ) -> Verdict {
+        let Some(term) = term else {
             return Verdict::Answer(HeartbeatStatus::NotController);
         };
-        let image = broker.image();
         let now = self.now_ms();
-        let mut state = self.state_for(term, &image, now);
+        let mut state = self.state_for(term, image, now);
         let renewed = state.liveness.heartbeat(
             heartbeat.node_id,
             heartbeat.incarnation,
@@ -157,7 +178,7 @@ impl Controller {
             .stalls
             .insert(heartbeat.node_id, heartbeat.stalled.clone());
         state.reports.record(
-            &image,
+            image,
             heartbeat.node_id,
             heartbeat.incarnation,
             &heartbeat.progress,
@@ -188,11 +209,23 @@ impl Controller {
 }
 
 impl Controller {
-    /// Whether a heartbeat of `node_id` may still renew its lease: no fence
-    /// of it is decided or committed.
-    fn may_renew(&self, node_id: i32, image: &MetadataImage) -> bool {
-        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        !state.fencing.contains_key(&node_id) && image.is_unfenced(node_id)
+    /// The answer to `waiting` once this controller was confirmed by a
+    /// round begun at `confirmed` (`None`: not confirmed), with `image`
+    /// applied. Whether a fence of the broker is under way is asked now,
+    /// not when the heartbeat arrived: a fence decided while the heartbeat
+    /// waited for its confirmation counts on the lease it last got
+    /// (`lease_left_ms`), so this heartbeat must not renew it.
+    fn reply(
+        &self,
+        waiting: &Waiting,
+        confirmed: Option<Instant>,
+        image: &MetadataImage,
+    ) -> HeartbeatReply {
+        let may_renew = {
+            let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            !state.fencing.contains_key(&waiting.node_id) && image.is_unfenced(waiting.node_id)
+        };
+        reply_to(waiting, confirmed, may_renew, image.next_history_sequence())
     }
 
     /// The fences of `node_ids` committed: the image says so from now on.
@@ -304,7 +337,11 @@ fn answer(
     reply: oneshot::Sender<HeartbeatReply>,
     waiting: &mut Vec<Waiting>,
 ) {
-    match broker.controller.judge_heartbeat(broker, heartbeat) {
+    let verdict =
+        broker
+            .controller
+            .judge_heartbeat(active_term(broker), &broker.image(), heartbeat);
+    match verdict {
         Verdict::Answer(status) => {
             let _ = reply.send(HeartbeatReply::new(status));
         }
@@ -356,10 +393,8 @@ async fn confirm(broker: Arc<Broker>, replies: Vec<Waiting>) {
         None => None,
     };
     let image = broker.image();
-    let committed = image.next_history_sequence();
     for waiting in replies {
-        let may_renew = broker.controller.may_renew(waiting.node_id, &image);
-        let reply = reply_to(&waiting, confirmed, may_renew, committed);
+        let reply = broker.controller.reply(&waiting, confirmed, &image);
         let _ = waiting.reply.send(reply);
     }
 }
@@ -487,6 +522,49 @@ mod tests {
             Duration::ZERO,
             "confirmed after it arrived"
         );
+    }
+
+    fn heartbeat(node_id: i32, incarnation: u64, leadership_changes: u64) -> BrokerHeartbeat {
+        BrokerHeartbeat {
+            node_id,
+            incarnation,
+            leadership_changes,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_fence_decided_while_a_heartbeat_waits_for_its_confirmation_renews_nothing() {
+        let controller = Controller::new(Duration::from_secs(10));
+        let image = moved_off_2();
+        let changes = image.next_history_sequence();
+        let arrives = || {
+            let verdict = controller.judge_heartbeat(Some(3), &image, &heartbeat(1, 7, changes));
+            assert!(matches!(verdict, Verdict::Confirm(c) if c == changes));
+            waiting(changes, Instant::now())
+        };
+
+        let unfenced = arrives();
+        let confirmed = Some(Instant::now());
+        assert_eq!(
+            controller.reply(&unfenced, confirmed, &image).status(),
+            HeartbeatStatus::Renewed
+        );
+
+        let waits = arrives();
+        let now = controller.now_ms();
+        controller
+            .state_for(3, &image, now)
+            .decided_fences(&[1], now);
+        assert_eq!(
+            controller.reply(&waits, confirmed, &image).status(),
+            HeartbeatStatus::Fenced,
+            "the fence, decided after the heartbeat arrived, is not committed yet: only the controller knows of it"
+        );
+        assert!(matches!(
+            controller.judge_heartbeat(Some(3), &image, &heartbeat(1, 7, changes)),
+            Verdict::Answer(HeartbeatStatus::Fenced)
+        ));
     }
 
     #[test]

@@ -217,10 +217,7 @@ fn with_sessions(
     let lapsed = state.liveness.expired(now);
     let stalled = stalls_past_timeout(broker, &state.stalls);
     let State {
-        liveness,
-        reports,
-        fencing,
-        ..
+        liveness, reports, ..
     } = &mut *state;
     let session_alive = |id: i32| liveness.is_candidate(id, now);
     let replica_progress =
@@ -233,12 +230,7 @@ fn with_sessions(
         &lease_left,
         |judge| decide(&lapsed, &stalled, judge),
     );
-    let fenced = fenced_by(batch.as_ref());
-    let hold_ms = 2 * i64::try_from(BATCH_TIMEOUT.as_millis()).unwrap_or(i64::MAX);
-    fencing.retain(|id, decided_at| fenced.contains(id) || now - *decided_at < hold_ms);
-    for id in fenced {
-        fencing.insert(id, now);
-    }
+    state.decided_fences(&fenced_by(batch.as_ref()), now);
     batch
 }
 
