@@ -33,6 +33,9 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Delete the topic, so that a long run of benchmarks does not fill
+    /// the disk.
+    Delete,
     /// Create the topic with this many partitions and replicas.
     Create {
         #[arg(long, default_value_t = 1)]
@@ -154,6 +157,21 @@ fn create(args: &Args, partitions: i32, replication_factor: i32, min_isr: Option
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, e)) => panic!("creating {topic}: {e}"),
+        }
+    }
+}
+
+fn delete(args: &Args) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &args.bootstrap)
+        .create()
+        .expect("admin client");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = futures_executor(admin.delete_topics(&[args.topic.as_str()], &options));
+    for result in results.expect("delete topics") {
+        if let Err((topic, e)) = result {
+            panic!("deleting {topic}: {e}");
         }
     }
 }
@@ -291,6 +309,7 @@ fn main() {
             *replication_factor,
             *min_insync_replicas,
         ),
+        Command::Delete => delete(&args),
         Command::Produce {
             partitions,
             size,

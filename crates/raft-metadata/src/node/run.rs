@@ -275,7 +275,10 @@ impl Node {
         let now = Instant::now();
         // Only a leader that has applied an entry of its term knows every
         // entry committed before it: its commit index then answers as a
-        // round would.
+        // round would. A confirmation of this term implies as much already
+        // (raft-rs answers no read index before the leader commits an
+        // entry of its term); the check states the rule here rather than
+        // lean on that.
         let serving = self.core.controller_id() == Some(self.core.id());
         let recent = max_age
             .filter(|_| serving)
