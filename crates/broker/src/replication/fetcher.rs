@@ -1,6 +1,6 @@
-//! Follower fetching: one task per leader this broker follows partitions
-//! of, batching all of them into one Fetch request at a time, as a Kafka
-//! follower does.
+//! Follower fetching: one fetcher per leader this broker follows
+//! partitions of, batching all of them into one Fetch request at a time,
+//! as a Kafka follower does.
 //!
 //! Each request names this broker as the replica (ReplicaState with its
 //! incarnation), and per partition the fetch offset (the log end), the
@@ -15,9 +15,13 @@
 //! `session`), so a request names only the partitions whose fetch changed
 //! and an answer carries only those with something new.
 //!
-//! Fetching never blocks client traffic: requests go out on their own
-//! connection, and appends run in the same blocking sections as a
-//! producer's.
+//! Fetching never blocks client traffic: each fetcher runs on a thread of
+//! its own (Kafka's ReplicaFetcherThread), with a single-threaded runtime
+//! for its connection and timers, and sends its requests on a connection
+//! of its own. Its appends block that thread only, so they run where they
+//! are, without the hand-off to another thread that an append on the
+//! shared runtime costs (`blocking::run`): at a few records per fetch,
+//! those hand-offs were most of a follower's work.
 
 use std::{
     collections::HashMap,
@@ -34,7 +38,7 @@ use kafka_protocol::{
     },
 };
 use keel_log::{LogError, ReadMode};
-use tokio::{sync::Notify, task::JoinHandle};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
@@ -57,7 +61,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// wait, may take.
 const NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The partitions one fetcher fetches, shared with the task.
+/// The partitions one fetcher fetches, shared with its thread.
 #[derive(Debug, Default)]
 struct Followed {
     partitions: Mutex<Vec<Arc<Partition>>>,
@@ -67,7 +71,54 @@ struct Followed {
 #[derive(Debug)]
 struct Fetcher {
     followed: Arc<Followed>,
-    task: JoinHandle<()>,
+    /// Stops the fetcher at its next wait (a permit: it need not be
+    /// waiting yet).
+    stop: Arc<Notify>,
+}
+
+impl Fetcher {
+    /// Starts fetching from `leader` on a thread of its own; on the shared
+    /// runtime if no thread or runtime can be had, so that replication
+    /// goes on either way.
+    fn start(broker: &Arc<Broker>, leader: i32) -> Self {
+        let followed = Arc::new(Followed::default());
+        let stop = Arc::new(Notify::new());
+        let fetch = fetch_until_stopped(
+            Arc::clone(broker),
+            leader,
+            Arc::clone(&followed),
+            Arc::clone(&stop),
+        );
+        let shared = tokio::runtime::Handle::current();
+        let thread = std::thread::Builder::new()
+            .name(format!("keel-fetch-{leader}"))
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(fetch),
+                    Err(error) => {
+                        tracing::warn!(leader, %error, "no runtime for a fetcher thread; fetching on the shared runtime");
+                        shared.spawn(fetch);
+                    }
+                }
+            });
+        if let Err(error) = thread {
+            tracing::warn!(leader, %error, "no thread for a fetcher; fetching on the shared runtime");
+            tokio::spawn(fetch_until_stopped(
+                Arc::clone(broker),
+                leader,
+                Arc::clone(&followed),
+                Arc::clone(&stop),
+            ));
+        }
+        Self { followed, stop }
+    }
+
+    fn stop(&self) {
+        self.stop.notify_one();
+    }
 }
 
 /// The fetchers of this broker, one per leader it follows.
@@ -93,16 +144,14 @@ impl Fetchers {
         fetchers.retain(|leader, fetcher| {
             let keep = wanted.contains_key(leader);
             if !keep {
-                fetcher.task.abort();
+                fetcher.stop();
             }
             keep
         });
         for (leader, partitions) in wanted {
-            let fetcher = fetchers.entry(leader).or_insert_with(|| {
-                let followed = Arc::new(Followed::default());
-                let task = tokio::spawn(run(Arc::clone(broker), leader, Arc::clone(&followed)));
-                Fetcher { followed, task }
-            });
+            let fetcher = fetchers
+                .entry(leader)
+                .or_insert_with(|| Fetcher::start(broker, leader));
             *fetcher
                 .followed
                 .partitions
@@ -119,8 +168,20 @@ impl Fetchers {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         for (_, fetcher) in fetchers.drain() {
-            fetcher.task.abort();
+            fetcher.stop();
         }
+    }
+}
+
+async fn fetch_until_stopped(
+    broker: Arc<Broker>,
+    leader: i32,
+    followed: Arc<Followed>,
+    stop: Arc<Notify>,
+) {
+    tokio::select! {
+        () = run(broker, leader, followed) => {}
+        () = stop.notified() => {}
     }
 }
 
