@@ -173,6 +173,7 @@ impl Fetchers {
     }
 }
 
+/// Fetches from `leader` until the fetcher is stopped (`Fetcher::stop`).
 async fn fetch_until_stopped(
     broker: Arc<Broker>,
     leader: i32,
