@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use keel_log::{AppendOutcome, BatchError, FollowerAppend, LogError, ReadMode};
+use keel_log::{AppendOutcome, BatchError, FollowerAppend, LogError};
 use keel_raft_metadata::PartitionInfo;
 use tokio::{sync::Notify, time::Instant};
 
@@ -470,22 +470,19 @@ impl Partition {
     }
 
     /// Where this replica fetches from, if it follows a leader.
-    ///
-    /// With [`ReadMode::CachedOnly`] it does not wait for the log's lock:
-    /// `Err(LogError::WouldWait)` while someone holds it.
-    pub fn follower_state(&self, mode: ReadMode) -> Result<Option<FollowerState>, LogError> {
-        let log = self.log_in(mode)?;
+    pub fn follower_state(&self) -> Option<FollowerState> {
+        let log = self.log();
         let leader = match &*self.role() {
             Role::Follower { leader } if *leader >= 0 => *leader,
-            _ => return Ok(None),
+            _ => return None,
         };
-        Ok(Some(FollowerState {
+        Some(FollowerState {
             leader,
             leader_epoch: self.leader_epoch(),
             fetch_offset: log.log_end_offset(),
             last_fetched_epoch: log.latest_epoch().unwrap_or(-1),
             log_start_offset: log.log_start_offset(),
-        }))
+        })
     }
 
     /// Runs `write` on the log if this replica still follows at

@@ -37,7 +37,6 @@ use kafka_protocol::{
         fetch_response::PartitionData,
     },
 };
-use keel_log::{LogError, ReadMode};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -83,12 +82,15 @@ impl Fetcher {
     fn start(broker: &Arc<Broker>, leader: i32) -> Self {
         let followed = Arc::new(Followed::default());
         let stop = Arc::new(Notify::new());
-        let fetch = fetch_until_stopped(
-            Arc::clone(broker),
-            leader,
-            Arc::clone(&followed),
-            Arc::clone(&stop),
-        );
+        let fetch = || {
+            fetch_until_stopped(
+                Arc::clone(broker),
+                leader,
+                Arc::clone(&followed),
+                Arc::clone(&stop),
+            )
+        };
+        let on_thread = fetch();
         let shared = tokio::runtime::Handle::current();
         let thread = std::thread::Builder::new()
             .name(format!("keel-fetch-{leader}"))
@@ -97,21 +99,16 @@ impl Fetcher {
                     .enable_all()
                     .build()
                 {
-                    Ok(runtime) => runtime.block_on(fetch),
+                    Ok(runtime) => runtime.block_on(on_thread),
                     Err(error) => {
                         tracing::warn!(leader, %error, "no runtime for a fetcher thread; fetching on the shared runtime");
-                        shared.spawn(fetch);
+                        shared.spawn(on_thread);
                     }
                 }
             });
         if let Err(error) = thread {
             tracing::warn!(leader, %error, "no thread for a fetcher; fetching on the shared runtime");
-            tokio::spawn(fetch_until_stopped(
-                Arc::clone(broker),
-                leader,
-                Arc::clone(&followed),
-                Arc::clone(&stop),
-            ));
+            tokio::spawn(fetch());
         }
         Self { followed, stop }
     }
@@ -199,13 +196,7 @@ async fn run(broker: Arc<Broker>, leader: i32, followed: Arc<Followed>) {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        // On this worker unless a log's lock is held (by an append or a
-        // flush that may be waiting on the disk).
-        let states = match following(&partitions, leader, ReadMode::CachedOnly) {
-            Ok(states) => states,
-            Err(_) => crate::blocking::run(|| following(&partitions, leader, ReadMode::MayWait))
-                .unwrap_or_default(),
-        };
+        let states = crate::blocking::run(|| following(&partitions, leader));
         if states.is_empty() {
             connection = None;
             session.reset();
@@ -233,21 +224,14 @@ async fn run(broker: Arc<Broker>, leader: i32, followed: Arc<Followed>) {
 }
 
 /// What each of `partitions` that follows `leader` fetches next.
-fn following(
-    partitions: &[Arc<Partition>],
-    leader: i32,
-    mode: ReadMode,
-) -> Result<Vec<(Arc<Partition>, FollowerState)>, LogError> {
-    let mut states = Vec::with_capacity(partitions.len());
-    for partition in partitions {
-        if let Some(state) = partition
-            .follower_state(mode)?
-            .filter(|s| s.leader == leader)
-        {
-            states.push((Arc::clone(partition), state));
-        }
-    }
-    Ok(states)
+fn following(partitions: &[Arc<Partition>], leader: i32) -> Vec<(Arc<Partition>, FollowerState)> {
+    partitions
+        .iter()
+        .filter_map(|partition| {
+            let state = partition.follower_state().filter(|s| s.leader == leader)?;
+            Some((Arc::clone(partition), state))
+        })
+        .collect()
 }
 
 async fn fetch_once(
