@@ -46,6 +46,7 @@ use crate::{
     fetch_session::{self, SessionCache},
     group::GroupCoordinator,
     lease::Lease,
+    lost_peers::LostPeers,
     metrics::Metrics,
     open_files::{self, OpenFileLimit},
     replicas::ReplicaManager,
@@ -135,6 +136,9 @@ pub struct Broker {
     stopping: AtomicBool,
     /// Incremental fetch sessions (KIP-227) of this broker's fetchers.
     fetch_sessions: Mutex<SessionCache>,
+    /// Peers whose connections broke as a dying process's do, until the
+    /// controller has judged them (see `lost_peers`).
+    pub lost_peers: LostPeers,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -257,6 +261,7 @@ impl Broker {
                 Uuid::new_v4().as_u128() as u32,
             )),
             background: Mutex::new(Vec::new()),
+            lost_peers: LostPeers::default(),
         });
         let opening = Arc::clone(&broker);
         tokio::task::spawn_blocking(move || {

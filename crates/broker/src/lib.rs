@@ -17,6 +17,8 @@
 //!   offsets, kept in `__consumer_offsets`.
 //! - [`error`] is the one place internal errors become Kafka error codes.
 //! - [`blocking`] is where work that may wait on a disk runs.
+//! - [`lost_peers`] are brokers seen to die that the controller has not
+//!   judged yet: Metadata names them leader of nothing.
 
 pub mod api;
 pub mod blocking;
@@ -32,6 +34,7 @@ pub mod heartbeat;
 pub mod history;
 pub mod lease;
 pub mod log_cleaner;
+pub mod lost_peers;
 pub mod metrics;
 pub mod open_files;
 pub mod partition;

@@ -1,9 +1,11 @@
 //! Metadata: brokers, the controller, and topics with their partitions'
 //! leaders, epochs, replicas and ISR, all from the metadata image so every
-//! broker answers alike. Unknown topics are created here when both the
-//! broker and the request allow it.
+//! broker answers alike, but for one thing: a leader this broker has just
+//! seen die leads nothing in its answers until the controller has decided
+//! (see `lost_peers`). Unknown topics are created here when both the broker
+//! and the request allow it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::{
     error::ResponseError,
@@ -25,7 +27,7 @@ use super::{
         broker_ids, controller_for_clients, live_leader, offline_replicas, validate_topic_name,
     },
 };
-use crate::{error::AdminError, group::storage::OFFSETS_TOPIC};
+use crate::{error::AdminError, group::storage::OFFSETS_TOPIC, lost_peers::PresumedGone};
 use keel_raft_metadata::{MetadataImage, TopicInfo};
 
 /// How long a Metadata request waits for an auto-created topic to commit
@@ -105,10 +107,13 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: MetadataRequest) -
         image = broker.image();
     }
 
+    let gone = broker
+        .lost_peers
+        .presumed_gone(Instant::now(), broker.config.liveness.session_timeout);
     let topics: Vec<MetadataResponseTopic> = match wanted {
         Wanted::All => image
             .topics()
-            .map(|t| describe(&image, t, ctx.version))
+            .map(|t| describe(&image, &gone, t, ctx.version))
             .collect(),
         Wanted::Some(topics) => topics
             .into_iter()
@@ -118,7 +123,7 @@ pub(super) async fn handle(ctx: &RequestContext<'_>, request: MetadataRequest) -
                     None => image.topic_by_id(&id),
                 };
                 match (found, name) {
-                    (Some(topic), _) => describe(&image, topic, ctx.version),
+                    (Some(topic), _) => describe(&image, &gone, topic, ctx.version),
                     (None, Some(name)) => {
                         let error = creation_errors
                             .iter()
@@ -191,7 +196,14 @@ fn missing(name: Option<String>, id: Uuid, error: ResponseError) -> MetadataResp
         .with_topic_id(id)
 }
 
-fn describe(image: &MetadataImage, topic: &TopicInfo, version: i16) -> MetadataResponseTopic {
+/// Describes `topic`, naming no leader for partitions whose leader this
+/// broker has seen die (see `lost_peers`).
+fn describe(
+    image: &MetadataImage,
+    gone: &PresumedGone,
+    topic: &TopicInfo,
+    version: i16,
+) -> MetadataResponseTopic {
     let partitions = topic
         .partitions
         .iter()
@@ -201,7 +213,11 @@ fn describe(image: &MetadataImage, topic: &TopicInfo, version: i16) -> MetadataR
             } else {
                 Vec::new()
             };
-            let live_leader = live_leader(image, p);
+            let live_leader = live_leader(image, p).filter(|&leader| {
+                image
+                    .broker(leader)
+                    .is_none_or(|b| !gone.contains(leader, b.incarnation))
+            });
             let error = match live_leader {
                 Some(_) => 0,
                 None => ResponseError::LeaderNotAvailable.code(),

@@ -41,6 +41,26 @@ pub enum ClientError {
     FrameTooLarge(usize),
 }
 
+impl ClientError {
+    /// Whether the leader's end failed as a dying process's does: the
+    /// connection ended or was reset, or its listener refused a new one.
+    /// A leader that is slow, or cut off by the network, times out
+    /// instead.
+    pub fn looks_like_a_dead_process(&self) -> bool {
+        use std::io::ErrorKind::{
+            BrokenPipe, ConnectionAborted, ConnectionRefused, ConnectionReset, UnexpectedEof,
+        };
+        match self {
+            Self::Connect { source, .. } => source.kind() == ConnectionRefused,
+            Self::Io(error) => matches!(
+                error.kind(),
+                UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+            ),
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct LeaderConnection {
     stream: TcpStream,

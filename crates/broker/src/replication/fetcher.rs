@@ -26,7 +26,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, PoisonError},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use kafka_protocol::{
@@ -205,6 +205,7 @@ async fn run(broker: Arc<Broker>, leader: i32, followed: Arc<Followed>) {
         }
         match fetch_once(&broker, leader, &mut connection, &mut session, &states).await {
             Ok(response) => {
+                broker.lost_peers.answered(leader);
                 let now = now_ms();
                 let all_well = crate::blocking::run(|| apply_response(&states, &response, now));
                 if all_well {
@@ -214,12 +215,27 @@ async fn run(broker: Arc<Broker>, leader: i32, followed: Arc<Followed>) {
             }
             Err(error) => {
                 tracing::debug!(leader, %error, "fetch from leader failed");
+                if error.looks_like_a_dead_process() {
+                    lost(&broker, leader, &error);
+                }
                 connection = None;
                 session.reset();
             }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// The connection to `leader` failed as a dying process's does: until it
+/// answers again or the controller judges it, it is presumed gone (see
+/// `lost_peers`).
+fn lost(broker: &Broker, leader: i32, error: &ClientError) {
+    let Some(incarnation) = broker.image().broker(leader).map(|b| b.incarnation) else {
+        return;
+    };
+    if broker.lost_peers.lost(leader, incarnation, Instant::now()) {
+        tracing::info!(leader, %error, "connection to the leader broke as a dead process's does: until it answers or the controller decides, Metadata names it leader of nothing");
     }
 }
 

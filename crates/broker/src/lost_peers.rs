@@ -1,0 +1,126 @@
+//! Peers this broker has seen die, ahead of the controller's verdict.
+//!
+//! A broker whose process dies has every connection to it broken at once:
+//! a follower fetching from it sees its connection end, or refused, tens of
+//! milliseconds before the controller has fenced it and moved its
+//! leaderships. A client whose own connection broke asks for metadata at
+//! that moment too. Answered from the image alone, it is told the dead
+//! broker still leads, and librdkafka, seeing a leader for every partition,
+//! stops asking and waits for its periodic scan, up to a second later; it
+//! then often gets the move and the dead broker's removal in one answer,
+//! which parks the partition until the scan after that. So Metadata names
+//! no leader for a partition whose leader this broker has seen die
+//! (LEADER_NOT_AVAILABLE): clients keep asking until the controller has
+//! decided, and meanwhile move their partitions off the dead broker.
+//!
+//! A presumption shapes only what clients are told, never who leads, and
+//! it is short-lived: it ends when the peer answers again, does not apply
+//! to the peer's next incarnation, and lapses after the time the caller
+//! gives (a broker session), by when the controller has judged the peer.
+//!
+//! Pure: time is passed in.
+
+use std::{
+    collections::HashMap,
+    sync::{Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+#[derive(Debug, Default)]
+pub struct LostPeers {
+    /// By node id: the incarnation seen die and when it was first seen.
+    lost: Mutex<HashMap<i32, (u64, Instant)>>,
+}
+
+impl LostPeers {
+    /// A connection to `incarnation` of broker `node_id` broke, or was
+    /// refused, as happens when its process dies. Returns whether this is
+    /// news (it was not presumed gone already).
+    pub fn lost(&self, node_id: i32, incarnation: u64, now: Instant) -> bool {
+        let mut lost = self.lost.lock().unwrap_or_else(PoisonError::into_inner);
+        match lost.get(&node_id) {
+            Some(&(seen, _)) if seen == incarnation => false,
+            _ => {
+                lost.insert(node_id, (incarnation, now));
+                true
+            }
+        }
+    }
+
+    /// Broker `node_id` answered: it is not gone.
+    pub fn answered(&self, node_id: i32) {
+        self.lost
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&node_id);
+    }
+
+    /// The brokers (node id and incarnation) presumed gone at `now`: seen
+    /// die less than `within` ago and not heard from since.
+    pub fn presumed_gone(&self, now: Instant, within: Duration) -> PresumedGone {
+        let mut lost = self.lost.lock().unwrap_or_else(PoisonError::into_inner);
+        lost.retain(|_, (_, since)| now.saturating_duration_since(*since) < within);
+        PresumedGone(
+            lost.iter()
+                .map(|(&node_id, &(incarnation, _))| (node_id, incarnation))
+                .collect(),
+        )
+    }
+}
+
+/// A snapshot of the brokers presumed gone, for answering one request.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PresumedGone(Vec<(i32, u64)>);
+
+impl PresumedGone {
+    pub fn contains(&self, node_id: i32, incarnation: u64) -> bool {
+        self.0.contains(&(node_id, incarnation))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SESSION: Duration = Duration::from_millis(600);
+
+    #[test]
+    fn a_peer_seen_die_is_presumed_gone_until_it_answers() {
+        let peers = LostPeers::default();
+        let start = Instant::now();
+        assert!(peers.lost(2, 7, start));
+        assert!(peers.presumed_gone(start, SESSION).contains(2, 7));
+        assert!(!peers.presumed_gone(start, SESSION).contains(3, 7));
+        peers.answered(2);
+        assert!(!peers.presumed_gone(start, SESSION).contains(2, 7));
+    }
+
+    #[test]
+    fn a_presumption_lapses_a_session_after_the_first_loss() {
+        let peers = LostPeers::default();
+        let start = Instant::now();
+        assert!(peers.lost(2, 7, start));
+        assert!(
+            !peers.lost(2, 7, start + Duration::from_millis(400)),
+            "a refused reconnection is no news and does not extend it"
+        );
+        let almost = start + SESSION - Duration::from_millis(1);
+        assert!(peers.presumed_gone(almost, SESSION).contains(2, 7));
+        assert!(!peers.presumed_gone(start + SESSION, SESSION).contains(2, 7));
+    }
+
+    #[test]
+    fn a_presumption_names_the_incarnation_seen_die() {
+        let peers = LostPeers::default();
+        let start = Instant::now();
+        peers.lost(2, 7, start);
+        let gone = peers.presumed_gone(start, SESSION);
+        assert!(gone.contains(2, 7));
+        assert!(!gone.contains(2, 8), "the broker restarted since");
+        assert!(
+            peers.lost(2, 8, start),
+            "the next incarnation dying is news"
+        );
+        assert!(peers.presumed_gone(start, SESSION).contains(2, 8));
+    }
+}
