@@ -61,6 +61,8 @@ const REGISTRATION_RETRY: Duration = Duration::from_millis(500);
 /// Heartbeats waiting for this node's controller: every broker's, from
 /// the cluster listener, and this one's own.
 const HEARTBEAT_QUEUE: usize = 1024;
+/// Peers' connections opening and ending, seen by the Raft listener.
+const PEER_CONNECTION_QUEUE: usize = 256;
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +195,8 @@ impl Broker {
             .any(|flag| config.explicit.contains(*flag));
         let (heartbeats, heartbeat_calls) = mpsc::channel(HEARTBEAT_QUEUE);
         node_config.heartbeats = Some(heartbeats.clone());
+        let (peer_connections, peer_connection_events) = mpsc::channel(PEER_CONNECTION_QUEUE);
+        node_config.peer_connections = Some(peer_connections);
         let (metadata, node_task) =
             keel_raft_metadata::node::start(node_config)
                 .await
@@ -294,6 +298,10 @@ impl Broker {
                 heartbeat_calls,
             )),
             tokio::spawn(crate::controller::elect(Arc::clone(&broker))),
+            tokio::spawn(crate::lost_peers::follow_peer_connections(
+                Arc::clone(&broker),
+                peer_connection_events,
+            )),
         ];
         broker
             .background

@@ -13,18 +13,28 @@
 //! (LEADER_NOT_AVAILABLE): clients keep asking until the controller has
 //! decided, and meanwhile move their partitions off the dead broker.
 //!
+//! Two kinds of connection tell: a follower's fetch connection to the
+//! leader (see `replication::fetcher`), and the connections peers open to
+//! this node's Raft listener, which a dying process tends to close among
+//! its first, before those of its clients (`follow_peer_connections`).
+//!
 //! A presumption shapes only what clients are told, never who leads, and
 //! it is short-lived: it ends when the peer answers again, does not apply
 //! to the peer's next incarnation, and lapses after the time the caller
 //! gives (a broker session), by when the controller has judged the peer.
 //!
-//! Pure: time is passed in.
+//! [`LostPeers`] is pure: time is passed in.
 
 use std::{
     collections::HashMap,
-    sync::{Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
+
+use keel_raft_metadata::{PeerConnection, ids};
+use tokio::sync::mpsc;
+
+use crate::broker::Broker;
 
 #[derive(Debug, Default)]
 pub struct LostPeers {
@@ -65,6 +75,45 @@ impl LostPeers {
                 .map(|(&node_id, &(incarnation, _))| (node_id, incarnation))
                 .collect(),
         )
+    }
+}
+
+/// Notes what the Raft listener sees of peers' connections: one that ends
+/// marks its broker lost, one that opens marks it answering.
+pub async fn follow_peer_connections(
+    broker: Arc<Broker>,
+    mut connections: mpsc::Receiver<PeerConnection>,
+) {
+    while let Some(connection) = connections.recv().await {
+        match connection {
+            PeerConnection::Opened(raft_id) => broker.lost_peers.answered(ids::node_id(raft_id)),
+            PeerConnection::Closed(raft_id) => {
+                let node_id = ids::node_id(raft_id);
+                note_lost(
+                    &broker,
+                    node_id,
+                    "its connection to this node's Raft listener ended",
+                );
+            }
+        }
+    }
+}
+
+/// A connection to broker `node_id` ended as a dying process's do
+/// (`why`): its current incarnation is presumed gone.
+pub fn note_lost(broker: &Broker, node_id: i32, why: &str) {
+    if node_id == broker.config.node_id {
+        return;
+    }
+    let Some(incarnation) = broker.image().broker(node_id).map(|b| b.incarnation) else {
+        return;
+    };
+    if broker.lost_peers.lost(node_id, incarnation, Instant::now()) {
+        tracing::info!(
+            node_id,
+            why,
+            "broker presumed gone until it answers or the controller decides: Metadata names it leader of nothing"
+        );
     }
 }
 

@@ -32,3 +32,4 @@ mod transport;
 pub use image::{ApplyError, BrokerInfo, MetadataImage, PartitionInfo, TopicInfo};
 pub use node::{MetadataHandle, NodeConfig, NodeError, NodeStatus, ProposalError};
 pub use records::{MetadataRecord, PartitionAssignment, Record};
+pub use transport::PeerConnection;

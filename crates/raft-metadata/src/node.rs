@@ -56,7 +56,7 @@ use crate::{
     proposals::Proposals,
     quorum::QuorumDescription,
     records::MetadataRecord,
-    transport::{self, Transport},
+    transport::{self, PeerConnection, Transport},
 };
 
 /// How often a node outside the configuration asks to join.
@@ -91,6 +91,9 @@ pub struct NodeConfig {
     /// Where the Raft listener hands the broker heartbeats it receives
     /// (see [`crate::heartbeat`]); without it, it answers NotController.
     pub heartbeats: Option<mpsc::Sender<HeartbeatCall>>,
+    /// Where the Raft listener tells of peers' connections opening and
+    /// ending (see [`PeerConnection`]); without it, nowhere.
+    pub peer_connections: Option<mpsc::Sender<PeerConnection>>,
     /// For tests: how much later than it could this node applies what is
     /// committed (see [`CoreConfig::apply_delay`]).
     pub apply_delay: Duration,
@@ -121,6 +124,7 @@ impl NodeConfig {
             proposal_timeout: Duration::from_secs(10),
             member_before: false,
             heartbeats: None,
+            peer_connections: None,
             apply_delay: Duration::ZERO,
         }
     }
@@ -394,7 +398,10 @@ pub async fn start(
         runtime.spawn(transport::serve(
             l,
             events_tx.clone(),
-            config.heartbeats.clone(),
+            transport::Listeners {
+                heartbeats: config.heartbeats.clone(),
+                peer_connections: config.peer_connections.clone(),
+            },
         ))
     });
     let mut transport = Transport::new(config.id, events_tx, runtime);

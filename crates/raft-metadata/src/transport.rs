@@ -5,6 +5,10 @@
 //! its answer, or a broker heartbeat (see [`crate::heartbeat`]), the one
 //! message answered on the connection it came on.
 //!
+//! A link opens with a frame that only names its sender (an envelope
+//! without a body), so the listener knows whose link it holds from the
+//! start, and can tell when that peer's link ends ([`PeerConnection`]).
+//!
 //! Every peer has its own queue and task: a slow or unreachable peer fills
 //! only its own queue, and once that is full its messages are dropped and
 //! reported unreachable (Raft retransmits), so it never blocks the others.
@@ -204,9 +208,13 @@ impl Transport {
                 continue;
             }
             let (queue, rx) = mpsc::channel(PEER_QUEUE);
-            let task = self
-                .runtime
-                .spawn(run_link(id, address.clone(), rx, self.events.clone()));
+            let task = self.runtime.spawn(run_link(
+                self.id,
+                id,
+                address.clone(),
+                rx,
+                self.events.clone(),
+            ));
             self.links.insert(
                 id,
                 Link {
@@ -272,11 +280,16 @@ impl Drop for Transport {
 }
 
 async fn run_link(
+    id: u64,
     peer: u64,
     address: String,
     mut queue: mpsc::Receiver<Outgoing>,
     events: mpsc::Sender<TransportEvent>,
 ) {
+    let opening = frame(&Envelope {
+        from: id,
+        body: None,
+    });
     let mut backoff = BACKOFF_START;
     let mut pending_retry: Option<Outgoing> = None;
     loop {
@@ -311,6 +324,13 @@ async fn run_link(
                 continue;
             }
         };
+        // The first frame names this node, so the peer knows whose link
+        // this is before any message comes (see `PeerConnection`).
+        if let Err(e) = stream.write_all(&opening).await {
+            tracing::debug!(peer, %address, error = %e, "raft peer connection lost");
+            tokio::time::sleep(backoff).await;
+            continue;
+        }
         // Peers never write on this connection, so a readable socket means
         // the peer closed it (it restarted or died): reconnect right away
         // rather than lose the next message to a dead socket.
@@ -369,17 +389,37 @@ async fn run_link(
     }
 }
 
+/// What the listener saw of a peer's connection to this node, named by
+/// the peer's Raft id: a node whose process dies has its connections
+/// closed at once, so their ends tell its peers before anything else does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerConnection {
+    /// A peer sent its first frame on a new Raft link: it is up.
+    Opened(u64),
+    /// A Raft link a peer had sent frames on ended, by the peer or its
+    /// host (a process restarting or dying, a link reset).
+    Closed(u64),
+}
+
+/// Where the listener's tasks send what they see.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Listeners {
+    pub(crate) heartbeats: Option<mpsc::Sender<HeartbeatCall>>,
+    pub(crate) peer_connections: Option<mpsc::Sender<PeerConnection>>,
+}
+
 /// Accepts peers' connections and forwards every envelope they send;
-/// heartbeats go to `heartbeats` and are answered on their connection.
+/// heartbeats go to `listeners.heartbeats` and are answered on their
+/// connection.
 pub(crate) async fn serve(
     listener: TcpListener,
     events: mpsc::Sender<TransportEvent>,
-    heartbeats: Option<mpsc::Sender<HeartbeatCall>>,
+    listeners: Listeners,
 ) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                tokio::spawn(read_peer(stream, peer, events.clone(), heartbeats.clone()));
+                tokio::spawn(read_peer(stream, peer, events.clone(), listeners.clone()));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "raft listener accept failed");
@@ -393,34 +433,42 @@ async fn read_peer(
     mut stream: TcpStream,
     peer: SocketAddr,
     events: mpsc::Sender<TransportEvent>,
-    heartbeats: Option<mpsc::Sender<HeartbeatCall>>,
+    listeners: Listeners,
 ) {
-    let mut heartbeats_from = None;
-    read_frames(
-        &mut stream,
-        peer,
-        &events,
-        heartbeats.as_ref(),
-        &mut heartbeats_from,
-    )
-    .await;
-    if let (Some(service), Some((node_id, incarnation))) = (heartbeats, heartbeats_from) {
+    let mut from = Origin::default();
+    read_frames(&mut stream, peer, &events, &listeners, &mut from).await;
+    if let (Some(service), Some((node_id, incarnation))) = (listeners.heartbeats, from.heartbeats) {
         let _ = service.try_send(HeartbeatCall::Closed {
             node_id,
             incarnation,
         });
     }
+    if let (Some(watchers), Some(raft_id)) = (listeners.peer_connections, from.raft_id) {
+        // Advisory: should the broker fall behind, it misses one.
+        let _ = watchers.try_send(PeerConnection::Closed(raft_id));
+    }
 }
 
-/// Reads and dispatches `peer`'s frames until the connection ends;
-/// `heartbeats_from` is the broker (and incarnation) whose heartbeats it
-/// carried last.
+/// Who a connection's frames came from.
+#[derive(Debug, Default)]
+struct Origin {
+    /// The Raft id its first frame named, on a peer's Raft link (which
+    /// opens with a frame naming it). Not on a broker's heartbeat
+    /// connection: a broker leaves that one for the next controller's
+    /// while alive.
+    raft_id: Option<u64>,
+    /// The broker (and incarnation) whose heartbeats it carried last.
+    heartbeats: Option<(i32, u64)>,
+}
+
+/// Reads and dispatches `peer`'s frames until the connection ends,
+/// noting in `from` who sent them.
 async fn read_frames(
     stream: &mut TcpStream,
     peer: SocketAddr,
     events: &mpsc::Sender<TransportEvent>,
-    heartbeats: Option<&mpsc::Sender<HeartbeatCall>>,
-    heartbeats_from: &mut Option<(i32, u64)>,
+    listeners: &Listeners,
+    from: &mut Origin,
 ) {
     let _ = stream.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -450,8 +498,8 @@ async fn read_frames(
                 body: Some(Body::Heartbeat(heartbeat)),
                 ..
             }) => {
-                *heartbeats_from = Some((heartbeat.node_id, heartbeat.incarnation));
-                let reply = answer_heartbeat(heartbeats, heartbeat).await;
+                from.heartbeats = Some((heartbeat.node_id, heartbeat.incarnation));
+                let reply = answer_heartbeat(listeners.heartbeats.as_ref(), heartbeat).await;
                 let envelope = Envelope {
                     from: 0,
                     body: Some(Body::HeartbeatReply(reply)),
@@ -461,6 +509,16 @@ async fn read_frames(
                 }
             }
             Ok(envelope) => {
+                if from.raft_id.is_none() {
+                    from.raft_id = Some(envelope.from);
+                    if let Some(watchers) = &listeners.peer_connections {
+                        let _ = watchers.try_send(PeerConnection::Opened(envelope.from));
+                    }
+                }
+                if envelope.body.is_none() {
+                    // A link's opening frame: it only names the sender.
+                    continue;
+                }
                 if events
                     .send(TransportEvent::Received(envelope))
                     .await

@@ -5,7 +5,7 @@
 use std::{net::TcpListener, time::Duration};
 
 use keel_raft_metadata::{
-    MetadataHandle, MetadataRecord, NodeConfig, ProposalError, Record,
+    MetadataHandle, MetadataRecord, NodeConfig, PeerConnection, ProposalError, Record,
     node::start,
     records::{AllocateProducerIds, DeleteTopic},
 };
@@ -239,4 +239,37 @@ async fn a_leader_shares_a_recent_confirmation_and_never_answers_from_an_old_one
         !matches!(unconfirmable, Ok(Ok(_))),
         "no quorum, no recent confirmation: {unconfirmable:?}"
     );
+}
+
+async fn next_event(seen: &mut tokio::sync::mpsc::Receiver<PeerConnection>) -> PeerConnection {
+    tokio::time::timeout(Duration::from_secs(10), seen.recv())
+        .await
+        .expect("an event in time")
+        .expect("the node runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_tells_when_a_peer_s_raft_link_opens_and_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let addresses: Vec<String> = (0..2).map(|_| free_address()).collect();
+    let voters: Vec<(u64, String)> = (1..=2)
+        .map(|id| (id, addresses[id as usize - 1].clone()))
+        .collect();
+    let mut config = NodeConfig::new(
+        1,
+        addresses[0].parse().unwrap(),
+        addresses[0].clone(),
+        voters.clone(),
+        dir.path().join("1"),
+    );
+    let (peer_connections, mut seen) = tokio::sync::mpsc::channel(16);
+    config.peer_connections = Some(peer_connections);
+    let (watcher, _watcher_task) = start(config).await.unwrap();
+    let peer = launch(2, &addresses[1], &voters, dir.path()).await;
+
+    assert_eq!(next_event(&mut seen).await, PeerConnection::Opened(2));
+    peer.handle.shutdown().await;
+    peer.task.abort();
+    assert_eq!(next_event(&mut seen).await, PeerConnection::Closed(2));
+    watcher.shutdown().await;
 }

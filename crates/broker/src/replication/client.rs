@@ -159,3 +159,27 @@ impl LeaderConnection {
         Ok(frame)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Error, ErrorKind};
+
+    use super::*;
+
+    #[test]
+    fn a_dead_process_is_told_from_an_ended_connection_or_a_refused_one_not_from_silence() {
+        let connect = |kind| ClientError::Connect {
+            address: "127.0.0.1:9092".into(),
+            source: Error::from(kind),
+        };
+        let io = |kind| ClientError::Io(Error::from(kind));
+        assert!(connect(ErrorKind::ConnectionRefused).looks_like_a_dead_process());
+        assert!(io(ErrorKind::UnexpectedEof).looks_like_a_dead_process());
+        assert!(io(ErrorKind::ConnectionReset).looks_like_a_dead_process());
+        assert!(io(ErrorKind::BrokenPipe).looks_like_a_dead_process());
+        assert!(!connect(ErrorKind::TimedOut).looks_like_a_dead_process());
+        assert!(!io(ErrorKind::TimedOut).looks_like_a_dead_process());
+        assert!(!ClientError::Timeout(Duration::from_secs(10)).looks_like_a_dead_process());
+        assert!(!ClientError::Decode("bad".into()).looks_like_a_dead_process());
+    }
+}

@@ -26,7 +26,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, PoisonError},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use kafka_protocol::{
@@ -216,7 +216,11 @@ async fn run(broker: Arc<Broker>, leader: i32, followed: Arc<Followed>) {
             Err(error) => {
                 tracing::debug!(leader, %error, "fetch from leader failed");
                 if error.looks_like_a_dead_process() {
-                    lost(&broker, leader, &error);
+                    crate::lost_peers::note_lost(
+                        &broker,
+                        leader,
+                        &format!("fetching from it failed: {error}"),
+                    );
                 }
                 connection = None;
                 session.reset();
@@ -224,18 +228,6 @@ async fn run(broker: Arc<Broker>, leader: i32, followed: Arc<Followed>) {
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
-    }
-}
-
-/// The connection to `leader` failed as a dying process's does: until it
-/// answers again or the controller judges it, it is presumed gone (see
-/// `lost_peers`).
-fn lost(broker: &Broker, leader: i32, error: &ClientError) {
-    let Some(incarnation) = broker.image().broker(leader).map(|b| b.incarnation) else {
-        return;
-    };
-    if broker.lost_peers.lost(leader, incarnation, Instant::now()) {
-        tracing::info!(leader, %error, "connection to the leader broke as a dead process's does: until it answers or the controller decides, Metadata names it leader of nothing");
     }
 }
 
