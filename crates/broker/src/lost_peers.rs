@@ -14,9 +14,11 @@
 //! decided, and meanwhile move their partitions off the dead broker.
 //!
 //! Two kinds of connection tell: a follower's fetch connection to the
-//! leader (see `replication::fetcher`), and the connections peers open to
-//! this node's Raft listener, which a dying process tends to close among
-//! its first, before those of its clients (`follow_peer_connections`).
+//! leader (see `replication::fetcher`), and the Raft link each peer keeps
+//! to this node's listener (`follow_peer_connections`), which tells a
+//! broker that follows nothing of the dead one too. A dying process's
+//! sockets close in an order nobody chooses, so a client may still ask
+//! before any of them has ended; the more of them, the rarer that is.
 //!
 //! A presumption shapes only what clients are told, never who leads, and
 //! it is short-lived: it ends when the peer answers again, does not apply
