@@ -33,6 +33,7 @@ mod membership;
 mod quorum;
 
 use std::{
+    cmp::Reverse,
     collections::BTreeMap,
     path::{Path, PathBuf},
     time::Duration,
@@ -230,6 +231,24 @@ impl std::fmt::Debug for RaftCore {
     }
 }
 
+/// Breaks ties between candidates whose logs are equal: the lower Raft id
+/// wins. Two followers whose election timeouts run out within a message's
+/// flight of each other would otherwise each grant the other's pre-vote,
+/// both stand, and split the vote, and the cluster would wait a whole
+/// election timeout more for its next leader. raft-rs refuses a (pre-)vote
+/// to a candidate of lower priority whose log is no longer than its own,
+/// so the higher id yields; a longer log still wins whatever the id.
+///
+/// Set only from term 1 on (see `RaftCore::tick`): raft-rs stops the
+/// process if it refuses a vote at term 0, as a fresh cluster's first
+/// election with priorities would.
+/// The priority of a node that yields every tie: one about to stop.
+const YIELDING_PRIORITY: i64 = i64::MIN;
+
+fn election_priority(id: u64) -> i64 {
+    i64::MAX.saturating_sub(i64::try_from(id).unwrap_or(i64::MAX))
+}
+
 impl RaftCore {
     /// Opens the node's log in `dir` and restores the state machine from
     /// the latest snapshot; the entries after it are applied again as
@@ -319,6 +338,11 @@ impl RaftCore {
         if self.rejoin_nonce.is_some() {
             return false;
         }
+        if self.raw.raft.priority == 0 && self.raw.raft.term > 0 {
+            self.raw
+                .raft
+                .set_priority(election_priority(self.config.id));
+        }
         self.raw.tick()
     }
 
@@ -346,10 +370,15 @@ impl RaftCore {
     }
 
     /// Hands leadership to the voter whose log matches the most of this
-    /// leader's (raft-rs's leader transfer: it campaigns at once, without
-    /// an election timeout), as a leader does before it stops; the new
-    /// leader's id, or `None` if this node does not lead or has no other
-    /// voter.
+    /// leader's, the lowest id among equals (raft-rs's leader transfer: it
+    /// campaigns at once, without an election timeout), as a leader does
+    /// before it stops; the new leader's id, or `None` if this node does
+    /// not lead or has no other voter.
+    ///
+    /// The target's log then equals this leader's, so a voter that caught
+    /// up as far would refuse it a tie were its id lower (see
+    /// `election_priority`): hence the lowest id, and this node yielding
+    /// every tie from now on, for a voter may still catch up meanwhile.
     pub fn transfer_leadership(&mut self) -> Option<u64> {
         if self.raw.raft.state != StateRole::Leader {
             return None;
@@ -361,7 +390,8 @@ impl RaftCore {
             .iter()
             .copied()
             .filter(|id| *id != me)
-            .max_by_key(|id| progress.get(*id).map_or(0, |p| p.matched))?;
+            .min_by_key(|id| (Reverse(progress.get(*id).map_or(0, |p| p.matched)), *id))?;
+        self.raw.raft.set_priority(YIELDING_PRIORITY);
         self.raw.transfer_leader(target);
         Some(target)
     }

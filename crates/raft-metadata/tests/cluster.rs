@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 
 use common::{BLOCK, Cluster, allocate};
 use keel_raft_metadata::{MetadataImage, core::ProposeError};
+use raft::eraftpb::MessageType;
 
 #[test]
 fn three_nodes_elect_one_leader_and_agree_on_it() {
@@ -20,6 +21,64 @@ fn three_nodes_elect_one_leader_and_agree_on_it() {
     }
     let terms: BTreeSet<u64> = (1..=3).map(|id| cluster.node(id).status().term).collect();
     assert_eq!(terms.len(), 1);
+}
+
+#[test]
+fn followers_that_campaign_at_once_elect_one_of_them_in_the_first_round() {
+    let mut cluster = Cluster::new(3, 1000);
+    let leader = cluster.wait_for_leader(None);
+    let term = cluster.node(leader).status().term;
+    cluster.crash(leader);
+    let survivors: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    // Both survivors' election timeouts run out before either hears of
+    // the other's campaign: nothing is delivered until both campaigned.
+    let campaigned = |cluster: &Cluster, id: u64| {
+        cluster
+            .queue
+            .iter()
+            .any(|m| m.from == id && m.get_msg_type() == MessageType::MsgRequestPreVote)
+    };
+    for _ in 0..100 {
+        for &id in &survivors {
+            if !campaigned(&cluster, id) {
+                cluster.node(id).tick();
+            }
+        }
+        cluster.handle_readies();
+        if survivors.iter().all(|&id| campaigned(&cluster, id)) {
+            break;
+        }
+    }
+    assert!(survivors.iter().all(|&id| campaigned(&cluster, id)));
+    cluster.settle();
+    let elected = cluster.ready_leader();
+    assert!(
+        elected.is_some_and(|l| survivors.contains(&l)),
+        "a split vote: no leader after the first round ({elected:?})"
+    );
+    assert_eq!(cluster.node(elected.unwrap()).status().term, term + 1);
+}
+
+#[test]
+fn a_leader_that_hands_over_elects_the_lowest_caught_up_voter_in_one_round() {
+    let mut cluster = Cluster::new(3, 1000);
+    let mut leader = cluster.wait_for_leader(None);
+    // Every leader in turn, so that each hands over to a voter whose id is
+    // below or above its own.
+    for _ in 0..3 {
+        cluster.propose(leader, &allocate(0)).unwrap();
+        cluster.settle();
+        let term = cluster.node(leader).status().term;
+        let target = cluster.node(leader).transfer_leadership().unwrap();
+        let lowest_other = (1..=3).find(|&id| id != leader).unwrap();
+        assert_eq!(target, lowest_other, "every voter had caught up");
+        cluster.settle();
+        assert_eq!(cluster.ready_leader(), Some(target));
+        assert_eq!(cluster.node(target).status().term, term + 1);
+        cluster.tick(20);
+        assert_eq!(cluster.ready_leader(), Some(target));
+        leader = target;
+    }
 }
 
 #[test]
