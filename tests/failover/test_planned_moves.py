@@ -89,3 +89,35 @@ def test_a_moved_leader_stops_taking_writes_before_its_successor_starts(cluster_
         f"and lost: (key, seconds after) {split_brain[:10]}")
     assert any(at[1] >= first_offset and seen.get(k) == at for k, at in new.acked.items()), (
         "the successor acknowledged none of the second writer's records")
+
+
+def test_a_leadership_moved_to_a_broker_is_taken_at_once_though_its_followers_long_poll_it(
+        cluster_factory):
+    """A successor takes writes once every replica has fetched in its
+    epoch. Its followers may already be parked in a long poll at it for
+    another, idle partition (here for up to 5 s); they must give that
+    fetch up and fetch the moved partition at once, or the successor's
+    writes wait out the whole succession wait (about a lease, 4.9 s here).
+    Seen in rolling restarts: the producer's connection to the successor
+    was held by the parked write, so no record reached the idle partition
+    to end the long poll either."""
+    cluster = cluster_factory(3, extra_args=[
+        *REPLICATION_ARGS, "--replica-fetch-wait-max-ms", "5000",
+        "--broker-session-timeout-ms", "5000"])
+    registered(cluster, 3)
+    create(cluster, "idle", replicas=(1, 2, 3))
+    create(cluster, "moving", replicas=(2, 1, 3))
+    for topic in ("idle", "moving"):
+        wait_for(f"every replica of {topic} in its ISR",
+                 lambda: sorted(describe(cluster, topic)[0].isrs) == [1, 2, 3], timeout=30)
+    time.sleep(1.0)  # the followers of broker 1 are parked in a fetch of "idle"
+
+    moved_at = time.monotonic()
+    moved = move_leader(cluster.brokers[2], "moving", 0, to=1).strip()
+    assert re.fullmatch(r"leader 1 at leader epoch \d+", moved), moved
+    writer = Writer(cluster.bootstrap, "moving").start()
+    writer.wait_acked(1)
+    took = min(writer.acked_at.values()) - moved_at
+    writer.stop()
+    print(f"\nfirst write acknowledged {took:.2f} s after the move")
+    assert took < 2.5, "the successor waited for followers parked in a long poll"

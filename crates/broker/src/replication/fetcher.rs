@@ -24,7 +24,7 @@
 //! those hand-offs were most of a follower's work.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
@@ -37,7 +37,7 @@ use kafka_protocol::{
         fetch_response::PartitionData,
     },
 };
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
 use super::{
@@ -61,10 +61,24 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 const NETWORK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The partitions one fetcher fetches, shared with its thread.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Followed {
     partitions: Mutex<Vec<Arc<Partition>>>,
+    /// Every metadata update: an idle fetcher looks again.
     changed: Notify,
+    /// A count of the changes to `partitions` themselves: a fetch waiting
+    /// at the leader is given up for the new set (see `run`).
+    reshaped: watch::Sender<u64>,
+}
+
+impl Default for Followed {
+    fn default() -> Self {
+        Self {
+            partitions: Mutex::default(),
+            changed: Notify::new(),
+            reshaped: watch::Sender::new(0),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -149,11 +163,16 @@ impl Fetchers {
             let fetcher = fetchers
                 .entry(leader)
                 .or_insert_with(|| Fetcher::start(broker, leader));
-            *fetcher
+            let mut followed = fetcher
                 .followed
                 .partitions
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner) = partitions;
+                .unwrap_or_else(PoisonError::into_inner);
+            if !same_partitions(&followed, &partitions) {
+                *followed = partitions;
+                fetcher.followed.reshaped.send_modify(|count| *count += 1);
+            }
+            drop(followed);
             fetcher.followed.changed.notify_one();
         }
     }
@@ -168,6 +187,12 @@ impl Fetchers {
             fetcher.stop();
         }
     }
+}
+
+/// Whether `a` and `b` hold the same partitions, in any order.
+fn same_partitions(a: &[Arc<Partition>], b: &[Arc<Partition>]) -> bool {
+    let a: HashSet<*const Partition> = a.iter().map(Arc::as_ptr).collect();
+    a.len() == b.len() && b.iter().all(|p| a.contains(&Arc::as_ptr(p)))
 }
 
 /// Fetches from `leader` until the fetcher is stopped (`Fetcher::stop`).
@@ -189,8 +214,10 @@ async fn run(broker: Arc<Broker>, leader: i32, followed: Arc<Followed>) {
     let mut connection: Option<LeaderConnection> = None;
     let mut session = FollowerSession::default();
     let mut backoff = BACKOFF_MIN;
+    let mut reshaped = followed.reshaped.subscribe();
     loop {
         let changed = followed.changed.notified();
+        reshaped.borrow_and_update();
         let partitions = followed
             .partitions
             .lock()
@@ -203,7 +230,21 @@ async fn run(broker: Arc<Broker>, leader: i32, followed: Arc<Followed>) {
             changed.await;
             continue;
         }
-        match fetch_once(&broker, leader, &mut connection, &mut session, &states).await {
+        let fetched = tokio::select! {
+            fetched = fetch_once(&broker, leader, &mut connection, &mut session, &states) => fetched,
+            _ = reshaped.changed() => {
+                // A partition that just came to follow this leader must not
+                // wait out the fetch parked at the leader for the others: a
+                // new leader takes no write until every replica has fetched
+                // in its epoch (`succession`), and its producers may be what
+                // the parked fetch waits for. The abandoned fetch's answer
+                // would come on this connection, so the connection goes.
+                connection = None;
+                session.reset();
+                continue;
+            }
+        };
+        match fetched {
             Ok(response) => {
                 broker.lost_peers.answered(leader);
                 let now = now_ms();
