@@ -29,11 +29,14 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
-use keel_raft_metadata::{PeerConnection, ids};
+use keel_raft_metadata::{MetadataImage, PeerConnection, ids};
 use tokio::sync::mpsc;
 
 use crate::broker::Broker;
@@ -42,6 +45,9 @@ use crate::broker::Broker;
 pub struct LostPeers {
     /// By node id: the incarnation seen die and when it was first seen.
     lost: Mutex<HashMap<i32, (u64, Instant)>>,
+    /// Whether `lost` may hold anyone, so that the answer to every
+    /// follower fetch (`answered`) need not take the lock when it is empty.
+    any: AtomicBool,
 }
 
 impl LostPeers {
@@ -54,6 +60,7 @@ impl LostPeers {
             Some(&(seen, _)) if seen == incarnation => false,
             _ => {
                 lost.insert(node_id, (incarnation, now));
+                self.any.store(true, Ordering::Release);
                 true
             }
         }
@@ -61,10 +68,12 @@ impl LostPeers {
 
     /// Broker `node_id` answered: it is not gone.
     pub fn answered(&self, node_id: i32) {
-        self.lost
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&node_id);
+        if !self.any.load(Ordering::Acquire) {
+            return;
+        }
+        let mut lost = self.lost.lock().unwrap_or_else(PoisonError::into_inner);
+        lost.remove(&node_id);
+        self.any.store(!lost.is_empty(), Ordering::Release);
     }
 
     /// The brokers (node id and incarnation) presumed gone at `now`: seen
@@ -72,6 +81,7 @@ impl LostPeers {
     pub fn presumed_gone(&self, now: Instant, within: Duration) -> PresumedGone {
         let mut lost = self.lost.lock().unwrap_or_else(PoisonError::into_inner);
         lost.retain(|_, (_, since)| now.saturating_duration_since(*since) < within);
+        self.any.store(!lost.is_empty(), Ordering::Release);
         PresumedGone(
             lost.iter()
                 .map(|(&node_id, &(incarnation, _))| (node_id, incarnation))
@@ -126,6 +136,15 @@ pub struct PresumedGone(Vec<(i32, u64)>);
 impl PresumedGone {
     pub fn contains(&self, node_id: i32, incarnation: u64) -> bool {
         self.0.contains(&(node_id, incarnation))
+    }
+
+    /// Whether broker `node_id`, as `image` registers it now, is presumed
+    /// gone.
+    pub fn names(&self, image: &MetadataImage, node_id: i32) -> bool {
+        !self.0.is_empty()
+            && image
+                .broker(node_id)
+                .is_some_and(|b| self.contains(node_id, b.incarnation))
     }
 }
 

@@ -231,6 +231,9 @@ impl std::fmt::Debug for RaftCore {
     }
 }
 
+/// The priority of a node that yields every tie: one about to stop.
+const YIELDING_PRIORITY: i64 = i64::MIN;
+
 /// Breaks ties between candidates whose logs are equal: the lower Raft id
 /// wins. Two followers whose election timeouts run out within a message's
 /// flight of each other would otherwise each grant the other's pre-vote,
@@ -242,9 +245,6 @@ impl std::fmt::Debug for RaftCore {
 /// Set only from term 1 on (see `RaftCore::tick`): raft-rs stops the
 /// process if it refuses a vote at term 0, as a fresh cluster's first
 /// election with priorities would.
-/// The priority of a node that yields every tie: one about to stop.
-const YIELDING_PRIORITY: i64 = i64::MIN;
-
 fn election_priority(id: u64) -> i64 {
     i64::MAX.saturating_sub(i64::try_from(id).unwrap_or(i64::MAX))
 }

@@ -82,6 +82,49 @@ fn a_leader_that_hands_over_elects_the_lowest_caught_up_voter_in_one_round() {
 }
 
 #[test]
+fn a_hand_over_succeeds_though_a_voter_with_a_lower_id_catches_up_meanwhile() {
+    let mut cluster = Cluster::new(3, 1000);
+    let mut leader = cluster.wait_for_leader(None);
+    if leader == 3 {
+        cluster.node(3).transfer_leadership().unwrap();
+        cluster.settle();
+        leader = cluster.ready_leader().unwrap();
+    }
+    // Every node ticks once in a term past 0, which gives it its priority.
+    cluster.tick(1);
+    // The leader and the other voter both have lower ids than the target,
+    // node 3, which alone has caught up when the hand-over begins.
+    let other = if leader == 1 { 2 } else { 1 };
+    cluster.cut.insert((leader, other));
+    cluster.cut.insert((other, leader));
+    for i in 0..5 {
+        cluster.propose(leader, &allocate(i * BLOCK)).unwrap();
+    }
+    cluster.settle();
+    let term = cluster.node(leader).status().term;
+    assert_eq!(cluster.node(leader).transfer_leadership(), Some(3));
+    cluster.handle_readies();
+    let (held, rest): (Vec<_>, Vec<_>) = cluster
+        .queue
+        .drain(..)
+        .partition(|m| m.get_msg_type() == MessageType::MsgTimeoutNow);
+    assert_eq!(held.len(), 1, "the target was told to campaign at once");
+    cluster.queue.extend(rest);
+    // The other voter catches up before the target campaigns.
+    cluster.heal();
+    let last = cluster.node(leader).status().commit_index;
+    for _ in 0..10 {
+        cluster.node(leader).tick();
+        cluster.settle();
+    }
+    assert!(cluster.node(other).status().commit_index >= last);
+    cluster.queue.extend(held);
+    cluster.settle();
+    assert_eq!(cluster.ready_leader(), Some(3));
+    assert_eq!(cluster.node(3).status().term, term + 1);
+}
+
+#[test]
 fn committed_records_are_applied_on_every_node_in_the_same_order() {
     let mut cluster = Cluster::new(3, 1000);
     let leader = cluster.wait_for_leader(None);

@@ -213,11 +213,7 @@ fn describe(
             } else {
                 Vec::new()
             };
-            let live_leader = live_leader(image, p).filter(|&leader| {
-                image
-                    .broker(leader)
-                    .is_none_or(|b| !gone.contains(leader, b.incarnation))
-            });
+            let live_leader = live_leader(image, p).filter(|&leader| !gone.names(image, leader));
             let error = match live_leader {
                 Some(_) => 0,
                 None => ResponseError::LeaderNotAvailable.code(),
