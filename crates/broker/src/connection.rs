@@ -1,6 +1,8 @@
-//! One client connection: length-prefixed request frames in, responses out,
-//! strictly one request at a time, so responses leave in request order and
-//! a pipelining producer's batches are appended in the order it sent them.
+//! One client connection: length-prefixed request frames in, responses out
+//! in request order, and a pipelining producer's batches appended in the
+//! order it sent them. Requests are handled one at a time, except that a
+//! produce request's wait for its followers overlaps the produce requests
+//! after it (see [`serve`]).
 //!
 //! Frames are read into one buffer per connection that is reused from one
 //! request to the next, so a produce request's bytes land in memory that
@@ -13,15 +15,19 @@
 //! [`RETAINED_CAPACITY`] for a large frame is given back once that frame
 //! has been handled.
 
-use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::VecDeque, io, net::SocketAddr, pin::pin, sync::Arc, time::Duration};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+    net::{TcpStream, tcp::OwnedWriteHalf},
 };
 
-use crate::{api, broker::Broker};
+use crate::{
+    api::{self, AwaitingReplication, Begun, RequestError},
+    broker::Broker,
+    response::ResponseFrame,
+};
 
 /// The most a frame's buffer grows by before its bytes arrive.
 const FRAME_CHUNK: usize = 1024 * 1024;
@@ -113,13 +119,117 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
+/// The most produce requests of one connection appended and waiting for
+/// their followers at once; past it the connection reads nothing more until
+/// the oldest is answered, and the client feels TCP's back pressure.
+const MAX_AWAITING_REPLICATION: usize = 16;
+
+/// A connection's way out: responses leave in the order their requests
+/// came, the produce responses that wait for followers in a queue, oldest
+/// first.
+struct Outbox<'a> {
+    writer: OwnedWriteHalf,
+    peer: SocketAddr,
+    waiting: VecDeque<AwaitingReplication<'a>>,
+}
+
+impl<'a> Outbox<'a> {
+    fn has_room(&self) -> bool {
+        self.waiting.len() < MAX_AWAITING_REPLICATION
+    }
+
+    fn is_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// Queues a response behind those waiting, or sends it when none does.
+    /// `false` when the connection is to close.
+    async fn answer(&mut self, begun: Begun<'a>) -> bool {
+        match begun {
+            Begun::Answered(None) => true,
+            Begun::Answered(Some(response)) if self.waiting.is_empty() => {
+                self.send(Ok(response)).await
+            }
+            Begun::Answered(Some(response)) => {
+                self.waiting
+                    .push_back(Box::pin(std::future::ready(Ok(response))));
+                true
+            }
+            Begun::Appended(awaiting) => {
+                self.waiting.push_back(awaiting);
+                true
+            }
+        }
+    }
+
+    /// Waits until the oldest waiting response is ready; it stays first in
+    /// the queue until [`Outbox::send_oldest`] sends it. Never returns when
+    /// nothing waits.
+    async fn oldest_ready(&mut self) {
+        match self.waiting.front_mut() {
+            Some(oldest) => {
+                let response = oldest.await;
+                self.waiting[0] = Box::pin(std::future::ready(response));
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Sends the oldest waiting response; `false` when the connection is to
+    /// close.
+    async fn send_oldest(&mut self) -> bool {
+        match self.waiting.pop_front() {
+            Some(oldest) => {
+                let response = oldest.await;
+                self.send(response).await
+            }
+            None => true,
+        }
+    }
+
+    /// Sends every waiting response as it comes; `false` when the
+    /// connection is to close.
+    async fn send_waiting(&mut self) -> bool {
+        while self.is_waiting() {
+            if !self.send_oldest().await {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn send(&mut self, response: Result<ResponseFrame, RequestError>) -> bool {
+        let peer = self.peer;
+        match response {
+            Ok(response) => match response.send(&mut self.writer).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "cannot send response");
+                    false
+                }
+            },
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing connection");
+                false
+            }
+        }
+    }
+}
+
 /// Serves requests until the client disconnects, sends something that
 /// cannot be answered, or the broker shuts down between requests.
+///
+/// Requests are handled one at a time, in order, as Kafka does, with one
+/// exception that keeps acks=all throughput from being one replication
+/// round trip per request: once a produce request's batches are appended,
+/// the next produce request is read and appended while the first waits for
+/// its followers. Any other request first waits until every response
+/// before it is sent, so it sees what the produce requests before it did.
 pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "cannot disable Nagle's algorithm");
     }
-    let (reader, mut writer) = stream.into_split();
+    let (reader, writer) = stream.into_split();
     let mut shutdown = broker.shutdown_signal();
     // A broker that is not yet in the metadata answers Metadata with no
     // brokers and no controller, which clients take as the cluster's
@@ -139,45 +249,83 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
     let mut frames = FrameReader::new(reader, broker.config.max_frame_bytes as usize);
     // Kafka describes a member's host as "/address".
     let connection = api::Connection::new(format!("/{}", peer.ip()));
-    loop {
+    let mut outbox = Outbox {
+        writer,
+        peer,
+        waiting: VecDeque::new(),
+    };
+    let open = 'serve: loop {
         if broker.is_shutting_down() {
-            break;
+            break true;
+        }
+        if connection.hangs_up() {
+            tracing::debug!(%peer, "closing connection: the client should ask another broker");
+            break true;
         }
         let frame = tokio::select! {
-            frame = frames.next() => frame,
-            _ = shutdown.changed() => break,
+            biased;
+            () = outbox.oldest_ready() => {
+                if !outbox.send_oldest().await {
+                    break false;
+                }
+                continue;
+            }
+            frame = frames.next(), if outbox.has_room() => frame,
+            _ = shutdown.changed() => break true,
         };
         let frame = match frame {
             Ok(Some(frame)) => frame,
-            Ok(None) => break,
+            Ok(None) => break true,
             Err(FrameError::Io(e)) => {
                 tracing::debug!(%peer, error = %e, "connection closed");
-                break;
+                break true;
             }
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "closing connection");
-                break;
+                break true;
             }
         };
-        match api::handle(&broker, frame, &connection).await {
-            Ok(Some(response)) => {
-                if let Err(e) = response.send(&mut writer).await {
-                    tracing::debug!(%peer, error = %e, "cannot send response");
-                    break;
-                }
-                if connection.hangs_up() {
-                    tracing::debug!(%peer, "closing connection: the client should ask another broker");
-                    break;
-                }
-            }
-            Ok(None) => {}
+        let request = match api::decode(frame) {
+            Ok(request) => request,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "closing connection");
-                break;
+                break true;
             }
+        };
+        if !request.is_produce() && !outbox.send_waiting().await {
+            break false;
         }
+        // A produce request may wait here (for a leadership just taken):
+        // the responses before it leave meanwhile.
+        let begun = {
+            let mut begin = pin!(api::begin(&broker, request, &connection));
+            loop {
+                tokio::select! {
+                    biased;
+                    begun = &mut begin => break begun,
+                    () = outbox.oldest_ready() => {
+                        if !outbox.send_oldest().await {
+                            break 'serve false;
+                        }
+                    }
+                }
+            }
+        };
+        let answered = match begun {
+            Ok(begun) => outbox.answer(begun).await,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing connection");
+                break true;
+            }
+        };
+        if !answered {
+            break false;
+        }
+    };
+    // What was appended is answered before the connection closes.
+    if open && outbox.send_waiting().await {
+        let _ = outbox.writer.shutdown().await;
     }
-    let _ = writer.shutdown().await;
 }
 
 #[cfg(test)]

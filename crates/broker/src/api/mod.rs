@@ -46,7 +46,11 @@ mod produce;
 mod sync_group;
 mod topics;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::{
@@ -359,6 +363,42 @@ pub fn decode(mut frame: Bytes) -> Result<Decoded, RequestError> {
     })
 }
 
+impl Decoded {
+    /// Whether this is a Produce request, whose wait for followers may
+    /// overlap the requests after it on its connection (see [`begin`]).
+    pub fn is_produce(&self) -> bool {
+        matches!(
+            self,
+            Decoded::Request {
+                api_key: ApiKey::Produce,
+                ..
+            }
+        )
+    }
+}
+
+/// A produce request's response, once its acks=all writes are acknowledged.
+pub type AwaitingReplication<'a> =
+    Pin<Box<dyn Future<Output = Result<ResponseFrame, RequestError>> + Send + 'a>>;
+
+/// How far a request got when [`begin`] returned.
+pub enum Begun<'a> {
+    /// Answered; `None` when no response is sent (Produce with acks=0).
+    Answered(Option<ResponseFrame>),
+    /// A produce request whose batches are all appended and whose answer
+    /// waits for followers. Requests read after it append after it.
+    Appended(AwaitingReplication<'a>),
+}
+
+impl std::fmt::Debug for Begun<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Begun::Answered(response) => f.debug_tuple("Answered").field(response).finish(),
+            Begun::Appended(_) => f.write_str("Appended"),
+        }
+    }
+}
+
 /// Decodes and answers one request frame that came on `connection`.
 /// `Ok(None)` means no response is sent (Produce with acks=0).
 pub async fn handle(
@@ -366,8 +406,22 @@ pub async fn handle(
     frame: Bytes,
     connection: &Connection,
 ) -> Result<Option<ResponseFrame>, RequestError> {
-    let (api_key, version, correlation_id, client_id, request) = match decode(frame)? {
-        Decoded::Immediate(reply) => return Ok(Some(reply.into())),
+    match begin(broker, decode(frame)?, connection).await? {
+        Begun::Answered(response) => Ok(response),
+        Begun::Appended(awaiting) => awaiting.await.map(Some),
+    }
+}
+
+/// Handles a decoded request that came on `connection` as far as it goes
+/// without waiting for followers: every request but an acks=all Produce is
+/// answered, and a Produce's batches are appended.
+pub async fn begin<'a>(
+    broker: &'a Broker,
+    decoded: Decoded,
+    connection: &'a Connection,
+) -> Result<Begun<'a>, RequestError> {
+    let (api_key, version, correlation_id, client_id, request) = match decoded {
+        Decoded::Immediate(reply) => return Ok(Begun::Answered(Some(reply.into()))),
         Decoded::Request {
             api_key,
             version,
@@ -388,21 +442,22 @@ pub async fn handle(
     let response = match *request {
         RequestKind::Produce(request) => {
             let acks = request.acks;
-            let response = produce::handle(&ctx, request).await;
+            let appended = produce::append(&ctx, request).await;
             if acks == 0 {
-                let failed = response
-                    .responses
-                    .iter()
-                    .flat_map(|t| &t.partition_responses)
-                    .any(|p| p.error_code != 0);
                 // Kafka closes the connection: the client learns nothing
                 // else about an unacknowledged failure.
-                if failed {
+                if appended.any_failed() {
                     return Err(RequestError::UnacknowledgedProduceFailed);
                 }
-                return Ok(None);
+                return Ok(Begun::Answered(None));
             }
-            ctx.encode(&response)
+            if !appended.is_answered() {
+                return Ok(Begun::Appended(Box::pin(async move {
+                    let response = appended.acknowledged(&ctx).await;
+                    ctx.encode(&response)
+                })));
+            }
+            ctx.encode(&appended.acknowledged(&ctx).await)
         }
         RequestKind::Fetch(r) => {
             let (response, records) = fetch::handle(&ctx, r).await;
@@ -458,5 +513,5 @@ pub async fn handle(
         RequestKind::ListConfigResources(r) => ctx.encode(&list_config_resources::handle(&ctx, r)),
         _ => Ok(unsupported(correlation_id).into()),
     };
-    response.map(Some)
+    response.map(|response| Begun::Answered(Some(response)))
 }

@@ -116,10 +116,31 @@ const ERROR_MESSAGE_VERSION: i16 = 8;
 /// The first version naming topics by id (KIP-516).
 const TOPIC_ID_VERSION: i16 = 13;
 
-pub(super) async fn handle(
-    ctx: &RequestContext<'_>,
-    mut request: ProduceRequest,
-) -> ProduceResponse {
+/// A produce request whose batches are appended: each partition's answer
+/// so far, and the acks=all writes whose answer waits for their followers.
+/// It holds nothing of the request's frame, so the connection's buffer is
+/// reused for the next request while this one waits.
+pub(super) struct Appended {
+    deadline: Instant,
+    responses: Vec<TopicProduceResponse>,
+    awaiting: Vec<AwaitingReplication>,
+    endpoints: Endpoints,
+}
+
+/// An acks=all write appended to the leader's log, answered once the high
+/// watermark covers it.
+struct AwaitingReplication {
+    /// Where its answer is among the response's topics and partitions.
+    topic: usize,
+    index: usize,
+    partition: Arc<Partition>,
+    leader_epoch: i32,
+    outcome: AppendOutcome,
+}
+
+/// Appends every batch of the request, in the order the request names
+/// them, and answers every partition that needs no follower.
+pub(super) async fn append(ctx: &RequestContext<'_>, mut request: ProduceRequest) -> Appended {
     let deadline = Instant::now() + Duration::from_millis(request.timeout_ms.max(0) as u64);
     if ctx.version >= TOPIC_ID_VERSION {
         name_topics_by_id(&ctx.broker.image(), &mut request);
@@ -140,7 +161,7 @@ pub(super) async fn handle(
     let transactional = request.transactional_id.is_some();
     let mut endpoints = Endpoints::default();
     let mut responses = Vec::with_capacity(request.topic_data.len());
-    let mut pending = Vec::new();
+    let mut awaiting = Vec::new();
 
     // Every append of the request in one blocking section: the appends
     // write to disk and take partition locks (see `blocking`).
@@ -169,7 +190,7 @@ pub(super) async fn handle(
                 } else if !matches!(request.acks, -1..=1) {
                     Err(PartitionError::InvalidRequiredAcks(request.acks))
                 } else {
-                    append(
+                    append_batch(
                         ctx,
                         &image,
                         name,
@@ -198,13 +219,13 @@ pub(super) async fn handle(
                 let response = match result {
                     Ok((partition, leader_epoch, outcome)) => {
                         if request.acks == -1 {
-                            pending.push((
-                                responses.len(),
-                                partitions.len(),
+                            awaiting.push(AwaitingReplication {
+                                topic: responses.len(),
+                                index: partitions.len(),
                                 partition,
                                 leader_epoch,
                                 outcome,
-                            ));
+                            });
                         }
                         success(data.index, &outcome, ctx.version)
                     }
@@ -242,51 +263,84 @@ pub(super) async fn handle(
                 };
                 partitions.push(response);
             }
+            // An owned copy: the decoded name shares the frame's buffer.
+            let name = topic_name(name);
             responses.push(
                 TopicProduceResponse::default()
-                    .with_name(topic.name)
+                    .with_name(name)
                     .with_topic_id(topic.topic_id)
                     .with_partition_responses(partitions),
             );
         }
     });
 
-    for (topic, index, partition, leader_epoch, outcome) in pending {
-        let committed = await_committed(
-            ctx.broker,
-            &partition,
-            leader_epoch,
-            outcome.last_offset + 1,
-            deadline,
-        )
-        .await;
-        if let Err(error) = committed {
-            tracing::debug!(topic = partition.topic(), partition = partition.index(), %error, "acks=all produce not acknowledged");
-            hang_up_if_presumed_deposed(ctx, &error);
-            let response = &mut responses[topic].partition_responses[index];
-            *response = failure(
-                response.index,
-                error.code(),
-                Some(error.to_string()),
-                ctx.version,
-            );
-        }
+    Appended {
+        deadline,
+        responses,
+        awaiting,
+        endpoints,
+    }
+}
+
+impl Appended {
+    /// Whether every partition is answered: no acks=all write waits.
+    pub(super) fn is_answered(&self) -> bool {
+        self.awaiting.is_empty()
     }
 
-    ProduceResponse::default()
-        .with_responses(responses)
-        .with_node_endpoints(
-            endpoints
-                .into_brokers()
-                .map(|b| {
-                    NodeEndpoint::default()
-                        .with_node_id(BrokerId(b.node_id))
-                        .with_host(StrBytes::from_string(b.host))
-                        .with_port(b.port)
-                        .with_rack(b.rack.map(StrBytes::from_string))
-                })
-                .collect(),
-        )
+    /// Whether any partition's write failed.
+    pub(super) fn any_failed(&self) -> bool {
+        self.responses
+            .iter()
+            .flat_map(|t| &t.partition_responses)
+            .any(|p| p.error_code != 0)
+    }
+
+    /// The response, once every acks=all write is acknowledged or failed.
+    pub(super) async fn acknowledged(self, ctx: &RequestContext<'_>) -> ProduceResponse {
+        let Self {
+            deadline,
+            mut responses,
+            awaiting,
+            endpoints,
+        } = self;
+        for write in awaiting {
+            let committed = await_committed(
+                ctx.broker,
+                &write.partition,
+                write.leader_epoch,
+                write.outcome.last_offset + 1,
+                deadline,
+            )
+            .await;
+            if let Err(error) = committed {
+                let partition = &write.partition;
+                tracing::debug!(topic = partition.topic(), partition = partition.index(), %error, "acks=all produce not acknowledged");
+                hang_up_if_presumed_deposed(ctx, &error);
+                let response = &mut responses[write.topic].partition_responses[write.index];
+                *response = failure(
+                    response.index,
+                    error.code(),
+                    Some(error.to_string()),
+                    ctx.version,
+                );
+            }
+        }
+        ProduceResponse::default()
+            .with_responses(responses)
+            .with_node_endpoints(
+                endpoints
+                    .into_brokers()
+                    .map(|b| {
+                        NodeEndpoint::default()
+                            .with_node_id(BrokerId(b.node_id))
+                            .with_host(StrBytes::from_string(b.host))
+                            .with_port(b.port)
+                            .with_rack(b.rack.map(StrBytes::from_string))
+                    })
+                    .collect(),
+            )
+    }
 }
 
 /// From the version naming topics by id, gives each topic of `request` its
@@ -303,7 +357,7 @@ fn name_topics_by_id(image: &MetadataImage, request: &mut ProduceRequest) {
 
 /// Appends one partition's batch; returns the replica, the leader epoch it
 /// was appended at and where it landed.
-fn append(
+fn append_batch(
     ctx: &RequestContext<'_>,
     image: &MetadataImage,
     topic: &str,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use kafka_protocol::{
     messages::{ApiKey, FetchRequest, FetchResponse, RequestHeader, ResponseHeader},
     protocol::{Decodable, Encodable, StrBytes},
@@ -66,6 +66,9 @@ pub struct LeaderConnection {
     stream: TcpStream,
     client_id: StrBytes,
     next_correlation_id: i32,
+    /// Where responses are read into: the allocation is reused once the
+    /// records of the response before were appended and dropped.
+    buffer: BytesMut,
 }
 
 impl LeaderConnection {
@@ -90,6 +93,7 @@ impl LeaderConnection {
             stream,
             client_id: StrBytes::from_string(client_id),
             next_correlation_id: 0,
+            buffer: BytesMut::new(),
         })
     }
 
@@ -108,9 +112,16 @@ impl LeaderConnection {
             if size > MAX_RESPONSE_BYTES {
                 return Err(ClientError::FrameTooLarge(size));
             }
-            let mut body = vec![0; size];
-            self.stream.read_exact(&mut body).await?;
-            Ok(Bytes::from(body))
+            self.buffer.clear();
+            self.buffer.reserve(size);
+            while self.buffer.len() < size {
+                let missing = (size - self.buffer.len()) as u64;
+                let mut body = (&mut self.stream).take(missing);
+                if body.read_buf(&mut self.buffer).await? == 0 {
+                    return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+                }
+            }
+            Ok(self.buffer.split().freeze())
         };
         let mut body = tokio::time::timeout(timeout, exchange)
             .await
