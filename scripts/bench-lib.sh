@@ -17,11 +17,24 @@ bench_setup() {
   fi
   cargo build --release --quiet --bin keel
   cargo build --release --quiet --manifest-path bench/Cargo.toml --target-dir target/bench
+  warn_if_freed_pages_go_to_the_host
   KEEL_BENCH=target/bench/release/keel-bench
   BENCH_PORT="${BENCH_PORT:-19399}"
   BOOTSTRAP="127.0.0.1:$BENCH_PORT"
   BENCH_DIR="$(mktemp -d "${TMPDIR:-/tmp}/keel-bench.XXXXXX")"
   trap bench_teardown EXIT
+}
+
+# A virtual machine that reports freed pages to its host (virtio-balloon
+# free page reporting) pays a fault on the host for every page the page
+# cache takes afresh: writes then measure the host, and three replicas pay
+# it three times. Orders above 10 turn the reporting off (as root:
+# echo 11 > the file below); docs/benchmarks.md says which figures had it.
+warn_if_freed_pages_go_to_the_host() {
+  local order=/sys/module/page_reporting/parameters/page_reporting_order
+  if [ -r "$order" ] && [ "$(cat "$order")" -le 10 ]; then
+    echo "note: this machine reports freed pages to its host (page_reporting_order $(cat "$order")); see docs/benchmarks.md" >&2
+  fi
 }
 
 bench_start_broker() {

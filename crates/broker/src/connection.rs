@@ -15,7 +15,9 @@
 //! [`RETAINED_CAPACITY`] for a large frame is given back once that frame
 //! has been handled.
 
-use std::{collections::VecDeque, io, net::SocketAddr, pin::pin, sync::Arc, time::Duration};
+use std::{
+    collections::VecDeque, future::Future, io, net::SocketAddr, pin::pin, sync::Arc, time::Duration,
+};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::{
@@ -105,6 +107,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Ok(Some(len))
     }
 
+    /// The next frame if it is already in the buffer whole and is a produce
+    /// request; nothing is read from the stream.
+    fn buffered_produce(&mut self) -> Option<Bytes> {
+        let len = self.announced_len().ok().flatten()?;
+        let frame = self.buf.get(4..4 + len)?;
+        if !api::is_produce_frame(frame) {
+            return None;
+        }
+        self.buf.advance(4);
+        Some(self.buf.split_to(len).freeze())
+    }
+
     /// Makes room to read `missing` more bytes of the frame being read, or
     /// as much of them as the buffer may grow by before they arrive. Once
     /// the frames read before were dropped, this reuses their memory.
@@ -187,6 +201,23 @@ impl<'a> Outbox<'a> {
         }
     }
 
+    /// Runs `work`, sending meanwhile the waiting responses that become
+    /// ready; `None` when the connection is to close.
+    async fn while_sending<T>(&mut self, work: impl Future<Output = T>) -> Option<T> {
+        let mut work = pin!(work);
+        loop {
+            tokio::select! {
+                biased;
+                done = &mut work => return Some(done),
+                () = self.oldest_ready() => {
+                    if !self.send_oldest().await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
     /// Sends every waiting response as it comes; `false` when the
     /// connection is to close.
     async fn send_waiting(&mut self) -> bool {
@@ -254,6 +285,8 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
         peer,
         waiting: VecDeque::new(),
     };
+    // A request read from the buffer behind produce requests, handled next.
+    let mut held: Option<Result<api::Decoded, RequestError>> = None;
     let open = 'serve: loop {
         if broker.is_shutting_down() {
             break true;
@@ -262,64 +295,98 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
             tracing::debug!(%peer, "closing connection: the client should ask another broker");
             break true;
         }
-        let frame = tokio::select! {
-            biased;
-            () = outbox.oldest_ready() => {
-                if !outbox.send_oldest().await {
-                    break false;
+        let request = match held.take() {
+            Some(request) => request,
+            None => {
+                let frame = tokio::select! {
+                    biased;
+                    () = outbox.oldest_ready() => {
+                        if !outbox.send_oldest().await {
+                            break false;
+                        }
+                        continue;
+                    }
+                    frame = frames.next(), if outbox.has_room() => frame,
+                    _ = shutdown.changed() => break true,
+                };
+                match frame {
+                    Ok(Some(frame)) => api::decode(frame),
+                    Ok(None) => break true,
+                    Err(FrameError::Io(e)) => {
+                        tracing::debug!(%peer, error = %e, "connection closed");
+                        break true;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "closing connection");
+                        break true;
+                    }
                 }
-                continue;
-            }
-            frame = frames.next(), if outbox.has_room() => frame,
-            _ = shutdown.changed() => break true,
-        };
-        let frame = match frame {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break true,
-            Err(FrameError::Io(e)) => {
-                tracing::debug!(%peer, error = %e, "connection closed");
-                break true;
-            }
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "closing connection");
-                break true;
             }
         };
-        let request = match api::decode(frame) {
+        let request = match request {
             Ok(request) => request,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "closing connection");
                 break true;
             }
         };
-        if !request.is_produce() && !outbox.send_waiting().await {
-            break false;
+        let first = match request.into_produce() {
+            Ok(first) => first,
+            Err(request) => {
+                if !outbox.send_waiting().await {
+                    break false;
+                }
+                let answered = match api::begin(&broker, request, &connection).await {
+                    Ok(begun) => outbox.answer(begun).await,
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "closing connection");
+                        break true;
+                    }
+                };
+                if !answered {
+                    break false;
+                }
+                continue;
+            }
+        };
+        // The produce requests already read behind this one are appended
+        // with it, in one blocking section.
+        let mut calls = vec![first];
+        while outbox.waiting.len() + calls.len() < MAX_AWAITING_REPLICATION {
+            let Some(frame) = frames.buffered_produce() else {
+                break;
+            };
+            match api::decode(frame).map(api::Decoded::into_produce) {
+                Ok(Ok(call)) => calls.push(call),
+                Ok(Err(request)) => {
+                    held = Some(Ok(request));
+                    break;
+                }
+                Err(e) => {
+                    held = Some(Err(e));
+                    break;
+                }
+            }
         }
         // A produce request may wait here (for a leadership just taken):
         // the responses before it leave meanwhile.
-        let begun = {
-            let mut begin = pin!(api::begin(&broker, request, &connection));
-            loop {
-                tokio::select! {
-                    biased;
-                    begun = &mut begin => break begun,
-                    () = outbox.oldest_ready() => {
-                        if !outbox.send_oldest().await {
-                            break 'serve false;
-                        }
-                    }
-                }
-            }
-        };
-        let answered = match begun {
-            Ok(begun) => outbox.answer(begun).await,
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "closing connection");
-                break true;
-            }
-        };
-        if !answered {
+        let Some(results) = outbox
+            .while_sending(api::begin_produces(&broker, calls, &connection))
+            .await
+        else {
             break false;
+        };
+        for result in results {
+            let answered = match result {
+                Ok(begun) => outbox.answer(begun).await,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "closing connection");
+                    break 'serve true;
+                }
+            };
+            if !answered {
+                break 'serve false;
+            }
         }
     };
     // What was appended is answered before the connection closes.
@@ -400,5 +467,34 @@ mod tests {
         assert!(reader.next().await.unwrap().is_none());
         assert!(reader.buf.capacity() <= RETAINED_CAPACITY);
         writer.await.unwrap();
+    }
+
+    /// Only whole produce frames already read are taken from the buffer:
+    /// another API's frame, and a produce frame still arriving, stay for
+    /// `next`.
+    #[tokio::test]
+    async fn buffered_produce_frames_are_taken_without_reading() {
+        let frame = |api_key: i16, body: &[u8]| {
+            let mut frame = ((2 + body.len()) as i32).to_be_bytes().to_vec();
+            frame.extend_from_slice(&api_key.to_be_bytes());
+            frame.extend_from_slice(body);
+            frame
+        };
+        let mut input = frame(0, b"first");
+        input.extend(frame(0, b"second"));
+        input.extend(frame(3, b"metadata"));
+        input.extend(frame(0, b"third"));
+        let partial = frame(0, b"fourth");
+        input.extend_from_slice(&partial[..partial.len() - 1]);
+        let mut frames = FrameReader::new(&input[..], 1024);
+
+        assert!(frames.buffered_produce().is_none(), "nothing is read yet");
+        assert_eq!(&frames.next().await.unwrap().unwrap()[2..], b"first");
+        assert_eq!(&frames.buffered_produce().unwrap()[2..], b"second");
+        assert!(frames.buffered_produce().is_none(), "Metadata comes next");
+        assert_eq!(&frames.next().await.unwrap().unwrap()[2..], b"metadata");
+        assert_eq!(&frames.buffered_produce().unwrap()[2..], b"third");
+        assert!(frames.buffered_produce().is_none(), "the last is not whole");
+        assert!(matches!(frames.next().await, Err(FrameError::Io(_))));
     }
 }

@@ -54,7 +54,7 @@ use std::{
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::{
-    messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader},
+    messages::{ApiKey, ProduceRequest, RequestHeader, RequestKind, ResponseHeader},
     protocol::{Decodable, Encodable, buf::ByteBufMut},
 };
 
@@ -363,17 +363,48 @@ pub fn decode(mut frame: Bytes) -> Result<Decoded, RequestError> {
     })
 }
 
+/// Whether a request frame (after its length) is a Produce request's, by
+/// its API key alone.
+pub fn is_produce_frame(frame: &[u8]) -> bool {
+    frame.get(..2) == Some(&(ApiKey::Produce as i16).to_be_bytes()[..])
+}
+
+/// A decoded Produce request.
+#[derive(Debug)]
+pub struct ProduceCall {
+    version: i16,
+    correlation_id: i32,
+    client_id: Option<String>,
+    request: ProduceRequest,
+}
+
 impl Decoded {
-    /// Whether this is a Produce request, whose wait for followers may
-    /// overlap the requests after it on its connection (see [`begin`]).
-    pub fn is_produce(&self) -> bool {
-        matches!(
-            self,
+    /// The Produce request this is, or itself when it is none.
+    pub fn into_produce(self) -> Result<ProduceCall, Decoded> {
+        match self {
             Decoded::Request {
                 api_key: ApiKey::Produce,
-                ..
-            }
-        )
+                version,
+                correlation_id,
+                client_id,
+                request,
+            } => match *request {
+                RequestKind::Produce(request) => Ok(ProduceCall {
+                    version,
+                    correlation_id,
+                    client_id,
+                    request,
+                }),
+                other => Err(Decoded::Request {
+                    api_key: ApiKey::Produce,
+                    version,
+                    correlation_id,
+                    client_id,
+                    request: Box::new(other),
+                }),
+            },
+            other => Err(other),
+        }
     }
 }
 
@@ -420,6 +451,15 @@ pub async fn begin<'a>(
     decoded: Decoded,
     connection: &'a Connection,
 ) -> Result<Begun<'a>, RequestError> {
+    let decoded = match decoded.into_produce() {
+        Ok(call) => {
+            let ctx = call.context(broker, connection);
+            let prepared = produce::prepare(&ctx, call.request).await;
+            let appended = crate::blocking::run(|| produce::append(&ctx, prepared));
+            return answer_produce(ctx, appended);
+        }
+        Err(decoded) => decoded,
+    };
     let (api_key, version, correlation_id, client_id, request) = match decoded {
         Decoded::Immediate(reply) => return Ok(Begun::Answered(Some(reply.into()))),
         Decoded::Request {
@@ -440,25 +480,6 @@ pub async fn begin<'a>(
         connection,
     };
     let response = match *request {
-        RequestKind::Produce(request) => {
-            let acks = request.acks;
-            let appended = produce::append(&ctx, request).await;
-            if acks == 0 {
-                // Kafka closes the connection: the client learns nothing
-                // else about an unacknowledged failure.
-                if appended.any_failed() {
-                    return Err(RequestError::UnacknowledgedProduceFailed);
-                }
-                return Ok(Begun::Answered(None));
-            }
-            if !appended.is_answered() {
-                return Ok(Begun::Appended(Box::pin(async move {
-                    let response = appended.acknowledged(&ctx).await;
-                    ctx.encode(&response)
-                })));
-            }
-            ctx.encode(&appended.acknowledged(&ctx).await)
-        }
         RequestKind::Fetch(r) => {
             let (response, records) = fetch::handle(&ctx, r).await;
             ctx.encode_with_records(&response, records)
@@ -514,4 +535,75 @@ pub async fn begin<'a>(
         _ => Ok(unsupported(correlation_id).into()),
     };
     response.map(|response| Begun::Answered(Some(response)))
+}
+
+impl ProduceCall {
+    fn context<'a>(&self, broker: &'a Broker, connection: &'a Connection) -> RequestContext<'a> {
+        RequestContext {
+            broker,
+            api_key: ApiKey::Produce,
+            version: self.version,
+            correlation_id: self.correlation_id,
+            client_id: self.client_id.clone().unwrap_or_default(),
+            client_host: &connection.client_host,
+            connection,
+        }
+    }
+}
+
+/// Handles produce requests that came one after another on `connection` as
+/// far as they go without waiting for followers, like [`begin`] each, but
+/// with every append of them in one blocking section: a producer that
+/// pipelines small requests pays one hand-off of its worker for them all
+/// rather than one each (see `blocking`). Their batches are appended in
+/// request order.
+pub async fn begin_produces<'a>(
+    broker: &'a Broker,
+    calls: Vec<ProduceCall>,
+    connection: &'a Connection,
+) -> Vec<Result<Begun<'a>, RequestError>> {
+    let mut prepared = Vec::with_capacity(calls.len());
+    for call in calls {
+        let ctx = call.context(broker, connection);
+        let request = produce::prepare(&ctx, call.request).await;
+        prepared.push((ctx, request));
+    }
+    let appended: Vec<_> = crate::blocking::run(|| {
+        prepared
+            .into_iter()
+            .map(|(ctx, request)| {
+                let appended = produce::append(&ctx, request);
+                (ctx, appended)
+            })
+            .collect()
+    });
+    appended
+        .into_iter()
+        .map(|(ctx, appended)| answer_produce(ctx, appended))
+        .collect()
+}
+
+/// A produce request's answer once its batches are appended: none for
+/// acks=0 (a failure closes the connection, as in Kafka, since the client
+/// learns nothing else of it), the answer now when no write waits for its
+/// followers, else the answer to come.
+fn answer_produce(
+    ctx: RequestContext<'_>,
+    appended: produce::Appended,
+) -> Result<Begun<'_>, RequestError> {
+    if appended.acks() == 0 {
+        if appended.any_failed() {
+            return Err(RequestError::UnacknowledgedProduceFailed);
+        }
+        return Ok(Begun::Answered(None));
+    }
+    if appended.is_answered() {
+        return ctx
+            .encode(&appended.into_response())
+            .map(|frame| Begun::Answered(Some(frame)));
+    }
+    Ok(Begun::Appended(Box::pin(async move {
+        let response = appended.acknowledged(&ctx).await;
+        ctx.encode(&response)
+    })))
 }

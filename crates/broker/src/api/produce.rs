@@ -121,6 +121,7 @@ const TOPIC_ID_VERSION: i16 = 13;
 /// It holds nothing of the request's frame, so the connection's buffer is
 /// reused for the next request while this one waits.
 pub(super) struct Appended {
+    acks: i16,
     deadline: Instant,
     responses: Vec<TopicProduceResponse>,
     awaiting: Vec<AwaitingReplication>,
@@ -138,9 +139,16 @@ struct AwaitingReplication {
     outcome: AppendOutcome,
 }
 
-/// Appends every batch of the request, in the order the request names
-/// them, and answers every partition that needs no follower.
-pub(super) async fn append(ctx: &RequestContext<'_>, mut request: ProduceRequest) -> Appended {
+/// A produce request ready to append: its topics named, its partitions'
+/// successions awaited.
+pub(super) struct Prepared {
+    request: ProduceRequest,
+    deadline: Instant,
+}
+
+/// Makes a request ready to append: names its topics (by id from v13) and
+/// waits until none of its partitions' leaderships is too fresh to write.
+pub(super) async fn prepare(ctx: &RequestContext<'_>, mut request: ProduceRequest) -> Prepared {
     let deadline = Instant::now() + Duration::from_millis(request.timeout_ms.max(0) as u64);
     if ctx.version >= TOPIC_ID_VERSION {
         name_topics_by_id(&ctx.broker.image(), &mut request);
@@ -155,6 +163,15 @@ pub(super) async fn append(ctx: &RequestContext<'_>, mut request: ProduceRequest
             }
         }
     }
+    Prepared { request, deadline }
+}
+
+/// Appends every batch of the request, in the order the request names
+/// them, and answers every partition that needs no follower. The appends
+/// write to disk and take partition locks: call it in a blocking section
+/// (see `blocking`).
+pub(super) fn append(ctx: &RequestContext<'_>, prepared: Prepared) -> Appended {
+    let Prepared { request, deadline } = prepared;
     let image = ctx.broker.image();
     let now = now_ms();
     ctx.broker.note_produce(now);
@@ -163,118 +180,109 @@ pub(super) async fn append(ctx: &RequestContext<'_>, mut request: ProduceRequest
     let mut responses = Vec::with_capacity(request.topic_data.len());
     let mut awaiting = Vec::new();
 
-    // Every append of the request in one blocking section: the appends
-    // write to disk and take partition locks (see `blocking`).
-    crate::blocking::run(|| {
-        for topic in request.topic_data {
-            let name = topic.name.0.as_str();
-            let mut partitions = Vec::with_capacity(topic.partition_data.len());
-            for data in topic.partition_data {
-                if name.is_empty() && ctx.version >= TOPIC_ID_VERSION {
-                    let error = PartitionError::UnknownTopicId;
-                    partitions.push(failure(
-                        data.index,
-                        error.code(),
-                        Some(error.to_string()),
-                        ctx.version,
-                    ));
-                    continue;
-                }
-                let idempotent = data
-                    .records
-                    .as_deref()
-                    .and_then(|r| batch::BatchHeader::parse(r).ok())
-                    .filter(batch::BatchHeader::has_producer_id);
-                let result = if transactional {
-                    Err(PartitionError::TransactionsUnsupported)
-                } else if !matches!(request.acks, -1..=1) {
-                    Err(PartitionError::InvalidRequiredAcks(request.acks))
-                } else {
-                    append_batch(
-                        ctx,
-                        &image,
-                        name,
-                        data.index,
-                        data.records,
-                        request.acks,
-                        now,
-                    )
-                };
-                // An acks=1 write appended before the lease lapsed, or
-                // before leadership moved, but answered after: the
-                // successor may not have it, so no success. (An acks=all
-                // write is answered only once every in-sync replica, the
-                // successor among them, holds it.)
-                let result = result.and_then(|appended| {
-                    if request.acks == 1 {
-                        ctx.broker.check_lease_after_append()?;
-                        appended.0.check_still_leading(appended.1)?;
-                    }
-                    Ok(appended)
-                });
-                let result = match idempotent {
-                    Some(header) => keep_in_order(ctx, name, data.index, &header, result, now),
-                    None => result,
-                };
-                let response = match result {
-                    Ok((partition, leader_epoch, outcome)) => {
-                        if request.acks == -1 {
-                            awaiting.push(AwaitingReplication {
-                                topic: responses.len(),
-                                index: partitions.len(),
-                                partition,
-                                leader_epoch,
-                                outcome,
-                            });
-                        }
-                        success(data.index, &outcome, ctx.version)
-                    }
-                    Err(error) => {
-                        tracing::debug!(topic = name, partition = data.index, %error, "produce failed");
-                        hang_up_if_presumed_deposed(ctx, &error);
-                        let mut response = match error.rejected_records() {
-                            Some((records, total)) if ctx.version >= ERROR_MESSAGE_VERSION => {
-                                record_errors::rejected(
-                                    name,
-                                    data.index,
-                                    records,
-                                    total,
-                                    error.code(),
-                                )
-                            }
-                            _ => failure(
-                                data.index,
-                                error.code(),
-                                Some(error.to_string()),
-                                ctx.version,
-                            ),
-                        };
-                        if matches!(error, PartitionError::NotLeader)
-                            && ctx.version >= LEADER_HINT_VERSION
-                        {
-                            let (leader, epoch) = current_leader(&image, name, data.index);
-                            endpoints.add(&image, leader);
-                            response.current_leader = LeaderIdAndEpoch::default()
-                                .with_leader_id(BrokerId(leader))
-                                .with_leader_epoch(epoch);
-                        }
-                        response
-                    }
-                };
-                partitions.push(response);
+    for topic in request.topic_data {
+        let name = topic.name.0.as_str();
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for data in topic.partition_data {
+            if name.is_empty() && ctx.version >= TOPIC_ID_VERSION {
+                let error = PartitionError::UnknownTopicId;
+                partitions.push(failure(
+                    data.index,
+                    error.code(),
+                    Some(error.to_string()),
+                    ctx.version,
+                ));
+                continue;
             }
-            // An owned copy: the decoded name shares the frame's buffer.
-            let name = topic_name(name);
-            responses.push(
-                TopicProduceResponse::default()
-                    .with_name(name)
-                    .with_topic_id(topic.topic_id)
-                    .with_partition_responses(partitions),
-            );
+            let idempotent = data
+                .records
+                .as_deref()
+                .and_then(|r| batch::BatchHeader::parse(r).ok())
+                .filter(batch::BatchHeader::has_producer_id);
+            let result = if transactional {
+                Err(PartitionError::TransactionsUnsupported)
+            } else if !matches!(request.acks, -1..=1) {
+                Err(PartitionError::InvalidRequiredAcks(request.acks))
+            } else {
+                append_batch(
+                    ctx,
+                    &image,
+                    name,
+                    data.index,
+                    data.records,
+                    request.acks,
+                    now,
+                )
+            };
+            // An acks=1 write appended before the lease lapsed, or
+            // before leadership moved, but answered after: the
+            // successor may not have it, so no success. (An acks=all
+            // write is answered only once every in-sync replica, the
+            // successor among them, holds it.)
+            let result = result.and_then(|appended| {
+                if request.acks == 1 {
+                    ctx.broker.check_lease_after_append()?;
+                    appended.0.check_still_leading(appended.1)?;
+                }
+                Ok(appended)
+            });
+            let result = match idempotent {
+                Some(header) => keep_in_order(ctx, name, data.index, &header, result, now),
+                None => result,
+            };
+            let response = match result {
+                Ok((partition, leader_epoch, outcome)) => {
+                    if request.acks == -1 {
+                        awaiting.push(AwaitingReplication {
+                            topic: responses.len(),
+                            index: partitions.len(),
+                            partition,
+                            leader_epoch,
+                            outcome,
+                        });
+                    }
+                    success(data.index, &outcome, ctx.version)
+                }
+                Err(error) => {
+                    tracing::debug!(topic = name, partition = data.index, %error, "produce failed");
+                    hang_up_if_presumed_deposed(ctx, &error);
+                    let mut response = match error.rejected_records() {
+                        Some((records, total)) if ctx.version >= ERROR_MESSAGE_VERSION => {
+                            record_errors::rejected(name, data.index, records, total, error.code())
+                        }
+                        _ => failure(
+                            data.index,
+                            error.code(),
+                            Some(error.to_string()),
+                            ctx.version,
+                        ),
+                    };
+                    if matches!(error, PartitionError::NotLeader)
+                        && ctx.version >= LEADER_HINT_VERSION
+                    {
+                        let (leader, epoch) = current_leader(&image, name, data.index);
+                        endpoints.add(&image, leader);
+                        response.current_leader = LeaderIdAndEpoch::default()
+                            .with_leader_id(BrokerId(leader))
+                            .with_leader_epoch(epoch);
+                    }
+                    response
+                }
+            };
+            partitions.push(response);
         }
-    });
+        // An owned copy: the decoded name shares the frame's buffer.
+        let name = topic_name(name);
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(name)
+                .with_topic_id(topic.topic_id)
+                .with_partition_responses(partitions),
+        );
+    }
 
     Appended {
+        acks: request.acks,
         deadline,
         responses,
         awaiting,
@@ -283,6 +291,11 @@ pub(super) async fn append(ctx: &RequestContext<'_>, mut request: ProduceRequest
 }
 
 impl Appended {
+    /// The request's acks: 0 (no answer), 1 or -1 (all).
+    pub(super) fn acks(&self) -> i16 {
+        self.acks
+    }
+
     /// Whether every partition is answered: no acks=all write waits.
     pub(super) fn is_answered(&self) -> bool {
         self.awaiting.is_empty()
@@ -297,27 +310,21 @@ impl Appended {
     }
 
     /// The response, once every acks=all write is acknowledged or failed.
-    pub(super) async fn acknowledged(self, ctx: &RequestContext<'_>) -> ProduceResponse {
-        let Self {
-            deadline,
-            mut responses,
-            awaiting,
-            endpoints,
-        } = self;
-        for write in awaiting {
+    pub(super) async fn acknowledged(mut self, ctx: &RequestContext<'_>) -> ProduceResponse {
+        for write in std::mem::take(&mut self.awaiting) {
             let committed = await_committed(
                 ctx.broker,
                 &write.partition,
                 write.leader_epoch,
                 write.outcome.last_offset + 1,
-                deadline,
+                self.deadline,
             )
             .await;
             if let Err(error) = committed {
                 let partition = &write.partition;
                 tracing::debug!(topic = partition.topic(), partition = partition.index(), %error, "acks=all produce not acknowledged");
                 hang_up_if_presumed_deposed(ctx, &error);
-                let response = &mut responses[write.topic].partition_responses[write.index];
+                let response = &mut self.responses[write.topic].partition_responses[write.index];
                 *response = failure(
                     response.index,
                     error.code(),
@@ -326,10 +333,15 @@ impl Appended {
                 );
             }
         }
+        self.into_response()
+    }
+
+    /// The response as it stands, every write acknowledged or not.
+    pub(super) fn into_response(self) -> ProduceResponse {
         ProduceResponse::default()
-            .with_responses(responses)
+            .with_responses(self.responses)
             .with_node_endpoints(
-                endpoints
+                self.endpoints
                     .into_brokers()
                     .map(|b| {
                         NodeEndpoint::default()
