@@ -23,6 +23,7 @@ mod describe_log_dirs;
 mod describe_quorum;
 mod describe_topic_partitions;
 mod elect_leaders;
+mod encode;
 mod fetch;
 mod find_coordinator;
 mod group_configs;
@@ -54,10 +55,12 @@ use std::{
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::{
-    messages::{ApiKey, ProduceRequest, RequestHeader, RequestKind, ResponseHeader},
-    protocol::{Decodable, Encodable, buf::ByteBufMut},
+    messages::{ApiKey, ProduceRequest, RequestHeader, RequestKind},
+    protocol::{Decodable, Encodable},
 };
 
+use self::encode::encode_frame;
+pub(crate) use self::encode::encode_response;
 use crate::{
     broker::Broker,
     response::{FileRecords, ResponseFrame},
@@ -194,93 +197,6 @@ impl RequestContext<'_> {
             response,
             records,
         )
-    }
-}
-
-/// Room for the encoded parts of a response whose records stay in files:
-/// headers and offsets, a few dozen bytes per partition.
-const ENCODED_CAPACITY: usize = 4096;
-
-/// Frames a response: length, response header, body, with the records
-/// fields that stand in for `records` left in their files.
-pub(crate) fn encode_response<R: Encodable>(
-    api_key: ApiKey,
-    version: i16,
-    correlation_id: i32,
-    response: &R,
-    records: FileRecords,
-) -> Result<ResponseFrame, RequestError> {
-    if records.is_empty() {
-        return encode_frame(api_key, version, correlation_id, response).map(Into::into);
-    }
-    let header = ResponseFrameHeader::new(api_key, version, correlation_id);
-    header
-        .size(response)
-        .and_then(|size| {
-            ResponseFrame::encode_with(records, ENCODED_CAPACITY, |buf| {
-                header.encode(buf, size, response)
-            })
-        })
-        .map_err(|e| encode_error(api_key, version, e))
-}
-
-fn encode_frame<R: Encodable>(
-    api_key: ApiKey,
-    version: i16,
-    correlation_id: i32,
-    response: &R,
-) -> Result<BytesMut, RequestError> {
-    let header = ResponseFrameHeader::new(api_key, version, correlation_id);
-    let encoded = header.size(response).and_then(|size| {
-        let mut frame = BytesMut::with_capacity(4 + size as usize);
-        header.encode(&mut frame, size, response)?;
-        Ok(frame)
-    });
-    encoded.map_err(|e| encode_error(api_key, version, e))
-}
-
-fn encode_error(api: ApiKey, version: i16, error: anyhow::Error) -> RequestError {
-    RequestError::Encode {
-        api,
-        version,
-        reason: error.to_string(),
-    }
-}
-
-/// What precedes a response body in its frame.
-struct ResponseFrameHeader {
-    header: ResponseHeader,
-    header_version: i16,
-    version: i16,
-}
-
-impl ResponseFrameHeader {
-    fn new(api_key: ApiKey, version: i16, correlation_id: i32) -> Self {
-        Self {
-            header: ResponseHeader::default().with_correlation_id(correlation_id),
-            header_version: api_key.response_header_version(version),
-            version,
-        }
-    }
-
-    /// The frame's length, which its 4-byte prefix holds.
-    fn size<R: Encodable>(&self, response: &R) -> anyhow::Result<i32> {
-        let size =
-            self.header.compute_size(self.header_version)? + response.compute_size(self.version)?;
-        i32::try_from(size)
-            .map_err(|_| anyhow::anyhow!("a {size}-byte response does not fit a frame"))
-    }
-
-    /// Writes the whole frame into `frame`: length, header, body.
-    fn encode<B: ByteBufMut, R: Encodable>(
-        &self,
-        frame: &mut B,
-        size: i32,
-        response: &R,
-    ) -> anyhow::Result<()> {
-        frame.put_i32(size);
-        self.header.encode(frame, self.header_version)?;
-        response.encode(frame, self.version)
     }
 }
 
