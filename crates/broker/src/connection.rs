@@ -152,10 +152,6 @@ impl<'a> Outbox<'a> {
         self.waiting.len() < MAX_AWAITING_REPLICATION
     }
 
-    fn is_waiting(&self) -> bool {
-        !self.waiting.is_empty()
-    }
-
     /// Queues a response behind those waiting, or sends it when none does.
     /// `false` when the connection is to close.
     async fn answer(&mut self, begun: Begun<'a>) -> bool {
@@ -176,28 +172,17 @@ impl<'a> Outbox<'a> {
         }
     }
 
-    /// Waits until the oldest waiting response is ready; it stays first in
-    /// the queue until [`Outbox::send_oldest`] sends it. Never returns when
+    /// The oldest waiting response, once its writes are acknowledged.
+    /// Cancelled, it leaves the queue as it was; it never returns when
     /// nothing waits.
-    async fn oldest_ready(&mut self) {
+    async fn oldest(&mut self) -> Result<ResponseFrame, RequestError> {
         match self.waiting.front_mut() {
             Some(oldest) => {
                 let response = oldest.await;
-                self.waiting[0] = Box::pin(std::future::ready(response));
+                self.waiting.pop_front();
+                response
             }
             None => std::future::pending().await,
-        }
-    }
-
-    /// Sends the oldest waiting response; `false` when the connection is to
-    /// close.
-    async fn send_oldest(&mut self) -> bool {
-        match self.waiting.pop_front() {
-            Some(oldest) => {
-                let response = oldest.await;
-                self.send(response).await
-            }
-            None => true,
         }
     }
 
@@ -209,8 +194,8 @@ impl<'a> Outbox<'a> {
             tokio::select! {
                 biased;
                 done = &mut work => return Some(done),
-                () = self.oldest_ready() => {
-                    if !self.send_oldest().await {
+                response = self.oldest() => {
+                    if !self.send(response).await {
                         return None;
                     }
                 }
@@ -221,8 +206,9 @@ impl<'a> Outbox<'a> {
     /// Sends every waiting response as it comes; `false` when the
     /// connection is to close.
     async fn send_waiting(&mut self) -> bool {
-        while self.is_waiting() {
-            if !self.send_oldest().await {
+        while !self.waiting.is_empty() {
+            let response = self.oldest().await;
+            if !self.send(response).await {
                 return false;
             }
         }
@@ -300,8 +286,8 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
             None => {
                 let frame = tokio::select! {
                     biased;
-                    () = outbox.oldest_ready() => {
-                        if !outbox.send_oldest().await {
+                    response = outbox.oldest() => {
+                        if !outbox.send(response).await {
                             break false;
                         }
                         continue;
