@@ -2,7 +2,8 @@
 //! metadata they are described by.
 //!
 //! - [`server`] owns the listener and the broker's lifecycle; [`connection`]
-//!   serves one client, one request at a time.
+//!   serves one client, one request at a time but for produce requests'
+//!   waits for their followers, which overlap.
 //! - [`api`] has one module per Kafka API: decode, handle, encode, with the
 //!   codecs of the `kafka-protocol` crate.
 //! - The cluster metadata lives in the Raft group of `keel-raft-metadata`;
