@@ -75,8 +75,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             let announced = self.announced_len()?;
             if let Some(len) = announced {
                 if self.buf.len() >= 4 + len {
-                    self.buf.advance(4);
-                    return Ok(Some(self.buf.split_to(len).freeze()));
+                    return Ok(Some(self.split_frame(len)));
                 }
             }
             let missing = announced.map_or(4, |len| 4 + len) - self.buf.len();
@@ -115,8 +114,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         if !api::is_produce_frame(frame) {
             return None;
         }
+        Some(self.split_frame(len))
+    }
+
+    /// Takes the `len`-byte frame at the front of the buffer, which is
+    /// there whole, and its length prefix.
+    fn split_frame(&mut self, len: usize) -> Bytes {
         self.buf.advance(4);
-        Some(self.buf.split_to(len).freeze())
+        self.buf.split_to(len).freeze()
     }
 
     /// Makes room to read `missing` more bytes of the frame being read, or

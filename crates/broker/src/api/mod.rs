@@ -369,8 +369,8 @@ pub async fn begin<'a>(
 ) -> Result<Begun<'a>, RequestError> {
     let decoded = match decoded.into_produce() {
         Ok(call) => {
-            let ctx = call.context(broker, connection);
-            let prepared = produce::prepare(&ctx, call.request).await;
+            let (ctx, request) = call.into_parts(broker, connection);
+            let prepared = produce::prepare(&ctx, request).await;
             let appended = crate::blocking::run(|| produce::append(&ctx, prepared));
             return answer_produce(ctx, appended);
         }
@@ -454,16 +454,22 @@ pub async fn begin<'a>(
 }
 
 impl ProduceCall {
-    fn context<'a>(&self, broker: &'a Broker, connection: &'a Connection) -> RequestContext<'a> {
-        RequestContext {
+    /// The request and the context it is handled in.
+    fn into_parts<'a>(
+        self,
+        broker: &'a Broker,
+        connection: &'a Connection,
+    ) -> (RequestContext<'a>, ProduceRequest) {
+        let ctx = RequestContext {
             broker,
             api_key: ApiKey::Produce,
             version: self.version,
             correlation_id: self.correlation_id,
-            client_id: self.client_id.clone().unwrap_or_default(),
+            client_id: self.client_id.unwrap_or_default(),
             client_host: &connection.client_host,
             connection,
-        }
+        };
+        (ctx, self.request)
     }
 }
 
@@ -480,8 +486,8 @@ pub async fn begin_produces<'a>(
 ) -> Vec<Result<Begun<'a>, RequestError>> {
     let mut prepared = Vec::with_capacity(calls.len());
     for call in calls {
-        let ctx = call.context(broker, connection);
-        let request = produce::prepare(&ctx, call.request).await;
+        let (ctx, request) = call.into_parts(broker, connection);
+        let request = produce::prepare(&ctx, request).await;
         prepared.push((ctx, request));
     }
     let appended: Vec<_> = crate::blocking::run(|| {
