@@ -454,27 +454,61 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Appends whole batches with assigned offsets that all go to the
+    /// active segment, `bytes` holding them one after another: one write,
+    /// and the bookkeeping of [`Self::append_assigned`] batch by batch.
+    fn append_assigned_batches(
+        &mut self,
+        headers: &[BatchHeader],
+        bytes: &[u8],
+        now_ms: i64,
+    ) -> Result<()> {
+        for header in headers {
+            self.epochs
+                .assign(header.partition_leader_epoch, header.base_offset)?;
+        }
+        let interval = self.config.index_interval_bytes;
+        if let Err(e) = self
+            .active_segment_mut()
+            .append_batches(headers, bytes, interval)
+        {
+            self.mark_failed();
+            return Err(e);
+        }
+        for header in headers {
+            self.producers.record(header, now_ms);
+            self.appended_messages += header.records_count.max(0) as u64;
+        }
+        self.oldest_unflushed_ms.get_or_insert(now_ms);
+        Ok(())
+    }
+
     /// Rolls before `header`'s batch if the active segment is full, old, or
     /// could not index its offsets or positions. The new segment starts at
     /// the batch's base offset: the log end offset on a leader, possibly
     /// past it on a follower copying a compacted log's gap.
     fn maybe_roll(&mut self, incoming: usize, header: &BatchHeader, now_ms: i64) -> Result<()> {
-        let active = self.active_segment();
-        let offsets_overflow = header.last_offset() - active.base_offset() > i64::from(u32::MAX);
-        if active.is_empty() {
-            if offsets_overflow {
-                self.roll_at(header.base_offset, now_ms)?;
-            }
-            return Ok(());
-        }
-        let too_big = active.size() + incoming as u64 > self.config.segment_bytes;
-        let too_old = now_ms - active.created_at_ms()
-            >= self.config.segment_ms - self.roll_jitter_ms(active.base_offset());
-        let positions_overflow = active.size() + incoming as u64 > u64::from(u32::MAX);
-        if too_big || too_old || offsets_overflow || positions_overflow {
+        if self.needs_roll(0, incoming, header, now_ms) {
             self.roll_at(header.base_offset, now_ms)?;
         }
         Ok(())
+    }
+
+    /// Whether `header`'s batch of `incoming` bytes starts a new segment,
+    /// were it to come after `pending` bytes not yet written to the active
+    /// segment.
+    fn needs_roll(&self, pending: u64, incoming: usize, header: &BatchHeader, now_ms: i64) -> bool {
+        let active = self.active_segment();
+        let offsets_overflow = header.last_offset() - active.base_offset() > i64::from(u32::MAX);
+        let size = active.size() + pending;
+        if size == 0 {
+            return offsets_overflow;
+        }
+        let too_big = size + incoming as u64 > self.config.segment_bytes;
+        let too_old = now_ms - active.created_at_ms()
+            >= self.config.segment_ms - self.roll_jitter_ms(active.base_offset());
+        let positions_overflow = size + incoming as u64 > u64::from(u32::MAX);
+        too_big || too_old || offsets_overflow || positions_overflow
     }
 
     /// How much before `segment_ms` the segment at `base_offset` rolls: a

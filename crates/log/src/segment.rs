@@ -318,6 +318,36 @@ impl Segment {
         parts: &[&[u8]],
         index_interval_bytes: u64,
     ) -> Result<()> {
+        let position = self.write_at_end(parts, header.next_offset())?;
+        self.index_batch(header, position, self.size - position, index_interval_bytes)
+    }
+
+    /// Appends whole batches whose offsets are already assigned, `bytes`
+    /// holding them one after another as `headers` describe them: a
+    /// follower's fetch goes to the file in one write, and is indexed batch
+    /// by batch as if appended one at a time.
+    pub(crate) fn append_batches(
+        &mut self,
+        headers: &[BatchHeader],
+        bytes: &[u8],
+        index_interval_bytes: u64,
+    ) -> Result<()> {
+        let Some(last) = headers.last() else {
+            return Ok(());
+        };
+        let mut position = self.write_at_end(&[bytes], last.next_offset())?;
+        for header in headers {
+            let len = header.total_len() as u64;
+            self.index_batch(header, position, len, index_interval_bytes)?;
+            position += len;
+        }
+        Ok(())
+    }
+
+    /// Writes `parts` at the end of the file, up to `next_offset`, and
+    /// hands what has piled up to the disk once it reaches a step; returns
+    /// where they start.
+    fn write_at_end(&mut self, parts: &[&[u8]], next_offset: i64) -> Result<u64> {
         self.file.pin()?;
         let file = self.file.handle()?;
         let position = self.size;
@@ -325,14 +355,14 @@ impl Segment {
             .map_err(|e| LogError::io("appending to", self.log_path(), e))?;
         let at = position + parts.iter().map(|part| part.len() as u64).sum::<u64>();
         self.size = at;
-        self.next_offset = header.next_offset();
+        self.next_offset = next_offset;
         // A truncation may have cut below where writeback stood.
         let unwritten_from = self.writeback_from.min(position);
         if at - unwritten_from >= WRITEBACK_STEP {
             start_writeback(&file, unwritten_from, at - unwritten_from);
             self.writeback_from = at;
         }
-        self.index_batch(header, position, at - position, index_interval_bytes)
+        Ok(position)
     }
 
     /// The first batch whose last offset is at or past `offset`, if any.

@@ -94,6 +94,52 @@ fn batches_keep_their_offsets_epochs_and_bytes() {
     assert_eq!(slice.first_offset(), 20);
 }
 
+/// Every file of a log directory, by name.
+fn files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            (name, fs::read(entry.path()).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn a_fetch_appended_at_once_leaves_the_files_of_one_batch_at_a_time() {
+    let dirs = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    let mut leader = open(dirs[0].path());
+    for (epoch, batches) in [(0, 4), (3, 7), (5, 3)] {
+        leader.assign_leader_epoch(epoch).unwrap();
+        for records in 1..=batches {
+            let batch = build_batch(&BatchSpec {
+                records,
+                ..BatchSpec::default()
+            });
+            leader.append_as_leader(&batch, epoch, 0).unwrap();
+        }
+    }
+    let batches = read_batches(&leader, 0);
+    let mut at_once = open(dirs[1].path());
+    at_once.append_as_follower(&batches.concat(), 0).unwrap();
+    let mut one_by_one = open(dirs[2].path());
+    for batch in &batches {
+        one_by_one.append_as_follower(batch, 0).unwrap();
+    }
+    assert!(at_once.segment_count() > 2, "the fetch spans segments");
+    assert_eq!(at_once.segment_count(), one_by_one.segment_count());
+    assert_eq!(at_once.epoch_entries(), leader.epoch_entries());
+    at_once.close().unwrap();
+    one_by_one.close().unwrap();
+    let (at_once, one_by_one) = (files(dirs[1].path()), files(dirs[2].path()));
+    assert!(at_once.keys().any(|name| name.ends_with(".index")));
+    assert_eq!(
+        at_once, one_by_one,
+        "segments, indexes and checkpoints alike"
+    );
+}
+
 #[test]
 fn a_compacted_log_is_copied_with_its_gaps_and_emptied_batches() {
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];

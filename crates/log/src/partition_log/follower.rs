@@ -61,10 +61,26 @@ impl PartitionLog {
             return Ok(None);
         };
         let (first_offset, last_offset) = (first.base_offset, last.last_offset());
-        let mut appended_records = 0;
-        for (header, batch) in headers.iter().zip(batches) {
-            self.append_assigned(header, &[batch], now_ms)?;
-            appended_records += i64::from(header.records_count);
+        let appended_records = headers.iter().map(|h| i64::from(h.records_count)).sum();
+        // The batches lie one after another from the start of `records`.
+        // Those that go to one segment are written together; a roll falls
+        // between batches exactly where appending them one at a time puts it.
+        let (mut run_start, mut rest) = (0, records);
+        while let Some(first) = headers.get(run_start) {
+            self.maybe_roll(first.total_len(), first, now_ms)?;
+            let (mut run_end, mut run_len) = (run_start + 1, first.total_len());
+            while let Some(next) = headers.get(run_end) {
+                if self.needs_roll(run_len as u64, next.total_len(), next, now_ms) {
+                    break;
+                }
+                run_len += next.total_len();
+                run_end += 1;
+            }
+            let (run, after) = rest
+                .split_at_checked(run_len)
+                .ok_or(BatchError::InvalidLength(first.batch_length))?;
+            self.append_assigned_batches(&headers[run_start..run_end], run, now_ms)?;
+            (run_start, rest) = (run_end, after);
         }
         Ok(Some(FollowerAppend {
             first_offset,
