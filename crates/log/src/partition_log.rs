@@ -28,6 +28,7 @@ mod retention;
 use std::{
     collections::BTreeMap,
     fs,
+    io::IoSlice,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
@@ -398,7 +399,9 @@ impl PartitionLog {
             log_append_time_ms = now_ms;
         }
         let header = BatchHeader::parse(&head)?;
-        self.append_assigned(&header, &[&head, records], now_ms)?;
+        self.maybe_roll(header.total_len(), &header, now_ms)?;
+        let parts = &mut [IoSlice::new(&head), IoSlice::new(records)];
+        self.append_assigned(std::slice::from_ref(&header), parts, now_ms)?;
         Ok(AppendOutcome {
             base_offset,
             last_offset: header.last_offset(),
@@ -432,35 +435,13 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Appends one batch, offsets and epoch already in its header, given
-    /// as consecutive byte ranges.
+    /// Appends whole batches, offsets and epochs already in their headers,
+    /// that all go to the active segment (the caller rolled it where
+    /// needed), `parts` holding their bytes one after another.
     fn append_assigned(
         &mut self,
-        header: &BatchHeader,
-        parts: &[&[u8]],
-        now_ms: i64,
-    ) -> Result<()> {
-        self.maybe_roll(header.total_len(), header, now_ms)?;
-        self.epochs
-            .assign(header.partition_leader_epoch, header.base_offset)?;
-        let interval = self.config.index_interval_bytes;
-        if let Err(e) = self.active_segment_mut().append(header, parts, interval) {
-            self.mark_failed();
-            return Err(e);
-        }
-        self.producers.record(header, now_ms);
-        self.appended_messages += header.records_count.max(0) as u64;
-        self.oldest_unflushed_ms.get_or_insert(now_ms);
-        Ok(())
-    }
-
-    /// Appends whole batches with assigned offsets that all go to the
-    /// active segment, `bytes` holding them one after another: one write,
-    /// and the bookkeeping of [`Self::append_assigned`] batch by batch.
-    fn append_assigned_batches(
-        &mut self,
         headers: &[BatchHeader],
-        bytes: &[u8],
+        parts: &mut [IoSlice<'_>],
         now_ms: i64,
     ) -> Result<()> {
         for header in headers {
@@ -468,10 +449,7 @@ impl PartitionLog {
                 .assign(header.partition_leader_epoch, header.base_offset)?;
         }
         let interval = self.config.index_interval_bytes;
-        if let Err(e) = self
-            .active_segment_mut()
-            .append_batches(headers, bytes, interval)
-        {
+        if let Err(e) = self.active_segment_mut().append(headers, parts, interval) {
             self.mark_failed();
             return Err(e);
         }

@@ -14,6 +14,7 @@
 
 use std::{
     fs::{self, File, OpenOptions},
+    io::IoSlice,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
     sync::Arc,
@@ -309,60 +310,42 @@ impl Segment {
         Ok(())
     }
 
-    /// Appends a batch whose offsets are already assigned, given as
-    /// consecutive parts (the rewritten header, then the client's records),
-    /// so the client's bytes are written without being copied first.
+    /// Appends whole batches whose offsets are already assigned, `parts`
+    /// holding their bytes one after another as `headers` describe them (a
+    /// leader's rewritten header and its client's records, so the client's
+    /// bytes are not copied first; or a run of a follower's fetch). The
+    /// bytes go to the file in one write and are indexed batch by batch, as
+    /// if appended one at a time.
     pub(crate) fn append(
         &mut self,
-        header: &BatchHeader,
-        parts: &[&[u8]],
-        index_interval_bytes: u64,
-    ) -> Result<()> {
-        let position = self.write_at_end(parts, header.next_offset())?;
-        self.index_batch(header, position, self.size - position, index_interval_bytes)
-    }
-
-    /// Appends whole batches whose offsets are already assigned, `bytes`
-    /// holding them one after another as `headers` describe them: a
-    /// follower's fetch goes to the file in one write, and is indexed batch
-    /// by batch as if appended one at a time.
-    pub(crate) fn append_batches(
-        &mut self,
         headers: &[BatchHeader],
-        bytes: &[u8],
+        parts: &mut [IoSlice<'_>],
         index_interval_bytes: u64,
     ) -> Result<()> {
         let Some(last) = headers.last() else {
             return Ok(());
         };
-        let mut position = self.write_at_end(&[bytes], last.next_offset())?;
-        for header in headers {
-            let len = header.total_len() as u64;
-            self.index_batch(header, position, len, index_interval_bytes)?;
-            position += len;
-        }
-        Ok(())
-    }
-
-    /// Writes `parts` at the end of the file, up to `next_offset`, and
-    /// hands what has piled up to the disk once it reaches a step; returns
-    /// where they start.
-    fn write_at_end(&mut self, parts: &[&[u8]], next_offset: i64) -> Result<u64> {
         self.file.pin()?;
         let file = self.file.handle()?;
-        let position = self.size;
+        let mut position = self.size;
+        let len: u64 = parts.iter().map(|part| part.len() as u64).sum();
         write_all_vectored_at(&file, parts, position)
             .map_err(|e| LogError::io("appending to", self.log_path(), e))?;
-        let at = position + parts.iter().map(|part| part.len() as u64).sum::<u64>();
+        let at = position + len;
         self.size = at;
-        self.next_offset = next_offset;
+        self.next_offset = last.next_offset();
         // A truncation may have cut below where writeback stood.
         let unwritten_from = self.writeback_from.min(position);
         if at - unwritten_from >= WRITEBACK_STEP {
             start_writeback(&file, unwritten_from, at - unwritten_from);
             self.writeback_from = at;
         }
-        Ok(position)
+        for header in headers {
+            let len = header.total_len() as u64;
+            self.index_batch(header, position, len, index_interval_bytes)?;
+            position += len;
+        }
+        Ok(())
     }
 
     /// The first batch whose last offset is at or past `offset`, if any.
@@ -567,22 +550,21 @@ impl Segment {
 /// Writes `parts` one after another at `position` of `file`, in one system
 /// call unless the kernel takes less: at a few records per batch, a call
 /// per part cost a leader a second call for its 61-byte rewritten header.
-fn write_all_vectored_at(file: &File, parts: &[&[u8]], position: u64) -> std::io::Result<()> {
-    let mut slices: Vec<std::io::IoSlice<'_>> = parts
-        .iter()
-        .map(|part| std::io::IoSlice::new(part))
-        .collect();
-    let mut remaining = &mut slices[..];
+fn write_all_vectored_at(
+    file: &File,
+    mut parts: &mut [IoSlice<'_>],
+    position: u64,
+) -> std::io::Result<()> {
     let mut at = position;
-    while !remaining.is_empty() {
-        let written = match rustix::io::pwritev(file, remaining, at) {
+    while !parts.is_empty() {
+        let written = match rustix::io::pwritev(file, parts, at) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(written) => written,
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         };
         at += written as u64;
-        std::io::IoSlice::advance_slices(&mut remaining, written);
+        IoSlice::advance_slices(&mut parts, written);
     }
     Ok(())
 }

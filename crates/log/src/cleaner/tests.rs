@@ -4,6 +4,7 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     fs,
+    io::IoSlice,
     path::Path,
 };
 
@@ -153,13 +154,17 @@ fn two_segments(dir: &Path, closed: &[Vec<u8>], active: &[Kv<'_>]) -> BTreeMap<i
         let mut bytes = bytes.clone();
         assign_offset_and_epoch(&mut bytes, offset, 0);
         let header = BatchHeader::parse(&bytes).unwrap();
-        segment.append(&header, &[&bytes], 4096).unwrap();
+        segment
+            .append(&[header], &mut [IoSlice::new(&bytes)], 4096)
+            .unwrap();
         offset = header.next_offset();
     }
     segments.insert(0, segment);
     let mut segment = Segment::create(dir, offset, 0).unwrap();
     let (bytes, header) = stored(&BatchSpec::default(), active, offset);
-    segment.append(&header, &[&bytes], 4096).unwrap();
+    segment
+        .append(&[header], &mut [IoSlice::new(&bytes)], 4096)
+        .unwrap();
     segments.insert(offset, segment);
     segments
 }

@@ -13,6 +13,8 @@
 //! the log's order needs (offsets only move forward) is checked, for the
 //! whole fetch before any of it is written, as Kafka does.
 
+use std::io::IoSlice;
+
 use super::{LOG_START_OFFSET_FILE, PartitionLog};
 use crate::{
     batch::{BatchHeader, split_whole_batches, validate_replicated_batch},
@@ -79,7 +81,8 @@ impl PartitionLog {
             let (run, after) = rest
                 .split_at_checked(run_len)
                 .ok_or(BatchError::InvalidLength(first.batch_length))?;
-            self.append_assigned_batches(&headers[run_start..run_end], run, now_ms)?;
+            let parts = &mut [IoSlice::new(run)];
+            self.append_assigned(&headers[run_start..run_end], parts, now_ms)?;
             (run_start, rest) = (run_end, after);
         }
         Ok(Some(FollowerAppend {
