@@ -11,7 +11,6 @@
 mod common;
 
 use std::{
-    net::TcpListener,
     path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -34,18 +33,11 @@ use kafka_protocol::{
     protocol::{Decodable, Encodable, StrBytes},
 };
 use keel_log::testing::{BatchSpec, build_batch};
+use keel_raft_metadata::testing::free_port;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Node {
     id: i32,
@@ -77,7 +69,7 @@ fn start_cluster(dir: &Path, extra_args: &[&str]) -> Vec<Node> {
         .map(|(i, port)| format!("{}@127.0.0.1:{port}", i + 1))
         .collect::<Vec<_>>()
         .join(",");
-    let nodes: Vec<Node> = (1..=3)
+    let mut nodes: Vec<Node> = (1..=3)
         .map(|id| {
             let kafka = format!("127.0.0.1:{}", free_port());
             let log = dir.join(format!("node-{id}.log"));
@@ -103,13 +95,23 @@ fn start_cluster(dir: &Path, extra_args: &[&str]) -> Vec<Node> {
             }
         })
         .collect();
-    for node in &nodes {
+    for node in &mut nodes {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !std::fs::read_to_string(&node.log)
-            .unwrap_or_default()
-            .contains("keel is ready")
-        {
-            assert!(Instant::now() < deadline, "node {} did not start", node.id);
+        loop {
+            let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+            if log.contains("keel is ready") {
+                break;
+            }
+            let exited = node
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "node {} did not start ({}); its log:\n{log}",
+                node.id,
+                exited.map_or("still starting after 30 s".to_string(), |s| s.to_string()),
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

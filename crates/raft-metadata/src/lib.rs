@@ -27,6 +27,7 @@ pub mod quorum;
 pub mod records;
 pub mod snapshot;
 pub mod storage;
+pub mod testing;
 mod transport;
 
 pub use image::{ApplyError, BrokerInfo, MetadataImage, PartitionInfo, TopicInfo};

@@ -2,18 +2,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{net::TcpListener, time::Duration};
+use std::time::Duration;
 
 use keel_raft_metadata::{
     MetadataHandle, MetadataRecord, NodeConfig, PeerConnection, ProposalError, Record,
     node::start,
     records::{AllocateProducerIds, DeleteTopic},
+    testing::free_address,
 };
-
-fn free_address() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
-}
 
 fn allocate(start: i64) -> MetadataRecord {
     Record::AllocateProducerIds(AllocateProducerIds {
