@@ -18,11 +18,12 @@
 //! a directory holding an earlier topic of a re-used name, goes aside the
 //! same way.
 
+mod directories;
 mod high_watermarks;
+mod leadership;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    fs,
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex, PoisonError, RwLock,
@@ -31,20 +32,17 @@ use std::{
     time::Duration,
 };
 
-use keel_log::{LogError, PartitionLog, PendingFlush, write_atomically};
+use keel_log::{LogError, PartitionLog, PendingFlush};
 use uuid::Uuid;
 
 use crate::{
     config::TopicDefaults,
     partition::{Activity, FlushCheck, Partition, Transition, Walk},
-    replication::succession::Succession,
     topic_config,
 };
-use keel_raft_metadata::{MetadataImage, PartitionInfo, TopicInfo};
+use directories::{DirIdentity, delete, dispose, read_identity, write_identity};
+use keel_raft_metadata::{MetadataImage, TopicInfo};
 
-const PARTITION_METADATA: &str = "partition.metadata";
-const DELETE_SUFFIX: &str = "-delete";
-const STRAY_SUFFIX: &str = "-stray";
 /// Threads closing logs at shutdown (see [`ReplicaManager::close_all`]).
 const CLOSING_THREADS: usize = 8;
 
@@ -106,14 +104,6 @@ struct WantedPartition<'a> {
 pub struct RoleChange {
     pub partition: Arc<Partition>,
     pub transition: Transition,
-}
-
-/// What a partition directory says it holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct DirIdentity {
-    topic: String,
-    topic_id: Uuid,
-    partition: i32,
 }
 
 impl ReplicaManager {
@@ -217,14 +207,7 @@ impl ReplicaManager {
     /// Removes what deletions interrupted by a crash left behind. Safe at
     /// any time: such a directory was already renamed for deletion.
     pub fn remove_interrupted_deletions(&self) {
-        let Ok(entries) = fs::read_dir(&self.data_dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().ends_with(DELETE_SUFFIX) {
-                remove_in_background(entry.path());
-            }
-        }
+        directories::remove_interrupted_deletions(&self.data_dir);
     }
 
     /// Called once this broker's image has caught up with the quorum's
@@ -257,18 +240,7 @@ impl ReplicaManager {
     /// Deletes or moves aside each partition directory that holds no
     /// partition this broker hosts.
     fn judge_unnamed_directories(&self, image: &MetadataImage) {
-        let Ok(entries) = fs::read_dir(&self.data_dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(DELETE_SUFFIX) || name.ends_with(STRAY_SUFFIX) {
-                continue;
-            }
-            let Some(identity) = read_identity(&path) else {
-                continue;
-            };
+        for (path, identity) in directories::partition_directories(&self.data_dir) {
             let home = self
                 .data_dir
                 .join(format!("{}-{}", identity.topic, identity.partition));
@@ -455,80 +427,6 @@ impl ReplicaManager {
         Ok(())
     }
 
-    /// Whether a partition of `topic` hosted here leads and takes no write
-    /// yet, waiting for earlier leaders to stop.
-    fn awaits_succession(&self, topic: &str) -> bool {
-        let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
-        topics
-            .get(topic)
-            .is_some_and(|t| t.partitions.values().any(|p| p.awaits_succession()))
-    }
-
-    /// Every local replica learns the leader epoch `image` names for it,
-    /// before any role changes and without waiting for a log's lock (a
-    /// slow append may hold one for long) or for a reconciliation in
-    /// progress: from then on this broker acknowledges no write it
-    /// appended as a leader since deposed, and its heartbeats say it has
-    /// taken the leadership changes of `image`.
-    pub fn learn_leader_epochs(&self, image: &MetadataImage) {
-        {
-            let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
-            for topic in image.topics() {
-                let Some(local) = topics.get(&topic.name).filter(|l| l.id == topic.id) else {
-                    continue;
-                };
-                for info in &topic.partitions {
-                    if let Some(partition) = local.partitions.get(&info.partition) {
-                        partition.learn_leader_epoch(info.leader_epoch);
-                    }
-                }
-            }
-        }
-        self.leadership_changes
-            .fetch_max(image.next_history_sequence(), Ordering::AcqRel);
-    }
-
-    /// What this broker waits for before taking writes, should it take the
-    /// leadership of `info` now: every other live replica's fetch in the
-    /// new epoch (see `replication::succession`). A first leadership
-    /// (leader epoch 0) has no predecessor.
-    ///
-    /// The previous leader is waited for even when it is no longer a
-    /// replica (a reassignment removed it): it may still lead until it
-    /// applies the change. For a leadership `partition` has already taken,
-    /// who may still be waited for: every live broker but this one. A
-    /// broker fenced since holds no lease; one that merely left the
-    /// replicas may still lead, and is waited for as before.
-    fn succession(
-        &self,
-        image: &MetadataImage,
-        info: &PartitionInfo,
-        partition: &Partition,
-        now_ms: i64,
-    ) -> Succession {
-        if info.leader != self.node_id || info.leader_epoch == 0 {
-            return Succession::default();
-        }
-        let live = |id: &i32| *id != self.node_id && image.is_unfenced(*id);
-        let taken = partition.is_leader() && partition.leader_epoch() == info.leader_epoch;
-        let awaiting: Vec<i32> = if taken {
-            image.brokers().map(|b| b.node_id).filter(live).collect()
-        } else {
-            info.replicas
-                .iter()
-                .copied()
-                .chain(info.previous_leader)
-                .filter(live)
-                .collect()
-        };
-        Succession::new(
-            awaiting,
-            now_ms,
-            self.succession_wait_ms,
-            info.predecessor_lease_ms,
-        )
-    }
-
     /// Takes out of the map every replica the image no longer assigns to
     /// this broker, or whose topic was re-created under a new id.
     fn remove_unwanted(&self, image: &MetadataImage) -> Vec<Arc<Partition>> {
@@ -677,113 +575,6 @@ impl ReplicaManager {
             "closed every partition log"
         );
     }
-}
-
-fn read_identity(dir: &Path) -> Option<DirIdentity> {
-    let text = fs::read_to_string(dir.join(PARTITION_METADATA)).ok()?;
-    let mut topic = None;
-    let mut topic_id = None;
-    let mut partition = None;
-    for line in text.lines() {
-        match line.split_once(": ") {
-            Some(("topic", v)) => topic = Some(v.to_string()),
-            Some(("topic_id", v)) => topic_id = Uuid::parse_str(v).ok(),
-            Some(("partition", v)) => partition = v.parse().ok(),
-            _ => {}
-        }
-    }
-    Some(DirIdentity {
-        topic: topic?,
-        topic_id: topic_id?,
-        partition: partition?,
-    })
-}
-
-fn write_identity(dir: &Path, identity: &DirIdentity) -> Result<(), LogError> {
-    if read_identity(dir).as_ref() == Some(identity) {
-        return Ok(());
-    }
-    let text = format!(
-        "version: 0\ntopic: {}\ntopic_id: {}\npartition: {}\n",
-        identity.topic, identity.topic_id, identity.partition
-    );
-    write_atomically(&dir.join(PARTITION_METADATA), text.as_bytes())
-}
-
-/// Gets a directory this broker does not host out of the way, if it may be
-/// judged: deleted if the image says its topic id was deleted; otherwise,
-/// once the broker has caught up with the quorum (`caught_up`), moved aside
-/// as stray and reported with `why` it is not hosted; otherwise left where
-/// it is. Returns whether it was judged (and so moved).
-fn dispose(
-    dir: &Path,
-    identity: &DirIdentity,
-    image: &MetadataImage,
-    caught_up: bool,
-    why: &str,
-) -> bool {
-    if image.was_deleted(&identity.topic_id) {
-        delete(dir, identity, "its topic was deleted");
-        return true;
-    }
-    if !caught_up {
-        return false;
-    }
-    if let Some(stray) = rename_aside(dir, STRAY_SUFFIX) {
-        tracing::warn!(
-            dir = %dir.display(),
-            kept_at = %stray.display(),
-            topic = identity.topic,
-            topic_id = %identity.topic_id,
-            partition = identity.partition,
-            reason = why,
-            "moved aside a partition log this broker does not host; its records are kept \
-             there until an operator removes the directory"
-        );
-    }
-    true
-}
-
-/// Deletes a partition's directory: renamed at once, removed in the
-/// background.
-fn delete(dir: &Path, identity: &DirIdentity, reason: &str) {
-    tracing::info!(
-        dir = %dir.display(),
-        topic = identity.topic,
-        partition = identity.partition,
-        reason,
-        "deleting a partition log"
-    );
-    if let Some(doomed) = rename_aside(dir, DELETE_SUFFIX) {
-        remove_in_background(doomed);
-    }
-}
-
-/// Renames `dir` to `<dir>.<uuid><suffix>`, at once, so that a partition
-/// of the same name can be created right away.
-fn rename_aside(dir: &Path, suffix: &str) -> Option<PathBuf> {
-    let name = dir.file_name()?;
-    let aside = dir.with_file_name(format!(
-        "{}.{}{suffix}",
-        name.to_string_lossy(),
-        Uuid::new_v4().simple()
-    ));
-    match fs::rename(dir, &aside) {
-        Ok(()) => Some(aside),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            tracing::error!(dir = %dir.display(), error = %e, "failed to move a partition directory aside");
-            None
-        }
-    }
-}
-
-fn remove_in_background(dir: PathBuf) {
-    std::thread::spawn(move || {
-        if let Err(e) = fs::remove_dir_all(&dir) {
-            tracing::warn!(dir = %dir.display(), error = %e, "failed to remove deleted partition");
-        }
-    });
 }
 
 #[cfg(test)]

@@ -18,23 +18,24 @@
 
 mod assignor;
 mod classic;
+mod partitions;
 mod snapshot;
 mod subscription;
+mod timers;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use kafka_protocol::error::ResponseError;
 use uuid::Uuid;
 
+use self::partitions::{difference, intersection, intersects, is_subset, without_empty_topics};
 pub(crate) use self::{
     assignor::Assignor,
     classic::{ClassicMember, ClassicProtocols, ClassicSeat, to_ids, to_names},
+    partitions::Partitions,
     snapshot::{ConsumerSnapshot, MemberSnapshot},
     subscription::{Subscription, TopicCatalog},
 };
-
-/// Partitions by topic id.
-pub(crate) type Partitions = BTreeMap<Uuid, BTreeSet<i32>>;
 
 /// A subscribed topic as the assignor sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -575,68 +576,6 @@ impl ConsumerGroup {
         held
     }
 
-    /// Members whose session expired or who did not revoke in time, with
-    /// the reason.
-    fn expired(&self, settings: &ConsumerSettings, now_ms: i64) -> Vec<(String, &'static str)> {
-        self.members
-            .values()
-            .filter_map(|m| {
-                let why = Self::deadlines(m, settings)
-                    .into_iter()
-                    .flatten()
-                    .find(|(deadline, _)| now_ms >= *deadline)?
-                    .1;
-                Some((m.id.clone(), why))
-            })
-            .collect()
-    }
-
-    /// When each of a member's timers runs out, and what it means then.
-    fn deadlines(
-        member: &ConsumerMember,
-        settings: &ConsumerSettings,
-    ) -> [Option<(i64, &'static str)>; 4] {
-        let [rejoin, sync] = member
-            .classic
-            .as_ref()
-            .map_or([None, None], ClassicMember::deadlines);
-        [
-            Some((
-                member.last_heard_ms + member.session_timeout_ms(settings),
-                "session timeout",
-            )),
-            member
-                .revoke_deadline_ms
-                .map(|d| (d, "did not revoke within the rebalance timeout")),
-            rejoin,
-            sync,
-        ]
-    }
-
-    /// The earliest time a member's session ends or one of its other
-    /// timers runs out.
-    pub(crate) fn next_deadline_ms(&self, settings: &ConsumerSettings) -> Option<i64> {
-        self.members
-            .values()
-            .flat_map(|m| Self::deadlines(m, settings))
-            .flatten()
-            .map(|(deadline, _)| deadline)
-            .min()
-    }
-
-    pub(crate) fn has_expired_members(&self, settings: &ConsumerSettings, now_ms: i64) -> bool {
-        !self.expired(settings, now_ms).is_empty()
-    }
-
-    /// Removes the members `expired` names; returns whether any was removed.
-    pub(crate) fn tick(&mut self, settings: &ConsumerSettings, now_ms: i64) -> bool {
-        let expired = self.expired(settings, now_ms);
-        for (member_id, why) in &expired {
-            self.remove(member_id, why);
-        }
-        !expired.is_empty()
-    }
-
     /// Whether a member may commit offsets with this epoch. Epoch -1 is a
     /// commit outside group management (an admin client, or a consumer
     /// that assigns its partitions itself and names its own member id),
@@ -657,49 +596,6 @@ impl ConsumerGroup {
         };
         (member_epoch != member.member_epoch).then_some(stale)
     }
-}
-
-fn without_empty_topics(partitions: Partitions) -> Partitions {
-    partitions
-        .into_iter()
-        .filter(|(_, set)| !set.is_empty())
-        .collect()
-}
-
-fn is_subset(a: &Partitions, b: &Partitions) -> bool {
-    a.iter()
-        .all(|(topic, partitions)| b.get(topic).is_some_and(|held| partitions.is_subset(held)))
-}
-
-fn intersects(a: &Partitions, b: &Partitions) -> bool {
-    a.iter().any(|(topic, partitions)| {
-        b.get(topic)
-            .is_some_and(|other| !partitions.is_disjoint(other))
-    })
-}
-
-fn difference(a: &Partitions, b: &Partitions) -> Partitions {
-    a.iter()
-        .filter_map(|(topic, partitions)| {
-            let left: BTreeSet<i32> = match b.get(topic) {
-                Some(other) => partitions.difference(other).copied().collect(),
-                None => partitions.clone(),
-            };
-            (!left.is_empty()).then_some((*topic, left))
-        })
-        .collect()
-}
-
-fn intersection(a: &Partitions, b: &Partitions) -> Partitions {
-    a.iter()
-        .filter_map(|(topic, partitions)| {
-            let both: BTreeSet<i32> = b
-                .get(topic)
-                .map(|other| partitions.intersection(other).copied().collect())
-                .unwrap_or_default();
-            (!both.is_empty()).then_some((*topic, both))
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -5,9 +5,14 @@ use keel_raft_metadata::{
     records::{CreateTopic, DeleteTopic},
 };
 
+use std::fs;
+
 use keel_log::LogConfig;
 
-use super::*;
+use super::{
+    directories::{DELETE_SUFFIX, STRAY_SUFFIX},
+    *,
+};
 use crate::{config::BrokerConfig, error::PartitionError};
 
 fn create(name: &str, id: u128) -> MetadataRecord {

@@ -22,7 +22,10 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use uuid::Uuid;
 
-use super::{ConsumerGroup, ConsumerMember, Partitions, TopicCatalog, difference, intersects};
+use super::{
+    ConsumerGroup, ConsumerMember, Partitions, TopicCatalog,
+    partitions::{difference, intersects},
+};
 use crate::group::{
     embedded::{self, NamedPartitions},
     offsets::CONSUMER_PROTOCOL_TYPE,
