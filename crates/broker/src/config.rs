@@ -50,6 +50,8 @@ pub struct BrokerConfig {
     pub voters: Vec<(u64, String)>,
     pub metrics_listen: Option<SocketAddr>,
     pub metrics_per_partition: bool,
+    /// The async runtime's worker threads; `None`: one per core.
+    pub worker_threads: Option<usize>,
     pub raft_tick_ms: u64,
     pub raft_election_ticks: usize,
     pub raft_heartbeat_ticks: usize,

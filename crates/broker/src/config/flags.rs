@@ -74,6 +74,11 @@ pub(super) struct Flags {
     /// offset (two series per partition).
     #[arg(long, env = "KEEL_METRICS_PER_PARTITION", default_value_t = false, action = ArgAction::Set)]
     pub(super) metrics_per_partition: bool,
+    /// Threads serving client and cluster connections [default: one per
+    /// core]. Nodes that share a machine do better with a share of its
+    /// cores each: `scripts/cluster` gives each node cores / nodes.
+    #[arg(long, env = "KEEL_WORKER_THREADS", value_name = "N")]
+    pub(super) worker_threads: Option<usize>,
     /// Raft tick interval.
     #[arg(long, env = "KEEL_RAFT_TICK_MS", default_value_t = 50)]
     pub(super) raft_tick_ms: u64,

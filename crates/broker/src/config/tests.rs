@@ -26,6 +26,7 @@ fn defaults_match_the_documented_contract() {
         config.groups.migration_policy,
         crate::group::MigrationPolicy::Bidirectional
     );
+    assert_eq!(config.worker_threads, None);
     assert!(config.explicit.is_empty());
 }
 
@@ -42,9 +43,12 @@ fn flags_are_parsed_and_recorded_as_explicit() {
         "-1",
         "--auto-create-topics",
         "false",
+        "--worker-threads",
+        "1",
     ])
     .unwrap();
     assert_eq!(config.node_id, 7);
+    assert_eq!(config.worker_threads, Some(1));
     assert_eq!(config.advertised_host, "broker7.example");
     assert!(!config.auto_create_topics);
     assert!(config.explicit.contains("node-id"));
@@ -64,6 +68,7 @@ fn bad_input_yields_one_line_naming_the_key() {
         (vec!["--voters", "1@a"], "--voters"),
         (vec!["--voters", "1@a:1,1@b:2"], "--voters"),
         (vec!["--raft-election-ticks", "2"], "--raft-election-ticks"),
+        (vec!["--worker-threads", "0"], "--worker-threads"),
         (
             vec!["--group-consumer-migration-policy", "sideways"],
             "--group-consumer-migration-policy",

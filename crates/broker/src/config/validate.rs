@@ -45,6 +45,7 @@ pub(super) fn validate(
         voters: addresses.voters,
         metrics_listen: addresses.metrics_listen,
         metrics_per_partition: flags.metrics_per_partition,
+        worker_threads: flags.worker_threads,
         raft_tick_ms: flags.raft_tick_ms,
         raft_election_ticks: flags.raft_election_ticks,
         raft_heartbeat_ticks: flags.raft_heartbeat_ticks,
@@ -135,6 +136,9 @@ fn check_bounds(flags: &Flags) -> Result<(), ConfigError> {
                 flags.leader_imbalance_per_broker_percentage
             ),
         ));
+    }
+    if let Some(threads) = flags.worker_threads {
+        at_least("worker-threads", threads, 1)?;
     }
     at_least("raft-tick-ms", flags.raft_tick_ms, 1)?;
     at_least("raft-heartbeat-ticks", flags.raft_heartbeat_ticks, 1)?;
