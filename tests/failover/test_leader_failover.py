@@ -47,9 +47,9 @@ def wait_failed_over(cluster, topic, victim, survivor):
     wait_for(f"every partition broker {victim} led has a new leader", moved, timeout=30)
 
 
-def leaders_from(broker, topic):
+def leaders_from(broker, topic, timeout=10):
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    return {p: m.leader for p, m in admin.list_topics(topic=topic, timeout=10).topics[topic].partitions.items()}
+    return {p: m.leader for p, m in admin.list_topics(topic=topic, timeout=timeout).topics[topic].partitions.items()}
 
 
 def setup(cluster_factory, topic):
