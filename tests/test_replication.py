@@ -441,3 +441,34 @@ def test_offsets_topic_has_three_replicas_and_a_group_keeps_its_offsets_when_its
     checker.close()
     moved = describe(cluster, "__consumer_offsets")
     assert all(moved[p].leader != info.leader for p, info in offsets.items())
+
+
+def test_followers_fetching_less_than_a_batch_still_copy_every_batch_whole(cluster_factory):
+    # Both of a follower's fetch limits below the size of every batch: the
+    # leader still sends the first batch whole (KIP-74), so followers keep
+    # up a batch per fetch and acks=all writes complete.
+    cluster = cluster_factory(3, extra_args=[
+        *REPLICATION_ARGS,
+        "--replica-fetch-max-bytes", "1024",
+        "--replica-fetch-response-max-bytes", "1024",
+        "--metrics-per-partition", "true",
+    ])
+    registered(cluster, 3)
+    create(cluster, "wide", partitions=2)
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all",
+                         "linger.ms": 20, "batch.size": 1_000_000})
+    failures = []
+    for n in range(400):
+        producer.produce("wide", b"w" * 10_000, key=str(n).encode(), partition=n % 2,
+                         on_delivery=lambda error, _: error and failures.append(error))
+    assert producer.flush(60) == 0, "acks=all writes still waiting for followers"
+    assert not failures, failures[:5]
+
+    def log_end_offsets():
+        return {(node_id, p): broker.metrics()[
+                    f'keel_partition_log_end_offset{{topic="wide",partition="{p}"}}']
+                for node_id, broker in cluster.brokers.items() for p in range(2)}
+
+    wait_for("every replica to hold the 200 records of each partition",
+             lambda: set(log_end_offsets().values()) == {200})
+    assert all(sorted(p.isrs) == [1, 2, 3] for p in describe(cluster, "wide").values())

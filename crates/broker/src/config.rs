@@ -66,6 +66,10 @@ pub struct BrokerConfig {
     pub replica_lag_time_max_ms: i64,
     /// `replica.fetch.wait.max.ms`.
     pub replica_fetch_wait_max_ms: i32,
+    /// `replica.fetch.max.bytes`.
+    pub replica_fetch_max_bytes: i32,
+    /// `replica.fetch.response.max.bytes`.
+    pub replica_fetch_response_max_bytes: i32,
     pub liveness: LivenessConfig,
     /// Kafka's auto leader rebalance; `None` when off.
     pub leader_rebalance: Option<LeaderRebalance>,

@@ -369,10 +369,10 @@ pub async fn begin<'a>(
 ) -> Result<Begun<'a>, RequestError> {
     let decoded = match decoded.into_produce() {
         Ok(call) => {
-            let (ctx, request) = call.into_parts(broker, connection);
-            let prepared = produce::prepare(&ctx, request).await;
-            let appended = crate::blocking::run(|| produce::append(&ctx, prepared));
-            return answer_produce(ctx, appended);
+            let mut begun = begin_produces(broker, vec![call], connection).await;
+            return begun
+                .pop()
+                .unwrap_or_else(|| unreachable!("one answer per call"));
         }
         Err(decoded) => decoded,
     };

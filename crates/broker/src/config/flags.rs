@@ -112,6 +112,17 @@ pub(super) struct Flags {
     /// How long a follower's fetch waits at the leader for new records.
     #[arg(long, env = "KEEL_REPLICA_FETCH_WAIT_MAX_MS", default_value_t = 500)]
     pub(super) replica_fetch_wait_max_ms: i32,
+    /// Most bytes a follower asks for per partition in one fetch; a larger
+    /// first batch still comes whole, so a follower never stalls on one.
+    #[arg(long, env = "KEEL_REPLICA_FETCH_MAX_BYTES", default_value_t = 1024 * 1024)]
+    pub(super) replica_fetch_max_bytes: i32,
+    /// Most bytes a follower asks for in one fetch over all its partitions.
+    #[arg(
+        long,
+        env = "KEEL_REPLICA_FETCH_RESPONSE_MAX_BYTES",
+        default_value_t = 10 * 1024 * 1024
+    )]
+    pub(super) replica_fetch_response_max_bytes: i32,
     /// How often a broker heartbeats to the active controller; each
     /// answered heartbeat renews its lease.
     #[arg(long, env = "KEEL_BROKER_HEARTBEAT_INTERVAL_MS", default_value_t = 100)]

@@ -27,6 +27,8 @@ fn defaults_match_the_documented_contract() {
         crate::group::MigrationPolicy::Bidirectional
     );
     assert_eq!(config.worker_threads, None);
+    assert_eq!(config.replica_fetch_max_bytes, 1024 * 1024);
+    assert_eq!(config.replica_fetch_response_max_bytes, 10 * 1024 * 1024);
     assert!(config.explicit.is_empty());
 }
 
@@ -45,10 +47,13 @@ fn flags_are_parsed_and_recorded_as_explicit() {
         "false",
         "--worker-threads",
         "1",
+        "--replica-fetch-max-bytes",
+        "8388608",
     ])
     .unwrap();
     assert_eq!(config.node_id, 7);
     assert_eq!(config.worker_threads, Some(1));
+    assert_eq!(config.replica_fetch_max_bytes, 8 * 1024 * 1024);
     assert_eq!(config.advertised_host, "broker7.example");
     assert!(!config.auto_create_topics);
     assert!(config.explicit.contains("node-id"));
@@ -69,6 +74,14 @@ fn bad_input_yields_one_line_naming_the_key() {
         (vec!["--voters", "1@a:1,1@b:2"], "--voters"),
         (vec!["--raft-election-ticks", "2"], "--raft-election-ticks"),
         (vec!["--worker-threads", "0"], "--worker-threads"),
+        (
+            vec!["--replica-fetch-max-bytes", "100"],
+            "--replica-fetch-max-bytes",
+        ),
+        (
+            vec!["--replica-fetch-response-max-bytes=-1"],
+            "--replica-fetch-response-max-bytes",
+        ),
         (
             vec!["--group-consumer-migration-policy", "sideways"],
             "--group-consumer-migration-policy",

@@ -58,6 +58,8 @@ pub(super) fn validate(
         offsets_topic_replication_factor: flags.offsets_topic_replication_factor,
         replica_lag_time_max_ms: flags.replica_lag_time_max_ms,
         replica_fetch_wait_max_ms: flags.replica_fetch_wait_max_ms,
+        replica_fetch_max_bytes: flags.replica_fetch_max_bytes,
+        replica_fetch_response_max_bytes: flags.replica_fetch_response_max_bytes,
         liveness: LivenessConfig {
             heartbeat_interval: Duration::from_millis(flags.broker_heartbeat_interval_ms),
             session_timeout: Duration::from_millis(flags.broker_session_timeout_ms),
@@ -160,6 +162,16 @@ fn check_bounds(flags: &Flags) -> Result<(), ConfigError> {
     }
     at_least("max-frame-bytes", flags.max_frame_bytes, 1024)?;
     at_least("fetch-max-bytes", flags.fetch_max_bytes, 1024)?;
+    at_least(
+        "replica-fetch-max-bytes",
+        flags.replica_fetch_max_bytes,
+        1024,
+    )?;
+    at_least(
+        "replica-fetch-response-max-bytes",
+        flags.replica_fetch_response_max_bytes,
+        1024,
+    )?;
     at_least("num-partitions", flags.num_partitions, 1)?;
     at_least("log-segment-bytes", flags.log_segment_bytes, 14)?;
     if flags.log_segment_bytes > i64::from(i32::MAX) {

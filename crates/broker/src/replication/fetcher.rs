@@ -50,9 +50,6 @@ use crate::{
     partition::{FollowerState, Partition},
 };
 
-/// Kafka's replica.fetch.max.bytes and replica.fetch.response.max.bytes.
-const PARTITION_MAX_BYTES: i32 = 1024 * 1024;
-const RESPONSE_MAX_BYTES: i32 = 10 * 1024 * 1024;
 /// Backoff after a failed fetch, doubling up to the maximum.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -315,7 +312,7 @@ async fn fetch_once(
                 last_fetched_epoch: state.last_fetched_epoch,
                 current_leader_epoch: state.leader_epoch,
                 log_start_offset: state.log_start_offset,
-                partition_max_bytes: PARTITION_MAX_BYTES,
+                partition_max_bytes: config.replica_fetch_max_bytes,
             };
             ((partition.topic_id(), partition.index()), params)
         })
@@ -369,7 +366,7 @@ fn request(broker: &Broker, next: &NextRequest) -> FetchRequest {
         )
         .with_max_wait_ms(broker.config.replica_fetch_wait_max_ms)
         .with_min_bytes(1)
-        .with_max_bytes(RESPONSE_MAX_BYTES)
+        .with_max_bytes(broker.config.replica_fetch_response_max_bytes)
         .with_session_id(next.session_id)
         .with_session_epoch(next.epoch)
         .with_topics(topics)
