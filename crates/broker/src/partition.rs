@@ -15,6 +15,7 @@
 //! new leader epoch's checkpoint, and a compaction's swap.
 
 mod activity;
+mod follower;
 mod progress;
 mod role;
 mod waiters;
@@ -32,7 +33,7 @@ use crate::error::PartitionError;
 
 pub use self::activity::{Activity, Walk};
 pub use self::progress::{Progress, Waiting};
-pub use self::role::{FollowerState, Transition};
+pub use self::{follower::FollowerState, role::Transition};
 use self::{role::Role, waiters::Waiters};
 
 /// A request leader epoch compared with the partition's: -1 skips the check.

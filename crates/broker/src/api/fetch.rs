@@ -5,7 +5,7 @@
 //! the first partition with data is returned whole even if larger, so a
 //! consumer can always make progress. A request that finds fewer than
 //! `min_bytes` waits up to `max_wait_ms` for appends. A fetcher may keep an
-//! incremental fetch session (KIP-227, see `fetch_session`): it then names
+//! incremental fetch session (KIP-227, see `session` and `fetch_session`): it then names
 //! only the partitions whose fetch changed, every partition of the session
 //! is read, and the response carries only those with something new.
 //!
@@ -20,10 +20,11 @@
 //! match the leader's log at the fetch offset gets the DivergingEpoch to
 //! truncate to instead of records (KIP-320), consumer or follower.
 
+mod session;
+
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use kafka_protocol::{
-    error::ResponseError,
     messages::{
         BrokerId, FetchRequest, FetchResponse, TopicName,
         fetch_response::{
@@ -33,8 +34,8 @@ use kafka_protocol::{
     protocol::StrBytes,
 };
 use tokio::{sync::Notify, time::Instant};
-use uuid::Uuid;
 
+use self::session::{Answer, Session, forgotten_partitions, requested_partitions, session_step};
 use super::{
     RequestContext,
     leader_hint::{Endpoints, current_leader},
@@ -43,9 +44,7 @@ use super::{
 use crate::{
     broker::now_ms,
     error::PartitionError,
-    fetch_session::{
-        Answered, FetchContext, FetchParams, Owner, PartitionKey, SessionRequest, TopicKey,
-    },
+    fetch_session::{FetchContext, FetchParams, PartitionKey, SessionRequest, TopicKey},
     partition::{Fetched, Partition, PartitionOffsets, ReadLimit},
     response::FileRecords,
 };
@@ -286,117 +285,6 @@ fn resolve(
         });
     }
     (topics, targets)
-}
-
-/// Which session, if any, a fetch is served in.
-enum Session {
-    None,
-    New,
-    Incremental { id: i32, epoch: i32 },
-}
-
-/// What a fetch read, for its session.
-struct Answer<'a> {
-    owner: Owner,
-    uses_topic_ids: bool,
-    targets: &'a [Target],
-    partitions: &'a [PartitionData],
-}
-
-/// Records what a fetch answered in its session: the session id the
-/// response carries, and for an incremental fetch which partitions it
-/// carries (all of them otherwise).
-fn session_step(
-    ctx: &RequestContext<'_>,
-    session: Session,
-    answer: Answer<'_>,
-) -> Result<(i32, Option<Vec<bool>>), ResponseError> {
-    let answered = answer.targets.iter().zip(answer.partitions);
-    match session {
-        Session::None => Ok((0, None)),
-        Session::New => {
-            let answered = answered
-                .map(|(t, data)| (t.key.clone(), t.params, answer_of(data)))
-                .collect();
-            let id = ctx.broker.fetch_sessions().create(
-                answer.owner,
-                answer.uses_topic_ids,
-                answered,
-                now_ms(),
-            );
-            Ok((id, None))
-        }
-        Session::Incremental { id, epoch } => {
-            let answered: Vec<_> = answered
-                .map(|(t, data)| (&t.key, answer_of(data)))
-                .collect();
-            let carried = ctx
-                .broker
-                .fetch_sessions()
-                .answer_incremental(id, epoch, &answered)?;
-            Ok((id, Some(carried)))
-        }
-    }
-}
-
-fn requested_partitions(
-    request: &FetchRequest,
-    uses_topic_ids: bool,
-) -> Vec<(PartitionKey, FetchParams)> {
-    request
-        .topics
-        .iter()
-        .flat_map(|topic| {
-            let key = topic_key(uses_topic_ids, topic.topic_id, &topic.topic);
-            topic.partitions.iter().map(move |p| {
-                let params = FetchParams {
-                    fetch_offset: p.fetch_offset,
-                    last_fetched_epoch: p.last_fetched_epoch,
-                    current_leader_epoch: p.current_leader_epoch,
-                    log_start_offset: p.log_start_offset,
-                    partition_max_bytes: p.partition_max_bytes,
-                };
-                let key = PartitionKey {
-                    topic: key.clone(),
-                    partition: p.partition,
-                };
-                (key, params)
-            })
-        })
-        .collect()
-}
-
-fn forgotten_partitions(request: &FetchRequest, uses_topic_ids: bool) -> Vec<PartitionKey> {
-    request
-        .forgotten_topics_data
-        .iter()
-        .flat_map(|topic| {
-            let key = topic_key(uses_topic_ids, topic.topic_id, &topic.topic);
-            topic.partitions.iter().map(move |&partition| PartitionKey {
-                topic: key.clone(),
-                partition,
-            })
-        })
-        .collect()
-}
-
-fn topic_key(uses_topic_ids: bool, id: Uuid, name: &TopicName) -> TopicKey {
-    if uses_topic_ids {
-        TopicKey::Id(id)
-    } else {
-        TopicKey::Name(name.0.to_string())
-    }
-}
-
-/// What a session needs to know of a partition's answer.
-fn answer_of(data: &PartitionData) -> Answered {
-    Answered {
-        has_records: data.records.as_ref().is_some_and(|r| !r.is_empty()),
-        has_error: data.error_code != 0,
-        diverged: data.diverging_epoch.epoch >= 0 || data.diverging_epoch.end_offset >= 0,
-        high_watermark: data.high_watermark,
-        log_start_offset: data.log_start_offset,
-    }
 }
 
 struct Limits {
