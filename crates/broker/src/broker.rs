@@ -16,6 +16,9 @@
 //! a data directory of another node or another cluster is refused, at
 //! start if the local metadata already names the cluster, or as soon as
 //! the caught-up metadata does.
+//!
+//! How a broker ends (failing, stopping, leaving the cluster) is in
+//! `lifecycle`.
 
 use std::{
     sync::{
@@ -27,8 +30,7 @@ use std::{
 
 use keel_raft_metadata::{
     ApplyError, MetadataHandle, MetadataImage, MetadataRecord, NodeConfig, NodeError,
-    ProposalError, Record, ids,
-    records::{AllocateProducerIds, FenceBroker},
+    ProposalError, Record, ids, records::AllocateProducerIds,
 };
 use tokio::{
     sync::{mpsc, watch},
@@ -38,6 +40,7 @@ use tokio::{
 use uuid::Uuid;
 
 mod identity;
+mod lifecycle;
 mod membership;
 
 use crate::{
@@ -500,44 +503,6 @@ impl Broker {
         Ok(id)
     }
 
-    /// Stops the broker: something makes it unsafe to go on.
-    fn fail(&self, reason: String) {
-        tracing::error!(%reason, "stopping the broker");
-        self.fatal.send_if_modified(|fatal| {
-            let first = fatal.is_none();
-            fatal.get_or_insert(reason);
-            first
-        });
-    }
-
-    /// Resolves with the reason once the broker must stop.
-    pub async fn failed(&self) -> String {
-        let mut fatal = self.fatal.subscribe();
-        loop {
-            if let Some(reason) = fatal.borrow_and_update().clone() {
-                return reason;
-            }
-            if fatal.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-    }
-
-    /// Resolves when shutdown begins.
-    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.shutdown.subscribe()
-    }
-
-    /// Begins a controlled shutdown: from the next heartbeat on the
-    /// controller elects this broker nowhere and takes it out of the ISRs.
-    pub fn begin_stopping(&self) {
-        self.stopping.store(true, Ordering::Release);
-    }
-
-    pub fn is_stopping(&self) -> bool {
-        self.stopping.load(Ordering::Acquire)
-    }
-
     /// The incremental fetch sessions, locked. Held only to decide or
     /// record a session's step, never across a fetch's wait.
     pub fn fetch_sessions(&self) -> MutexGuard<'_, SessionCache> {
@@ -555,40 +520,6 @@ impl Broker {
     pub fn produced_within(&self, window: Duration, now_ms: i64) -> bool {
         let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
         now_ms - self.last_produce_ms.load(Ordering::Relaxed) < window_ms
-    }
-
-    pub fn begin_shutdown(&self) {
-        self.shutdown.send_replace(true);
-    }
-
-    pub fn is_shutting_down(&self) -> bool {
-        *self.shutdown.borrow()
-    }
-
-    /// Leaves the cluster cleanly: fences this broker (so Metadata stops
-    /// listing it) if a quorum answers within `timeout`, stops the
-    /// background tasks and the metadata node, and closes every log.
-    pub async fn stop(&self, timeout: Duration) {
-        self.begin_shutdown();
-        for task in self
-            .background
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .drain(..)
-        {
-            task.abort();
-        }
-        let fence = Record::FenceBroker(FenceBroker {
-            node_id: self.config.node_id,
-            incarnation: self.incarnation,
-        });
-        if let Err(e) = tokio::time::timeout(timeout, self.metadata.propose(fence.into())).await {
-            tracing::info!(error = %e, "could not fence this broker before stopping");
-        }
-        self.fetchers.stop();
-        self.metadata.shutdown().await;
-        let replicas = &self.replicas;
-        crate::blocking::run(|| replicas.close_all());
     }
 }
 
