@@ -14,8 +14,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from test_cluster import registered, wait_for
 
 STALL_MS = 1000
-# More stalled producers than any machine running this has cores, so that
-# the appends would occupy every async worker if they ran on them.
+# More stalled producers than the broker has async workers, so that the
+# appends would occupy every one if they ran on them.
 STALLED_PRODUCERS = 16
 
 
@@ -34,7 +34,9 @@ def led_by(admin, topic, node_id):
 ])
 def test_a_stalled_partition_holds_up_nothing_else(cluster_factory, fault, configs, messages):
     faults = ",".join(f"{fault}:slow:{p}:{STALL_MS}" for p in range(3))
-    cluster = cluster_factory(3, extra_args=["--test-faults", faults])
+    # One async worker: an append that waited on it would hold up every
+    # connection of the broker, and the Raft transport with them.
+    cluster = cluster_factory(3, extra_args=["--test-faults", faults, "--worker-threads", "1"])
     registered(cluster, 3)
     controller = cluster.controller()
     node_id = controller.node_id
