@@ -6,7 +6,9 @@
 //! a command, never on a polling timer. After every wake-up it handles the
 //! Ready, completes proposals whose entries were applied here, answers read
 //! barriers and publishes the new metadata image. The transport's tasks and
-//! listener run on the caller's runtime.
+//! listener run on a network thread of their own (see `network`), so that
+//! neither the ready loop's fsyncs nor the broker's busy or stalled workers
+//! hold up what the quorum says to itself.
 //!
 //! Proposals carry `(origin node, incarnation, request id)` in their
 //! entry's context (see [`crate::proposals`]). A follower forwards a
@@ -45,9 +47,10 @@ use tokio::{
 };
 
 mod confirmation;
+mod network;
 mod run;
 
-use self::{confirmation::Confirmation, run::Node};
+use self::{confirmation::Confirmation, network::NetworkThread, run::Node};
 use crate::{
     core::{CoreConfig, CoreError, CoreStatus, RaftCore},
     heartbeat::HeartbeatCall,
@@ -372,15 +375,16 @@ pub async fn start(
     // Every member has an address in `peers`: the configured voters, and
     // whoever a conf change or snapshot added.
     let has_peers = core.peers().keys().any(|&id| id != config.id);
+    let network = NetworkThread::start().map_err(NodeError::Thread)?;
     let listener = if config.listen_when_alone || has_peers {
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| NodeError::Listen {
-                    address: config.listen,
-                    source,
-                })?;
-        Some(listener)
+        // Bound on the network thread, whose runtime then polls it.
+        let address = config.listen;
+        let bound = network
+            .handle()
+            .spawn(async move { TcpListener::bind(address).await })
+            .await
+            .map_err(|_| NodeError::Aborted)?;
+        Some(bound.map_err(|source| NodeError::Listen { address, source })?)
     } else {
         None
     };
@@ -393,18 +397,17 @@ pub async fn start(
         core: core.status(),
         ..NodeStatus::default()
     });
-    let runtime = tokio::runtime::Handle::current();
-    let listener_task = listener.map(|l| {
-        runtime.spawn(transport::serve(
-            l,
+    if let Some(listener) = listener {
+        network.handle().spawn(transport::serve(
+            listener,
             events_tx.clone(),
             transport::Listeners {
                 heartbeats: config.heartbeats.clone(),
                 peer_connections: config.peer_connections.clone(),
             },
-        ))
-    });
-    let mut transport = Transport::new(config.id, events_tx, runtime);
+        ));
+    }
+    let mut transport = Transport::new(config.id, events_tx, network.handle());
     transport.set_peers(core.peers());
 
     let incarnation = uuid::Uuid::new_v4().as_u64_pair().0;
@@ -439,9 +442,7 @@ pub async fn start(
         .map_err(NodeError::Thread)?;
     let task = tokio::spawn(async move {
         let result = done.await.unwrap_or(Err(NodeError::Aborted));
-        if let Some(listener) = listener_task {
-            listener.abort();
-        }
+        drop(network);
         result
     });
     Ok((

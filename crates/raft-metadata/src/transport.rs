@@ -149,8 +149,7 @@ struct Link {
 }
 
 /// Outgoing links to peers, owned by the node's task. The links' tasks run
-/// on `runtime` (the broker's), not on the Raft thread, so a Ready's fsync
-/// never holds up bytes already queued for a peer.
+/// on `runtime`, the node's network thread (see `node::network`).
 pub(crate) struct Transport {
     id: u64,
     links: HashMap<u64, Link>,

@@ -269,3 +269,36 @@ async fn the_listener_tells_when_a_peer_s_raft_link_opens_and_ends() {
     assert_eq!(next_event(&mut seen).await, PeerConnection::Closed(2));
     watcher.shutdown().await;
 }
+
+/// The nodes' Raft traffic does not run on the runtime that started them
+/// (a broker's async workers): with its only worker stalled for several
+/// election timeouts, the leader keeps hearing its followers, so it keeps
+/// leading and nobody campaigns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_stalled_broker_runtime_costs_the_quorum_no_election() {
+    let dir = tempfile::tempdir().unwrap();
+    let addresses: Vec<String> = (0..3).map(|_| free_address()).collect();
+    let voters = three_voters(&addresses);
+    let nodes = launch_voters(&voters, dir.path()).await;
+    let leader = leader_of(&nodes);
+    let term = nodes[leader].handle.status().core.term;
+
+    // The campaign timeout is 450 to 800 ms; the stall lasts 3 s.
+    tokio::spawn(async { std::thread::sleep(Duration::from_secs(3)) })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let leading = nodes
+        .iter()
+        .position(|n| n.handle.status().core.leader_ready);
+    assert_eq!(leading, Some(leader), "the leader changed");
+    for node in &nodes {
+        let status = node.handle.status().core;
+        assert_eq!(status.term, term, "node {} campaigned", status.id);
+        assert_eq!(
+            status.leader_id,
+            Some(nodes[leader].handle.status().core.id)
+        );
+    }
+}
