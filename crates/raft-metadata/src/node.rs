@@ -375,7 +375,7 @@ pub async fn start(
     // Every member has an address in `peers`: the configured voters, and
     // whoever a conf change or snapshot added.
     let has_peers = core.peers().keys().any(|&id| id != config.id);
-    let network = NetworkThread::start().map_err(NodeError::Thread)?;
+    let network = NetworkThread::start().await.map_err(NodeError::Thread)?;
     let listener = if config.listen_when_alone || has_peers {
         // Bound on the network thread, whose runtime then polls it.
         let address = config.listen;

@@ -23,20 +23,30 @@ pub(crate) struct NetworkThread {
 
 impl NetworkThread {
     /// Starts the thread, named `keel-raft-net`, with a single-threaded
-    /// runtime that runs until the returned value is dropped.
-    pub(crate) fn start() -> std::io::Result<Self> {
-        let runtime = runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let handle = runtime.handle().clone();
+    /// runtime that runs until the returned value is dropped. The runtime
+    /// is built and dropped on that thread, never in the caller's async
+    /// context.
+    pub(crate) async fn start() -> std::io::Result<Self> {
+        let (started, handle) = oneshot::channel();
         let (stop, stopped) = oneshot::channel::<()>();
         std::thread::Builder::new()
             .name("keel-raft-net".into())
             .spawn(move || {
+                let runtime = match runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = started.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = started.send(Ok(runtime.handle().clone()));
                 runtime.block_on(async {
                     let _ = stopped.await;
                 });
             })?;
+        let handle = handle
+            .await
+            .map_err(|_| std::io::Error::other("the network thread ended at its start"))??;
         Ok(Self {
             handle,
             _stop: stop,
