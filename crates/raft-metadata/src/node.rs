@@ -6,9 +6,14 @@
 //! a command, never on a polling timer. After every wake-up it handles the
 //! Ready, completes proposals whose entries were applied here, answers read
 //! barriers and publishes the new metadata image. The transport's tasks and
-//! listener run on a network thread of their own (see `network`), so that
-//! neither the ready loop's fsyncs nor the broker's busy or stalled workers
-//! hold up what the quorum says to itself.
+//! listener run on the caller's runtime (the broker's async workers), and
+//! on purpose: the active controller's services run there too (answering
+//! the heartbeats that renew every broker's lease, electing leaders), so a
+//! node whose workers stall also stops hearing its peers and being heard,
+//! and the leadership, with the controller's role, moves to a node whose
+//! workers run. With the transport anywhere else, such a node would stay
+//! the leader and every broker's lease would lapse for as long as the
+//! stall lasted.
 //!
 //! Proposals carry `(origin node, incarnation, request id)` in their
 //! entry's context (see [`crate::proposals`]). A follower forwards a
@@ -47,10 +52,9 @@ use tokio::{
 };
 
 mod confirmation;
-mod network;
 mod run;
 
-use self::{confirmation::Confirmation, network::NetworkThread, run::Node};
+use self::{confirmation::Confirmation, run::Node};
 use crate::{
     core::{CoreConfig, CoreError, CoreStatus, RaftCore},
     heartbeat::HeartbeatCall,
@@ -375,16 +379,15 @@ pub async fn start(
     // Every member has an address in `peers`: the configured voters, and
     // whoever a conf change or snapshot added.
     let has_peers = core.peers().keys().any(|&id| id != config.id);
-    let network = NetworkThread::start().await.map_err(NodeError::Thread)?;
     let listener = if config.listen_when_alone || has_peers {
-        // Bound on the network thread, whose runtime then polls it.
-        let address = config.listen;
-        let bound = network
-            .handle()
-            .spawn(async move { TcpListener::bind(address).await })
-            .await
-            .map_err(|_| NodeError::Aborted)?;
-        Some(bound.map_err(|source| NodeError::Listen { address, source })?)
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| NodeError::Listen {
+                    address: config.listen,
+                    source,
+                })?;
+        Some(listener)
     } else {
         None
     };
@@ -397,17 +400,18 @@ pub async fn start(
         core: core.status(),
         ..NodeStatus::default()
     });
-    if let Some(listener) = listener {
-        network.handle().spawn(transport::serve(
-            listener,
+    let runtime = tokio::runtime::Handle::current();
+    let listener_task = listener.map(|l| {
+        runtime.spawn(transport::serve(
+            l,
             events_tx.clone(),
             transport::Listeners {
                 heartbeats: config.heartbeats.clone(),
                 peer_connections: config.peer_connections.clone(),
             },
-        ));
-    }
-    let mut transport = Transport::new(config.id, events_tx, network.handle());
+        ))
+    });
+    let mut transport = Transport::new(config.id, events_tx, runtime);
     transport.set_peers(core.peers());
 
     let incarnation = uuid::Uuid::new_v4().as_u64_pair().0;
@@ -442,7 +446,9 @@ pub async fn start(
         .map_err(NodeError::Thread)?;
     let task = tokio::spawn(async move {
         let result = done.await.unwrap_or(Err(NodeError::Aborted));
-        drop(network);
+        if let Some(listener) = listener_task {
+            listener.abort();
+        }
         result
     });
     Ok((

@@ -149,7 +149,9 @@ struct Link {
 }
 
 /// Outgoing links to peers, owned by the node's task. The links' tasks run
-/// on `runtime`, the node's network thread (see `node::network`).
+/// on `runtime` (the broker's), not on the Raft thread, so a Ready's fsync
+/// never holds up bytes already queued for a peer; and a node whose broker
+/// workers stall is not heard from (see `node`).
 pub(crate) struct Transport {
     id: u64,
     links: HashMap<u64, Link>,
