@@ -31,8 +31,8 @@ pub(super) fn probe_everyone(broker: &Arc<Broker>, image: &MetadataImage) {
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How many times, and how far apart, a broker's listener is probed: a
 /// process being killed has its sockets closed one after another, so its
-/// listener may still take a connection just after its heartbeat
-/// connection closed.
+/// listener may still take (or, closing, reset) a connection just after
+/// its heartbeat connection closed.
 const PROBES: usize = 5;
 const PROBE_INTERVAL: Duration = Duration::from_millis(25);
 
@@ -40,9 +40,9 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(25);
 /// dies has its connections closed and its listeners with them, so if its
 /// Kafka listener refuses a connection now, nothing serves there any more:
 /// its session lapses at once instead of a session timeout after its last
-/// heartbeat. Anything else (the listener keeps answering, or the probe
-/// times out as it does across a network partition) leaves the session to
-/// run out. A broker wrongly taken for gone is safe all the same: its
+/// heartbeat. Anything else (the listener keeps answering or resetting
+/// connections through every probe, or a probe times out as it does
+/// across a network partition) leaves the session to run out. A broker wrongly taken for gone is safe all the same: its
 /// successors wait out the lease it may hold (`lease_left_ms`).
 pub(super) async fn probe(broker: Arc<Broker>, node_id: i32, incarnation: u64) {
     let image = broker.image();
@@ -59,8 +59,12 @@ pub(super) async fn probe(broker: Arc<Broker>, node_id: i32, incarnation: u64) {
             tokio::time::sleep(PROBE_INTERVAL).await;
         }
         let connect = tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(&address));
-        match connect.await {
-            Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
+        let outcome = match connect.await {
+            Ok(connected) => connected.map(drop).map_err(Some),
+            Err(_elapsed) => Err(None),
+        };
+        match verdict(&outcome) {
+            Verdict::Gone => {
                 tracing::info!(
                     node_id,
                     %address,
@@ -73,11 +77,20 @@ pub(super) async fn probe(broker: Arc<Broker>, node_id: i32, incarnation: u64) {
                 }
                 return;
             }
-            Ok(Ok(_)) => continue,
-            Ok(Err(error)) => listener = format!("cannot be reached: {error}"),
-            Err(_) => listener = String::from("does not answer"),
+            Verdict::LookAgain => {
+                listener = match &outcome {
+                    Err(Some(error)) => format!("reset a connection: {error}"),
+                    _ => String::from("still takes connections"),
+                };
+            }
+            Verdict::LeaveToSession => {
+                listener = match &outcome {
+                    Err(Some(error)) => format!("cannot be reached: {error}"),
+                    _ => String::from("does not answer"),
+                };
+                break;
+            }
         }
-        break;
     }
     tracing::info!(
         node_id,
@@ -85,4 +98,62 @@ pub(super) async fn probe(broker: Arc<Broker>, node_id: i32, incarnation: u64) {
         listener,
         "broker's heartbeat connection closed but its listener is not known to refuse connections: its session is left to run out"
     );
+}
+
+/// What one probe of a broker's listener says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// The listener refused the connection: nothing serves there any more.
+    Gone,
+    /// The listener took the connection, or reset it: a process being
+    /// killed closes its listener with connections still in its queue, so
+    /// a reset is its last moments as often as not. Probe again.
+    LookAgain,
+    /// No answer in time (as across a network partition) or no way there:
+    /// nothing tells that the process is gone.
+    LeaveToSession,
+}
+
+/// The verdict on a probe's outcome: connected, failed with an error, or
+/// timed out (`Err(None)`).
+fn verdict(outcome: &Result<(), Option<std::io::Error>>) -> Verdict {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    match outcome {
+        Ok(()) => Verdict::LookAgain,
+        Err(Some(error)) if error.kind() == ConnectionRefused => Verdict::Gone,
+        Err(Some(error)) if matches!(error.kind(), ConnectionReset | ConnectionAborted) => {
+            Verdict::LookAgain
+        }
+        Err(_) => Verdict::LeaveToSession,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Error, ErrorKind};
+
+    use super::*;
+
+    #[test]
+    fn only_a_refusal_tells_a_broker_gone_and_a_reset_is_looked_at_again() {
+        let failed = |kind| Err(Some(Error::from(kind)));
+        assert_eq!(
+            verdict(&failed(ErrorKind::ConnectionRefused)),
+            Verdict::Gone
+        );
+        assert_eq!(
+            verdict(&failed(ErrorKind::ConnectionReset)),
+            Verdict::LookAgain
+        );
+        assert_eq!(
+            verdict(&failed(ErrorKind::ConnectionAborted)),
+            Verdict::LookAgain
+        );
+        assert_eq!(verdict(&Ok(())), Verdict::LookAgain);
+        assert_eq!(verdict(&Err(None)), Verdict::LeaveToSession);
+        assert_eq!(
+            verdict(&failed(ErrorKind::HostUnreachable)),
+            Verdict::LeaveToSession
+        );
+    }
 }
