@@ -42,8 +42,9 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(25);
 /// its session lapses at once instead of a session timeout after its last
 /// heartbeat. Anything else (the listener keeps answering or resetting
 /// connections through every probe, or a probe times out as it does
-/// across a network partition) leaves the session to run out. A broker wrongly taken for gone is safe all the same: its
-/// successors wait out the lease it may hold (`lease_left_ms`).
+/// across a network partition) leaves the session to run out. A broker
+/// wrongly taken for gone is safe all the same: its successors wait out
+/// the lease it may hold (`lease_left_ms`).
 pub(super) async fn probe(broker: Arc<Broker>, node_id: i32, incarnation: u64) {
     let image = broker.image();
     let Some(target) = image
