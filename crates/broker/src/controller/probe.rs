@@ -64,33 +64,27 @@ pub(super) async fn probe(broker: Arc<Broker>, node_id: i32, incarnation: u64) {
             Ok(connected) => connected.map(drop).map_err(Some),
             Err(_elapsed) => Err(None),
         };
-        match verdict(&outcome) {
-            Verdict::Gone => {
-                tracing::info!(
-                    node_id,
-                    %address,
-                    "broker's heartbeat connection closed and its listener refuses connections: its process is gone"
-                );
-                if let Some(term) = active_term(&broker) {
-                    broker
-                        .controller
-                        .gone(term, &broker.image(), node_id, incarnation);
-                }
-                return;
+        let verdict = verdict(&outcome);
+        if verdict == Verdict::Gone {
+            tracing::info!(
+                node_id,
+                %address,
+                "broker's heartbeat connection closed and its listener refuses connections: its process is gone"
+            );
+            if let Some(term) = active_term(&broker) {
+                broker
+                    .controller
+                    .gone(term, &broker.image(), node_id, incarnation);
             }
-            Verdict::LookAgain => {
-                listener = match &outcome {
-                    Err(Some(error)) => format!("reset a connection: {error}"),
-                    _ => String::from("still takes connections"),
-                };
-            }
-            Verdict::LeaveToSession => {
-                listener = match &outcome {
-                    Err(Some(error)) => format!("cannot be reached: {error}"),
-                    _ => String::from("does not answer"),
-                };
-                break;
-            }
+            return;
+        }
+        listener = match outcome {
+            Ok(()) => String::from("still takes connections"),
+            Err(Some(error)) => format!("cannot be reached: {error}"),
+            Err(None) => String::from("does not answer"),
+        };
+        if verdict == Verdict::LeaveToSession {
+            break;
         }
     }
     tracing::info!(
